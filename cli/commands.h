@@ -1,0 +1,12 @@
+// Subcommands of the `qwen` program. Each takes the arguments after the subcommand name
+// (argv[0] is "qwen <command>") and returns the process exit code.
+#ifndef QWEN_CLI_COMMANDS_H_
+#define QWEN_CLI_COMMANDS_H_
+
+namespace qwen::cli {
+
+int RunInspect(int argc, char** argv);
+
+}  // namespace qwen::cli
+
+#endif  // QWEN_CLI_COMMANDS_H_

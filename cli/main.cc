@@ -1,0 +1,52 @@
+// `qwen`: one program for every tool of qwen-serve, chosen by its first argument.
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+
+namespace {
+
+struct Command {
+  const char* name;
+  int (*run)(int, char**);
+  const char* summary;
+};
+
+constexpr Command kCommands[] = {
+    {"inspect", qwen::cli::RunInspect, "print a GGUF file's metadata and tensors"},
+};
+
+void PrintUsage(FILE* out) {
+  std::fprintf(out, "usage: qwen <command> [flags] [args]\n\ncommands:\n");
+  for (const Command& c : kCommands) std::fprintf(out, "  %-12s %s\n", c.name, c.summary);
+  std::fprintf(out, "\n`qwen <command> --help` lists a command's flags.\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    PrintUsage(stderr);
+    return 2;
+  }
+  const std::string name = argv[1];
+  if (name == "help" || name == "--help" || name == "-h") {
+    PrintUsage(stdout);
+    return 0;
+  }
+  for (const Command& c : kCommands) {
+    if (name == c.name) {
+      // The subcommand sees "qwen <command>" as its argv[0].
+      std::string prog = std::string("qwen ") + c.name;
+      std::vector<char*> args;
+      args.push_back(prog.data());
+      for (int i = 2; i < argc; ++i) args.push_back(argv[i]);
+      return c.run(static_cast<int>(args.size()), args.data());
+    }
+  }
+  std::fprintf(stderr, "qwen: unknown command \"%s\"\n\n", name.c_str());
+  PrintUsage(stderr);
+  return 2;
+}

@@ -1,0 +1,44 @@
+# Shared helpers for the project's CMake files.
+
+# Compile flags per SIMD level. Kernels for a level live in files named *_avx2.cc / *_avx512.cc;
+# only those files get the flags, and dispatch picks one at run time.
+set(QWEN_AVX2_FLAGS -mavx2 -mfma -mf16c -mbmi2)
+set(QWEN_AVX512_FLAGS -mavx2 -mfma -mf16c -mbmi2 -mavx512f -mavx512bw -mavx512vl -mavx512dq
+    -mavx512vnni -mavx512bf16)
+
+function(qwen_simd_sources)
+  foreach(src ${ARGN})
+    if(src MATCHES "_avx512\\.cc$")
+      set_source_files_properties(${src} PROPERTIES COMPILE_OPTIONS "${QWEN_AVX512_FLAGS}")
+    elseif(src MATCHES "_avx2\\.cc$")
+      set_source_files_properties(${src} PROPERTIES COMPILE_OPTIONS "${QWEN_AVX2_FLAGS}")
+    endif()
+  endforeach()
+endfunction()
+
+# qwen_test(NAME name LABEL unit|conformance|e2e|bench SOURCES ... LIBS ... [TIMEOUT s])
+# One gtest executable registered with ctest, run from the source tree so it finds tests/data.
+function(qwen_test)
+  cmake_parse_arguments(T "" "NAME;LABEL;TIMEOUT" "SOURCES;LIBS" ${ARGN})
+  add_executable(${T_NAME} ${T_SOURCES})
+  target_link_libraries(${T_NAME} PRIVATE ${T_LIBS} GTest::gtest GTest::gmock GTest::gtest_main)
+  set_target_properties(${T_NAME} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/bin/tests)
+  add_test(NAME ${T_NAME} COMMAND ${T_NAME} WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+  if(NOT T_TIMEOUT)
+    set(T_TIMEOUT 600)
+  endif()
+  set_tests_properties(${T_NAME} PROPERTIES LABELS "${T_LABEL}" TIMEOUT ${T_TIMEOUT}
+    ENVIRONMENT "QWEN_TEST_DATA=${PROJECT_SOURCE_DIR}/tests/data;QWEN_BIN_DIR=${CMAKE_BINARY_DIR}/bin")
+endfunction()
+
+# qwen_benchmark(NAME name SOURCES ... LIBS ...): a Google Benchmark program, labelled bench.
+function(qwen_benchmark)
+  cmake_parse_arguments(B "" "NAME" "SOURCES;LIBS" ${ARGN})
+  add_executable(${B_NAME} ${B_SOURCES})
+  target_link_libraries(${B_NAME} PRIVATE ${B_LIBS} benchmark::benchmark)
+  set_target_properties(${B_NAME} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/bin/bench)
+  add_test(NAME ${B_NAME} COMMAND ${B_NAME} --benchmark_min_time=0.2
+           WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+  set_tests_properties(${B_NAME} PROPERTIES LABELS bench TIMEOUT 1800
+    ENVIRONMENT "QWEN_TEST_DATA=${PROJECT_SOURCE_DIR}/tests/data;QWEN_BIN_DIR=${CMAKE_BINARY_DIR}/bin")
+endfunction()

@@ -1,0 +1,93 @@
+#include "inference/common/thread_pool.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+
+namespace qwen {
+namespace {
+
+// About a millisecond of spinning before a thread sleeps: long enough to bridge the gaps between
+// the parallel sections of one decode step, short enough not to burn a core while idle.
+constexpr int kSpinIterations = 1 << 14;
+
+}  // namespace
+
+ThreadPool::ThreadPool(int n_threads) : n_threads_(std::max(1, n_threads)) {
+  threads_.reserve(n_threads_ - 1);
+  for (int i = 1; i < n_threads_; ++i) {
+    threads_.emplace_back([this, i] { WorkerLoop(i); });
+  }
+}
+
+ThreadPool::~ThreadPool() {
+  stop_.store(true, std::memory_order_release);
+  generation_.fetch_add(1, std::memory_order_acq_rel);
+  generation_.notify_all();
+  for (auto& t : threads_) t.join();
+}
+
+void ThreadPool::WorkerLoop(int index) {
+  uint32_t seen = 0;
+  while (true) {
+    uint32_t g = generation_.load(std::memory_order_acquire);
+    for (int spin = 0; g == seen; ++spin) {
+      if (spin < kSpinIterations) {
+        _mm_pause();
+      } else {
+        generation_.wait(seen, std::memory_order_acquire);
+      }
+      g = generation_.load(std::memory_order_acquire);
+    }
+    seen = g;
+    if (stop_.load(std::memory_order_acquire)) return;
+    (*job_)(index);
+    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) pending_.notify_one();
+  }
+}
+
+void ThreadPool::Run(absl::FunctionRef<void(int)> fn) {
+  if (n_threads_ == 1) {
+    fn(0);
+    return;
+  }
+  absl::MutexLock lock(&run_mutex_);
+  job_ = &fn;
+  pending_.store(n_threads_ - 1, std::memory_order_relaxed);
+  generation_.fetch_add(1, std::memory_order_acq_rel);
+  generation_.notify_all();
+  fn(0);
+  int32_t left = pending_.load(std::memory_order_acquire);
+  for (int spin = 0; left != 0; ++spin) {
+    if (spin < kSpinIterations) {
+      _mm_pause();
+    } else {
+      pending_.wait(left, std::memory_order_acquire);
+    }
+    left = pending_.load(std::memory_order_acquire);
+  }
+  job_ = nullptr;
+}
+
+void ThreadPool::ParallelFor(int64_t n, int64_t grain,
+                             absl::FunctionRef<void(int64_t, int64_t, int)> fn) {
+  if (n <= 0) return;
+  grain = std::max<int64_t>(1, grain);
+  if (n_threads_ == 1 || n <= grain) {
+    fn(0, n, 0);
+    return;
+  }
+  // Pieces of about a quarter of an even share, so a thread slowed by the other process on its
+  // core does not hold everyone back, but no smaller than `grain`.
+  const int64_t piece = std::max<int64_t>(grain, n / (4 * n_threads_));
+  std::atomic<int64_t> next{0};
+  Run([&](int thread) {
+    while (true) {
+      const int64_t begin = next.fetch_add(piece, std::memory_order_relaxed);
+      if (begin >= n) break;
+      fn(begin, std::min(n, begin + piece), thread);
+    }
+  });
+}
+
+}  // namespace qwen

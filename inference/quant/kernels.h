@@ -1,0 +1,86 @@
+// Row kernels for every weight type the engine computes with: dequantization, activation
+// quantization and dot products. One interface; a scalar reference and SIMD versions behind it.
+#ifndef QWEN_INFERENCE_QUANT_KERNELS_H_
+#define QWEN_INFERENCE_QUANT_KERNELS_H_
+
+#include <cstddef>
+#include <cstdint>
+
+#include "inference/common/cpu_features.h"
+#include "inference/quant/types.h"
+
+namespace qwen::quant {
+
+// Activation blocks that the quantized dot products consume.
+// Q8_0: 32 values, one f16 scale. For Q4_0, Q5_0 and Q8_0 weights.
+struct BlockQ8_0 {
+  uint16_t d;  // f16
+  int8_t qs[32];
+};
+static_assert(sizeof(BlockQ8_0) == 34);
+
+// Q8_1: 32 values, f16 scale and f16 d * sum(qs). For Q4_1 and Q5_1 weights.
+struct BlockQ8_1 {
+  uint16_t d;  // f16
+  uint16_t s;  // f16, d * sum(qs)
+  int8_t qs[32];
+};
+static_assert(sizeof(BlockQ8_1) == 36);
+
+// Q8_K: 256 values, a float scale and the sums of each 16 values (which fold the weight
+// formats' offsets and minimums into one multiply). For all k-quant weights.
+struct BlockQ8_K {
+  float d;
+  int8_t qs[256];
+  int16_t bsums[16];
+};
+static_assert(sizeof(BlockQ8_K) == 292);
+
+// The format a weight type's dot product wants its activations in. F32 for F32, F16 and BF16
+// weights (activations stay float), Q8_0 / Q8_1 / Q8_K for the quantized types.
+GgmlType ActivationType(GgmlType weight_type);
+
+// Bytes of one activation row of `n` elements in ActivationType(weight_type).
+size_t ActivationRowBytes(GgmlType weight_type, int64_t n);
+
+// Function tables for one instruction-set level. Every entry is set for every type that
+// Traits(type).computable names; a level without a faster version of an entry uses the scalar
+// one. `n` is always a multiple of the type's block size.
+//
+// All functions are pure (no shared state) and thread-safe.
+struct KernelTable {
+  Isa isa = Isa::kScalar;
+
+  // Dequantizes `n` elements of `type` to float32.
+  void (*dequantize[40])(const void* src, float* dst, int64_t n) = {};
+
+  // Quantizes `n` floats into ActivationType(type) for the dot products of `type`. For the float
+  // activation types this is a plain copy.
+  void (*quantize_activation[40])(const float* x, void* dst, int64_t n) = {};
+
+  // Dot product of one weight row of `type` with one activation row already quantized with
+  // quantize_activation[type].
+  float (*dot[40])(const void* w, const void* a, int64_t n) = {};
+
+  // Tile product: y[c * y_stride + r] = dot(w row r, a row c) for r < n_rows, c < n_cols, with
+  // weight rows `w_stride` bytes apart and activation rows `a_stride` bytes apart. Reads each
+  // weight block once for all columns, which is what makes batched decode cheaper than one dot
+  // per sequence. n_cols is small (1 to 16 typically).
+  void (*dot_tile[40])(const void* w, size_t w_stride, int64_t n_rows, const void* a,
+                       size_t a_stride, int64_t n_cols, float* y, size_t y_stride,
+                       int64_t n) = {};
+};
+
+// The table for `isa`: exactly that level's kernels, or the highest level at or below it that
+// this CPU supports (so tests can ask for every level without crashing on an older CPU).
+const KernelTable& KernelsFor(Isa isa);
+
+// The table the engine uses: KernelsFor(ActiveIsa()).
+const KernelTable& Kernels();
+
+// Convenience wrappers over Kernels().
+void DequantizeRow(GgmlType type, const void* src, float* dst, int64_t n);
+
+}  // namespace qwen::quant
+
+#endif  // QWEN_INFERENCE_QUANT_KERNELS_H_

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 (bookworm) packages qwen-serve builds, tests and runs with.
+# Idempotent: packages already present are not reinstalled, and nothing runs when all are there.
+# As root it runs apt-get; otherwise it uses sudo when available, and else prints the command to run.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake ninja-build pkg-config git
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libabsl-dev libopenblas-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  libpcre2-dev libutf8proc-dev nlohmann-json3-dev prometheus-cpp-dev
+  python3 python3-yaml
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup: all ${#PACKAGES[@]} packages are installed"
+  exit 0
+fi
+
+cmd=(apt-get install -y --no-install-recommends "${missing[@]}")
+if [ "$(id -u)" -eq 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${cmd[@]}"
+elif command -v sudo >/dev/null 2>&1; then
+  echo "setup: not root; installing with sudo: ${missing[*]}"
+  sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  sudo env DEBIAN_FRONTEND=noninteractive "${cmd[@]}"
+else
+  echo "setup: not root and no sudo. Missing packages: ${missing[*]}" >&2
+  echo "setup: run as root:  apt-get update && ${cmd[*]}" >&2
+  exit 1
+fi
