@@ -1,0 +1,390 @@
+#include "inference/model/model.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "inference/common/status_macros.h"
+#include "inference/ops/attention.h"
+#include "inference/ops/basic.h"
+#include "inference/ops/delta_net.h"
+#include "inference/quant/kernels.h"
+
+namespace qwen::model {
+namespace {
+
+using quant::GgmlType;
+
+// Activation buffers of a forward pass, reused between calls.
+enum BufferId {
+  kX,        // [n, n_embd] residual stream
+  kH,        // [n, n_embd] normalised input of a block
+  kOut,      // [n, n_embd] output of a block
+  kQFull,    // [n, n_head, 2, head_dim] query | gate
+  kQ,        // [n, n_head, head_dim]
+  kGate,     // [n, n_head, head_dim]
+  kK,        // [n, n_head_kv, head_dim]
+  kV,        // [n, n_head_kv, head_dim]
+  kAttn,     // [n, n_head, head_dim]
+  kMixed,    // [n, qkv] delta-net projection, the conv input
+  kZ,        // [n, n_v, d]
+  kAlpha,    // [n, n_v] then the log decay g
+  kBeta,     // [n, n_v]
+  kConv,     // [n, qkv] conv output
+  kCore,     // [n, n_v, d] delta rule output
+  kFfnGate,  // [n, n_ff]
+  kFfnUp,    // [n, n_ff]
+  kFinal,    // [rows, n_embd] final norm of the rows that need logits
+  kObserve,  // copies for observers
+  kNumBuffers,
+};
+
+std::string Blk(int il, absl::string_view name) { return absl::StrCat("blk.", il, ".", name); }
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Model>> Model::Load(std::shared_ptr<const gguf::GgufFile> file) {
+  std::unique_ptr<Model> m(new Model(std::move(file)));
+  ASSIGN_OR_RETURN(m->config_, ModelConfig::FromGguf(*m->file_));
+  RETURN_IF_ERROR(m->LoadWeights());
+  m->buffers_.resize(kNumBuffers);
+  return m;
+}
+
+absl::StatusOr<ops::Weight> Model::Matrix(const std::string& name, int64_t n_in, int64_t n_out) {
+  const gguf::TensorInfo* t = file_->FindTensor(name);
+  if (t == nullptr) return absl::NotFoundError(absl::StrCat("tensor \"", name, "\" is missing"));
+  if (t->n_dims != 2 || t->ne[0] != n_in || t->ne[1] != n_out) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor \"", name, "\" has shape ",
+                                                   t->ShapeString(), ", expected [", n_in, ", ",
+                                                   n_out, "]"));
+  }
+  if (!quant::Traits(t->type).computable) {
+    return absl::UnimplementedError(absl::StrCat("tensor \"", name, "\" has type ",
+                                                 quant::TypeName(t->type),
+                                                 ", which this engine cannot compute with"));
+  }
+  ops::Weight w;
+  w.data = t->data;
+  w.type = t->type;
+  w.n_in = n_in;
+  w.n_out = n_out;
+  w.row_bytes = static_cast<size_t>(quant::RowBytes(t->type, n_in));
+  w.name = t->name;
+  return w;
+}
+
+absl::StatusOr<const float*> Model::FindVector(std::initializer_list<std::string> names,
+                                               int64_t n) {
+  for (const std::string& name : names) {
+    if (file_->FindTensor(name) != nullptr) return Vector(name, n);
+  }
+  return absl::NotFoundError(absl::StrCat("tensor \"", *names.begin(), "\" is missing"));
+}
+
+absl::StatusOr<const float*> Model::Vector(const std::string& name, int64_t n) {
+  const gguf::TensorInfo* t = file_->FindTensor(name);
+  if (t == nullptr) return absl::NotFoundError(absl::StrCat("tensor \"", name, "\" is missing"));
+  if (t->n_elements != n) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor \"", name, "\" has shape ",
+                                                   t->ShapeString(), ", expected ", n,
+                                                   " elements"));
+  }
+  if (!quant::Traits(t->type).computable) {
+    return absl::UnimplementedError(absl::StrCat("tensor \"", name, "\" has unsupported type ",
+                                                 quant::TypeName(t->type)));
+  }
+  // Small tensors are copied to float once: they are read in every op and cost little memory.
+  std::vector<float>& v = owned_.emplace_back(n);
+  quant::DequantizeRow(t->type, t->data, v.data(), n);
+  return v.data();
+}
+
+absl::Status Model::LoadWeights() {
+  const ModelConfig& c = config_;
+  ASSIGN_OR_RETURN(token_embd_, Matrix("token_embd.weight", c.n_embd, c.n_vocab));
+  if (file_->FindTensor("output.weight") != nullptr) {
+    ASSIGN_OR_RETURN(lm_head_, Matrix("output.weight", c.n_embd, c.n_vocab));
+  } else {
+    lm_head_ = token_embd_;  // tied embeddings
+  }
+  ASSIGN_OR_RETURN(output_norm_, Vector("output_norm.weight", c.n_embd));
+  layers_.resize(c.n_layer);
+  int n_attn = 0, n_delta = 0;
+  const int64_t d = c.ssm_head_dim;
+  for (int il = 0; il < c.n_layer; ++il) {
+    LayerWeights& L = layers_[il];
+    L.is_attention = c.is_attention[il];
+    L.kind_index = L.is_attention ? n_attn++ : n_delta++;
+    ASSIGN_OR_RETURN(L.attn_norm, Vector(Blk(il, "attn_norm.weight"), c.n_embd));
+    ASSIGN_OR_RETURN(L.post_attention_norm, Vector(Blk(il, "post_attention_norm.weight"), c.n_embd));
+    ASSIGN_OR_RETURN(L.ffn_gate, Matrix(Blk(il, "ffn_gate.weight"), c.n_embd, c.n_ff));
+    ASSIGN_OR_RETURN(L.ffn_up, Matrix(Blk(il, "ffn_up.weight"), c.n_embd, c.n_ff));
+    ASSIGN_OR_RETURN(L.ffn_down, Matrix(Blk(il, "ffn_down.weight"), c.n_ff, c.n_embd));
+    if (L.is_attention) {
+      ASSIGN_OR_RETURN(L.attn_q, Matrix(Blk(il, "attn_q.weight"), c.n_embd, 2 * c.q_dim()));
+      ASSIGN_OR_RETURN(L.attn_k, Matrix(Blk(il, "attn_k.weight"), c.n_embd, c.kv_dim()));
+      ASSIGN_OR_RETURN(L.attn_v, Matrix(Blk(il, "attn_v.weight"), c.n_embd, c.kv_dim()));
+      ASSIGN_OR_RETURN(L.attn_output, Matrix(Blk(il, "attn_output.weight"), c.q_dim(), c.n_embd));
+      ASSIGN_OR_RETURN(L.attn_q_norm, Vector(Blk(il, "attn_q_norm.weight"), c.head_dim));
+      ASSIGN_OR_RETURN(L.attn_k_norm, Vector(Blk(il, "attn_k_norm.weight"), c.head_dim));
+    } else {
+      ASSIGN_OR_RETURN(L.attn_qkv, Matrix(Blk(il, "attn_qkv.weight"), c.n_embd, c.ssm_qkv_dim()));
+      ASSIGN_OR_RETURN(L.attn_gate, Matrix(Blk(il, "attn_gate.weight"), c.n_embd, c.ssm_v_dim()));
+      ASSIGN_OR_RETURN(L.ssm_alpha, Matrix(Blk(il, "ssm_alpha.weight"), c.n_embd, c.ssm_n_v));
+      ASSIGN_OR_RETURN(L.ssm_beta, Matrix(Blk(il, "ssm_beta.weight"), c.n_embd, c.ssm_n_v));
+      ASSIGN_OR_RETURN(L.ssm_out, Matrix(Blk(il, "ssm_out.weight"), c.ssm_v_dim(), c.n_embd));
+      ASSIGN_OR_RETURN(L.ssm_conv1d,
+                       Vector(Blk(il, "ssm_conv1d.weight"), c.ssm_qkv_dim() * c.conv_kernel));
+      const gguf::TensorInfo* conv = file_->FindTensor(Blk(il, "ssm_conv1d.weight"));
+      if (conv->ne[0] != c.conv_kernel) {
+        return absl::InvalidArgumentError(absl::StrCat("tensor \"", conv->name, "\" has shape ",
+                                                       conv->ShapeString(), ", expected [",
+                                                       c.conv_kernel, ", ", c.ssm_qkv_dim(), "]"));
+      }
+      // Ollama's files name the bias ssm_dt.
+      ASSIGN_OR_RETURN(L.ssm_dt_bias,
+                       FindVector({Blk(il, "ssm_dt.bias"), Blk(il, "ssm_dt")}, c.ssm_n_v));
+      ASSIGN_OR_RETURN(L.ssm_a, Vector(Blk(il, "ssm_a"), c.ssm_n_v));
+      ASSIGN_OR_RETURN(L.ssm_norm, Vector(Blk(il, "ssm_norm.weight"), d));
+    }
+  }
+  return absl::OkStatus();
+}
+
+float* Model::Buffer(int id, size_t n_floats) { return buffers_[id].Get(n_floats); }
+
+int64_t Model::LogitRows(absl::Span<const Segment> segments) {
+  int64_t rows = 0;
+  for (const Segment& s : segments) rows += s.all_logits ? static_cast<int64_t>(s.tokens.size()) : 1;
+  return rows;
+}
+
+absl::Status Model::Forward(ops::ComputeContext& ctx, absl::Span<const Segment> segments,
+                            float* logits) {
+  const ModelConfig& c = config_;
+  if (segments.empty()) return absl::InvalidArgumentError("empty batch");
+  int64_t n = 0;
+  absl::flat_hash_set<const SequenceState*> seen;
+  for (const Segment& s : segments) {
+    if (s.tokens.empty()) return absl::InvalidArgumentError("a segment has no tokens");
+    if (!seen.insert(s.state).second) {
+      return absl::InvalidArgumentError("two segments of one batch share a sequence");
+    }
+    if (s.state->n_past() + static_cast<int64_t>(s.tokens.size()) > s.state->capacity()) {
+      return absl::OutOfRangeError(absl::StrCat(
+          "sequence would hold ", s.state->n_past() + s.tokens.size(),
+          " tokens, more than its context of ", s.state->capacity()));
+    }
+    for (int32_t t : s.tokens) {
+      if (t < 0 || t >= c.n_vocab) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("token id ", t, " is outside the vocabulary [0, ", c.n_vocab, ")"));
+      }
+    }
+    n += static_cast<int64_t>(s.tokens.size());
+  }
+
+  std::vector<int32_t> tokens;
+  tokens.reserve(n);
+  positions_.clear();
+  for (const Segment& s : segments) {
+    tokens.insert(tokens.end(), s.tokens.begin(), s.tokens.end());
+    for (size_t t = 0; t < s.tokens.size(); ++t) {
+      positions_.push_back(static_cast<int32_t>(s.state->n_past() + t));
+    }
+  }
+
+  const int64_t E = c.n_embd;
+  float* x = Buffer(kX, n * E);
+  float* h = Buffer(kH, n * E);
+  float* out = Buffer(kOut, n * E);
+  ops::GetRows(token_embd_, tokens.data(), n, x);
+  ctx.Observe("model.input_embed", x, n, E);
+
+  for (int il = 0; il < c.n_layer; ++il) {
+    const LayerWeights& L = layers_[il];
+    ops::RmsNorm(x, L.attn_norm, n, E, c.rms_eps, h);
+    ctx.Observe(absl::StrCat("attn_norm-", il), h, n, E);
+    if (L.is_attention) {
+      AttentionBlock(ctx, L, segments, h, n, out);
+    } else {
+      DeltaNetBlock(ctx, L, segments, h, n, out);
+    }
+    ops::AddInPlace(x, out, n * E);
+    ctx.Observe(absl::StrCat("attn_residual-", il), x, n, E);
+
+    ops::RmsNorm(x, L.post_attention_norm, n, E, c.rms_eps, h);
+    ctx.Observe(absl::StrCat("attn_post_norm-", il), h, n, E);
+    float* gate = Buffer(kFfnGate, n * c.n_ff);
+    float* up = Buffer(kFfnUp, n * c.n_ff);
+    ops::MatMul(ctx, h, n, {{&L.ffn_gate, gate}, {&L.ffn_up, up}});
+    ctx.Observe(absl::StrCat("ffn_gate-", il), gate, n, c.n_ff);
+    ctx.Observe(absl::StrCat("ffn_up-", il), up, n, c.n_ff);
+    ops::SwiGlu(gate, up, n * c.n_ff, gate);
+    ctx.Observe(absl::StrCat("ffn_swiglu-", il), gate, n, c.n_ff);
+    ops::MatMul(ctx, L.ffn_down, gate, n, out);
+    ctx.Observe(absl::StrCat("ffn_out-", il), out, n, E);
+    ops::AddInPlace(x, out, n * E);
+    ctx.Observe(absl::StrCat("l_out-", il), x, n, E);
+  }
+
+  // Only the rows that need logits go through the LM head, the largest matrix of the model.
+  const int64_t rows = LogitRows(segments);
+  float* final_rows = Buffer(kFinal, rows * E);
+  int64_t row = 0, offset = 0;
+  for (const Segment& s : segments) {
+    const int64_t ns = static_cast<int64_t>(s.tokens.size());
+    const int64_t first = s.all_logits ? offset : offset + ns - 1;
+    const int64_t count = s.all_logits ? ns : 1;
+    std::memcpy(final_rows + row * E, x + first * E, count * E * sizeof(float));
+    row += count;
+    offset += ns;
+  }
+  ops::RmsNorm(final_rows, output_norm_, rows, E, c.rms_eps, final_rows);
+  ctx.Observe("result_norm", final_rows, rows, E);
+  ops::MatMul(ctx, lm_head_, final_rows, rows, logits);
+  ctx.Observe("result_output", logits, rows, c.n_vocab);
+
+  for (const Segment& s : segments) s.state->Advance(static_cast<int64_t>(s.tokens.size()));
+  return absl::OkStatus();
+}
+
+void Model::AttentionBlock(ops::ComputeContext& ctx, const LayerWeights& L,
+                           absl::Span<const Segment> segments, const float* h, int64_t n,
+                           float* out) {
+  const ModelConfig& c = config_;
+  const int hd = c.head_dim;
+  const int il = static_cast<int>(&L - layers_.data());
+  float* q_full = Buffer(kQFull, n * 2 * c.q_dim());
+  float* k = Buffer(kK, n * c.kv_dim());
+  float* v = Buffer(kV, n * c.kv_dim());
+  ops::MatMul(ctx, h, n, {{&L.attn_q, q_full}, {&L.attn_k, k}, {&L.attn_v, v}});
+  ctx.Observe(absl::StrCat("Qcur_full-", il), q_full, n, 2 * c.q_dim());
+
+  // Per head the projection holds [query | gate].
+  float* q = Buffer(kQ, n * c.q_dim());
+  float* gate = Buffer(kGate, n * c.q_dim());
+  for (int64_t t = 0; t < n; ++t) {
+    for (int hh = 0; hh < c.n_head; ++hh) {
+      const float* src = q_full + (t * c.n_head + hh) * 2 * hd;
+      std::memcpy(q + (t * c.n_head + hh) * hd, src, hd * sizeof(float));
+      std::memcpy(gate + (t * c.n_head + hh) * hd, src + hd, hd * sizeof(float));
+    }
+  }
+  ops::RmsNorm(q, L.attn_q_norm, n * c.n_head, hd, c.rms_eps, q);
+  ops::RmsNorm(k, L.attn_k_norm, n * c.n_head_kv, hd, c.rms_eps, k);
+  ctx.Observe(absl::StrCat("Qcur_normed-", il), q, n, c.q_dim());
+  ctx.Observe(absl::StrCat("Kcur_normed-", il), k, n, c.kv_dim());
+  ops::RopeNeox(q, n, c.n_head, hd, c.n_rot, positions_.data(), c.rope_base);
+  ops::RopeNeox(k, n, c.n_head_kv, hd, c.n_rot, positions_.data(), c.rope_base);
+  ctx.Observe(absl::StrCat("Qcur-", il), q, n, c.q_dim());
+  ctx.Observe(absl::StrCat("Kcur-", il), k, n, c.kv_dim());
+  ctx.Observe(absl::StrCat("Vcur-", il), v, n, c.kv_dim());
+
+  float* attn = Buffer(kAttn, n * c.q_dim());
+  int64_t offset = 0;
+  for (const Segment& s : segments) {
+    const int64_t ns = static_cast<int64_t>(s.tokens.size());
+    const ops::KvView kv = s.state->kv(L.kind_index);
+    const int64_t pos0 = s.state->n_past();
+    ops::KvStore(kv, k + offset * c.kv_dim(), v + offset * c.kv_dim(), pos0, ns);
+    ops::CausalAttention(ctx, q + offset * c.q_dim(), ns, c.n_head, kv, pos0,
+                         attn + offset * c.q_dim());
+    offset += ns;
+  }
+  ctx.Observe(absl::StrCat("attn_pregate-", il), attn, n, c.q_dim());
+  for (int64_t i = 0; i < n * c.q_dim(); ++i) attn[i] *= ops::Sigmoid(gate[i]);
+  ctx.Observe(absl::StrCat("attn_gated-", il), attn, n, c.q_dim());
+  ops::MatMul(ctx, L.attn_output, attn, n, out);
+  ctx.Observe(absl::StrCat("attn_output-", il), out, n, c.n_embd);
+}
+
+void Model::DeltaNetBlock(ops::ComputeContext& ctx, const LayerWeights& L,
+                          absl::Span<const Segment> segments, const float* h, int64_t n,
+                          float* out) {
+  const ModelConfig& c = config_;
+  const int il = static_cast<int>(&L - layers_.data());
+  const int d = c.ssm_head_dim;
+  const int64_t qkv = c.ssm_qkv_dim();
+  const int64_t vdim = c.ssm_v_dim();
+  const int nv = c.ssm_n_v;
+  const int nk = c.ssm_n_k;
+  float* mixed = Buffer(kMixed, n * qkv);
+  float* z = Buffer(kZ, n * vdim);
+  float* g = Buffer(kAlpha, n * nv);
+  float* beta = Buffer(kBeta, n * nv);
+  ops::MatMul(ctx, h, n,
+              {{&L.attn_qkv, mixed}, {&L.attn_gate, z}, {&L.ssm_alpha, g}, {&L.ssm_beta, beta}});
+  ctx.Observe(absl::StrCat("linear_attn_qkv_mixed-", il), mixed, n, qkv);
+  ctx.Observe(absl::StrCat("z-", il), z, n, vdim);
+  for (int64_t t = 0; t < n; ++t) {
+    for (int j = 0; j < nv; ++j) {
+      float& gj = g[t * nv + j];
+      gj = L.ssm_a[j] * ops::Softplus(gj + L.ssm_dt_bias[j]);
+      beta[t * nv + j] = ops::Sigmoid(beta[t * nv + j]);
+    }
+  }
+  ctx.Observe(absl::StrCat("gate-", il), g, n, nv);
+  ctx.Observe(absl::StrCat("beta_sigmoid-", il), beta, n, nv);
+
+  float* conv = Buffer(kConv, n * qkv);
+  int64_t offset = 0;
+  for (const Segment& s : segments) {
+    const int64_t ns = static_cast<int64_t>(s.tokens.size());
+    ops::CausalConv1dSilu(ctx, mixed + offset * qkv, ns, qkv, L.ssm_conv1d, c.conv_kernel,
+                          s.state->conv_state(L.kind_index), conv + offset * qkv);
+    offset += ns;
+  }
+  ctx.Observe(absl::StrCat("conv_output_silu-", il), conv, n, qkv);
+  // q and k heads are L2-normalised; v passes through.
+  for (int64_t t = 0; t < n; ++t) ops::L2Norm(conv + t * qkv, 2 * nk, d, c.rms_eps);
+  if (ctx.observing()) {
+    float* tmp = Buffer(kObserve, n * qkv);
+    const int64_t widths[3] = {int64_t{nk} * d, int64_t{nk} * d, vdim};
+    const int64_t starts[3] = {0, int64_t{nk} * d, 2 * int64_t{nk} * d};
+    const char* names[3] = {"q_conv_predelta-", "k_conv_predelta-", "v_conv_predelta-"};
+    for (int p = 0; p < 3; ++p) {
+      for (int64_t t = 0; t < n; ++t) {
+        std::memcpy(tmp + t * widths[p], conv + t * qkv + starts[p], widths[p] * sizeof(float));
+      }
+      ctx.Observe(absl::StrCat(names[p], il), tmp, n, widths[p]);
+    }
+  }
+
+  float* core = Buffer(kCore, n * vdim);
+  offset = 0;
+  for (const Segment& s : segments) {
+    const int64_t ns = static_cast<int64_t>(s.tokens.size());
+    ops::DeltaRuleArgs a;
+    a.q = conv + offset * qkv;
+    a.k = a.q + int64_t{nk} * d;
+    a.v = a.q + 2 * int64_t{nk} * d;
+    a.row_stride = qkv;
+    a.g = g + offset * nv;
+    a.beta = beta + offset * nv;
+    a.n_tokens = ns;
+    a.n_k = nk;
+    a.n_v = nv;
+    a.d = d;
+    a.v_tiled = c.ssm_v_tiled;
+    a.state = s.state->recurrent_state(L.kind_index);
+    a.out = core + offset * vdim;
+    if (ns >= options_.chunked_min_tokens) {
+      ops::GatedDeltaRuleChunked(ctx, a, options_.delta_chunk);
+    } else {
+      ops::GatedDeltaRuleRecurrent(ctx, a);
+    }
+    offset += ns;
+  }
+  ctx.Observe(absl::StrCat("attn_output-", il), core, n, vdim);
+  // Gated RMSNorm per value head: rmsnorm(o) * ssm_norm * silu(z).
+  ops::RmsNorm(core, L.ssm_norm, n * nv, d, c.rms_eps, core);
+  for (int64_t i = 0; i < n * vdim; ++i) core[i] *= ops::Silu(z[i]);
+  ctx.Observe(absl::StrCat("final_output-", il), core, n, vdim);
+  ops::MatMul(ctx, L.ssm_out, core, n, out);
+  ctx.Observe(absl::StrCat("linear_attn_out-", il), out, n, c.n_embd);
+}
+
+}  // namespace qwen::model

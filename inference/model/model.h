@@ -1,0 +1,123 @@
+// The Qwen3.5 hybrid model: 3 gated delta-net blocks for every gated full-attention block.
+#ifndef QWEN_INFERENCE_MODEL_MODEL_H_
+#define QWEN_INFERENCE_MODEL_MODEL_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "inference/gguf/gguf_file.h"
+#include "inference/model/config.h"
+#include "inference/model/state.h"
+#include "inference/ops/compute.h"
+#include "inference/ops/matmul.h"
+
+namespace qwen::model {
+
+// Weights of one block. Matrices are views into the GGUF mapping; the small vectors (norms,
+// conv kernel, decay parameters) are float copies.
+struct LayerWeights {
+  bool is_attention = false;
+  int kind_index = 0;  // index among layers of the same kind (KV cache / delta state slot)
+  const float* attn_norm = nullptr;            // [n_embd]
+  const float* post_attention_norm = nullptr;  // [n_embd]
+  ops::Weight ffn_gate, ffn_up;                // [n_embd] -> [n_ff]
+  ops::Weight ffn_down;                        // [n_ff] -> [n_embd]
+
+  // Gated full attention.
+  ops::Weight attn_q;       // [n_embd] -> [n_head, 2 * head_dim]: per head query | gate
+  ops::Weight attn_k;       // [n_embd] -> [n_head_kv, head_dim]
+  ops::Weight attn_v;       // [n_embd] -> [n_head_kv, head_dim]
+  ops::Weight attn_output;  // [n_head * head_dim] -> [n_embd]
+  const float* attn_q_norm = nullptr;  // [head_dim]
+  const float* attn_k_norm = nullptr;  // [head_dim]
+
+  // Gated delta net.
+  ops::Weight attn_qkv;   // [n_embd] -> [q (n_k * d) | k (n_k * d) | v (n_v * d)]
+  ops::Weight attn_gate;  // [n_embd] -> z [n_v * d]
+  ops::Weight ssm_alpha;  // [n_embd] -> [n_v]
+  ops::Weight ssm_beta;   // [n_embd] -> [n_v]
+  ops::Weight ssm_out;    // [n_v * d] -> [n_embd]
+  const float* ssm_conv1d = nullptr;  // [qkv channels, conv_kernel]
+  const float* ssm_dt_bias = nullptr;  // [n_v]
+  const float* ssm_a = nullptr;        // [n_v], already -exp(A_log)
+  const float* ssm_norm = nullptr;     // [d]
+};
+
+// One sequence's tokens in a batch.
+struct Segment {
+  SequenceState* state;
+  absl::Span<const int32_t> tokens;  // appended at positions state->n_past() onwards
+  bool all_logits = false;           // logits for every token, else only for the last one
+};
+
+// How far prompt tokens of one segment are processed with the chunked delta rule (else the
+// token-by-token one). Both give the same result; chunks use matrix products.
+struct ForwardOptions {
+  int delta_chunk = 64;
+  int64_t chunked_min_tokens = 16;
+};
+
+// Loads the weights (views into the mapping: nothing large is copied) and runs forward passes.
+//
+// Load() checks every tensor the trunk needs against the configuration and refuses with an error
+// naming the tensor when one is missing or has the wrong shape or an unsupported type. MTP and
+// vision tensors are ignored.
+//
+// Thread-safety: the weights are immutable, but Forward() uses per-instance activation buffers;
+// run one Forward() at a time per Model (a worker runs one model on one scheduler thread).
+class Model {
+ public:
+  static absl::StatusOr<std::unique_ptr<Model>> Load(std::shared_ptr<const gguf::GgufFile> file);
+
+  const ModelConfig& config() const { return config_; }
+  const gguf::GgufFile& file() const { return *file_; }
+  const std::vector<LayerWeights>& layers() const { return layers_; }
+  ForwardOptions& options() { return options_; }
+
+  absl::StatusOr<std::unique_ptr<SequenceState>> NewState(int64_t n_ctx,
+                                                          KvType kv_type = KvType::kF16) const {
+    return SequenceState::Create(config_, n_ctx, kv_type);
+  }
+
+  // Number of logit rows Forward() writes for these segments.
+  static int64_t LogitRows(absl::Span<const Segment> segments);
+
+  // Appends each segment's tokens to its sequence and writes logits [LogitRows, n_vocab] in
+  // segment order. Segments must belong to different sequences. Fails (changing nothing) when a
+  // token is out of the vocabulary or a sequence would exceed its capacity.
+  absl::Status Forward(ops::ComputeContext& ctx, absl::Span<const Segment> segments,
+                       float* logits);
+
+ private:
+  explicit Model(std::shared_ptr<const gguf::GgufFile> file) : file_(std::move(file)) {}
+  absl::Status LoadWeights();
+  absl::StatusOr<ops::Weight> Matrix(const std::string& name, int64_t n_in, int64_t n_out);
+  absl::StatusOr<const float*> Vector(const std::string& name, int64_t n);
+  absl::StatusOr<const float*> FindVector(std::initializer_list<std::string> names, int64_t n);
+
+  void AttentionBlock(ops::ComputeContext& ctx, const LayerWeights& L,
+                      absl::Span<const Segment> segments, const float* h, int64_t n, float* out);
+  void DeltaNetBlock(ops::ComputeContext& ctx, const LayerWeights& L,
+                     absl::Span<const Segment> segments, const float* h, int64_t n, float* out);
+  float* Buffer(int id, size_t n_floats);
+
+  std::shared_ptr<const gguf::GgufFile> file_;
+  ModelConfig config_;
+  ForwardOptions options_;
+  ops::Weight token_embd_;
+  ops::Weight lm_head_;  // output.weight, or token_embd when tied
+  const float* output_norm_ = nullptr;
+  std::vector<LayerWeights> layers_;
+  std::vector<std::vector<float>> owned_;  // float copies of small tensors
+  std::vector<ops::ScratchBuffer> buffers_;
+  std::vector<int32_t> positions_;
+};
+
+}  // namespace qwen::model
+
+#endif  // QWEN_INFERENCE_MODEL_MODEL_H_

@@ -1,0 +1,111 @@
+#include "inference/model/state.h"
+
+#include <sys/mman.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace qwen::model {
+
+void SequenceState::FreeFloats::operator()(float* p) const { std::free(p); }
+
+StateSize SequenceState::SizeFor(const ModelConfig& c, int64_t n_ctx, KvType kv_type) {
+  StateSize s;
+  const size_t elem = kv_type == KvType::kF16 ? 2 : 4;
+  s.kv_bytes_per_token = static_cast<size_t>(c.n_attention_layers()) * 2 * c.kv_dim() * elem;
+  s.kv_bytes_reserved = s.kv_bytes_per_token * static_cast<size_t>(n_ctx);
+  s.recurrent_bytes = static_cast<size_t>(c.n_delta_layers()) * c.ssm_n_v * c.ssm_head_dim *
+                      c.ssm_head_dim * sizeof(float);
+  s.conv_bytes = static_cast<size_t>(c.n_delta_layers()) * (c.conv_kernel - 1) * c.ssm_qkv_dim() *
+                 sizeof(float);
+  return s;
+}
+
+absl::StatusOr<std::unique_ptr<SequenceState>> SequenceState::Create(const ModelConfig& c,
+                                                                     int64_t n_ctx,
+                                                                     KvType kv_type) {
+  if (n_ctx <= 0) return absl::InvalidArgumentError("context size must be positive");
+  std::unique_ptr<SequenceState> s(new SequenceState());
+  s->n_ctx_ = n_ctx;
+  s->kv_type_ = kv_type;
+  s->n_attn_ = c.n_attention_layers();
+  s->n_delta_ = c.n_delta_layers();
+  s->n_head_kv_ = c.n_head_kv;
+  s->head_dim_ = c.head_dim;
+  s->size_ = SizeFor(c, n_ctx, kv_type);
+  const size_t elem = kv_type == KvType::kF16 ? 2 : 4;
+  s->kv_layer_bytes_ = static_cast<size_t>(c.kv_dim()) * n_ctx * elem;
+  s->kv_mapping_bytes_ = s->kv_layer_bytes_ * 2 * s->n_attn_;
+  if (s->kv_mapping_bytes_ > 0) {
+    // Reserved, not committed: pages become resident as tokens are written.
+    void* p = mmap(nullptr, s->kv_mapping_bytes_, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("cannot reserve ", s->kv_mapping_bytes_, " bytes of KV cache for ", n_ctx,
+                       " tokens: ", std::strerror(errno)));
+    }
+    s->kv_mapping_ = p;
+  }
+  s->conv_floats_ = static_cast<size_t>(c.conv_kernel - 1) * c.ssm_qkv_dim();
+  s->ssm_floats_ = static_cast<size_t>(c.ssm_n_v) * c.ssm_head_dim * c.ssm_head_dim;
+  const size_t conv_total = std::max<size_t>(1, s->conv_floats_ * s->n_delta_);
+  const size_t ssm_total = std::max<size_t>(1, s->ssm_floats_ * s->n_delta_);
+  s->conv_.reset(static_cast<float*>(std::calloc(conv_total, sizeof(float))));
+  s->ssm_.reset(static_cast<float*>(std::calloc(ssm_total, sizeof(float))));
+  if (!s->conv_ || !s->ssm_) {
+    return absl::ResourceExhaustedError("cannot allocate the delta-net state");
+  }
+  return s;
+}
+
+SequenceState::~SequenceState() {
+  if (kv_mapping_ != nullptr) munmap(kv_mapping_, kv_mapping_bytes_);
+}
+
+void SequenceState::Reset() {
+  n_past_ = 0;
+  std::memset(conv_.get(), 0, conv_floats_ * n_delta_ * sizeof(float));
+  std::memset(ssm_.get(), 0, ssm_floats_ * n_delta_ * sizeof(float));
+}
+
+absl::Status SequenceState::CopyFrom(const SequenceState& other) {
+  if (other.n_ctx_ != n_ctx_ || other.kv_type_ != kv_type_ || other.n_attn_ != n_attn_ ||
+      other.n_delta_ != n_delta_ || other.conv_floats_ != conv_floats_ ||
+      other.ssm_floats_ != ssm_floats_ || other.kv_layer_bytes_ != kv_layer_bytes_) {
+    return absl::InvalidArgumentError("cannot copy a sequence state of a different shape");
+  }
+  // Only the positions in use, per layer and head.
+  for (int l = 0; l < n_attn_; ++l) {
+    const ops::KvView src = other.kv(l);
+    const ops::KvView dst = kv(l);
+    const size_t bytes = static_cast<size_t>(other.n_past_) * head_dim_ * src.elem_bytes();
+    for (int g = 0; g < n_head_kv_; ++g) {
+      std::memcpy(static_cast<uint8_t*>(dst.k) + dst.offset(g, 0),
+                  static_cast<const uint8_t*>(src.k) + src.offset(g, 0), bytes);
+      std::memcpy(static_cast<uint8_t*>(dst.v) + dst.offset(g, 0),
+                  static_cast<const uint8_t*>(src.v) + src.offset(g, 0), bytes);
+    }
+  }
+  std::memcpy(conv_.get(), other.conv_.get(), conv_floats_ * n_delta_ * sizeof(float));
+  std::memcpy(ssm_.get(), other.ssm_.get(), ssm_floats_ * n_delta_ * sizeof(float));
+  n_past_ = other.n_past_;
+  return absl::OkStatus();
+}
+
+ops::KvView SequenceState::kv(int attn_index) const {
+  ops::KvView v;
+  uint8_t* base = static_cast<uint8_t*>(kv_mapping_) + 2 * attn_index * kv_layer_bytes_;
+  v.k = base;
+  v.v = base + kv_layer_bytes_;
+  v.f16 = kv_type_ == KvType::kF16;
+  v.capacity = n_ctx_;
+  v.n_head_kv = n_head_kv_;
+  v.head_dim = head_dim_;
+  return v;
+}
+
+}  // namespace qwen::model

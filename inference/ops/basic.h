@@ -1,0 +1,38 @@
+// Element-wise and row-wise ops of the forward pass. Row ops take [n_rows, width] buffers.
+#ifndef QWEN_INFERENCE_OPS_BASIC_H_
+#define QWEN_INFERENCE_OPS_BASIC_H_
+
+#include <cmath>
+#include <cstdint>
+
+namespace qwen::ops {
+
+inline float Sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+inline float Silu(float x) { return x / (1.0f + std::exp(-x)); }
+// log(1 + e^x), linear above 20 where the difference is below float precision.
+inline float Softplus(float x) { return x > 20.0f ? x : std::log1p(std::exp(x)); }
+
+// out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w (w may be null: no scaling). out may alias x.
+void RmsNorm(const float* x, const float* w, int64_t n_rows, int64_t width, float eps,
+             float* out);
+
+// x[r] /= max(||x[r]||, eps), in place.
+void L2Norm(float* x, int64_t n_rows, int64_t width, float eps);
+
+// out[i] = silu(gate[i]) * up[i]. out may alias gate or up.
+void SwiGlu(const float* gate, const float* up, int64_t n, float* out);
+
+// y[i] += x[i].
+void AddInPlace(float* y, const float* x, int64_t n);
+
+// Rotary embedding, NEOX pairing, on the first n_rot dims of each head: dims (i, i + n_rot/2)
+// rotate by pos * base^(-2i / n_rot). x is [n_tokens, n_heads, head_dim]; pos[t] per token.
+void RopeNeox(float* x, int64_t n_tokens, int n_heads, int head_dim, int n_rot,
+              const int32_t* pos, float base);
+
+// Float <-> half conversion of a row (scalar; used for the KV cache writes).
+void FloatToHalf(const float* x, uint16_t* out, int64_t n);
+
+}  // namespace qwen::ops
+
+#endif  // QWEN_INFERENCE_OPS_BASIC_H_

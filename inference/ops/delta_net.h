@@ -1,0 +1,46 @@
+// The gated delta net's sequence ops: the causal depthwise convolution and the gated delta rule.
+#ifndef QWEN_INFERENCE_OPS_DELTA_NET_H_
+#define QWEN_INFERENCE_OPS_DELTA_NET_H_
+
+#include <cstdint>
+
+#include "inference/ops/compute.h"
+
+namespace qwen::ops {
+
+// out[t][c] = silu(sum_j w[c][j] * in[t - (K-1) + j][c]) over a window that reaches back into
+// `state` ([K-1, C]: the last K-1 input rows before this call, oldest first); afterwards the
+// state holds the last K-1 rows of (state ++ x). x and out are [n_tokens, C]; w is [C, K].
+void CausalConv1dSilu(ComputeContext& ctx, const float* x, int64_t n_tokens, int64_t channels,
+                      const float* w, int kernel, float* state, float* out);
+
+// Shapes and strides of one delta-rule call. q and k rows hold n_k heads of d values, v rows
+// n_v heads; rows of one token are `row_stride` floats apart (they are views into the conv
+// output [n_tokens, q | k | v]). q and k must be L2-normalised already.
+struct DeltaRuleArgs {
+  const float* q;
+  const float* k;
+  const float* v;
+  int64_t row_stride;
+  const float* g;     // [n_tokens, n_v] log decay (negative)
+  const float* beta;  // [n_tokens, n_v] in (0, 1)
+  int64_t n_tokens;
+  int n_k;
+  int n_v;
+  int d;               // head dim of keys and values
+  bool v_tiled;        // value head j reads key head j % n_k (else j / (n_v / n_k))
+  float* state;        // [n_v, d (key), d (value)], updated in place
+  float* out;          // [n_tokens, n_v, d]
+};
+
+// Token by token, for each value head j with key head i:
+//   S = S * exp(g); delta = (v - Sᵀk) * beta; S = S + k deltaᵀ; o = Sᵀq / sqrt(d).
+void GatedDeltaRuleRecurrent(ComputeContext& ctx, const DeltaRuleArgs& a);
+
+// The same result computed in chunks of `chunk` tokens with matrix products (the WY / UT form
+// of Yang et al., "Gated Delta Networks", 2024); the state carries between chunks.
+void GatedDeltaRuleChunked(ComputeContext& ctx, const DeltaRuleArgs& a, int chunk = 64);
+
+}  // namespace qwen::ops
+
+#endif  // QWEN_INFERENCE_OPS_DELTA_NET_H_

@@ -1,0 +1,149 @@
+#include "inference/ops/matmul.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <mutex>
+#include <vector>
+
+#include "inference/quant/kernels.h"
+
+extern "C" void openblas_set_num_threads(int);
+
+namespace qwen::ops {
+namespace {
+
+using quant::GgmlType;
+
+bool IsFloatType(GgmlType t) {
+  return t == GgmlType::kF32 || t == GgmlType::kF16 || t == GgmlType::kBF16;
+}
+
+// Tokens handled per dot_tile call: the tile kernels keep this many accumulators per row.
+constexpr int64_t kTileCols = 8;
+
+// A contiguous range of rows of one weight, the unit of work handed to a thread.
+struct RowBlock {
+  int out;  // index into outs
+  int64_t r0, r1;
+};
+
+void FloatBlock(ComputeContext& ctx, int thread, const MatMulOut& o, int64_t r0, int64_t r1,
+                const float* x, int64_t n_tokens) {
+  const Weight& w = *o.w;
+  const int64_t rows = r1 - r0;
+  const float* tile;
+  if (w.type == GgmlType::kF32) {
+    tile = reinterpret_cast<const float*>(w.row(r0));
+  } else {
+    float* buf = ctx.ThreadScratch(thread, 0, static_cast<size_t>(rows * w.n_in));
+    const auto dequant = quant::Kernels().dequantize[static_cast<int>(w.type)];
+    for (int64_t r = 0; r < rows; ++r) dequant(w.row(r0 + r), buf + r * w.n_in, w.n_in);
+    tile = buf;
+  }
+  if (n_tokens == 1) {
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(rows), static_cast<int>(w.n_in),
+                1.0f, tile, static_cast<int>(w.n_in), x, 1, 0.0f, o.y + r0, 1);
+    return;
+  }
+  // y[t][r0 + r] = sum_i x[t][i] * tile[r][i]
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n_tokens),
+              static_cast<int>(rows), static_cast<int>(w.n_in), 1.0f, x,
+              static_cast<int>(w.n_in), tile, static_cast<int>(w.n_in), 0.0f, o.y + r0,
+              static_cast<int>(w.n_out));
+}
+
+void QuantBlock(const MatMulOut& o, int64_t r0, int64_t r1, const uint8_t* qx,
+                size_t qx_row_bytes, int64_t n_tokens) {
+  const Weight& w = *o.w;
+  const auto tile = quant::Kernels().dot_tile[static_cast<int>(w.type)];
+  for (int64_t c0 = 0; c0 < n_tokens; c0 += kTileCols) {
+    const int64_t nc = std::min(kTileCols, n_tokens - c0);
+    tile(w.row(r0), w.row_bytes, r1 - r0, qx + c0 * qx_row_bytes, qx_row_bytes, nc,
+         o.y + c0 * w.n_out + r0, static_cast<size_t>(w.n_out), w.n_in);
+  }
+}
+
+}  // namespace
+
+void InitBlas() {
+  static std::once_flag once;
+  std::call_once(once, [] { openblas_set_num_threads(1); });
+}
+
+void MatMul(ComputeContext& ctx, const float* x, int64_t n_tokens,
+            std::initializer_list<MatMulOut> outs_list) {
+  InitBlas();
+  if (n_tokens <= 0) return;
+  const std::vector<MatMulOut> outs(outs_list);
+  const int64_t n_in = outs[0].w->n_in;
+  const bool reference = ctx.mode() == MathMode::kReference;
+
+  // Quantize the activations once per activation format (formats differ between e.g. Q8_0 and
+  // k-quant weights in one group).
+  struct Quantized {
+    GgmlType format;
+    const uint8_t* data;
+    size_t row_bytes;
+  };
+  std::vector<Quantized> quantized;
+  std::vector<int> quant_of(outs.size(), -1);
+  for (size_t k = 0; k < outs.size(); ++k) {
+    const GgmlType t = outs[k].w->type;
+    if (reference || IsFloatType(t)) continue;
+    const GgmlType f = quant::ActivationType(t);
+    for (size_t q = 0; q < quantized.size(); ++q) {
+      if (quantized[q].format == f) quant_of[k] = static_cast<int>(q);
+    }
+    if (quant_of[k] >= 0) continue;
+    const size_t row_bytes = quant::ActivationRowBytes(t, n_in);
+    uint8_t* buf = ctx.SharedScratch(static_cast<int>(quantized.size()), row_bytes * n_tokens);
+    const auto quantize = quant::Kernels().quantize_activation[static_cast<int>(t)];
+    ctx.pool().ParallelFor(n_tokens, 16, [&](int64_t b, int64_t e, int) {
+      for (int64_t t2 = b; t2 < e; ++t2) quantize(x + t2 * n_in, buf + t2 * row_bytes, n_in);
+    });
+    quant_of[k] = static_cast<int>(quantized.size());
+    quantized.push_back({f, buf, row_bytes});
+  }
+
+  // Row blocks over all outputs. Float paths want tall tiles (sgemm efficiency, dequantization
+  // amortized over many tokens); integer paths want blocks small enough to balance the threads.
+  std::vector<RowBlock> blocks;
+  for (size_t k = 0; k < outs.size(); ++k) {
+    const Weight& w = *outs[k].w;
+    const bool float_path = quant_of[k] < 0;
+    int64_t block_rows;
+    if (float_path) {
+      block_rows = n_tokens >= 32 ? 64 : 16;
+    } else {
+      block_rows = 16;
+    }
+    // Enough blocks for every thread even on small matrices.
+    const int64_t per_thread = std::max<int64_t>(1, w.n_out / (4 * ctx.n_threads()));
+    block_rows = std::max<int64_t>(1, std::min(block_rows, per_thread));
+    for (int64_t r0 = 0; r0 < w.n_out; r0 += block_rows) {
+      blocks.push_back({static_cast<int>(k), r0, std::min(w.n_out, r0 + block_rows)});
+    }
+  }
+  ctx.pool().ParallelFor(static_cast<int64_t>(blocks.size()), 1,
+                         [&](int64_t b, int64_t e, int thread) {
+                           for (int64_t i = b; i < e; ++i) {
+                             const RowBlock& blk = blocks[i];
+                             const MatMulOut& o = outs[blk.out];
+                             const int q = quant_of[blk.out];
+                             if (q < 0) {
+                               FloatBlock(ctx, thread, o, blk.r0, blk.r1, x, n_tokens);
+                             } else {
+                               QuantBlock(o, blk.r0, blk.r1, quantized[q].data,
+                                          quantized[q].row_bytes, n_tokens);
+                             }
+                           }
+                         });
+}
+
+void GetRows(const Weight& w, const int32_t* ids, int64_t n, float* out) {
+  const auto dequant = quant::Kernels().dequantize[static_cast<int>(w.type)];
+  for (int64_t k = 0; k < n; ++k) dequant(w.row(ids[k]), out + k * w.n_in, w.n_in);
+}
+
+}  // namespace qwen::ops

@@ -1,0 +1,57 @@
+// Products of weight matrices (views into the GGUF mapping, any supported type) with activations.
+#ifndef QWEN_INFERENCE_OPS_MATMUL_H_
+#define QWEN_INFERENCE_OPS_MATMUL_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+
+#include "absl/strings/string_view.h"
+#include "inference/ops/compute.h"
+#include "inference/quant/types.h"
+
+namespace qwen::ops {
+
+// A 2-D weight: n_out rows of n_in elements (GGUF ne = [n_in, n_out]), row-major, in `type`.
+struct Weight {
+  const uint8_t* data = nullptr;
+  quant::GgmlType type = quant::GgmlType::kF32;
+  int64_t n_in = 0;
+  int64_t n_out = 0;
+  size_t row_bytes = 0;
+  absl::string_view name;
+
+  const uint8_t* row(int64_t r) const { return data + static_cast<size_t>(r) * row_bytes; }
+};
+
+// One product of a fused group: y[t * n_out + o] = sum_i W[o][i] * x[t][i].
+struct MatMulOut {
+  const Weight* w;
+  float* y;  // [n_tokens, w->n_out]
+};
+
+// y = x · Wᵀ for each weight of `outs`, all reading the same input x [n_tokens, n_in].
+//
+// Fusing products that share an input (q/k/v/gate; ffn gate/up) quantizes x once and splits all
+// their rows over the threads in one parallel section. Paths:
+// - reference mode, and float weights (F32/F16/BF16): dequantized tiles of rows times x with
+//   OpenBLAS sgemm (single-threaded inside each pool thread);
+// - fast mode, quantized weights: x rounded to 8-bit blocks, integer dot products that read each
+//   weight block once for up to 8 tokens at a time.
+void MatMul(ComputeContext& ctx, const float* x, int64_t n_tokens,
+            std::initializer_list<MatMulOut> outs);
+
+inline void MatMul(ComputeContext& ctx, const Weight& w, const float* x, int64_t n_tokens,
+                   float* y) {
+  MatMul(ctx, x, n_tokens, {MatMulOut{&w, y}});
+}
+
+// Copies rows `ids` of an embedding matrix (any type) to float: out[k] = dequant(W[ids[k]]).
+void GetRows(const Weight& w, const int32_t* ids, int64_t n, float* out);
+
+// Makes OpenBLAS single-threaded (our pool owns the cores). Idempotent; called by MatMul.
+void InitBlas();
+
+}  // namespace qwen::ops
+
+#endif  // QWEN_INFERENCE_OPS_MATMUL_H_

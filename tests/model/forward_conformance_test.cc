@@ -1,0 +1,65 @@
+// The forward pass against llama.cpp's and the exact references on the tiny fixtures.
+#include <cstdio>
+
+#include "gtest/gtest.h"
+#include "tests/model/model_runner.h"
+#include "tests/model/reference_data.h"
+
+namespace qwen::testing {
+namespace {
+
+struct Expectation {
+  const char* model;
+  const char* reference;
+  ops::MathMode mode;
+  double max_rel_rms;
+};
+
+class ForwardConformance : public ::testing::TestWithParam<Expectation> {};
+
+TEST_P(ForwardConformance, TeacherForcedLogitsMatch) {
+  const Expectation& e = GetParam();
+  LoadedModel m = LoadModel(e.model);
+  ASSERT_NE(m.model, nullptr);
+  ThreadPool pool(2);
+  ops::ComputeContext ctx(&pool, e.mode);
+  for (const ReferenceCase& c : LoadReference(e.reference)) {
+    ASSERT_FALSE(c.logits.empty()) << c.name;
+    const int64_t V = c.n_vocab;
+    ASSERT_EQ(V, m.model->config().n_vocab);
+    std::vector<float> ours = TeacherForce(*m.model, ctx, c.fed);
+    const double rms = RelativeRms(ours.data(), c.logits.data(), c.fed.size() * V);
+    int compared = 0, agree = 0;
+    for (size_t r = 0; r < c.fed.size(); ++r) {
+      const float* ref = c.logits.data() + r * V;
+      if (Top2Margin(ref, V) <= 0.05f) continue;
+      ++compared;
+      agree += Argmax(ours.data() + r * V, V) == Argmax(ref, V);
+    }
+    std::printf("%-40s %-7s rel_rms %.5f argmax %d/%d\n", e.reference, c.name.c_str(), rms, agree,
+                compared);
+    EXPECT_LT(rms, e.max_rel_rms) << e.model << " " << c.name;
+    if (e.max_rel_rms <= 0.005) {
+      EXPECT_EQ(agree, compared) << e.model << " " << c.name;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Fixtures, ForwardConformance,
+    ::testing::Values(
+        Expectation{"models/tiny-qwen35-f32.gguf", "reference/llama.cpp/f32", ops::MathMode::kFast,
+                    0.005},
+        Expectation{"models/tiny-qwen35-f16.gguf", "reference/exact/f16", ops::MathMode::kFast,
+                    0.005}),
+    [](const auto& info) {
+      std::string s = std::string(info.param.reference) + "_" +
+                      (info.param.mode == ops::MathMode::kFast ? "fast" : "reference");
+      for (char& ch : s) {
+        if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
+      }
+      return s;
+    });
+
+}  // namespace
+}  // namespace qwen::testing
