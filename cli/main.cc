@@ -16,6 +16,7 @@ struct Command {
 
 constexpr Command kCommands[] = {
     {"inspect", qwen::cli::RunInspect, "print a GGUF file's metadata and tensors"},
+    {"generate", qwen::cli::RunGenerate, "run the model on a prompt and print the continuation"},
 };
 
 void PrintUsage(FILE* out) {

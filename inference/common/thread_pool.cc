@@ -1,6 +1,7 @@
 #include "inference/common/thread_pool.h"
 
 #include <immintrin.h>
+#include <sched.h>
 
 #include <algorithm>
 
@@ -88,6 +89,17 @@ void ThreadPool::ParallelFor(int64_t n, int64_t grain,
       fn(begin, std::min(n, begin + piece), thread);
     }
   });
+}
+
+int AvailableCores() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    const int n = CPU_COUNT(&set);
+    if (n > 0) return n;
+  }
+  const unsigned hw = std::thread::hardware_concurrency();
+  return hw > 0 ? static_cast<int>(hw) : 1;
 }
 
 }  // namespace qwen

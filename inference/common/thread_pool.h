@@ -51,6 +51,9 @@ class ThreadPool {
   std::atomic<bool> stop_{false};
 };
 
+// CPU cores this process may run on (its affinity mask, so containers with a cpuset are honoured).
+int AvailableCores();
+
 }  // namespace qwen
 
 #endif  // QWEN_INFERENCE_COMMON_THREAD_POOL_H_

@@ -262,6 +262,8 @@ void Model::AttentionBlock(ops::ComputeContext& ctx, const LayerWeights& L,
   float* v = Buffer(kV, n * c.kv_dim());
   ops::MatMul(ctx, h, n, {{&L.attn_q, q_full}, {&L.attn_k, k}, {&L.attn_v, v}});
   ctx.Observe(absl::StrCat("Qcur_full-", il), q_full, n, 2 * c.q_dim());
+  ctx.Observe(absl::StrCat("Kcur-", il), k, n, c.kv_dim());  // llama.cpp's name for the raw K
+  ctx.Observe(absl::StrCat("Vcur-", il), v, n, c.kv_dim());
 
   // Per head the projection holds [query | gate].
   float* q = Buffer(kQ, n * c.q_dim());
@@ -280,8 +282,7 @@ void Model::AttentionBlock(ops::ComputeContext& ctx, const LayerWeights& L,
   ops::RopeNeox(q, n, c.n_head, hd, c.n_rot, positions_.data(), c.rope_base);
   ops::RopeNeox(k, n, c.n_head_kv, hd, c.n_rot, positions_.data(), c.rope_base);
   ctx.Observe(absl::StrCat("Qcur-", il), q, n, c.q_dim());
-  ctx.Observe(absl::StrCat("Kcur-", il), k, n, c.kv_dim());
-  ctx.Observe(absl::StrCat("Vcur-", il), v, n, c.kv_dim());
+  ctx.Observe(absl::StrCat("Kcur_roped-", il), k, n, c.kv_dim());
 
   float* attn = Buffer(kAttn, n * c.q_dim());
   int64_t offset = 0;

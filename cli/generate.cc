@@ -1,0 +1,214 @@
+// `qwen generate`: run the model on a prompt and print the continuation.
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "cli/commands.h"
+#include "cli/common_flags.h"
+#include "cli/flags_util.h"
+#include "inference/common/status_macros.h"
+#include "inference/common/thread_pool.h"
+#include "inference/gguf/gguf_file.h"
+#include "inference/model/model.h"
+#include "inference/sampling/sampler.h"
+#include "nlohmann/json.hpp"
+
+ABSL_FLAG(std::string, tokens, "", "Prompt as comma-separated token ids (needs no tokenizer).");
+ABSL_FLAG(int32_t, max_tokens, 32, "Tokens to generate at most.");
+ABSL_FLAG(double, temperature, 0.8, "Sampling temperature; 0 is greedy.");
+ABSL_FLAG(int32_t, top_k, 40, "Keep the k most likely tokens (0: off).");
+ABSL_FLAG(double, top_p, 0.95, "Nucleus sampling mass (1: off).");
+ABSL_FLAG(double, min_p, 0.05, "Drop tokens below min_p x the top probability (0: off).");
+ABSL_FLAG(uint64_t, seed, 0, "Random seed of the sampler.");
+ABSL_FLAG(bool, ignore_eos, false, "Keep generating after an end-of-generation token.");
+ABSL_FLAG(std::string, dump_logits, "",
+          "Write float32 rows of n_vocab logits to this file: one after each prompt token and one "
+          "after each generated token (the fixtures' *.logits.f32 layout).");
+ABSL_FLAG(std::string, teacher_force, "",
+          "Comma-separated token ids fed after the prompt instead of sampled ones.");
+ABSL_FLAG(bool, reference_math, false,
+          "Compute every product in float32 from dequantized weights (slow; for checking).");
+ABSL_FLAG(int32_t, batch, 512, "Prompt tokens per forward pass while prefilling.");
+ABSL_FLAG(int32_t, ctx_size, 4096, "Context size (tokens) of the sequence.");
+ABSL_FLAG(std::string, kv_type, "f16", "KV cache element type: f16 or f32.");
+
+namespace qwen::cli {
+namespace {
+
+absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& flag, const std::string& s) {
+  std::vector<int32_t> ids;
+  for (absl::string_view part : absl::StrSplit(s, ',', absl::SkipWhitespace())) {
+    int32_t v;
+    if (!absl::SimpleAtoi(part, &v)) {
+      return absl::InvalidArgumentError(absl::StrCat("--", flag, ": \"", part,
+                                                      "\" is not a token id"));
+    }
+    ids.push_back(v);
+  }
+  return ids;
+}
+
+// Token ids that end a generation: eos_token_id and, in Ollama's files, eos_token_ids.
+std::vector<int32_t> EndOfGenerationIds(const gguf::GgufFile& file) {
+  std::vector<int32_t> ids;
+  if (auto eos = file.GetU32("tokenizer.ggml.eos_token_id"); eos.ok()) {
+    ids.push_back(static_cast<int32_t>(*eos));
+  }
+  if (auto more = file.GetIntArray("tokenizer.ggml.eos_token_ids"); more.ok()) {
+    for (int64_t v : *more) ids.push_back(static_cast<int32_t>(v));
+  }
+  return ids;
+}
+
+double Seconds(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+absl::Status Generate() {
+  const std::string path = absl::GetFlag(FLAGS_model);
+  if (path.empty()) return absl::InvalidArgumentError("--model is required");
+  ASSIGN_OR_RETURN(std::vector<int32_t> prompt, ParseIds("tokens", absl::GetFlag(FLAGS_tokens)));
+  if (prompt.empty()) return absl::InvalidArgumentError("--tokens: the prompt is empty");
+  ASSIGN_OR_RETURN(std::vector<int32_t> teacher,
+                   ParseIds("teacher_force", absl::GetFlag(FLAGS_teacher_force)));
+  const int32_t batch = absl::GetFlag(FLAGS_batch);
+  if (batch <= 0) return absl::InvalidArgumentError("--batch must be positive");
+  const std::string kv_name = absl::GetFlag(FLAGS_kv_type);
+  if (kv_name != "f16" && kv_name != "f32") {
+    return absl::InvalidArgumentError("--kv_type must be f16 or f32");
+  }
+
+  const auto t_start = std::chrono::steady_clock::now();
+  ASSIGN_OR_RETURN(std::unique_ptr<gguf::GgufFile> file_owned, gguf::GgufFile::Open(path));
+  std::shared_ptr<const gguf::GgufFile> file = std::move(file_owned);
+  ASSIGN_OR_RETURN(std::unique_ptr<model::Model> model, model::Model::Load(file));
+  const int64_t V = model->config().n_vocab;
+
+  int threads = absl::GetFlag(FLAGS_threads);
+  if (threads <= 0) threads = AvailableCores();
+  ThreadPool pool(threads);
+  ops::ComputeContext ctx(&pool, absl::GetFlag(FLAGS_reference_math) ? ops::MathMode::kReference
+                                                                      : ops::MathMode::kFast);
+  const int32_t max_tokens = teacher.empty() ? absl::GetFlag(FLAGS_max_tokens)
+                                             : static_cast<int32_t>(teacher.size());
+  const int64_t needed = static_cast<int64_t>(prompt.size()) + max_tokens;
+  const int64_t n_ctx = std::max<int64_t>(absl::GetFlag(FLAGS_ctx_size), needed);
+  ASSIGN_OR_RETURN(std::unique_ptr<model::SequenceState> state,
+                   model->NewState(n_ctx, kv_name == "f16" ? model::KvType::kF16
+                                                           : model::KvType::kF32));
+
+  sampling::SamplingParams sp;
+  sp.temperature = static_cast<float>(absl::GetFlag(FLAGS_temperature));
+  sp.top_k = absl::GetFlag(FLAGS_top_k);
+  sp.top_p = static_cast<float>(absl::GetFlag(FLAGS_top_p));
+  sp.min_p = static_cast<float>(absl::GetFlag(FLAGS_min_p));
+  sp.seed = absl::GetFlag(FLAGS_seed);
+  RETURN_IF_ERROR(sampling::Validate(sp, V));
+  for (int32_t t : prompt) {
+    if (t < 0 || t >= V) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--tokens: token id ", t, " is outside the vocabulary [0, ", V, ")"));
+    }
+  }
+  sampling::Sampler sampler(sp, V, prompt);
+  const std::vector<int32_t> eog = EndOfGenerationIds(*file);
+
+  const std::string dump_path = absl::GetFlag(FLAGS_dump_logits);
+  std::unique_ptr<FILE, int (*)(FILE*)> dump(nullptr, &std::fclose);
+  if (!dump_path.empty()) {
+    dump.reset(std::fopen(dump_path.c_str(), "wb"));
+    if (!dump) return absl::FailedPreconditionError(absl::StrCat("cannot write ", dump_path));
+  }
+  const bool all_rows = static_cast<bool>(dump);
+  std::vector<float> logits;
+  auto write_rows = [&](int64_t rows) -> absl::Status {
+    if (dump && std::fwrite(logits.data(), sizeof(float), rows * V, dump.get()) !=
+                    static_cast<size_t>(rows * V)) {
+      return absl::DataLossError(absl::StrCat("write to ", dump_path, " failed"));
+    }
+    return absl::OkStatus();
+  };
+
+  const auto t_loaded = std::chrono::steady_clock::now();
+  for (size_t p = 0; p < prompt.size(); p += batch) {
+    const size_t n = std::min<size_t>(batch, prompt.size() - p);
+    model::Segment seg{state.get(), absl::MakeConstSpan(prompt.data() + p, n), all_rows};
+    logits.resize(model::Model::LogitRows({seg}) * V);
+    RETURN_IF_ERROR(model->Forward(ctx, {seg}, logits.data()));
+    RETURN_IF_ERROR(write_rows(model::Model::LogitRows({seg})));
+  }
+  const auto t_prefilled = std::chrono::steady_clock::now();
+  // `logits` ends with the row after the last prompt token.
+  std::vector<int32_t> generated;
+  std::string finish = "length";
+  for (int32_t i = 0; i < max_tokens; ++i) {
+    const float* last = logits.data() + logits.size() - V;
+    const int32_t next = teacher.empty() ? sampler.Sample(last) : teacher[i];
+    if (next < 0 || next >= V) {
+      return absl::InvalidArgumentError(absl::StrCat("--teacher_force: token id ", next,
+                                                     " is outside the vocabulary"));
+    }
+    generated.push_back(next);
+    const bool is_eog = std::find(eog.begin(), eog.end(), next) != eog.end();
+    if (teacher.empty() && is_eog && !absl::GetFlag(FLAGS_ignore_eos)) {
+      finish = "eos";
+      break;
+    }
+    model::Segment seg{state.get(), absl::MakeConstSpan(&generated.back(), 1), true};
+    logits.resize(V);
+    RETURN_IF_ERROR(model->Forward(ctx, {seg}, logits.data()));
+    RETURN_IF_ERROR(write_rows(1));
+  }
+  const auto t_done = std::chrono::steady_clock::now();
+
+  const double prefill_s = Seconds(t_loaded, t_prefilled);
+  const double decode_s = Seconds(t_prefilled, t_done);
+  if (absl::GetFlag(FLAGS_json)) {
+    nlohmann::ordered_json out;
+    out["prompt_tokens"] = prompt;
+    out["tokens"] = generated;
+    out["finish_reason"] = finish;
+    out["timings"] = {{"load_s", Seconds(t_start, t_loaded)},
+                      {"prefill_tokens_per_s", prompt.size() / std::max(prefill_s, 1e-9)},
+                      {"decode_tokens_per_s", generated.size() / std::max(decode_s, 1e-9)}};
+    std::printf("%s\n", out.dump().c_str());
+  } else {
+    std::printf("%s\n", absl::StrJoin(generated, ",").c_str());
+    std::fprintf(stderr,
+                 "[%zu prompt tokens in %.3f s (%.1f tok/s), %zu generated in %.3f s (%.1f tok/s), "
+                 "finish: %s]\n",
+                 prompt.size(), prefill_s, prompt.size() / std::max(prefill_s, 1e-9),
+                 generated.size(), decode_s, generated.size() / std::max(decode_s, 1e-9),
+                 finish.c_str());
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int RunGenerate(int argc, char** argv) {
+  std::vector<std::string> args = ParseFlags(
+      "generate",
+      "qwen generate --model M --tokens 1,2,3 [--max_tokens N] [--temperature T] [--seed S]\n"
+      "Runs the model on the prompt and prints the generated token ids.",
+      argc, argv);
+  if (!args.empty()) {
+    std::fprintf(stderr, "qwen generate: unexpected argument \"%s\"\n", args[0].c_str());
+    return 2;
+  }
+  absl::Status s = Generate();
+  if (!s.ok()) {
+    std::fprintf(stderr, "qwen generate: %s\n", std::string(s.message()).c_str());
+    return 2;
+  }
+  return 0;
+}
+
+}  // namespace qwen::cli

@@ -1,0 +1,159 @@
+#include "inference/sampling/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "absl/strings/str_cat.h"
+
+namespace qwen::sampling {
+
+absl::Status Validate(const SamplingParams& p, int64_t n_vocab) {
+  auto bad = [](absl::string_view field, absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": ", why));
+  };
+  if (!std::isfinite(p.temperature) || p.temperature < 0) {
+    return bad("temperature", "must be a finite number >= 0");
+  }
+  if (p.top_k < 0) return bad("top_k", "must be >= 0 (0 turns it off)");
+  if (!std::isfinite(p.top_p) || p.top_p <= 0 || p.top_p > 1) {
+    return bad("top_p", "must be in (0, 1]");
+  }
+  if (!std::isfinite(p.min_p) || p.min_p < 0 || p.min_p > 1) {
+    return bad("min_p", "must be in [0, 1]");
+  }
+  if (!std::isfinite(p.repetition_penalty) || p.repetition_penalty <= 0) {
+    return bad("repetition_penalty", "must be a finite number > 0 (1 turns it off)");
+  }
+  if (!std::isfinite(p.presence_penalty) || std::fabs(p.presence_penalty) > 100) {
+    return bad("presence_penalty", "must be a finite number in [-100, 100]");
+  }
+  if (!std::isfinite(p.frequency_penalty) || std::fabs(p.frequency_penalty) > 100) {
+    return bad("frequency_penalty", "must be a finite number in [-100, 100]");
+  }
+  for (const auto& [token, bias] : p.logit_bias) {
+    if (token < 0 || token >= n_vocab) {
+      return bad("logit_bias", absl::StrCat("token id ", token, " is outside the vocabulary [0, ",
+                                            n_vocab, ")"));
+    }
+    if (std::isnan(bias)) return bad("logit_bias", absl::StrCat("bias of token ", token, " is NaN"));
+  }
+  return absl::OkStatus();
+}
+
+Sampler::Sampler(SamplingParams params, int64_t n_vocab, absl::Span<const int32_t> prompt)
+    : params_(std::move(params)), n_vocab_(n_vocab), rng_(params_.seed), work_(n_vocab) {
+  if (params_.repetition_penalty != 1.0f) {
+    for (int32_t t : prompt) ++prompt_counts_[t];
+  }
+}
+
+void Sampler::Transform(float* l) const {
+  for (const auto& [token, bias] : params_.logit_bias) l[token] += bias;
+  const float rep = params_.repetition_penalty;
+  if (rep != 1.0f) {
+    auto penalize = [&](int32_t t) { l[t] = l[t] > 0 ? l[t] / rep : l[t] * rep; };
+    for (const auto& [t, n] : prompt_counts_) penalize(t);
+    for (const auto& [t, n] : generated_counts_) {
+      if (!prompt_counts_.contains(t)) penalize(t);
+    }
+  }
+  if (params_.presence_penalty != 0 || params_.frequency_penalty != 0) {
+    for (const auto& [t, n] : generated_counts_) {
+      l[t] -= params_.presence_penalty + params_.frequency_penalty * static_cast<float>(n);
+    }
+  }
+}
+
+int32_t Sampler::Sample(const float* logits) {
+  float* l = work_.data();
+  std::copy(logits, logits + n_vocab_, l);
+  Transform(l);
+  int32_t chosen = 0;
+  if (params_.temperature == 0.0f) {
+    chosen = static_cast<int32_t>(std::max_element(l, l + n_vocab_) - l);
+  } else {
+    const float inv_t = 1.0f / params_.temperature;
+    // Candidate set: all tokens, or the top k.
+    candidates_.resize(n_vocab_);
+    std::iota(candidates_.begin(), candidates_.end(), 0);
+    auto by_logit = [l](int32_t a, int32_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); };
+    const bool need_sort = params_.top_p < 1.0f;
+    if (params_.top_k > 0 && params_.top_k < n_vocab_) {
+      std::nth_element(candidates_.begin(), candidates_.begin() + params_.top_k,
+                       candidates_.end(), by_logit);
+      candidates_.resize(params_.top_k);
+    }
+    if (need_sort) std::sort(candidates_.begin(), candidates_.end(), by_logit);
+    float max_l = -INFINITY;
+    for (int32_t t : candidates_) max_l = std::max(max_l, l[t]);
+    // Probabilities (unnormalised) in place of the logits.
+    double total = 0;
+    for (int32_t t : candidates_) {
+      l[t] = std::exp((l[t] - max_l) * inv_t);
+      total += l[t];
+    }
+    if (need_sort) {
+      // Smallest prefix (by probability) whose mass reaches top_p.
+      double cum = 0;
+      size_t keep = candidates_.size();
+      for (size_t i = 0; i < candidates_.size(); ++i) {
+        cum += l[candidates_[i]];
+        if (cum >= params_.top_p * total) {
+          keep = i + 1;
+          break;
+        }
+      }
+      candidates_.resize(keep);
+    }
+    if (params_.min_p > 0) {
+      float p_max = 0;
+      for (int32_t t : candidates_) p_max = std::max(p_max, l[t]);
+      const float cut = params_.min_p * p_max;
+      candidates_.erase(std::remove_if(candidates_.begin(), candidates_.end(),
+                                       [&](int32_t t) { return l[t] < cut; }),
+                        candidates_.end());
+    }
+    double kept = 0;
+    for (int32_t t : candidates_) kept += l[t];
+    // 53 random bits: a uniform double in [0, kept).
+    const double u = static_cast<double>(rng_() >> 11) * 0x1.0p-53 * kept;
+    double cum = 0;
+    chosen = candidates_.back();
+    for (int32_t t : candidates_) {
+      cum += l[t];
+      if (u < cum) {
+        chosen = t;
+        break;
+      }
+    }
+  }
+  ++generated_counts_[chosen];
+  return chosen;
+}
+
+TokenLogprob Sampler::Logprobs(const float* logits, int64_t n_vocab, int32_t token, int top_n) {
+  float max_l = -INFINITY;
+  for (int64_t i = 0; i < n_vocab; ++i) max_l = std::max(max_l, logits[i]);
+  double sum = 0;
+  for (int64_t i = 0; i < n_vocab; ++i) sum += std::exp(static_cast<double>(logits[i] - max_l));
+  const double log_z = max_l + std::log(sum);
+  TokenLogprob out;
+  out.token = token;
+  out.logprob = static_cast<float>(logits[token] - log_z);
+  if (top_n > 0) {
+    top_n = static_cast<int>(std::min<int64_t>(top_n, n_vocab));
+    std::vector<int32_t> ids(n_vocab);
+    std::iota(ids.begin(), ids.end(), 0);
+    auto by_logit = [logits](int32_t a, int32_t b) {
+      return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+    };
+    std::partial_sort(ids.begin(), ids.begin() + top_n, ids.end(), by_logit);
+    for (int k = 0; k < top_n; ++k) {
+      out.top.emplace_back(ids[k], static_cast<float>(logits[ids[k]] - log_z));
+    }
+  }
+  return out;
+}
+
+}  // namespace qwen::sampling
