@@ -42,7 +42,8 @@ std::vector<std::string> ParseFlags(absl::string_view command, absl::string_view
     }
     args.push_back(a.data());
   }
-  std::vector<char*> positional = absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+  std::vector<char*> positional =
+      absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
   std::vector<std::string> out;
   for (size_t i = 1; i < positional.size(); ++i) out.emplace_back(positional[i]);
   return out;

@@ -3,8 +3,9 @@
 #define QWEN_CLI_FLAGS_UTIL_H_
 
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
+
+#include "absl/strings/string_view.h"
 
 namespace qwen::cli {
 

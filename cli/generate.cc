@@ -47,8 +47,8 @@ absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& flag, const std
   for (absl::string_view part : absl::StrSplit(s, ',', absl::SkipWhitespace())) {
     int32_t v;
     if (!absl::SimpleAtoi(part, &v)) {
-      return absl::InvalidArgumentError(absl::StrCat("--", flag, ": \"", part,
-                                                      "\" is not a token id"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", flag, ": \"", part, "\" is not a token id"));
     }
     ids.push_back(v);
   }
@@ -95,14 +95,14 @@ absl::Status Generate() {
   if (threads <= 0) threads = AvailableCores();
   ThreadPool pool(threads);
   ops::ComputeContext ctx(&pool, absl::GetFlag(FLAGS_reference_math) ? ops::MathMode::kReference
-                                                                      : ops::MathMode::kFast);
-  const int32_t max_tokens = teacher.empty() ? absl::GetFlag(FLAGS_max_tokens)
-                                             : static_cast<int32_t>(teacher.size());
+                                                                     : ops::MathMode::kFast);
+  const int32_t max_tokens =
+      teacher.empty() ? absl::GetFlag(FLAGS_max_tokens) : static_cast<int32_t>(teacher.size());
   const int64_t needed = static_cast<int64_t>(prompt.size()) + max_tokens;
   const int64_t n_ctx = std::max<int64_t>(absl::GetFlag(FLAGS_ctx_size), needed);
-  ASSIGN_OR_RETURN(std::unique_ptr<model::SequenceState> state,
-                   model->NewState(n_ctx, kv_name == "f16" ? model::KvType::kF16
-                                                           : model::KvType::kF32));
+  ASSIGN_OR_RETURN(
+      std::unique_ptr<model::SequenceState> state,
+      model->NewState(n_ctx, kv_name == "f16" ? model::KvType::kF16 : model::KvType::kF32));
 
   sampling::SamplingParams sp;
   sp.temperature = static_cast<float>(absl::GetFlag(FLAGS_temperature));
@@ -139,7 +139,11 @@ absl::Status Generate() {
   const auto t_loaded = std::chrono::steady_clock::now();
   for (size_t p = 0; p < prompt.size(); p += batch) {
     const size_t n = std::min<size_t>(batch, prompt.size() - p);
-    model::Segment seg{state.get(), absl::MakeConstSpan(prompt.data() + p, n), all_rows};
+    const bool last_chunk = p + n == prompt.size();
+    model::Segment seg{state.get(), absl::MakeConstSpan(prompt.data() + p, n),
+                       all_rows     ? model::Logits::kAll
+                       : last_chunk ? model::Logits::kLast
+                                    : model::Logits::kNone};
     logits.resize(model::Model::LogitRows({seg}) * V);
     RETURN_IF_ERROR(model->Forward(ctx, {seg}, logits.data()));
     RETURN_IF_ERROR(write_rows(model::Model::LogitRows({seg})));
@@ -152,8 +156,8 @@ absl::Status Generate() {
     const float* last = logits.data() + logits.size() - V;
     const int32_t next = teacher.empty() ? sampler.Sample(last) : teacher[i];
     if (next < 0 || next >= V) {
-      return absl::InvalidArgumentError(absl::StrCat("--teacher_force: token id ", next,
-                                                     " is outside the vocabulary"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--teacher_force: token id ", next, " is outside the vocabulary"));
     }
     generated.push_back(next);
     const bool is_eog = std::find(eog.begin(), eog.end(), next) != eog.end();
@@ -161,7 +165,7 @@ absl::Status Generate() {
       finish = "eos";
       break;
     }
-    model::Segment seg{state.get(), absl::MakeConstSpan(&generated.back(), 1), true};
+    model::Segment seg{state.get(), absl::MakeConstSpan(&generated.back(), 1), model::Logits::kAll};
     logits.resize(V);
     RETURN_IF_ERROR(model->Forward(ctx, {seg}, logits.data()));
     RETURN_IF_ERROR(write_rows(1));

@@ -78,9 +78,7 @@ Json ValueJson(const Value& v, int64_t limit) {
   return arr;
 }
 
-std::string Dump(const Json& j) {
-  return j.dump(-1, ' ', false, Json::error_handler_t::replace);
-}
+std::string Dump(const Json& j) { return j.dump(-1, ' ', false, Json::error_handler_t::replace); }
 
 std::string TypeLabel(const Value& v) {
   if (v.type != ValueType::kArray) return std::string(gguf::ValueTypeName(v.type));
@@ -151,7 +149,8 @@ int RunInspect(int argc, char** argv) {
   if (json) {
     Json out;
     Json meta = Json::object();
-    for (const auto& [key, value] : file.metadata()) meta[std::string(key)] = ValueJson(value, limit);
+    for (const auto& [key, value] : file.metadata())
+      meta[std::string(key)] = ValueJson(value, limit);
     out["metadata"] = std::move(meta);
     Json tensors = Json::array();
     for (const gguf::TensorInfo& t : file.tensors()) {
@@ -199,7 +198,8 @@ int RunInspect(int argc, char** argv) {
                 "bits/w");
     for (const auto& [name, tt] : totals) {
       std::printf("  %-8s %8d %16" PRId64 " %16" PRIu64 " %6.2f%% %8.3f\n", name.c_str(),
-                  tt.tensors, tt.elements, tt.bytes, 100.0 * tt.bytes / std::max<uint64_t>(1, total_bytes),
+                  tt.tensors, tt.elements, tt.bytes,
+                  100.0 * tt.bytes / std::max<uint64_t>(1, total_bytes),
                   8.0 * tt.bytes / std::max<int64_t>(1, tt.elements));
     }
     std::printf("  %-8s %8zu %16" PRId64 " %16" PRIu64 " %7s %8.3f  (%s)\n", "total",

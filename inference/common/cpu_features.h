@@ -3,6 +3,7 @@
 #define QWEN_INFERENCE_COMMON_CPU_FEATURES_H_
 
 #include <string>
+
 #include "absl/strings/string_view.h"
 
 namespace qwen {

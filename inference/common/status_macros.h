@@ -9,9 +9,9 @@
 #define QWEN_CONCAT_(a, b) QWEN_CONCAT_INNER_(a, b)
 
 // Returns the status from the enclosing function if `expr` is not OK.
-#define RETURN_IF_ERROR(expr)                  \
-  do {                                         \
-    ::absl::Status qwen_status_ = (expr);      \
+#define RETURN_IF_ERROR(expr)                    \
+  do {                                           \
+    ::absl::Status qwen_status_ = (expr);        \
     if (!qwen_status_.ok()) return qwen_status_; \
   } while (0)
 

@@ -126,10 +126,9 @@ absl::Status ReadArray(Reader& r, int depth, const std::string& what, Value& v) 
   const int64_t elem = ScalarSize(v.elem_type);
   if (elem > 0) {
     if (v.count > r.remaining() / static_cast<uint64_t>(elem)) {
-      return r.ErrorAt(count_at, absl::StrCat("file truncated or corrupt: ", what, " has ",
-                                               v.count, " elements of ", elem,
-                                               " bytes but only ", r.remaining(),
-                                               " bytes remain"));
+      return r.ErrorAt(count_at, absl::StrCat("file truncated or corrupt: ", what, " has ", v.count,
+                                              " elements of ", elem, " bytes but only ",
+                                              r.remaining(), " bytes remain"));
     }
     v.raw = r.here();
     if (v.elem_type == ValueType::kBool) {
@@ -144,9 +143,8 @@ absl::Status ReadArray(Reader& r, int depth, const std::string& what, Value& v) 
   // Strings and nested arrays take at least 8 bytes each: bound the count before allocating.
   const uint64_t min_elem = v.elem_type == ValueType::kString ? 8 : 12;
   if (v.count > r.remaining() / min_elem) {
-    return r.ErrorAt(count_at, absl::StrCat("file truncated or corrupt: ", what, " has ",
-                                             v.count, " elements but only ", r.remaining(),
-                                             " bytes remain"));
+    return r.ErrorAt(count_at, absl::StrCat("file truncated or corrupt: ", what, " has ", v.count,
+                                            " elements but only ", r.remaining(), " bytes remain"));
   }
   if (v.elem_type == ValueType::kString) {
     v.strings.reserve(v.count);
@@ -410,8 +408,8 @@ absl::Status GgufFile::Parse() {
   ASSIGN_OR_RETURN(version_, r.Read<uint32_t>("version"));
   if (version_ == 1) return r.ErrorAt(version_at, "GGUF version 1 is not supported (need 2 or 3)");
   if (version_ != 2 && version_ != 3) {
-    return r.ErrorAt(version_at, absl::StrCat("unsupported GGUF version ", version_,
-                                              " (need 2 or 3)"));
+    return r.ErrorAt(version_at,
+                     absl::StrCat("unsupported GGUF version ", version_, " (need 2 or 3)"));
   }
   const uint64_t counts_at = r.offset();
   ASSIGN_OR_RETURN(uint64_t n_tensors, r.Read<uint64_t>("tensor count"));
@@ -466,8 +464,8 @@ absl::Status GgufFile::Parse() {
     const uint64_t dims_at = r.offset();
     ASSIGN_OR_RETURN(uint32_t n_dims, r.Read<uint32_t>(what + " dimension count"));
     if (n_dims < 1 || n_dims > kMaxDims) {
-      return r.ErrorAt(dims_at, absl::StrCat(what, " has ", n_dims,
-                                             " dimensions (must be 1 to ", kMaxDims, ")"));
+      return r.ErrorAt(dims_at, absl::StrCat(what, " has ", n_dims, " dimensions (must be 1 to ",
+                                             kMaxDims, ")"));
     }
     t.n_dims = static_cast<int>(n_dims);
     int64_t n_elements = 1;
@@ -493,9 +491,9 @@ absl::Status GgufFile::Parse() {
     }
     t.type = static_cast<quant::GgmlType>(type_id);
     if (t.ne[0] % traits->block_size != 0) {
-      return r.ErrorAt(dims_at, absl::StrCat(what, " of type ", traits->name, " has ne[0] = ",
-                                             t.ne[0], ", not a multiple of its block size ",
-                                             traits->block_size));
+      return r.ErrorAt(dims_at,
+                       absl::StrCat(what, " of type ", traits->name, " has ne[0] = ", t.ne[0],
+                                    ", not a multiple of its block size ", traits->block_size));
     }
     const uint64_t blocks = static_cast<uint64_t>(n_elements / traits->block_size);
     if (blocks > std::numeric_limits<uint64_t>::max() / traits->type_size) {
@@ -506,8 +504,7 @@ absl::Status GgufFile::Parse() {
     ASSIGN_OR_RETURN(t.offset, r.Read<uint64_t>(what + " offset"));
     if (t.offset % alignment_ != 0) {
       return r.ErrorAt(offset_at, absl::StrCat(what, " offset ", t.offset,
-                                               " is not a multiple of the alignment ",
-                                               alignment_));
+                                               " is not a multiple of the alignment ", alignment_));
     }
     tensor_index_.emplace(t.name, tensors_.size());
     tensors_.push_back(t);
@@ -517,17 +514,16 @@ absl::Status GgufFile::Parse() {
   const uint64_t header_end = r.offset();
   data_offset_ = (header_end + alignment_ - 1) / alignment_ * alignment_;
   if (!tensors_.empty() && data_offset_ > size_) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "file truncated: data section would start at byte ", data_offset_, " past the end (size ",
-        size_, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("file truncated: data section would start at byte ", data_offset_,
+                     " past the end (size ", size_, ")"));
   }
   const uint64_t data_size = size_ > data_offset_ ? size_ - data_offset_ : 0;
   for (TensorInfo& t : tensors_) {
     if (t.offset > data_size || t.n_bytes > data_size - t.offset) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "file truncated or corrupt: tensor \"", t.name, "\" (", t.n_bytes,
-          " bytes) at byte ", data_offset_ + t.offset, " runs past the end of the file (size ",
-          size_, ")"));
+          "file truncated or corrupt: tensor \"", t.name, "\" (", t.n_bytes, " bytes) at byte ",
+          data_offset_ + t.offset, " runs past the end of the file (size ", size_, ")"));
     }
     t.file_offset = data_offset_ + t.offset;
     t.data = data_ + t.file_offset;
@@ -541,9 +537,9 @@ absl::Status GgufFile::Parse() {
     const TensorInfo& prev = *by_offset[k - 1];
     const TensorInfo& cur = *by_offset[k];
     if (prev.offset + prev.n_bytes > cur.offset) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("corrupt file: tensors \"", prev.name, "\" and \"", cur.name,
-                       "\" overlap at byte ", data_offset_ + cur.offset));
+      return absl::InvalidArgumentError(absl::StrCat("corrupt file: tensors \"", prev.name,
+                                                     "\" and \"", cur.name, "\" overlap at byte ",
+                                                     data_offset_ + cur.offset));
     }
   }
   return absl::OkStatus();

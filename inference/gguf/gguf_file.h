@@ -6,13 +6,13 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "inference/quant/types.h"
 
 namespace qwen::gguf {
@@ -51,7 +51,7 @@ struct Value {
   ValueType elem_type = ValueType::kU8;
   uint64_t count = 0;
   const uint8_t* raw = nullptr;            // numeric and bool elements, little-endian, unaligned
-  std::vector<absl::string_view> strings;   // string elements
+  std::vector<absl::string_view> strings;  // string elements
   std::vector<Value> arrays;               // nested array elements
 
   bool IsInteger() const;
@@ -67,8 +67,8 @@ struct TensorInfo {
   quant::GgmlType type = quant::GgmlType::kF32;
   int n_dims = 0;
   std::array<int64_t, 4> ne = {1, 1, 1, 1};  // ne[0] is the contiguous dimension
-  uint64_t offset = 0;                        // relative to the data section, as stored
-  uint64_t file_offset = 0;                   // absolute
+  uint64_t offset = 0;                       // relative to the data section, as stored
+  uint64_t file_offset = 0;                  // absolute
   uint64_t n_bytes = 0;
   int64_t n_elements = 0;
   const uint8_t* data = nullptr;

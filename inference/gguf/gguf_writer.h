@@ -41,8 +41,8 @@ class GgufWriter {
   void AddTensor(absl::string_view name, quant::GgmlType type, const std::vector<int64_t>& ne,
                  Fill fill);
   // Adds a tensor from bytes held by the caller (copied).
-  void AddTensorBytes(absl::string_view name, quant::GgmlType type,
-                      const std::vector<int64_t>& ne, std::string bytes);
+  void AddTensorBytes(absl::string_view name, quant::GgmlType type, const std::vector<int64_t>& ne,
+                      std::string bytes);
 
   // The whole file as bytes (for tests and small files).
   std::string ToBytes() const;

@@ -23,9 +23,9 @@ absl::StatusOr<ModelConfig> ModelConfig::FromGguf(const gguf::GgufFile& file) {
   ASSIGN_OR_RETURN(absl::string_view arch, file.GetString("general.architecture"));
   c.architecture = std::string(arch);
   if (arch != "qwen35") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "unsupported architecture \"", arch,
-        "\": this engine runs Qwen3.5 hybrid models (general.architecture = qwen35)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("unsupported architecture \"", arch,
+                     "\": this engine runs Qwen3.5 hybrid models (general.architecture = qwen35)"));
   }
   if (auto name = file.GetString("general.name"); name.ok()) c.name = std::string(*name);
   const std::string p = "qwen35.";
@@ -34,8 +34,8 @@ absl::StatusOr<ModelConfig> ModelConfig::FromGguf(const gguf::GgufFile& file) {
   ASSIGN_OR_RETURN(uint32_t block_count, file.GetU32(key("block_count")));
   ASSIGN_OR_RETURN(uint32_t nextn, file.GetU32Or(key("nextn_predict_layers"), 0));
   if (nextn >= block_count) {
-    return Invalid(key("nextn_predict_layers"), absl::StrCat(nextn, " is not below block_count ",
-                                                             block_count));
+    return Invalid(key("nextn_predict_layers"),
+                   absl::StrCat(nextn, " is not below block_count ", block_count));
   }
   c.n_layer = static_cast<int>(block_count - nextn);
   c.n_nextn = static_cast<int>(nextn);
@@ -126,14 +126,14 @@ absl::StatusOr<ModelConfig> ModelConfig::FromGguf(const gguf::GgufFile& file) {
     return Invalid(key("ssm.conv_kernel"), absl::StrCat(c.conv_kernel, " is out of range"));
   }
   if (c.ssm_head_dim <= 0 || c.ssm_n_k <= 0 || c.ssm_n_v <= 0 || c.ssm_n_v % c.ssm_n_k != 0) {
-    return Invalid(key("ssm.time_step_rank"),
-                   absl::StrCat(c.ssm_n_v, " value heads are not a multiple of ", c.ssm_n_k,
-                                " key heads"));
+    return Invalid(
+        key("ssm.time_step_rank"),
+        absl::StrCat(c.ssm_n_v, " value heads are not a multiple of ", c.ssm_n_k, " key heads"));
   }
   if (static_cast<int64_t>(inner) != c.ssm_v_dim()) {
-    return Invalid(key("ssm.inner_size"),
-                   absl::StrCat(inner, " differs from time_step_rank x state_size = ",
-                                c.ssm_v_dim()));
+    return Invalid(
+        key("ssm.inner_size"),
+        absl::StrCat(inner, " differs from time_step_rank x state_size = ", c.ssm_v_dim()));
   }
   if (c.context_length <= 0) return Invalid(key("context_length"), "must be positive");
 

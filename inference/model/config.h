@@ -20,25 +20,25 @@ struct ModelConfig {
   int64_t n_vocab = 0;
   int64_t n_embd = 0;
   int64_t n_ff = 0;
-  int n_layer = 0;           // trunk blocks that the forward pass runs
-  int n_nextn = 0;           // MTP blocks stored after the trunk (never run here)
+  int n_layer = 0;  // trunk blocks that the forward pass runs
+  int n_nextn = 0;  // MTP blocks stored after the trunk (never run here)
   int64_t context_length = 0;
   float rms_eps = 1e-6f;
 
   // Gated full attention.
   int n_head = 0;
   int n_head_kv = 0;
-  int head_dim = 0;          // key_length == value_length
-  int n_rot = 0;             // rotated dims per head (partial rotary)
+  int head_dim = 0;  // key_length == value_length
+  int n_rot = 0;     // rotated dims per head (partial rotary)
   float rope_base = 10000.0f;
   std::vector<int> rope_sections;  // M-RoPE sections (time, height, width, extra)
 
   // Gated delta net.
-  int conv_kernel = 0;       // causal conv width (4)
-  int ssm_head_dim = 0;      // state_size: key and value head dim (128)
-  int ssm_n_k = 0;           // group_count: key/query heads
-  int ssm_n_v = 0;           // time_step_rank: value heads
-  bool ssm_v_tiled = true;   // value head j reads key head j % n_k (else j / (n_v / n_k))
+  int conv_kernel = 0;      // causal conv width (4)
+  int ssm_head_dim = 0;     // state_size: key and value head dim (128)
+  int ssm_n_k = 0;          // group_count: key/query heads
+  int ssm_n_v = 0;          // time_step_rank: value heads
+  bool ssm_v_tiled = true;  // value head j reads key head j % n_k (else j / (n_v / n_k))
 
   std::vector<bool> is_attention;  // per trunk layer: full attention (else delta net)
 

@@ -87,13 +87,12 @@ absl::StatusOr<const float*> Model::Vector(const std::string& name, int64_t n) {
   const gguf::TensorInfo* t = file_->FindTensor(name);
   if (t == nullptr) return absl::NotFoundError(absl::StrCat("tensor \"", name, "\" is missing"));
   if (t->n_elements != n) {
-    return absl::InvalidArgumentError(absl::StrCat("tensor \"", name, "\" has shape ",
-                                                   t->ShapeString(), ", expected ", n,
-                                                   " elements"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor \"", name, "\" has shape ", t->ShapeString(), ", expected ", n, " elements"));
   }
   if (!quant::Traits(t->type).computable) {
-    return absl::UnimplementedError(absl::StrCat("tensor \"", name, "\" has unsupported type ",
-                                                 quant::TypeName(t->type)));
+    return absl::UnimplementedError(
+        absl::StrCat("tensor \"", name, "\" has unsupported type ", quant::TypeName(t->type)));
   }
   // Small tensors are copied to float once: they are read in every op and cost little memory.
   std::vector<float>& v = owned_.emplace_back(n);
@@ -118,7 +117,8 @@ absl::Status Model::LoadWeights() {
     L.is_attention = c.is_attention[il];
     L.kind_index = L.is_attention ? n_attn++ : n_delta++;
     ASSIGN_OR_RETURN(L.attn_norm, Vector(Blk(il, "attn_norm.weight"), c.n_embd));
-    ASSIGN_OR_RETURN(L.post_attention_norm, Vector(Blk(il, "post_attention_norm.weight"), c.n_embd));
+    ASSIGN_OR_RETURN(L.post_attention_norm,
+                     Vector(Blk(il, "post_attention_norm.weight"), c.n_embd));
     ASSIGN_OR_RETURN(L.ffn_gate, Matrix(Blk(il, "ffn_gate.weight"), c.n_embd, c.n_ff));
     ASSIGN_OR_RETURN(L.ffn_up, Matrix(Blk(il, "ffn_up.weight"), c.n_embd, c.n_ff));
     ASSIGN_OR_RETURN(L.ffn_down, Matrix(Blk(il, "ffn_down.weight"), c.n_ff, c.n_embd));
@@ -157,7 +157,10 @@ float* Model::Buffer(int id, size_t n_floats) { return buffers_[id].Get(n_floats
 
 int64_t Model::LogitRows(absl::Span<const Segment> segments) {
   int64_t rows = 0;
-  for (const Segment& s : segments) rows += s.all_logits ? static_cast<int64_t>(s.tokens.size()) : 1;
+  for (const Segment& s : segments) {
+    if (s.logits == Logits::kAll) rows += static_cast<int64_t>(s.tokens.size());
+    if (s.logits == Logits::kLast) rows += 1;
+  }
   return rows;
 }
 
@@ -173,9 +176,9 @@ absl::Status Model::Forward(ops::ComputeContext& ctx, absl::Span<const Segment> 
       return absl::InvalidArgumentError("two segments of one batch share a sequence");
     }
     if (s.state->n_past() + static_cast<int64_t>(s.tokens.size()) > s.state->capacity()) {
-      return absl::OutOfRangeError(absl::StrCat(
-          "sequence would hold ", s.state->n_past() + s.tokens.size(),
-          " tokens, more than its context of ", s.state->capacity()));
+      return absl::OutOfRangeError(
+          absl::StrCat("sequence would hold ", s.state->n_past() + s.tokens.size(),
+                       " tokens, more than its context of ", s.state->capacity()));
     }
     for (int32_t t : s.tokens) {
       if (t < 0 || t >= c.n_vocab) {
@@ -236,16 +239,18 @@ absl::Status Model::Forward(ops::ComputeContext& ctx, absl::Span<const Segment> 
   int64_t row = 0, offset = 0;
   for (const Segment& s : segments) {
     const int64_t ns = static_cast<int64_t>(s.tokens.size());
-    const int64_t first = s.all_logits ? offset : offset + ns - 1;
-    const int64_t count = s.all_logits ? ns : 1;
+    const int64_t first = s.logits == Logits::kAll ? offset : offset + ns - 1;
+    const int64_t count = s.logits == Logits::kAll ? ns : s.logits == Logits::kLast ? 1 : 0;
     std::memcpy(final_rows + row * E, x + first * E, count * E * sizeof(float));
     row += count;
     offset += ns;
   }
-  ops::RmsNorm(final_rows, output_norm_, rows, E, c.rms_eps, final_rows);
-  ctx.Observe("result_norm", final_rows, rows, E);
-  ops::MatMul(ctx, lm_head_, final_rows, rows, logits);
-  ctx.Observe("result_output", logits, rows, c.n_vocab);
+  if (rows > 0) {
+    ops::RmsNorm(final_rows, output_norm_, rows, E, c.rms_eps, final_rows);
+    ctx.Observe("result_norm", final_rows, rows, E);
+    ops::MatMul(ctx, lm_head_, final_rows, rows, logits);
+    ctx.Observe("result_output", logits, rows, c.n_vocab);
+  }
 
   for (const Segment& s : segments) s.state->Advance(static_cast<int64_t>(s.tokens.size()));
   return absl::OkStatus();

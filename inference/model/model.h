@@ -29,30 +29,37 @@ struct LayerWeights {
   ops::Weight ffn_down;                        // [n_ff] -> [n_embd]
 
   // Gated full attention.
-  ops::Weight attn_q;       // [n_embd] -> [n_head, 2 * head_dim]: per head query | gate
-  ops::Weight attn_k;       // [n_embd] -> [n_head_kv, head_dim]
-  ops::Weight attn_v;       // [n_embd] -> [n_head_kv, head_dim]
-  ops::Weight attn_output;  // [n_head * head_dim] -> [n_embd]
+  ops::Weight attn_q;                  // [n_embd] -> [n_head, 2 * head_dim]: per head query | gate
+  ops::Weight attn_k;                  // [n_embd] -> [n_head_kv, head_dim]
+  ops::Weight attn_v;                  // [n_embd] -> [n_head_kv, head_dim]
+  ops::Weight attn_output;             // [n_head * head_dim] -> [n_embd]
   const float* attn_q_norm = nullptr;  // [head_dim]
   const float* attn_k_norm = nullptr;  // [head_dim]
 
   // Gated delta net.
-  ops::Weight attn_qkv;   // [n_embd] -> [q (n_k * d) | k (n_k * d) | v (n_v * d)]
-  ops::Weight attn_gate;  // [n_embd] -> z [n_v * d]
-  ops::Weight ssm_alpha;  // [n_embd] -> [n_v]
-  ops::Weight ssm_beta;   // [n_embd] -> [n_v]
-  ops::Weight ssm_out;    // [n_v * d] -> [n_embd]
-  const float* ssm_conv1d = nullptr;  // [qkv channels, conv_kernel]
+  ops::Weight attn_qkv;                // [n_embd] -> [q (n_k * d) | k (n_k * d) | v (n_v * d)]
+  ops::Weight attn_gate;               // [n_embd] -> z [n_v * d]
+  ops::Weight ssm_alpha;               // [n_embd] -> [n_v]
+  ops::Weight ssm_beta;                // [n_embd] -> [n_v]
+  ops::Weight ssm_out;                 // [n_v * d] -> [n_embd]
+  const float* ssm_conv1d = nullptr;   // [qkv channels, conv_kernel]
   const float* ssm_dt_bias = nullptr;  // [n_v]
   const float* ssm_a = nullptr;        // [n_v], already -exp(A_log)
   const float* ssm_norm = nullptr;     // [d]
+};
+
+// Which rows of a segment get logits.
+enum class Logits {
+  kNone,  // none (a prompt chunk that does not end the prompt)
+  kLast,  // the last token's (the next-token distribution)
+  kAll,   // every token's (teacher forcing, scoring)
 };
 
 // One sequence's tokens in a batch.
 struct Segment {
   SequenceState* state;
   absl::Span<const int32_t> tokens;  // appended at positions state->n_past() onwards
-  bool all_logits = false;           // logits for every token, else only for the last one
+  Logits logits = Logits::kLast;
 };
 
 // How far prompt tokens of one segment are processed with the chunked delta rule (else the
@@ -90,8 +97,7 @@ class Model {
   // Appends each segment's tokens to its sequence and writes logits [LogitRows, n_vocab] in
   // segment order. Segments must belong to different sequences. Fails (changing nothing) when a
   // token is out of the vocabulary or a sequence would exceed its capacity.
-  absl::Status Forward(ops::ComputeContext& ctx, absl::Span<const Segment> segments,
-                       float* logits);
+  absl::Status Forward(ops::ComputeContext& ctx, absl::Span<const Segment> segments, float* logits);
 
  private:
   explicit Model(std::shared_ptr<const gguf::GgufFile> file) : file_(std::move(file)) {}

@@ -44,9 +44,9 @@ absl::StatusOr<std::unique_ptr<SequenceState>> SequenceState::Create(const Model
     void* p = mmap(nullptr, s->kv_mapping_bytes_, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("cannot reserve ", s->kv_mapping_bytes_, " bytes of KV cache for ", n_ctx,
-                       " tokens: ", std::strerror(errno)));
+      return absl::ResourceExhaustedError(absl::StrCat("cannot reserve ", s->kv_mapping_bytes_,
+                                                       " bytes of KV cache for ", n_ctx,
+                                                       " tokens: ", std::strerror(errno)));
     }
     s->kv_mapping_ = p;
   }

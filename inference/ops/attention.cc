@@ -64,12 +64,12 @@ void CausalAttention(ComputeContext& ctx, const float* q, int64_t n_tokens, int 
       // Rows of the stacked query matrix: (head in group, token), head-major, so the heads that
       // share this KV head are multiplied with each key tile at once.
       const int64_t rows = group * nt;
-      float* qs = ctx.ThreadScratch(thread, 0, rows * hd);          // [rows, hd]
-      float* acc = ctx.ThreadScratch(thread, 1, rows * hd);         // [rows, hd]
+      float* qs = ctx.ThreadScratch(thread, 0, rows * hd);             // [rows, hd]
+      float* acc = ctx.ThreadScratch(thread, 1, rows * hd);            // [rows, hd]
       float* scores = ctx.ThreadScratch(thread, 2, rows * kKeyBlock);  // [rows, kKeyBlock]
       float* ktile = ctx.ThreadScratch(thread, 3, kKeyBlock * hd);
       float* vtile = ctx.ThreadScratch(thread, 4, kKeyBlock * hd);
-      float* stats = ctx.ThreadScratch(thread, 5, 2 * rows);        // running max, running sum
+      float* stats = ctx.ThreadScratch(thread, 5, 2 * rows);  // running max, running sum
       float* row_max = stats;
       float* row_sum = stats + rows;
       for (int hl = 0; hl < group; ++hl) {

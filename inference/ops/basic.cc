@@ -6,8 +6,7 @@
 
 namespace qwen::ops {
 
-void RmsNorm(const float* x, const float* w, int64_t n_rows, int64_t width, float eps,
-             float* out) {
+void RmsNorm(const float* x, const float* w, int64_t n_rows, int64_t width, float eps, float* out) {
   for (int64_t r = 0; r < n_rows; ++r) {
     const float* xr = x + r * width;
     float* yr = out + r * width;
@@ -41,11 +40,12 @@ void AddInPlace(float* y, const float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += x[i];
 }
 
-void RopeNeox(float* x, int64_t n_tokens, int n_heads, int head_dim, int n_rot,
-              const int32_t* pos, float base) {
+void RopeNeox(float* x, int64_t n_tokens, int n_heads, int head_dim, int n_rot, const int32_t* pos,
+              float base) {
   const int half = n_rot / 2;
   std::vector<double> inv_freq(half);
-  for (int i = 0; i < half; ++i) inv_freq[i] = std::pow(static_cast<double>(base), -2.0 * i / n_rot);
+  for (int i = 0; i < half; ++i)
+    inv_freq[i] = std::pow(static_cast<double>(base), -2.0 * i / n_rot);
   std::vector<float> cos_t(half), sin_t(half);
   for (int64_t t = 0; t < n_tokens; ++t) {
     for (int i = 0; i < half; ++i) {

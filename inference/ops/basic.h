@@ -13,8 +13,7 @@ inline float Silu(float x) { return x / (1.0f + std::exp(-x)); }
 inline float Softplus(float x) { return x > 20.0f ? x : std::log1p(std::exp(x)); }
 
 // out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w (w may be null: no scaling). out may alias x.
-void RmsNorm(const float* x, const float* w, int64_t n_rows, int64_t width, float eps,
-             float* out);
+void RmsNorm(const float* x, const float* w, int64_t n_rows, int64_t width, float eps, float* out);
 
 // x[r] /= max(||x[r]||, eps), in place.
 void L2Norm(float* x, int64_t n_rows, int64_t width, float eps);
@@ -27,8 +26,8 @@ void AddInPlace(float* y, const float* x, int64_t n);
 
 // Rotary embedding, NEOX pairing, on the first n_rot dims of each head: dims (i, i + n_rot/2)
 // rotate by pos * base^(-2i / n_rot). x is [n_tokens, n_heads, head_dim]; pos[t] per token.
-void RopeNeox(float* x, int64_t n_tokens, int n_heads, int head_dim, int n_rot,
-              const int32_t* pos, float base);
+void RopeNeox(float* x, int64_t n_tokens, int n_heads, int head_dim, int n_rot, const int32_t* pos,
+              float base);
 
 // Float <-> half conversion of a row (scalar; used for the KV cache writes).
 void FloatToHalf(const float* x, uint16_t* out, int64_t n);

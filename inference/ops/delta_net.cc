@@ -11,9 +11,7 @@
 namespace qwen::ops {
 namespace {
 
-int KeyHead(const DeltaRuleArgs& a, int j) {
-  return a.v_tiled ? j % a.n_k : j / (a.n_v / a.n_k);
-}
+int KeyHead(const DeltaRuleArgs& a, int j) { return a.v_tiled ? j % a.n_k : j / (a.n_v / a.n_k); }
 
 }  // namespace
 
@@ -156,12 +154,12 @@ void GatedDeltaRuleChunked(ComputeContext& ctx, const DeltaRuleArgs& a, int chun
           }
         }
         // Δ = U - W S0, stored in W.
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ni, d, d, -1.0f, W, d, S, d, 1.0f,
-                    U, d);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ni, d, d, -1.0f, W, d, S, d, 1.0f, U,
+                    d);
         float* Delta = U;
         // O = Γ Q S0 + (M ∘ Q Kᵀ) Δ
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ni, d, d, 1.0f, Qc, d, S, d, 0.0f,
-                    O, d);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ni, d, d, 1.0f, Qc, d, S, d, 0.0f, O,
+                    d);
         for (int64_t t = 0; t < n; ++t) {
           const float eg = std::exp(G[t]);
           for (int c = 0; c < d; ++c) O[t * d + c] *= eg;

@@ -27,10 +27,10 @@ struct DeltaRuleArgs {
   int64_t n_tokens;
   int n_k;
   int n_v;
-  int d;               // head dim of keys and values
-  bool v_tiled;        // value head j reads key head j % n_k (else j / (n_v / n_k))
-  float* state;        // [n_v, d (key), d (value)], updated in place
-  float* out;          // [n_tokens, n_v, d]
+  int d;         // head dim of keys and values
+  bool v_tiled;  // value head j reads key head j % n_k (else j / (n_v / n_k))
+  float* state;  // [n_v, d (key), d (value)], updated in place
+  float* out;    // [n_tokens, n_v, d]
 };
 
 // Token by token, for each value head j with key head i:

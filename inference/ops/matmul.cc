@@ -42,19 +42,18 @@ void FloatBlock(ComputeContext& ctx, int thread, const MatMulOut& o, int64_t r0,
     tile = buf;
   }
   if (n_tokens == 1) {
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(rows), static_cast<int>(w.n_in),
-                1.0f, tile, static_cast<int>(w.n_in), x, 1, 0.0f, o.y + r0, 1);
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(rows), static_cast<int>(w.n_in), 1.0f,
+                tile, static_cast<int>(w.n_in), x, 1, 0.0f, o.y + r0, 1);
     return;
   }
   // y[t][r0 + r] = sum_i x[t][i] * tile[r][i]
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n_tokens),
-              static_cast<int>(rows), static_cast<int>(w.n_in), 1.0f, x,
-              static_cast<int>(w.n_in), tile, static_cast<int>(w.n_in), 0.0f, o.y + r0,
-              static_cast<int>(w.n_out));
+              static_cast<int>(rows), static_cast<int>(w.n_in), 1.0f, x, static_cast<int>(w.n_in),
+              tile, static_cast<int>(w.n_in), 0.0f, o.y + r0, static_cast<int>(w.n_out));
 }
 
-void QuantBlock(const MatMulOut& o, int64_t r0, int64_t r1, const uint8_t* qx,
-                size_t qx_row_bytes, int64_t n_tokens) {
+void QuantBlock(const MatMulOut& o, int64_t r0, int64_t r1, const uint8_t* qx, size_t qx_row_bytes,
+                int64_t n_tokens) {
   const Weight& w = *o.w;
   const auto tile = quant::Kernels().dot_tile[static_cast<int>(w.type)];
   for (int64_t c0 = 0; c0 < n_tokens; c0 += kTileCols) {
@@ -125,20 +124,19 @@ void MatMul(ComputeContext& ctx, const float* x, int64_t n_tokens,
       blocks.push_back({static_cast<int>(k), r0, std::min(w.n_out, r0 + block_rows)});
     }
   }
-  ctx.pool().ParallelFor(static_cast<int64_t>(blocks.size()), 1,
-                         [&](int64_t b, int64_t e, int thread) {
-                           for (int64_t i = b; i < e; ++i) {
-                             const RowBlock& blk = blocks[i];
-                             const MatMulOut& o = outs[blk.out];
-                             const int q = quant_of[blk.out];
-                             if (q < 0) {
-                               FloatBlock(ctx, thread, o, blk.r0, blk.r1, x, n_tokens);
-                             } else {
-                               QuantBlock(o, blk.r0, blk.r1, quantized[q].data,
-                                          quantized[q].row_bytes, n_tokens);
-                             }
-                           }
-                         });
+  ctx.pool().ParallelFor(
+      static_cast<int64_t>(blocks.size()), 1, [&](int64_t b, int64_t e, int thread) {
+        for (int64_t i = b; i < e; ++i) {
+          const RowBlock& blk = blocks[i];
+          const MatMulOut& o = outs[blk.out];
+          const int q = quant_of[blk.out];
+          if (q < 0) {
+            FloatBlock(ctx, thread, o, blk.r0, blk.r1, x, n_tokens);
+          } else {
+            QuantBlock(o, blk.r0, blk.r1, quantized[q].data, quantized[q].row_bytes, n_tokens);
+          }
+        }
+      });
 }
 
 void GetRows(const Weight& w, const int32_t* ids, int64_t n, float* out) {

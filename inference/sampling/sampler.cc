@@ -33,10 +33,11 @@ absl::Status Validate(const SamplingParams& p, int64_t n_vocab) {
   }
   for (const auto& [token, bias] : p.logit_bias) {
     if (token < 0 || token >= n_vocab) {
-      return bad("logit_bias", absl::StrCat("token id ", token, " is outside the vocabulary [0, ",
-                                            n_vocab, ")"));
+      return bad("logit_bias",
+                 absl::StrCat("token id ", token, " is outside the vocabulary [0, ", n_vocab, ")"));
     }
-    if (std::isnan(bias)) return bad("logit_bias", absl::StrCat("bias of token ", token, " is NaN"));
+    if (std::isnan(bias))
+      return bad("logit_bias", absl::StrCat("bias of token ", token, " is NaN"));
   }
   return absl::OkStatus();
 }
@@ -80,8 +81,8 @@ int32_t Sampler::Sample(const float* logits) {
     auto by_logit = [l](int32_t a, int32_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); };
     const bool need_sort = params_.top_p < 1.0f;
     if (params_.top_k > 0 && params_.top_k < n_vocab_) {
-      std::nth_element(candidates_.begin(), candidates_.begin() + params_.top_k,
-                       candidates_.end(), by_logit);
+      std::nth_element(candidates_.begin(), candidates_.begin() + params_.top_k, candidates_.end(),
+                       by_logit);
       candidates_.resize(params_.top_k);
     }
     if (need_sort) std::sort(candidates_.begin(), candidates_.end(), by_logit);

@@ -23,7 +23,7 @@ struct SamplingParams {
   float presence_penalty = 0.0f;    // subtracted once from tokens generated so far
   float frequency_penalty = 0.0f;   // subtracted per occurrence in the generated tokens
   std::vector<std::pair<int32_t, float>> logit_bias;  // added to the logit of a token
-  uint64_t seed = 0;                // the random stream; same seed and request, same tokens
+  uint64_t seed = 0;  // the random stream; same seed and request, same tokens
 };
 
 // Checks ranges; the message names the offending field.

@@ -17,9 +17,9 @@ using ::qwen::testing::DataPath;
 using ::qwen::testing::ReadFile;
 
 const char* const kFixtures[] = {
-    "models/tiny-qwen35-f32.gguf",          "models/tiny-qwen35-f16.gguf",
-    "models/tiny-qwen35-q8_0.gguf",         "models/tiny-qwen35-q4_k_m.gguf",
-    "models/tiny-qwen35-q3_k_m.gguf",       "models/tiny-qwen35-mtp-q3_k_m.gguf",
+    "models/tiny-qwen35-f32.gguf",           "models/tiny-qwen35-f16.gguf",
+    "models/tiny-qwen35-q8_0.gguf",          "models/tiny-qwen35-q4_k_m.gguf",
+    "models/tiny-qwen35-q3_k_m.gguf",        "models/tiny-qwen35-mtp-q3_k_m.gguf",
     "models/tiny-qwen35-ollama-q3_k_m.gguf", "models/mmproj-tiny-qwen35-f16.gguf",
     "tokenizer/qwen3-vocab-qwen35pre.gguf",
 };
@@ -133,7 +133,9 @@ TEST(GgufFile, FlippedHeaderBytesNeverCrash) {
         copy[at] ^= static_cast<uint8_t>(1u << (rng() % 8));
       }
       auto f = GgufFile::FromBuffer(copy.data(), copy.size());
-      if (!f.ok()) EXPECT_FALSE(f.status().message().empty());
+      if (!f.ok()) {
+        EXPECT_FALSE(f.status().message().empty());
+      }
     }
   }
 }
@@ -157,11 +159,10 @@ TEST(GgufFile, RejectsHostileHeaders) {
   EXPECT_TRUE(absl::StrContains(ParseBytes(HeaderWith(1, 0, 0)).message(), "version 1"));
   EXPECT_TRUE(absl::StrContains(ParseBytes(HeaderWith(7, 0, 0)).message(), "version 7"));
   // Counts far beyond what the file could hold are refused before any allocation.
-  EXPECT_TRUE(absl::StrContains(ParseBytes(HeaderWith(3, 0, 1ull << 60)).message(),
-                                "metadata count"))
+  EXPECT_TRUE(
+      absl::StrContains(ParseBytes(HeaderWith(3, 0, 1ull << 60)).message(), "metadata count"))
       << ParseBytes(HeaderWith(3, 0, 1ull << 60));
-  EXPECT_TRUE(absl::StrContains(ParseBytes(HeaderWith(3, 1ull << 60, 0)).message(),
-                                "tensor count"))
+  EXPECT_TRUE(absl::StrContains(ParseBytes(HeaderWith(3, 1ull << 60, 0)).message(), "tensor count"))
       << ParseBytes(HeaderWith(3, 1ull << 60, 0));
   // A key whose length runs past the end.
   std::string s = HeaderWith(3, 0, 1);

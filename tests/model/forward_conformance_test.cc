@@ -47,11 +47,10 @@ TEST_P(ForwardConformance, TeacherForcedLogitsMatch) {
 
 INSTANTIATE_TEST_SUITE_P(
     Fixtures, ForwardConformance,
-    ::testing::Values(
-        Expectation{"models/tiny-qwen35-f32.gguf", "reference/llama.cpp/f32", ops::MathMode::kFast,
-                    0.005},
-        Expectation{"models/tiny-qwen35-f16.gguf", "reference/exact/f16", ops::MathMode::kFast,
-                    0.005}),
+    ::testing::Values(Expectation{"models/tiny-qwen35-f32.gguf", "reference/llama.cpp/f32",
+                                  ops::MathMode::kFast, 0.005},
+                      Expectation{"models/tiny-qwen35-f16.gguf", "reference/exact/f16",
+                                  ops::MathMode::kFast, 0.005}),
     [](const auto& info) {
       std::string s = std::string(info.param.reference) + "_" +
                       (info.param.mode == ops::MathMode::kFast ? "fast" : "reference");

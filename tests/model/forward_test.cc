@@ -66,16 +66,18 @@ TEST_F(ForwardTest, BatchedSegmentsMatchSeparateRuns) {
   // First a prompt chunk of each, then decode steps of both together.
   const size_t pa = 20, pb = 60;
   std::vector<float> logits((pa + pb) * V);
-  std::vector<model::Segment> segs = {{sa->get(), absl::MakeConstSpan(a.data(), pa), true},
-                                      {sb->get(), absl::MakeConstSpan(b.data(), pb), true}};
+  std::vector<model::Segment> segs = {
+      {sa->get(), absl::MakeConstSpan(a.data(), pa), model::Logits::kAll},
+      {sb->get(), absl::MakeConstSpan(b.data(), pb), model::Logits::kAll}};
   ASSERT_TRUE(m_.model->Forward(ctx_, segs, logits.data()).ok());
   // Different segment lengths take different paths (chunked or recurrent delta rule, sgemm of
   // other shapes), so equality holds to float rounding.
   EXPECT_LT(RelativeRms(logits.data(), alone_a.data(), pa * V), 5e-5);
   EXPECT_LT(RelativeRms(logits.data() + pa * V, alone_b.data(), pb * V), 5e-5);
   for (size_t i = 0; i < 10; ++i) {
-    std::vector<model::Segment> step = {{sa->get(), absl::MakeConstSpan(&a[pa + i], 1), false},
-                                        {sb->get(), absl::MakeConstSpan(&b[pb + i], 1), false}};
+    std::vector<model::Segment> step = {
+        {sa->get(), absl::MakeConstSpan(&a[pa + i], 1), model::Logits::kLast},
+        {sb->get(), absl::MakeConstSpan(&b[pb + i], 1), model::Logits::kLast}};
     std::vector<float> out(2 * V);
     ASSERT_TRUE(m_.model->Forward(ctx_, step, out.data()).ok());
     EXPECT_LT(RelativeRms(out.data(), alone_a.data() + (pa + i) * V, V), 5e-5);
@@ -90,7 +92,7 @@ TEST_F(ForwardTest, ResetAndCopyState) {
   ASSERT_TRUE(s.ok());
   model::SequenceState& state = **s;
   std::vector<float> first(c.fed.size() * V), again(c.fed.size() * V);
-  model::Segment seg{&state, absl::MakeConstSpan(c.fed), true};
+  model::Segment seg{&state, absl::MakeConstSpan(c.fed), model::Logits::kAll};
   ASSERT_TRUE(m_.model->Forward(ctx_, {seg}, first.data()).ok());
   EXPECT_EQ(state.n_past(), static_cast<int64_t>(c.fed.size()));
   state.Reset();
@@ -100,7 +102,7 @@ TEST_F(ForwardTest, ResetAndCopyState) {
 
   // Fork after 20 tokens: both copies continue identically.
   state.Reset();
-  model::Segment head{&state, absl::MakeConstSpan(c.fed.data(), 20), false};
+  model::Segment head{&state, absl::MakeConstSpan(c.fed.data(), 20), model::Logits::kLast};
   std::vector<float> tmp(V);
   ASSERT_TRUE(m_.model->Forward(ctx_, {head}, tmp.data()).ok());
   auto fork = m_.model->NewState(128);
@@ -108,8 +110,8 @@ TEST_F(ForwardTest, ResetAndCopyState) {
   ASSERT_TRUE((*fork)->CopyFrom(state).ok());
   EXPECT_EQ((*fork)->n_past(), 20);
   std::vector<float> x(V), y(V);
-  model::Segment next_a{&state, absl::MakeConstSpan(&c.fed[20], 1), false};
-  model::Segment next_b{fork->get(), absl::MakeConstSpan(&c.fed[20], 1), false};
+  model::Segment next_a{&state, absl::MakeConstSpan(&c.fed[20], 1), model::Logits::kLast};
+  model::Segment next_b{fork->get(), absl::MakeConstSpan(&c.fed[20], 1), model::Logits::kLast};
   ASSERT_TRUE(m_.model->Forward(ctx_, {next_a}, x.data()).ok());
   ASSERT_TRUE(m_.model->Forward(ctx_, {next_b}, y.data()).ok());
   EXPECT_EQ(x, y);
@@ -137,17 +139,17 @@ TEST_F(ForwardTest, RejectsBadBatches) {
   ASSERT_TRUE(s.ok());
   std::vector<float> logits(16 * m_.model->config().n_vocab);
   std::vector<int32_t> bad = {1, 2, 5000};
-  model::Segment seg{s->get(), absl::MakeConstSpan(bad), false};
+  model::Segment seg{s->get(), absl::MakeConstSpan(bad), model::Logits::kLast};
   absl::Status st = m_.model->Forward(ctx_, {seg}, logits.data());
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(absl::StrContains(st.message(), "5000")) << st;
   EXPECT_EQ((*s)->n_past(), 0);  // nothing changed
   std::vector<int32_t> many(9, 1);
-  model::Segment too_long{s->get(), absl::MakeConstSpan(many), false};
+  model::Segment too_long{s->get(), absl::MakeConstSpan(many), model::Logits::kLast};
   EXPECT_EQ(m_.model->Forward(ctx_, {too_long}, logits.data()).code(),
             absl::StatusCode::kOutOfRange);
   std::vector<int32_t> two = {1, 2};
-  model::Segment a{s->get(), absl::MakeConstSpan(two), false};
+  model::Segment a{s->get(), absl::MakeConstSpan(two), model::Logits::kLast};
   EXPECT_FALSE(m_.model->Forward(ctx_, {a, a}, logits.data()).ok());
 }
 
@@ -215,8 +217,7 @@ std::string Patched(const std::string& bytes, const std::string& from, const std
 }
 
 absl::Status LoadBytes(const std::string& bytes) {
-  auto f = gguf::GgufFile::FromBuffer(reinterpret_cast<const uint8_t*>(bytes.data()),
-                                      bytes.size());
+  auto f = gguf::GgufFile::FromBuffer(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
   if (!f.ok()) return f.status();
   return model::Model::Load(std::shared_ptr<const gguf::GgufFile>(std::move(*f))).status();
 }
@@ -241,8 +242,7 @@ TEST(ModelLoad, RefusesWhatItCannotRun) {
 TEST(ModelLoad, RefusesShapesThatDisagreeWithMetadata) {
   // feed_forward_length 512 -> 384: every ffn tensor now disagrees.
   std::string bytes = ReadFile(DataPath(kF32));
-  auto f = gguf::GgufFile::FromBuffer(reinterpret_cast<const uint8_t*>(bytes.data()),
-                                      bytes.size());
+  auto f = gguf::GgufFile::FromBuffer(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
   ASSERT_TRUE(f.ok());
   const std::string key = "qwen35.feed_forward_length";
   const size_t at = bytes.find(key);

@@ -42,7 +42,8 @@ inline std::vector<float> TeacherForce(model::Model& model, ops::ComputeContext&
   if (chunk <= 0) chunk = static_cast<int64_t>(tokens.size());
   for (size_t p = 0; p < tokens.size(); p += chunk) {
     const size_t n = std::min<size_t>(chunk, tokens.size() - p);
-    model::Segment seg{state->get(), absl::MakeConstSpan(tokens.data() + p, n), true};
+    model::Segment seg{state->get(), absl::MakeConstSpan(tokens.data() + p, n),
+                       model::Logits::kAll};
     absl::Status s = model.Forward(ctx, {seg}, logits.data() + p * V);
     EXPECT_TRUE(s.ok()) << s;
   }

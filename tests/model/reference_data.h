@@ -19,7 +19,7 @@ struct ReferenceCase {
   std::vector<int32_t> fed;     // prompt followed by the tokens fed after it
   std::vector<int32_t> greedy;  // llama.cpp's greedy continuation (llama.cpp references only)
   int64_t n_vocab = 0;
-  std::vector<float> logits;    // [fed.size(), n_vocab]
+  std::vector<float> logits;  // [fed.size(), n_vocab]
 };
 
 // `dir` is e.g. "reference/llama.cpp/f32" or "reference/exact/q8_0".

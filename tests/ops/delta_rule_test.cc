@@ -94,13 +94,13 @@ TEST_P(DeltaRule, ChunkedEqualsRecurrent) {
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, DeltaRule,
-    ::testing::Values(Case{2, 4, 128, 1, 64, 1.0f, true},      // a single token
-                      Case{2, 4, 128, 64, 64, 1.0f, true},     // exactly one chunk
-                      Case{2, 4, 128, 200, 64, 1.0f, true},    // partial last chunk
-                      Case{2, 4, 128, 200, 64, 1.0f, false},   // grouped head mapping
-                      Case{1, 3, 32, 130, 16, 8.0f, true},     // strong decay, small chunks
-                      Case{4, 8, 64, 300, 32, 0.01f, true},    // almost no decay
-                      Case{2, 4, 128, 129, 7, 2.0f, true}));   // odd chunk size
+    ::testing::Values(Case{2, 4, 128, 1, 64, 1.0f, true},     // a single token
+                      Case{2, 4, 128, 64, 64, 1.0f, true},    // exactly one chunk
+                      Case{2, 4, 128, 200, 64, 1.0f, true},   // partial last chunk
+                      Case{2, 4, 128, 200, 64, 1.0f, false},  // grouped head mapping
+                      Case{1, 3, 32, 130, 16, 8.0f, true},    // strong decay, small chunks
+                      Case{4, 8, 64, 300, 32, 0.01f, true},   // almost no decay
+                      Case{2, 4, 128, 129, 7, 2.0f, true}));  // odd chunk size
 
 // The mapping of value heads to key heads matters: tiled and grouped differ when n_k != n_v.
 TEST(DeltaRule, HeadMappingChangesTheResult) {
