@@ -1,0 +1,348 @@
+#include "inference/engine/engine.h"
+
+#include <algorithm>
+#include <atomic>
+
+#include "absl/strings/str_cat.h"
+#include "inference/common/status_macros.h"
+
+namespace qwen::engine {
+
+constexpr int32_t kMaxLogprobs = 20;
+// However many sequences decode, a waiting prompt gets at least this many tokens per step.
+constexpr int64_t kMinPrefillPerStep = 16;
+
+struct Engine::Sequence {
+  GenerationRequest req;
+  std::shared_ptr<RequestSink> sink;
+  std::unique_ptr<sampling::Sampler> sampler;
+  absl::Time submitted;
+  absl::Time admitted;
+  absl::Time first_token;
+  int slot = -1;
+  int64_t prefilled = 0;  // prompt tokens in the state, cached ones included
+  int32_t cached = 0;
+  int32_t generated = 0;
+  int32_t last_token = -1;
+  std::atomic<bool> cancelled{false};
+
+  bool decoding() const { return prefilled == static_cast<int64_t>(req.prompt.size()); }
+};
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::shared_ptr<model::Model> model,
+                                                       EngineOptions options) {
+  if (options.n_slots < 1) return absl::InvalidArgumentError("n_slots must be at least 1");
+  if (options.n_ctx < 2) return absl::InvalidArgumentError("n_ctx must be at least 2");
+  if (options.step_token_budget < 1) {
+    return absl::InvalidArgumentError("step_token_budget must be positive");
+  }
+  if (options.n_threads <= 0) options.n_threads = AvailableCores();
+  std::unique_ptr<Engine> e(new Engine(std::move(model), options));
+  e->slots_.resize(options.n_slots);
+  for (Slot& s : e->slots_) {
+    ASSIGN_OR_RETURN(s.state, e->model_->NewState(options.n_ctx, options.kv_type));
+  }
+  {
+    absl::MutexLock lock(&e->mu_);
+    e->stats_.slots = options.n_slots;
+    const model::StateSize size =
+        model::SequenceState::SizeFor(e->model_->config(), options.n_ctx, options.kv_type);
+    e->stats_.state_bytes = (size.recurrent_bytes + size.conv_bytes) * options.n_slots;
+    e->stats_.kv_bytes_reserved = size.kv_bytes_reserved * options.n_slots;
+  }
+  e->thread_ = std::thread([engine = e.get()] { engine->Loop(); });
+  return e;
+}
+
+Engine::Engine(std::shared_ptr<model::Model> model, EngineOptions options)
+    : model_(std::move(model)), options_(options) {
+  pool_ = std::make_unique<ThreadPool>(options_.n_threads);
+  ctx_ = std::make_unique<ops::ComputeContext>(pool_.get(), options_.math);
+}
+
+Engine::~Engine() {
+  {
+    absl::MutexLock lock(&mu_);
+    stop_ = true;
+  }
+  if (thread_.joinable()) thread_.join();
+  // Whatever was left ends as cancelled.
+  std::vector<std::unique_ptr<Sequence>> left;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto& s : queue_) left.push_back(std::move(s));
+    for (auto& s : owned_running_) left.push_back(std::move(s));
+    queue_.clear();
+    owned_running_.clear();
+    by_id_.clear();
+  }
+  for (auto& s : left) {
+    FinishInfo info;
+    info.reason = FinishReason::kCancelled;
+    info.prompt_tokens = static_cast<int32_t>(s->req.prompt.size());
+    info.generated_tokens = s->generated;
+    s->sink->OnFinish(info);
+  }
+}
+
+absl::Status Engine::Submit(GenerationRequest req, std::shared_ptr<RequestSink> sink) {
+  const int64_t V = model_->config().n_vocab;
+  if (req.prompt.empty()) return absl::InvalidArgumentError("prompt: is empty");
+  for (int32_t t : req.prompt) {
+    if (t < 0 || t >= V) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("prompt: token id ", t, " is outside the vocabulary [0, ", V, ")"));
+    }
+  }
+  if (req.max_tokens < 1) return absl::InvalidArgumentError("max_tokens: must be at least 1");
+  if (static_cast<int64_t>(req.prompt.size()) + req.max_tokens > options_.n_ctx) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_tokens: the prompt (", req.prompt.size(), " tokens) plus max_tokens (",
+                     req.max_tokens, ") exceeds the context size of ", options_.n_ctx, " tokens"));
+  }
+  for (int32_t t : req.stop_tokens) {
+    if (t < 0 || t >= V) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("stop_token_ids: token id ", t, " is outside the vocabulary"));
+    }
+  }
+  if (req.logprobs > kMaxLogprobs) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("logprobs: at most ", kMaxLogprobs, " alternatives"));
+  }
+  RETURN_IF_ERROR(sampling::Validate(req.sampling, V));
+  auto seq = std::make_unique<Sequence>();
+  seq->sampler = std::make_unique<sampling::Sampler>(req.sampling, V, req.prompt);
+  seq->req = std::move(req);
+  seq->sink = std::move(sink);
+  seq->submitted = absl::Now();
+  absl::MutexLock lock(&mu_);
+  if (stop_) return absl::UnavailableError("the engine is shutting down");
+  if (by_id_.contains(seq->req.id)) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("request id ", seq->req.id, " is already running"));
+  }
+  by_id_[seq->req.id] = seq.get();
+  queue_.push_back(std::move(seq));
+  stats_.queued = static_cast<int>(queue_.size());
+  return absl::OkStatus();
+}
+
+void Engine::Cancel(uint64_t id) {
+  absl::MutexLock lock(&mu_);
+  auto it = by_id_.find(id);
+  if (it != by_id_.end()) it->second->cancelled.store(true);
+}
+
+EngineStats Engine::Stats() const {
+  absl::MutexLock lock(&mu_);
+  return stats_;
+}
+
+void Engine::Admit() {
+  while (!queue_.empty()) {
+    // Best slot: a free one whose history the prompt extends (its state resumes there);
+    // otherwise the free one holding the least.
+    const std::vector<int32_t>& p = queue_.front()->req.prompt;
+    int best = -1, fallback = -1;
+    size_t best_reuse = 0;
+    for (size_t k = 0; k < slots_.size(); ++k) {
+      const Slot& s = slots_[k];
+      if (s.seq != nullptr) continue;
+      const std::vector<int32_t>& h = s.history;
+      if (options_.reuse_prefix && !h.empty() && h.size() < p.size() && h.size() > best_reuse &&
+          std::equal(h.begin(), h.end(), p.begin())) {
+        best = static_cast<int>(k);
+        best_reuse = h.size();
+      }
+      if (fallback < 0 || h.size() < slots_[fallback].history.size()) {
+        fallback = static_cast<int>(k);
+      }
+    }
+    if (fallback < 0) break;  // no free slot
+    std::unique_ptr<Sequence> seq = std::move(queue_.front());
+    queue_.pop_front();
+    const int chosen = best >= 0 ? best : fallback;
+    Slot& s = slots_[chosen];
+    if (best < 0) {
+      s.state->Reset();
+      s.history.clear();
+    }
+    seq->slot = chosen;
+    seq->cached = static_cast<int32_t>(best_reuse);
+    seq->prefilled = static_cast<int64_t>(best_reuse);
+    seq->admitted = absl::Now();
+    s.seq = seq.get();
+    running_.push_back(seq.get());
+    owned_running_.push_back(std::move(seq));
+  }
+  stats_.queued = static_cast<int>(queue_.size());
+  stats_.active = static_cast<int>(running_.size());
+}
+
+void Engine::Loop() {
+  while (true) {
+    std::vector<std::unique_ptr<Sequence>> cancelled;
+    {
+      absl::MutexLock lock(&mu_);
+      const bool has_running = !running_.empty();
+      if (!has_running) {
+        mu_.Await(absl::Condition(
+            +[](Engine* e)
+                 ABSL_NO_THREAD_SAFETY_ANALYSIS { return e->stop_ || !e->queue_.empty(); },
+            this));
+      }
+      if (stop_) return;
+      for (auto it = queue_.begin(); it != queue_.end();) {
+        if ((*it)->cancelled.load()) {
+          by_id_.erase((*it)->req.id);
+          cancelled.push_back(std::move(*it));
+          it = queue_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+      Admit();
+    }
+    for (auto& seq : cancelled) {
+      FinishInfo info;
+      info.reason = FinishReason::kCancelled;
+      info.prompt_tokens = static_cast<int32_t>(seq->req.prompt.size());
+      info.queue_time = absl::Now() - seq->submitted;
+      seq->sink->OnFinish(info);
+    }
+    if (!running_.empty()) Step();
+  }
+}
+
+void Engine::Step() {
+  for (Sequence* seq : std::vector<Sequence*>(running_)) {
+    if (seq->cancelled.load()) Finish(seq, FinishReason::kCancelled, absl::OkStatus());
+  }
+  if (running_.empty()) return;
+
+  struct Planned {
+    Sequence* seq;
+    int64_t n;  // tokens fed
+    bool sample;
+  };
+  std::vector<Planned> plan;
+  std::vector<model::Segment> segments;
+  int64_t budget = options_.step_token_budget;
+  for (Sequence* seq : running_) {
+    if (!seq->decoding()) continue;
+    segments.push_back({slots_[seq->slot].state.get(), absl::MakeConstSpan(&seq->last_token, 1),
+                        model::Logits::kLast});
+    plan.push_back({seq, 1, true});
+    --budget;
+  }
+  bool first_prefill = true;
+  for (Sequence* seq : running_) {
+    if (seq->decoding()) continue;
+    const int64_t remaining = static_cast<int64_t>(seq->req.prompt.size()) - seq->prefilled;
+    int64_t n = std::min(remaining, budget);
+    if (first_prefill) n = std::min(remaining, std::max(n, kMinPrefillPerStep));
+    if (n <= 0) break;
+    first_prefill = false;
+    const bool completes = n == remaining;
+    segments.push_back({slots_[seq->slot].state.get(),
+                        absl::MakeConstSpan(seq->req.prompt.data() + seq->prefilled, n),
+                        completes ? model::Logits::kLast : model::Logits::kNone});
+    plan.push_back({seq, n, completes});
+    budget -= n;
+  }
+
+  const int64_t V = model_->config().n_vocab;
+  logits_.resize(model::Model::LogitRows(segments) * V);
+  absl::Status status = model_->Forward(*ctx_, segments, logits_.data());
+  if (!status.ok()) {
+    for (const Planned& p : plan) {
+      Slot& slot = slots_[p.seq->slot];
+      slot.state->Reset();
+      slot.history.clear();
+      Finish(p.seq, FinishReason::kError, status);
+    }
+    return;
+  }
+
+  int64_t prefilled = 0, generated = 0, row = 0;
+  for (const Planned& p : plan) {
+    Sequence* seq = p.seq;
+    Slot& slot = slots_[seq->slot];
+    if (seq->decoding()) {
+      slot.history.push_back(seq->last_token);
+    } else {
+      slot.history.insert(slot.history.end(), seq->req.prompt.begin() + seq->prefilled,
+                          seq->req.prompt.begin() + seq->prefilled + p.n);
+      seq->prefilled += p.n;
+      prefilled += p.n;
+    }
+    if (!p.sample) continue;
+    const float* l = logits_.data() + row * V;
+    ++row;
+    TokenOutput out;
+    out.token = seq->sampler->Sample(l);
+    if (seq->req.logprobs >= 0) {
+      out.logprob = sampling::Sampler::Logprobs(l, V, out.token, seq->req.logprobs);
+    }
+    if (seq->generated == 0) seq->first_token = absl::Now();
+    ++seq->generated;
+    ++generated;
+    seq->last_token = out.token;
+    seq->sink->OnToken(out);
+    const auto& stops = seq->req.stop_tokens;
+    if (std::find(stops.begin(), stops.end(), out.token) != stops.end()) {
+      Finish(seq, FinishReason::kStopToken, absl::OkStatus(), out.token);
+    } else if (seq->generated >= seq->req.max_tokens ||
+               slot.state->n_past() + 1 >= slot.state->capacity()) {
+      Finish(seq, FinishReason::kLength, absl::OkStatus());
+    }
+  }
+
+  absl::MutexLock lock(&mu_);
+  stats_.steps += 1;
+  stats_.tokens_prefilled += prefilled;
+  stats_.tokens_generated += generated;
+  size_t kv = 0;
+  for (const Slot& s : slots_) kv += s.state->size().kv_bytes_per_token * s.state->n_past();
+  stats_.kv_bytes_resident = kv;
+}
+
+void Engine::Finish(Sequence* seq, FinishReason reason, absl::Status status, int32_t stop_token) {
+  FinishInfo info;
+  info.reason = reason;
+  info.status = std::move(status);
+  info.stop_token = stop_token;
+  info.prompt_tokens = static_cast<int32_t>(seq->req.prompt.size());
+  info.generated_tokens = seq->generated;
+  info.cached_tokens = seq->cached;
+  const absl::Time now = absl::Now();
+  info.queue_time = seq->admitted - seq->submitted;
+  if (seq->generated > 0) {
+    info.time_to_first_token = seq->first_token - seq->submitted;
+    info.decode_time = now - seq->first_token;
+  }
+  Slot& slot = slots_[seq->slot];
+  if (!seq->decoding()) {
+    // Stopped mid-prompt (cancelled or failed): the state is not worth resuming.
+    slot.state->Reset();
+    slot.history.clear();
+  }
+  slot.seq = nullptr;
+  running_.erase(std::find(running_.begin(), running_.end(), seq));
+  // The bookkeeping is done before the sink hears of it, so that a caller woken by OnFinish
+  // sees the slot free and may reuse the request id at once.
+  std::unique_ptr<Sequence> owned;
+  {
+    absl::MutexLock lock(&mu_);
+    by_id_.erase(seq->req.id);
+    auto it = std::find_if(owned_running_.begin(), owned_running_.end(),
+                           [seq](const auto& p) { return p.get() == seq; });
+    owned = std::move(*it);
+    owned_running_.erase(it);
+    stats_.active = static_cast<int>(running_.size());
+  }
+  owned->sink->OnFinish(info);
+}
+
+}  // namespace qwen::engine

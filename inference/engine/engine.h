@@ -1,0 +1,143 @@
+// The scheduler of a worker: many sequences on one model, continuously batched.
+#ifndef QWEN_INFERENCE_ENGINE_ENGINE_H_
+#define QWEN_INFERENCE_ENGINE_ENGINE_H_
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "inference/common/thread_pool.h"
+#include "inference/model/model.h"
+#include "inference/ops/compute.h"
+#include "inference/sampling/sampler.h"
+
+namespace qwen::engine {
+
+struct EngineOptions {
+  int n_slots = 4;       // sequences that run at once
+  int64_t n_ctx = 4096;  // context (prompt + generated) of each slot
+  model::KvType kv_type = model::KvType::kF16;
+  int n_threads = 0;                // compute threads; 0: the cores this process may use
+  int64_t step_token_budget = 256;  // tokens per forward step: decodes first, then prompt chunks
+  ops::MathMode math = ops::MathMode::kFast;
+  bool reuse_prefix = true;  // resume a slot whose history is a prefix of a new prompt
+};
+
+// One generation, in tokens (text and stop strings are the caller's business).
+struct GenerationRequest {
+  uint64_t id = 0;
+  std::vector<int32_t> prompt;
+  sampling::SamplingParams sampling;
+  int32_t max_tokens = 16;
+  std::vector<int32_t> stop_tokens;  // generation ends after sampling one of these
+  int32_t logprobs = -1;             // -1: none; 0: the chosen token's; n: and n alternatives
+};
+
+struct TokenOutput {
+  int32_t token = 0;
+  std::optional<sampling::TokenLogprob> logprob;
+};
+
+enum class FinishReason { kStopToken, kLength, kCancelled, kError };
+
+struct FinishInfo {
+  FinishReason reason = FinishReason::kLength;
+  absl::Status status;      // set with kError
+  int32_t stop_token = -1;  // with kStopToken
+  int32_t prompt_tokens = 0;
+  int32_t generated_tokens = 0;
+  int32_t cached_tokens = 0;           // prompt tokens reused from the slot's previous sequence
+  absl::Duration queue_time;           // submitted -> admitted to a slot
+  absl::Duration time_to_first_token;  // submitted -> first token
+  absl::Duration decode_time;          // first token -> finish
+};
+
+// Receives a request's results, called on the engine's scheduler thread: keep it quick.
+class RequestSink {
+ public:
+  virtual ~RequestSink() = default;
+  virtual void OnToken(const TokenOutput& token) = 0;
+  // Called once, last.
+  virtual void OnFinish(const FinishInfo& info) = 0;
+};
+
+struct EngineStats {
+  int slots = 0;
+  int active = 0;  // sequences in a slot
+  int queued = 0;  // waiting for a slot
+  int64_t tokens_prefilled = 0;
+  int64_t tokens_generated = 0;
+  int64_t steps = 0;
+  size_t state_bytes = 0;        // delta-net and conv states of all slots
+  size_t kv_bytes_resident = 0;  // KV cache of the tokens held
+  size_t kv_bytes_reserved = 0;  // KV cache address space
+};
+
+// Runs requests on a model with `n_slots` sequences at once. A scheduler thread repeats a step:
+// admit queued requests into free slots (FIFO), then one forward pass with the next token of
+// every decoding sequence plus chunks of pending prompts up to `step_token_budget` tokens, so a
+// long prompt is prefilled in pieces while running sequences keep producing tokens; then sample,
+// report tokens and finish sequences. Sequences join and leave between steps.
+//
+// Thread-safe: Submit(), Cancel() and Stats() may be called from any thread. Sinks are called on
+// the scheduler thread.
+class Engine {
+ public:
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(std::shared_ptr<model::Model> model,
+                                                        EngineOptions options);
+  ~Engine();  // cancels what is running and joins the scheduler thread
+
+  // Queues a request. INVALID_ARGUMENT when it cannot run (empty prompt, prompt + max_tokens
+  // over the context, token outside the vocabulary, bad sampling parameters, duplicate id).
+  absl::Status Submit(GenerationRequest request, std::shared_ptr<RequestSink> sink);
+  // Ends a request early (queued or running): its sink gets OnFinish(kCancelled) within a step.
+  void Cancel(uint64_t id);
+
+  EngineStats Stats() const;
+  const EngineOptions& options() const { return options_; }
+  const model::Model& model() const { return *model_; }
+
+ private:
+  struct Sequence;
+  struct Slot {
+    std::unique_ptr<model::SequenceState> state;
+    std::vector<int32_t> history;  // tokens held in the state
+    Sequence* seq = nullptr;
+  };
+
+  Engine(std::shared_ptr<model::Model> model, EngineOptions options);
+  void Loop();
+  void Step();
+  void Admit() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Finish(Sequence* seq, FinishReason reason, absl::Status status, int32_t stop_token = -1);
+
+  std::shared_ptr<model::Model> model_;
+  const EngineOptions options_;
+  std::unique_ptr<ThreadPool> pool_;
+  std::unique_ptr<ops::ComputeContext> ctx_;
+  std::vector<Slot> slots_;         // scheduler thread only
+  std::vector<float> logits_;       // scheduler thread only
+  std::vector<Sequence*> running_;  // scheduler thread only, admission order
+
+  mutable absl::Mutex mu_;
+  std::deque<std::unique_ptr<Sequence>> queue_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint64_t, Sequence*> by_id_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<Sequence>> owned_running_ ABSL_GUARDED_BY(mu_);
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  EngineStats stats_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_;
+};
+
+}  // namespace qwen::engine
+
+#endif  // QWEN_INFERENCE_ENGINE_ENGINE_H_

@@ -1,0 +1,235 @@
+// The scheduler: continuous batching gives each sequence what it gets alone.
+#include "inference/engine/engine.h"
+
+#include <memory>
+#include <vector>
+
+#include "absl/synchronization/notification.h"
+#include "gtest/gtest.h"
+#include "tests/model/model_runner.h"
+#include "tests/model/reference_data.h"
+
+namespace qwen::engine {
+namespace {
+
+using ::qwen::testing::LoadModel;
+using ::qwen::testing::LoadReference;
+
+// Collects what the engine reports for one request.
+class Collector : public RequestSink {
+ public:
+  void OnToken(const TokenOutput& t) override {
+    absl::MutexLock lock(&mu_);
+    tokens_.push_back(t.token);
+    if (t.logprob) logprobs_.push_back(*t.logprob);
+  }
+  void OnFinish(const FinishInfo& info) override {
+    {
+      absl::MutexLock lock(&mu_);
+      info_ = info;
+    }
+    done_.Notify();
+  }
+  bool Wait(absl::Duration d = absl::Seconds(60)) {
+    return done_.WaitForNotificationWithTimeout(d);
+  }
+  std::vector<int32_t> tokens() {
+    absl::MutexLock lock(&mu_);
+    return tokens_;
+  }
+  FinishInfo info() {
+    absl::MutexLock lock(&mu_);
+    return info_;
+  }
+  std::vector<sampling::TokenLogprob> logprobs() {
+    absl::MutexLock lock(&mu_);
+    return logprobs_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<int32_t> tokens_;
+  std::vector<sampling::TokenLogprob> logprobs_;
+  FinishInfo info_;
+  absl::Notification done_;
+};
+
+class EngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto m = LoadModel("models/tiny-qwen35-f32.gguf");
+    ASSERT_NE(m.model, nullptr);
+    file_ = m.file;
+    model_ = std::shared_ptr<model::Model>(std::move(m.model));
+  }
+  std::unique_ptr<Engine> MakeEngine(int slots, int64_t budget = 64) {
+    EngineOptions o;
+    o.n_slots = slots;
+    o.n_ctx = 2048;
+    o.n_threads = 2;
+    o.step_token_budget = budget;
+    auto e = Engine::Create(model_, o);
+    EXPECT_TRUE(e.ok()) << e.status();
+    return std::move(*e);
+  }
+  static GenerationRequest Greedy(uint64_t id, std::vector<int32_t> prompt, int n) {
+    GenerationRequest r;
+    r.id = id;
+    r.prompt = std::move(prompt);
+    r.max_tokens = n;
+    r.sampling.temperature = 0;
+    return r;
+  }
+  std::shared_ptr<const gguf::GgufFile> file_;
+  std::shared_ptr<model::Model> model_;
+};
+
+TEST_F(EngineTest, GreedyMatchesLlamaCpp) {
+  auto engine = MakeEngine(2);
+  for (const auto& c : LoadReference("reference/llama.cpp/f32")) {
+    auto sink = std::make_shared<Collector>();
+    ASSERT_TRUE(engine->Submit(Greedy(1, c.prompt, static_cast<int>(c.greedy.size())), sink).ok());
+    ASSERT_TRUE(sink->Wait());
+    EXPECT_EQ(sink->tokens(), c.greedy) << c.name;
+    EXPECT_EQ(sink->info().reason, FinishReason::kLength);
+    EXPECT_EQ(sink->info().generated_tokens, static_cast<int32_t>(c.greedy.size()));
+  }
+}
+
+// Eight requests on four slots with a small step budget: prompts are prefilled in chunks
+// between other sequences' decode steps, and everyone gets their solo result.
+TEST_F(EngineTest, ConcurrentRequestsMatchSoloRuns) {
+  const auto cases = LoadReference("reference/llama.cpp/f32");
+  auto engine = MakeEngine(4, 48);
+  std::vector<std::shared_ptr<Collector>> sinks;
+  for (int i = 0; i < 8; ++i) {
+    const auto& c = cases[i % 4];
+    sinks.push_back(std::make_shared<Collector>());
+    ASSERT_TRUE(
+        engine->Submit(Greedy(100 + i, c.prompt, static_cast<int>(c.greedy.size())), sinks.back())
+            .ok());
+  }
+  for (int i = 0; i < 8; ++i) {
+    ASSERT_TRUE(sinks[i]->Wait());
+    EXPECT_EQ(sinks[i]->tokens(), cases[i % 4].greedy) << "request " << i;
+  }
+  EngineStats s = engine->Stats();
+  EXPECT_EQ(s.active, 0);
+  EXPECT_EQ(s.queued, 0);
+  EXPECT_GT(s.steps, 0);
+}
+
+TEST_F(EngineTest, StopTokensAndSeededSampling) {
+  const auto c = LoadReference("reference/llama.cpp/f32")[0];
+  auto engine = MakeEngine(2);
+  // Stop on the 5th greedy token: it is reported, then the sequence ends.
+  GenerationRequest r = Greedy(1, c.prompt, 32);
+  r.stop_tokens = {c.greedy[4]};
+  auto sink = std::make_shared<Collector>();
+  ASSERT_TRUE(engine->Submit(r, sink).ok());
+  ASSERT_TRUE(sink->Wait());
+  EXPECT_EQ(sink->tokens(), std::vector<int32_t>(c.greedy.begin(), c.greedy.begin() + 5));
+  EXPECT_EQ(sink->info().reason, FinishReason::kStopToken);
+  EXPECT_EQ(sink->info().stop_token, c.greedy[4]);
+
+  // Same seed, same tokens; another seed, other tokens.
+  auto sample = [&](uint64_t seed) {
+    GenerationRequest s = Greedy(2, c.prompt, 24);
+    s.sampling.temperature = 1.0f;
+    s.sampling.seed = seed;
+    auto k = std::make_shared<Collector>();
+    EXPECT_TRUE(engine->Submit(s, k).ok());
+    EXPECT_TRUE(k->Wait());
+    return k->tokens();
+  };
+  EXPECT_EQ(sample(7), sample(7));
+  EXPECT_NE(sample(7), sample(8));
+}
+
+TEST_F(EngineTest, LogprobsAreLogSoftmaxOfLogits) {
+  const auto c = LoadReference("reference/llama.cpp/f32")[0];
+  auto engine = MakeEngine(1);
+  GenerationRequest r = Greedy(1, c.prompt, 3);
+  r.logprobs = 5;
+  auto sink = std::make_shared<Collector>();
+  ASSERT_TRUE(engine->Submit(r, sink).ok());
+  ASSERT_TRUE(sink->Wait());
+  const auto lps = sink->logprobs();
+  ASSERT_EQ(lps.size(), 3u);
+  const int64_t V = c.n_vocab;
+  for (size_t i = 0; i < 3; ++i) {
+    const float* row = c.logits.data() + (c.prompt.size() - 1 + i) * V;
+    double mx = -1e30, sum = 0;
+    for (int64_t k = 0; k < V; ++k) mx = std::max<double>(mx, row[k]);
+    for (int64_t k = 0; k < V; ++k) sum += std::exp(row[k] - mx);
+    const double expected = row[lps[i].token] - mx - std::log(sum);
+    EXPECT_NEAR(lps[i].logprob, expected, 1e-3);
+    ASSERT_EQ(lps[i].top.size(), 5u);
+    EXPECT_EQ(lps[i].top[0].first, lps[i].token);  // greedy: the chosen one is the top one
+    for (size_t k = 1; k < 5; ++k) EXPECT_LE(lps[i].top[k].second, lps[i].top[k - 1].second);
+  }
+}
+
+TEST_F(EngineTest, CancelQueuedAndRunning) {
+  const auto c = LoadReference("reference/llama.cpp/f32")[2];  // long prompt
+  auto engine = MakeEngine(1, 16);
+  auto running = std::make_shared<Collector>();
+  auto queued = std::make_shared<Collector>();
+  ASSERT_TRUE(engine->Submit(Greedy(1, c.prompt, 500), running).ok());
+  ASSERT_TRUE(engine->Submit(Greedy(2, c.prompt, 10), queued).ok());
+  engine->Cancel(2);
+  engine->Cancel(1);
+  ASSERT_TRUE(running->Wait());
+  ASSERT_TRUE(queued->Wait());
+  EXPECT_EQ(running->info().reason, FinishReason::kCancelled);
+  EXPECT_EQ(queued->info().reason, FinishReason::kCancelled);
+  EXPECT_TRUE(queued->tokens().empty());
+  // The slot is free again: a new request is served.
+  auto next = std::make_shared<Collector>();
+  ASSERT_TRUE(engine->Submit(Greedy(3, {1, 2, 3}, 2), next).ok());
+  ASSERT_TRUE(next->Wait());
+  EXPECT_EQ(next->info().reason, FinishReason::kLength);
+}
+
+TEST_F(EngineTest, ReusesASlotWhosePromptIsExtended) {
+  const auto c = LoadReference("reference/llama.cpp/f32")[1];
+  auto engine = MakeEngine(1);
+  auto first = std::make_shared<Collector>();
+  ASSERT_TRUE(engine->Submit(Greedy(1, c.prompt, 8), first).ok());
+  ASSERT_TRUE(first->Wait());
+  // Second turn: the first prompt, its answer (minus the last token, never fed), more text.
+  std::vector<int32_t> second = c.prompt;
+  const auto answer = first->tokens();
+  second.insert(second.end(), answer.begin(), answer.end() - 1);
+  second.push_back(10);
+  second.push_back(20);
+  auto reused = std::make_shared<Collector>();
+  ASSERT_TRUE(engine->Submit(Greedy(2, second, 8), reused).ok());
+  ASSERT_TRUE(reused->Wait());
+  EXPECT_EQ(reused->info().cached_tokens, static_cast<int32_t>(c.prompt.size() + 7));
+  // The same request on a fresh engine gives the same tokens.
+  auto fresh_engine = MakeEngine(1);
+  auto fresh = std::make_shared<Collector>();
+  ASSERT_TRUE(fresh_engine->Submit(Greedy(3, second, 8), fresh).ok());
+  ASSERT_TRUE(fresh->Wait());
+  EXPECT_EQ(fresh->info().cached_tokens, 0);
+  EXPECT_EQ(reused->tokens(), fresh->tokens());
+}
+
+TEST_F(EngineTest, RejectsInvalidRequests) {
+  auto engine = MakeEngine(1);
+  auto sink = std::make_shared<Collector>();
+  EXPECT_EQ(engine->Submit(Greedy(1, {}, 4), sink).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine->Submit(Greedy(1, {1, 99999}, 4), sink).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine->Submit(Greedy(1, {1}, 0), sink).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine->Submit(Greedy(1, {1}, 5000), sink).code(), absl::StatusCode::kInvalidArgument);
+  GenerationRequest bad = Greedy(1, {1}, 4);
+  bad.sampling.top_p = 0;
+  absl::Status s = engine->Submit(bad, sink);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("top_p"), absl::string_view::npos);
+}
+
+}  // namespace
+}  // namespace qwen::engine
