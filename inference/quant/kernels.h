@@ -28,7 +28,9 @@ struct BlockQ8_1 {
 static_assert(sizeof(BlockQ8_1) == 36);
 
 // Q8_K: 256 values, a float scale and the sums of each 16 values (which fold the weight
-// formats' offsets and minimums into one multiply). For all k-quant weights.
+// formats' offsets and minimums into one multiply). For all k-quant weights. The values are
+// stored interleaved for the SIMD kernels, not in natural order: read them through
+// DequantizeActivationRow. bsums[s] sums values 16 s .. 16 s + 15 of the natural order.
 struct BlockQ8_K {
   float d;
   int8_t qs[256];
@@ -80,6 +82,11 @@ const KernelTable& Kernels();
 
 // Convenience wrappers over Kernels().
 void DequantizeRow(GgmlType type, const void* src, float* dst, int64_t n);
+
+// The float values an activation row quantized by quantize_activation[weight_type] stands for
+// (value times its block's scale), in natural order. Scalar code, for tests and debugging: the
+// order of values inside a BlockQ8_K is the kernels' business (see kernels_internal.h).
+void DequantizeActivationRow(GgmlType weight_type, const void* a, float* dst, int64_t n);
 
 }  // namespace qwen::quant
 
