@@ -6,6 +6,10 @@
 namespace qwen::cli {
 
 int RunInspect(int argc, char** argv);
+int RunTokenize(int argc, char** argv);
+int RunDetokenize(int argc, char** argv);
+int RunRender(int argc, char** argv);
+int RunParse(int argc, char** argv);
 
 }  // namespace qwen::cli
 

@@ -8,12 +8,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "cli/commands.h"
+#include "cli/common_flags.h"
 #include "cli/flags_util.h"
 #include "inference/gguf/gguf_file.h"
 #include "nlohmann/json.hpp"
 
-ABSL_FLAG(bool, json, false,
-          "Print one JSON object: {\"metadata\", \"tensors\", \"bytes_by_type\"} instead of tables.");
 ABSL_FLAG(int64_t, array_limit, -1,
           "Show at most this many elements of each metadata array (-1: 16 in the text output, "
           "all of them in --json; 0: none).");
