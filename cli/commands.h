@@ -7,6 +7,10 @@ namespace qwen::cli {
 
 int RunInspect(int argc, char** argv);
 int RunGenerate(int argc, char** argv);
+int RunTokenize(int argc, char** argv);
+int RunDetokenize(int argc, char** argv);
+int RunRender(int argc, char** argv);
+int RunParse(int argc, char** argv);
 
 }  // namespace qwen::cli
 

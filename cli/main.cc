@@ -17,6 +17,10 @@ struct Command {
 constexpr Command kCommands[] = {
     {"inspect", qwen::cli::RunInspect, "print a GGUF file's metadata and tensors"},
     {"generate", qwen::cli::RunGenerate, "run the model on a prompt and print the continuation"},
+    {"tokenize", qwen::cli::RunTokenize, "text to token ids with the model's tokenizer"},
+    {"detokenize", qwen::cli::RunDetokenize, "token ids to text"},
+    {"render", qwen::cli::RunRender, "a chat request to the prompt, with the model's template"},
+    {"parse", qwen::cli::RunParse, "generated text to reasoning, content and tool calls"},
 };
 
 void PrintUsage(FILE* out) {
