@@ -12,6 +12,7 @@
 #include "absl/strings/str_split.h"
 #include "cli/commands.h"
 #include "cli/common_flags.h"
+#include "cli/engine_flags.h"
 #include "cli/flags_util.h"
 #include "inference/common/status_macros.h"
 #include "inference/common/thread_pool.h"
@@ -21,6 +22,7 @@
 #include "nlohmann/json.hpp"
 
 ABSL_FLAG(int32_t, max_tokens, 32, "Tokens to generate at most.");
+ABSL_FLAG(int32_t, batch, 512, "Prompt tokens per forward pass while prefilling.");
 ABSL_FLAG(double, temperature, 0.8, "Sampling temperature; 0 is greedy.");
 ABSL_FLAG(int32_t, top_k, 40, "Keep the k most likely tokens (0: off).");
 ABSL_FLAG(double, top_p, 0.95, "Nucleus sampling mass (1: off).");
@@ -34,9 +36,6 @@ ABSL_FLAG(std::string, teacher_force, "",
           "Comma-separated token ids fed after the prompt instead of sampled ones.");
 ABSL_FLAG(bool, reference_math, false,
           "Compute every product in float32 from dequantized weights (slow; for checking).");
-ABSL_FLAG(int32_t, batch, 512, "Prompt tokens per forward pass while prefilling.");
-ABSL_FLAG(int32_t, ctx_size, 4096, "Context size (tokens) of the sequence.");
-ABSL_FLAG(std::string, kv_type, "f16", "KV cache element type: f16 or f32.");
 
 namespace qwen::cli {
 namespace {
@@ -201,7 +200,7 @@ int RunGenerate(int argc, char** argv) {
       "generate",
       "qwen generate --model M --tokens 1,2,3 [--max_tokens N] [--temperature T] [--seed S]\n"
       "Runs the model on the prompt and prints the generated token ids.",
-      argc, argv);
+      argc, argv, {"engine_flags"});
   if (!args.empty()) {
     std::fprintf(stderr, "qwen generate: unexpected argument \"%s\"\n", args[0].c_str());
     return 2;
