@@ -242,7 +242,10 @@ absl::Status RunFrontEnd(const FrontEndOptions& options) {
     for (auto& call : left) call->Abort(absl::UnavailableError("the server is shutting down"));
   }
   left.clear();
-  server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+  // What is left are unary calls (quick) and health Watch streams (endless); and gRPC would
+  // otherwise wait out the whole deadline for clients that keep idle connections open.
+  health->Shutdown();
+  server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
   server->Wait();
   (*pool)->Stop(absl::Seconds(5));
   LogInfo(kComponent, "stopped");
