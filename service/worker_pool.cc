@@ -207,6 +207,9 @@ absl::Status WorkerPool::SpawnLocked(Worker& w) {
   w.spawned = absl::Now();
   w.state = State::kStarting;
   w.next_probe = w.spawned + absl::Milliseconds(50);
+  // A probe of the previous incarnation may still be in flight; its answer is ignored (the
+  // epoch differs), so it must not hold up this one's probes.
+  w.probe_in_flight = false;
   w.probe_done = false;
   w.check_now = false;
   grpc::ChannelArguments ch;
