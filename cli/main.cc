@@ -17,6 +17,7 @@ struct Command {
 constexpr Command kCommands[] = {
     {"inspect", qwen::cli::RunInspect, "print a GGUF file's metadata and tensors"},
     {"generate", qwen::cli::RunGenerate, "run the model on a prompt and print the continuation"},
+    {"synth", qwen::cli::RunSynth, "write a full-size GGUF with random weights for benchmarks"},
 };
 
 void PrintUsage(FILE* out) {
