@@ -8,6 +8,7 @@ namespace qwen::cli {
 int RunInspect(int argc, char** argv);
 int RunGenerate(int argc, char** argv);
 int RunSynth(int argc, char** argv);
+int RunBench(int argc, char** argv);
 
 }  // namespace qwen::cli
 

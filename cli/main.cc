@@ -18,6 +18,7 @@ constexpr Command kCommands[] = {
     {"inspect", qwen::cli::RunInspect, "print a GGUF file's metadata and tensors"},
     {"generate", qwen::cli::RunGenerate, "run the model on a prompt and print the continuation"},
     {"synth", qwen::cli::RunSynth, "write a full-size GGUF with random weights for benchmarks"},
+    {"bench", qwen::cli::RunBench, "measure speed and memory on a model file"},
 };
 
 void PrintUsage(FILE* out) {
