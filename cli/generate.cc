@@ -20,7 +20,6 @@
 #include "inference/sampling/sampler.h"
 #include "nlohmann/json.hpp"
 
-ABSL_FLAG(std::string, tokens, "", "Prompt as comma-separated token ids (needs no tokenizer).");
 ABSL_FLAG(int32_t, max_tokens, 32, "Tokens to generate at most.");
 ABSL_FLAG(double, temperature, 0.8, "Sampling temperature; 0 is greedy.");
 ABSL_FLAG(int32_t, top_k, 40, "Keep the k most likely tokens (0: off).");
@@ -44,7 +43,7 @@ namespace {
 
 absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& flag, const std::string& s) {
   std::vector<int32_t> ids;
-  for (absl::string_view part : absl::StrSplit(s, ',', absl::SkipWhitespace())) {
+  for (absl::string_view part : absl::StrSplit(s, absl::ByAnyChar(", []\n\t"), absl::SkipEmpty())) {
     int32_t v;
     if (!absl::SimpleAtoi(part, &v)) {
       return absl::InvalidArgumentError(

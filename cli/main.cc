@@ -19,6 +19,10 @@ constexpr Command kCommands[] = {
     {"generate", qwen::cli::RunGenerate, "run the model on a prompt and print the continuation"},
     {"synth", qwen::cli::RunSynth, "write a full-size GGUF with random weights for benchmarks"},
     {"bench", qwen::cli::RunBench, "measure speed and memory on a model file"},
+    {"tokenize", qwen::cli::RunTokenize, "text to token ids with the model's tokenizer"},
+    {"detokenize", qwen::cli::RunDetokenize, "token ids to text"},
+    {"render", qwen::cli::RunRender, "a chat request to the prompt, with the model's template"},
+    {"parse", qwen::cli::RunParse, "generated text to reasoning, content and tool calls"},
 };
 
 void PrintUsage(FILE* out) {

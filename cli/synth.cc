@@ -13,7 +13,7 @@ ABSL_FLAG(std::string, out, "", "Output GGUF path.");
 ABSL_FLAG(std::string, vocab, "tests/data/tokenizer/qwen3-vocab-qwen35pre.gguf",
           "GGUF whose tokenizer vocabulary is copied (padded to the model's vocabulary size); "
           "empty for byte tokens only.");
-ABSL_FLAG(std::string, chat_template, "tests/data/chat/qwen3.5-chat-template.jinja",
+ABSL_FLAG(std::string, template_file, "tests/data/chat/qwen3.5-chat-template.jinja",
           "Chat template file stored as tokenizer.chat_template; empty for none.");
 ABSL_FLAG(uint64_t, synth_seed, 1, "Seed of the random weights.");
 
@@ -34,7 +34,7 @@ int RunSynth(int argc, char** argv) {
   o.shape = absl::GetFlag(FLAGS_shape);
   o.type = absl::GetFlag(FLAGS_type);
   o.vocab_gguf = absl::GetFlag(FLAGS_vocab);
-  o.chat_template_file = absl::GetFlag(FLAGS_chat_template);
+  o.chat_template_file = absl::GetFlag(FLAGS_template_file);
   o.seed = absl::GetFlag(FLAGS_synth_seed);
   absl::Status s = WriteSyntheticModel(o, out);
   if (!s.ok()) {

@@ -1,0 +1,85 @@
+#include "inference/chat/fuzz_entry.h"
+
+#include <vector>
+
+#include "absl/status/status.h"
+#include "inference/chat/chat_template.h"
+#include "inference/chat/output_parser.h"
+#include "inference/common/status_macros.h"
+#include "nlohmann/json.hpp"
+
+namespace qwen::chat {
+
+absl::StatusOr<std::string> RenderChatForFuzzing(absl::string_view template_source,
+                                                 absl::string_view request_json) {
+  ChatTemplateOptions options;
+  options.limits.max_output_bytes = 1 << 20;
+  options.limits.max_loop_iterations = 100000;
+  options.limits.max_template_bytes = 1 << 20;
+  ASSIGN_OR_RETURN(std::unique_ptr<ChatTemplate> t,
+                   ChatTemplate::FromSource(template_source, options));
+  const auto request = nlohmann::ordered_json::parse(request_json.begin(), request_json.end(),
+                                                     nullptr, /*allow_exceptions=*/false);
+  if (request.is_discarded()) return absl::InvalidArgumentError("request is not valid JSON");
+  return t->Render(request);
+}
+
+namespace {
+
+bool SameCalls(const std::vector<ToolCall>& a, const std::vector<ToolCall>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t k = 0; k < a.size(); ++k) {
+    if (a[k].name != b[k].name || a[k].arguments != b[k].arguments || a[k].valid != b[k].valid ||
+        a[k].raw != b[k].raw || a[k].error != b[k].error) {
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+absl::Status CheckOutputParser(absl::string_view data) {
+  OutputParserOptions options;
+  if (!data.empty()) {
+    const auto mode = static_cast<unsigned char>(data[0]);
+    options.reasoning_open = (mode & 1) != 0;
+    if (mode & 2) {
+      options.tools = nlohmann::ordered_json::parse(R"([{"type":"function","function":{
+        "name":"f","parameters":{"type":"object","properties":{"s":{"type":"string"},
+        "i":{"type":"integer"},"n":{"type":"number"},"b":{"type":"boolean"},"z":{"type":"null"},
+        "o":{"type":"object"},"a":{"type":"array"},"u":{"type":["integer","string"]}}}}}])");
+    }
+    data.remove_prefix(1);
+  }
+  const ParsedOutput whole = OutputParser::Parse(data, options);
+  for (int mode = 0; mode < 2; ++mode) {
+    OutputParser parser(options);
+    std::string reasoning, content;
+    std::vector<ToolCall> calls;
+    auto take = [&](ParserDelta d) {
+      reasoning += d.reasoning;
+      content += d.content;
+      for (auto& c : d.tool_calls) calls.push_back(std::move(c));
+    };
+    size_t pos = 0, step = 1;
+    while (pos < data.size()) {
+      const size_t n = mode == 0 ? 1 : std::min(step, data.size() - pos);
+      take(parser.Add(data.substr(pos, n)));
+      pos += n;
+      step = step * 3 % 17 + 1;  // uneven chunk sizes
+    }
+    take(parser.Finish());
+    const ParsedOutput& r = parser.result();
+    if (reasoning != r.reasoning || content != r.content || !SameCalls(calls, r.tool_calls)) {
+      return absl::InternalError("OutputParser deltas do not add up to its result");
+    }
+    if (r.reasoning != whole.reasoning || r.content != whole.content ||
+        !SameCalls(r.tool_calls, whole.tool_calls)) {
+      return absl::InternalError("OutputParser result depends on how the text was chunked");
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace qwen::chat
