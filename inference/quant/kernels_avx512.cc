@@ -393,29 +393,32 @@ struct KBlock {
                    L(3, expr), L(2, expr), L(1, expr), L(0, expr))
 #define L(s_, expr) ([](int s) { return (expr); }(s_))
 
-// Q4_K / Q5_K scales: 8 pairs (sc, mn) of 6 bits; lane s gets pair j = s / 2.
-QWEN_INLINE void K4Scales(const uint8_t* scales, float d, float dmin, __m512* dsc, __m512* bias) {
-  const __m512i x = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(0x0FFF, scales));
-  // j < 4: sc = x[j] & 63, mn = x[j + 4] & 63.
-  // j >= 4: sc = (x[j + 4] & 15) | (x[j - 4] >> 6) << 4, mn = (x[j + 4] >> 4) | (x[j] >> 6) << 4.
-  const __m512i idx_a = QWEN_LANES(s / 2 < 4 ? s / 2 : s / 2 + 4);
-  const __m512i low_mask = QWEN_LANES(s / 2 < 4 ? 63 : 15);
-  const __m512i idx_hs = QWEN_LANES(s / 2 < 4 ? 0 : s / 2 - 4);
-  const __m512i idx_m = QWEN_LANES(s / 2 + 4);
-  const __m512i shift_m = QWEN_LANES(s / 2 < 4 ? 0 : 4);
-  const __m512i idx_hm = QWEN_LANES(s / 2);
-  const __m512i top = _mm512_set1_epi32(0x30);
-  __m512i sc = _mm512_and_si512(_mm512_permutexvar_epi32(idx_a, x), low_mask);
-  sc = _mm512_or_si512(sc, _mm512_maskz_and_epi32(0xFF00, _mm512_srli_epi32(
-                                                              _mm512_permutexvar_epi32(idx_hs, x), 2),
-                                                  top));
-  __m512i mn =
-      _mm512_and_si512(_mm512_srlv_epi32(_mm512_permutexvar_epi32(idx_m, x), shift_m), low_mask);
-  mn = _mm512_or_si512(mn, _mm512_maskz_and_epi32(0xFF00, _mm512_srli_epi32(
-                                                              _mm512_permutexvar_epi32(idx_hm, x), 2),
-                                                  top));
-  *dsc = _mm512_mul_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sc));
-  *bias = _mm512_mul_ps(_mm512_set1_ps(dmin), _mm512_cvtepi32_ps(mn));
+// Q4_K / Q5_K scales: 8 pairs (sc, mn) of 6 bits; lane s gets pair j = s / 2. `dm` points at
+// the block's (d, dmin) halves. The 6-bit fields are untangled with general-purpose integer
+// operations (which run beside the vector pipes), interleaved as sc_j in lane 2j and mn_j in
+// lane 2j + 1, scaled by (d, dmin) alternating, and spread to the sub-block lanes.
+//   j < 4:  sc = x[j] & 63,                          mn = x[j + 4] & 63
+//   j >= 4: sc = (x[j + 4] & 15) | (x[j - 4] >> 6) << 4,  mn = (x[j + 4] >> 4) | (x[j] >> 6) << 4
+// `sc_unit` multiplies each lane's dsc (a unit change of the unpacked weights).
+QWEN_INLINE void K4Scales(const uint8_t* dm, const uint8_t* scales, __m512 sc_unit, __m512* dsc,
+                          __m512* bias) {
+  uint32_t x[3];
+  __builtin_memcpy(x, scales, 12);
+  const uint32_t sc_lo = x[0] & 0x3f3f3f3fu;
+  const uint32_t mn_lo = x[1] & 0x3f3f3f3fu;
+  const uint32_t sc_hi = (x[2] & 0x0f0f0f0fu) | ((x[0] >> 2) & 0x30303030u);
+  const uint32_t mn_hi = ((x[2] >> 4) & 0x0f0f0f0fu) | ((x[1] >> 2) & 0x30303030u);
+  const __m128i sc_mn = _mm_set_epi64x(
+      static_cast<long long>(mn_lo | static_cast<uint64_t>(mn_hi) << 32),
+      static_cast<long long>(sc_lo | static_cast<uint64_t>(sc_hi) << 32));
+  const __m128i pairs = _mm_unpacklo_epi8(sc_mn, _mm_unpackhi_epi64(sc_mn, sc_mn));
+  uint32_t halves;
+  __builtin_memcpy(&halves, dm, 4);
+  const __m512 scaled =
+      _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(pairs)),
+                    _mm512_cvtph_ps(_mm256_set1_epi32(static_cast<int>(halves))));
+  *dsc = _mm512_mul_ps(_mm512_permutexvar_ps(QWEN_LANES(2 * (s / 2)), scaled), sc_unit);
+  *bias = _mm512_permutexvar_ps(QWEN_LANES(2 * (s / 2) + 1), scaled);
 }
 
 // Q4_K: lane s of piece k reads qs dword 8 (s / 4) + 4 (s % 2) + k, nibble (s / 2) % 2.
@@ -433,11 +436,27 @@ QWEN_INLINE void Q4KNibbles(const uint8_t* qs, __m512i* w) {
 
 struct Q4KT {
   static constexpr int kBytes = 144;
-  // Value d sc q - dmin mn: dsc = d sc, bias = dmin mn.
+  // Value d sc q - dmin mn: dsc = d sc, bias = dmin mn. For the dot product the high nibbles are
+  // left in place (16 q, still an unsigned byte) and their lanes' dsc divided by 16, exactly:
+  // one AND per piece instead of a shift and an AND.
   static QWEN_INLINE void Unpack(const uint8_t* p, KBlock* k) {
     const auto* b = reinterpret_cast<const BlockQ4_K*>(p);
+    const __m512i q0 = _mm512_loadu_si512(b->qs), q1 = _mm512_loadu_si512(b->qs + 64);
+    const __m512i idx0 = QWEN_LANES(8 * (s / 4) + 4 * (s % 2));
+    const __m512i mask = QWEN_LANES((s / 2) % 2 ? static_cast<int>(0xF0F0F0F0) : 0x0F0F0F0F);
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      const __m512i idx = _mm512_add_epi32(idx0, _mm512_set1_epi32(j));
+      k->w[j] = _mm512_and_si512(_mm512_permutex2var_epi32(q0, idx, q1), mask);
+    }
+    const __m512 unshift = _mm512_castsi512_ps(
+        QWEN_LANES((s / 2) % 2 ? 0x3d800000 /* 1/16 */ : 0x3f800000 /* 1 */));
+    K4Scales(p, b->scales, unshift, &k->dsc, &k->bias);
+  }
+  static QWEN_INLINE void UnpackExact(const uint8_t* p, KBlock* k) {
+    const auto* b = reinterpret_cast<const BlockQ4_K*>(p);
     Q4KNibbles(b->qs, k->w);
-    K4Scales(b->scales, Half(b->d), Half(b->dmin), &k->dsc, &k->bias);
+    K4Scales(p, b->scales, _mm512_set1_ps(1.0f), &k->dsc, &k->bias);
   }
   // Dequantized value of unsigned weight u in a lane with (dsc, bias): as the scalar reference.
   static QWEN_INLINE __m512 Value(__m512i u, __m512 dsc, __m512 bias) {
@@ -448,6 +467,7 @@ struct Q4KT {
 struct Q5KT {
   static constexpr int kBytes = 176;
   // Q4_K plus bit 4 of lane s at bit s / 2 of qh dword 4 (s % 2) + k.
+  static QWEN_INLINE void UnpackExact(const uint8_t* p, KBlock* k) { Unpack(p, k); }
   static QWEN_INLINE void Unpack(const uint8_t* p, KBlock* k) {
     const auto* b = reinterpret_cast<const BlockQ5_K*>(p);
     Q4KNibbles(b->qs, k->w);
@@ -461,7 +481,7 @@ struct Q5KT {
       const __mmask64 set = _mm512_test_epi8_mask(h, bit);
       k->w[j] = _mm512_mask_add_epi8(k->w[j], set, k->w[j], sixteen);
     }
-    K4Scales(b->scales, Half(b->d), Half(b->dmin), &k->dsc, &k->bias);
+    K4Scales(p, b->scales, _mm512_set1_ps(1.0f), &k->dsc, &k->bias);
   }
   static QWEN_INLINE __m512 Value(__m512i u, __m512 dsc, __m512 bias) {
     return _mm512_sub_ps(_mm512_mul_ps(dsc, _mm512_cvtepi32_ps(u)), bias);
@@ -474,6 +494,7 @@ struct Q6KT {
   // Lane s of piece k: low 4 bits from ql dword 16 (s / 8) + 8 (g % 2) + 4 (s % 2) + k, nibble
   // g / 2, with g = (s / 2) % 4; high 2 bits at bits 2g of qh dword 8 (s / 8) + 4 (s % 2) + k,
   // rotated to bits 4-5.
+  static QWEN_INLINE void UnpackExact(const uint8_t* p, KBlock* k) { Unpack(p, k); }
   static QWEN_INLINE void Unpack(const uint8_t* p, KBlock* k) {
     const auto* b = reinterpret_cast<const BlockQ6_K*>(p);
     const __m512i l0 = _mm512_loadu_si512(b->ql), l1 = _mm512_loadu_si512(b->ql + 64);
@@ -525,6 +546,7 @@ struct Q3KT {
   // Unsigned u = q + 4 = low 2 bits + 4 * hmask bit: value d (sc - 32) (u - 4); dsc =
   // d (sc - 32), bias = 4 dsc. The hmask bit of lane s is bit 4 (s / 8) + g of hmask dword
   // 4 (s % 2) + k.
+  static QWEN_INLINE void UnpackExact(const uint8_t* p, KBlock* k) { Unpack(p, k); }
   static QWEN_INLINE void Unpack(const uint8_t* p, KBlock* k) {
     const auto* b = reinterpret_cast<const BlockQ3_K*>(p);
     TwoBitPieces(b->qs, k->w);
@@ -560,10 +582,29 @@ struct Q3KT {
 
 struct Q2KT {
   static constexpr int kBytes = 84;
-  // Value d (sc & 15) q - dmin (sc >> 4).
+  // Value d (sc & 15) q - dmin (sc >> 4). For the dot product each 2-bit field stays in place
+  // (4^g q, at most 192) and its lanes' dsc is divided by 4^g, exactly.
   static QWEN_INLINE void Unpack(const uint8_t* p, KBlock* k) {
     const auto* b = reinterpret_cast<const BlockQ2_K*>(p);
-    TwoBitPieces(b->qs, k->w);
+    const __m512i q = _mm512_loadu_si512(b->qs);
+    const __m512i idx0 = QWEN_LANES(8 * (s / 8) + 4 * (s % 2));
+    const __m512i mask = QWEN_LANES(0x03030303 << (2 * ((s / 2) % 4)));
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      k->w[j] = _mm512_and_si512(
+          _mm512_permutexvar_epi32(_mm512_add_epi32(idx0, _mm512_set1_epi32(j)), q), mask);
+    }
+    Scales(p, k);
+    // 4^-g = 2^(-2g): exponent field 127 - 2g.
+    const __m512 unshift = _mm512_castsi512_ps(QWEN_LANES((127 - 2 * ((s / 2) % 4)) << 23));
+    k->dsc = _mm512_mul_ps(k->dsc, unshift);
+  }
+  static QWEN_INLINE void UnpackExact(const uint8_t* p, KBlock* k) {
+    TwoBitPieces(reinterpret_cast<const BlockQ2_K*>(p)->qs, k->w);
+    Scales(p, k);
+  }
+  static QWEN_INLINE void Scales(const uint8_t* p, KBlock* k) {
+    const auto* b = reinterpret_cast<const BlockQ2_K*>(p);
     const __m512i x =
         _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b->scales)));
     const __m512i sc = _mm512_and_si512(x, _mm512_set1_epi32(15));
@@ -587,7 +628,7 @@ void DequantK(const void* src, float* dst, int64_t n) {
   alignas(64) float dsc[16], bias[16];
   for (int64_t b = 0; b < n / kQKK; ++b) {
     KBlock k;
-    T::Unpack(p + b * T::kBytes, &k);
+    T::UnpackExact(p + b * T::kBytes, &k);
     _mm512_store_ps(dsc, k.dsc);
     _mm512_store_ps(bias, k.bias);
     float* out = dst + b * kQKK;
@@ -617,10 +658,27 @@ void DequantK(const void* src, float* dst, int64_t n) {
 // Weights are prefetched this many bytes ahead of the block being unpacked.
 constexpr int kPrefetchBytes = 1024;
 
-// One weight row of super-blocks against NC Q8_K activation rows.
+// Per column group of a tile: each activation block's bsums as floats times its scale d, so that
+// the rows of the tile need not convert them again. Layout [column][block][16].
+constexpr int64_t kMaxPreparedBlocks = 64;  // rows of up to 16384 weights
+
+void PrepareBsums(const uint8_t* a, size_t a_stride, int64_t nc, int64_t nb, float* out) {
+  for (int64_t c = 0; c < nc; ++c) {
+    for (int64_t b = 0; b < nb; ++b) {
+      const auto* ab = reinterpret_cast<const BlockQ8_K*>(a + c * a_stride) + b;
+      const __m512 bs = _mm512_cvtepi32_ps(
+          _mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab->bsums))));
+      _mm512_store_ps(out + (c * nb + b) * 16, _mm512_mul_ps(bs, _mm512_set1_ps(ab->d)));
+    }
+  }
+}
+
+// One weight row of super-blocks against NC Q8_K activation rows:
+//   y_c = sum over blocks of da * sum_s (dsc_s I_s - bias_s bsum_s),
+// with I_s the integer product of sub-block s. `prep` (PrepareBsums, or null) holds da bsum_s.
 template <class T, int NC>
-void KRow(const uint8_t* w, const uint8_t* a, size_t a_stride, float* y, size_t y_stride,
-          int64_t nb) {
+void KRow(const uint8_t* w, const uint8_t* a, size_t a_stride, const float* prep, float* y,
+          size_t y_stride, int64_t nb) {
   __m512 acc[NC];
 #pragma GCC unroll 16
   for (int c = 0; c < NC; ++c) acc[c] = _mm512_setzero_ps();
@@ -632,16 +690,25 @@ void KRow(const uint8_t* w, const uint8_t* a, size_t a_stride, float* y, size_t 
 #pragma GCC unroll 16
     for (int c = 0; c < NC; ++c) {
       const auto* ab = reinterpret_cast<const BlockQ8_K*>(a + c * a_stride) + b;
-      const __m512i zero = _mm512_setzero_si512();
-      __m512i i0 = _mm512_dpbusd_epi32(zero, k.w[0], _mm512_loadu_si512(ab->qs));
-      __m512i i1 = _mm512_dpbusd_epi32(zero, k.w[1], _mm512_loadu_si512(ab->qs + 64));
+      // One dependent chain per block and column: blocks are independent, so out-of-order
+      // execution overlaps the chains of consecutive blocks.
+      __m512i i0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), k.w[0], _mm512_loadu_si512(ab->qs));
+      i0 = _mm512_dpbusd_epi32(i0, k.w[1], _mm512_loadu_si512(ab->qs + 64));
       i0 = _mm512_dpbusd_epi32(i0, k.w[2], _mm512_loadu_si512(ab->qs + 128));
-      i1 = _mm512_dpbusd_epi32(i1, k.w[3], _mm512_loadu_si512(ab->qs + 192));
-      const __m512 bsums = _mm512_cvtepi32_ps(
-          _mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab->bsums))));
-      __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(i0, i1)), k.dsc);
-      t = _mm512_fnmadd_ps(k.bias, bsums, t);
-      acc[c] = _mm512_fmadd_ps(t, _mm512_set1_ps(ab->d), acc[c]);
+      i0 = _mm512_dpbusd_epi32(i0, k.w[3], _mm512_loadu_si512(ab->qs + 192));
+      const __m512 da = _mm512_set1_ps(ab->d);
+      if (prep != nullptr) {
+        // Only the final add depends on the previous block.
+        const __m512 m = _mm512_mul_ps(k.bias, _mm512_load_ps(prep + (c * nb + b) * 16));
+        const __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(i0), k.dsc);
+        acc[c] = _mm512_add_ps(acc[c], _mm512_fmsub_ps(t, da, m));
+      } else {
+        const __m512 bsums = _mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab->bsums))));
+        __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(i0), k.dsc);
+        t = _mm512_fnmadd_ps(k.bias, bsums, t);
+        acc[c] = _mm512_fmadd_ps(t, da, acc[c]);
+      }
     }
   }
 #pragma GCC unroll 16
@@ -650,8 +717,8 @@ void KRow(const uint8_t* w, const uint8_t* a, size_t a_stride, float* y, size_t 
 
 // ============================== Tiles and tables ==============================
 
-using RowFn = void (*)(const uint8_t* w, const uint8_t* a, size_t a_stride, float* y,
-                       size_t y_stride, int64_t n_units);
+using RowFn = void (*)(const uint8_t* w, const uint8_t* a, size_t a_stride, const float* prep,
+                       float* y, size_t y_stride, int64_t n);
 
 // A row kernel for each column count 1..kMaxCols; n_units is blocks (or elements for floats).
 template <template <int> class R>
@@ -665,9 +732,9 @@ template <class T>
 struct KR {
   template <int NC>
   struct R {
-    static void Run(const uint8_t* w, const uint8_t* a, size_t as, float* y, size_t ys,
-                    int64_t n) {
-      KRow<T, NC>(w, a, as, y, ys, n / kQKK);
+    static void Run(const uint8_t* w, const uint8_t* a, size_t as, const float* prep, float* y,
+                    size_t ys, int64_t n) {
+      KRow<T, NC>(w, a, as, prep, y, ys, n / kQKK);
     }
   };
 };
@@ -676,8 +743,8 @@ template <class T>
 struct LSR {
   template <int NC>
   struct R {
-    static void Run(const uint8_t* w, const uint8_t* a, size_t as, float* y, size_t ys,
-                    int64_t n) {
+    static void Run(const uint8_t* w, const uint8_t* a, size_t as, const float*, float* y,
+                    size_t ys, int64_t n) {
       LegacySignedRow<T, NC>(w, a, as, y, ys, n / kQK);
     }
   };
@@ -687,8 +754,8 @@ template <class T>
 struct LMR {
   template <int NC>
   struct R {
-    static void Run(const uint8_t* w, const uint8_t* a, size_t as, float* y, size_t ys,
-                    int64_t n) {
+    static void Run(const uint8_t* w, const uint8_t* a, size_t as, const float*, float* y,
+                    size_t ys, int64_t n) {
       LegacyMinRow<T, NC>(w, a, as, y, ys, n / kQK);
     }
   };
@@ -698,27 +765,33 @@ template <class Row>
 struct FR {
   template <int NC>
   struct R {
-    static void Run(const uint8_t* w, const uint8_t* a, size_t as, float* y, size_t ys,
-                    int64_t n) {
+    static void Run(const uint8_t* w, const uint8_t* a, size_t as, const float*, float* y,
+                    size_t ys, int64_t n) {
       FloatRow<Row, NC>(w, a, as, y, ys, n);
     }
   };
 };
 
 // Rows in chunks, columns in groups of up to kMaxCols: every weight block is read from memory
-// once, and re-read from cache only when there are more than kMaxCols columns.
-template <class Table>
+// once, and re-read from cache only when there are more than kMaxCols columns. kPrepare: the
+// k-quants' bsums are converted once per (row chunk, column group) instead of once per row.
+template <class Table, bool kPrepare>
 void Tile(const void* w, size_t w_stride, int64_t n_rows, const void* a, size_t a_stride,
           int64_t n_cols, float* y, size_t y_stride, int64_t n) {
   const auto* wp = static_cast<const uint8_t*>(w);
   const auto* ap = static_cast<const uint8_t*>(a);
+  const int64_t nb = n / kQKK;
+  const bool prepare = kPrepare && n_rows >= 4 && nb <= kMaxPreparedBlocks;
+  alignas(64) float prep[kPrepare ? kMaxCols * kMaxPreparedBlocks * 16 : 1];
   for (int64_t r0 = 0; r0 < n_rows; r0 += kRowChunk) {
     const int64_t r1 = r0 + kRowChunk < n_rows ? r0 + kRowChunk : n_rows;
     for (int64_t c0 = 0; c0 < n_cols; c0 += kMaxCols) {
       const int64_t nc = n_cols - c0 < kMaxCols ? n_cols - c0 : kMaxCols;
       const RowFn fn = Table::kFns[nc];
+      if (prepare) PrepareBsums(ap + c0 * a_stride, a_stride, nc, nb, prep);
       for (int64_t r = r0; r < r1; ++r) {
-        fn(wp + r * w_stride, ap + c0 * a_stride, a_stride, y + c0 * y_stride + r, y_stride, n);
+        fn(wp + r * w_stride, ap + c0 * a_stride, a_stride, prepare ? prep : nullptr,
+           y + c0 * y_stride + r, y_stride, n);
       }
     }
   }
@@ -727,15 +800,16 @@ void Tile(const void* w, size_t w_stride, int64_t n_rows, const void* a, size_t 
 template <class Table>
 float Dot(const void* w, const void* a, int64_t n) {
   float y;
-  Table::kFns[1](static_cast<const uint8_t*>(w), static_cast<const uint8_t*>(a), 0, &y, 0, n);
+  Table::kFns[1](static_cast<const uint8_t*>(w), static_cast<const uint8_t*>(a), 0, nullptr, &y,
+                 0, n);
   return y;
 }
 
-template <class Table>
+template <class Table, bool kPrepare = false>
 void SetDot(KernelTable* t, GgmlType type) {
   const auto i = static_cast<uint32_t>(type);
   t->dot[i] = Dot<Table>;
-  t->dot_tile[i] = Tile<Table>;
+  t->dot_tile[i] = Tile<Table, kPrepare>;
 }
 
 }  // namespace
@@ -772,11 +846,11 @@ void FillAvx512Kernels(KernelTable* t) {
   t->dequantize[idx(GgmlType::kQ4_K)] = DequantK<Q4KT>;
   t->dequantize[idx(GgmlType::kQ5_K)] = DequantK<Q5KT>;
   t->dequantize[idx(GgmlType::kQ6_K)] = DequantK<Q6KT>;
-  SetDot<RowTable<KR<Q2KT>::R>>(t, GgmlType::kQ2_K);
-  SetDot<RowTable<KR<Q3KT>::R>>(t, GgmlType::kQ3_K);
-  SetDot<RowTable<KR<Q4KT>::R>>(t, GgmlType::kQ4_K);
-  SetDot<RowTable<KR<Q5KT>::R>>(t, GgmlType::kQ5_K);
-  SetDot<RowTable<KR<Q6KT>::R>>(t, GgmlType::kQ6_K);
+  SetDot<RowTable<KR<Q2KT>::R>, true>(t, GgmlType::kQ2_K);
+  SetDot<RowTable<KR<Q3KT>::R>, true>(t, GgmlType::kQ3_K);
+  SetDot<RowTable<KR<Q4KT>::R>, true>(t, GgmlType::kQ4_K);
+  SetDot<RowTable<KR<Q5KT>::R>, true>(t, GgmlType::kQ5_K);
+  SetDot<RowTable<KR<Q6KT>::R>, true>(t, GgmlType::kQ6_K);
 }
 
 }  // namespace qwen::quant::internal
