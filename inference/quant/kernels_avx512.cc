@@ -436,6 +436,8 @@ QWEN_INLINE void Q4KNibbles(const uint8_t* qs, __m512i* w) {
 
 struct Q4KT {
   static constexpr int kBytes = 144;
+  // The bias is this multiple of dsc (0: an independent minimum), see KRow.
+  static constexpr int kOffset = 0;
   // Value d sc q - dmin mn: dsc = d sc, bias = dmin mn. For the dot product the high nibbles are
   // left in place (16 q, still an unsigned byte) and their lanes' dsc divided by 16, exactly:
   // one AND per piece instead of a shift and an AND.
@@ -466,6 +468,8 @@ struct Q4KT {
 
 struct Q5KT {
   static constexpr int kBytes = 176;
+  // The bias is this multiple of dsc (0: an independent minimum), see KRow.
+  static constexpr int kOffset = 0;
   // Q4_K plus bit 4 of lane s at bit s / 2 of qh dword 4 (s % 2) + k.
   static QWEN_INLINE void UnpackExact(const uint8_t* p, KBlock* k) { Unpack(p, k); }
   static QWEN_INLINE void Unpack(const uint8_t* p, KBlock* k) {
@@ -490,6 +494,8 @@ struct Q5KT {
 
 struct Q6KT {
   static constexpr int kBytes = 210;
+  // The bias is this multiple of dsc (0: an independent minimum), see KRow.
+  static constexpr int kOffset = 32;
   // Unsigned u = q + 32 (the stored 6 bits): value d sc (u - 32); dsc = d sc, bias = 32 dsc.
   // Lane s of piece k: low 4 bits from ql dword 16 (s / 8) + 8 (g % 2) + 4 (s % 2) + k, nibble
   // g / 2, with g = (s / 2) % 4; high 2 bits at bits 2g of qh dword 8 (s / 8) + 4 (s % 2) + k,
@@ -543,6 +549,8 @@ QWEN_INLINE void TwoBitPieces(const uint8_t* qs, __m512i* w) {
 
 struct Q3KT {
   static constexpr int kBytes = 110;
+  // The bias is this multiple of dsc (0: an independent minimum), see KRow.
+  static constexpr int kOffset = 4;
   // Unsigned u = q + 4 = low 2 bits + 4 * hmask bit: value d (sc - 32) (u - 4); dsc =
   // d (sc - 32), bias = 4 dsc. The hmask bit of lane s is bit 4 (s / 8) + g of hmask dword
   // 4 (s % 2) + k.
@@ -582,6 +590,8 @@ struct Q3KT {
 
 struct Q2KT {
   static constexpr int kBytes = 84;
+  // The bias is this multiple of dsc (0: an independent minimum), see KRow.
+  static constexpr int kOffset = 0;
   // Value d (sc & 15) q - dmin (sc >> 4). For the dot product each 2-bit field stays in place
   // (4^g q, at most 192) and its lanes' dsc is divided by 4^g, exactly.
   static QWEN_INLINE void Unpack(const uint8_t* p, KBlock* k) {
@@ -658,24 +668,34 @@ void DequantK(const void* src, float* dst, int64_t n) {
 // Weights are prefetched this many bytes ahead of the block being unpacked.
 constexpr int kPrefetchBytes = 1024;
 
-// Per column group of a tile: each activation block's bsums as floats times its scale d, so that
-// the rows of the tile need not convert them again. Layout [column][block][16].
+// Per column group of a tile, what the rows need from each activation block beyond its values,
+// computed once instead of once per row. Layout [column][block][16 lanes]:
+//   kOffset == 0: da * bsum_s as floats (the minimum's term, accumulated separately);
+//   kOffset != 0: -kOffset * bsum_s as int32 (the starting value of the integer sum, so that the
+//                 sum is directly sum_s (u - kOffset) a over the sub-block).
 constexpr int64_t kMaxPreparedBlocks = 64;  // rows of up to 16384 weights
 
-void PrepareBsums(const uint8_t* a, size_t a_stride, int64_t nc, int64_t nb, float* out) {
+template <class T>
+void PrepareK(const uint8_t* a, size_t a_stride, int64_t nc, int64_t nb, float* out) {
   for (int64_t c = 0; c < nc; ++c) {
     for (int64_t b = 0; b < nb; ++b) {
       const auto* ab = reinterpret_cast<const BlockQ8_K*>(a + c * a_stride) + b;
-      const __m512 bs = _mm512_cvtepi32_ps(
-          _mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab->bsums))));
-      _mm512_store_ps(out + (c * nb + b) * 16, _mm512_mul_ps(bs, _mm512_set1_ps(ab->d)));
+      const __m512i bs =
+          _mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab->bsums)));
+      float* dst = out + (c * nb + b) * 16;
+      if constexpr (T::kOffset != 0) {
+        _mm512_store_si512(dst, _mm512_mullo_epi32(bs, _mm512_set1_epi32(-T::kOffset)));
+      } else {
+        _mm512_store_ps(dst, _mm512_mul_ps(_mm512_cvtepi32_ps(bs), _mm512_set1_ps(ab->d)));
+      }
     }
   }
 }
 
 // One weight row of super-blocks against NC Q8_K activation rows:
 //   y_c = sum over blocks of da * sum_s (dsc_s I_s - bias_s bsum_s),
-// with I_s the integer product of sub-block s. `prep` (PrepareBsums, or null) holds da bsum_s.
+// with I_s the integer product of sub-block s. `prep` is PrepareK's output or null (then the
+// bsums are converted here, as for a single dot product).
 template <class T, int NC>
 void KRow(const uint8_t* w, const uint8_t* a, size_t a_stride, const float* prep, float* y,
           size_t y_stride, int64_t nb) {
@@ -690,18 +710,19 @@ void KRow(const uint8_t* w, const uint8_t* a, size_t a_stride, const float* prep
 #pragma GCC unroll 16
     for (int c = 0; c < NC; ++c) {
       const auto* ab = reinterpret_cast<const BlockQ8_K*>(a + c * a_stride) + b;
+      const float* pb = prep + (c * nb + b) * 16;
       // One dependent chain per block and column: blocks are independent, so out-of-order
       // execution overlaps the chains of consecutive blocks.
-      __m512i i0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), k.w[0], _mm512_loadu_si512(ab->qs));
+      __m512i i0 = prep != nullptr && T::kOffset != 0 ? _mm512_load_si512(pb)
+                                                      : _mm512_setzero_si512();
+      i0 = _mm512_dpbusd_epi32(i0, k.w[0], _mm512_loadu_si512(ab->qs));
       i0 = _mm512_dpbusd_epi32(i0, k.w[1], _mm512_loadu_si512(ab->qs + 64));
       i0 = _mm512_dpbusd_epi32(i0, k.w[2], _mm512_loadu_si512(ab->qs + 128));
       i0 = _mm512_dpbusd_epi32(i0, k.w[3], _mm512_loadu_si512(ab->qs + 192));
       const __m512 da = _mm512_set1_ps(ab->d);
       if (prep != nullptr) {
-        // Only the final add depends on the previous block.
-        const __m512 m = _mm512_mul_ps(k.bias, _mm512_load_ps(prep + (c * nb + b) * 16));
-        const __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(i0), k.dsc);
-        acc[c] = _mm512_add_ps(acc[c], _mm512_fmsub_ps(t, da, m));
+        acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0), _mm512_mul_ps(k.dsc, da), acc[c]);
+        if (T::kOffset == 0) acc[c] = _mm512_fnmadd_ps(k.bias, _mm512_load_ps(pb), acc[c]);
       } else {
         const __m512 bsums = _mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(
             _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab->bsums))));
@@ -721,11 +742,15 @@ using RowFn = void (*)(const uint8_t* w, const uint8_t* a, size_t a_stride, cons
                        float* y, size_t y_stride, int64_t n);
 
 // A row kernel for each column count 1..kMaxCols; n_units is blocks (or elements for floats).
-template <template <int> class R>
+using PrepareFn = void (*)(const uint8_t* a, size_t a_stride, int64_t nc, int64_t nb, float* out);
+
+// Row kernels for each column count 1..kMaxCols, and the tile-level preparation (or null).
+template <template <int> class R, PrepareFn kPrep = nullptr>
 struct RowTable {
   static constexpr RowFn kFns[kMaxCols + 1] = {nullptr, R<1>::Run, R<2>::Run, R<3>::Run,
                                                R<4>::Run, R<5>::Run, R<6>::Run, R<7>::Run,
                                                R<8>::Run};
+  static constexpr PrepareFn kPrepare = kPrep;
 };
 
 template <class T>
@@ -773,22 +798,23 @@ struct FR {
 };
 
 // Rows in chunks, columns in groups of up to kMaxCols: every weight block is read from memory
-// once, and re-read from cache only when there are more than kMaxCols columns. kPrepare: the
-// k-quants' bsums are converted once per (row chunk, column group) instead of once per row.
-template <class Table, bool kPrepare>
+// once, and re-read from cache only when there are more than kMaxCols columns. The k-quants'
+// bsums are prepared once per (row chunk, column group) instead of once per row.
+template <class Table>
 void Tile(const void* w, size_t w_stride, int64_t n_rows, const void* a, size_t a_stride,
           int64_t n_cols, float* y, size_t y_stride, int64_t n) {
   const auto* wp = static_cast<const uint8_t*>(w);
   const auto* ap = static_cast<const uint8_t*>(a);
   const int64_t nb = n / kQKK;
-  const bool prepare = kPrepare && n_rows >= 4 && nb <= kMaxPreparedBlocks;
-  alignas(64) float prep[kPrepare ? kMaxCols * kMaxPreparedBlocks * 16 : 1];
+  constexpr bool kPrepares = Table::kPrepare != nullptr;
+  const bool prepare = kPrepares && n_rows >= 4 && nb <= kMaxPreparedBlocks;
+  alignas(64) float prep[kPrepares ? kMaxCols * kMaxPreparedBlocks * 16 : 1];
   for (int64_t r0 = 0; r0 < n_rows; r0 += kRowChunk) {
     const int64_t r1 = r0 + kRowChunk < n_rows ? r0 + kRowChunk : n_rows;
     for (int64_t c0 = 0; c0 < n_cols; c0 += kMaxCols) {
       const int64_t nc = n_cols - c0 < kMaxCols ? n_cols - c0 : kMaxCols;
       const RowFn fn = Table::kFns[nc];
-      if (prepare) PrepareBsums(ap + c0 * a_stride, a_stride, nc, nb, prep);
+      if (prepare) Table::kPrepare(ap + c0 * a_stride, a_stride, nc, nb, prep);
       for (int64_t r = r0; r < r1; ++r) {
         fn(wp + r * w_stride, ap + c0 * a_stride, a_stride, prepare ? prep : nullptr,
            y + c0 * y_stride + r, y_stride, n);
@@ -805,11 +831,11 @@ float Dot(const void* w, const void* a, int64_t n) {
   return y;
 }
 
-template <class Table, bool kPrepare = false>
+template <class Table>
 void SetDot(KernelTable* t, GgmlType type) {
   const auto i = static_cast<uint32_t>(type);
   t->dot[i] = Dot<Table>;
-  t->dot_tile[i] = Tile<Table, kPrepare>;
+  t->dot_tile[i] = Tile<Table>;
 }
 
 }  // namespace
@@ -846,11 +872,11 @@ void FillAvx512Kernels(KernelTable* t) {
   t->dequantize[idx(GgmlType::kQ4_K)] = DequantK<Q4KT>;
   t->dequantize[idx(GgmlType::kQ5_K)] = DequantK<Q5KT>;
   t->dequantize[idx(GgmlType::kQ6_K)] = DequantK<Q6KT>;
-  SetDot<RowTable<KR<Q2KT>::R>, true>(t, GgmlType::kQ2_K);
-  SetDot<RowTable<KR<Q3KT>::R>, true>(t, GgmlType::kQ3_K);
-  SetDot<RowTable<KR<Q4KT>::R>, true>(t, GgmlType::kQ4_K);
-  SetDot<RowTable<KR<Q5KT>::R>, true>(t, GgmlType::kQ5_K);
-  SetDot<RowTable<KR<Q6KT>::R>, true>(t, GgmlType::kQ6_K);
+  SetDot<RowTable<KR<Q2KT>::R, PrepareK<Q2KT>>>(t, GgmlType::kQ2_K);
+  SetDot<RowTable<KR<Q3KT>::R, PrepareK<Q3KT>>>(t, GgmlType::kQ3_K);
+  SetDot<RowTable<KR<Q4KT>::R, PrepareK<Q4KT>>>(t, GgmlType::kQ4_K);
+  SetDot<RowTable<KR<Q5KT>::R, PrepareK<Q5KT>>>(t, GgmlType::kQ5_K);
+  SetDot<RowTable<KR<Q6KT>::R, PrepareK<Q6KT>>>(t, GgmlType::kQ6_K);
 }
 
 }  // namespace qwen::quant::internal
