@@ -9,7 +9,12 @@
 // weight block is unpacked once into four 64-byte vectors of unsigned integers whose 32-bit lane
 // s holds 4 weights of sub-block s, so one vpdpbusd chain per column leaves sub-block s's
 // integer sum in lane s, and the sub-block scales, offsets and minimums are applied as 16-lane
-// float vectors: sum = da * sum_s (dsc_s * I_s - bias_s * bsum_s).
+// float vectors: sum = da * sum_s (dsc_s * I_s - bias_s * bsum_s). Per column and block that is
+// four vpdpbusd and three float operations; unpacking costs 2 (Q4_K, Q2_K) to 6 (Q3_K, Q6_K)
+// operations per 64 weights, shared by all columns. The weight unit may differ per lane (a
+// field left in place is 16 q or 4^g q) as long as that lane's dsc is divided by the same power
+// of two, which is exact.
+//
 // GCC 12's AVX-512 headers implement unmasked intrinsics through a deliberately uninitialized
 // pass-through operand (GCC bug 105593, fixed in GCC 13), which -Wmaybe-uninitialized reports at
 // every inlined use (as -Wuninitialized for a few). The pragmas must be in force where the
