@@ -46,6 +46,11 @@ QWEN_INLINE uint16_t ToHalf(float f) {
   return static_cast<uint16_t>(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
 
+// A half-precision value converted into all 16 lanes.
+QWEN_INLINE __m512 HalfBroadcast(uint16_t h) {
+  return _mm512_cvtph_ps(_mm256_set1_epi16(static_cast<short>(h)));
+}
+
 QWEN_INLINE __mmask16 TailMask16(int64_t left) {
   return left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1);
 }
@@ -399,24 +404,29 @@ struct KBlock {
 #define L(s_, expr) ([](int s) { return (expr); }(s_))
 
 // Q4_K / Q5_K scales: 8 pairs (sc, mn) of 6 bits; lane s gets pair j = s / 2. `dm` points at
-// the block's (d, dmin) halves. The 6-bit fields are untangled with general-purpose integer
-// operations (which run beside the vector pipes), interleaved as sc_j in lane 2j and mn_j in
-// lane 2j + 1, scaled by (d, dmin) alternating, and spread to the sub-block lanes.
+// the block's (d, dmin) halves. The 6-bit fields are untangled in 128-bit dword lanes,
+// interleaved as sc_j in lane 2j and mn_j in lane 2j + 1, scaled by (d, dmin) alternating, and
+// spread to the sub-block lanes.
 //   j < 4:  sc = x[j] & 63,                          mn = x[j + 4] & 63
 //   j >= 4: sc = (x[j + 4] & 15) | (x[j - 4] >> 6) << 4,  mn = (x[j + 4] >> 4) | (x[j] >> 6) << 4
 // `sc_unit` multiplies each lane's dsc (a unit change of the unpacked weights).
 QWEN_INLINE void K4Scales(const uint8_t* dm, const uint8_t* scales, __m512 sc_unit, __m512* dsc,
                           __m512* bias) {
-  uint32_t x[3];
-  __builtin_memcpy(x, scales, 12);
-  const uint32_t sc_lo = x[0] & 0x3f3f3f3fu;
-  const uint32_t mn_lo = x[1] & 0x3f3f3f3fu;
-  const uint32_t sc_hi = (x[2] & 0x0f0f0f0fu) | ((x[0] >> 2) & 0x30303030u);
-  const uint32_t mn_hi = ((x[2] >> 4) & 0x0f0f0f0fu) | ((x[1] >> 2) & 0x30303030u);
-  const __m128i sc_mn = _mm_set_epi64x(
-      static_cast<long long>(mn_lo | static_cast<uint64_t>(mn_hi) << 32),
-      static_cast<long long>(sc_lo | static_cast<uint64_t>(sc_hi) << 32));
-  const __m128i pairs = _mm_unpacklo_epi8(sc_mn, _mm_unpackhi_epi64(sc_mn, sc_mn));
+  // Dwords x0, x1, x2 of the 12 bytes (the 16-byte load ends inside qs). In dword lanes:
+  //   [sc_lo, sc_hi, mn_lo, mn_hi] = [x0 & 3f, (x2 & 0f) | (x0 >> 2 & 30),
+  //                                   x1 & 3f, (x2 >> 4 & 0f) | (x1 >> 2 & 30)]
+  const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(scales));
+  const __m128i a = _mm_srlv_epi32(_mm_shuffle_epi32(x, _MM_SHUFFLE(2, 1, 2, 0)),
+                                   _mm_setr_epi32(0, 0, 0, 4));
+  const __m128i low = _mm_and_si128(
+      a, _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
+  const __m128i b = _mm_srli_epi32(_mm_shuffle_epi32(x, _MM_SHUFFLE(1, 1, 0, 0)), 2);
+  // (b & mask) | low
+  const __m128i fields =
+      _mm_ternarylogic_epi32(b, _mm_setr_epi32(0, 0x30303030, 0, 0x30303030), low, 0xEA);
+  // Bytes [sc_0 mn_0 sc_1 mn_1 ...].
+  const __m128i pairs = _mm_shuffle_epi8(
+      fields, _mm_setr_epi8(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15));
   uint32_t halves;
   __builtin_memcpy(&halves, dm, 4);
   const __m512 scaled =
@@ -528,7 +538,7 @@ struct Q6KT {
     }
     const __m512 sc = _mm512_cvtepi32_ps(
         _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b->scales))));
-    k->dsc = _mm512_mul_ps(_mm512_set1_ps(Half(b->d)), sc);
+    k->dsc = _mm512_mul_ps(HalfBroadcast(b->d), sc);
     k->bias = _mm512_mul_ps(k->dsc, _mm512_set1_ps(32.0f));
   }
   static QWEN_INLINE __m512 Value(__m512i u, __m512 dsc, __m512) {
@@ -574,18 +584,20 @@ struct Q3KT {
       k->w[j] = _mm512_mask_add_epi8(k->w[j], _mm512_test_epi8_mask(h, bit), k->w[j], four);
     }
     // 6-bit scales: low nibble of scale s in byte s % 8 (high nibble for s >= 8), top 2 bits at
-    // bits 2 (s / 4) of byte 8 + s % 4.
-    const __m512i x = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(0x0FFF, b->scales));
-    const __m512i low = _mm512_and_si512(
-        _mm512_srlv_epi32(_mm512_permutexvar_epi32(QWEN_LANES(s % 8), x), QWEN_LANES(s < 8 ? 0 : 4)),
-        _mm512_set1_epi32(15));
-    const __m512i high = _mm512_and_si512(
-        _mm512_srlv_epi32(_mm512_permutexvar_epi32(QWEN_LANES(8 + s % 4), x),
-                          QWEN_LANES(2 * (s / 4))),
-        _mm512_set1_epi32(3));
-    const __m512i sc = _mm512_sub_epi32(_mm512_or_si512(low, _mm512_slli_epi32(high, 4)),
-                                        _mm512_set1_epi32(32));
-    k->dsc = _mm512_mul_ps(_mm512_set1_ps(Half(b->d)), _mm512_cvtepi32_ps(sc));
+    // bits 2 (s / 4) of byte 8 + s % 4. Untangled in 128-bit dword lanes t (scales 4t .. 4t + 3):
+    //   low  = [x0, x1, x0 >> 4, x1 >> 4] & 0f
+    //   high = [x2 << 4, x2 << 2, x2, x2 >> 2] & 30
+    const __m128i x = _mm_maskz_loadu_epi8(0x0FFF, b->scales);
+    const __m128i low = _mm_and_si128(
+        _mm_srlv_epi32(_mm_shuffle_epi32(x, _MM_SHUFFLE(1, 0, 1, 0)), _mm_setr_epi32(0, 0, 4, 4)),
+        _mm_set1_epi8(0x0F));
+    const __m128i x2 = _mm_shuffle_epi32(x, _MM_SHUFFLE(2, 2, 2, 2));
+    const __m128i high = _mm_srlv_epi32(_mm_sllv_epi32(x2, _mm_setr_epi32(4, 2, 0, 0)),
+                                        _mm_setr_epi32(0, 0, 0, 2));
+    // (high & 0x30) | low
+    const __m128i sc6 = _mm_ternarylogic_epi32(high, _mm_set1_epi8(0x30), low, 0xEA);
+    const __m512i sc = _mm512_sub_epi32(_mm512_cvtepu8_epi32(sc6), _mm512_set1_epi32(32));
+    k->dsc = _mm512_mul_ps(HalfBroadcast(b->d), _mm512_cvtepi32_ps(sc));
     k->bias = _mm512_mul_ps(k->dsc, _mm512_set1_ps(4.0f));
   }
   static QWEN_INLINE __m512 Value(__m512i u, __m512 dsc, __m512) {
@@ -624,8 +636,8 @@ struct Q2KT {
         _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b->scales)));
     const __m512i sc = _mm512_and_si512(x, _mm512_set1_epi32(15));
     const __m512i mn = _mm512_srli_epi32(x, 4);
-    k->dsc = _mm512_mul_ps(_mm512_set1_ps(Half(b->d)), _mm512_cvtepi32_ps(sc));
-    k->bias = _mm512_mul_ps(_mm512_set1_ps(Half(b->dmin)), _mm512_cvtepi32_ps(mn));
+    k->dsc = _mm512_mul_ps(HalfBroadcast(b->d), _mm512_cvtepi32_ps(sc));
+    k->bias = _mm512_mul_ps(HalfBroadcast(b->dmin), _mm512_cvtepi32_ps(mn));
   }
   static QWEN_INLINE __m512 Value(__m512i u, __m512 dsc, __m512 bias) {
     return _mm512_sub_ps(_mm512_mul_ps(dsc, _mm512_cvtepi32_ps(u)), bias);
