@@ -58,6 +58,7 @@ QWEN_INLINE __mmask16 TailMask16(int64_t left) {
 // ============================== Float weights ==============================
 
 struct F32Row {
+  static constexpr int kBytes = 4;
   static QWEN_INLINE __m512 Load(const void* p, int64_t i) {
     return _mm512_loadu_ps(static_cast<const float*>(p) + i);
   }
@@ -67,6 +68,7 @@ struct F32Row {
 };
 
 struct F16Row {
+  static constexpr int kBytes = 2;
   static QWEN_INLINE __m512 Load(const void* p, int64_t i) {
     return _mm512_cvtph_ps(
         _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(p) + i)));
@@ -78,6 +80,7 @@ struct F16Row {
 
 // bfloat16 is the top half of a float32: widening is exact.
 struct BF16Row {
+  static constexpr int kBytes = 2;
   static QWEN_INLINE __m512 Load(const void* p, int64_t i) {
     const __m256i h =
         _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(p) + i));
@@ -840,6 +843,43 @@ void Tile(const void* w, size_t w_stride, int64_t n_rows, const void* a, size_t 
   }
 }
 
+// Float activations are 4 bytes per weight: with several columns a whole row's worth of them
+// outgrows L1. Wider tiles therefore walk the row in pieces of kFloatChunk weights, each piece
+// serving every row of the row chunk from L1 (16 KiB of activations for 8 columns), and add
+// the partial sums into y.
+constexpr int64_t kFloatChunk = 512;
+
+template <class Row>
+void FloatTile(const void* w, size_t w_stride, int64_t n_rows, const void* a, size_t a_stride,
+               int64_t n_cols, float* y, size_t y_stride, int64_t n) {
+  using Table = RowTable<FR<Row>::template R>;
+  if (n_cols == 1 || n <= kFloatChunk) {
+    Tile<Table>(w, w_stride, n_rows, a, a_stride, n_cols, y, y_stride, n);
+    return;
+  }
+  const auto* wp = static_cast<const uint8_t*>(w);
+  const auto* ap = static_cast<const uint8_t*>(a);
+  for (int64_t r0 = 0; r0 < n_rows; r0 += kRowChunk) {
+    const int64_t r1 = r0 + kRowChunk < n_rows ? r0 + kRowChunk : n_rows;
+    for (int64_t k0 = 0; k0 < n; k0 += kFloatChunk) {
+      const int64_t kc = n - k0 < kFloatChunk ? n - k0 : kFloatChunk;
+      for (int64_t c0 = 0; c0 < n_cols; c0 += kMaxCols) {
+        const int64_t nc = n_cols - c0 < kMaxCols ? n_cols - c0 : kMaxCols;
+        const RowFn fn = Table::kFns[nc];
+        for (int64_t r = r0; r < r1; ++r) {
+          float part[kMaxCols];
+          fn(wp + r * w_stride + k0 * Row::kBytes, ap + c0 * a_stride + k0 * 4, a_stride, nullptr,
+             part, 1, kc);
+          float* yr = y + c0 * y_stride + r;
+          for (int64_t c = 0; c < nc; ++c) {
+            yr[c * y_stride] = k0 == 0 ? part[c] : yr[c * y_stride] + part[c];
+          }
+        }
+      }
+    }
+  }
+}
+
 template <class Table>
 float Dot(const void* w, const void* a, int64_t n) {
   float y;
@@ -864,6 +904,9 @@ void FillAvx512Kernels(KernelTable* t) {
   SetDot<RowTable<FR<F32Row>::R>>(t, GgmlType::kF32);
   SetDot<RowTable<FR<F16Row>::R>>(t, GgmlType::kF16);
   SetDot<RowTable<FR<BF16Row>::R>>(t, GgmlType::kBF16);
+  t->dot_tile[idx(GgmlType::kF32)] = FloatTile<F32Row>;
+  t->dot_tile[idx(GgmlType::kF16)] = FloatTile<F16Row>;
+  t->dot_tile[idx(GgmlType::kBF16)] = FloatTile<BF16Row>;
 
   t->quantize_activation[idx(GgmlType::kQ4_0)] = QuantizeQ8_0;
   t->quantize_activation[idx(GgmlType::kQ5_0)] = QuantizeQ8_0;
