@@ -1,0 +1,943 @@
+// AVX-512 (F, BW, VL, DQ, VNNI) kernels. Compiled with AVX-512 flags and only ever called after
+// run-time dispatch found the CPU has them.
+//
+// Everything lives in an anonymous namespace and uses intrinsics and plain loops only: no
+// std:: templates or shared inline helpers whose AVX-512 copy the linker could hand to a caller
+// on another CPU. Only FillAvx512Kernels is visible outside, and it passes function pointers.
+//
+// The k-quant dot products rest on the interleaved Q8_K layout (kernels_internal.h): each
+// weight block is unpacked once into four 64-byte vectors of unsigned integers whose 32-bit lane
+// s holds 4 weights of sub-block s, so one vpdpbusd chain per column leaves sub-block s's
+// integer sum in lane s, and the sub-block scales, offsets and minimums are applied as 16-lane
+// float vectors: sum = da * sum_s (dsc_s * I_s - bias_s * bsum_s). Per column and block that is
+// four vpdpbusd and three float operations; unpacking costs 2 (Q4_K, Q2_K) to 6 (Q3_K, Q6_K)
+// operations per 64 weights, shared by all columns. The weight unit may differ per lane (a
+// field left in place is 16 q or 4^g q) as long as that lane's dsc is divided by the same power
+// of two, which is exact.
+//
+// GCC 12's AVX-512 headers implement unmasked intrinsics through a deliberately uninitialized
+// pass-through operand (GCC bug 105593, fixed in GCC 13), which -Wmaybe-uninitialized reports at
+// every inlined use (as -Wuninitialized for a few). The pragmas must be in force where the
+// header is read.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#include <immintrin.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "inference/quant/kernels_internal.h"
+
+namespace qwen::quant::internal {
+namespace {
+
+#define QWEN_INLINE inline __attribute__((always_inline))
+
+constexpr int kQK = 32;
+constexpr int kQKK = 256;
+// Column tiles are processed at most this many columns at a time (accumulators in registers).
+constexpr int kMaxCols = 8;
+// Rows per chunk of a wide tile: the chunk's weights and one column group's activations both
+// stay in L2 while every (row, column group) pair of the chunk is computed.
+constexpr int64_t kRowChunk = 8;
+
+QWEN_INLINE float Half(uint16_t h) { return _cvtsh_ss(h); }
+QWEN_INLINE uint16_t ToHalf(float f) {
+  return static_cast<uint16_t>(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
+// A half-precision value converted into all 16 lanes.
+QWEN_INLINE __m512 HalfBroadcast(uint16_t h) {
+  return _mm512_cvtph_ps(_mm256_set1_epi16(static_cast<short>(h)));
+}
+
+QWEN_INLINE __mmask16 TailMask16(int64_t left) {
+  return left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1);
+}
+
+// ============================== Float weights ==============================
+
+struct F32Row {
+  static constexpr int kBytes = 4;
+  static QWEN_INLINE __m512 Load(const void* p, int64_t i) {
+    return _mm512_loadu_ps(static_cast<const float*>(p) + i);
+  }
+  static QWEN_INLINE __m512 LoadMasked(const void* p, int64_t i, __mmask16 m) {
+    return _mm512_maskz_loadu_ps(m, static_cast<const float*>(p) + i);
+  }
+};
+
+struct F16Row {
+  static constexpr int kBytes = 2;
+  static QWEN_INLINE __m512 Load(const void* p, int64_t i) {
+    return _mm512_cvtph_ps(
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(p) + i)));
+  }
+  static QWEN_INLINE __m512 LoadMasked(const void* p, int64_t i, __mmask16 m) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, static_cast<const uint16_t*>(p) + i));
+  }
+};
+
+// bfloat16 is the top half of a float32: widening is exact.
+struct BF16Row {
+  static constexpr int kBytes = 2;
+  static QWEN_INLINE __m512 Load(const void* p, int64_t i) {
+    const __m256i h =
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(p) + i));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  }
+  static QWEN_INLINE __m512 LoadMasked(const void* p, int64_t i, __mmask16 m) {
+    const __m256i h = _mm256_maskz_loadu_epi16(m, static_cast<const uint16_t*>(p) + i);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  }
+};
+
+template <class Row>
+void DequantFloat(const void* src, float* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, Row::Load(src, i));
+  if (i < n) {
+    const __mmask16 m = TailMask16(n - i);
+    _mm512_mask_storeu_ps(dst + i, m, Row::LoadMasked(src, i, m));
+  }
+}
+
+// One weight row against NC float activation rows. Each weight vector is converted once and
+// multiplied into every column; U independent accumulators per column hide the FMA latency
+// when there are few columns.
+template <class Row, int NC>
+void FloatRow(const void* w, const uint8_t* a, size_t a_stride, float* y, size_t y_stride,
+              int64_t n) {
+  constexpr int U = NC == 1 ? 4 : NC <= 3 ? 2 : 1;
+  __m512 acc[NC][U];
+#pragma GCC unroll 16
+  for (int c = 0; c < NC; ++c) {
+#pragma GCC unroll 4
+    for (int u = 0; u < U; ++u) acc[c][u] = _mm512_setzero_ps();
+  }
+  const float* ac[NC];
+#pragma GCC unroll 16
+  for (int c = 0; c < NC; ++c) ac[c] = reinterpret_cast<const float*>(a + c * a_stride);
+  int64_t i = 0;
+  for (; i + 16 * U <= n; i += 16 * U) {
+#pragma GCC unroll 4
+    for (int u = 0; u < U; ++u) {
+      const __m512 wv = Row::Load(w, i + 16 * u);
+#pragma GCC unroll 16
+      for (int c = 0; c < NC; ++c) {
+        acc[c][u] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(ac[c] + i + 16 * u), acc[c][u]);
+      }
+    }
+  }
+  for (; i < n; i += 16) {
+    const __mmask16 m = TailMask16(n - i);
+    const __m512 wv = Row::LoadMasked(w, i, m);
+#pragma GCC unroll 16
+    for (int c = 0; c < NC; ++c) {
+      acc[c][0] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, ac[c] + i), acc[c][0]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int c = 0; c < NC; ++c) {
+    __m512 s = acc[c][0];
+#pragma GCC unroll 4
+    for (int u = 1; u < U; ++u) s = _mm512_add_ps(s, acc[c][u]);
+    y[c * y_stride] = _mm512_reduce_add_ps(s);
+  }
+}
+
+// ============================== Activation quantization ==============================
+
+QWEN_INLINE __m512 AbsPs(__m512 x) {
+  return _mm512_castsi512_ps(
+      _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(0x7fffffff)));
+}
+
+// x * id clamped to [-127, 127] and rounded half to even: the scalar reference's RoundClamped.
+QWEN_INLINE __m512i RoundClamped(__m512 x, __m512 id) {
+  __m512 v = _mm512_mul_ps(x, id);
+  v = _mm512_min_ps(v, _mm512_set1_ps(127.0f));
+  v = _mm512_max_ps(v, _mm512_set1_ps(-127.0f));
+  return _mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+
+// One block of 32: fills qs, returns the half-precision scale and (through *sum) sum(qs).
+QWEN_INLINE uint16_t QuantizeBlock32(const float* x, int8_t* qs, int* sum) {
+  const __m512 x0 = _mm512_loadu_ps(x), x1 = _mm512_loadu_ps(x + 16);
+  const float amax = _mm512_reduce_max_ps(_mm512_max_ps(AbsPs(x0), AbsPs(x1)));
+  const uint16_t d16 = ToHalf(amax / 127.0f);
+  const float d = Half(d16);
+  const __m512 id = _mm512_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
+  const __m512i q0 = RoundClamped(x0, id), q1 = RoundClamped(x1, id);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(qs), _mm512_cvtepi32_epi8(q0));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(qs + 16), _mm512_cvtepi32_epi8(q1));
+  *sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+  return d16;
+}
+
+void QuantizeQ8_0(const float* x, void* dst, int64_t n) {
+  auto* out = static_cast<BlockQ8_0*>(dst);
+  int sum;
+  for (int64_t b = 0; b < n / kQK; ++b) out[b].d = QuantizeBlock32(x + b * kQK, out[b].qs, &sum);
+}
+
+void QuantizeQ8_1(const float* x, void* dst, int64_t n) {
+  auto* out = static_cast<BlockQ8_1*>(dst);
+  for (int64_t b = 0; b < n / kQK; ++b) {
+    int sum;
+    out[b].d = QuantizeBlock32(x + b * kQK, out[b].qs, &sum);
+    out[b].s = ToHalf(Half(out[b].d) * static_cast<float>(sum));
+  }
+}
+
+void QuantizeQ8_K(const float* x, void* dst, int64_t n) {
+  auto* out = static_cast<BlockQ8_K*>(dst);
+  for (int64_t b = 0; b < n / kQKK; ++b) {
+    const float* xb = x + b * kQKK;
+    __m512 amax_v = _mm512_setzero_ps();
+    for (int j = 0; j < 16; ++j) amax_v = _mm512_max_ps(amax_v, AbsPs(_mm512_loadu_ps(xb + 16 * j)));
+    const float amax = _mm512_reduce_max_ps(amax_v);
+    const float d = amax / 127.0f;
+    const __m512 id = _mm512_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
+    out[b].d = d;
+    // Sub-block s (values 16 s .. 16 s + 15) becomes 16 bytes = 4 dwords, dword k of which
+    // goes to lane s of output vector k.
+    __m128i sub[16];
+    for (int s = 0; s < 16; ++s) {
+      const __m512i q = RoundClamped(_mm512_loadu_ps(xb + 16 * s), id);
+      out[b].bsums[s] = static_cast<int16_t>(_mm512_reduce_add_epi32(q));
+      sub[s] = _mm512_cvtepi32_epi8(q);
+    }
+    __m512i dm[4];  // dm[m]: sub-blocks 4m .. 4m + 3, natural order
+    for (int m = 0; m < 4; ++m) {
+      const __m256i lo = _mm256_set_m128i(sub[4 * m + 1], sub[4 * m]);
+      const __m256i hi = _mm256_set_m128i(sub[4 * m + 3], sub[4 * m + 2]);
+      dm[m] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+    }
+    for (int k = 0; k < 4; ++k) {
+      // Lane s (mod 8) takes dword 4 (s % 4) + k of dm[s / 4]; the first permute serves
+      // s < 8 from dm[0], dm[1], the second s >= 8 from dm[2], dm[3].
+      const __m512i idx = _mm512_set_epi32(28 + k, 24 + k, 20 + k, 16 + k, 12 + k, 8 + k, 4 + k,
+                                           k, 28 + k, 24 + k, 20 + k, 16 + k, 12 + k, 8 + k,
+                                           4 + k, k);
+      const __m512i lo = _mm512_permutex2var_epi32(dm[0], idx, dm[1]);
+      const __m512i hi = _mm512_permutex2var_epi32(dm[2], idx, dm[3]);
+      _mm512_storeu_si512(out[b].qs + 64 * k, _mm512_mask_blend_epi32(0xFF00, lo, hi));
+    }
+  }
+}
+
+// ============================== Legacy 32-weight blocks ==============================
+// One block is one 256-bit vector of 32 integers in natural order.
+
+QWEN_INLINE __m256i Nibbles(const uint8_t* qs) {
+  const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(x, 4), x), _mm256_set1_epi8(0x0F));
+}
+
+// Adds 16 to each byte whose bit in the 32-bit qh is set.
+QWEN_INLINE __m256i WithFifthBit(__m256i v, const uint8_t* qh) {
+  uint32_t bits;
+  __builtin_memcpy(&bits, qh, 4);
+  return _mm256_mask_add_epi8(v, static_cast<__mmask32>(bits), v, _mm256_set1_epi8(16));
+}
+
+// Signed weights (q - offset) of one block, and their f16 scale.
+struct LegacySigned {
+  __m256i q;
+  float d;
+};
+
+QWEN_INLINE LegacySigned UnpackQ4_0(const uint8_t* p) {
+  const auto* b = reinterpret_cast<const BlockQ4_0*>(p);
+  return {_mm256_sub_epi8(Nibbles(b->qs), _mm256_set1_epi8(8)), Half(b->d)};
+}
+QWEN_INLINE LegacySigned UnpackQ5_0(const uint8_t* p) {
+  const auto* b = reinterpret_cast<const BlockQ5_0*>(p);
+  return {_mm256_sub_epi8(WithFifthBit(Nibbles(b->qs), b->qh), _mm256_set1_epi8(16)), Half(b->d)};
+}
+QWEN_INLINE LegacySigned UnpackQ8_0(const uint8_t* p) {
+  const auto* b = reinterpret_cast<const BlockQ8_0*>(p);
+  return {_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b->qs)), Half(b->d)};
+}
+
+// Unsigned weights q of one block with scale d and minimum m (value d q + m).
+struct LegacyMin {
+  __m256i q;
+  float d, m;
+};
+
+QWEN_INLINE LegacyMin UnpackQ4_1(const uint8_t* p) {
+  const auto* b = reinterpret_cast<const BlockQ4_1*>(p);
+  return {Nibbles(b->qs), Half(b->d), Half(b->m)};
+}
+QWEN_INLINE LegacyMin UnpackQ5_1(const uint8_t* p) {
+  const auto* b = reinterpret_cast<const BlockQ5_1*>(p);
+  return {WithFifthBit(Nibbles(b->qs), b->qh), Half(b->d), Half(b->m)};
+}
+
+struct Q4_0T {
+  static constexpr int kBytes = 18;
+  static QWEN_INLINE LegacySigned Unpack(const uint8_t* p) { return UnpackQ4_0(p); }
+};
+struct Q5_0T {
+  static constexpr int kBytes = 22;
+  static QWEN_INLINE LegacySigned Unpack(const uint8_t* p) { return UnpackQ5_0(p); }
+};
+struct Q8_0T {
+  static constexpr int kBytes = 34;
+  static QWEN_INLINE LegacySigned Unpack(const uint8_t* p) { return UnpackQ8_0(p); }
+};
+struct Q4_1T {
+  static constexpr int kBytes = 20;
+  static QWEN_INLINE LegacyMin Unpack(const uint8_t* p) { return UnpackQ4_1(p); }
+};
+struct Q5_1T {
+  static constexpr int kBytes = 24;
+  static QWEN_INLINE LegacyMin Unpack(const uint8_t* p) { return UnpackQ5_1(p); }
+};
+
+// Dequantization: q * d (signed) or q * d + m, as the scalar reference (no fused multiply-add).
+QWEN_INLINE void StoreScaled(__m256i q_s8, __m512 d, float* dst) {
+  const __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(q_s8)));
+  const __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(q_s8, 1)));
+  _mm512_storeu_ps(dst, _mm512_mul_ps(lo, d));
+  _mm512_storeu_ps(dst + 16, _mm512_mul_ps(hi, d));
+}
+
+template <class T>
+void DequantLegacySigned(const void* src, float* dst, int64_t n) {
+  const auto* p = static_cast<const uint8_t*>(src);
+  for (int64_t b = 0; b < n / kQK; ++b) {
+    const LegacySigned u = T::Unpack(p + b * T::kBytes);
+    StoreScaled(u.q, _mm512_set1_ps(u.d), dst + b * kQK);
+  }
+}
+
+template <class T>
+void DequantLegacyMin(const void* src, float* dst, int64_t n) {
+  const auto* p = static_cast<const uint8_t*>(src);
+  for (int64_t b = 0; b < n / kQK; ++b) {
+    const LegacyMin u = T::Unpack(p + b * T::kBytes);
+    const __m512 d = _mm512_set1_ps(u.d), m = _mm512_set1_ps(u.m);
+    const __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm256_castsi256_si128(u.q)));
+    const __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm256_extracti128_si256(u.q, 1)));
+    _mm512_storeu_ps(dst + b * kQK, _mm512_add_ps(_mm512_mul_ps(lo, d), m));
+    _mm512_storeu_ps(dst + b * kQK + 16, _mm512_add_ps(_mm512_mul_ps(hi, d), m));
+  }
+}
+
+// Signed weights times signed activations through vpdpbusd (unsigned x signed): |w| times a with
+// w's sign moved onto a.
+template <class T, int NC>
+void LegacySignedRow(const uint8_t* w, const uint8_t* a, size_t a_stride, float* y,
+                     size_t y_stride, int64_t nb) {
+  __m256 acc[NC];
+#pragma GCC unroll 16
+  for (int c = 0; c < NC; ++c) acc[c] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    _mm_prefetch(reinterpret_cast<const char*>(w + (b + 16) * T::kBytes), _MM_HINT_T0);
+    const LegacySigned u = T::Unpack(w + b * T::kBytes);
+    const __m256i mag = _mm256_abs_epi8(u.q);
+    const __mmask32 neg = _mm256_movepi8_mask(u.q);
+#pragma GCC unroll 16
+    for (int c = 0; c < NC; ++c) {
+      const auto* ab = reinterpret_cast<const BlockQ8_0*>(a + c * a_stride) + b;
+      const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab->qs));
+      const __m256i sv = _mm256_mask_sub_epi8(av, neg, _mm256_setzero_si256(), av);
+      const __m256i dot = _mm256_dpbusd_epi32(_mm256_setzero_si256(), mag, sv);
+      acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(u.d * Half(ab->d)), acc[c]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int c = 0; c < NC; ++c) {
+    const __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc[c]), _mm256_extractf128_ps(acc[c], 1));
+    const __m128 s2 = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    y[c * y_stride] = _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
+  }
+}
+
+// d q + m weights: sum = d da sum(q qa) + m s, with s = da sum(qa) from the Q8_1 block.
+template <class T, int NC>
+void LegacyMinRow(const uint8_t* w, const uint8_t* a, size_t a_stride, float* y, size_t y_stride,
+                  int64_t nb) {
+  __m256 acc[NC];
+  float msum[NC];
+#pragma GCC unroll 16
+  for (int c = 0; c < NC; ++c) {
+    acc[c] = _mm256_setzero_ps();
+    msum[c] = 0.0f;
+  }
+  for (int64_t b = 0; b < nb; ++b) {
+    _mm_prefetch(reinterpret_cast<const char*>(w + (b + 16) * T::kBytes), _MM_HINT_T0);
+    const LegacyMin u = T::Unpack(w + b * T::kBytes);
+#pragma GCC unroll 16
+    for (int c = 0; c < NC; ++c) {
+      const auto* ab = reinterpret_cast<const BlockQ8_1*>(a + c * a_stride) + b;
+      const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab->qs));
+      const __m256i dot = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u.q, av);
+      acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(u.d * Half(ab->d)), acc[c]);
+      msum[c] += u.m * Half(ab->s);
+    }
+  }
+#pragma GCC unroll 16
+  for (int c = 0; c < NC; ++c) {
+    const __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc[c]), _mm256_extractf128_ps(acc[c], 1));
+    const __m128 s2 = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    y[c * y_stride] = _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2))) + msum[c];
+  }
+}
+
+// ============================== K-quants ==============================
+
+// One unpacked super-block: w[k] lane s = the 4 unsigned weights 16 s + 4 k .. 16 s + 4 k + 3;
+// weight value = dsc_s * w - bias_s / (unit) for the dot product's folding (see each type).
+struct KBlock {
+  __m512i w[4];
+  __m512 dsc;   // per sub-block multiplier of the unsigned integer weight
+  __m512 bias;  // per sub-block amount subtracted per unit of activation sum
+};
+
+// Constant vectors are built with _mm512_set_epi32 from lane formulas; inlined into the loops,
+// the compiler keeps them in registers.
+#define QWEN_LANES(expr)                                                                          \
+  _mm512_set_epi32(L(15, expr), L(14, expr), L(13, expr), L(12, expr), L(11, expr), L(10, expr), \
+                   L(9, expr), L(8, expr), L(7, expr), L(6, expr), L(5, expr), L(4, expr),       \
+                   L(3, expr), L(2, expr), L(1, expr), L(0, expr))
+#define L(s_, expr) ([](int s) { return (expr); }(s_))
+
+// Q4_K / Q5_K scales: 8 pairs (sc, mn) of 6 bits; lane s gets pair j = s / 2. `dm` points at
+// the block's (d, dmin) halves. The 6-bit fields are untangled in 128-bit dword lanes,
+// interleaved as sc_j in lane 2j and mn_j in lane 2j + 1, scaled by (d, dmin) alternating, and
+// spread to the sub-block lanes.
+//   j < 4:  sc = x[j] & 63,                          mn = x[j + 4] & 63
+//   j >= 4: sc = (x[j + 4] & 15) | (x[j - 4] >> 6) << 4,  mn = (x[j + 4] >> 4) | (x[j] >> 6) << 4
+// `sc_unit` multiplies each lane's dsc (a unit change of the unpacked weights).
+QWEN_INLINE void K4Scales(const uint8_t* dm, const uint8_t* scales, __m512 sc_unit, __m512* dsc,
+                          __m512* bias) {
+  // Dwords x0, x1, x2 of the 12 bytes (the 16-byte load ends inside qs). In dword lanes:
+  //   [sc_lo, sc_hi, mn_lo, mn_hi] = [x0 & 3f, (x2 & 0f) | (x0 >> 2 & 30),
+  //                                   x1 & 3f, (x2 >> 4 & 0f) | (x1 >> 2 & 30)]
+  const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(scales));
+  const __m128i a = _mm_srlv_epi32(_mm_shuffle_epi32(x, _MM_SHUFFLE(2, 1, 2, 0)),
+                                   _mm_setr_epi32(0, 0, 0, 4));
+  const __m128i low = _mm_and_si128(
+      a, _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
+  const __m128i b = _mm_srli_epi32(_mm_shuffle_epi32(x, _MM_SHUFFLE(1, 1, 0, 0)), 2);
+  // (b & mask) | low
+  const __m128i fields =
+      _mm_ternarylogic_epi32(b, _mm_setr_epi32(0, 0x30303030, 0, 0x30303030), low, 0xEA);
+  // Bytes [sc_0 mn_0 sc_1 mn_1 ...].
+  const __m128i pairs = _mm_shuffle_epi8(
+      fields, _mm_setr_epi8(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15));
+  uint32_t halves;
+  __builtin_memcpy(&halves, dm, 4);
+  const __m512 scaled =
+      _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(pairs)),
+                    _mm512_cvtph_ps(_mm256_set1_epi32(static_cast<int>(halves))));
+  *dsc = _mm512_mul_ps(_mm512_permutexvar_ps(QWEN_LANES(2 * (s / 2)), scaled), sc_unit);
+  *bias = _mm512_permutexvar_ps(QWEN_LANES(2 * (s / 2) + 1), scaled);
+}
+
+// Q4_K: lane s of piece k reads qs dword 8 (s / 4) + 4 (s % 2) + k, nibble (s / 2) % 2.
+QWEN_INLINE void Q4KNibbles(const uint8_t* qs, __m512i* w) {
+  const __m512i q0 = _mm512_loadu_si512(qs), q1 = _mm512_loadu_si512(qs + 64);
+  const __m512i shift = QWEN_LANES(4 * ((s / 2) % 2));
+  const __m512i idx0 = QWEN_LANES(8 * (s / 4) + 4 * (s % 2));
+  const __m512i nib = _mm512_set1_epi8(0x0F);
+#pragma GCC unroll 4
+  for (int k = 0; k < 4; ++k) {
+    const __m512i idx = _mm512_add_epi32(idx0, _mm512_set1_epi32(k));
+    w[k] = _mm512_and_si512(_mm512_srlv_epi32(_mm512_permutex2var_epi32(q0, idx, q1), shift), nib);
+  }
+}
+
+struct Q4KT {
+  static constexpr int kBytes = 144;
+  // The bias is this multiple of dsc (0: an independent minimum), see KRow.
+  static constexpr int kOffset = 0;
+  // Value d sc q - dmin mn: dsc = d sc, bias = dmin mn. For the dot product the high nibbles are
+  // left in place (16 q, still an unsigned byte) and their lanes' dsc divided by 16, exactly:
+  // one AND per piece instead of a shift and an AND.
+  static QWEN_INLINE void Unpack(const uint8_t* p, KBlock* k) {
+    const auto* b = reinterpret_cast<const BlockQ4_K*>(p);
+    const __m512i q0 = _mm512_loadu_si512(b->qs), q1 = _mm512_loadu_si512(b->qs + 64);
+    const __m512i idx0 = QWEN_LANES(8 * (s / 4) + 4 * (s % 2));
+    const __m512i mask = QWEN_LANES((s / 2) % 2 ? static_cast<int>(0xF0F0F0F0) : 0x0F0F0F0F);
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      const __m512i idx = _mm512_add_epi32(idx0, _mm512_set1_epi32(j));
+      k->w[j] = _mm512_and_si512(_mm512_permutex2var_epi32(q0, idx, q1), mask);
+    }
+    const __m512 unshift = _mm512_castsi512_ps(
+        QWEN_LANES((s / 2) % 2 ? 0x3d800000 /* 1/16 */ : 0x3f800000 /* 1 */));
+    K4Scales(p, b->scales, unshift, &k->dsc, &k->bias);
+  }
+  static QWEN_INLINE void UnpackExact(const uint8_t* p, KBlock* k) {
+    const auto* b = reinterpret_cast<const BlockQ4_K*>(p);
+    Q4KNibbles(b->qs, k->w);
+    K4Scales(p, b->scales, _mm512_set1_ps(1.0f), &k->dsc, &k->bias);
+  }
+  // Dequantized value of unsigned weight u in a lane with (dsc, bias): as the scalar reference.
+  static QWEN_INLINE __m512 Value(__m512i u, __m512 dsc, __m512 bias) {
+    return _mm512_sub_ps(_mm512_mul_ps(dsc, _mm512_cvtepi32_ps(u)), bias);
+  }
+};
+
+struct Q5KT {
+  static constexpr int kBytes = 176;
+  // The bias is this multiple of dsc (0: an independent minimum), see KRow.
+  static constexpr int kOffset = 0;
+  // Q4_K plus bit 4 of lane s at bit s / 2 of qh dword 4 (s % 2) + k.
+  static QWEN_INLINE void UnpackExact(const uint8_t* p, KBlock* k) { Unpack(p, k); }
+  static QWEN_INLINE void Unpack(const uint8_t* p, KBlock* k) {
+    const auto* b = reinterpret_cast<const BlockQ5_K*>(p);
+    Q4KNibbles(b->qs, k->w);
+    const __m512i qh = _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b->qh)));
+    const __m512i idx0 = QWEN_LANES(4 * (s % 2));
+    const __m512i bit = QWEN_LANES(0x01010101 * (1 << (s / 2)));
+    const __m512i sixteen = _mm512_set1_epi8(16);
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      const __m512i h = _mm512_permutexvar_epi32(_mm512_add_epi32(idx0, _mm512_set1_epi32(j)), qh);
+      const __mmask64 set = _mm512_test_epi8_mask(h, bit);
+      k->w[j] = _mm512_mask_add_epi8(k->w[j], set, k->w[j], sixteen);
+    }
+    K4Scales(p, b->scales, _mm512_set1_ps(1.0f), &k->dsc, &k->bias);
+  }
+  static QWEN_INLINE __m512 Value(__m512i u, __m512 dsc, __m512 bias) {
+    return _mm512_sub_ps(_mm512_mul_ps(dsc, _mm512_cvtepi32_ps(u)), bias);
+  }
+};
+
+struct Q6KT {
+  static constexpr int kBytes = 210;
+  // The bias is this multiple of dsc (0: an independent minimum), see KRow.
+  static constexpr int kOffset = 32;
+  // Unsigned u = q + 32 (the stored 6 bits): value d sc (u - 32); dsc = d sc, bias = 32 dsc.
+  // Lane s of piece k: low 4 bits from ql dword 16 (s / 8) + 8 (g % 2) + 4 (s % 2) + k, nibble
+  // g / 2, with g = (s / 2) % 4; high 2 bits at bits 2g of qh dword 8 (s / 8) + 4 (s % 2) + k,
+  // rotated to bits 4-5.
+  static QWEN_INLINE void UnpackExact(const uint8_t* p, KBlock* k) { Unpack(p, k); }
+  static QWEN_INLINE void Unpack(const uint8_t* p, KBlock* k) {
+    const auto* b = reinterpret_cast<const BlockQ6_K*>(p);
+    const __m512i l0 = _mm512_loadu_si512(b->ql), l1 = _mm512_loadu_si512(b->ql + 64);
+    const __m512i h = _mm512_loadu_si512(b->qh);
+    const __m512i idx_l0 = QWEN_LANES(16 * (s / 8) + 8 * (((s / 2) % 4) % 2) + 4 * (s % 2));
+    const __m512i shift_l = QWEN_LANES(4 * (((s / 2) % 4) / 2));
+    const __m512i idx_h0 = QWEN_LANES(8 * (s / 8) + 4 * (s % 2));
+    const __m512i rot_h = QWEN_LANES((36 - 2 * ((s / 2) % 4)) % 32);
+    const __m512i nib = _mm512_set1_epi8(0x0F), top = _mm512_set1_epi8(0x30);
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      const __m512i kv = _mm512_set1_epi32(j);
+      const __m512i low = _mm512_srlv_epi32(
+          _mm512_permutex2var_epi32(l0, _mm512_add_epi32(idx_l0, kv), l1), shift_l);
+      const __m512i high = _mm512_and_si512(
+          _mm512_rolv_epi32(_mm512_permutexvar_epi32(_mm512_add_epi32(idx_h0, kv), h), rot_h),
+          top);
+      // (low & 0x0F) | high
+      k->w[j] = _mm512_ternarylogic_epi32(low, high, nib, 0xEC);
+    }
+    const __m512 sc = _mm512_cvtepi32_ps(
+        _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b->scales))));
+    k->dsc = _mm512_mul_ps(HalfBroadcast(b->d), sc);
+    k->bias = _mm512_mul_ps(k->dsc, _mm512_set1_ps(32.0f));
+  }
+  static QWEN_INLINE __m512 Value(__m512i u, __m512 dsc, __m512) {
+    return _mm512_mul_ps(dsc, _mm512_cvtepi32_ps(_mm512_sub_epi32(u, _mm512_set1_epi32(32))));
+  }
+};
+
+// Q2_K and Q3_K: lane s of piece k reads qs dword 8 (s / 8) + 4 (s % 2) + k, bits 2g with
+// g = (s / 2) % 4.
+QWEN_INLINE void TwoBitPieces(const uint8_t* qs, __m512i* w) {
+  const __m512i q = _mm512_loadu_si512(qs);
+  const __m512i idx0 = QWEN_LANES(8 * (s / 8) + 4 * (s % 2));
+  const __m512i shift = QWEN_LANES(2 * ((s / 2) % 4));
+  const __m512i three = _mm512_set1_epi8(3);
+#pragma GCC unroll 4
+  for (int k = 0; k < 4; ++k) {
+    w[k] = _mm512_and_si512(
+        _mm512_srlv_epi32(_mm512_permutexvar_epi32(_mm512_add_epi32(idx0, _mm512_set1_epi32(k)), q),
+                          shift),
+        three);
+  }
+}
+
+struct Q3KT {
+  static constexpr int kBytes = 110;
+  // The bias is this multiple of dsc (0: an independent minimum), see KRow.
+  static constexpr int kOffset = 4;
+  // Unsigned u = q + 4 = low 2 bits + 4 * hmask bit: value d (sc - 32) (u - 4); dsc =
+  // d (sc - 32), bias = 4 dsc. The hmask bit of lane s is bit 4 (s / 8) + g of hmask dword
+  // 4 (s % 2) + k.
+  static QWEN_INLINE void UnpackExact(const uint8_t* p, KBlock* k) { Unpack(p, k); }
+  static QWEN_INLINE void Unpack(const uint8_t* p, KBlock* k) {
+    const auto* b = reinterpret_cast<const BlockQ3_K*>(p);
+    TwoBitPieces(b->qs, k->w);
+    const __m512i hm =
+        _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b->hmask)));
+    const __m512i idx0 = QWEN_LANES(4 * (s % 2));
+    const __m512i bit = QWEN_LANES(0x01010101 * (1 << (4 * (s / 8) + (s / 2) % 4)));
+    const __m512i four = _mm512_set1_epi8(4);
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      const __m512i h = _mm512_permutexvar_epi32(_mm512_add_epi32(idx0, _mm512_set1_epi32(j)), hm);
+      k->w[j] = _mm512_mask_add_epi8(k->w[j], _mm512_test_epi8_mask(h, bit), k->w[j], four);
+    }
+    // 6-bit scales: low nibble of scale s in byte s % 8 (high nibble for s >= 8), top 2 bits at
+    // bits 2 (s / 4) of byte 8 + s % 4. Untangled in 128-bit dword lanes t (scales 4t .. 4t + 3):
+    //   low  = [x0, x1, x0 >> 4, x1 >> 4] & 0f
+    //   high = [x2 << 4, x2 << 2, x2, x2 >> 2] & 30
+    const __m128i x = _mm_maskz_loadu_epi8(0x0FFF, b->scales);
+    const __m128i low = _mm_and_si128(
+        _mm_srlv_epi32(_mm_shuffle_epi32(x, _MM_SHUFFLE(1, 0, 1, 0)), _mm_setr_epi32(0, 0, 4, 4)),
+        _mm_set1_epi8(0x0F));
+    const __m128i x2 = _mm_shuffle_epi32(x, _MM_SHUFFLE(2, 2, 2, 2));
+    const __m128i high = _mm_srlv_epi32(_mm_sllv_epi32(x2, _mm_setr_epi32(4, 2, 0, 0)),
+                                        _mm_setr_epi32(0, 0, 0, 2));
+    // (high & 0x30) | low
+    const __m128i sc6 = _mm_ternarylogic_epi32(high, _mm_set1_epi8(0x30), low, 0xEA);
+    const __m512i sc = _mm512_sub_epi32(_mm512_cvtepu8_epi32(sc6), _mm512_set1_epi32(32));
+    k->dsc = _mm512_mul_ps(HalfBroadcast(b->d), _mm512_cvtepi32_ps(sc));
+    k->bias = _mm512_mul_ps(k->dsc, _mm512_set1_ps(4.0f));
+  }
+  static QWEN_INLINE __m512 Value(__m512i u, __m512 dsc, __m512) {
+    return _mm512_mul_ps(dsc, _mm512_cvtepi32_ps(_mm512_sub_epi32(u, _mm512_set1_epi32(4))));
+  }
+};
+
+struct Q2KT {
+  static constexpr int kBytes = 84;
+  // The bias is this multiple of dsc (0: an independent minimum), see KRow.
+  static constexpr int kOffset = 0;
+  // Value d (sc & 15) q - dmin (sc >> 4). For the dot product each 2-bit field stays in place
+  // (4^g q, at most 192) and its lanes' dsc is divided by 4^g, exactly.
+  static QWEN_INLINE void Unpack(const uint8_t* p, KBlock* k) {
+    const auto* b = reinterpret_cast<const BlockQ2_K*>(p);
+    const __m512i q = _mm512_loadu_si512(b->qs);
+    const __m512i idx0 = QWEN_LANES(8 * (s / 8) + 4 * (s % 2));
+    const __m512i mask = QWEN_LANES(0x03030303 << (2 * ((s / 2) % 4)));
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      k->w[j] = _mm512_and_si512(
+          _mm512_permutexvar_epi32(_mm512_add_epi32(idx0, _mm512_set1_epi32(j)), q), mask);
+    }
+    Scales(p, k);
+    // 4^-g = 2^(-2g): exponent field 127 - 2g.
+    const __m512 unshift = _mm512_castsi512_ps(QWEN_LANES((127 - 2 * ((s / 2) % 4)) << 23));
+    k->dsc = _mm512_mul_ps(k->dsc, unshift);
+  }
+  static QWEN_INLINE void UnpackExact(const uint8_t* p, KBlock* k) {
+    TwoBitPieces(reinterpret_cast<const BlockQ2_K*>(p)->qs, k->w);
+    Scales(p, k);
+  }
+  static QWEN_INLINE void Scales(const uint8_t* p, KBlock* k) {
+    const auto* b = reinterpret_cast<const BlockQ2_K*>(p);
+    const __m512i x =
+        _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b->scales)));
+    const __m512i sc = _mm512_and_si512(x, _mm512_set1_epi32(15));
+    const __m512i mn = _mm512_srli_epi32(x, 4);
+    k->dsc = _mm512_mul_ps(HalfBroadcast(b->d), _mm512_cvtepi32_ps(sc));
+    k->bias = _mm512_mul_ps(HalfBroadcast(b->dmin), _mm512_cvtepi32_ps(mn));
+  }
+  static QWEN_INLINE __m512 Value(__m512i u, __m512 dsc, __m512 bias) {
+    return _mm512_sub_ps(_mm512_mul_ps(dsc, _mm512_cvtepi32_ps(u)), bias);
+  }
+};
+
+#undef L
+#undef QWEN_LANES
+
+// Dequantization in natural order: the inverse of the lane interleave, then each sub-block's
+// 16 weights through T::Value with that sub-block's scales.
+template <class T>
+void DequantK(const void* src, float* dst, int64_t n) {
+  const auto* p = static_cast<const uint8_t*>(src);
+  alignas(64) float dsc[16], bias[16];
+  for (int64_t b = 0; b < n / kQKK; ++b) {
+    KBlock k;
+    T::UnpackExact(p + b * T::kBytes, &k);
+    _mm512_store_ps(dsc, k.dsc);
+    _mm512_store_ps(bias, k.bias);
+    float* out = dst + b * kQKK;
+#pragma GCC unroll 4
+    for (int m = 0; m < 4; ++m) {
+      // Lane 4 r + k of sub-blocks 4m .. 4m + 3 = lane 4m + r of piece k.
+      const __m512i idx = _mm512_set_epi32(16 + 4 * m + 3, 4 * m + 3, 16 + 4 * m + 3, 4 * m + 3,
+                                           16 + 4 * m + 2, 4 * m + 2, 16 + 4 * m + 2, 4 * m + 2,
+                                           16 + 4 * m + 1, 4 * m + 1, 16 + 4 * m + 1, 4 * m + 1,
+                                           16 + 4 * m, 4 * m, 16 + 4 * m, 4 * m);
+      const __m512i lo = _mm512_permutex2var_epi32(k.w[0], idx, k.w[1]);
+      const __m512i hi = _mm512_permutex2var_epi32(k.w[2], idx, k.w[3]);
+      const __m512i sub4 = _mm512_mask_blend_epi32(0xCCCC, lo, hi);
+      const __m128i parts[4] = {_mm512_extracti32x4_epi32(sub4, 0), _mm512_extracti32x4_epi32(sub4, 1),
+                                _mm512_extracti32x4_epi32(sub4, 2), _mm512_extracti32x4_epi32(sub4, 3)};
+#pragma GCC unroll 4
+      for (int r = 0; r < 4; ++r) {
+        const int s = 4 * m + r;
+        const __m512i u = _mm512_cvtepu8_epi32(parts[r]);
+        _mm512_storeu_ps(out + 16 * s,
+                         T::Value(u, _mm512_set1_ps(dsc[s]), _mm512_set1_ps(bias[s])));
+      }
+    }
+  }
+}
+
+// Weights are prefetched this many bytes ahead of the block being unpacked: about memory
+// latency times one core's bandwidth (100 ns x 20-30 GB/s).
+constexpr int kPrefetchBytes = 2048;
+
+// Per column group of a tile, what the rows need from each activation block beyond its values,
+// computed once instead of once per row. Layout [column][block][16 lanes]:
+//   kOffset == 0: da * bsum_s as floats (the minimum's term, accumulated separately);
+//   kOffset != 0: -kOffset * bsum_s as int32 (the starting value of the integer sum, so that the
+//                 sum is directly sum_s (u - kOffset) a over the sub-block).
+constexpr int64_t kMaxPreparedBlocks = 64;  // rows of up to 16384 weights
+
+template <class T>
+void PrepareK(const uint8_t* a, size_t a_stride, int64_t nc, int64_t nb, float* out) {
+  for (int64_t c = 0; c < nc; ++c) {
+    for (int64_t b = 0; b < nb; ++b) {
+      const auto* ab = reinterpret_cast<const BlockQ8_K*>(a + c * a_stride) + b;
+      const __m512i bs =
+          _mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab->bsums)));
+      float* dst = out + (c * nb + b) * 16;
+      if constexpr (T::kOffset != 0) {
+        _mm512_store_si512(dst, _mm512_mullo_epi32(bs, _mm512_set1_epi32(-T::kOffset)));
+      } else {
+        _mm512_store_ps(dst, _mm512_mul_ps(_mm512_cvtepi32_ps(bs), _mm512_set1_ps(ab->d)));
+      }
+    }
+  }
+}
+
+// One weight row of super-blocks against NC Q8_K activation rows:
+//   y_c = sum over blocks of da * sum_s (dsc_s I_s - bias_s bsum_s),
+// with I_s the integer product of sub-block s. `prep` is PrepareK's output or null (then the
+// bsums are converted here, as for a single dot product).
+template <class T, int NC>
+void KRow(const uint8_t* w, const uint8_t* a, size_t a_stride, const float* prep, float* y,
+          size_t y_stride, int64_t nb) {
+  __m512 acc[NC];
+#pragma GCC unroll 16
+  for (int c = 0; c < NC; ++c) acc[c] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* wb = w + b * T::kBytes;
+    _mm_prefetch(reinterpret_cast<const char*>(wb + kPrefetchBytes), _MM_HINT_T0);
+    KBlock k;
+    T::Unpack(wb, &k);
+#pragma GCC unroll 16
+    for (int c = 0; c < NC; ++c) {
+      const auto* ab = reinterpret_cast<const BlockQ8_K*>(a + c * a_stride) + b;
+      const float* pb = prep + (c * nb + b) * 16;
+      // One dependent chain per block and column: blocks are independent, so out-of-order
+      // execution overlaps the chains of consecutive blocks.
+      __m512i i0 = prep != nullptr && T::kOffset != 0 ? _mm512_load_si512(pb)
+                                                      : _mm512_setzero_si512();
+      i0 = _mm512_dpbusd_epi32(i0, k.w[0], _mm512_loadu_si512(ab->qs));
+      i0 = _mm512_dpbusd_epi32(i0, k.w[1], _mm512_loadu_si512(ab->qs + 64));
+      i0 = _mm512_dpbusd_epi32(i0, k.w[2], _mm512_loadu_si512(ab->qs + 128));
+      i0 = _mm512_dpbusd_epi32(i0, k.w[3], _mm512_loadu_si512(ab->qs + 192));
+      const __m512 da = _mm512_set1_ps(ab->d);
+      if (prep != nullptr) {
+        acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0), _mm512_mul_ps(k.dsc, da), acc[c]);
+        if (T::kOffset == 0) acc[c] = _mm512_fnmadd_ps(k.bias, _mm512_load_ps(pb), acc[c]);
+      } else {
+        const __m512 bsums = _mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab->bsums))));
+        __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(i0), k.dsc);
+        t = _mm512_fnmadd_ps(k.bias, bsums, t);
+        acc[c] = _mm512_fmadd_ps(t, da, acc[c]);
+      }
+    }
+  }
+#pragma GCC unroll 16
+  for (int c = 0; c < NC; ++c) y[c * y_stride] = _mm512_reduce_add_ps(acc[c]);
+}
+
+// ============================== Tiles and tables ==============================
+
+using RowFn = void (*)(const uint8_t* w, const uint8_t* a, size_t a_stride, const float* prep,
+                       float* y, size_t y_stride, int64_t n);
+
+// A row kernel for each column count 1..kMaxCols; n_units is blocks (or elements for floats).
+using PrepareFn = void (*)(const uint8_t* a, size_t a_stride, int64_t nc, int64_t nb, float* out);
+
+// Row kernels for each column count 1..kMaxCols, and the tile-level preparation (or null).
+template <template <int> class R, PrepareFn kPrep = nullptr>
+struct RowTable {
+  static constexpr RowFn kFns[kMaxCols + 1] = {nullptr, R<1>::Run, R<2>::Run, R<3>::Run,
+                                               R<4>::Run, R<5>::Run, R<6>::Run, R<7>::Run,
+                                               R<8>::Run};
+  static constexpr PrepareFn kPrepare = kPrep;
+};
+
+template <class T>
+struct KR {
+  template <int NC>
+  struct R {
+    static void Run(const uint8_t* w, const uint8_t* a, size_t as, const float* prep, float* y,
+                    size_t ys, int64_t n) {
+      KRow<T, NC>(w, a, as, prep, y, ys, n / kQKK);
+    }
+  };
+};
+
+template <class T>
+struct LSR {
+  template <int NC>
+  struct R {
+    static void Run(const uint8_t* w, const uint8_t* a, size_t as, const float*, float* y,
+                    size_t ys, int64_t n) {
+      LegacySignedRow<T, NC>(w, a, as, y, ys, n / kQK);
+    }
+  };
+};
+
+template <class T>
+struct LMR {
+  template <int NC>
+  struct R {
+    static void Run(const uint8_t* w, const uint8_t* a, size_t as, const float*, float* y,
+                    size_t ys, int64_t n) {
+      LegacyMinRow<T, NC>(w, a, as, y, ys, n / kQK);
+    }
+  };
+};
+
+template <class Row>
+struct FR {
+  template <int NC>
+  struct R {
+    static void Run(const uint8_t* w, const uint8_t* a, size_t as, const float*, float* y,
+                    size_t ys, int64_t n) {
+      FloatRow<Row, NC>(w, a, as, y, ys, n);
+    }
+  };
+};
+
+// Rows in chunks, columns in groups of up to kMaxCols: every weight block is read from memory
+// once, and re-read from cache only when there are more than kMaxCols columns. The k-quants'
+// bsums are prepared once per (row chunk, column group) instead of once per row.
+template <class Table>
+void Tile(const void* w, size_t w_stride, int64_t n_rows, const void* a, size_t a_stride,
+          int64_t n_cols, float* y, size_t y_stride, int64_t n) {
+  const auto* wp = static_cast<const uint8_t*>(w);
+  const auto* ap = static_cast<const uint8_t*>(a);
+  const int64_t nb = n / kQKK;
+  constexpr bool kPrepares = Table::kPrepare != nullptr;
+  const bool prepare = kPrepares && n_rows >= 4 && nb <= kMaxPreparedBlocks;
+  alignas(64) float prep[kPrepares ? kMaxCols * kMaxPreparedBlocks * 16 : 1];
+  for (int64_t r0 = 0; r0 < n_rows; r0 += kRowChunk) {
+    const int64_t r1 = r0 + kRowChunk < n_rows ? r0 + kRowChunk : n_rows;
+    for (int64_t c0 = 0; c0 < n_cols; c0 += kMaxCols) {
+      const int64_t nc = n_cols - c0 < kMaxCols ? n_cols - c0 : kMaxCols;
+      const RowFn fn = Table::kFns[nc];
+      if (prepare) Table::kPrepare(ap + c0 * a_stride, a_stride, nc, nb, prep);
+      for (int64_t r = r0; r < r1; ++r) {
+        fn(wp + r * w_stride, ap + c0 * a_stride, a_stride, prepare ? prep : nullptr,
+           y + c0 * y_stride + r, y_stride, n);
+      }
+    }
+  }
+}
+
+// Float activations are 4 bytes per weight: with several columns a whole row's worth of them
+// outgrows L1. Wider tiles therefore walk the row in pieces of kFloatChunk weights, each piece
+// serving every row of the row chunk from L1 (16 KiB of activations for 8 columns), and add
+// the partial sums into y.
+constexpr int64_t kFloatChunk = 512;
+
+template <class Row>
+void FloatTile(const void* w, size_t w_stride, int64_t n_rows, const void* a, size_t a_stride,
+               int64_t n_cols, float* y, size_t y_stride, int64_t n) {
+  using Table = RowTable<FR<Row>::template R>;
+  if (n_cols == 1 || n <= kFloatChunk) {
+    Tile<Table>(w, w_stride, n_rows, a, a_stride, n_cols, y, y_stride, n);
+    return;
+  }
+  const auto* wp = static_cast<const uint8_t*>(w);
+  const auto* ap = static_cast<const uint8_t*>(a);
+  for (int64_t r0 = 0; r0 < n_rows; r0 += kRowChunk) {
+    const int64_t r1 = r0 + kRowChunk < n_rows ? r0 + kRowChunk : n_rows;
+    for (int64_t k0 = 0; k0 < n; k0 += kFloatChunk) {
+      const int64_t kc = n - k0 < kFloatChunk ? n - k0 : kFloatChunk;
+      for (int64_t c0 = 0; c0 < n_cols; c0 += kMaxCols) {
+        const int64_t nc = n_cols - c0 < kMaxCols ? n_cols - c0 : kMaxCols;
+        const RowFn fn = Table::kFns[nc];
+        for (int64_t r = r0; r < r1; ++r) {
+          float part[kMaxCols];
+          fn(wp + r * w_stride + k0 * Row::kBytes, ap + c0 * a_stride + k0 * 4, a_stride, nullptr,
+             part, 1, kc);
+          float* yr = y + c0 * y_stride + r;
+          for (int64_t c = 0; c < nc; ++c) {
+            yr[c * y_stride] = k0 == 0 ? part[c] : yr[c * y_stride] + part[c];
+          }
+        }
+      }
+    }
+  }
+}
+
+template <class Table>
+float Dot(const void* w, const void* a, int64_t n) {
+  float y;
+  Table::kFns[1](static_cast<const uint8_t*>(w), static_cast<const uint8_t*>(a), 0, nullptr, &y,
+                 0, n);
+  return y;
+}
+
+template <class Table>
+void SetDot(KernelTable* t, GgmlType type) {
+  const auto i = static_cast<uint32_t>(type);
+  t->dot[i] = Dot<Table>;
+  t->dot_tile[i] = Tile<Table>;
+}
+
+}  // namespace
+
+void FillAvx512Kernels(KernelTable* t) {
+  auto idx = [](GgmlType type) { return static_cast<uint32_t>(type); };
+  t->dequantize[idx(GgmlType::kF16)] = DequantFloat<F16Row>;
+  t->dequantize[idx(GgmlType::kBF16)] = DequantFloat<BF16Row>;
+  SetDot<RowTable<FR<F32Row>::R>>(t, GgmlType::kF32);
+  SetDot<RowTable<FR<F16Row>::R>>(t, GgmlType::kF16);
+  SetDot<RowTable<FR<BF16Row>::R>>(t, GgmlType::kBF16);
+  t->dot_tile[idx(GgmlType::kF32)] = FloatTile<F32Row>;
+  t->dot_tile[idx(GgmlType::kF16)] = FloatTile<F16Row>;
+  t->dot_tile[idx(GgmlType::kBF16)] = FloatTile<BF16Row>;
+
+  t->quantize_activation[idx(GgmlType::kQ4_0)] = QuantizeQ8_0;
+  t->quantize_activation[idx(GgmlType::kQ5_0)] = QuantizeQ8_0;
+  t->quantize_activation[idx(GgmlType::kQ8_0)] = QuantizeQ8_0;
+  t->quantize_activation[idx(GgmlType::kQ4_1)] = QuantizeQ8_1;
+  t->quantize_activation[idx(GgmlType::kQ5_1)] = QuantizeQ8_1;
+  t->dequantize[idx(GgmlType::kQ4_0)] = DequantLegacySigned<Q4_0T>;
+  t->dequantize[idx(GgmlType::kQ5_0)] = DequantLegacySigned<Q5_0T>;
+  t->dequantize[idx(GgmlType::kQ8_0)] = DequantLegacySigned<Q8_0T>;
+  t->dequantize[idx(GgmlType::kQ4_1)] = DequantLegacyMin<Q4_1T>;
+  t->dequantize[idx(GgmlType::kQ5_1)] = DequantLegacyMin<Q5_1T>;
+  SetDot<RowTable<LSR<Q4_0T>::R>>(t, GgmlType::kQ4_0);
+  SetDot<RowTable<LSR<Q5_0T>::R>>(t, GgmlType::kQ5_0);
+  SetDot<RowTable<LSR<Q8_0T>::R>>(t, GgmlType::kQ8_0);
+  SetDot<RowTable<LMR<Q4_1T>::R>>(t, GgmlType::kQ4_1);
+  SetDot<RowTable<LMR<Q5_1T>::R>>(t, GgmlType::kQ5_1);
+
+  const GgmlType k_quants[] = {GgmlType::kQ2_K, GgmlType::kQ3_K, GgmlType::kQ4_K, GgmlType::kQ5_K,
+                               GgmlType::kQ6_K};
+  for (int i = 0; i < 5; ++i) t->quantize_activation[idx(k_quants[i])] = QuantizeQ8_K;
+  t->dequantize[idx(GgmlType::kQ2_K)] = DequantK<Q2KT>;
+  t->dequantize[idx(GgmlType::kQ3_K)] = DequantK<Q3KT>;
+  t->dequantize[idx(GgmlType::kQ4_K)] = DequantK<Q4KT>;
+  t->dequantize[idx(GgmlType::kQ5_K)] = DequantK<Q5KT>;
+  t->dequantize[idx(GgmlType::kQ6_K)] = DequantK<Q6KT>;
+  SetDot<RowTable<KR<Q2KT>::R, PrepareK<Q2KT>>>(t, GgmlType::kQ2_K);
+  SetDot<RowTable<KR<Q3KT>::R, PrepareK<Q3KT>>>(t, GgmlType::kQ3_K);
+  SetDot<RowTable<KR<Q4KT>::R, PrepareK<Q4KT>>>(t, GgmlType::kQ4_K);
+  SetDot<RowTable<KR<Q5KT>::R, PrepareK<Q5KT>>>(t, GgmlType::kQ5_K);
+  SetDot<RowTable<KR<Q6KT>::R, PrepareK<Q6KT>>>(t, GgmlType::kQ6_K);
+}
+
+}  // namespace qwen::quant::internal
