@@ -8,10 +8,7 @@
 
 namespace {
 
-struct Result {
-  int status;
-  std::string out;
-};
+using Result = qwen::testing::CommandResult;
 
 // Runs `qwen ARGS < input_file` with stderr merged into stdout when `merge_stderr`.
 Result RunQwen(const std::string& args, const std::string& input, bool merge_stderr = false) {
@@ -23,15 +20,7 @@ Result RunQwen(const std::string& args, const std::string& input, bool merge_std
   }
   const std::string cmd = qwen::testing::BinPath("qwen") + " " + args + " < " + in_path +
                           (merge_stderr ? " 2>&1" : " 2>/dev/null");
-  FILE* p = popen(cmd.c_str(), "r");
-  Result r{-1, ""};
-  if (p == nullptr) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) r.out.append(buf, n);
-  const int status = pclose(p);
-  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
+  return qwen::testing::RunCommand(cmd);
 }
 
 const std::string kModel = "--model " + qwen::testing::DataPath("models/tiny-qwen35-q3_k_m.gguf");
