@@ -7,6 +7,8 @@ namespace qwen::cli {
 
 int RunInspect(int argc, char** argv);
 int RunGenerate(int argc, char** argv);
+int RunSynth(int argc, char** argv);
+int RunBench(int argc, char** argv);
 int RunTokenize(int argc, char** argv);
 int RunDetokenize(int argc, char** argv);
 int RunRender(int argc, char** argv);

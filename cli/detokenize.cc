@@ -18,14 +18,12 @@ ABSL_FLAG(bool, show_special, false,
 namespace qwen::cli {
 
 int RunDetokenize(int argc, char** argv) {
-  std::vector<std::string> storage;
-  std::vector<char*> args = NormalizeDashedFlags(argc, argv, &storage);
   const std::vector<std::string> positional = ParseFlags(
       "detokenize",
       "qwen detokenize --model MODEL.gguf --tokens 1,2,3 [--show-special] [--json]\n\n"
       "Prints the text of the ids (a newline is added; --json prints {\"text\": ...} instead).\n"
       "Bytes that do not form UTF-8 come out as U+FFFD.",
-      static_cast<int>(args.size()), args.data());
+      argc, argv);
   const std::string model = absl::GetFlag(FLAGS_model);
   if (model.empty() || !positional.empty()) {
     std::fprintf(stderr, "usage: qwen detokenize --model MODEL.gguf --tokens 1,2,3 "

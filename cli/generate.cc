@@ -1,7 +1,9 @@
 // `qwen generate`: run the model on a prompt and print the continuation.
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -14,15 +16,22 @@
 #include "cli/common_flags.h"
 #include "cli/engine_flags.h"
 #include "cli/flags_util.h"
+#include "inference/chat/chat_template.h"
+#include "inference/chat/output_parser.h"
 #include "inference/common/status_macros.h"
 #include "inference/common/thread_pool.h"
 #include "inference/gguf/gguf_file.h"
 #include "inference/model/model.h"
 #include "inference/sampling/sampler.h"
+#include "inference/tokenizer/tokenizer.h"
 #include "nlohmann/json.hpp"
 
+ABSL_FLAG(std::string, prompt, "", "Prompt text (special tokens such as <|im_start|> recognised).");
+ABSL_FLAG(std::string, chat, "",
+          "A chat request JSON file ({\"messages\", \"tools\", \"enable_thinking\", ...}) rendered "
+          "with the model's chat template; the output is split into reasoning, content and tool "
+          "calls.");
 ABSL_FLAG(int32_t, max_tokens, 32, "Tokens to generate at most.");
-ABSL_FLAG(int32_t, batch, 512, "Prompt tokens per forward pass while prefilling.");
 ABSL_FLAG(double, temperature, 0.8, "Sampling temperature; 0 is greedy.");
 ABSL_FLAG(int32_t, top_k, 40, "Keep the k most likely tokens (0: off).");
 ABSL_FLAG(double, top_p, 0.95, "Nucleus sampling mass (1: off).");
@@ -36,13 +45,14 @@ ABSL_FLAG(std::string, teacher_force, "",
           "Comma-separated token ids fed after the prompt instead of sampled ones.");
 ABSL_FLAG(bool, reference_math, false,
           "Compute every product in float32 from dequantized weights (slow; for checking).");
+ABSL_FLAG(int32_t, batch, 512, "Prompt tokens per forward pass while prefilling.");
 
 namespace qwen::cli {
 namespace {
 
 absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& flag, const std::string& s) {
   std::vector<int32_t> ids;
-  for (absl::string_view part : absl::StrSplit(s, absl::ByAnyChar(", \t\n"), absl::SkipEmpty())) {
+  for (absl::string_view part : absl::StrSplit(s, absl::ByAnyChar(", []\n\t"), absl::SkipEmpty())) {
     int32_t v;
     if (!absl::SimpleAtoi(part, &v)) {
       return absl::InvalidArgumentError(
@@ -72,8 +82,13 @@ double Seconds(std::chrono::steady_clock::time_point a, std::chrono::steady_cloc
 absl::Status Generate() {
   const std::string path = absl::GetFlag(FLAGS_model);
   if (path.empty()) return absl::InvalidArgumentError("--model is required");
-  ASSIGN_OR_RETURN(std::vector<int32_t> prompt, ParseIds("tokens", absl::GetFlag(FLAGS_tokens)));
-  if (prompt.empty()) return absl::InvalidArgumentError("--tokens: the prompt is empty");
+  const std::string prompt_text = absl::GetFlag(FLAGS_prompt);
+  const std::string chat_path = absl::GetFlag(FLAGS_chat);
+  const int inputs =
+      !absl::GetFlag(FLAGS_tokens).empty() + !prompt_text.empty() + !chat_path.empty();
+  if (inputs != 1) {
+    return absl::InvalidArgumentError("give exactly one of --tokens, --prompt and --chat");
+  }
   ASSIGN_OR_RETURN(std::vector<int32_t> teacher,
                    ParseIds("teacher_force", absl::GetFlag(FLAGS_teacher_force)));
   const int32_t batch = absl::GetFlag(FLAGS_batch);
@@ -88,6 +103,36 @@ absl::Status Generate() {
   std::shared_ptr<const gguf::GgufFile> file = std::move(file_owned);
   ASSIGN_OR_RETURN(std::unique_ptr<model::Model> model, model::Model::Load(file));
   const int64_t V = model->config().n_vocab;
+
+  // The prompt: ids as given, or text through the tokenizer (after the chat template).
+  std::unique_ptr<tokenizer::Tokenizer> tok;
+  if (auto t = tokenizer::Tokenizer::FromGguf(*file); t.ok()) {
+    tok = std::move(*t);
+  } else if (absl::GetFlag(FLAGS_tokens).empty()) {
+    return t.status();
+  }
+  std::vector<int32_t> prompt;
+  std::string rendered;
+  nlohmann::ordered_json chat_request;
+  if (!absl::GetFlag(FLAGS_tokens).empty()) {
+    ASSIGN_OR_RETURN(prompt, ParseIds("tokens", absl::GetFlag(FLAGS_tokens)));
+  } else if (!prompt_text.empty()) {
+    rendered = prompt_text;
+  } else {
+    std::ifstream in(chat_path, std::ios::binary);
+    if (!in) return absl::NotFoundError(absl::StrCat("--chat: cannot read ", chat_path));
+    std::stringstream ss;
+    ss << in.rdbuf();
+    chat_request = nlohmann::ordered_json::parse(ss.str(), nullptr, false);
+    if (chat_request.is_discarded() || !chat_request.is_object()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--chat: ", chat_path, " is not a JSON object"));
+    }
+    ASSIGN_OR_RETURN(auto tmpl, chat::ChatTemplate::FromGguf(*file));
+    ASSIGN_OR_RETURN(rendered, tmpl->Render(chat_request));
+  }
+  if (!rendered.empty()) prompt = tok->Encode(rendered, /*parse_special=*/true);
+  if (prompt.empty()) return absl::InvalidArgumentError("the prompt is empty");
 
   int threads = absl::GetFlag(FLAGS_threads);
   if (threads <= 0) threads = AvailableCores();
@@ -116,7 +161,7 @@ absl::Status Generate() {
     }
   }
   sampling::Sampler sampler(sp, V, prompt);
-  const std::vector<int32_t> eog = EndOfGenerationIds(*file);
+  const std::vector<int32_t> eog = tok ? tok->end_of_generation_ids() : EndOfGenerationIds(*file);
 
   const std::string dump_path = absl::GetFlag(FLAGS_dump_logits);
   std::unique_ptr<FILE, int (*)(FILE*)> dump(nullptr, &std::fclose);
@@ -172,17 +217,42 @@ absl::Status Generate() {
 
   const double prefill_s = Seconds(t_loaded, t_prefilled);
   const double decode_s = Seconds(t_prefilled, t_done);
+  std::string text;
+  if (tok) {
+    // The end-of-generation token is not part of the answer.
+    std::vector<int32_t> shown = generated;
+    if (finish == "eos" && !shown.empty()) shown.pop_back();
+    text = tok->Decode(shown);
+  }
+  nlohmann::ordered_json parsed;
+  if (!chat_path.empty()) {
+    chat::OutputParserOptions po;
+    po.reasoning_open = chat::PromptOpensReasoning(rendered);
+    if (chat_request.contains("tools")) po.tools = chat_request["tools"];
+    parsed = chat::OutputParser::Parse(text, po).ToJson();
+  }
   if (absl::GetFlag(FLAGS_json)) {
     nlohmann::ordered_json out;
     out["prompt_tokens"] = prompt;
     out["tokens"] = generated;
+    if (tok) out["text"] = text;
+    if (!parsed.is_null()) out["message"] = parsed;
     out["finish_reason"] = finish;
     out["timings"] = {{"load_s", Seconds(t_start, t_loaded)},
                       {"prefill_tokens_per_s", prompt.size() / std::max(prefill_s, 1e-9)},
                       {"decode_tokens_per_s", generated.size() / std::max(decode_s, 1e-9)}};
-    std::printf("%s\n", out.dump().c_str());
+    std::printf("%s\n",
+                out.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace).c_str());
   } else {
-    std::printf("%s\n", absl::StrJoin(generated, ",").c_str());
+    if (!parsed.is_null()) {
+      std::printf(
+          "%s\n",
+          parsed.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace).c_str());
+    } else if (!rendered.empty()) {
+      std::printf("%s\n", text.c_str());
+    } else {
+      std::printf("%s\n", absl::StrJoin(generated, ",").c_str());
+    }
     std::fprintf(stderr,
                  "[%zu prompt tokens in %.3f s (%.1f tok/s), %zu generated in %.3f s (%.1f tok/s), "
                  "finish: %s]\n",
@@ -198,8 +268,10 @@ absl::Status Generate() {
 int RunGenerate(int argc, char** argv) {
   std::vector<std::string> args = ParseFlags(
       "generate",
-      "qwen generate --model M --tokens 1,2,3 [--max_tokens N] [--temperature T] [--seed S]\n"
-      "Runs the model on the prompt and prints the generated token ids.",
+      "qwen generate --model M (--prompt TEXT | --tokens 1,2,3 | --chat request.json)\n"
+      "              [--max-tokens N] [--temperature T] [--seed S]\n"
+      "Runs the model on the prompt and prints the continuation: token ids for --tokens, text\n"
+      "for --prompt, {reasoning, content, tool_calls} for --chat (--json: all of it).",
       argc, argv, {"engine_flags"});
   if (!args.empty()) {
     std::fprintf(stderr, "qwen generate: unexpected argument \"%s\"\n", args[0].c_str());

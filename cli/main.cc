@@ -17,6 +17,8 @@ struct Command {
 constexpr Command kCommands[] = {
     {"inspect", qwen::cli::RunInspect, "print a GGUF file's metadata and tensors"},
     {"generate", qwen::cli::RunGenerate, "run the model on a prompt and print the continuation"},
+    {"synth", qwen::cli::RunSynth, "write a full-size GGUF with random weights for benchmarks"},
+    {"bench", qwen::cli::RunBench, "measure speed and memory on a model file"},
     {"tokenize", qwen::cli::RunTokenize, "text to token ids with the model's tokenizer"},
     {"detokenize", qwen::cli::RunDetokenize, "token ids to text"},
     {"render", qwen::cli::RunRender, "a chat request to the prompt, with the model's template"},

@@ -22,15 +22,13 @@ ABSL_FLAG(bool, no_thinking, false,
 namespace qwen::cli {
 
 int RunParse(int argc, char** argv) {
-  std::vector<std::string> storage;
-  std::vector<char*> args = NormalizeDashedFlags(argc, argv, &storage);
   const std::vector<std::string> positional = ParseFlags(
       "parse",
       "qwen parse [--tools TOOLS.json] [--no-thinking] [OUTPUT.txt]\n\n"
       "Reads the model's generated text from OUTPUT.txt or standard input and prints\n"
       "{\"reasoning\": ..., \"content\": ..., \"tool_calls\": [{\"name\", \"arguments\"}]}.\n"
       "A malformed call has \"valid\": false, \"error\" and its \"raw\" text.",
-      static_cast<int>(args.size()), args.data());
+      argc, argv);
   if (positional.size() > 1) {
     std::fprintf(stderr, "usage: qwen parse [--tools TOOLS.json] [--no-thinking] [OUTPUT.txt]\n");
     return 2;

@@ -21,8 +21,6 @@ ABSL_FLAG(std::string, chat_template, "",
 namespace qwen::cli {
 
 int RunRender(int argc, char** argv) {
-  std::vector<std::string> storage;
-  std::vector<char*> args = NormalizeDashedFlags(argc, argv, &storage);
   const std::vector<std::string> positional = ParseFlags(
       "render",
       "qwen render (--model MODEL.gguf | --chat_template FILE.jinja) [--json] [REQUEST.json]\n\n"
@@ -31,7 +29,7 @@ int RunRender(int argc, char** argv) {
       "or standard input and prints the prompt exactly (no newline added). --json prints\n"
       "{\"prompt\": ..., \"reasoning_open\": bool}. An invalid conversation exits with status 2\n"
       "and the template's own message on stderr.",
-      static_cast<int>(args.size()), args.data());
+      argc, argv);
   const std::string model = absl::GetFlag(FLAGS_model);
   const std::string template_path = absl::GetFlag(FLAGS_chat_template);
   if ((model.empty() == template_path.empty()) || positional.size() > 1) {

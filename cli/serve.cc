@@ -77,7 +77,7 @@ int RunServe(int argc, char** argv) {
   p.slots = absl::GetFlag(FLAGS_slots);
   p.ctx_size = absl::GetFlag(FLAGS_ctx_size);
   p.kv_type = absl::GetFlag(FLAGS_kv_type);
-  p.batch = absl::GetFlag(FLAGS_step_tokens);
+  p.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
   p.socket_dir = absl::GetFlag(FLAGS_socket_dir);
   p.heartbeat_interval = absl::GetFlag(FLAGS_heartbeat_interval);
   p.heartbeat_timeout = absl::GetFlag(FLAGS_heartbeat_timeout);

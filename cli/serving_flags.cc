@@ -5,6 +5,7 @@
 ABSL_FLAG(int32_t, slots, 4,
           "Sequences each worker runs at once (continuously batched); each slot holds a context "
           "of --ctx_size tokens.");
-ABSL_FLAG(int32_t, step_tokens, 256,
-          "Token budget of one engine step: the next token of every decoding sequence first, "
-          "then chunks of waiting prompts, so long prompts do not stall running streams.");
+ABSL_FLAG(int32_t, prefill_chunk, 256,
+          "Prompt tokens a worker's engine step prefills on top of one token per decoding "
+          "sequence: smaller keeps running streams' inter-token latency low while a long prompt "
+          "is prefilled, larger prefills faster.");

@@ -7,6 +7,6 @@
 #include "absl/flags/declare.h"
 
 ABSL_DECLARE_FLAG(int32_t, slots);
-ABSL_DECLARE_FLAG(int32_t, step_tokens);
+ABSL_DECLARE_FLAG(int32_t, prefill_chunk);
 
 #endif  // QWEN_CLI_SERVING_FLAGS_H_

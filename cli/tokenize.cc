@@ -22,15 +22,13 @@ ABSL_FLAG(std::string, pre_tokenizer, "",
 namespace qwen::cli {
 
 int RunTokenize(int argc, char** argv) {
-  std::vector<std::string> storage;
-  std::vector<char*> args = NormalizeDashedFlags(argc, argv, &storage);
   const std::vector<std::string> positional = ParseFlags(
       "tokenize",
       "qwen tokenize --model MODEL.gguf [--text TEXT] [--no-special] [--json]\n\n"
       "Prints the token ids of TEXT (or of standard input), then one line per token with its id,\n"
       "its piece as spelled in the vocabulary and the text it stands for. --json prints\n"
       "{\"ids\": [...], \"tokens\": [{\"id\", \"piece\", \"text\"}]}.",
-      static_cast<int>(args.size()), args.data());
+      argc, argv);
   const std::string model = absl::GetFlag(FLAGS_model);
   if (model.empty() || !positional.empty()) {
     std::fprintf(stderr, "usage: qwen tokenize --model MODEL.gguf [--text TEXT] [--no-special] "

@@ -41,7 +41,7 @@ int RunWorker(int argc, char** argv) {
   o.threads = absl::GetFlag(FLAGS_threads);
   o.ctx_size = absl::GetFlag(FLAGS_ctx_size);
   o.kv_type = absl::GetFlag(FLAGS_kv_type);
-  o.batch = absl::GetFlag(FLAGS_step_tokens);
+  o.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
   o.parent_pid = absl::GetFlag(FLAGS_parent_pid);
   o.allow_forced_tokens = absl::GetFlag(FLAGS_testing_allow_forced_tokens);
   absl::Status s = service::RunWorker(o);

@@ -4,7 +4,9 @@
 # only those files get the flags, and dispatch picks one at run time.
 set(QWEN_AVX2_FLAGS -mavx2 -mfma -mf16c -mbmi2)
 set(QWEN_AVX512_FLAGS -mavx2 -mfma -mf16c -mbmi2 -mavx512f -mavx512bw -mavx512vl -mavx512dq
-    -mavx512vnni -mavx512bf16)
+    -mavx512vnni -mavx512bf16
+    # GCC 12 warns inside its own AVX-512 headers (the `__Y = __Y` idiom of undefined vectors).
+    -Wno-maybe-uninitialized -Wno-uninitialized)
 
 function(qwen_simd_sources)
   foreach(src ${ARGN})

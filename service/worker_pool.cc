@@ -179,7 +179,7 @@ absl::Status WorkerPool::SpawnLocked(Worker& w) {
       absl::StrCat("--threads=", options_.threads),
       absl::StrCat("--ctx_size=", options_.ctx_size),
       absl::StrCat("--kv_type=", options_.kv_type),
-      absl::StrCat("--step_tokens=", options_.batch),
+      absl::StrCat("--prefill_chunk=", options_.prefill_chunk),
       absl::StrCat("--parent_pid=", getpid()),
   };
   if (options_.allow_forced_tokens) args.push_back("--testing_allow_forced_tokens");

@@ -28,7 +28,7 @@ struct WorkerPoolOptions {
   int threads = 1;  // compute threads per worker
   int64_t ctx_size = 4096;
   std::string kv_type = "f16";
-  int64_t batch = 256;
+  int64_t prefill_chunk = 256;  // prompt tokens per engine step
   // Where the private socket directory is made; empty: $TMPDIR, else /tmp.
   std::string socket_dir;
   absl::Duration heartbeat_interval = absl::Seconds(1);

@@ -292,7 +292,7 @@ absl::Status RunWorker(const WorkerOptions& options) {
   eo.n_ctx = options.ctx_size;
   eo.n_threads = options.threads;
   eo.kv_type = options.kv_type == "f32" ? model::KvType::kF32 : model::KvType::kF16;
-  eo.step_token_budget = options.batch;
+  eo.prefill_chunk = options.prefill_chunk;
   ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> engine, engine::Engine::Create(model, eo));
 
   WorkerService service(engine.get(), options.allow_forced_tokens);

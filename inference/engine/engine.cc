@@ -9,8 +9,6 @@
 namespace qwen::engine {
 
 constexpr int32_t kMaxLogprobs = 20;
-// However many sequences decode, a waiting prompt gets at least this many tokens per step.
-constexpr int64_t kMinPrefillPerStep = 16;
 
 struct Engine::Sequence {
   GenerationRequest req;
@@ -33,9 +31,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::shared_ptr<model::Mo
                                                        EngineOptions options) {
   if (options.n_slots < 1) return absl::InvalidArgumentError("n_slots must be at least 1");
   if (options.n_ctx < 2) return absl::InvalidArgumentError("n_ctx must be at least 2");
-  if (options.step_token_budget < 1) {
-    return absl::InvalidArgumentError("step_token_budget must be positive");
-  }
+  if (options.prefill_chunk < 1)
+    return absl::InvalidArgumentError("prefill_chunk must be positive");
   if (options.n_threads <= 0) options.n_threads = AvailableCores();
   std::unique_ptr<Engine> e(new Engine(std::move(model), options));
   e->slots_.resize(options.n_slots);
@@ -234,22 +231,18 @@ void Engine::Step() {
   };
   std::vector<Planned> plan;
   std::vector<model::Segment> segments;
-  int64_t budget = options_.step_token_budget;
+  int64_t budget = options_.prefill_chunk;
   for (Sequence* seq : running_) {
     if (!seq->decoding()) continue;
     segments.push_back({slots_[seq->slot].state.get(), absl::MakeConstSpan(&seq->last_token, 1),
                         model::Logits::kLast});
     plan.push_back({seq, 1, true});
-    --budget;
   }
-  bool first_prefill = true;
   for (Sequence* seq : running_) {
     if (seq->decoding()) continue;
     const int64_t remaining = static_cast<int64_t>(seq->req.prompt.size()) - seq->prefilled;
-    int64_t n = std::min(remaining, budget);
-    if (first_prefill) n = std::min(remaining, std::max(n, kMinPrefillPerStep));
+    const int64_t n = std::min(remaining, budget);
     if (n <= 0) break;
-    first_prefill = false;
     const bool completes = n == remaining;
     segments.push_back({slots_[seq->slot].state.get(),
                         absl::MakeConstSpan(seq->req.prompt.data() + seq->prefilled, n),

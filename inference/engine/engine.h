@@ -27,8 +27,11 @@ struct EngineOptions {
   int n_slots = 4;       // sequences that run at once
   int64_t n_ctx = 4096;  // context (prompt + generated) of each slot
   model::KvType kv_type = model::KvType::kF16;
-  int n_threads = 0;                // compute threads; 0: the cores this process may use
-  int64_t step_token_budget = 256;  // tokens per forward step: decodes first, then prompt chunks
+  int n_threads = 0;  // compute threads; 0: the cores this process may use
+  // Prompt tokens per forward step, on top of one token per decoding sequence. Smaller values
+  // keep running streams' inter-token latency low while a long prompt is prefilled; larger
+  // ones prefill faster.
+  int64_t prefill_chunk = 256;
   ops::MathMode math = ops::MathMode::kFast;
   bool reuse_prefix = true;  // resume a slot whose history is a prefix of a new prompt
 };
@@ -90,7 +93,7 @@ struct EngineStats {
 
 // Runs requests on a model with `n_slots` sequences at once. A scheduler thread repeats a step:
 // admit queued requests into free slots (FIFO), then one forward pass with the next token of
-// every decoding sequence plus chunks of pending prompts up to `step_token_budget` tokens, so a
+// every decoding sequence plus chunks of pending prompts up to `prefill_chunk` tokens, so a
 // long prompt is prefilled in pieces while running sequences keep producing tokens; then sample,
 // report tokens and finish sequences. Sequences join and leave between steps.
 //

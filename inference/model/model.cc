@@ -9,6 +9,7 @@
 #include "inference/ops/attention.h"
 #include "inference/ops/basic.h"
 #include "inference/ops/delta_net.h"
+#include "inference/ops/vec.h"
 #include "inference/quant/kernels.h"
 
 namespace qwen::model {
@@ -143,6 +144,15 @@ absl::Status Model::LoadWeights() {
                                                        conv->ShapeString(), ", expected [",
                                                        c.conv_kernel, ", ", c.ssm_qkv_dim(), "]"));
       }
+      // [channels, K] -> [K, channels], so the conv runs along contiguous channels.
+      std::vector<float> transposed(c.ssm_qkv_dim() * c.conv_kernel);
+      for (int64_t ch = 0; ch < c.ssm_qkv_dim(); ++ch) {
+        for (int j = 0; j < c.conv_kernel; ++j) {
+          transposed[j * c.ssm_qkv_dim() + ch] = L.ssm_conv1d[ch * c.conv_kernel + j];
+        }
+      }
+      owned_.back() = std::move(transposed);
+      L.ssm_conv1d = owned_.back().data();
       // Ollama's files name the bias ssm_dt.
       ASSIGN_OR_RETURN(L.ssm_dt_bias,
                        FindVector({Blk(il, "ssm_dt.bias"), Blk(il, "ssm_dt")}, c.ssm_n_v));
@@ -208,7 +218,7 @@ absl::Status Model::Forward(ops::ComputeContext& ctx, absl::Span<const Segment> 
 
   for (int il = 0; il < c.n_layer; ++il) {
     const LayerWeights& L = layers_[il];
-    ops::RmsNorm(x, L.attn_norm, n, E, c.rms_eps, h);
+    ops::RmsNorm(ctx, x, L.attn_norm, n, E, c.rms_eps, h);
     ctx.Observe(absl::StrCat("attn_norm-", il), h, n, E);
     if (L.is_attention) {
       AttentionBlock(ctx, L, segments, h, n, out);
@@ -218,14 +228,14 @@ absl::Status Model::Forward(ops::ComputeContext& ctx, absl::Span<const Segment> 
     ops::AddInPlace(x, out, n * E);
     ctx.Observe(absl::StrCat("attn_residual-", il), x, n, E);
 
-    ops::RmsNorm(x, L.post_attention_norm, n, E, c.rms_eps, h);
+    ops::RmsNorm(ctx, x, L.post_attention_norm, n, E, c.rms_eps, h);
     ctx.Observe(absl::StrCat("attn_post_norm-", il), h, n, E);
     float* gate = Buffer(kFfnGate, n * c.n_ff);
     float* up = Buffer(kFfnUp, n * c.n_ff);
     ops::MatMul(ctx, h, n, {{&L.ffn_gate, gate}, {&L.ffn_up, up}});
     ctx.Observe(absl::StrCat("ffn_gate-", il), gate, n, c.n_ff);
     ctx.Observe(absl::StrCat("ffn_up-", il), up, n, c.n_ff);
-    ops::SwiGlu(gate, up, n * c.n_ff, gate);
+    ops::SwiGlu(ctx, gate, up, n * c.n_ff, gate);
     ctx.Observe(absl::StrCat("ffn_swiglu-", il), gate, n, c.n_ff);
     ops::MatMul(ctx, L.ffn_down, gate, n, out);
     ctx.Observe(absl::StrCat("ffn_out-", il), out, n, E);
@@ -246,7 +256,7 @@ absl::Status Model::Forward(ops::ComputeContext& ctx, absl::Span<const Segment> 
     offset += ns;
   }
   if (rows > 0) {
-    ops::RmsNorm(final_rows, output_norm_, rows, E, c.rms_eps, final_rows);
+    ops::RmsNorm(ctx, final_rows, output_norm_, rows, E, c.rms_eps, final_rows);
     ctx.Observe("result_norm", final_rows, rows, E);
     ops::MatMul(ctx, lm_head_, final_rows, rows, logits);
     ctx.Observe("result_output", logits, rows, c.n_vocab);
@@ -280,8 +290,8 @@ void Model::AttentionBlock(ops::ComputeContext& ctx, const LayerWeights& L,
       std::memcpy(gate + (t * c.n_head + hh) * hd, src + hd, hd * sizeof(float));
     }
   }
-  ops::RmsNorm(q, L.attn_q_norm, n * c.n_head, hd, c.rms_eps, q);
-  ops::RmsNorm(k, L.attn_k_norm, n * c.n_head_kv, hd, c.rms_eps, k);
+  ops::RmsNorm(ctx, q, L.attn_q_norm, n * c.n_head, hd, c.rms_eps, q);
+  ops::RmsNorm(ctx, k, L.attn_k_norm, n * c.n_head_kv, hd, c.rms_eps, k);
   ctx.Observe(absl::StrCat("Qcur_normed-", il), q, n, c.q_dim());
   ctx.Observe(absl::StrCat("Kcur_normed-", il), k, n, c.kv_dim());
   ops::RopeNeox(q, n, c.n_head, hd, c.n_rot, positions_.data(), c.rope_base);
@@ -301,7 +311,7 @@ void Model::AttentionBlock(ops::ComputeContext& ctx, const LayerWeights& L,
     offset += ns;
   }
   ctx.Observe(absl::StrCat("attn_pregate-", il), attn, n, c.q_dim());
-  for (int64_t i = 0; i < n * c.q_dim(); ++i) attn[i] *= ops::Sigmoid(gate[i]);
+  ops::SigmoidGate(ctx, gate, attn, n * c.q_dim());
   ctx.Observe(absl::StrCat("attn_gated-", il), attn, n, c.q_dim());
   ops::MatMul(ctx, L.attn_output, attn, n, out);
   ctx.Observe(absl::StrCat("attn_output-", il), out, n, c.n_embd);
@@ -345,7 +355,16 @@ void Model::DeltaNetBlock(ops::ComputeContext& ctx, const LayerWeights& L,
   }
   ctx.Observe(absl::StrCat("conv_output_silu-", il), conv, n, qkv);
   // q and k heads are L2-normalised; v passes through.
-  for (int64_t t = 0; t < n; ++t) ops::L2Norm(conv + t * qkv, 2 * nk, d, c.rms_eps);
+  // q and k heads of each token are L2-normalised; v passes through.
+  ctx.pool().ParallelFor(n, 16, [&](int64_t t0, int64_t t1, int) {
+    for (int64_t t = t0; t < t1; ++t) {
+      for (int hh = 0; hh < 2 * nk; ++hh) {
+        float* row = conv + t * qkv + int64_t{hh} * d;
+        const float norm = static_cast<float>(std::sqrt(ops::Vec().sum_squares(row, d)));
+        ops::Vec().scale_mul(row, 1.0f / std::max(norm, c.rms_eps), nullptr, row, d);
+      }
+    }
+  });
   if (ctx.observing()) {
     float* tmp = Buffer(kObserve, n * qkv);
     const int64_t widths[3] = {int64_t{nk} * d, int64_t{nk} * d, vdim};
@@ -386,8 +405,8 @@ void Model::DeltaNetBlock(ops::ComputeContext& ctx, const LayerWeights& L,
   }
   ctx.Observe(absl::StrCat("attn_output-", il), core, n, vdim);
   // Gated RMSNorm per value head: rmsnorm(o) * ssm_norm * silu(z).
-  ops::RmsNorm(core, L.ssm_norm, n * nv, d, c.rms_eps, core);
-  for (int64_t i = 0; i < n * vdim; ++i) core[i] *= ops::Silu(z[i]);
+  ops::RmsNorm(ctx, core, L.ssm_norm, n * nv, d, c.rms_eps, core);
+  ops::SiluGate(ctx, z, core, n * vdim);
   ctx.Observe(absl::StrCat("final_output-", il), core, n, vdim);
   ops::MatMul(ctx, L.ssm_out, core, n, out);
   ctx.Observe(absl::StrCat("linear_attn_out-", il), out, n, c.n_embd);

@@ -42,7 +42,7 @@ struct LayerWeights {
   ops::Weight ssm_alpha;               // [n_embd] -> [n_v]
   ops::Weight ssm_beta;                // [n_embd] -> [n_v]
   ops::Weight ssm_out;                 // [n_v * d] -> [n_embd]
-  const float* ssm_conv1d = nullptr;   // [qkv channels, conv_kernel]
+  const float* ssm_conv1d = nullptr;   // [conv_kernel, qkv channels] (transposed at load)
   const float* ssm_dt_bias = nullptr;  // [n_v]
   const float* ssm_a = nullptr;        // [n_v], already -exp(A_log)
   const float* ssm_norm = nullptr;     // [d]

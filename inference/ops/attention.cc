@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "inference/ops/basic.h"
+#include "inference/ops/vec.h"
 #include "inference/quant/kernels.h"
 
 namespace qwen::ops {
@@ -100,11 +101,7 @@ void CausalAttention(ComputeContext& ctx, const float* q, int64_t n_tokens, int 
           float m = row_max[r];
           for (int64_t j = 0; j < n_vis; ++j) m = std::max(m, s[j]);
           const float correction = std::exp(row_max[r] - m);  // exp(-inf) = 0 on the first tile
-          float sum = 0;
-          for (int64_t j = 0; j < n_vis; ++j) {
-            s[j] = std::exp(s[j] - m);
-            sum += s[j];
-          }
+          const float sum = n_vis > 0 ? Vec().exp_sub_sum(s, m, n_vis) : 0.0f;
           for (int64_t j = std::max<int64_t>(n_vis, 0); j < nk; ++j) s[j] = 0.0f;
           row_sum[r] = row_sum[r] * correction + sum;
           row_max[r] = m;

@@ -3,37 +3,61 @@
 #include <vector>
 
 #include "inference/common/fp16.h"
+#include "inference/ops/vec.h"
 
 namespace qwen::ops {
+namespace {
 
-void RmsNorm(const float* x, const float* w, int64_t n_rows, int64_t width, float eps, float* out) {
-  for (int64_t r = 0; r < n_rows; ++r) {
-    const float* xr = x + r * width;
-    float* yr = out + r * width;
-    double sum = 0;  // double: widths up to 9216 and activations in the hundreds
-    for (int64_t i = 0; i < width; ++i) sum += static_cast<double>(xr[i]) * xr[i];
-    const float scale = static_cast<float>(1.0 / std::sqrt(sum / width + eps));
-    if (w != nullptr) {
-      for (int64_t i = 0; i < width; ++i) yr[i] = xr[i] * scale * w[i];
-    } else {
-      for (int64_t i = 0; i < width; ++i) yr[i] = xr[i] * scale;
+// Below this many elements an op runs on the calling thread: a parallel section costs about a
+// microsecond, more than the work of a decode step's small vectors.
+constexpr int64_t kParallelMin = 1 << 15;
+
+// Runs fn(begin, end) over [0, n) in pieces of at least `grain`, in parallel when large.
+template <typename Fn>
+void Split(ComputeContext& ctx, int64_t n, int64_t grain, int64_t work, Fn fn) {
+  if (work < kParallelMin || ctx.n_threads() == 1) {
+    fn(0, n);
+    return;
+  }
+  ctx.pool().ParallelFor(n, grain, [&](int64_t b, int64_t e, int) { fn(b, e); });
+}
+
+}  // namespace
+
+void RmsNorm(ComputeContext& ctx, const float* x, const float* w, int64_t n_rows, int64_t width,
+             float eps, float* out) {
+  const VecKernels& v = Vec();
+  Split(ctx, n_rows, 1, n_rows * width, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const double ss = v.sum_squares(x + r * width, width);
+      const float scale = static_cast<float>(1.0 / std::sqrt(ss / width + eps));
+      v.scale_mul(x + r * width, scale, w, out + r * width, width);
     }
-  }
+  });
 }
 
-void L2Norm(float* x, int64_t n_rows, int64_t width, float eps) {
-  for (int64_t r = 0; r < n_rows; ++r) {
-    float* xr = x + r * width;
-    double sum = 0;
-    for (int64_t i = 0; i < width; ++i) sum += static_cast<double>(xr[i]) * xr[i];
-    const float norm = static_cast<float>(std::sqrt(sum));
-    const float scale = 1.0f / (norm > eps ? norm : eps);
-    for (int64_t i = 0; i < width; ++i) xr[i] *= scale;
-  }
+void L2Norm(ComputeContext& ctx, float* x, int64_t n_rows, int64_t width, float eps) {
+  const VecKernels& v = Vec();
+  Split(ctx, n_rows, 1, n_rows * width, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float norm = static_cast<float>(std::sqrt(v.sum_squares(x + r * width, width)));
+      v.scale_mul(x + r * width, 1.0f / (norm > eps ? norm : eps), nullptr, x + r * width, width);
+    }
+  });
 }
 
-void SwiGlu(const float* gate, const float* up, int64_t n, float* out) {
-  for (int64_t i = 0; i < n; ++i) out[i] = Silu(gate[i]) * up[i];
+void SwiGlu(ComputeContext& ctx, const float* gate, const float* up, int64_t n, float* out) {
+  Split(ctx, n, 4096, n,
+        [&](int64_t b, int64_t e) { Vec().silu_mul(gate + b, up + b, out + b, e - b); });
+}
+
+void SigmoidGate(ComputeContext& ctx, const float* gate, float* x, int64_t n) {
+  Split(ctx, n, 4096, n, [&](int64_t b, int64_t e) { Vec().sigmoid_mul(gate + b, x + b, e - b); });
+}
+
+void SiluGate(ComputeContext& ctx, const float* gate, float* x, int64_t n) {
+  Split(ctx, n, 4096, n,
+        [&](int64_t b, int64_t e) { Vec().silu_mul(gate + b, x + b, x + b, e - b); });
 }
 
 void AddInPlace(float* y, const float* x, int64_t n) {

@@ -1,9 +1,12 @@
-// Element-wise and row-wise ops of the forward pass. Row ops take [n_rows, width] buffers.
+// Element-wise and row-wise ops of the forward pass. Row ops take [n_rows, width] buffers and
+// split large inputs over the context's threads.
 #ifndef QWEN_INFERENCE_OPS_BASIC_H_
 #define QWEN_INFERENCE_OPS_BASIC_H_
 
 #include <cmath>
 #include <cstdint>
+
+#include "inference/ops/compute.h"
 
 namespace qwen::ops {
 
@@ -13,13 +16,20 @@ inline float Silu(float x) { return x / (1.0f + std::exp(-x)); }
 inline float Softplus(float x) { return x > 20.0f ? x : std::log1p(std::exp(x)); }
 
 // out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w (w may be null: no scaling). out may alias x.
-void RmsNorm(const float* x, const float* w, int64_t n_rows, int64_t width, float eps, float* out);
+void RmsNorm(ComputeContext& ctx, const float* x, const float* w, int64_t n_rows, int64_t width,
+             float eps, float* out);
 
 // x[r] /= max(||x[r]||, eps), in place.
-void L2Norm(float* x, int64_t n_rows, int64_t width, float eps);
+void L2Norm(ComputeContext& ctx, float* x, int64_t n_rows, int64_t width, float eps);
 
 // out[i] = silu(gate[i]) * up[i]. out may alias gate or up.
-void SwiGlu(const float* gate, const float* up, int64_t n, float* out);
+void SwiGlu(ComputeContext& ctx, const float* gate, const float* up, int64_t n, float* out);
+
+// x[i] *= sigmoid(gate[i]).
+void SigmoidGate(ComputeContext& ctx, const float* gate, float* x, int64_t n);
+
+// x[i] *= silu(gate[i]).
+void SiluGate(ComputeContext& ctx, const float* gate, float* x, int64_t n);
 
 // y[i] += x[i].
 void AddInPlace(float* y, const float* x, int64_t n);

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "inference/ops/basic.h"
+#include "inference/ops/vec.h"
 
 namespace qwen::ops {
 namespace {
@@ -19,28 +20,26 @@ void CausalConv1dSilu(ComputeContext& ctx, const float* x, int64_t n_tokens, int
                       const float* w, int kernel, float* state, float* out) {
   const int hist = kernel - 1;
   // Channels are independent: split them over the threads in cache-friendly spans.
-  ctx.pool().ParallelFor(channels, 256, [&](int64_t c0, int64_t c1, int) {
+  ctx.pool().ParallelFor(channels, 512, [&](int64_t c0, int64_t c1, int) {
+    const int64_t span = c1 - c0;
     for (int64_t t = 0; t < n_tokens; ++t) {
-      float* o = out + t * channels;
-      for (int64_t c = c0; c < c1; ++c) {
-        const float* wc = w + c * kernel;
-        float s = 0;
-        for (int j = 0; j < kernel; ++j) {
-          // Window position j is input row t - hist + j: from the state when negative.
-          const int64_t src = t - hist + j;
-          const float in = src < 0 ? state[(hist + src) * channels + c] : x[src * channels + c];
-          s += wc[j] * in;
-        }
-        o[c] = Silu(s);
+      float* o = out + t * channels + c0;
+      for (int64_t c = 0; c < span; ++c) o[c] = 0.0f;
+      for (int j = 0; j < kernel; ++j) {
+        // Window position j is input row t - hist + j: from the state when negative.
+        const int64_t src = t - hist + j;
+        const float* in = src < 0 ? state + (hist + src) * channels + c0 : x + src * channels + c0;
+        const float* wj = w + j * channels + c0;
+        for (int64_t c = 0; c < span; ++c) o[c] += wj[c] * in[c];
       }
+      Vec().silu(o, span);
     }
     // New state: the last `hist` rows of (state ++ x).
     for (int r = 0; r < hist; ++r) {
       const int64_t src = n_tokens - hist + r;  // row index into x, negative means old state
-      for (int64_t c = c0; c < c1; ++c) {
-        state[r * channels + c] =
-            src < 0 ? state[(hist + src) * channels + c] : x[src * channels + c];
-      }
+      float* dst = state + r * channels + c0;
+      const float* from = src < 0 ? state + (hist + src) * channels + c0 : x + src * channels + c0;
+      if (from != dst) std::memmove(dst, from, span * sizeof(float));
     }
   });
 }
@@ -48,40 +47,15 @@ void CausalConv1dSilu(ComputeContext& ctx, const float* x, int64_t n_tokens, int
 void GatedDeltaRuleRecurrent(ComputeContext& ctx, const DeltaRuleArgs& a) {
   const int d = a.d;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-  ctx.pool().ParallelFor(a.n_v, 1, [&](int64_t j0, int64_t j1, int thread) {
-    float* u = ctx.ThreadScratch(thread, 0, 2 * d);
-    float* delta = u + d;
+  const VecKernels& vec = Vec();
+  ctx.pool().ParallelFor(a.n_v, 1, [&](int64_t j0, int64_t j1, int) {
     for (int64_t j = j0; j < j1; ++j) {
       const int i = KeyHead(a, static_cast<int>(j));
       float* S = a.state + j * d * d;  // S[key][value]
       for (int64_t t = 0; t < a.n_tokens; ++t) {
-        const float* k = a.k + t * a.row_stride + i * d;
-        const float* q = a.q + t * a.row_stride + i * d;
-        const float* v = a.v + t * a.row_stride + j * d;
-        const float decay = std::exp(a.g[t * a.n_v + j]);
-        const float beta = a.beta[t * a.n_v + j];
-        // u = (decay S)ᵀ k
-        std::fill(u, u + d, 0.0f);
-        for (int r = 0; r < d; ++r) {
-          const float kr = k[r];
-          const float* Sr = S + r * d;
-          for (int c = 0; c < d; ++c) u[c] += Sr[c] * kr;
-        }
-        for (int c = 0; c < d; ++c) delta[c] = (v[c] - decay * u[c]) * beta;
-        // S = decay S + k deltaᵀ, and o = Sᵀ q in the same pass.
-        float* o = a.out + (t * a.n_v + j) * d;
-        std::fill(o, o + d, 0.0f);
-        for (int r = 0; r < d; ++r) {
-          const float kr = k[r];
-          const float qr = q[r];
-          float* Sr = S + r * d;
-          for (int c = 0; c < d; ++c) {
-            const float s = Sr[c] * decay + kr * delta[c];
-            Sr[c] = s;
-            o[c] += s * qr;
-          }
-        }
-        for (int c = 0; c < d; ++c) o[c] *= scale;
+        vec.delta_step(S, a.k + t * a.row_stride + i * d, a.q + t * a.row_stride + i * d,
+                       a.v + t * a.row_stride + j * d, std::exp(a.g[t * a.n_v + j]),
+                       a.beta[t * a.n_v + j], scale, d, a.out + (t * a.n_v + j) * d);
       }
     }
   });
@@ -153,7 +127,7 @@ void GatedDeltaRuleChunked(ComputeContext& ctx, const DeltaRuleArgs& a, int chun
             }
           }
         }
-        // Δ = U - W S0, stored in W.
+        // Δ = U - W S0, stored in U.
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ni, d, d, -1.0f, W, d, S, d, 1.0f, U,
                     d);
         float* Delta = U;

@@ -8,9 +8,10 @@
 
 namespace qwen::ops {
 
-// out[t][c] = silu(sum_j w[c][j] * in[t - (K-1) + j][c]) over a window that reaches back into
+// out[t][c] = silu(sum_j w[j][c] * in[t - (K-1) + j][c]) over a window that reaches back into
 // `state` ([K-1, C]: the last K-1 input rows before this call, oldest first); afterwards the
-// state holds the last K-1 rows of (state ++ x). x and out are [n_tokens, C]; w is [C, K].
+// state holds the last K-1 rows of (state ++ x). x and out are [n_tokens, C]; w is [K, C] (the
+// GGUF tensor [C, K] transposed, so that the loop over channels is contiguous).
 void CausalConv1dSilu(ComputeContext& ctx, const float* x, int64_t n_tokens, int64_t channels,
                       const float* w, int kernel, float* state, float* out);
 

@@ -1,5 +1,12 @@
 // Row kernels for every weight type the engine computes with: dequantization, activation
 // quantization and dot products. One interface; a scalar reference and SIMD versions behind it.
+//
+// What the levels promise relative to the scalar reference (tests/quant/kernels_test.cc):
+// dequantize is bit-exact (and equals ggml's dequantization), quantize_activation writes the
+// same bytes, dot and dot_tile agree to float summation order (within 1e-5 of sum |w_i a_i|).
+// A quantized dot differs from the float dot sum w_i x_i only by the activation rounding: at
+// most sum over activation blocks of (d_a / 2) * sum |w_i| (d_a = the block's scale), plus for
+// Q8_1 the half-precision rounding of its s.
 #ifndef QWEN_INFERENCE_QUANT_KERNELS_H_
 #define QWEN_INFERENCE_QUANT_KERNELS_H_
 
@@ -67,7 +74,10 @@ struct KernelTable {
   // Tile product: y[c * y_stride + r] = dot(w row r, a row c) for r < n_rows, c < n_cols, with
   // weight rows `w_stride` bytes apart and activation rows `a_stride` bytes apart. Reads each
   // weight block once for all columns, which is what makes batched decode cheaper than one dot
-  // per sequence. n_cols is small (1 to 16 typically).
+  // per sequence. n_cols is small (1 to 16 typically) but any count works (prefill tiles of 64
+  // and more: columns are taken 8 at a time (4 on AVX2) over chunks of 8 rows, the chunk's
+  // weights coming from cache after the first group). Nothing outside the n_rows x n_cols
+  // entries of y is written. Uses up to 32 KiB of stack.
   void (*dot_tile[40])(const void* w, size_t w_stride, int64_t n_rows, const void* a,
                        size_t a_stride, int64_t n_cols, float* y, size_t y_stride,
                        int64_t n) = {};

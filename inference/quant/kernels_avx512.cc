@@ -9,7 +9,12 @@
 // weight block is unpacked once into four 64-byte vectors of unsigned integers whose 32-bit lane
 // s holds 4 weights of sub-block s, so one vpdpbusd chain per column leaves sub-block s's
 // integer sum in lane s, and the sub-block scales, offsets and minimums are applied as 16-lane
-// float vectors: sum = da * sum_s (dsc_s * I_s - bias_s * bsum_s).
+// float vectors: sum = da * sum_s (dsc_s * I_s - bias_s * bsum_s). Per column and block that is
+// four vpdpbusd and three float operations; unpacking costs 2 (Q4_K, Q2_K) to 6 (Q3_K, Q6_K)
+// operations per 64 weights, shared by all columns. The weight unit may differ per lane (a
+// field left in place is 16 q or 4^g q) as long as that lane's dsc is divided by the same power
+// of two, which is exact.
+//
 // GCC 12's AVX-512 headers implement unmasked intrinsics through a deliberately uninitialized
 // pass-through operand (GCC bug 105593, fixed in GCC 13), which -Wmaybe-uninitialized reports at
 // every inlined use (as -Wuninitialized for a few). The pragmas must be in force where the
@@ -41,6 +46,11 @@ QWEN_INLINE uint16_t ToHalf(float f) {
   return static_cast<uint16_t>(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
 
+// A half-precision value converted into all 16 lanes.
+QWEN_INLINE __m512 HalfBroadcast(uint16_t h) {
+  return _mm512_cvtph_ps(_mm256_set1_epi16(static_cast<short>(h)));
+}
+
 QWEN_INLINE __mmask16 TailMask16(int64_t left) {
   return left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1);
 }
@@ -48,6 +58,7 @@ QWEN_INLINE __mmask16 TailMask16(int64_t left) {
 // ============================== Float weights ==============================
 
 struct F32Row {
+  static constexpr int kBytes = 4;
   static QWEN_INLINE __m512 Load(const void* p, int64_t i) {
     return _mm512_loadu_ps(static_cast<const float*>(p) + i);
   }
@@ -57,6 +68,7 @@ struct F32Row {
 };
 
 struct F16Row {
+  static constexpr int kBytes = 2;
   static QWEN_INLINE __m512 Load(const void* p, int64_t i) {
     return _mm512_cvtph_ps(
         _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(p) + i)));
@@ -68,6 +80,7 @@ struct F16Row {
 
 // bfloat16 is the top half of a float32: widening is exact.
 struct BF16Row {
+  static constexpr int kBytes = 2;
   static QWEN_INLINE __m512 Load(const void* p, int64_t i) {
     const __m256i h =
         _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(p) + i));
@@ -393,29 +406,37 @@ struct KBlock {
                    L(3, expr), L(2, expr), L(1, expr), L(0, expr))
 #define L(s_, expr) ([](int s) { return (expr); }(s_))
 
-// Q4_K / Q5_K scales: 8 pairs (sc, mn) of 6 bits; lane s gets pair j = s / 2.
-QWEN_INLINE void K4Scales(const uint8_t* scales, float d, float dmin, __m512* dsc, __m512* bias) {
-  const __m512i x = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(0x0FFF, scales));
-  // j < 4: sc = x[j] & 63, mn = x[j + 4] & 63.
-  // j >= 4: sc = (x[j + 4] & 15) | (x[j - 4] >> 6) << 4, mn = (x[j + 4] >> 4) | (x[j] >> 6) << 4.
-  const __m512i idx_a = QWEN_LANES(s / 2 < 4 ? s / 2 : s / 2 + 4);
-  const __m512i low_mask = QWEN_LANES(s / 2 < 4 ? 63 : 15);
-  const __m512i idx_hs = QWEN_LANES(s / 2 < 4 ? 0 : s / 2 - 4);
-  const __m512i idx_m = QWEN_LANES(s / 2 + 4);
-  const __m512i shift_m = QWEN_LANES(s / 2 < 4 ? 0 : 4);
-  const __m512i idx_hm = QWEN_LANES(s / 2);
-  const __m512i top = _mm512_set1_epi32(0x30);
-  __m512i sc = _mm512_and_si512(_mm512_permutexvar_epi32(idx_a, x), low_mask);
-  sc = _mm512_or_si512(sc, _mm512_maskz_and_epi32(0xFF00, _mm512_srli_epi32(
-                                                              _mm512_permutexvar_epi32(idx_hs, x), 2),
-                                                  top));
-  __m512i mn =
-      _mm512_and_si512(_mm512_srlv_epi32(_mm512_permutexvar_epi32(idx_m, x), shift_m), low_mask);
-  mn = _mm512_or_si512(mn, _mm512_maskz_and_epi32(0xFF00, _mm512_srli_epi32(
-                                                              _mm512_permutexvar_epi32(idx_hm, x), 2),
-                                                  top));
-  *dsc = _mm512_mul_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sc));
-  *bias = _mm512_mul_ps(_mm512_set1_ps(dmin), _mm512_cvtepi32_ps(mn));
+// Q4_K / Q5_K scales: 8 pairs (sc, mn) of 6 bits; lane s gets pair j = s / 2. `dm` points at
+// the block's (d, dmin) halves. The 6-bit fields are untangled in 128-bit dword lanes,
+// interleaved as sc_j in lane 2j and mn_j in lane 2j + 1, scaled by (d, dmin) alternating, and
+// spread to the sub-block lanes.
+//   j < 4:  sc = x[j] & 63,                          mn = x[j + 4] & 63
+//   j >= 4: sc = (x[j + 4] & 15) | (x[j - 4] >> 6) << 4,  mn = (x[j + 4] >> 4) | (x[j] >> 6) << 4
+// `sc_unit` multiplies each lane's dsc (a unit change of the unpacked weights).
+QWEN_INLINE void K4Scales(const uint8_t* dm, const uint8_t* scales, __m512 sc_unit, __m512* dsc,
+                          __m512* bias) {
+  // Dwords x0, x1, x2 of the 12 bytes (the 16-byte load ends inside qs). In dword lanes:
+  //   [sc_lo, sc_hi, mn_lo, mn_hi] = [x0 & 3f, (x2 & 0f) | (x0 >> 2 & 30),
+  //                                   x1 & 3f, (x2 >> 4 & 0f) | (x1 >> 2 & 30)]
+  const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(scales));
+  const __m128i a = _mm_srlv_epi32(_mm_shuffle_epi32(x, _MM_SHUFFLE(2, 1, 2, 0)),
+                                   _mm_setr_epi32(0, 0, 0, 4));
+  const __m128i low = _mm_and_si128(
+      a, _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
+  const __m128i b = _mm_srli_epi32(_mm_shuffle_epi32(x, _MM_SHUFFLE(1, 1, 0, 0)), 2);
+  // (b & mask) | low
+  const __m128i fields =
+      _mm_ternarylogic_epi32(b, _mm_setr_epi32(0, 0x30303030, 0, 0x30303030), low, 0xEA);
+  // Bytes [sc_0 mn_0 sc_1 mn_1 ...].
+  const __m128i pairs = _mm_shuffle_epi8(
+      fields, _mm_setr_epi8(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15));
+  uint32_t halves;
+  __builtin_memcpy(&halves, dm, 4);
+  const __m512 scaled =
+      _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(pairs)),
+                    _mm512_cvtph_ps(_mm256_set1_epi32(static_cast<int>(halves))));
+  *dsc = _mm512_mul_ps(_mm512_permutexvar_ps(QWEN_LANES(2 * (s / 2)), scaled), sc_unit);
+  *bias = _mm512_permutexvar_ps(QWEN_LANES(2 * (s / 2) + 1), scaled);
 }
 
 // Q4_K: lane s of piece k reads qs dword 8 (s / 4) + 4 (s % 2) + k, nibble (s / 2) % 2.
@@ -433,11 +454,29 @@ QWEN_INLINE void Q4KNibbles(const uint8_t* qs, __m512i* w) {
 
 struct Q4KT {
   static constexpr int kBytes = 144;
-  // Value d sc q - dmin mn: dsc = d sc, bias = dmin mn.
+  // The bias is this multiple of dsc (0: an independent minimum), see KRow.
+  static constexpr int kOffset = 0;
+  // Value d sc q - dmin mn: dsc = d sc, bias = dmin mn. For the dot product the high nibbles are
+  // left in place (16 q, still an unsigned byte) and their lanes' dsc divided by 16, exactly:
+  // one AND per piece instead of a shift and an AND.
   static QWEN_INLINE void Unpack(const uint8_t* p, KBlock* k) {
     const auto* b = reinterpret_cast<const BlockQ4_K*>(p);
+    const __m512i q0 = _mm512_loadu_si512(b->qs), q1 = _mm512_loadu_si512(b->qs + 64);
+    const __m512i idx0 = QWEN_LANES(8 * (s / 4) + 4 * (s % 2));
+    const __m512i mask = QWEN_LANES((s / 2) % 2 ? static_cast<int>(0xF0F0F0F0) : 0x0F0F0F0F);
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      const __m512i idx = _mm512_add_epi32(idx0, _mm512_set1_epi32(j));
+      k->w[j] = _mm512_and_si512(_mm512_permutex2var_epi32(q0, idx, q1), mask);
+    }
+    const __m512 unshift = _mm512_castsi512_ps(
+        QWEN_LANES((s / 2) % 2 ? 0x3d800000 /* 1/16 */ : 0x3f800000 /* 1 */));
+    K4Scales(p, b->scales, unshift, &k->dsc, &k->bias);
+  }
+  static QWEN_INLINE void UnpackExact(const uint8_t* p, KBlock* k) {
+    const auto* b = reinterpret_cast<const BlockQ4_K*>(p);
     Q4KNibbles(b->qs, k->w);
-    K4Scales(b->scales, Half(b->d), Half(b->dmin), &k->dsc, &k->bias);
+    K4Scales(p, b->scales, _mm512_set1_ps(1.0f), &k->dsc, &k->bias);
   }
   // Dequantized value of unsigned weight u in a lane with (dsc, bias): as the scalar reference.
   static QWEN_INLINE __m512 Value(__m512i u, __m512 dsc, __m512 bias) {
@@ -447,7 +486,10 @@ struct Q4KT {
 
 struct Q5KT {
   static constexpr int kBytes = 176;
+  // The bias is this multiple of dsc (0: an independent minimum), see KRow.
+  static constexpr int kOffset = 0;
   // Q4_K plus bit 4 of lane s at bit s / 2 of qh dword 4 (s % 2) + k.
+  static QWEN_INLINE void UnpackExact(const uint8_t* p, KBlock* k) { Unpack(p, k); }
   static QWEN_INLINE void Unpack(const uint8_t* p, KBlock* k) {
     const auto* b = reinterpret_cast<const BlockQ5_K*>(p);
     Q4KNibbles(b->qs, k->w);
@@ -461,7 +503,7 @@ struct Q5KT {
       const __mmask64 set = _mm512_test_epi8_mask(h, bit);
       k->w[j] = _mm512_mask_add_epi8(k->w[j], set, k->w[j], sixteen);
     }
-    K4Scales(b->scales, Half(b->d), Half(b->dmin), &k->dsc, &k->bias);
+    K4Scales(p, b->scales, _mm512_set1_ps(1.0f), &k->dsc, &k->bias);
   }
   static QWEN_INLINE __m512 Value(__m512i u, __m512 dsc, __m512 bias) {
     return _mm512_sub_ps(_mm512_mul_ps(dsc, _mm512_cvtepi32_ps(u)), bias);
@@ -470,10 +512,13 @@ struct Q5KT {
 
 struct Q6KT {
   static constexpr int kBytes = 210;
+  // The bias is this multiple of dsc (0: an independent minimum), see KRow.
+  static constexpr int kOffset = 32;
   // Unsigned u = q + 32 (the stored 6 bits): value d sc (u - 32); dsc = d sc, bias = 32 dsc.
   // Lane s of piece k: low 4 bits from ql dword 16 (s / 8) + 8 (g % 2) + 4 (s % 2) + k, nibble
   // g / 2, with g = (s / 2) % 4; high 2 bits at bits 2g of qh dword 8 (s / 8) + 4 (s % 2) + k,
   // rotated to bits 4-5.
+  static QWEN_INLINE void UnpackExact(const uint8_t* p, KBlock* k) { Unpack(p, k); }
   static QWEN_INLINE void Unpack(const uint8_t* p, KBlock* k) {
     const auto* b = reinterpret_cast<const BlockQ6_K*>(p);
     const __m512i l0 = _mm512_loadu_si512(b->ql), l1 = _mm512_loadu_si512(b->ql + 64);
@@ -496,7 +541,7 @@ struct Q6KT {
     }
     const __m512 sc = _mm512_cvtepi32_ps(
         _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b->scales))));
-    k->dsc = _mm512_mul_ps(_mm512_set1_ps(Half(b->d)), sc);
+    k->dsc = _mm512_mul_ps(HalfBroadcast(b->d), sc);
     k->bias = _mm512_mul_ps(k->dsc, _mm512_set1_ps(32.0f));
   }
   static QWEN_INLINE __m512 Value(__m512i u, __m512 dsc, __m512) {
@@ -522,9 +567,12 @@ QWEN_INLINE void TwoBitPieces(const uint8_t* qs, __m512i* w) {
 
 struct Q3KT {
   static constexpr int kBytes = 110;
+  // The bias is this multiple of dsc (0: an independent minimum), see KRow.
+  static constexpr int kOffset = 4;
   // Unsigned u = q + 4 = low 2 bits + 4 * hmask bit: value d (sc - 32) (u - 4); dsc =
   // d (sc - 32), bias = 4 dsc. The hmask bit of lane s is bit 4 (s / 8) + g of hmask dword
   // 4 (s % 2) + k.
+  static QWEN_INLINE void UnpackExact(const uint8_t* p, KBlock* k) { Unpack(p, k); }
   static QWEN_INLINE void Unpack(const uint8_t* p, KBlock* k) {
     const auto* b = reinterpret_cast<const BlockQ3_K*>(p);
     TwoBitPieces(b->qs, k->w);
@@ -539,18 +587,20 @@ struct Q3KT {
       k->w[j] = _mm512_mask_add_epi8(k->w[j], _mm512_test_epi8_mask(h, bit), k->w[j], four);
     }
     // 6-bit scales: low nibble of scale s in byte s % 8 (high nibble for s >= 8), top 2 bits at
-    // bits 2 (s / 4) of byte 8 + s % 4.
-    const __m512i x = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(0x0FFF, b->scales));
-    const __m512i low = _mm512_and_si512(
-        _mm512_srlv_epi32(_mm512_permutexvar_epi32(QWEN_LANES(s % 8), x), QWEN_LANES(s < 8 ? 0 : 4)),
-        _mm512_set1_epi32(15));
-    const __m512i high = _mm512_and_si512(
-        _mm512_srlv_epi32(_mm512_permutexvar_epi32(QWEN_LANES(8 + s % 4), x),
-                          QWEN_LANES(2 * (s / 4))),
-        _mm512_set1_epi32(3));
-    const __m512i sc = _mm512_sub_epi32(_mm512_or_si512(low, _mm512_slli_epi32(high, 4)),
-                                        _mm512_set1_epi32(32));
-    k->dsc = _mm512_mul_ps(_mm512_set1_ps(Half(b->d)), _mm512_cvtepi32_ps(sc));
+    // bits 2 (s / 4) of byte 8 + s % 4. Untangled in 128-bit dword lanes t (scales 4t .. 4t + 3):
+    //   low  = [x0, x1, x0 >> 4, x1 >> 4] & 0f
+    //   high = [x2 << 4, x2 << 2, x2, x2 >> 2] & 30
+    const __m128i x = _mm_maskz_loadu_epi8(0x0FFF, b->scales);
+    const __m128i low = _mm_and_si128(
+        _mm_srlv_epi32(_mm_shuffle_epi32(x, _MM_SHUFFLE(1, 0, 1, 0)), _mm_setr_epi32(0, 0, 4, 4)),
+        _mm_set1_epi8(0x0F));
+    const __m128i x2 = _mm_shuffle_epi32(x, _MM_SHUFFLE(2, 2, 2, 2));
+    const __m128i high = _mm_srlv_epi32(_mm_sllv_epi32(x2, _mm_setr_epi32(4, 2, 0, 0)),
+                                        _mm_setr_epi32(0, 0, 0, 2));
+    // (high & 0x30) | low
+    const __m128i sc6 = _mm_ternarylogic_epi32(high, _mm_set1_epi8(0x30), low, 0xEA);
+    const __m512i sc = _mm512_sub_epi32(_mm512_cvtepu8_epi32(sc6), _mm512_set1_epi32(32));
+    k->dsc = _mm512_mul_ps(HalfBroadcast(b->d), _mm512_cvtepi32_ps(sc));
     k->bias = _mm512_mul_ps(k->dsc, _mm512_set1_ps(4.0f));
   }
   static QWEN_INLINE __m512 Value(__m512i u, __m512 dsc, __m512) {
@@ -560,16 +610,37 @@ struct Q3KT {
 
 struct Q2KT {
   static constexpr int kBytes = 84;
-  // Value d (sc & 15) q - dmin (sc >> 4).
+  // The bias is this multiple of dsc (0: an independent minimum), see KRow.
+  static constexpr int kOffset = 0;
+  // Value d (sc & 15) q - dmin (sc >> 4). For the dot product each 2-bit field stays in place
+  // (4^g q, at most 192) and its lanes' dsc is divided by 4^g, exactly.
   static QWEN_INLINE void Unpack(const uint8_t* p, KBlock* k) {
     const auto* b = reinterpret_cast<const BlockQ2_K*>(p);
-    TwoBitPieces(b->qs, k->w);
+    const __m512i q = _mm512_loadu_si512(b->qs);
+    const __m512i idx0 = QWEN_LANES(8 * (s / 8) + 4 * (s % 2));
+    const __m512i mask = QWEN_LANES(0x03030303 << (2 * ((s / 2) % 4)));
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      k->w[j] = _mm512_and_si512(
+          _mm512_permutexvar_epi32(_mm512_add_epi32(idx0, _mm512_set1_epi32(j)), q), mask);
+    }
+    Scales(p, k);
+    // 4^-g = 2^(-2g): exponent field 127 - 2g.
+    const __m512 unshift = _mm512_castsi512_ps(QWEN_LANES((127 - 2 * ((s / 2) % 4)) << 23));
+    k->dsc = _mm512_mul_ps(k->dsc, unshift);
+  }
+  static QWEN_INLINE void UnpackExact(const uint8_t* p, KBlock* k) {
+    TwoBitPieces(reinterpret_cast<const BlockQ2_K*>(p)->qs, k->w);
+    Scales(p, k);
+  }
+  static QWEN_INLINE void Scales(const uint8_t* p, KBlock* k) {
+    const auto* b = reinterpret_cast<const BlockQ2_K*>(p);
     const __m512i x =
         _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b->scales)));
     const __m512i sc = _mm512_and_si512(x, _mm512_set1_epi32(15));
     const __m512i mn = _mm512_srli_epi32(x, 4);
-    k->dsc = _mm512_mul_ps(_mm512_set1_ps(Half(b->d)), _mm512_cvtepi32_ps(sc));
-    k->bias = _mm512_mul_ps(_mm512_set1_ps(Half(b->dmin)), _mm512_cvtepi32_ps(mn));
+    k->dsc = _mm512_mul_ps(HalfBroadcast(b->d), _mm512_cvtepi32_ps(sc));
+    k->bias = _mm512_mul_ps(HalfBroadcast(b->dmin), _mm512_cvtepi32_ps(mn));
   }
   static QWEN_INLINE __m512 Value(__m512i u, __m512 dsc, __m512 bias) {
     return _mm512_sub_ps(_mm512_mul_ps(dsc, _mm512_cvtepi32_ps(u)), bias);
@@ -587,7 +658,7 @@ void DequantK(const void* src, float* dst, int64_t n) {
   alignas(64) float dsc[16], bias[16];
   for (int64_t b = 0; b < n / kQKK; ++b) {
     KBlock k;
-    T::Unpack(p + b * T::kBytes, &k);
+    T::UnpackExact(p + b * T::kBytes, &k);
     _mm512_store_ps(dsc, k.dsc);
     _mm512_store_ps(bias, k.bias);
     float* out = dst + b * kQKK;
@@ -614,13 +685,41 @@ void DequantK(const void* src, float* dst, int64_t n) {
   }
 }
 
-// Weights are prefetched this many bytes ahead of the block being unpacked.
-constexpr int kPrefetchBytes = 1024;
+// Weights are prefetched this many bytes ahead of the block being unpacked: about memory
+// latency times one core's bandwidth (100 ns x 20-30 GB/s).
+constexpr int kPrefetchBytes = 2048;
 
-// One weight row of super-blocks against NC Q8_K activation rows.
+// Per column group of a tile, what the rows need from each activation block beyond its values,
+// computed once instead of once per row. Layout [column][block][16 lanes]:
+//   kOffset == 0: da * bsum_s as floats (the minimum's term, accumulated separately);
+//   kOffset != 0: -kOffset * bsum_s as int32 (the starting value of the integer sum, so that the
+//                 sum is directly sum_s (u - kOffset) a over the sub-block).
+constexpr int64_t kMaxPreparedBlocks = 64;  // rows of up to 16384 weights
+
+template <class T>
+void PrepareK(const uint8_t* a, size_t a_stride, int64_t nc, int64_t nb, float* out) {
+  for (int64_t c = 0; c < nc; ++c) {
+    for (int64_t b = 0; b < nb; ++b) {
+      const auto* ab = reinterpret_cast<const BlockQ8_K*>(a + c * a_stride) + b;
+      const __m512i bs =
+          _mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab->bsums)));
+      float* dst = out + (c * nb + b) * 16;
+      if constexpr (T::kOffset != 0) {
+        _mm512_store_si512(dst, _mm512_mullo_epi32(bs, _mm512_set1_epi32(-T::kOffset)));
+      } else {
+        _mm512_store_ps(dst, _mm512_mul_ps(_mm512_cvtepi32_ps(bs), _mm512_set1_ps(ab->d)));
+      }
+    }
+  }
+}
+
+// One weight row of super-blocks against NC Q8_K activation rows:
+//   y_c = sum over blocks of da * sum_s (dsc_s I_s - bias_s bsum_s),
+// with I_s the integer product of sub-block s. `prep` is PrepareK's output or null (then the
+// bsums are converted here, as for a single dot product).
 template <class T, int NC>
-void KRow(const uint8_t* w, const uint8_t* a, size_t a_stride, float* y, size_t y_stride,
-          int64_t nb) {
+void KRow(const uint8_t* w, const uint8_t* a, size_t a_stride, const float* prep, float* y,
+          size_t y_stride, int64_t nb) {
   __m512 acc[NC];
 #pragma GCC unroll 16
   for (int c = 0; c < NC; ++c) acc[c] = _mm512_setzero_ps();
@@ -632,16 +731,26 @@ void KRow(const uint8_t* w, const uint8_t* a, size_t a_stride, float* y, size_t 
 #pragma GCC unroll 16
     for (int c = 0; c < NC; ++c) {
       const auto* ab = reinterpret_cast<const BlockQ8_K*>(a + c * a_stride) + b;
-      const __m512i zero = _mm512_setzero_si512();
-      __m512i i0 = _mm512_dpbusd_epi32(zero, k.w[0], _mm512_loadu_si512(ab->qs));
-      __m512i i1 = _mm512_dpbusd_epi32(zero, k.w[1], _mm512_loadu_si512(ab->qs + 64));
+      const float* pb = prep + (c * nb + b) * 16;
+      // One dependent chain per block and column: blocks are independent, so out-of-order
+      // execution overlaps the chains of consecutive blocks.
+      __m512i i0 = prep != nullptr && T::kOffset != 0 ? _mm512_load_si512(pb)
+                                                      : _mm512_setzero_si512();
+      i0 = _mm512_dpbusd_epi32(i0, k.w[0], _mm512_loadu_si512(ab->qs));
+      i0 = _mm512_dpbusd_epi32(i0, k.w[1], _mm512_loadu_si512(ab->qs + 64));
       i0 = _mm512_dpbusd_epi32(i0, k.w[2], _mm512_loadu_si512(ab->qs + 128));
-      i1 = _mm512_dpbusd_epi32(i1, k.w[3], _mm512_loadu_si512(ab->qs + 192));
-      const __m512 bsums = _mm512_cvtepi32_ps(
-          _mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab->bsums))));
-      __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(i0, i1)), k.dsc);
-      t = _mm512_fnmadd_ps(k.bias, bsums, t);
-      acc[c] = _mm512_fmadd_ps(t, _mm512_set1_ps(ab->d), acc[c]);
+      i0 = _mm512_dpbusd_epi32(i0, k.w[3], _mm512_loadu_si512(ab->qs + 192));
+      const __m512 da = _mm512_set1_ps(ab->d);
+      if (prep != nullptr) {
+        acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0), _mm512_mul_ps(k.dsc, da), acc[c]);
+        if (T::kOffset == 0) acc[c] = _mm512_fnmadd_ps(k.bias, _mm512_load_ps(pb), acc[c]);
+      } else {
+        const __m512 bsums = _mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab->bsums))));
+        __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(i0), k.dsc);
+        t = _mm512_fnmadd_ps(k.bias, bsums, t);
+        acc[c] = _mm512_fmadd_ps(t, da, acc[c]);
+      }
     }
   }
 #pragma GCC unroll 16
@@ -650,24 +759,28 @@ void KRow(const uint8_t* w, const uint8_t* a, size_t a_stride, float* y, size_t 
 
 // ============================== Tiles and tables ==============================
 
-using RowFn = void (*)(const uint8_t* w, const uint8_t* a, size_t a_stride, float* y,
-                       size_t y_stride, int64_t n_units);
+using RowFn = void (*)(const uint8_t* w, const uint8_t* a, size_t a_stride, const float* prep,
+                       float* y, size_t y_stride, int64_t n);
 
 // A row kernel for each column count 1..kMaxCols; n_units is blocks (or elements for floats).
-template <template <int> class R>
+using PrepareFn = void (*)(const uint8_t* a, size_t a_stride, int64_t nc, int64_t nb, float* out);
+
+// Row kernels for each column count 1..kMaxCols, and the tile-level preparation (or null).
+template <template <int> class R, PrepareFn kPrep = nullptr>
 struct RowTable {
   static constexpr RowFn kFns[kMaxCols + 1] = {nullptr, R<1>::Run, R<2>::Run, R<3>::Run,
                                                R<4>::Run, R<5>::Run, R<6>::Run, R<7>::Run,
                                                R<8>::Run};
+  static constexpr PrepareFn kPrepare = kPrep;
 };
 
 template <class T>
 struct KR {
   template <int NC>
   struct R {
-    static void Run(const uint8_t* w, const uint8_t* a, size_t as, float* y, size_t ys,
-                    int64_t n) {
-      KRow<T, NC>(w, a, as, y, ys, n / kQKK);
+    static void Run(const uint8_t* w, const uint8_t* a, size_t as, const float* prep, float* y,
+                    size_t ys, int64_t n) {
+      KRow<T, NC>(w, a, as, prep, y, ys, n / kQKK);
     }
   };
 };
@@ -676,8 +789,8 @@ template <class T>
 struct LSR {
   template <int NC>
   struct R {
-    static void Run(const uint8_t* w, const uint8_t* a, size_t as, float* y, size_t ys,
-                    int64_t n) {
+    static void Run(const uint8_t* w, const uint8_t* a, size_t as, const float*, float* y,
+                    size_t ys, int64_t n) {
       LegacySignedRow<T, NC>(w, a, as, y, ys, n / kQK);
     }
   };
@@ -687,8 +800,8 @@ template <class T>
 struct LMR {
   template <int NC>
   struct R {
-    static void Run(const uint8_t* w, const uint8_t* a, size_t as, float* y, size_t ys,
-                    int64_t n) {
+    static void Run(const uint8_t* w, const uint8_t* a, size_t as, const float*, float* y,
+                    size_t ys, int64_t n) {
       LegacyMinRow<T, NC>(w, a, as, y, ys, n / kQK);
     }
   };
@@ -698,27 +811,71 @@ template <class Row>
 struct FR {
   template <int NC>
   struct R {
-    static void Run(const uint8_t* w, const uint8_t* a, size_t as, float* y, size_t ys,
-                    int64_t n) {
+    static void Run(const uint8_t* w, const uint8_t* a, size_t as, const float*, float* y,
+                    size_t ys, int64_t n) {
       FloatRow<Row, NC>(w, a, as, y, ys, n);
     }
   };
 };
 
 // Rows in chunks, columns in groups of up to kMaxCols: every weight block is read from memory
-// once, and re-read from cache only when there are more than kMaxCols columns.
+// once, and re-read from cache only when there are more than kMaxCols columns. The k-quants'
+// bsums are prepared once per (row chunk, column group) instead of once per row.
 template <class Table>
 void Tile(const void* w, size_t w_stride, int64_t n_rows, const void* a, size_t a_stride,
           int64_t n_cols, float* y, size_t y_stride, int64_t n) {
   const auto* wp = static_cast<const uint8_t*>(w);
   const auto* ap = static_cast<const uint8_t*>(a);
+  const int64_t nb = n / kQKK;
+  constexpr bool kPrepares = Table::kPrepare != nullptr;
+  const bool prepare = kPrepares && n_rows >= 4 && nb <= kMaxPreparedBlocks;
+  alignas(64) float prep[kPrepares ? kMaxCols * kMaxPreparedBlocks * 16 : 1];
   for (int64_t r0 = 0; r0 < n_rows; r0 += kRowChunk) {
     const int64_t r1 = r0 + kRowChunk < n_rows ? r0 + kRowChunk : n_rows;
     for (int64_t c0 = 0; c0 < n_cols; c0 += kMaxCols) {
       const int64_t nc = n_cols - c0 < kMaxCols ? n_cols - c0 : kMaxCols;
       const RowFn fn = Table::kFns[nc];
+      if (prepare) Table::kPrepare(ap + c0 * a_stride, a_stride, nc, nb, prep);
       for (int64_t r = r0; r < r1; ++r) {
-        fn(wp + r * w_stride, ap + c0 * a_stride, a_stride, y + c0 * y_stride + r, y_stride, n);
+        fn(wp + r * w_stride, ap + c0 * a_stride, a_stride, prepare ? prep : nullptr,
+           y + c0 * y_stride + r, y_stride, n);
+      }
+    }
+  }
+}
+
+// Float activations are 4 bytes per weight: with several columns a whole row's worth of them
+// outgrows L1. Wider tiles therefore walk the row in pieces of kFloatChunk weights, each piece
+// serving every row of the row chunk from L1 (16 KiB of activations for 8 columns), and add
+// the partial sums into y.
+constexpr int64_t kFloatChunk = 512;
+
+template <class Row>
+void FloatTile(const void* w, size_t w_stride, int64_t n_rows, const void* a, size_t a_stride,
+               int64_t n_cols, float* y, size_t y_stride, int64_t n) {
+  using Table = RowTable<FR<Row>::template R>;
+  if (n_cols == 1 || n <= kFloatChunk) {
+    Tile<Table>(w, w_stride, n_rows, a, a_stride, n_cols, y, y_stride, n);
+    return;
+  }
+  const auto* wp = static_cast<const uint8_t*>(w);
+  const auto* ap = static_cast<const uint8_t*>(a);
+  for (int64_t r0 = 0; r0 < n_rows; r0 += kRowChunk) {
+    const int64_t r1 = r0 + kRowChunk < n_rows ? r0 + kRowChunk : n_rows;
+    for (int64_t k0 = 0; k0 < n; k0 += kFloatChunk) {
+      const int64_t kc = n - k0 < kFloatChunk ? n - k0 : kFloatChunk;
+      for (int64_t c0 = 0; c0 < n_cols; c0 += kMaxCols) {
+        const int64_t nc = n_cols - c0 < kMaxCols ? n_cols - c0 : kMaxCols;
+        const RowFn fn = Table::kFns[nc];
+        for (int64_t r = r0; r < r1; ++r) {
+          float part[kMaxCols];
+          fn(wp + r * w_stride + k0 * Row::kBytes, ap + c0 * a_stride + k0 * 4, a_stride, nullptr,
+             part, 1, kc);
+          float* yr = y + c0 * y_stride + r;
+          for (int64_t c = 0; c < nc; ++c) {
+            yr[c * y_stride] = k0 == 0 ? part[c] : yr[c * y_stride] + part[c];
+          }
+        }
       }
     }
   }
@@ -727,7 +884,8 @@ void Tile(const void* w, size_t w_stride, int64_t n_rows, const void* a, size_t 
 template <class Table>
 float Dot(const void* w, const void* a, int64_t n) {
   float y;
-  Table::kFns[1](static_cast<const uint8_t*>(w), static_cast<const uint8_t*>(a), 0, &y, 0, n);
+  Table::kFns[1](static_cast<const uint8_t*>(w), static_cast<const uint8_t*>(a), 0, nullptr, &y,
+                 0, n);
   return y;
 }
 
@@ -747,6 +905,9 @@ void FillAvx512Kernels(KernelTable* t) {
   SetDot<RowTable<FR<F32Row>::R>>(t, GgmlType::kF32);
   SetDot<RowTable<FR<F16Row>::R>>(t, GgmlType::kF16);
   SetDot<RowTable<FR<BF16Row>::R>>(t, GgmlType::kBF16);
+  t->dot_tile[idx(GgmlType::kF32)] = FloatTile<F32Row>;
+  t->dot_tile[idx(GgmlType::kF16)] = FloatTile<F16Row>;
+  t->dot_tile[idx(GgmlType::kBF16)] = FloatTile<BF16Row>;
 
   t->quantize_activation[idx(GgmlType::kQ4_0)] = QuantizeQ8_0;
   t->quantize_activation[idx(GgmlType::kQ5_0)] = QuantizeQ8_0;
@@ -772,11 +933,11 @@ void FillAvx512Kernels(KernelTable* t) {
   t->dequantize[idx(GgmlType::kQ4_K)] = DequantK<Q4KT>;
   t->dequantize[idx(GgmlType::kQ5_K)] = DequantK<Q5KT>;
   t->dequantize[idx(GgmlType::kQ6_K)] = DequantK<Q6KT>;
-  SetDot<RowTable<KR<Q2KT>::R>>(t, GgmlType::kQ2_K);
-  SetDot<RowTable<KR<Q3KT>::R>>(t, GgmlType::kQ3_K);
-  SetDot<RowTable<KR<Q4KT>::R>>(t, GgmlType::kQ4_K);
-  SetDot<RowTable<KR<Q5KT>::R>>(t, GgmlType::kQ5_K);
-  SetDot<RowTable<KR<Q6KT>::R>>(t, GgmlType::kQ6_K);
+  SetDot<RowTable<KR<Q2KT>::R, PrepareK<Q2KT>>>(t, GgmlType::kQ2_K);
+  SetDot<RowTable<KR<Q3KT>::R, PrepareK<Q3KT>>>(t, GgmlType::kQ3_K);
+  SetDot<RowTable<KR<Q4KT>::R, PrepareK<Q4KT>>>(t, GgmlType::kQ4_K);
+  SetDot<RowTable<KR<Q5KT>::R, PrepareK<Q5KT>>>(t, GgmlType::kQ5_K);
+  SetDot<RowTable<KR<Q6KT>::R, PrepareK<Q6KT>>>(t, GgmlType::kQ6_K);
 }
 
 }  // namespace qwen::quant::internal

@@ -114,8 +114,9 @@ static_assert(sizeof(BlockQ6_K) == 210);
 // 16-value sub-block: value i = 16 s + 4 k + b (s < 16, k < 4, b < 4) is at qs[64 k + 4 s + b].
 // Loading qs in four 64-byte pieces thus puts 4 values of sub-block s in lane s of every piece,
 // and one integer accumulator per lane collects a whole sub-block, whose scale is applied once.
-// bsums[s] is the sum of values 16 s .. 16 s + 15.
-inline constexpr int kQ8KValuesPerLane = 4;
+// bsums[s] is the sum of values 16 s .. 16 s + 15. The scalar reference reads and writes qs
+// through this mapping (Q8KSlot in kernels_scalar.cc); nothing outside inference/quant depends
+// on it.
 
 // Table filling, one per translation unit. Each overwrites the entries it implements faster
 // and leaves the others as they are (the scalar ones, filled first).

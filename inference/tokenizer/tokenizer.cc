@@ -74,8 +74,9 @@ bool NeedsNfc(absl::string_view text) {
 
 }  // namespace
 
-std::string NormalizeNfc(absl::string_view text) {
-  if (!NeedsNfc(text)) return std::string(text);
+namespace {
+
+std::string NfcWithUtf8proc(absl::string_view text) {
   utf8proc_uint8_t* dst = nullptr;
   const utf8proc_ssize_t n =
       utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(text.data()),
@@ -88,6 +89,51 @@ std::string NormalizeNfc(absl::string_view text) {
   }
   std::string out(reinterpret_cast<const char*>(dst), static_cast<size_t>(n));
   std::free(dst);
+  return out;
+}
+
+// Start of the UTF-8 character that ends just before `pos`.
+size_t PreviousCharStart(absl::string_view s, size_t pos) {
+  if (pos == 0) return 0;
+  size_t k = pos - 1;
+  while (k > 0 && (static_cast<uint8_t>(s[k]) & 0xC0) == 0x80) --k;
+  return k;
+}
+
+}  // namespace
+
+std::string NormalizeNfc(absl::string_view text) {
+  if (!NeedsNfc(text)) return std::string(text);
+  // Only runs of code points >= U+0300 can change under NFC, together with the one character
+  // before a run (a base that a following mark may compose with): characters below U+0300 have
+  // combining class 0 and are never the second half of a canonical composition, so they split
+  // the text into parts that normalise independently. Handing utf8proc just those regions
+  // keeps mostly-ASCII text (prose, code) off its slower path.
+  std::string out;
+  out.reserve(text.size());
+  size_t pos = 0;  // everything before pos has been written
+  size_t i = 0;
+  const size_t n = text.size();
+  while (i < n) {
+    if (static_cast<uint8_t>(text[i]) < 0xCC) {
+      ++i;
+      continue;
+    }
+    // A run of high characters starts at i; the region also takes the character before it.
+    const size_t region_start = std::max(pos, PreviousCharStart(text, i));
+    size_t j = i;
+    while (j < n) {
+      const auto b = static_cast<uint8_t>(text[j]);
+      if (b < 0x80) break;                                  // ASCII: below U+0300
+      if (b < 0xCC && b >= 0xC0) break;                     // 2-byte lead below U+0300
+      ++j;                                                  // high lead or continuation byte
+    }
+    out.append(text.data() + pos, region_start - pos);
+    out += NfcWithUtf8proc(text.substr(region_start, j - region_start));
+    pos = j;
+    i = j;
+  }
+  out.append(text.data() + pos, n - pos);
   return out;
 }
 

@@ -2,6 +2,9 @@
 #ifndef QWEN_TESTS_COMMON_TEST_UTIL_H_
 #define QWEN_TESTS_COMMON_TEST_UTIL_H_
 
+#include <sys/wait.h>
+
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -31,6 +34,25 @@ inline std::string ReadFile(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+struct CommandResult {
+  int status = -1;  // exit code, or -1 if killed by a signal
+  std::string out;  // standard output (and standard error when merged)
+};
+
+// Runs `shell_command` through /bin/sh and collects its output. For tests only: callers build
+// the command from fixed strings.
+inline CommandResult RunCommand(const std::string& shell_command) {
+  CommandResult r;
+  FILE* p = popen(shell_command.c_str(), "r");
+  if (p == nullptr) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) r.out.append(buf, n);
+  const int status = pclose(p);
+  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
 }
 
 }  // namespace qwen::testing

@@ -67,7 +67,7 @@ class EngineTest : public ::testing::Test {
     o.n_slots = slots;
     o.n_ctx = 2048;
     o.n_threads = 2;
-    o.step_token_budget = budget;
+    o.prefill_chunk = budget;
     auto e = Engine::Create(model_, o);
     EXPECT_TRUE(e.ok()) << e.status();
     return std::move(*e);

@@ -31,7 +31,9 @@ Inputs Random(int n_k, int n_v, int d, int64_t n, float decay_scale, uint32_t se
   const int64_t width = int64_t{2 * n_k + n_v} * d;
   in.qkv.resize(n * width);
   for (float& x : in.qkv) x = normal(rng);
-  for (int64_t t = 0; t < n; ++t) L2Norm(in.qkv.data() + t * width, 2 * n_k, d, 1e-6f);
+  ThreadPool pool(1);
+  ComputeContext ctx(&pool, MathMode::kFast);
+  for (int64_t t = 0; t < n; ++t) L2Norm(ctx, in.qkv.data() + t * width, 2 * n_k, d, 1e-6f);
   in.g.resize(n * n_v);
   in.beta.resize(n * n_v);
   for (float& x : in.g) x = -decay_scale * unit(rng);

@@ -124,7 +124,8 @@ TEST_P(SimdLevel, DotMatchesScalar) {
   for (GgmlType t : ComputableTypes()) {
     for (Fill fill : {Fill::kRealistic, Fill::kExtreme}) {
       for (int rep = 0; rep < 4; ++rep) {
-        const int64_t n = rep == 0 ? Traits(t).block_size == 1 ? 256 : 256 : kN * (rep % 2 + 1);
+        int64_t n = rep == 0 ? 256 : kN * (rep % 2 + 1);
+        if (Traits(t).block_size == 1 && rep == 3) n = 1001;  // partial vectors
         const auto w = RandomWeights(t, n, fill, rng);
         const auto x = RandomActivations(n, fill, rng);
         const auto a = QuantizeActivation(scalar(), t, x);
@@ -137,25 +138,33 @@ TEST_P(SimdLevel, DotMatchesScalar) {
   }
 }
 
-// Every column count a caller may use, including wide prefill tiles, with padded strides.
+// Every column count a caller may use, including wide prefill tiles, with padded strides, and
+// enough rows (9) to cross the kernels' row chunk of 8 and to use their per-tile preparation.
 TEST_P(SimdLevel, DotTileMatchesScalarDot) {
   std::mt19937 rng(4);
   for (GgmlType t : ComputableTypes()) {
-    const int64_t n = t == GgmlType::kQ8_0 ? 512 : kN;
-    const int64_t n_rows = 3;
+    // Float weights take any n: an odd one leaves partial vectors and a short last piece.
+    const int64_t n = t == GgmlType::kQ8_0 ? 512 : Traits(t).block_size == 1 ? 1283 : kN;
+    const int64_t n_rows = 9;
     const size_t w_row = RowBytes(t, n), w_stride = w_row + 64;
     const size_t a_row = ActivationRowBytes(t, n), a_stride = a_row + 36;
     std::vector<uint8_t> w(w_stride * n_rows);
+    std::vector<std::vector<uint8_t>> w_rows;
+    std::vector<std::vector<float>> wf_rows;
     for (int64_t r = 0; r < n_rows; ++r) {
-      const auto row = RandomWeights(t, n, r == 2 ? Fill::kExtreme : Fill::kRealistic, rng);
-      std::memcpy(&w[r * w_stride], row.data(), w_row);
+      w_rows.push_back(RandomWeights(t, n, r % 4 == 2 ? Fill::kExtreme : Fill::kRealistic, rng));
+      wf_rows.push_back(Dequantize(t, w_rows.back(), n));
+      std::memcpy(&w[r * w_stride], w_rows.back().data(), w_row);
     }
     for (int64_t n_cols : {1, 2, 3, 4, 5, 7, 8, 9, 12, 16, 17, 33, 64}) {
       std::vector<uint8_t> a(a_stride * n_cols);
       std::vector<std::vector<uint8_t>> a_rows;
+      std::vector<std::vector<float>> af_rows;
       for (int64_t c = 0; c < n_cols; ++c) {
         const auto x = RandomActivations(n, c % 3 == 2 ? Fill::kExtreme : Fill::kRealistic, rng);
         a_rows.push_back(QuantizeActivation(scalar(), t, x));
+        af_rows.emplace_back(n);
+        DequantizeActivationRow(t, a_rows.back().data(), af_rows.back().data(), n);
         std::memcpy(&a[c * a_stride], a_rows.back().data(), a_row);
       }
       const size_t y_stride = n_rows + 2;
@@ -164,10 +173,13 @@ TEST_P(SimdLevel, DotTileMatchesScalarDot) {
                              y_stride, n);
       for (int64_t c = 0; c < n_cols; ++c) {
         for (int64_t r = 0; r < n_rows; ++r) {
-          const std::vector<uint8_t> wr(&w[r * w_stride], &w[r * w_stride] + w_row);
-          const double want = scalar().dot[Id(t)](wr.data(), a_rows[c].data(), n);
-          const double same_level = simd().dot[Id(t)](wr.data(), a_rows[c].data(), n);
-          const double tol = kSumTolerance * AbsProductSum(t, wr, a_rows[c], n) + 1e-30;
+          const double want = scalar().dot[Id(t)](w_rows[r].data(), a_rows[c].data(), n);
+          const double same_level = simd().dot[Id(t)](w_rows[r].data(), a_rows[c].data(), n);
+          double mag = 0;
+          for (int64_t i = 0; i < n; ++i) {
+            mag += std::fabs(static_cast<double>(wf_rows[r][i]) * af_rows[c][i]);
+          }
+          const double tol = kSumTolerance * mag + 1e-30;
           ASSERT_NEAR(y[c * y_stride + r], want, tol)
               << TypeName(t) << " n_cols=" << n_cols << " r=" << r << " c=" << c;
           ASSERT_NEAR(y[c * y_stride + r], same_level, tol)
@@ -175,6 +187,7 @@ TEST_P(SimdLevel, DotTileMatchesScalarDot) {
         }
         // The padding between output rows is not written.
         ASSERT_EQ(y[c * y_stride + n_rows], -7.0f);
+        ASSERT_EQ(y[c * y_stride + n_rows + 1], -7.0f);
       }
     }
   }

@@ -118,6 +118,11 @@ class ServerProcess {
       *error = absl::StrCat("qwen serve did not become SERVING:\n", s->Log());
       return nullptr;
     }
+    // SERVING needs one worker; the tests want the whole pool.
+    if (!s->WaitLiveWorkers(o.workers, deadline - absl::Now())) {
+      *error = absl::StrCat("not all workers came up:\n", s->Log());
+      return nullptr;
+    }
     return s;
   }
 
@@ -173,6 +178,15 @@ class ServerProcess {
     const absl::Time deadline = absl::Now() + timeout;
     while (absl::Now() < deadline) {
       if (Health() == want) return true;
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    return false;
+  }
+
+  bool WaitLiveWorkers(int n, absl::Duration timeout) const {
+    const absl::Time deadline = absl::Now() + timeout;
+    while (absl::Now() < deadline) {
+      if (static_cast<int>(Info().serving().live_workers()) == n) return true;
       absl::SleepFor(absl::Milliseconds(20));
     }
     return false;

@@ -85,7 +85,7 @@ TEST(SupervisionE2eTest, KillingAWorkerMidStream) {
   ServerProcess::Options o;
   o.slots = 2;
   o.ctx_size = kContext;
-  o.extra = {"--step_tokens=64"};  // a long prompt takes many steps to prefill
+  o.extra = {"--prefill_chunk=64"};  // a long prompt takes many steps to prefill
   std::string error;
   auto server = ServerProcess::Start(o, &error);
   ASSERT_NE(server, nullptr) << error;
@@ -93,15 +93,24 @@ TEST(SupervisionE2eTest, KillingAWorkerMidStream) {
   HealthWatcher health(server.get());
 
   // One long stream on each worker (the least loaded gets the next request).
+  auto busy_worker = [&](int busy) {
+    const v1::GetModelInfoResponse info = server->Info();
+    for (const auto& w : info.serving().worker_status()) {
+      if (static_cast<int>(w.busy_slots()) == busy) return static_cast<int>(w.index());
+    }
+    return -1;
+  };
   BackgroundStream a0(stub.get(), Long(0, kContext));
   ASSERT_TRUE(a0.WaitFirstMessage());
+  const int a0_worker = busy_worker(1);
+  ASSERT_GE(a0_worker, 0);
   BackgroundStream a1(stub.get(), Long(1, kContext));
   ASSERT_TRUE(a1.WaitFirstMessage());
-  v1::ServingInfo s = server->Info().serving();
-  ASSERT_EQ(s.busy_slots(), 2u);
+  ASSERT_EQ(server->Info().serving().busy_slots(), 2u);
+  ASSERT_EQ(busy_worker(2), -1) << "both long streams went to one worker";
 
-  // A request with a long prompt goes to worker 0 (both have one busy slot; ties go to the
-  // lowest index) and spends a while in prefill there.
+  // A request with a long prompt goes to one of them (both have one busy slot) and spends a
+  // while in prefill there.
   v1::GenerateRequest waiting;
   std::mt19937 rng(7);
   for (int k = 0; k < 3500; ++k) waiting.mutable_prompt_token_ids()->add_ids(rng() % 990);
@@ -110,26 +119,18 @@ TEST(SupervisionE2eTest, KillingAWorkerMidStream) {
   waiting.mutable_stopping()->set_ignore_eos(true);
   waiting.mutable_output()->set_return_token_ids(true);
   BackgroundStream b(stub.get(), waiting);
-  pid_t victim = 0;
-  const absl::Time deadline = absl::Now() + absl::Seconds(30);
-  while (victim == 0 && absl::Now() < deadline) {
-    const v1::GetModelInfoResponse info = server->Info();
-    for (const auto& w : info.serving().worker_status()) {
-      if (w.busy_slots() == 2) victim = w.pid();
-    }
-    if (victim == 0) absl::SleepFor(absl::Milliseconds(5));
-  }
-  ASSERT_NE(victim, 0) << "the prompt never reached a worker";
-  ASSERT_EQ(b.tokens(), 0) << "the prefill finished before the kill; the test needs it running";
-  // Which of the long streams is on the victim: the one whose worker index matches.
   int victim_index = -1;
-  const v1::GetModelInfoResponse info = server->Info();
-  for (const auto& w : info.serving().worker_status()) {
-    if (w.pid() == victim) victim_index = static_cast<int>(w.index());
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (victim_index < 0 && absl::Now() < deadline) {
+    victim_index = busy_worker(2);
+    if (victim_index < 0) absl::SleepFor(absl::Milliseconds(5));
   }
-  ASSERT_GE(victim_index, 0);
-  BackgroundStream& on_victim = victim_index == 0 ? a0 : a1;
-  BackgroundStream& survivor = victim_index == 0 ? a1 : a0;
+  ASSERT_GE(victim_index, 0) << "the prompt never reached a worker";
+  const pid_t victim = server->Info().serving().worker_status(victim_index).pid();
+  ASSERT_GT(victim, 0);
+  ASSERT_EQ(b.tokens(), 0) << "the prefill finished before the kill; the test needs it running";
+  BackgroundStream& on_victim = victim_index == a0_worker ? a0 : a1;
+  BackgroundStream& survivor = victim_index == a0_worker ? a1 : a0;
 
   const absl::Time killed = absl::Now();
   ASSERT_EQ(kill(victim, SIGKILL), 0);
@@ -199,7 +200,7 @@ TEST(SupervisionE2eTest, HealthIsNotServingWhileNoWorkerIsUp) {
   EXPECT_EQ(r.status.error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_THAT(r.status.error_message(), HasSubstr("no worker"));
   ASSERT_TRUE(server->WaitHealth(Serving::SERVING, absl::Seconds(60))) << server->Log();
-  EXPECT_EQ(server->Info().serving().live_workers(), 2u);
+  EXPECT_TRUE(server->WaitLiveWorkers(2, absl::Seconds(60))) << server->Log();
 }
 
 // SIGTERM: health goes NOT_SERVING, new calls are refused, the running stream completes, and

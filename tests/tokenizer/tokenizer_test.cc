@@ -1,5 +1,8 @@
 #include "inference/tokenizer/tokenizer.h"
 
+#include <utf8proc.h>
+
+#include <cstdlib>
 #include <random>
 #include <string>
 #include <thread>
@@ -214,6 +217,22 @@ std::string RandomText(std::mt19937& rng) {
     AppendUtf8(cp, &out);
   }
   return out;
+}
+
+// NFC computed region by region must equal utf8proc over the whole text.
+TEST(TokenizerTest, RegionwiseNfcEqualsWholeTextNfc) {
+  std::mt19937 rng(5);
+  for (int k = 0; k < 3000; ++k) {
+    std::string text = RandomText(rng);
+    // Bias towards decomposed sequences and Hangul jamo.
+    if (k % 2) {
+      text += "e\xCC\x81" "a\xCC\x8A\xCC\x81 \xE1\x84\x80\xE1\x85\xA1\xE1\x86\xA8" "x\xCC\xA3\xCC\x87";
+    }
+    utf8proc_uint8_t* whole = utf8proc_NFC(reinterpret_cast<const utf8proc_uint8_t*>(text.c_str()));
+    ASSERT_NE(whole, nullptr);
+    EXPECT_EQ(NormalizeNfc(text), std::string(reinterpret_cast<char*>(whole))) << Show(text);
+    std::free(whole);
+  }
 }
 
 TEST(TokenizerTest, RandomUnicodeRoundTrips) {

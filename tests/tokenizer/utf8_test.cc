@@ -29,7 +29,9 @@ TEST(Utf8Test, MaximalSubpartsBecomeOneReplacementEach) {
 TEST(Utf8Test, IncrementalHoldsBackTruncatedTail) {
   std::string out;
   const std::string llama = "\xF0\x9F\xA6\x99";
-  EXPECT_EQ(AppendUtf8Lossy("a" + llama.substr(0, 2), /*final=*/false, &out), 1u);
+  std::string input = "a";
+  input.append(llama, 0, 2);
+  EXPECT_EQ(AppendUtf8Lossy(input, /*final=*/false, &out), 1u);
   EXPECT_EQ(out, "a");
   out.clear();
   EXPECT_EQ(AppendUtf8Lossy(llama.substr(0, 2), /*final=*/true, &out), 2u);

@@ -1,0 +1,27 @@
+// Full-size GGUF files with the real shapes and type mix of Qwen3.5 and random weights, so
+// speed can be measured without downloading the model.
+#ifndef QWEN_CLI_SYNTHETIC_MODEL_H_
+#define QWEN_CLI_SYNTHETIC_MODEL_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+
+namespace qwen::cli {
+
+struct SynthOptions {
+  std::string shape = "qwen3.5-4b";  // or "tiny" (the fixtures' shape, for tests)
+  std::string type = "q3_k_m";       // q3_k_m, q4_k_m or q8_0
+  std::string vocab_gguf;            // a tokenizer GGUF to copy the vocabulary from; "" for bytes
+  std::string chat_template_file;    // Jinja template to store; "" for none
+  uint64_t seed = 1;
+};
+
+// Writes the file. Weights are random but well-formed: random quant codes under scales that
+// keep every product's output near unit variance, so the forward pass stays finite.
+absl::Status WriteSyntheticModel(const SynthOptions& options, const std::string& path);
+
+}  // namespace qwen::cli
+
+#endif  // QWEN_CLI_SYNTHETIC_MODEL_H_

@@ -1,0 +1,29 @@
+#include "inference/ops/vec.h"
+
+#include <algorithm>
+
+namespace qwen::ops {
+
+const VecKernels& VecKernelsFor(Isa isa) {
+  // Each level starts from the one below, so a level without a faster version of an entry
+  // keeps the slower one. A level's file is entered only on a CPU that supports it: even its
+  // table-filling code may use that level's instructions.
+  static const VecKernels* tables = [] {
+    static VecKernels t[3];
+    internal::FillScalar(t[0]);
+    t[1] = t[0];
+    if (BestIsa() >= Isa::kAvx2) internal::FillAvx2(t[1]);
+    t[2] = t[1];
+    if (BestIsa() >= Isa::kAvx512) internal::FillAvx512(t[2]);
+    return t;
+  }();
+  const int level = std::min(static_cast<int>(isa), static_cast<int>(BestIsa()));
+  return tables[level];
+}
+
+const VecKernels& Vec() {
+  static const VecKernels& active = VecKernelsFor(ActiveIsa());
+  return active;
+}
+
+}  // namespace qwen::ops

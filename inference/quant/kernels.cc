@@ -1,0 +1,89 @@
+// Builds one KernelTable per instruction-set level and hands out the right one.
+#include "inference/quant/kernels.h"
+
+#include "inference/quant/kernels_internal.h"
+
+namespace qwen::quant {
+namespace {
+
+// Each level starts from the level below it, so an entry a level does not speed up falls back
+// to the best one beneath.
+KernelTable MakeTable(Isa isa) {
+  KernelTable t;
+  internal::FillScalarKernels(&t);
+  if (static_cast<int>(isa) >= static_cast<int>(Isa::kAvx2)) internal::FillAvx2Kernels(&t);
+  if (static_cast<int>(isa) >= static_cast<int>(Isa::kAvx512)) internal::FillAvx512Kernels(&t);
+  t.isa = isa;
+  return t;
+}
+
+}  // namespace
+
+GgmlType ActivationType(GgmlType weight_type) {
+  switch (weight_type) {
+    case GgmlType::kQ4_0:
+    case GgmlType::kQ5_0:
+    case GgmlType::kQ8_0:
+      return GgmlType::kQ8_0;
+    case GgmlType::kQ4_1:
+    case GgmlType::kQ5_1:
+      return GgmlType::kQ8_1;
+    case GgmlType::kQ2_K:
+    case GgmlType::kQ3_K:
+    case GgmlType::kQ4_K:
+    case GgmlType::kQ5_K:
+    case GgmlType::kQ6_K:
+      return GgmlType::kQ8_K;
+    default:
+      return GgmlType::kF32;
+  }
+}
+
+size_t ActivationRowBytes(GgmlType weight_type, int64_t n) {
+  switch (ActivationType(weight_type)) {
+    case GgmlType::kQ8_0:
+      return static_cast<size_t>(n / 32) * sizeof(BlockQ8_0);
+    case GgmlType::kQ8_1:
+      return static_cast<size_t>(n / 32) * sizeof(BlockQ8_1);
+    case GgmlType::kQ8_K:
+      return static_cast<size_t>(n / 256) * sizeof(BlockQ8_K);
+    default:
+      return static_cast<size_t>(n) * sizeof(float);
+  }
+}
+
+const KernelTable& KernelsFor(Isa isa) {
+  // The fill functions of a level are compiled for that level (even storing the pointers may use
+  // its instructions), so a table is only built for a level the CPU has.
+  const int best = static_cast<int>(BestIsa());
+  const int want = static_cast<int>(isa) < best ? static_cast<int>(isa) : best;
+  switch (static_cast<Isa>(want)) {
+    case Isa::kAvx512: {
+      static const KernelTable avx512 = MakeTable(Isa::kAvx512);
+      return avx512;
+    }
+    case Isa::kAvx2: {
+      static const KernelTable avx2 = MakeTable(Isa::kAvx2);
+      return avx2;
+    }
+    default: {
+      static const KernelTable scalar = MakeTable(Isa::kScalar);
+      return scalar;
+    }
+  }
+}
+
+const KernelTable& Kernels() {
+  static const KernelTable& table = KernelsFor(ActiveIsa());
+  return table;
+}
+
+void DequantizeRow(GgmlType type, const void* src, float* dst, int64_t n) {
+  Kernels().dequantize[static_cast<uint32_t>(type)](src, dst, n);
+}
+
+void DequantizeActivationRow(GgmlType weight_type, const void* a, float* dst, int64_t n) {
+  internal::DequantizeActivationScalar(ActivationType(weight_type), a, dst, n);
+}
+
+}  // namespace qwen::quant

@@ -1,0 +1,143 @@
+// `qwen inspect` and `qwen generate`, run as a user would.
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/common/test_util.h"
+#include "tests/model/reference_data.h"
+
+namespace qwen::testing {
+namespace {
+
+std::string Qwen() { return BinPath("qwen"); }
+
+void WriteFile(const std::string& path, const std::string& bytes) {
+  FILE* f = std::fopen(path.c_str(), "wb");
+  std::fwrite(bytes.data(), 1, bytes.size(), f);
+  std::fclose(f);
+}
+
+TEST(Inspect, PrintsMetadataTensorsAndTotals) {
+  CommandResult r = RunCommand(Qwen() + " inspect " + DataPath("models/tiny-qwen35-q3_k_m.gguf"));
+  ASSERT_EQ(r.status, 0);
+  EXPECT_TRUE(absl::StrContains(r.out, "general.architecture"));
+  EXPECT_TRUE(absl::StrContains(r.out, "\"qwen35\""));
+  EXPECT_TRUE(absl::StrContains(r.out, "more]"));  // long arrays are shortened
+  EXPECT_TRUE(absl::StrContains(r.out, "blk.3.attn_q.weight"));
+  EXPECT_TRUE(absl::StrContains(r.out, "q3_K"));
+  EXPECT_TRUE(absl::StrContains(r.out, "total"));
+}
+
+TEST(Inspect, JsonHasMetadataTensorsAndBytesByType) {
+  CommandResult r =
+      RunCommand(Qwen() + " inspect --json " + DataPath("models/tiny-qwen35-q3_k_m.gguf"));
+  ASSERT_EQ(r.status, 0);
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["metadata"]["general.architecture"], "qwen35");
+  EXPECT_EQ(j["metadata"]["tokenizer.ggml.tokens"].size(), 1024u);
+  ASSERT_EQ(j["tensors"].size(), 108u);
+  const auto& t = j["tensors"][1];
+  EXPECT_EQ(t["name"], "token_embd.weight");
+  EXPECT_EQ(t["type"], "q6_K");
+  EXPECT_EQ(t["ne"], nlohmann::json({256, 1024}));
+  EXPECT_EQ(t["bytes"], 215040);
+  EXPECT_EQ(t["offset"], 42208);
+  uint64_t sum = 0;
+  for (const auto& [type, bytes] : j["bytes_by_type"].items()) sum += bytes.get<uint64_t>();
+  uint64_t tensors = 0;
+  for (const auto& x : j["tensors"]) tensors += x["bytes"].get<uint64_t>();
+  EXPECT_EQ(sum, tensors);
+}
+
+TEST(Inspect, ReadsEveryFixture) {
+  for (const char* rel :
+       {"models/tiny-qwen35-f32.gguf", "models/tiny-qwen35-mtp-q3_k_m.gguf",
+        "models/tiny-qwen35-ollama-q3_k_m.gguf", "models/mmproj-tiny-qwen35-f16.gguf",
+        "tokenizer/qwen3-vocab-qwen35pre.gguf"}) {
+    EXPECT_EQ(RunCommand(Qwen() + " inspect " + DataPath(rel) + " > /dev/null").status, 0) << rel;
+  }
+}
+
+// A broken file: exit 2 and one line on stderr naming the problem and the byte offset.
+TEST(Inspect, TruncatedFilesExitTwoWithOneLine) {
+  const std::string bytes = ReadFile(DataPath("models/tiny-qwen35-q3_k_m.gguf"));
+  const std::string path = ::testing::TempDir() + "/truncated.gguf";
+  for (size_t cut : {size_t{0}, size_t{3}, size_t{10}, size_t{100}, size_t{5000}, size_t{41000},
+                     bytes.size() / 2, bytes.size() - 1}) {
+    WriteFile(path, bytes.substr(0, cut));
+    CommandResult r = RunCommand(Qwen() + " inspect " + path + " 2>&1 >/dev/null");
+    EXPECT_EQ(r.status, 2) << "cut " << cut;
+    EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << r.out;
+    EXPECT_TRUE(absl::StrContains(r.out, "byte")) << r.out;
+  }
+  std::string flipped = bytes;
+  flipped[0] = 'X';
+  WriteFile(path, flipped);
+  CommandResult r = RunCommand(Qwen() + " inspect " + path + " 2>&1 >/dev/null");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_TRUE(absl::StrContains(r.out, "magic")) << r.out;
+}
+
+// Greedy generation reproduces llama.cpp's tokens on the F32 fixture.
+TEST(Generate, GreedyReproducesLlamaCpp) {
+  for (const ReferenceCase& c : LoadReference("reference/llama.cpp/f32")) {
+    CommandResult r = RunCommand(
+        absl::StrCat(Qwen(), " generate --model ", DataPath("models/tiny-qwen35-f32.gguf"),
+                     " --tokens ", absl::StrJoin(c.prompt, ","), " --temperature 0 --max-tokens ",
+                     c.greedy.size(), " 2>/dev/null"));
+    ASSERT_EQ(r.status, 0) << c.name;
+    EXPECT_EQ(r.out, absl::StrCat(absl::StrJoin(c.greedy, ","), "\n")) << c.name;
+  }
+}
+
+TEST(Generate, DumpLogitsTeacherForcedMatchesTheReference) {
+  const ReferenceCase c = LoadReference("reference/exact/q8_0")[0];
+  const std::string dump = ::testing::TempDir() + "/logits.f32";
+  std::vector<int32_t> teacher(c.fed.begin() + c.prompt.size(), c.fed.end());
+  CommandResult r = RunCommand(absl::StrCat(
+      Qwen(), " generate --model ", DataPath("models/tiny-qwen35-q8_0.gguf"), " --tokens ",
+      absl::StrJoin(c.prompt, ","), " --teacher-force ", absl::StrJoin(teacher, ","),
+      " --reference-math --batch 5 --dump-logits ", dump, " 2>/dev/null"));
+  ASSERT_EQ(r.status, 0);
+  const std::string bytes = ReadFile(dump);
+  ASSERT_EQ(bytes.size(), c.fed.size() * c.n_vocab * sizeof(float));
+  const float* ours = reinterpret_cast<const float*>(bytes.data());
+  EXPECT_LT(RelativeRms(ours, c.logits.data(), c.logits.size()), 0.005);
+}
+
+TEST(Generate, TextAndChatPrompts) {
+  const std::string model = DataPath("models/tiny-qwen35-q3_k_m.gguf");
+  CommandResult text = RunCommand(absl::StrCat(Qwen(), " generate --model ", model,
+                                               " --prompt 'Hello world' --max-tokens 4 --json"));
+  ASSERT_EQ(text.status, 0) << text.out;
+  auto j = nlohmann::json::parse(text.out);
+  EXPECT_FALSE(j["prompt_tokens"].empty());
+  EXPECT_TRUE(j.contains("text"));
+  const std::string chat = ::testing::TempDir() + "/chat.json";
+  WriteFile(chat, R"({"messages":[{"role":"user","content":"Hi"}]})");
+  CommandResult c = RunCommand(absl::StrCat(Qwen(), " generate --model ", model, " --chat ", chat,
+                                            " --max-tokens 4 --json"));
+  ASSERT_EQ(c.status, 0) << c.out;
+  auto m = nlohmann::json::parse(c.out)["message"];
+  EXPECT_TRUE(m.contains("reasoning") && m.contains("content") && m.contains("tool_calls"));
+}
+
+TEST(Generate, BadInputExitsTwoWithAMessage) {
+  const std::string model = DataPath("models/tiny-qwen35-f32.gguf");
+  CommandResult r =
+      RunCommand(absl::StrCat(Qwen(), " generate --model ", model, " --tokens 1,2,99999 2>&1"));
+  EXPECT_EQ(r.status, 2);
+  EXPECT_TRUE(absl::StrContains(r.out, "99999")) << r.out;
+  r = RunCommand(absl::StrCat(Qwen(), " generate --model /nonexistent.gguf --tokens 1 2>&1"));
+  EXPECT_EQ(r.status, 2);
+  EXPECT_TRUE(absl::StrContains(r.out, "nonexistent")) << r.out;
+}
+
+}  // namespace
+}  // namespace qwen::testing
