@@ -94,7 +94,7 @@ TEST_F(AdmissionE2eTest, ACancelledStreamFreesItsSlotForTheNextRequest) {
 }
 
 TEST_F(AdmissionE2eTest, AnExpiredDeadlineFreesItsSlotForTheNextRequest) {
-  BackgroundStream a(stub_.get(), Long(3), /*deadline=*/absl::Seconds(2));
+  BackgroundStream a(stub_.get(), Long(3), /*deadline=*/absl::Seconds(3));
   BackgroundStream b(stub_.get(), Long(4));
   ASSERT_TRUE(a.WaitFirstMessage());
   ASSERT_TRUE(b.WaitFirstMessage());

@@ -85,7 +85,7 @@ TEST(SupervisionE2eTest, KillingAWorkerMidStream) {
   ServerProcess::Options o;
   o.slots = 2;
   o.ctx_size = kContext;
-  o.extra = {"--prefill_chunk=64"};  // a long prompt takes many steps to prefill
+  o.extra = {"--prefill_chunk=32"};  // a long prompt takes many steps to prefill
   std::string error;
   auto server = ServerProcess::Start(o, &error);
   ASSERT_NE(server, nullptr) << error;
