@@ -16,10 +16,12 @@
 ABSL_FLAG(int32_t, workers, 2,
           "Worker processes. Each maps the model file read-only (the weights exist once in "
           "memory however many run) and runs --slots sequences.");
-ABSL_FLAG(std::string, host, "0.0.0.0", "Address to listen on (\"127.0.0.1\" for local only, "
-                                        "\"::\" for IPv6).");
-ABSL_FLAG(int32_t, port, 50051, "TCP port of the gRPC server (0: any free port; the log says "
-                                "which).");
+ABSL_FLAG(std::string, host, "0.0.0.0",
+          "Address to listen on (\"127.0.0.1\" for local only, "
+          "\"::\" for IPv6).");
+ABSL_FLAG(int32_t, port, 50051,
+          "TCP port of the gRPC server (0: any free port; the log says "
+          "which).");
 ABSL_FLAG(int32_t, queue_size, 64,
           "Requests that may wait for a free slot; beyond it Generate answers RESOURCE_EXHAUSTED "
           "at once.");

@@ -64,8 +64,8 @@ absl::Status Dispatcher::Submit(Job job) {
   }
   Run(std::move(started));
   if (refused) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "the request queue is full (", capacity_, " requests are waiting for a worker slot)"));
+    return absl::ResourceExhaustedError(absl::StrCat("the request queue is full (", capacity_,
+                                                     " requests are waiting for a worker slot)"));
   }
   return absl::OkStatus();
 }

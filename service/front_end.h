@@ -15,7 +15,7 @@ struct FrontEndOptions {
   std::string host = "0.0.0.0";
   int port = 50051;  // 0: any free port (the log says which)
   WorkerPoolOptions pool;
-  int queue_size = 64;  // requests that may wait for a slot
+  int queue_size = 64;   // requests that may wait for a slot
   RequestLimits limits;  // slot_context is taken from pool.ctx_size
   // On SIGTERM/SIGINT, running streams get this long to finish before they are cancelled.
   absl::Duration grace_period = absl::Seconds(30);

@@ -170,8 +170,7 @@ void GenerateCall::Start(const v1::GenerateRequest& request) {
   prepared_ = std::move(*prepared);
   {
     absl::MutexLock lock(&mu_);
-    assembler_ =
-        std::make_unique<OutputAssembler>(prepared_, env_->model->tokenizer(), arrival_);
+    assembler_ = std::make_unique<OutputAssembler>(prepared_, env_->model->tokenizer(), arrival_);
     registered_ = true;
   }
   env_->registry->Add(shared_from_this());
@@ -190,8 +189,8 @@ void GenerateCall::Dispatch(bool retry) {
     phase_ = Phase::kQueued;
     job.exclude = failed_workers_;
   }
-  absl::Status st = retry ? env_->dispatcher->Resubmit(std::move(job))
-                          : env_->dispatcher->Submit(std::move(job));
+  absl::Status st =
+      retry ? env_->dispatcher->Resubmit(std::move(job)) : env_->dispatcher->Submit(std::move(job));
   if (!st.ok()) EndWith(st);
 }
 
@@ -288,10 +287,10 @@ void GenerateCall::OnWorkerDone(WorkerCall* call, const grpc::Status& status) {
                                               " failed before the first token (",
                                               status.error_message(), "); retrying elsewhere"));
         } else {
-          FinalLocked(absl::UnavailableError(absl::StrCat(
-              "the worker serving this request failed (worker ", worker.index, ": ",
-              status.error_message(), ") after ", tokens,
-              " generated tokens; the stream cannot be resumed")));
+          FinalLocked(absl::UnavailableError(
+              absl::StrCat("the worker serving this request failed (worker ", worker.index, ": ",
+                           status.error_message(), ") after ", tokens,
+                           " generated tokens; the stream cannot be resumed")));
         }
       }
       action = PumpLocked();

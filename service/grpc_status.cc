@@ -35,7 +35,8 @@ constexpr CodePair kCodes[] = {
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
   for (const CodePair& c : kCodes) {
-    if (c.absl_code == status.code()) return grpc::Status(c.grpc_code, std::string(status.message()));
+    if (c.absl_code == status.code())
+      return grpc::Status(c.grpc_code, std::string(status.message()));
   }
   return grpc::Status(grpc::StatusCode::UNKNOWN, std::string(status.message()));
 }
@@ -43,7 +44,8 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
 absl::Status FromGrpcStatus(const grpc::Status& status) {
   if (status.ok()) return absl::OkStatus();
   for (const CodePair& c : kCodes) {
-    if (c.grpc_code == status.error_code()) return absl::Status(c.absl_code, status.error_message());
+    if (c.grpc_code == status.error_code())
+      return absl::Status(c.absl_code, status.error_message());
   }
   return absl::UnknownError(status.error_message());
 }

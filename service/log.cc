@@ -22,10 +22,10 @@ void SetLogProcessName(absl::string_view name) { ProcessName() = std::string(nam
 
 void Log(LogLevel level, absl::string_view component, absl::string_view message) {
   const char tag = level == LogLevel::kInfo ? 'I' : level == LogLevel::kWarning ? 'W' : 'E';
-  std::string line = absl::StrCat(
-      absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()), " ",
-      absl::string_view(&tag, 1), " ", ProcessName(), "[", getpid(), "] ", component, ": ",
-      message, "\n");
+  std::string line =
+      absl::StrCat(absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()), " ",
+                   absl::string_view(&tag, 1), " ", ProcessName(), "[", getpid(), "] ", component,
+                   ": ", message, "\n");
   // One write per line: short writes to a pipe or file of this size are not interleaved.
   const char* p = line.data();
   size_t left = line.size();

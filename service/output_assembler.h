@@ -35,8 +35,7 @@ class OutputAssembler {
 
   // The worker finished (`finish` from its last message): flushes what was held back into `out`
   // and sets out->completion. INTERNAL for a worker error.
-  absl::Status Finish(const worker::v1::Finish& finish, absl::Time now,
-                      v1::GenerateResponse* out);
+  absl::Status Finish(const worker::v1::Finish& finish, absl::Time now, v1::GenerateResponse* out);
 
   // A stop string matched: flushes the output parser and sets out->completion
   // (FINISH_REASON_STOP_SEQUENCE).

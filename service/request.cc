@@ -87,9 +87,9 @@ absl::Status CheckTokenIds(const google::protobuf::RepeatedField<int32_t>& ids,
                            absl::string_view field, int32_t vocab) {
   for (int k = 0; k < ids.size(); ++k) {
     if (ids[k] < 0 || ids[k] >= vocab) {
-      return Invalid(absl::StrCat(field, "[", k, "]"),
-                     absl::StrCat("token id ", ids[k], " is outside the vocabulary [0, ", vocab,
-                                  ")"));
+      return Invalid(
+          absl::StrCat(field, "[", k, "]"),
+          absl::StrCat("token id ", ids[k], " is outside the vocabulary [0, ", vocab, ")"));
     }
   }
   return absl::OkStatus();
@@ -108,8 +108,9 @@ absl::StatusOr<Json> ChatToTemplateInput(const v1::Chat& chat, const std::string
     const std::string path = absl::StrCat(field, ".messages[", i, "]");
     if (m.role() != "system" && m.role() != "user" && m.role() != "assistant" &&
         m.role() != "tool") {
-      return Invalid(absl::StrCat(path, ".role"),
-                     absl::StrCat("\"", m.role(), "\" is not one of system, user, assistant, tool"));
+      return Invalid(
+          absl::StrCat(path, ".role"),
+          absl::StrCat("\"", m.role(), "\" is not one of system, user, assistant, tool"));
     }
     Json jm = Json::object();
     jm["role"] = m.role();
@@ -300,10 +301,10 @@ absl::StatusOr<PreparedGenerate> PrepareGenerate(const v1::GenerateRequest& requ
     max_tokens = st.max_tokens();
     if (max_tokens < 1) return Invalid("stopping.max_tokens", "must be at least 1");
     if (n_prompt + max_tokens > limits.slot_context) {
-      return Invalid("stopping.max_tokens",
-                     absl::StrCat("the prompt (", n_prompt, " tokens) plus max_tokens (",
-                                  max_tokens, ") exceeds the context size of ",
-                                  limits.slot_context, " tokens"));
+      return Invalid(
+          "stopping.max_tokens",
+          absl::StrCat("the prompt (", n_prompt, " tokens) plus max_tokens (", max_tokens,
+                       ") exceeds the context size of ", limits.slot_context, " tokens"));
     }
   } else {
     max_tokens = std::min<int64_t>(limits.default_max_tokens, limits.slot_context - n_prompt);

@@ -18,7 +18,7 @@ namespace qwen::service {
 
 // Limits of this server that requests are checked against.
 struct RequestLimits {
-  int64_t slot_context = 4096;      // prompt + generated tokens per sequence
+  int64_t slot_context = 4096;       // prompt + generated tokens per sequence
   int32_t default_max_tokens = 256;  // when the request does not say
   int max_stop_strings = 16;
   size_t max_stop_bytes = 256;

@@ -24,9 +24,9 @@ class StopMatcher {
   explicit StopMatcher(std::vector<std::string> stops);
 
   struct Result {
-    std::string text;     // releasable now
+    std::string text;      // releasable now
     bool stopped = false;  // a stop string matched; nothing further will be released
-    std::string matched;  // which one (the earliest in the text; on a tie, the first listed)
+    std::string matched;   // which one (the earliest in the text; on a tie, the first listed)
   };
 
   // Adds a piece. After a match, further pieces are ignored.

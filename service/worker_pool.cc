@@ -304,8 +304,8 @@ void WorkerPool::Supervise() {
                 w.next_probe = now + options_.heartbeat_interval;
                 LogInfo(kComponent,
                         absl::StrCat("worker ", w.index, " (pid ", w.pid, ") is up after ",
-                                     absl::FormatDuration(absl::Trunc(
-                                         now - w.spawned, absl::Milliseconds(1)))));
+                                     absl::FormatDuration(
+                                         absl::Trunc(now - w.spawned, absl::Milliseconds(1)))));
                 actions.push_back([this, k = w.index, epoch = w.epoch] {
                   dispatcher_->WorkerUp(k, epoch, options_.slots);
                 });
@@ -313,10 +313,10 @@ void WorkerPool::Supervise() {
               }
             }
             if (now - w.spawned > options_.startup_timeout) {
-              LogError(kComponent, absl::StrCat("worker ", w.index, " (pid ", w.pid,
-                                                ") did not come up within ",
-                                                absl::FormatDuration(options_.startup_timeout),
-                                                "; killing it"));
+              LogError(
+                  kComponent,
+                  absl::StrCat("worker ", w.index, " (pid ", w.pid, ") did not come up within ",
+                               absl::FormatDuration(options_.startup_timeout), "; killing it"));
               kill(w.pid, SIGKILL);
               w.spawned = absl::InfiniteFuture();  // reaped next tick; do not kill again
             } else if (!w.probe_in_flight && now >= w.next_probe &&
@@ -331,8 +331,7 @@ void WorkerPool::Supervise() {
               if (!w.probe_ok) {
                 LogError(kComponent,
                          absl::StrCat("worker ", w.index, " (pid ", w.pid,
-                                      ") failed its heartbeat (", w.probe_error,
-                                      "); killing it"));
+                                      ") failed its heartbeat (", w.probe_error, "); killing it"));
                 kill(w.pid, SIGKILL);
                 // Out of the dispatcher now; the reaping above restarts it.
                 w.state = State::kStarting;

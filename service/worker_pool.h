@@ -24,7 +24,7 @@ namespace qwen::service {
 struct WorkerPoolOptions {
   std::string model_path;
   int workers = 2;
-  int slots = 4;  // per worker
+  int slots = 4;    // per worker
   int threads = 1;  // compute threads per worker
   int64_t ctx_size = 4096;
   std::string kv_type = "f16";

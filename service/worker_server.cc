@@ -212,7 +212,8 @@ class WorkerService final : public wpb::Worker::CallbackService {
     r.sampling.presence_penalty = s.presence_penalty();
     r.sampling.frequency_penalty = s.frequency_penalty();
     r.sampling.seed = s.seed();
-    for (const auto& [token, bias] : s.logit_bias()) r.sampling.logit_bias.emplace_back(token, bias);
+    for (const auto& [token, bias] : s.logit_bias())
+      r.sampling.logit_bias.emplace_back(token, bias);
     // Map order is unspecified; the sampler adds biases in list order, so fix it.
     std::sort(r.sampling.logit_bias.begin(), r.sampling.logit_bias.end());
     r.max_tokens = req->max_tokens();
@@ -231,8 +232,7 @@ class WorkerService final : public wpb::Worker::CallbackService {
     return reactor;
   }
 
-  grpc::ServerUnaryReactor* Health(grpc::CallbackServerContext* ctx,
-                                   const wpb::HealthRequest* req,
+  grpc::ServerUnaryReactor* Health(grpc::CallbackServerContext* ctx, const wpb::HealthRequest* req,
                                    wpb::HealthResponse* resp) override {
     const engine::EngineStats s = engine_->Stats();
     resp->set_pid(getpid());
@@ -305,13 +305,12 @@ absl::Status RunWorker(const WorkerOptions& options) {
   if (server == nullptr) {
     return absl::UnavailableError(absl::StrCat("cannot listen on unix:", options.socket_path));
   }
-  LogInfo(component, absl::StrCat("serving ", options.model_path, " on unix:",
-                                  options.socket_path, " with ", options.slots, " slots of ",
-                                  options.ctx_size, " tokens, ", engine->options().n_threads,
-                                  " threads (ready in ",
-                                  absl::FormatDuration(absl::Trunc(absl::Now() - t0,
-                                                                   absl::Milliseconds(1))),
-                                  ")"));
+  LogInfo(component,
+          absl::StrCat("serving ", options.model_path, " on unix:", options.socket_path, " with ",
+                       options.slots, " slots of ", options.ctx_size, " tokens, ",
+                       engine->options().n_threads, " threads (ready in ",
+                       absl::FormatDuration(absl::Trunc(absl::Now() - t0, absl::Milliseconds(1))),
+                       ")"));
 
   // Wait for SIGTERM/SIGINT. The timeout lets a worker notice a vanished parent even if the
   // death signal were lost (it is not, on Linux, but a check costs nothing).

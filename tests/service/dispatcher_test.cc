@@ -102,7 +102,7 @@ TEST(DispatcherTest, ReleaseOfAPastIncarnationIsIgnored) {
   d.WorkerDown(0);
   d.WorkerUp(0, 2, 1);
   ASSERT_TRUE(d.Submit(MakeJob(2, &log)).ok());  // takes the new incarnation's slot
-  d.Release(WorkerRef{0, 1});                     // the old job ends: no effect
+  d.Release(WorkerRef{0, 1});                    // the old job ends: no effect
   EXPECT_EQ(d.GetStats().busy_slots, 1);
   ASSERT_TRUE(d.Submit(MakeJob(3, &log)).ok());
   EXPECT_EQ(log.started.size(), 2u);

@@ -171,10 +171,10 @@ TEST_F(OutputAssemblerTest, ChatOutputIsSplitIntoReasoningContentAndToolCalls) {
            {"type": "object", "properties": {"city": {"type": "string"},
                                              "days": {"type": "integer"}}}}}])");
   OutputAssembler a(prepared_, model_->tokenizer(), absl::Now());
-  std::vector<int32_t> ids = Ids(
-      "Let me check.\n</think>\n\nChecking now.\n\n<tool_call>\n<function=get_weather>\n"
-      "<parameter=city>\nParis\n</parameter>\n<parameter=days>\n2\n</parameter>\n</function>\n"
-      "</tool_call>");
+  std::vector<int32_t> ids =
+      Ids("Let me check.\n</think>\n\nChecking now.\n\n<tool_call>\n<function=get_weather>\n"
+          "<parameter=city>\nParis\n</parameter>\n<parameter=days>\n2\n</parameter>\n</function>\n"
+          "</tool_call>");
   ids.push_back(kImEnd);
   std::vector<v1::GenerateResponse> ms = Feed(a, ids);
   v1::GenerateResponse last;

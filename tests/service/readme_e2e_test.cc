@@ -177,8 +177,8 @@ class Reflection {
 
   std::unique_ptr<refl::ServerReflection::Stub> stub_;
   grpc::ClientContext ctx_;
-  std::unique_ptr<grpc::ClientReaderWriter<refl::ServerReflectionRequest,
-                                           refl::ServerReflectionResponse>>
+  std::unique_ptr<
+      grpc::ClientReaderWriter<refl::ServerReflectionRequest, refl::ServerReflectionResponse>>
       stream_;
   std::set<std::string> added_;
   pb::SimpleDescriptorDatabase db_;
@@ -215,7 +215,8 @@ grpc::Status CallRaw(std::shared_ptr<grpc::Channel> channel, const std::string& 
     std::vector<grpc::Slice> slices;
     (void)out.Dump(&slices);
     std::string bytes;
-    for (const grpc::Slice& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+    for (const grpc::Slice& s : slices)
+      bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
     responses->push_back(std::move(bytes));
   }
   grpc::Status status;
@@ -275,11 +276,10 @@ TEST_F(ReadmeE2eTest, TheRunCommandIsWhatScriptsRunExecutes) {
 TEST_F(ReadmeE2eTest, TheReadmeShowsEveryMethod) {
   std::vector<std::string> verbs;
   for (const GrpcurlCommand& c : Commands()) verbs.push_back(c.verb);
-  EXPECT_THAT(verbs, ::testing::IsSupersetOf(
-                         {"list", "describe", "grpc.health.v1.Health/Check",
-                          "qwen.v1.Qwen/Generate", "qwen.v1.Qwen/Tokenize",
-                          "qwen.v1.Qwen/Detokenize", "qwen.v1.Qwen/RenderChat",
-                          "qwen.v1.Qwen/GetModelInfo"}));
+  EXPECT_THAT(verbs, ::testing::IsSupersetOf({"list", "describe", "grpc.health.v1.Health/Check",
+                                              "qwen.v1.Qwen/Generate", "qwen.v1.Qwen/Tokenize",
+                                              "qwen.v1.Qwen/Detokenize", "qwen.v1.Qwen/RenderChat",
+                                              "qwen.v1.Qwen/GetModelInfo"}));
 }
 
 TEST_F(ReadmeE2eTest, EveryGrpcurlCommandWorksAsWritten) {
@@ -314,8 +314,8 @@ TEST_F(ReadmeE2eTest, EveryGrpcurlCommandWorksAsWritten) {
     std::unique_ptr<pb::Message> request(factory.GetPrototype(method->input_type())->New());
     const std::string body = c.data.empty() ? "{}" : c.data;
     auto parsed = pb::util::JsonStringToMessage(body, request.get());
-    ASSERT_TRUE(parsed.ok()) << "the -d body does not parse as " << method->input_type()->full_name()
-                             << ": " << parsed.ToString();
+    ASSERT_TRUE(parsed.ok()) << "the -d body does not parse as "
+                             << method->input_type()->full_name() << ": " << parsed.ToString();
     std::vector<std::string> responses;
     grpc::Status st = CallRaw(server_->channel(), absl::StrCat("/", parts[0], "/", parts[1]),
                               request->SerializeAsString(), &responses);

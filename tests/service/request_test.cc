@@ -71,8 +71,7 @@ TEST_F(RequestTest, ValidationTableNamesTheField) {
       {R"({"prompt": "hi", "sampling": {"top_p": 0}})", "sampling.top_p"},
       {R"({"prompt": "hi", "sampling": {"top_p": 1.01}})", "sampling.top_p"},
       {R"({"prompt": "hi", "sampling": {"min_p": 2}})", "sampling.min_p"},
-      {R"({"prompt": "hi", "sampling": {"repetition_penalty": 0}})",
-       "sampling.repetition_penalty"},
+      {R"({"prompt": "hi", "sampling": {"repetition_penalty": 0}})", "sampling.repetition_penalty"},
       {R"({"prompt": "hi", "sampling": {"presence_penalty": 101}})", "sampling.presence_penalty"},
       {R"({"prompt": "hi", "sampling": {"frequency_penalty": -101}})",
        "sampling.frequency_penalty"},
@@ -90,8 +89,7 @@ TEST_F(RequestTest, ValidationTableNamesTheField) {
       {R"({"chat": {"messages": [{"role": "bot", "content": "x"}]}})", "chat.messages[0].role"},
       {R"({"chat": {"messages": [{"role": "user", "content": "x", "parts": [{"text": "y"}]}]}})",
        "chat.messages[0]"},
-      {R"({"chat": {"messages": [{"role": "user", "parts": [{}]}]}})",
-       "chat.messages[0].parts[0]"},
+      {R"({"chat": {"messages": [{"role": "user", "parts": [{}]}]}})", "chat.messages[0].parts[0]"},
       {R"({"chat": {"messages": [{"role": "user", "content": "x"},
            {"role": "assistant", "tool_calls": [{"name": "f", "arguments": "[1]"}]}]}})",
        "chat.messages[1].tool_calls[0].arguments"},
@@ -190,15 +188,16 @@ TEST_F(RequestTest, ChatIsRenderedAndParsed) {
   absl::StatusOr<PreparedGenerate> p = Prepare(FromJson(R"({"chat": {
     "messages": [{"role": "user", "content": "Weather?"}],
     "tools": [{"name": "get_weather", "parameters_json": "{\"type\": \"object\"}"}]}})"),
-      LargeContext());
+                                               LargeContext());
   ASSERT_TRUE(p.ok()) << p.status();
   EXPECT_TRUE(p->parse_output);
   EXPECT_TRUE(p->parser_options.reasoning_open);
   ASSERT_EQ(p->parser_options.tools.size(), 1u);
   EXPECT_EQ(p->parser_options.tools[0]["function"]["name"], "get_weather");
 
-  absl::StatusOr<PreparedGenerate> off = Prepare(FromJson(
-      R"({"chat": {"messages": [{"role": "user", "content": "Hi"}], "enable_thinking": false},
+  absl::StatusOr<PreparedGenerate> off = Prepare(
+      FromJson(
+          R"({"chat": {"messages": [{"role": "user", "content": "Hi"}], "enable_thinking": false},
           "output": {"raw_text": true}})"),
       LargeContext());
   ASSERT_TRUE(off.ok()) << off.status();

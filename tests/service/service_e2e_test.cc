@@ -30,9 +30,8 @@ class ServiceE2eTest : public ::testing::Test {
   static void TearDownTestSuite() {
     if (server_ != nullptr) {
       const int status = server_->Stop(absl::Seconds(30));
-      EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
-          << "wait status " << status << "\n"
-          << server_->Log();
+      EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "wait status " << status << "\n"
+                                                                 << server_->Log();
     }
     delete server_;
     server_ = nullptr;
@@ -63,10 +62,10 @@ class ServiceE2eTest : public ::testing::Test {
   // `qwen generate`'s greedy tokens for a token prompt.
   static std::vector<int32_t> QwenGenerate(const std::vector<int32_t>& prompt, int max_tokens,
                                            const std::string& extra = "") {
-    const std::string cmd = absl::StrCat(
-        BinPath("qwen"), " generate --model ", DataPath("models/tiny-qwen35-f32.gguf"),
-        " --tokens ", absl::StrJoin(prompt, ","), " --temperature 0 --max_tokens ", max_tokens,
-        " --ignore_eos --threads 1 --json ", extra, " 2>/dev/null");
+    const std::string cmd =
+        absl::StrCat(BinPath("qwen"), " generate --model ", DataPath("models/tiny-qwen35-f32.gguf"),
+                     " --tokens ", absl::StrJoin(prompt, ","), " --temperature 0 --max_tokens ",
+                     max_tokens, " --ignore_eos --threads 1 --json ", extra, " 2>/dev/null");
     int code = -1;
     const std::string out = RunCommand(cmd, &code);
     EXPECT_EQ(code, 0) << cmd;
@@ -95,9 +94,8 @@ class ServiceE2eTest : public ::testing::Test {
     v1::Tool* t = chat.add_tools();
     t->set_name("get_weather");
     t->set_description("Get the weather forecast for a city.");
-    t->set_parameters_json(
-        R"({"type": "object", "properties": {"city": {"type": "string"}, )"
-        R"("days": {"type": "integer"}}, "required": ["city"]})");
+    t->set_parameters_json(R"({"type": "object", "properties": {"city": {"type": "string"}, )"
+                           R"("days": {"type": "integer"}}, "required": ["city"]})");
     return chat;
   }
 
@@ -296,7 +294,8 @@ TEST_F(ServiceE2eTest, LogprobsAreTheLogSoftmaxOfTheLogits) {
   const int fd = mkstemp(path);
   ASSERT_GE(fd, 0);
   close(fd);
-  const std::vector<int32_t> tokens = QwenGenerate(prompt, kTokens, absl::StrCat("--dump_logits ", path));
+  const std::vector<int32_t> tokens =
+      QwenGenerate(prompt, kTokens, absl::StrCat("--dump_logits ", path));
   ASSERT_EQ(tokens, r.token_ids);
   const std::string raw = ReadFile(path);
   unlink(path);
@@ -425,11 +424,9 @@ TEST_F(ServiceE2eTest, BadRequestsAreInvalidArgumentNamingTheField) {
       {"no input", [](v1::GenerateRequest* r) { r->clear_prompt(); }, "input"},
       {"top_p", [](v1::GenerateRequest* r) { r->mutable_sampling()->set_top_p(1.5f); },
        "sampling.top_p"},
-      {"temperature",
-       [](v1::GenerateRequest* r) { r->mutable_sampling()->set_temperature(-1); },
+      {"temperature", [](v1::GenerateRequest* r) { r->mutable_sampling()->set_temperature(-1); },
        "sampling.temperature"},
-      {"context",
-       [](v1::GenerateRequest* r) { r->mutable_stopping()->set_max_tokens(100000); },
+      {"context", [](v1::GenerateRequest* r) { r->mutable_stopping()->set_max_tokens(100000); },
        "stopping.max_tokens"},
       {"empty stop", [](v1::GenerateRequest* r) { r->mutable_stopping()->add_stop(""); },
        "stopping.stop[0]"},
@@ -439,8 +436,7 @@ TEST_F(ServiceE2eTest, BadRequestsAreInvalidArgumentNamingTheField) {
          r->mutable_output()->set_top_logprobs(50);
        },
        "output.top_logprobs"},
-      {"token id",
-       [](v1::GenerateRequest* r) { r->mutable_prompt_token_ids()->add_ids(5000); },
+      {"token id", [](v1::GenerateRequest* r) { r->mutable_prompt_token_ids()->add_ids(5000); },
        "prompt_token_ids.ids[0]"},
       {"role",
        [](v1::GenerateRequest* r) {

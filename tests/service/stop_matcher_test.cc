@@ -94,7 +94,8 @@ TEST(StopMatcherTest, EveryChunkingOfTheSameTextGivesTheSameResult) {
   const std::string text = "one two three four five";
   for (size_t a = 1; a < text.size(); ++a) {
     for (size_t b = a + 1; b < text.size(); ++b) {
-      Outcome o = Feed({"three f", "xyz"}, {text.substr(0, a), text.substr(a, b - a), text.substr(b)});
+      Outcome o =
+          Feed({"three f", "xyz"}, {text.substr(0, a), text.substr(a, b - a), text.substr(b)});
       EXPECT_TRUE(o.stopped) << a << "," << b;
       EXPECT_EQ(o.text, "one two ") << a << "," << b;
     }

@@ -162,8 +162,7 @@ TEST(SupervisionE2eTest, KillingAWorkerMidStream) {
   bool restored = false;
   while (!restored && absl::Now() < back_deadline) {
     const v1::ServingInfo now = server->Info().serving();
-    restored = now.live_workers() == 2 &&
-               now.worker_status(victim_index).pid() != victim &&
+    restored = now.live_workers() == 2 && now.worker_status(victim_index).pid() != victim &&
                now.worker_status(victim_index).restarts() == 1;
     if (!restored) absl::SleepFor(absl::Milliseconds(20));
   }
