@@ -507,5 +507,40 @@ TEST_F(ServiceE2eTest, ModelInfoDescribesModelAndPool) {
   }
 }
 
+// Each worker maps the model file shared and read-only: its weight pages are the page cache's,
+// counted once however many workers run (Shared_Clean, never Private_Dirty).
+TEST_F(ServiceE2eTest, WorkersShareOneReadOnlyMappingOfTheWeights) {
+  // Touch the weights in both workers.
+  v1::GenerateRequest req = Greedy(2);
+  req.set_prompt("warm up");
+  std::vector<std::thread> threads;
+  for (int k = 0; k < 4; ++k) {
+    threads.emplace_back([&] { EXPECT_TRUE(Generate(stub_.get(), req).status.ok()); });
+  }
+  for (auto& t : threads) t.join();
+  const v1::GetModelInfoResponse info = server_->Info();
+  ASSERT_EQ(info.serving().worker_status_size(), 2);
+  for (const auto& w : info.serving().worker_status()) {
+    const std::string smaps = ReadFile(absl::StrCat("/proc/", w.pid(), "/smaps"));
+    ASSERT_FALSE(smaps.empty());
+    const size_t at = smaps.find("tiny-qwen35-f32.gguf");
+    ASSERT_NE(at, std::string::npos) << "worker " << w.index() << " does not map the model";
+    const size_t line_start = smaps.rfind('\n', at) + 1;
+    const std::string header = smaps.substr(line_start, at - line_start);
+    EXPECT_THAT(header, HasSubstr(" r--s ")) << header;  // read-only, shared
+    auto field = [&](const std::string& name) {
+      const size_t f = smaps.find("\n" + name + ":", at);
+      int64_t kb = -1;
+      if (f != std::string::npos) {
+        const size_t v = f + name.size() + 2;
+        kb = std::strtoll(smaps.c_str() + v, nullptr, 10);
+      }
+      return kb;
+    };
+    EXPECT_EQ(field("Private_Dirty"), 0);
+    EXPECT_GT(field("Shared_Clean"), 0) << "worker " << w.index();
+  }
+}
+
 }  // namespace
 }  // namespace qwen::testing
