@@ -164,6 +164,8 @@ absl::Status RunFrontEnd(const FrontEndOptions& options) {
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // A log reader that went away (`qwen serve | head`) must not kill the server.
+  signal(SIGPIPE, SIG_IGN);
   SetLogProcessName("qwen-serve");
   // A reference so that the linker keeps the health descriptors for reflection.
   (void)grpc::health::v1::HealthCheckRequest::descriptor();

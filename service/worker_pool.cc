@@ -198,6 +198,9 @@ absl::Status WorkerPool::SpawnLocked(Worker& w) {
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
     signal(SIGPIPE, SIG_DFL);
+    // Its own process group: a terminal's Ctrl-C (sent to the whole foreground group) must
+    // reach only the front end, which then drains the streams before it stops the workers.
+    setpgid(0, 0);
     close_range(3, ~0U, 0);
     execve(exe, argv.data(), envp.data());
     _exit(127);

@@ -273,6 +273,7 @@ absl::Status RunWorker(const WorkerOptions& options) {
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);  // a closed log pipe must not kill the worker
 
   if (options.socket_path.empty()) return absl::InvalidArgumentError("--socket is required");
   if (options.kv_type != "f16" && options.kv_type != "f32") {

@@ -82,6 +82,7 @@ class ServerProcess {
     if (pid == 0) {
       prctl(PR_SET_PDEATHSIG, SIGKILL);
       if (getppid() != parent) _exit(1);
+      setpgid(0, 0);  // its own group, as a shell job: tests can signal the group like Ctrl-C
       dup2(fd, STDOUT_FILENO);
       dup2(fd, STDERR_FILENO);
       close(fd);

@@ -235,6 +235,30 @@ TEST(SupervisionE2eTest, SigtermDrainsRunningStreamsAndExitsCleanly) {
   for (pid_t p : workers) EXPECT_TRUE(WaitGone(p, absl::Seconds(5))) << p;
 }
 
+// Ctrl-C in a terminal signals the whole process group: the workers must not stop before the
+// front end has drained the running streams.
+TEST(SupervisionE2eTest, SigintToTheProcessGroupDrainsToo) {
+  ServerProcess::Options o;
+  std::string error;
+  auto server = ServerProcess::Start(o, &error);
+  ASSERT_NE(server, nullptr) << error;
+  auto stub = server->Stub();
+  v1::GenerateRequest req;
+  req.set_prompt("Another long story:");
+  req.mutable_sampling()->set_temperature(0);
+  req.mutable_stopping()->set_max_tokens(200);
+  req.mutable_stopping()->set_ignore_eos(true);
+  BackgroundStream running(stub.get(), req);
+  ASSERT_TRUE(running.WaitFirstMessage());
+  ASSERT_EQ(kill(-server->pid(), SIGINT), 0);
+  ASSERT_TRUE(running.WaitDone(absl::Seconds(120)));
+  GenerateResult r = running.result();
+  EXPECT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_EQ(r.completion.usage().generated_tokens(), 200u);
+  const int status = server->Stop(absl::Seconds(30));
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status << "\n" << server->Log();
+}
+
 // Past the grace period, running streams are cancelled with a last message and UNAVAILABLE.
 TEST(SupervisionE2eTest, StreamsStillRunningAfterTheGracePeriodAreCancelled) {
   ServerProcess::Options o;
