@@ -183,15 +183,40 @@ void GenerateCall::Dispatch(bool retry) {
   auto self = shared_from_this();
   job.start = [self](WorkerRef worker) { self->StartAttempt(worker); };
   job.fail = [self](absl::Status status) { self->EndWith(status); };
+  Action action;
+  bool ended = false;
   {
     absl::MutexLock lock(&mu_);
-    if (phase_ == Phase::kEnded || cancelled_) return;
-    phase_ = Phase::kQueued;
-    job.exclude = failed_workers_;
+    if (phase_ == Phase::kEnded || cancelled_) {
+      // Cancelled while between workers: nothing is queued or running to end it later.
+      FinalLocked(absl::CancelledError("the client cancelled the call"));
+      action = PumpLocked();
+      ended = true;
+    } else {
+      phase_ = Phase::kQueued;
+      job.exclude = failed_workers_;
+    }
+  }
+  if (ended) {
+    Execute(action);
+    return;
   }
   absl::Status st =
       retry ? env_->dispatcher->Resubmit(std::move(job)) : env_->dispatcher->Submit(std::move(job));
-  if (!st.ok()) EndWith(st);
+  if (!st.ok()) {
+    EndWith(st);
+    return;
+  }
+  // A cancel that came while this was being queued found nothing to remove; do it now, so that
+  // the request does not hold a place in the queue.
+  bool cancelled;
+  {
+    absl::MutexLock lock(&mu_);
+    cancelled = cancelled_;
+  }
+  if (cancelled && env_->dispatcher->Cancel(job_id_)) {
+    EndWith(absl::CancelledError("the call was cancelled while queued"));
+  }
 }
 
 void GenerateCall::StartAttempt(WorkerRef worker) {
