@@ -43,6 +43,9 @@ grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* ctx, const absl::St
   return r;
 }
 
+// qwen.v1.Qwen on gRPC's callback API. The text RPCs are answered inline (they are cheap and
+// touch only immutable state); Generate hands each call to a GenerateCall. Thread-safe: gRPC
+// calls it from its own threads; SetPool() is called once before the workers can be reached.
 class QwenService final : public v1::Qwen::CallbackService {
  public:
   QwenService(const TextModel* model, const FrontEndOptions* options, Dispatcher* dispatcher)

@@ -29,11 +29,11 @@ namespace wpb = ::qwen::worker::v1;
 // Most tokens sent in one message when the front end reads slower than the engine produces.
 constexpr int kMaxTokensPerMessage = 64;
 
-// The state one Generate call shares between its gRPC reactor (gRPC's threads) and its engine
-// sink (the scheduler thread). The sink may outlive the reactor (the engine reports the finish
-// after a cancelled call is gone), so the reactor pointer is cleared when gRPC is done with it.
 class Stream;
 
+// The gRPC side of one worker Generate call: forwards write completions to its Stream and a
+// cancellation (front end cancelled, deadline, shutdown) to the engine. Owned by gRPC until
+// OnDone, where it deletes itself.
 class GenerateReactor : public grpc::ServerWriteReactor<wpb::GenerateResponse> {
  public:
   GenerateReactor(engine::Engine* engine, uint64_t id) : engine_(engine), id_(id) {}
@@ -48,6 +48,10 @@ class GenerateReactor : public grpc::ServerWriteReactor<wpb::GenerateResponse> {
   std::shared_ptr<Stream> stream_;
 };
 
+// The state one Generate call shares between its gRPC reactor (gRPC's threads) and its engine
+// sink (the scheduler thread). The sink may outlive the reactor (the engine reports the finish
+// after a cancelled call is gone), so the reactor pointer is cleared when gRPC is done with it.
+// Thread-safe: all state is under its mutex; gRPC operations are started outside it.
 class Stream : public engine::RequestSink {
  public:
   explicit Stream(GenerateReactor* reactor) : reactor_(reactor) {}
@@ -188,6 +192,8 @@ void GenerateReactor::OnDone() {
   delete this;
 }
 
+// qwen.worker.v1.Worker over one engine: each Generate call becomes an engine request whose
+// tokens stream back through a Stream. Thread-safe (the engine is; request ids are atomic).
 class WorkerService final : public wpb::Worker::CallbackService {
  public:
   WorkerService(engine::Engine* engine, bool allow_forced)
