@@ -340,7 +340,9 @@ TEST_F(ServiceE2eTest, ChatStreamsReasoningAndContentSeparately) {
   // Reasoning and content never share a message's text: content only starts after </think>.
   bool content_started = false;
   for (const auto& msg : r.messages) {
-    if (content_started) EXPECT_TRUE(msg.reasoning().empty());
+    if (content_started) {
+      EXPECT_TRUE(msg.reasoning().empty());
+    }
     if (!msg.text().empty()) content_started = true;
   }
 }
