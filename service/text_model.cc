@@ -25,16 +25,6 @@ absl::StatusOr<std::unique_ptr<TextModel>> TextModel::Load(const std::string& pa
     m->supports_reasoning_ = absl::StrContains(src, "<think>");
   }
   m->eog_ids_ = m->tokenizer_->end_of_generation_ids();
-  // Ollama's files list further end tokens; `qwen generate` honours them too.
-  if (auto more = m->file_->GetIntArray("tokenizer.ggml.eos_token_ids"); more.ok()) {
-    for (int64_t v : *more) {
-      const int32_t id = static_cast<int32_t>(v);
-      if (id >= 0 && id < m->tokenizer_->vocab_size() &&
-          std::find(m->eog_ids_.begin(), m->eog_ids_.end(), id) == m->eog_ids_.end()) {
-        m->eog_ids_.push_back(id);
-      }
-    }
-  }
   return m;
 }
 
