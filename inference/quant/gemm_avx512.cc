@@ -42,13 +42,20 @@ constexpr int kQKK = 256;
 constexpr int kLanes = 16;  // rows per tile
 constexpr int kGroup = 8;   // columns whose accumulators stay in registers
 
-// One 256-weight block of 16 rows, unpacked.
-struct alignas(64) Unpacked {
-  __m512i w[64];   // w[g] lane r: unsigned weights 4g .. 4g + 3 of row r
+// One 256-weight block of 16 rows after the transposes: v[] holds the packed bits with rows in
+// the lanes (which dwords, per type), from which T::W(raw, g) makes the byte vector of weights
+// 4g .. 4g + 3; plus the rows' scales, ready for the column loop.
+struct alignas(64) Raw {
+  __m512i v[48];
   __m512i sc[16];  // per-type sub-block scales (see each type)
   __m512i mn[4];   // Q4_K / Q5_K: pairs (mn_2i, mn_2i+1) as int16
   __m512 d;        // per-row factor of S
   __m512 dmin;     // per-row factor of M (negated)
+};
+
+// The 64 weight vectors of a block, for column counts that reuse them many times.
+struct alignas(64) Weights {
+  __m512i w[64];
 };
 
 QWEN_INLINE int32_t Load32(const void* p) {
@@ -154,9 +161,9 @@ QWEN_INLINE __m512i Act(const BlockQ8_K* a, int g) {
   return _mm512_set1_epi32(Load32(a->qs + 64 * (g % 4) + 4 * (g / 4)));
 }
 
-// Q4_K / Q5_K scales and minimums from the 12 scale bytes (x1, x2, x3 = dwords 1-3 of the
-// block head, after d and dmin in dword 0).
-QWEN_INLINE void K4Scales(const __m512i* head, Unpacked* t) {
+// Q4_K / Q5_K scales and minimums from the 12 scale bytes (head[1..3] = dwords 1-3 of the
+// block, after d and dmin in dword 0).
+QWEN_INLINE void K4Scales(const __m512i* head, Raw* t) {
   const __m512i x0 = head[1], x1 = head[2], x2 = head[3];
   const __m512i m3f = Bytes(0x3F), m0f = Bytes(0x0F);
   // Bytes j of sca: sc_j (j < 4); of scb: sc_{j+4}; likewise mna, mnb.
@@ -168,7 +175,9 @@ QWEN_INLINE void K4Scales(const __m512i* head, Unpacked* t) {
       _mm512_ternarylogic_epi32(m0f, _mm512_srli_epi32(x2, 4), _mm512_srli_epi32(x1, 2), 0xCA),
       m3f);
 #pragma GCC unroll 8
-  for (int j = 0; j < 8; ++j) t->sc[j] = _mm512_shuffle_epi8(j < 4 ? sca : scb, ByteToSlot(j % 4, 0));
+  for (int j = 0; j < 8; ++j) {
+    t->sc[j] = _mm512_shuffle_epi8(j < 4 ? sca : scb, ByteToSlot(j % 4, 0));
+  }
 #pragma GCC unroll 4
   for (int i = 0; i < 4; ++i) {
     t->mn[i] = _mm512_shuffle_epi8(i < 2 ? mna : mnb, BytePairToWords(2 * (i % 2)));
@@ -177,14 +186,34 @@ QWEN_INLINE void K4Scales(const __m512i* head, Unpacked* t) {
   t->dmin = _mm512_sub_ps(_mm512_setzero_ps(), LowHalf(_mm512_srli_epi32(head[0], 16)));
 }
 
+// Bit `from` of every byte of v moved to bit `to` (other bits garbage).
+QWEN_INLINE __m512i BitTo(__m512i v, int from, int to) {
+  return from == to ? v : from < to ? _mm512_slli_epi32(v, to - from) : _mm512_srli_epi32(v, from - to);
+}
+
+// (sel & a) | (~sel & b), bitwise.
+QWEN_INLINE __m512i Select(__m512i sel, __m512i a, __m512i b) {
+  return _mm512_ternarylogic_epi32(sel, a, b, 0xCA);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Q3_K: u = q + 4 in [0, 7]; per sub-block of 16 the integer sum starts at -4 bsum_s, so it is
 // sum q a (|.| <= 8128, an int16), and vpdpwssd multiplies it by 256 (sc - 32) (the signed byte
 // sc - 32 in the high byte of the low word: pshufb can place it, not sign-extend it).
+// raw.v: [0, 8) hmask dwords, [8, 16) qs dwords 0-7, [16, 28) qs dwords 4-15, [28, 31) scales.
 struct Q3K {
   static constexpr int kBytes = 110;
-  static QWEN_INLINE void Unpack(const uint8_t* const* rows, int64_t off, Unpacked* t) {
-    __m512i a[16], b[16];
+  static constexpr int kPiece = 4;   // k-groups per scale application
+  static constexpr int kInit = -4;   // the integer sum of a sub-block starts at kInit * bsum
+  static constexpr bool kHasMin = false;
+  static QWEN_INLINE int ScaleIndex(int piece) { return piece; }
+  static QWEN_INLINE __m512i Apply(__m512i s, __m512i i, __m512i sc) {
+    return _mm512_dpwssd_epi32(s, i, sc);
+  }
+
+  static QWEN_INLINE void Unpack(const uint8_t* const* rows, int64_t off, Raw* t) {
+    __m512i* a = t->v;
+    __m512i* b = t->v + 16;
     // a: hmask[0..31], qs[0..31]; b: qs[16..63], scales[12], d (62 bytes, the block's end).
 #pragma GCC unroll 16
     for (int r = 0; r < 16; ++r) {
@@ -193,22 +222,6 @@ struct Q3K {
     }
     Transpose16(a);
     Transpose16(b);
-    const __m512i three = Bytes(3), four = Bytes(4);
-#pragma GCC unroll 2
-    for (int h = 0; h < 2; ++h) {
-#pragma GCC unroll 8
-      for (int m = 0; m < 8; ++m) {
-        const int qd = 8 * h + m;  // qs dword
-        const __m512i q = qd < 8 ? a[8 + qd] : b[qd - 4];
-        const __m512i hm = a[m];
-#pragma GCC unroll 4
-        for (int g = 0; g < 4; ++g) {
-          const __m512i lo = _mm512_and_si512(g == 0 ? q : _mm512_srli_epi32(q, 2 * g), three);
-          const __mmask64 hb = _mm512_test_epi8_mask(hm, Bytes(1 << (4 * h + g)));
-          t->w[32 * h + 8 * g + m] = _mm512_mask_add_epi8(lo, hb, lo, four);
-        }
-      }
-    }
     const __m512i x0 = b[12], x1 = b[13], x2 = b[14];
     const __m512i m0f = Bytes(0x0F), m30 = Bytes(0x30), m32 = Bytes(32);
 #pragma GCC unroll 4
@@ -216,11 +229,7 @@ struct Q3K {
       // Bytes i: scale 4 gs + i.
       const __m512i src = gs % 2 == 0 ? x0 : x1;
       const __m512i low = _mm512_and_si512(gs < 2 ? src : _mm512_srli_epi32(src, 4), m0f);
-      const __m512i hs = gs == 0   ? _mm512_slli_epi32(x2, 4)
-                         : gs == 1 ? _mm512_slli_epi32(x2, 2)
-                         : gs == 2 ? x2
-                                   : _mm512_srli_epi32(x2, 2);
-      const __m512i sc6 = _mm512_ternarylogic_epi32(m30, hs, low, 0xCA);
+      const __m512i sc6 = Select(m30, BitTo(x2, 2 * gs, 4), low);
       const __m512i sgn = _mm512_sub_epi8(sc6, m32);
 #pragma GCC unroll 4
       for (int i = 0; i < 4; ++i) t->sc[4 * gs + i] = _mm512_shuffle_epi8(sgn, ByteToSlot(i, 1));
@@ -228,208 +237,117 @@ struct Q3K {
     t->d = _mm512_mul_ps(LowHalf(b[15]), _mm512_set1_ps(1.0f / 256.0f));
   }
 
-  template <int NC>
-  static QWEN_INLINE void Columns(const Unpacked& t, const BlockQ8_K* const* ab, __m512i* s,
-                                  __m512i*) {
-    alignas(64) int32_t init[NC][16];
-#pragma GCC unroll 8
-    for (int c = 0; c < NC; ++c) {
-      const __m512i bs = _mm512_cvtepi16_epi32(
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab[c]->bsums)));
-      _mm512_store_si512(init[c], _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(bs, 2)));
-      s[c] = _mm512_setzero_si512();
-    }
-#pragma GCC unroll 1
-    for (int sb = 0; sb < 16; ++sb) {
-      const __m512i w0 = t.w[4 * sb], w1 = t.w[4 * sb + 1], w2 = t.w[4 * sb + 2],
-                    w3 = t.w[4 * sb + 3], sc = t.sc[sb];
-#pragma GCC unroll 8
-      for (int c = 0; c < NC; ++c) {
-        const int8_t* q = ab[c]->qs + 4 * sb;
-        __m512i i = _mm512_set1_epi32(init[c][sb]);
-        i = _mm512_dpbusd_epi32(i, w0, _mm512_set1_epi32(Load32(q)));
-        i = _mm512_dpbusd_epi32(i, w1, _mm512_set1_epi32(Load32(q + 64)));
-        i = _mm512_dpbusd_epi32(i, w2, _mm512_set1_epi32(Load32(q + 128)));
-        i = _mm512_dpbusd_epi32(i, w3, _mm512_set1_epi32(Load32(q + 192)));
-        s[c] = _mm512_dpwssd_epi32(s[c], i, sc);
-      }
-    }
+  // Weights 4g .. 4g + 3, g = 32 h + 8 gg + m: bits 2 gg of qs dword 8 h + m, high bit at bit
+  // 4 h + gg of hmask dword m.
+  static QWEN_INLINE __m512i W(const Raw& t, int g) {
+    const int h = g / 32, gg = (g % 32) / 8, m = g % 8;
+    const int qd = 8 * h + m;
+    const __m512i q = qd < 8 ? t.v[8 + qd] : t.v[12 + qd];
+    const __m512i lo = gg == 0 ? q : _mm512_srli_epi32(q, 2 * gg);
+    const __m512i hb = _mm512_and_si512(BitTo(t.v[m], 4 * h + gg, 2), Bytes(4));
+    return Select(Bytes(3), lo, hb);
   }
-  static constexpr bool kHasMin = false;
 };
 
 // ---------------------------------------------------------------------------------------------
 // Q4_K: u in [0, 15]; sums over half sub-blocks of 16 (|.| <= 30480) are multiplied by sc_j
 // (int16) with vpdpwssd; the minimums' sum M = sum mn_j (bsum_2j + bsum_2j+1) likewise.
+// raw.v: the 32 qs dwords.
 struct Q4K {
   static constexpr int kBytes = 144;
-  static QWEN_INLINE void Unpack(const uint8_t* const* rows, int64_t off, Unpacked* t) {
-    __m512i a[16], b[16], head[4];
+  static constexpr int kPiece = 4;
+  static constexpr int kInit = 0;
+  static constexpr bool kHasMin = true;
+  static QWEN_INLINE int ScaleIndex(int piece) { return piece / 2; }
+  static QWEN_INLINE __m512i Apply(__m512i s, __m512i i, __m512i sc) {
+    return _mm512_dpwssd_epi32(s, i, sc);
+  }
+
+  static QWEN_INLINE void Unpack(const uint8_t* const* rows, int64_t off, Raw* t) {
+    __m512i head[4];
 #pragma GCC unroll 16
     for (int r = 0; r < 16; ++r) {
-      a[r] = _mm512_loadu_si512(rows[r] + off + 16);
-      b[r] = _mm512_loadu_si512(rows[r] + off + 80);
+      t->v[r] = _mm512_loadu_si512(rows[r] + off + 16);
+      t->v[16 + r] = _mm512_loadu_si512(rows[r] + off + 80);
     }
-    Transpose16(a);
-    Transpose16(b);
-    const __m512i nib = Bytes(0x0F);
-#pragma GCC unroll 4
-    for (int c = 0; c < 4; ++c) {
-#pragma GCC unroll 8
-      for (int m = 0; m < 8; ++m) {
-        const int qd = 8 * c + m;
-        const __m512i q = qd < 16 ? a[qd] : b[qd - 16];
-        t->w[16 * c + m] = _mm512_and_si512(q, nib);
-        t->w[16 * c + 8 + m] = _mm512_and_si512(_mm512_srli_epi32(q, 4), nib);
-      }
-    }
+    Transpose16(t->v);
+    Transpose16(t->v + 16);
     Gather4(rows, off, head);
     K4Scales(head, t);
   }
 
-  template <int NC>
-  static QWEN_INLINE void Columns(const Unpacked& t, const BlockQ8_K* const* ab, __m512i* s,
-                                  __m512i* mo) {
-#pragma GCC unroll 8
-    for (int c = 0; c < NC; ++c) s[c] = _mm512_setzero_si512();
-#pragma GCC unroll 1
-    for (int j = 0; j < 8; ++j) {
-      const __m512i sc = t.sc[j];
-#pragma GCC unroll 2
-      for (int h = 0; h < 2; ++h) {
-        const int g0 = 8 * j + 4 * h;
-        const __m512i w0 = t.w[g0], w1 = t.w[g0 + 1], w2 = t.w[g0 + 2], w3 = t.w[g0 + 3];
-#pragma GCC unroll 8
-        for (int c = 0; c < NC; ++c) {
-          __m512i i = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w0, Act(ab[c], g0));
-          i = _mm512_dpbusd_epi32(i, w1, Act(ab[c], g0 + 1));
-          i = _mm512_dpbusd_epi32(i, w2, Act(ab[c], g0 + 2));
-          i = _mm512_dpbusd_epi32(i, w3, Act(ab[c], g0 + 3));
-          s[c] = _mm512_dpwssd_epi32(s[c], i, sc);
-        }
-      }
-    }
-    MinTerms<NC>(t, ab, mo);
+  // g = 16 c + 8 hi + m: nibble hi of qs dword 8 c + m.
+  static QWEN_INLINE __m512i W(const Raw& t, int g) {
+    const int c = g / 16, hi = (g % 16) / 8, m = g % 8;
+    const __m512i q = t.v[8 * c + m];
+    return _mm512_and_si512(hi ? _mm512_srli_epi32(q, 4) : q, Bytes(0x0F));
   }
-
-  template <int NC>
-  static QWEN_INLINE void MinTerms(const Unpacked& t, const BlockQ8_K* const* ab, __m512i* mo) {
-#pragma GCC unroll 8
-    for (int c = 0; c < NC; ++c) {
-      // Sums of 32 as int16 pairs: dwords 0, 1, 4, 5 = (B0, B1), (B2, B3), (B4, B5), (B6, B7).
-      const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab[c]->bsums));
-      const __m256i b32 = _mm256_madd_epi16(bs, _mm256_set1_epi16(1));
-      const __m256i pairs = _mm256_packs_epi32(b32, b32);
-      alignas(32) int32_t p[8];
-      _mm256_store_si256(reinterpret_cast<__m256i*>(p), pairs);
-      __m512i m = _mm512_dpwssd_epi32(_mm512_setzero_si512(), t.mn[0], _mm512_set1_epi32(p[0]));
-      m = _mm512_dpwssd_epi32(m, t.mn[1], _mm512_set1_epi32(p[1]));
-      m = _mm512_dpwssd_epi32(m, t.mn[2], _mm512_set1_epi32(p[4]));
-      mo[c] = _mm512_dpwssd_epi32(m, t.mn[3], _mm512_set1_epi32(p[5]));
-    }
-  }
-  static constexpr bool kHasMin = true;
 };
 
 // ---------------------------------------------------------------------------------------------
 // Q5_K: u in [0, 31]; sums over quarter sub-blocks of 8 (|.| <= 31496) times sc_j.
+// raw.v: [0, 8) qh dwords, [8, 32) qs dwords 0-23, [40, 48) qs dwords 24-31.
 struct Q5K {
   static constexpr int kBytes = 176;
-  static QWEN_INLINE void Unpack(const uint8_t* const* rows, int64_t off, Unpacked* t) {
-    __m512i a[16], b[16], c2[16], head[4];
-    // a: qh[0..31], qs[0..31]; b: qs[32..95]; c2: qs[64..127].
+  static constexpr int kPiece = 2;
+  static constexpr int kInit = 0;
+  static constexpr bool kHasMin = true;
+  static QWEN_INLINE int ScaleIndex(int piece) { return piece / 4; }
+  static QWEN_INLINE __m512i Apply(__m512i s, __m512i i, __m512i sc) {
+    return _mm512_dpwssd_epi32(s, i, sc);
+  }
+
+  static QWEN_INLINE void Unpack(const uint8_t* const* rows, int64_t off, Raw* t) {
+    __m512i head[4];
+    // qh[0..31] + qs[0..31]; qs[32..95]; qs[64..127].
 #pragma GCC unroll 16
     for (int r = 0; r < 16; ++r) {
-      a[r] = _mm512_loadu_si512(rows[r] + off + 16);
-      b[r] = _mm512_loadu_si512(rows[r] + off + 80);
-      c2[r] = _mm512_loadu_si512(rows[r] + off + 112);
+      t->v[r] = _mm512_loadu_si512(rows[r] + off + 16);
+      t->v[16 + r] = _mm512_loadu_si512(rows[r] + off + 80);
+      t->v[32 + r] = _mm512_loadu_si512(rows[r] + off + 112);
     }
-    Transpose16(a);
-    Transpose16(b);
-    Transpose16(c2);
-    const __m512i nib = Bytes(0x0F), sixteen = Bytes(16);
-#pragma GCC unroll 4
-    for (int c = 0; c < 4; ++c) {
-#pragma GCC unroll 8
-      for (int m = 0; m < 8; ++m) {
-        const int qd = 8 * c + m;
-        const __m512i q = qd < 8 ? a[8 + qd] : qd < 24 ? b[qd - 8] : c2[qd - 16];
-        const __m512i qh = a[m];
-        const __m512i lo = _mm512_and_si512(q, nib);
-        const __m512i hi = _mm512_and_si512(_mm512_srli_epi32(q, 4), nib);
-        t->w[16 * c + m] =
-            _mm512_mask_add_epi8(lo, _mm512_test_epi8_mask(qh, Bytes(1 << (2 * c))), lo, sixteen);
-        t->w[16 * c + 8 + m] = _mm512_mask_add_epi8(
-            hi, _mm512_test_epi8_mask(qh, Bytes(1 << (2 * c + 1))), hi, sixteen);
-      }
-    }
+    Transpose16(t->v);
+    Transpose16(t->v + 16);
+    Transpose16(t->v + 32);
     Gather4(rows, off, head);
     K4Scales(head, t);
   }
 
-  template <int NC>
-  static QWEN_INLINE void Columns(const Unpacked& t, const BlockQ8_K* const* ab, __m512i* s,
-                                  __m512i* mo) {
-#pragma GCC unroll 8
-    for (int c = 0; c < NC; ++c) s[c] = _mm512_setzero_si512();
-#pragma GCC unroll 1
-    for (int j = 0; j < 8; ++j) {
-      const __m512i sc = t.sc[j];
-#pragma GCC unroll 4
-      for (int k = 0; k < 4; ++k) {
-        const int g0 = 8 * j + 2 * k;
-        const __m512i w0 = t.w[g0], w1 = t.w[g0 + 1];
-#pragma GCC unroll 8
-        for (int c = 0; c < NC; ++c) {
-          __m512i i = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w0, Act(ab[c], g0));
-          i = _mm512_dpbusd_epi32(i, w1, Act(ab[c], g0 + 1));
-          s[c] = _mm512_dpwssd_epi32(s[c], i, sc);
-        }
-      }
-    }
-    Q4K::MinTerms<NC>(t, ab, mo);
+  // g = 16 c + 8 hi + m: nibble hi of qs dword 8 c + m, bit 4 at bit 2 c + hi of qh dword m.
+  static QWEN_INLINE __m512i W(const Raw& t, int g) {
+    const int c = g / 16, hi = (g % 16) / 8, m = g % 8;
+    const int qd = 8 * c + m;
+    const __m512i q = qd < 24 ? t.v[8 + qd] : t.v[16 + qd];
+    const __m512i hb = _mm512_and_si512(BitTo(t.v[m], 2 * c + hi, 4), Bytes(0x10));
+    return Select(Bytes(0x0F), hi ? _mm512_srli_epi32(q, 4) : q, hb);
   }
-  static constexpr bool kHasMin = true;
 };
 
 // ---------------------------------------------------------------------------------------------
 // Q6_K: u = q + 32 in [0, 63]; per sub-block of 16 the sum starts at -32 bsum_s (sum q a,
 // up to 65024 in magnitude: not an int16), so the signed scale is applied with vpmulld.
+// raw.v: [0, 32) ql dwords, [32, 48) qh dwords.
 struct Q6K {
   static constexpr int kBytes = 210;
-  static QWEN_INLINE void Unpack(const uint8_t* const* rows, int64_t off, Unpacked* t) {
-    __m512i l0[16], l1[16], h[16], scs[4];
+  static constexpr int kPiece = 4;
+  static constexpr int kInit = -32;
+  static constexpr bool kHasMin = false;
+  static QWEN_INLINE int ScaleIndex(int piece) { return piece; }
+  static QWEN_INLINE __m512i Apply(__m512i s, __m512i i, __m512i sc) {
+    return _mm512_add_epi32(s, _mm512_mullo_epi32(i, sc));
+  }
+
+  static QWEN_INLINE void Unpack(const uint8_t* const* rows, int64_t off, Raw* t) {
+    __m512i scs[4];
 #pragma GCC unroll 16
     for (int r = 0; r < 16; ++r) {
-      l0[r] = _mm512_loadu_si512(rows[r] + off);
-      l1[r] = _mm512_loadu_si512(rows[r] + off + 64);
-      h[r] = _mm512_loadu_si512(rows[r] + off + 128);
+      t->v[r] = _mm512_loadu_si512(rows[r] + off);
+      t->v[16 + r] = _mm512_loadu_si512(rows[r] + off + 64);
+      t->v[32 + r] = _mm512_loadu_si512(rows[r] + off + 128);
     }
-    Transpose16(l0);
-    Transpose16(l1);
-    Transpose16(h);
-    const __m512i nib = Bytes(0x0F), m30 = Bytes(0x30);
-    // Weight 128 hh + 32 g + l: low 4 bits in ql dword 16 hh + 8 (g % 2) + m, nibble g / 2;
-    // high 2 bits at bits 2g of qh dword 8 hh + m.
-#pragma GCC unroll 2
-    for (int hh = 0; hh < 2; ++hh) {
-#pragma GCC unroll 8
-      for (int m = 0; m < 8; ++m) {
-        const __m512i qh = h[8 * hh + m];
-#pragma GCC unroll 4
-        for (int g = 0; g < 4; ++g) {
-          const int ld = 16 * hh + 8 * (g % 2) + m;
-          const __m512i ql = ld < 16 ? l0[ld] : l1[ld - 16];
-          const __m512i lo = g < 2 ? ql : _mm512_srli_epi32(ql, 4);
-          const __m512i hs = g == 0   ? _mm512_slli_epi32(qh, 4)
-                             : g == 1 ? _mm512_slli_epi32(qh, 2)
-                             : g == 2 ? qh
-                                      : _mm512_srli_epi32(qh, 2);
-          t->w[32 * hh + 8 * g + m] =
-              _mm512_ternarylogic_epi32(nib, lo, _mm512_and_si512(hs, m30), 0xCA);
-        }
-      }
-    }
+    Transpose16(t->v);
+    Transpose16(t->v + 16);
+    Transpose16(t->v + 32);
     Gather4(rows, off + 192, scs);
 #pragma GCC unroll 16
     for (int s = 0; s < 16; ++s) {
@@ -439,48 +357,84 @@ struct Q6K {
     t->d = GatherHalf(rows, off + 208);
   }
 
-  template <int NC>
-  static QWEN_INLINE void Columns(const Unpacked& t, const BlockQ8_K* const* ab, __m512i* s,
-                                  __m512i*) {
-    alignas(64) int32_t init[NC][16];
-#pragma GCC unroll 8
-    for (int c = 0; c < NC; ++c) {
-      const __m512i bs = _mm512_cvtepi16_epi32(
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab[c]->bsums)));
-      _mm512_store_si512(init[c], _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(bs, 5)));
-      s[c] = _mm512_setzero_si512();
-    }
-#pragma GCC unroll 1
-    for (int sb = 0; sb < 16; ++sb) {
-      const __m512i w0 = t.w[4 * sb], w1 = t.w[4 * sb + 1], w2 = t.w[4 * sb + 2],
-                    w3 = t.w[4 * sb + 3], sc = t.sc[sb];
-#pragma GCC unroll 8
-      for (int c = 0; c < NC; ++c) {
-        const int8_t* q = ab[c]->qs + 4 * sb;
-        __m512i i = _mm512_set1_epi32(init[c][sb]);
-        i = _mm512_dpbusd_epi32(i, w0, _mm512_set1_epi32(Load32(q)));
-        i = _mm512_dpbusd_epi32(i, w1, _mm512_set1_epi32(Load32(q + 64)));
-        i = _mm512_dpbusd_epi32(i, w2, _mm512_set1_epi32(Load32(q + 128)));
-        i = _mm512_dpbusd_epi32(i, w3, _mm512_set1_epi32(Load32(q + 192)));
-        s[c] = _mm512_add_epi32(s[c], _mm512_mullo_epi32(i, sc));
-      }
-    }
+  // g = 32 hh + 8 gg + m: low 4 bits in ql dword 16 hh + 8 (gg % 2) + m, nibble gg / 2; high 2
+  // bits at bits 2 gg of qh dword 8 hh + m.
+  static QWEN_INLINE __m512i W(const Raw& t, int g) {
+    const int hh = g / 32, gg = (g % 32) / 8, m = g % 8;
+    const __m512i ql = t.v[16 * hh + 8 * (gg % 2) + m];
+    const __m512i qh = t.v[32 + 8 * hh + m];
+    const __m512i hs = _mm512_and_si512(BitTo(qh, 2 * gg, 4), Bytes(0x30));
+    return Select(Bytes(0x0F), gg < 2 ? ql : _mm512_srli_epi32(ql, 4), hs);
   }
-  static constexpr bool kHasMin = false;
 };
 
 // ---------------------------------------------------------------------------------------------
 
-// One block of one column group: integer sums, then the float update of the 16 rows' partial
-// results, which live in y (the first block starts from zero).
-template <class T, int NC>
-void Group(const Unpacked& t, const uint8_t* a, size_t a_stride, int64_t b, float* y,
+template <class T>
+void MakeWeights(const Raw& t, Weights* w) {
+#pragma GCC unroll 64
+  for (int g = 0; g < 64; ++g) w->w[g] = T::W(t, g);
+}
+
+// Q4_K / Q5_K: M = sum_j mn_j (bsum_2j + bsum_2j+1) per column.
+template <int NC>
+QWEN_INLINE void MinTerms(const Raw& t, const BlockQ8_K* const* ab, __m512i* mo) {
+#pragma GCC unroll 8
+  for (int c = 0; c < NC; ++c) {
+    // Sums of 32 as int16 pairs: dwords 0, 1, 4, 5 = (B0, B1), (B2, B3), (B4, B5), (B6, B7).
+    const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab[c]->bsums));
+    const __m256i b32 = _mm256_madd_epi16(bs, _mm256_set1_epi16(1));
+    const __m256i pairs = _mm256_packs_epi32(b32, b32);
+    alignas(32) int32_t p[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(p), pairs);
+    __m512i m = _mm512_dpwssd_epi32(_mm512_setzero_si512(), t.mn[0], _mm512_set1_epi32(p[0]));
+    m = _mm512_dpwssd_epi32(m, t.mn[1], _mm512_set1_epi32(p[1]));
+    m = _mm512_dpwssd_epi32(m, t.mn[2], _mm512_set1_epi32(p[4]));
+    mo[c] = _mm512_dpwssd_epi32(m, t.mn[3], _mm512_set1_epi32(p[5]));
+  }
+}
+
+// One block of one column group: the integer sums S (and M), then the float update of the 16
+// rows' partial results, which live in y (the first block starts from zero). kFused: the weight
+// vectors are made from `t` as they are used (few columns), else read from `w`.
+template <class T, int NC, bool kFused>
+void Group(const Raw& t, const Weights* w, const uint8_t* a, size_t a_stride, int64_t b, float* y,
            size_t y_stride, __mmask16 mask, bool first) {
   const BlockQ8_K* ab[NC];
 #pragma GCC unroll 8
   for (int c = 0; c < NC; ++c) ab[c] = reinterpret_cast<const BlockQ8_K*>(a + c * a_stride) + b;
+  alignas(64) int32_t init[T::kInit != 0 ? NC : 1][16];
+  if constexpr (T::kInit != 0) {
+#pragma GCC unroll 8
+    for (int c = 0; c < NC; ++c) {
+      const __m512i bs = _mm512_cvtepi16_epi32(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab[c]->bsums)));
+      _mm512_store_si512(init[c], _mm512_mullo_epi32(bs, _mm512_set1_epi32(T::kInit)));
+    }
+  }
   __m512i s[NC], m[NC];
-  T::template Columns<NC>(t, ab, s, m);
+#pragma GCC unroll 8
+  for (int c = 0; c < NC; ++c) s[c] = _mm512_setzero_si512();
+  constexpr int kPieces = 64 / T::kPiece;
+#pragma GCC unroll 32
+  for (int p = 0; p < kPieces; ++p) {
+    __m512i wv[T::kPiece];
+#pragma GCC unroll 4
+    for (int x = 0; x < T::kPiece; ++x) {
+      wv[x] = kFused ? T::W(t, T::kPiece * p + x) : w->w[T::kPiece * p + x];
+    }
+    const __m512i sc = t.sc[T::ScaleIndex(p)];
+#pragma GCC unroll 8
+    for (int c = 0; c < NC; ++c) {
+      __m512i i = T::kInit != 0 ? _mm512_set1_epi32(init[c][p]) : _mm512_setzero_si512();
+#pragma GCC unroll 4
+      for (int x = 0; x < T::kPiece; ++x) {
+        i = _mm512_dpbusd_epi32(i, wv[x], Act(ab[c], T::kPiece * p + x));
+      }
+      s[c] = T::Apply(s[c], i, sc);
+    }
+  }
+  if constexpr (T::kHasMin) MinTerms<NC>(t, ab, m);
 #pragma GCC unroll 8
   for (int c = 0; c < NC; ++c) {
     float* yc = y + c * y_stride;
@@ -494,19 +448,22 @@ void Group(const Unpacked& t, const uint8_t* a, size_t a_stride, int64_t b, floa
   }
 }
 
-template <class T>
-using GroupFn = void (*)(const Unpacked&, const uint8_t*, size_t, int64_t, float*, size_t,
-                         __mmask16, bool);
+using GroupFn = void (*)(const Raw&, const Weights*, const uint8_t*, size_t, int64_t, float*,
+                         size_t, __mmask16, bool);
 
-template <class T>
+template <class T, bool kFused>
 struct Groups {
-  static constexpr GroupFn<T> kFns[kGroup + 1] = {nullptr,        Group<T, 1>, Group<T, 2>,
-                                                  Group<T, 3>,    Group<T, 4>, Group<T, 5>,
-                                                  Group<T, 6>,    Group<T, 7>, Group<T, 8>};
+  static constexpr GroupFn kFns[kGroup + 1] = {
+      nullptr,
+      Group<T, 1, kFused>,
+      Group<T, 2, kFused>,
+      Group<T, 3, kFused>,
+      Group<T, 4, kFused>,
+      Group<T, 5, kFused>,
+      Group<T, 6, kFused>,
+      Group<T, 7, kFused>,
+      Group<T, 8, kFused>};
 };
-
-// Weights are prefetched this many blocks ahead in each of the 16 rows.
-constexpr int kPrefetchBlocks = 8;
 
 template <class T>
 void Tile(const void* w, size_t w_stride, int64_t n_rows, const void* a, size_t a_stride,
@@ -514,33 +471,43 @@ void Tile(const void* w, size_t w_stride, int64_t n_rows, const void* a, size_t 
   const auto* wp = static_cast<const uint8_t*>(w);
   const auto* ap = static_cast<const uint8_t*>(a);
   const int64_t nb = n / kQKK;
-  Unpacked t;
+  Raw t;
+  Weights wv;
   for (int64_t r0 = 0; r0 < n_rows; r0 += kLanes) {
     const int64_t rows = n_rows - r0 < kLanes ? n_rows - r0 : kLanes;
     const __mmask16 mask = static_cast<__mmask16>((1u << rows) - 1);
     // Lanes past the last row repeat it (read, never stored).
     const uint8_t* rp[kLanes];
     for (int r = 0; r < kLanes; ++r) rp[r] = wp + (r0 + (r < rows ? r : rows - 1)) * w_stride;
-    // The next tile's rows, block b while this tile works on block b: a tile's worth of
-    // reads ahead, and nothing left for the hardware prefetcher to learn from 16 short streams.
+    // The next tile's rows, block b while this tile works on block b: a tile's worth of reads
+    // ahead, where the hardware prefetcher has only 16 short streams to learn from.
     const int64_t next_rows = n_rows - r0 - kLanes;
     for (int64_t b = 0; b < nb; ++b) {
-      if (next_rows > 0) {
+      for (int r = 0; r < kLanes && r < next_rows; ++r) {
+        const uint8_t* p = rp[r] + kLanes * w_stride + b * T::kBytes;
+        for (int o = 0; o < T::kBytes + 63; o += 64) {
+          _mm_prefetch(reinterpret_cast<const char*>(p + o), _MM_HINT_T1);
+        }
+      }
+      if (b + 2 < nb) {
         for (int r = 0; r < kLanes; ++r) {
-          const uint8_t* p = rp[r] + (kLanes + (r < next_rows ? 0 : 0)) * w_stride +
-                             b * T::kBytes;
-          if (r < next_rows) {
-            for (int o = 0; o < T::kBytes + 63; o += 64) {
-              _mm_prefetch(reinterpret_cast<const char*>(p + o), _MM_HINT_T0);
-            }
+          const uint8_t* p = rp[r] + (b + 2) * T::kBytes;
+          for (int o = 0; o < T::kBytes + 63; o += 64) {
+            _mm_prefetch(reinterpret_cast<const char*>(p + o), _MM_HINT_T0);
           }
         }
       }
       T::Unpack(rp, b * T::kBytes, &t);
+      if (n_cols <= kGroup) {
+        Groups<T, true>::kFns[n_cols](t, nullptr, ap, a_stride, b, y + r0, y_stride, mask,
+                                      b == 0);
+        continue;
+      }
+      MakeWeights<T>(t, &wv);
       for (int64_t c0 = 0; c0 < n_cols; c0 += kGroup) {
         const int64_t nc = n_cols - c0 < kGroup ? n_cols - c0 : kGroup;
-        Groups<T>::kFns[nc](t, ap + c0 * a_stride, a_stride, b, y + c0 * y_stride + r0, y_stride,
-                            mask, b == 0);
+        Groups<T, false>::kFns[nc](t, &wv, ap + c0 * a_stride, a_stride, b,
+                                   y + c0 * y_stride + r0, y_stride, mask, b == 0);
       }
     }
   }
