@@ -64,6 +64,12 @@ QWEN_INLINE int32_t Load32(const void* p) {
   return v;
 }
 
+QWEN_INLINE uint32_t Load16(const void* p) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+
 QWEN_INLINE __m512i Bytes(int v) { return _mm512_set1_epi8(static_cast<char>(v)); }
 
 // In place: v[i] lane j (dword j of row i) becomes v[j] lane i.
@@ -465,12 +471,339 @@ struct Groups {
       Group<T, 8, kFused>};
 };
 
-template <class T>
+// ============================== Matrix-vector path ==============================
+// For one to kGemvCols columns the transposes cost more than they save. Each row is unpacked on
+// its own into four vectors whose 32-bit lane s holds 4 weights of sub-block s (piece k: weights
+// 16 s + 4 k .. + 3, the order of the Q8_K interleave), so each vpdpbusd leaves sub-block sums in
+// the lanes, and one vpdpwssd (Q6_K: vpmulld) applies the scales. A row's block ends as a vector
+// of partial sums of S (Q4_K, Q5_K: lanes 0-7 partial S, 8-15 partial M); 16 rows' vectors are
+// then summed across lanes into one vector with the rows in the lanes (exact integers), and the
+// float update is the tiles' own, operation for operation.
+
+constexpr int kGemvCols = 4;
+// Rows prefetched ahead into L2 (each row of a decode matrix is 1-5 KB).
+constexpr int kGemvAhead = 16;
+constexpr int kMaxBlocks = 64;   // rows of up to 16384 weights
+constexpr int kGemvChunk = 16;   // blocks of a row unpacked before their 16-row reductions
+
+// Constant vectors from a lane formula (s = lane).
+#define QWEN_LANES(expr)                                                                          \
+  _mm512_set_epi32(L(15, expr), L(14, expr), L(13, expr), L(12, expr), L(11, expr), L(10, expr), \
+                   L(9, expr), L(8, expr), L(7, expr), L(6, expr), L(5, expr), L(4, expr),       \
+                   L(3, expr), L(2, expr), L(1, expr), L(0, expr))
+#define L(s_, expr) ([](int s) { return (expr); }(s_))
+
+// One row's block: pieces w[k], the per-lane scale and (Q4_K, Q5_K) minimum multipliers.
+struct RowBlock {
+  __m512i w[4];
+  __m512i sc;
+  __m512i mn;
+};
+
+// Q3_K lane s: qs dword 8 (s / 8) + 4 (s % 2) + k, bits 2g with g = (s / 2) % 4; high bit at bit
+// 4 (s / 8) + g of hmask dword 4 (s % 2) + k. Scale lane s: 256 (sc_s - 32) in the low word (as
+// the tiles: S comes out 256 times the sub-block sum, exactly what Q3K::Unpack's d expects).
+struct RowQ3K {
+  using Tile = Q3K;
+  static constexpr int kPrep = -4;  // prepared activation term: kPrep * bsum_s (init of I)
+  static constexpr bool kHasMin = false;
+  static constexpr int kDOffset = 108;  // d
+  static constexpr int kDBytes = 2;
+  static QWEN_INLINE void Unpack(const uint8_t* p, RowBlock* rb) {
+    const __m512i qs = _mm512_loadu_si512(p + 32);
+    const __m512i hm =
+        _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    const __m512i idx_q = QWEN_LANES(8 * (s / 8) + 4 * (s % 2));
+    const __m512i shift_q = QWEN_LANES(2 * ((s / 2) % 4));
+    const __m512i idx_h = QWEN_LANES(4 * (s % 2));
+    const __m512i rot_h = QWEN_LANES((34 - (4 * (s / 8) + (s / 2) % 4)) % 32);
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+      const __m512i kv = _mm512_set1_epi32(k);
+      const __m512i lo =
+          _mm512_srlv_epi32(_mm512_permutexvar_epi32(_mm512_add_epi32(idx_q, kv), qs), shift_q);
+      const __m512i hb = _mm512_and_si512(
+          _mm512_rolv_epi32(_mm512_permutexvar_epi32(_mm512_add_epi32(idx_h, kv), hm), rot_h),
+          Bytes(4));
+      rb->w[k] = Select(Bytes(3), lo, hb);
+    }
+    // 6-bit scales: low nibble of scale s in byte s % 8 (high nibble for s >= 8), top 2 bits at
+    // bits 2 (s / 4) of byte 8 + s % 4.
+    const __m128i x = _mm_maskz_loadu_epi8(0x0FFF, p + 96);
+    const __m128i low =
+        _mm_and_si128(_mm_unpacklo_epi64(x, _mm_srli_epi16(x, 4)), _mm_set1_epi8(0x0F));
+    const __m128i t = _mm_srlv_epi32(
+        _mm_shuffle_epi8(x, _mm_setr_epi8(8, 9, 10, 11, 8, 9, 10, 11, 8, 9, 10, 11, 8, 9, 10, 11)),
+        _mm_setr_epi32(0, 2, 4, 6));
+    const __m128i sc6 =
+        _mm_ternarylogic_epi32(_mm_set1_epi8(0x30), _mm_slli_epi32(t, 4), low, 0xCA);
+    rb->sc = _mm512_slli_epi32(
+        _mm512_cvtepu8_epi32(_mm_sub_epi8(sc6, _mm_set1_epi8(32))), 8);
+  }
+  static QWEN_INLINE __m512i Sum(__m512i i, const RowBlock& rb, __m512i) {
+    return _mm512_dpwssd_epi32(_mm512_setzero_si512(), i, rb.sc);
+  }
+};
+
+// Q4_K lane s: nibble (s / 2) % 2 of qs dword 8 (s / 4) + 4 (s % 2) + k; scale and minimum of
+// sub-block s / 2. The block's 12 scale bytes become [sc_0..7, mn_0..7] as in the tiles.
+QWEN_INLINE void K4RowScales(const uint8_t* p, RowBlock* rb) {
+  const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 4));
+  const __m128i m3f = _mm_set1_epi8(0x3F);
+  const __m128i a = _mm_and_si128(x, m3f);  // dwords 0, 1: sc_0..3, mn_0..3
+  const __m128i x2 = _mm_srlv_epi32(_mm_shuffle_epi32(x, _MM_SHUFFLE(2, 2, 2, 2)),
+                                    _mm_setr_epi32(0, 4, 0, 0));
+  const __m128i b = _mm_and_si128(
+      _mm_ternarylogic_epi32(_mm_set1_epi8(0x0F), x2, _mm_srli_epi32(x, 2), 0xCA), m3f);
+  const __m512i all = _mm512_cvtepu8_epi32(_mm_unpacklo_epi32(a, b));  // sc_0..7, mn_0..7
+  rb->sc = _mm512_permutexvar_epi32(QWEN_LANES(s / 2), all);
+  rb->mn = _mm512_permutexvar_epi32(QWEN_LANES(8 + s / 2), all);
+}
+
+// Partial S in lanes 0-7, partial M in lanes 8-15.
+QWEN_INLINE __m512i FoldSM(__m512i sv, __m512i mv) {
+  return _mm512_add_epi32(_mm512_shuffle_i64x2(sv, mv, _MM_SHUFFLE(1, 0, 1, 0)),
+                          _mm512_shuffle_i64x2(sv, mv, _MM_SHUFFLE(3, 2, 3, 2)));
+}
+
+struct RowQ4K {
+  using Tile = Q4K;
+  static constexpr int kPrep = 1;  // bsum_s, for M
+  static constexpr bool kHasMin = true;
+  static constexpr int kDOffset = 0;  // d, dmin
+  static constexpr int kDBytes = 4;
+  static QWEN_INLINE void Unpack(const uint8_t* p, RowBlock* rb) {
+    const __m512i q0 = _mm512_loadu_si512(p + 16), q1 = _mm512_loadu_si512(p + 80);
+    const __m512i idx = QWEN_LANES(8 * (s / 4) + 4 * (s % 2));
+    const __m512i shift = QWEN_LANES(4 * ((s / 2) % 2));
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+      rb->w[k] = _mm512_and_si512(
+          _mm512_srlv_epi32(
+              _mm512_permutex2var_epi32(q0, _mm512_add_epi32(idx, _mm512_set1_epi32(k)), q1),
+              shift),
+          Bytes(0x0F));
+    }
+    K4RowScales(p, rb);
+  }
+  static QWEN_INLINE __m512i Sum(__m512i i, const RowBlock& rb, __m512i bsums) {
+    return FoldSM(_mm512_dpwssd_epi32(_mm512_setzero_si512(), i, rb.sc),
+                  _mm512_dpwssd_epi32(_mm512_setzero_si512(), rb.mn, bsums));
+  }
+};
+
+// Q5_K: Q4_K plus bit 4 of lane s at bit s / 2 of qh dword 4 (s % 2) + k.
+struct RowQ5K {
+  using Tile = Q5K;
+  static constexpr int kPrep = 1;
+  static constexpr bool kHasMin = true;
+  static constexpr int kDOffset = 0;  // d, dmin
+  static constexpr int kDBytes = 4;
+  static QWEN_INLINE void Unpack(const uint8_t* p, RowBlock* rb) {
+    const __m512i q0 = _mm512_loadu_si512(p + 48), q1 = _mm512_loadu_si512(p + 112);
+    const __m512i qh =
+        _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 16)));
+    const __m512i idx = QWEN_LANES(8 * (s / 4) + 4 * (s % 2));
+    const __m512i shift = QWEN_LANES(4 * ((s / 2) % 2));
+    const __m512i idx_h = QWEN_LANES(4 * (s % 2));
+    const __m512i rot_h = QWEN_LANES((36 - s / 2) % 32);
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+      const __m512i kv = _mm512_set1_epi32(k);
+      const __m512i lo =
+          _mm512_srlv_epi32(_mm512_permutex2var_epi32(q0, _mm512_add_epi32(idx, kv), q1), shift);
+      const __m512i hb = _mm512_and_si512(
+          _mm512_rolv_epi32(_mm512_permutexvar_epi32(_mm512_add_epi32(idx_h, kv), qh), rot_h),
+          Bytes(0x10));
+      rb->w[k] = Select(Bytes(0x0F), lo, hb);
+    }
+    K4RowScales(p, rb);
+  }
+  static QWEN_INLINE __m512i Sum(__m512i i, const RowBlock& rb, __m512i bsums) {
+    return RowQ4K::Sum(i, rb, bsums);
+  }
+};
+
+// Q6_K lane s, g = (s / 2) % 4: low 4 bits from ql dword 16 (s / 8) + 8 (g % 2) + 4 (s % 2) + k,
+// nibble g / 2; high 2 bits at bits 2g of qh dword 8 (s / 8) + 4 (s % 2) + k.
+struct RowQ6K {
+  using Tile = Q6K;
+  static constexpr int kPrep = -32;
+  static constexpr bool kHasMin = false;
+  static constexpr int kDOffset = 208;  // d
+  static constexpr int kDBytes = 2;
+  static QWEN_INLINE void Unpack(const uint8_t* p, RowBlock* rb) {
+    const __m512i l0 = _mm512_loadu_si512(p), l1 = _mm512_loadu_si512(p + 64);
+    const __m512i h = _mm512_loadu_si512(p + 128);
+    const __m512i idx_l = QWEN_LANES(16 * (s / 8) + 8 * (((s / 2) % 4) % 2) + 4 * (s % 2));
+    const __m512i shift_l = QWEN_LANES(4 * (((s / 2) % 4) / 2));
+    const __m512i idx_h = QWEN_LANES(8 * (s / 8) + 4 * (s % 2));
+    const __m512i rot_h = QWEN_LANES((36 - 2 * ((s / 2) % 4)) % 32);
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+      const __m512i kv = _mm512_set1_epi32(k);
+      const __m512i lo = _mm512_srlv_epi32(
+          _mm512_permutex2var_epi32(l0, _mm512_add_epi32(idx_l, kv), l1), shift_l);
+      const __m512i hi = _mm512_and_si512(
+          _mm512_rolv_epi32(_mm512_permutexvar_epi32(_mm512_add_epi32(idx_h, kv), h), rot_h),
+          Bytes(0x30));
+      rb->w[k] = Select(Bytes(0x0F), lo, hi);
+    }
+    rb->sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 192)));
+  }
+  static QWEN_INLINE __m512i Sum(__m512i i, const RowBlock& rb, __m512i) {
+    return _mm512_mullo_epi32(i, rb.sc);
+  }
+};
+
+#undef L
+#undef QWEN_LANES
+
+// v[r] (16 lanes of partial sums of row r) -> one vector, lane r = sum of v[r]'s lanes. With
+// `split`, lanes 0-7 and 8-15 are two separate sums: returns the first, *second the other.
+QWEN_INLINE __m512i ReduceRows(const __m512i* v, bool split, __m512i* second) {
+  __m512i a[8], c[4];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) {
+    a[i] = _mm512_add_epi32(_mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]),
+                            _mm512_unpackhi_epi32(v[2 * i], v[2 * i + 1]));
+  }
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; ++j) {
+    c[j] = _mm512_add_epi32(_mm512_unpacklo_epi64(a[2 * j], a[2 * j + 1]),
+                            _mm512_unpackhi_epi64(a[2 * j], a[2 * j + 1]));
+  }
+  // c[j] 128-bit lane L: rows 4j .. 4j + 3, the partials of v's lane L.
+  const __m512i d0 = _mm512_add_epi32(_mm512_shuffle_i32x4(c[0], c[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                      _mm512_shuffle_i32x4(c[0], c[1], _MM_SHUFFLE(3, 1, 3, 1)));
+  const __m512i d1 = _mm512_add_epi32(_mm512_shuffle_i32x4(c[2], c[3], _MM_SHUFFLE(2, 0, 2, 0)),
+                                      _mm512_shuffle_i32x4(c[2], c[3], _MM_SHUFFLE(3, 1, 3, 1)));
+  const __m512i e0 = _mm512_shuffle_i32x4(d0, d1, _MM_SHUFFLE(2, 0, 2, 0));
+  const __m512i e1 = _mm512_shuffle_i32x4(d0, d1, _MM_SHUFFLE(3, 1, 3, 1));
+  if (split) {
+    *second = e1;
+    return e0;
+  }
+  return _mm512_add_epi32(e0, e1);
+}
+
+// The tiles' per-row factors from the 16 rows' dword at kDOffset (see each Tile type's Unpack).
+template <class R>
+QWEN_INLINE void RowFactors(const uint32_t* dd, __m512* d, __m512* dmin) {
+  const __m512i v = _mm512_load_si512(dd);
+  if constexpr (R::kPrep == -4) {
+    *d = _mm512_mul_ps(LowHalf(v), _mm512_set1_ps(1.0f / 256.0f));
+  } else {
+    *d = LowHalf(v);
+  }
+  if constexpr (R::kHasMin) {
+    *dmin = _mm512_sub_ps(_mm512_setzero_ps(), LowHalf(_mm512_srli_epi32(v, 16)));
+  }
+}
+
+template <class R, int NC>
+void Gemv(const uint8_t* wp, size_t w_stride, int64_t n_rows, const uint8_t* ap, size_t a_stride,
+          float* y, size_t y_stride, int64_t nb) {
+  constexpr int kBytes = R::Tile::kBytes;
+  alignas(64) int32_t prep[NC][kMaxBlocks][16];
+  for (int c = 0; c < NC; ++c) {
+    for (int64_t b = 0; b < nb; ++b) {
+      const auto* ab = reinterpret_cast<const BlockQ8_K*>(ap + c * a_stride) + b;
+      const __m512i bs = _mm512_cvtepi16_epi32(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab->bsums)));
+      _mm512_store_si512(prep[c][b], R::kPrep == 1
+                                         ? bs
+                                         : _mm512_mullo_epi32(bs, _mm512_set1_epi32(R::kPrep)));
+    }
+  }
+  alignas(64) __m512i part[NC][kGemvChunk][16];
+  alignas(64) uint32_t dd[kGemvChunk][16];
+  for (int64_t r0 = 0; r0 < n_rows; r0 += kLanes) {
+    const int64_t rows = n_rows - r0 < kLanes ? n_rows - r0 : kLanes;
+    const __mmask16 mask = static_cast<__mmask16>((1u << rows) - 1);
+    __m512 acc[NC];
+#pragma GCC unroll 4
+    for (int c = 0; c < NC; ++c) acc[c] = _mm512_setzero_ps();
+    for (int64_t b0 = 0; b0 < nb; b0 += kGemvChunk) {
+      const int64_t nbc = nb - b0 < kGemvChunk ? nb - b0 : kGemvChunk;
+      for (int r = 0; r < kLanes; ++r) {
+        const int64_t row = r0 + (r < rows ? r : rows - 1);
+        const uint8_t* p = wp + row * w_stride + b0 * kBytes;
+        // kGemvAhead rows ahead, the same stretch of blocks.
+        if (row + kGemvAhead < n_rows) {
+          const uint8_t* q = p + kGemvAhead * w_stride;
+          for (int64_t o = 0; o < nbc * kBytes; o += 64) {
+            _mm_prefetch(reinterpret_cast<const char*>(q + o), _MM_HINT_T1);
+          }
+        }
+        for (int64_t bb = 0; bb < nbc; ++bb) {
+          const uint8_t* pb = p + bb * kBytes;
+          RowBlock rb;
+          R::Unpack(pb, &rb);
+          dd[bb][r] = R::kDBytes == 4 ? static_cast<uint32_t>(Load32(pb + R::kDOffset))
+                                      : Load16(pb + R::kDOffset);
+#pragma GCC unroll 4
+          for (int c = 0; c < NC; ++c) {
+            const auto* ab = reinterpret_cast<const BlockQ8_K*>(ap + c * a_stride) + b0 + bb;
+            const __m512i pv = _mm512_load_si512(prep[c][b0 + bb]);
+            __m512i i = R::kPrep == 1 ? _mm512_setzero_si512() : pv;
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; ++k) {
+              i = _mm512_dpbusd_epi32(i, rb.w[k], _mm512_loadu_si512(ab->qs + 64 * k));
+            }
+            part[c][bb][r] = R::Sum(i, rb, pv);
+          }
+        }
+      }
+      for (int64_t bb = 0; bb < nbc; ++bb) {
+        __m512 d, dmin;
+        RowFactors<R>(dd[bb], &d, &dmin);
+#pragma GCC unroll 4
+        for (int c = 0; c < NC; ++c) {
+          const auto* ab = reinterpret_cast<const BlockQ8_K*>(ap + c * a_stride) + b0 + bb;
+          __m512i m;
+          const __m512i sv = ReduceRows(part[c][bb], R::kHasMin, &m);
+          const __m512 da = _mm512_set1_ps(ab->d);
+          acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sv), _mm512_mul_ps(d, da), acc[c]);
+          if constexpr (R::kHasMin) {
+            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(m), _mm512_mul_ps(dmin, da), acc[c]);
+          }
+        }
+      }
+    }
+#pragma GCC unroll 4
+    for (int c = 0; c < NC; ++c) _mm512_mask_storeu_ps(y + c * y_stride + r0, mask, acc[c]);
+  }
+}
+
+template <class R>
+void GemvCols(const uint8_t* wp, size_t w_stride, int64_t n_rows, const uint8_t* ap,
+              size_t a_stride, int64_t n_cols, float* y, size_t y_stride, int64_t nb) {
+  switch (n_cols) {
+    case 1:
+      return Gemv<R, 1>(wp, w_stride, n_rows, ap, a_stride, y, y_stride, nb);
+    case 2:
+      return Gemv<R, 2>(wp, w_stride, n_rows, ap, a_stride, y, y_stride, nb);
+    case 3:
+      return Gemv<R, 3>(wp, w_stride, n_rows, ap, a_stride, y, y_stride, nb);
+    default:
+      return Gemv<R, 4>(wp, w_stride, n_rows, ap, a_stride, y, y_stride, nb);
+  }
+}
+
+// ============================== Entry points ==============================
+
+template <class R>
 void Tile(const void* w, size_t w_stride, int64_t n_rows, const void* a, size_t a_stride,
           int64_t n_cols, float* y, size_t y_stride, int64_t n) {
+  using T = typename R::Tile;
   const auto* wp = static_cast<const uint8_t*>(w);
   const auto* ap = static_cast<const uint8_t*>(a);
   const int64_t nb = n / kQKK;
+  if (n_cols <= kGemvCols && nb <= kMaxBlocks) {
+    GemvCols<R>(wp, w_stride, n_rows, ap, a_stride, n_cols, y, y_stride, nb);
+    return;
+  }
   Raw t;
   Weights wv;
   for (int64_t r0 = 0; r0 < n_rows; r0 += kLanes) {
@@ -516,10 +849,10 @@ void Tile(const void* w, size_t w_stride, int64_t n_rows, const void* a, size_t 
 }  // namespace
 
 void FillAvx512GemmKernels(KernelTable* t) {
-  t->dot_tile[static_cast<uint32_t>(GgmlType::kQ3_K)] = Tile<Q3K>;
-  t->dot_tile[static_cast<uint32_t>(GgmlType::kQ4_K)] = Tile<Q4K>;
-  t->dot_tile[static_cast<uint32_t>(GgmlType::kQ5_K)] = Tile<Q5K>;
-  t->dot_tile[static_cast<uint32_t>(GgmlType::kQ6_K)] = Tile<Q6K>;
+  t->dot_tile[static_cast<uint32_t>(GgmlType::kQ3_K)] = Tile<RowQ3K>;
+  t->dot_tile[static_cast<uint32_t>(GgmlType::kQ4_K)] = Tile<RowQ4K>;
+  t->dot_tile[static_cast<uint32_t>(GgmlType::kQ5_K)] = Tile<RowQ5K>;
+  t->dot_tile[static_cast<uint32_t>(GgmlType::kQ6_K)] = Tile<RowQ6K>;
 }
 
 }  // namespace qwen::quant::internal
