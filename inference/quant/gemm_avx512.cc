@@ -160,11 +160,31 @@ QWEN_INLINE __m512i BytePairToWords(int i) {
   return _mm512_broadcast_i32x4(_mm_setr_epi32(c[0], c[1], c[2], c[3]));
 }
 
-// Q8_K value group g (values 4g .. 4g + 3) of an activation block, as a broadcast dword. See
-// BlockQ8_K: value 16 s + 4 k + b is at qs[64 k + 4 s + b], so group g = 4 s + k is at
-// 64 (g % 4) + 4 (g / 4).
-QWEN_INLINE __m512i Act(const BlockQ8_K* a, int g) {
-  return _mm512_set1_epi32(Load32(a->qs + 64 * (g % 4) + 4 * (g / 4)));
+// Instructions with a dword broadcast from memory as the last operand ({1to16}). Written as
+// asm because GCC 12 emits a separate vpbroadcastd for _mm512_set1_epi32 of a load, and on Zen 4
+// that broadcast takes an issue slot of the pipes vpdpbusd runs on: the inner loop ran at 0.55
+// vpdpbusd per cycle instead of 0.95.
+QWEN_INLINE __m512i DpbusdB(__m512i acc, __m512i w, const void* p) {
+  __asm__("vpdpbusd %2%{1to16%}, %1, %0"
+          : "+v"(acc)
+          : "v"(w), "m"(*static_cast<const int32_t*>(p)));
+  return acc;
+}
+QWEN_INLINE __m512i DpwssdB(__m512i acc, __m512i w, const void* p) {
+  __asm__("vpdpwssd %2%{1to16%}, %1, %0"
+          : "+v"(acc)
+          : "v"(w), "m"(*static_cast<const int32_t*>(p)));
+  return acc;
+}
+QWEN_INLINE __m512i AddB(__m512i v, const void* p) {
+  __asm__("vpaddd %1%{1to16%}, %0, %0" : "+v"(v) : "m"(*static_cast<const int32_t*>(p)));
+  return v;
+}
+
+// Q8_K value group g (values 4g .. 4g + 3) of an activation block. See BlockQ8_K: value
+// 16 s + 4 k + b is at qs[64 k + 4 s + b], so group g = 4 s + k is at 64 (g % 4) + 4 (g / 4).
+QWEN_INLINE const int8_t* Act(const BlockQ8_K* a, int g) {
+  return a->qs + 64 * (g % 4) + 4 * (g / 4);
 }
 
 // Q4_K / Q5_K scales and minimums from the 12 scale bytes (head[1..3] = dwords 1-3 of the
@@ -253,6 +273,30 @@ struct Q3K {
     const __m512i hb = _mm512_and_si512(BitTo(t.v[m], 4 * h + gg, 2), Bytes(4));
     return Select(Bytes(3), lo, hb);
   }
+
+  // Many columns: the scales folded into the weights, w'' = 128 - q (sc - 32) in [0, 252]
+  // (q (sc - 32) lies in [-124, 128]), so a block is 64 vpdpbusd per column and nothing else:
+  //   sum w'' a = 128 sum a - sum_s (sc_s - 32) sum q a = 128 sum a - S,
+  // the same exact S as the unfolded kernels. Bytes are multiplied in 16-bit halves.
+  static constexpr bool kFoldable = true;
+  static QWEN_INLINE void MakeFolded(const Raw& t, Weights* w) {
+    const __m512i lo_bytes = _mm512_set1_epi16(0x00FF);
+#pragma GCC unroll 16
+    for (int s = 0; s < 16; ++s) {
+      // sc - 32 in both words of each lane (t.sc holds 256 (sc - 32) in the low word).
+      const __m512i x = _mm512_srai_epi16(t.sc[s], 8);
+      const __m512i sc = _mm512_or_si512(x, _mm512_slli_epi32(x, 16));
+      // w'' = 128 + 4 (sc - 32) - u (sc - 32), u = q + 4.
+      const __m512i base = _mm512_add_epi16(_mm512_slli_epi16(sc, 2), _mm512_set1_epi16(128));
+#pragma GCC unroll 4
+      for (int x4 = 0; x4 < 4; ++x4) {
+        const __m512i u = W(t, 4 * s + x4);
+        const __m512i even = _mm512_sub_epi16(base, _mm512_mullo_epi16(_mm512_and_si512(u, lo_bytes), sc));
+        const __m512i odd = _mm512_sub_epi16(base, _mm512_mullo_epi16(_mm512_srli_epi16(u, 8), sc));
+        w->w[4 * s + x4] = Select(lo_bytes, even, _mm512_slli_epi16(odd, 8));
+      }
+    }
+  }
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -260,6 +304,8 @@ struct Q3K {
 // (int16) with vpdpwssd; the minimums' sum M = sum mn_j (bsum_2j + bsum_2j+1) likewise.
 // raw.v: the 32 qs dwords.
 struct Q4K {
+  static constexpr bool kFoldable = false;
+  static QWEN_INLINE void MakeFolded(const Raw&, Weights*) {}
   static constexpr int kBytes = 144;
   static constexpr int kPiece = 4;
   static constexpr int kInit = 0;
@@ -294,6 +340,8 @@ struct Q4K {
 // Q5_K: u in [0, 31]; sums over quarter sub-blocks of 8 (|.| <= 31496) times sc_j.
 // raw.v: [0, 8) qh dwords, [8, 32) qs dwords 0-23, [40, 48) qs dwords 24-31.
 struct Q5K {
+  static constexpr bool kFoldable = false;
+  static QWEN_INLINE void MakeFolded(const Raw&, Weights*) {}
   static constexpr int kBytes = 176;
   static constexpr int kPiece = 2;
   static constexpr int kInit = 0;
@@ -334,6 +382,8 @@ struct Q5K {
 // up to 65024 in magnitude: not an int16), so the signed scale is applied with vpmulld.
 // raw.v: [0, 32) ql dwords, [32, 48) qh dwords.
 struct Q6K {
+  static constexpr bool kFoldable = false;
+  static QWEN_INLINE void MakeFolded(const Raw&, Weights*) {}
   static constexpr int kBytes = 210;
   static constexpr int kPiece = 4;
   static constexpr int kInit = -32;
@@ -393,10 +443,10 @@ QWEN_INLINE void MinTerms(const Raw& t, const BlockQ8_K* const* ab, __m512i* mo)
     const __m256i pairs = _mm256_packs_epi32(b32, b32);
     alignas(32) int32_t p[8];
     _mm256_store_si256(reinterpret_cast<__m256i*>(p), pairs);
-    __m512i m = _mm512_dpwssd_epi32(_mm512_setzero_si512(), t.mn[0], _mm512_set1_epi32(p[0]));
-    m = _mm512_dpwssd_epi32(m, t.mn[1], _mm512_set1_epi32(p[1]));
-    m = _mm512_dpwssd_epi32(m, t.mn[2], _mm512_set1_epi32(p[4]));
-    mo[c] = _mm512_dpwssd_epi32(m, t.mn[3], _mm512_set1_epi32(p[5]));
+    __m512i m = DpwssdB(_mm512_setzero_si512(), t.mn[0], &p[0]);
+    m = DpwssdB(m, t.mn[1], &p[1]);
+    m = DpwssdB(m, t.mn[2], &p[4]);
+    mo[c] = DpwssdB(m, t.mn[3], &p[5]);
   }
 }
 
@@ -432,11 +482,10 @@ void Group(const Raw& t, const Weights* w, const uint8_t* a, size_t a_stride, in
     const __m512i sc = t.sc[T::ScaleIndex(p)];
 #pragma GCC unroll 8
     for (int c = 0; c < NC; ++c) {
-      __m512i i = T::kInit != 0 ? _mm512_set1_epi32(init[c][p]) : _mm512_setzero_si512();
+      __m512i i = DpbusdB(_mm512_setzero_si512(), wv[0], Act(ab[c], T::kPiece * p));
 #pragma GCC unroll 4
-      for (int x = 0; x < T::kPiece; ++x) {
-        i = _mm512_dpbusd_epi32(i, wv[x], Act(ab[c], T::kPiece * p + x));
-      }
+      for (int x = 1; x < T::kPiece; ++x) i = DpbusdB(i, wv[x], Act(ab[c], T::kPiece * p + x));
+      if constexpr (T::kInit != 0) i = AddB(i, &init[c][p]);
       s[c] = T::Apply(s[c], i, sc);
     }
   }
@@ -454,8 +503,55 @@ void Group(const Raw& t, const Weights* w, const uint8_t* a, size_t a_stride, in
   }
 }
 
+// The folded weights of T::MakeFolded: per column 64 vpdpbusd from 128 sum a down to 128 sum a -
+// S (the sum in the tiles' other kernels), then the same float update.
+template <class T, int NC>
+void GroupFolded(const Raw& t, const Weights* w, const uint8_t* a, size_t a_stride, int64_t b,
+                 float* y, size_t y_stride, __mmask16 mask, bool first) {
+  const BlockQ8_K* ab[NC];
+  __m512i i[NC];
+#pragma GCC unroll 8
+  for (int c = 0; c < NC; ++c) {
+    ab[c] = reinterpret_cast<const BlockQ8_K*>(a + c * a_stride) + b;
+    // -128 times the sum of the block's activations.
+    const __m256i bs = _mm256_madd_epi16(
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab[c]->bsums)), _mm256_set1_epi16(-128));
+    __m128i h = _mm_add_epi32(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+    h = _mm_add_epi32(h, _mm_shuffle_epi32(h, _MM_SHUFFLE(1, 0, 3, 2)));
+    h = _mm_add_epi32(h, _mm_shuffle_epi32(h, _MM_SHUFFLE(2, 3, 0, 1)));
+    i[c] = _mm512_broadcastd_epi32(h);
+  }
+#pragma GCC unroll 64
+  for (int g = 0; g < 64; ++g) {
+    const __m512i wv = w->w[g];
+#pragma GCC unroll 8
+    for (int c = 0; c < NC; ++c) i[c] = DpbusdB(i[c], wv, Act(ab[c], g));
+  }
+#pragma GCC unroll 8
+  for (int c = 0; c < NC; ++c) {
+    // The unfolded kernels' S (256 times the Q3_K sum) is -256 i.
+    const __m512i sv = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(i[c], 8));
+    float* yc = y + c * y_stride;
+    __m512 acc = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mask, yc);
+    const __m512 da = _mm512_set1_ps(ab[c]->d);
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sv), _mm512_mul_ps(t.d, da), acc);
+    _mm512_mask_storeu_ps(yc, mask, acc);
+  }
+}
+
 using GroupFn = void (*)(const Raw&, const Weights*, const uint8_t*, size_t, int64_t, float*,
                          size_t, __mmask16, bool);
+
+template <class T>
+struct FoldedGroups {
+  static constexpr GroupFn kFns[kGroup + 1] = {
+      nullptr,           GroupFolded<T, 1>, GroupFolded<T, 2>, GroupFolded<T, 3>,
+      GroupFolded<T, 4>, GroupFolded<T, 5>, GroupFolded<T, 6>, GroupFolded<T, 7>,
+      GroupFolded<T, 8>};
+};
+
+// From this many columns on, foldable types fold the scales into the weights.
+constexpr int64_t kFoldCols = 24;
 
 template <class T, bool kFused>
 struct Groups {
@@ -836,11 +932,16 @@ void Tile(const void* w, size_t w_stride, int64_t n_rows, const void* a, size_t 
                                       b == 0);
         continue;
       }
-      MakeWeights<T>(t, &wv);
+      const bool fold = T::kFoldable && n_cols >= kFoldCols;
+      if (fold) {
+        T::MakeFolded(t, &wv);
+      } else {
+        MakeWeights<T>(t, &wv);
+      }
       for (int64_t c0 = 0; c0 < n_cols; c0 += kGroup) {
         const int64_t nc = n_cols - c0 < kGroup ? n_cols - c0 : kGroup;
-        Groups<T, false>::kFns[nc](t, &wv, ap + c0 * a_stride, a_stride, b,
-                                   y + c0 * y_stride + r0, y_stride, mask, b == 0);
+        const GroupFn fn = fold ? FoldedGroups<T>::kFns[nc] : Groups<T, false>::kFns[nc];
+        fn(t, &wv, ap + c0 * a_stride, a_stride, b, y + c0 * y_stride + r0, y_stride, mask, b == 0);
       }
     }
   }
