@@ -115,8 +115,12 @@ void MatMul(ComputeContext& ctx, const float* x, int64_t n_tokens,
   for (size_t k = 0; k < outs.size(); ++k) {
     if (quant_of[k] >= 0) quant_rows += outs[k].w->n_out;
   }
-  int64_t unit_rows = quant_rows / (kUnitsPerThread * ctx.n_threads());
-  unit_rows = std::clamp<int64_t>((unit_rows + 15) / 16 * 16, kMinUnitRows, kMaxUnitRows);
+  // Many tokens make every row expensive: smaller units keep both threads busy to the end
+  // (the weights are compute-bound then, not streamed).
+  const bool wide = n_tokens > 8;
+  int64_t unit_rows = quant_rows / ((wide ? 4 : 1) * kUnitsPerThread * ctx.n_threads());
+  unit_rows = std::clamp<int64_t>((unit_rows + 15) / 16 * 16, wide ? 16 : kMinUnitRows,
+                                  wide ? kMaxUnitRows / 2 : kMaxUnitRows);
   std::vector<RowBlock> blocks;
   for (size_t k = 0; k < outs.size(); ++k) {
     const Weight& w = *outs[k].w;
