@@ -101,9 +101,15 @@ void MatMul(ComputeContext& ctx, const float* x, int64_t n_tokens,
     const size_t row_bytes = quant::ActivationRowBytes(t, n_in);
     uint8_t* buf = ctx.SharedScratch(static_cast<int>(quantized.size()), row_bytes * n_tokens);
     const auto quantize = quant::Kernels().quantize_activation[static_cast<int>(t)];
-    ctx.pool().ParallelFor(n_tokens, 16, [&](int64_t b, int64_t e, int) {
-      for (int64_t t2 = b; t2 < e; ++t2) quantize(x + t2 * n_in, buf + t2 * row_bytes, n_in);
-    });
+    if (n_tokens <= 16) {
+      // A few rows take microseconds: not worth waking the pool (one synchronization less per
+      // MatMul in decode, which matters when the cores are shared).
+      for (int64_t t2 = 0; t2 < n_tokens; ++t2) quantize(x + t2 * n_in, buf + t2 * row_bytes, n_in);
+    } else {
+      ctx.pool().ParallelFor(n_tokens, 16, [&](int64_t b, int64_t e, int) {
+        for (int64_t t2 = b; t2 < e; ++t2) quantize(x + t2 * n_in, buf + t2 * row_bytes, n_in);
+      });
+    }
     quant_of[k] = static_cast<int>(quantized.size());
     quantized.push_back({f, buf, row_bytes});
   }
