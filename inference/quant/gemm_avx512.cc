@@ -579,6 +579,7 @@ struct Groups {
 constexpr int kGemvCols = 4;
 // Rows prefetched ahead into L2 (each row of a decode matrix is 1-5 KB).
 constexpr int kGemvAhead = 16;
+constexpr int kL1Ahead = 1024;  // bytes ahead of the current block, into L1
 constexpr int kMaxBlocks = 64;   // rows of up to 16384 weights
 constexpr int kGemvChunk = 16;   // blocks of a row unpacked before their 16-row reductions
 
@@ -834,6 +835,10 @@ void Gemv(const uint8_t* wp, size_t w_stride, int64_t n_rows, const uint8_t* ap,
         }
         for (int64_t bb = 0; bb < nbc; ++bb) {
           const uint8_t* pb = p + bb * kBytes;
+          // Into L1, a few blocks ahead in this row (or the next: rows are usually contiguous).
+          _mm_prefetch(reinterpret_cast<const char*>(pb + kL1Ahead), _MM_HINT_T0);
+          _mm_prefetch(reinterpret_cast<const char*>(pb + kL1Ahead + 64), _MM_HINT_T0);
+          if (kBytes > 128) _mm_prefetch(reinterpret_cast<const char*>(pb + kL1Ahead + 128), _MM_HINT_T0);
           RowBlock rb;
           R::Unpack(pb, &rb);
           dd[bb][r] = R::kDBytes == 4 ? static_cast<uint32_t>(Load32(pb + R::kDOffset))
