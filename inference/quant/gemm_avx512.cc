@@ -568,7 +568,7 @@ struct Groups {
 };
 
 // ============================== Matrix-vector path ==============================
-// For one to kGemvCols columns the transposes cost more than they save. Each row is unpacked on
+// For one to a few columns the transposes cost more than they save. Each row is unpacked on
 // its own into four vectors whose 32-bit lane s holds 4 weights of sub-block s (piece k: weights
 // 16 s + 4 k .. + 3, the order of the Q8_K interleave), so each vpdpbusd leaves sub-block sums in
 // the lanes, and one vpdpwssd (Q6_K: vpmulld) applies the scales. A row's block ends as a vector
@@ -576,6 +576,9 @@ struct Groups {
 // then summed across lanes into one vector with the rows in the lanes (exact integers), and the
 // float update is the tiles' own, operation for operation.
 
+// Column counts up to R::kGemvCols take the matrix-vector kernel (measured crossover: from 3
+// columns on the tiles' unpack is cheaper than 3 row unpacks for Q3_K..Q5_K; Q6_K's 3
+// transposes per tile make its crossover 5). At most kGemvCols.
 constexpr int kGemvCols = 4;
 // Rows prefetched ahead into L2 (each row of a decode matrix is 1-5 KB).
 constexpr int kGemvAhead = 16;
@@ -601,6 +604,7 @@ struct RowBlock {
 // 4 (s / 8) + g of hmask dword 4 (s % 2) + k. Scale lane s: 256 (sc_s - 32) in the low word (as
 // the tiles: S comes out 256 times the sub-block sum, exactly what Q3K::Unpack's d expects).
 struct RowQ3K {
+  static constexpr int kGemvCols = 2;
   using Tile = Q3K;
   static constexpr int kPrep = -4;  // prepared activation term: kPrep * bsum_s (init of I)
   static constexpr bool kHasMin = false;
@@ -664,6 +668,7 @@ QWEN_INLINE __m512i FoldSM(__m512i sv, __m512i mv) {
 }
 
 struct RowQ4K {
+  static constexpr int kGemvCols = 2;
   using Tile = Q4K;
   static constexpr int kPrep = 1;  // bsum_s, for M
   static constexpr bool kHasMin = true;
@@ -691,6 +696,7 @@ struct RowQ4K {
 
 // Q5_K: Q4_K plus bit 4 of lane s at bit s / 2 of qh dword 4 (s % 2) + k.
 struct RowQ5K {
+  static constexpr int kGemvCols = 2;
   using Tile = Q5K;
   static constexpr int kPrep = 1;
   static constexpr bool kHasMin = true;
@@ -724,6 +730,7 @@ struct RowQ5K {
 // Q6_K lane s, g = (s / 2) % 4: low 4 bits from ql dword 16 (s / 8) + 8 (g % 2) + 4 (s % 2) + k,
 // nibble g / 2; high 2 bits at bits 2g of qh dword 8 (s / 8) + 4 (s % 2) + k.
 struct RowQ6K {
+  static constexpr int kGemvCols = 4;
   using Tile = Q6K;
   static constexpr int kPrep = -32;
   static constexpr bool kHasMin = false;
@@ -901,7 +908,7 @@ void Tile(const void* w, size_t w_stride, int64_t n_rows, const void* a, size_t 
   const auto* wp = static_cast<const uint8_t*>(w);
   const auto* ap = static_cast<const uint8_t*>(a);
   const int64_t nb = n / kQKK;
-  if (n_cols <= kGemvCols && nb <= kMaxBlocks) {
+  if (n_cols <= R::kGemvCols && nb <= kMaxBlocks) {
     GemvCols<R>(wp, w_stride, n_rows, ap, a_stride, n_cols, y, y_stride, nb);
     return;
   }
