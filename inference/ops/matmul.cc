@@ -62,8 +62,8 @@ void QuantBlock(const MatMulOut& o, int64_t r0, int64_t r1, const uint8_t* qx, s
                 int64_t n_tokens) {
   const Weight& w = *o.w;
   quant::Kernels().dot_tile[static_cast<int>(w.type)](w.row(r0), w.row_bytes, r1 - r0, qx,
-                                                       qx_row_bytes, n_tokens, o.y + r0,
-                                                       static_cast<size_t>(w.n_out), w.n_in);
+                                                      qx_row_bytes, n_tokens, o.y + r0,
+                                                      static_cast<size_t>(w.n_out), w.n_in);
 }
 
 }  // namespace

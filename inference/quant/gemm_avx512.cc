@@ -1,28 +1,32 @@
-// AVX-512 VNNI tile products for the k-quants: weight rows in the vector lanes.
+// AVX-512 VNNI dot_tile for the k-quants Q3_K, Q4_K, Q5_K and Q6_K: matrix-vector products for
+// decode, int8 matrix-matrix products for batched decode and prefill.
 //
-// dot_tile for Q3_K, Q4_K, Q5_K and Q6_K. The rows of a tile are taken 16 at a time, one per
-// 32-bit lane. Each 256-weight block of those 16 rows is unpacked ONCE into 64 vectors of
-// unsigned bytes, vector g holding weights 4g .. 4g + 3 of every row (a 16 x 16 dword transpose
-// of the packed bits, then shifts and masks), plus the rows' sub-block scales as 16-bit integers
-// in the lanes. Every activation column then costs one vpdpbusd per 4 weights of the 16 rows (4
-// activation bytes broadcast from the Q8_K block), and sub-block scales are applied in integers
-// with vpdpwssd (Q6_K: vpmulld) on each sub-block's sum, so a block ends in one exact integer per
-// row and column. The unpack is shared by all columns: with many columns (prefill, batched
-// decode) the loop runs close to one vpdpbusd per cycle; with one column (decode) it is a
-// matrix-vector product whose cost is the unpack.
+// Tiles (3 columns and more; Q6_K: 5). The rows are taken 16 at a time, one per 32-bit lane.
+// Each 256-weight block of those 16 rows is unpacked ONCE into 64 vectors of unsigned bytes,
+// vector g holding weights 4g .. 4g + 3 of every row (16 x 16 dword transposes of the packed
+// bits, then shifts and masks), plus the rows' sub-block scales as 16-bit integers in the
+// lanes. Every activation column then costs one vpdpbusd per 4 weights of the 16 rows, with 4
+// activation bytes broadcast by the instruction itself from the Q8_K block; sub-block scales
+// are applied in integers with vpdpwssd (Q6_K: vpmulld) on each sub-block's sum. With 24 columns
+// or more, Q3_K's scales are folded into the weight bytes (128 - q (sc - 32) fits a byte) and a
+// block is nothing but 64 vpdpbusd per column. The unpack is shared by all columns; up to 8
+// columns make the weight vectors as they use them, more columns write them to a buffer first.
+//
+// Matrix-vector (1-2 columns; Q6_K: 1-4). Each row is unpacked on its own into four vectors
+// whose lane s holds 4 weights of sub-block s (the Q8_K interleave), with no transposes, and 16
+// rows' per-lane partial sums are then added across lanes into rows-in-lanes.
 //
 // Every (row, column) result is computed by the same operations whatever the number of rows and
-// columns of the call and wherever the row falls in a tile (each lane is independent, each
-// column has its own accumulators), so a column's result does not depend on the other columns
-// batched with it. Per block the arithmetic is:
+// columns of the call and wherever the row falls in a tile, so a column's result does not
+// depend on the other columns batched with it. Per block, both paths compute
 //   S = sum over sub-blocks of sc_s * sum_i q_i a_i       (exact int32)
 //   M = sum over sub-blocks of mn_s * bsum_s              (Q4_K, Q5_K; exact int32)
-//   acc = fma(float(S), d * da, acc); acc = fma(float(M), -dmin * da, acc)
-// with blocks taken in order and acc starting at 0 (Q3_K folds a factor 256 into S and 1/256
-// into d, both exact).
+// and then, identically, acc = fma(float(S), d * da, acc); acc = fma(float(M), -dmin * da, acc)
+// with blocks taken in order and acc starting at 0 (Q3_K carries a factor 256 in S and 1/256
+// in d, both exact).
 //
-// Same discipline as kernels_avx512.cc: everything in an anonymous namespace, intrinsics and
-// plain loops only; FillAvx512GemmKernels is the only visible symbol.
+// Same discipline as kernels_avx512.cc: everything in an anonymous namespace, intrinsics, asm
+// and plain loops only; FillAvx512GemmKernels is the only visible symbol.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
@@ -194,8 +198,8 @@ QWEN_INLINE void K4Scales(const __m512i* head, Raw* t) {
   const __m512i m3f = Bytes(0x3F), m0f = Bytes(0x0F);
   // Bytes j of sca: sc_j (j < 4); of scb: sc_{j+4}; likewise mna, mnb.
   const __m512i sca = _mm512_and_si512(x0, m3f);
-  const __m512i scb = _mm512_and_si512(
-      _mm512_ternarylogic_epi32(m0f, x2, _mm512_srli_epi32(x0, 2), 0xCA), m3f);
+  const __m512i scb =
+      _mm512_and_si512(_mm512_ternarylogic_epi32(m0f, x2, _mm512_srli_epi32(x0, 2), 0xCA), m3f);
   const __m512i mna = _mm512_and_si512(x1, m3f);
   const __m512i mnb = _mm512_and_si512(
       _mm512_ternarylogic_epi32(m0f, _mm512_srli_epi32(x2, 4), _mm512_srli_epi32(x1, 2), 0xCA),
@@ -214,7 +218,9 @@ QWEN_INLINE void K4Scales(const __m512i* head, Raw* t) {
 
 // Bit `from` of every byte of v moved to bit `to` (other bits garbage).
 QWEN_INLINE __m512i BitTo(__m512i v, int from, int to) {
-  return from == to ? v : from < to ? _mm512_slli_epi32(v, to - from) : _mm512_srli_epi32(v, from - to);
+  return from == to  ? v
+         : from < to ? _mm512_slli_epi32(v, to - from)
+                     : _mm512_srli_epi32(v, from - to);
 }
 
 // (sel & a) | (~sel & b), bitwise.
@@ -229,8 +235,8 @@ QWEN_INLINE __m512i Select(__m512i sel, __m512i a, __m512i b) {
 // raw.v: [0, 8) hmask dwords, [8, 16) qs dwords 0-7, [16, 28) qs dwords 4-15, [28, 31) scales.
 struct Q3K {
   static constexpr int kBytes = 110;
-  static constexpr int kPiece = 4;   // k-groups per scale application
-  static constexpr int kInit = -4;   // the integer sum of a sub-block starts at kInit * bsum
+  static constexpr int kPiece = 4;  // k-groups per scale application
+  static constexpr int kInit = -4;  // the integer sum of a sub-block starts at kInit * bsum
   static constexpr bool kHasMin = false;
   static QWEN_INLINE int ScaleIndex(int piece) { return piece; }
   static QWEN_INLINE __m512i Apply(__m512i s, __m512i i, __m512i sc) {
@@ -291,7 +297,8 @@ struct Q3K {
 #pragma GCC unroll 4
       for (int x4 = 0; x4 < 4; ++x4) {
         const __m512i u = W(t, 4 * s + x4);
-        const __m512i even = _mm512_sub_epi16(base, _mm512_mullo_epi16(_mm512_and_si512(u, lo_bytes), sc));
+        const __m512i even =
+            _mm512_sub_epi16(base, _mm512_mullo_epi16(_mm512_and_si512(u, lo_bytes), sc));
         const __m512i odd = _mm512_sub_epi16(base, _mm512_mullo_epi16(_mm512_srli_epi16(u, 8), sc));
         w->w[4 * s + x4] = Select(lo_bytes, even, _mm512_slli_epi16(odd, 8));
       }
@@ -463,8 +470,8 @@ void Group(const Raw& t, const Weights* w, const uint8_t* a, size_t a_stride, in
   if constexpr (T::kInit != 0) {
 #pragma GCC unroll 8
     for (int c = 0; c < NC; ++c) {
-      const __m512i bs = _mm512_cvtepi16_epi32(
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab[c]->bsums)));
+      const __m512i bs =
+          _mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab[c]->bsums)));
       _mm512_store_si512(init[c], _mm512_mullo_epi32(bs, _mm512_set1_epi32(T::kInit)));
     }
   }
@@ -514,8 +521,9 @@ void GroupFolded(const Raw& t, const Weights* w, const uint8_t* a, size_t a_stri
   for (int c = 0; c < NC; ++c) {
     ab[c] = reinterpret_cast<const BlockQ8_K*>(a + c * a_stride) + b;
     // -128 times the sum of the block's activations.
-    const __m256i bs = _mm256_madd_epi16(
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab[c]->bsums)), _mm256_set1_epi16(-128));
+    const __m256i bs =
+        _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab[c]->bsums)),
+                          _mm256_set1_epi16(-128));
     __m128i h = _mm_add_epi32(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
     h = _mm_add_epi32(h, _mm_shuffle_epi32(h, _MM_SHUFFLE(1, 0, 3, 2)));
     h = _mm_add_epi32(h, _mm_shuffle_epi32(h, _MM_SHUFFLE(2, 3, 0, 1)));
@@ -545,9 +553,8 @@ using GroupFn = void (*)(const Raw&, const Weights*, const uint8_t*, size_t, int
 template <class T>
 struct FoldedGroups {
   static constexpr GroupFn kFns[kGroup + 1] = {
-      nullptr,           GroupFolded<T, 1>, GroupFolded<T, 2>, GroupFolded<T, 3>,
-      GroupFolded<T, 4>, GroupFolded<T, 5>, GroupFolded<T, 6>, GroupFolded<T, 7>,
-      GroupFolded<T, 8>};
+      nullptr,           GroupFolded<T, 1>, GroupFolded<T, 2>, GroupFolded<T, 3>, GroupFolded<T, 4>,
+      GroupFolded<T, 5>, GroupFolded<T, 6>, GroupFolded<T, 7>, GroupFolded<T, 8>};
 };
 
 // From this many columns on, foldable types fold the scales into the weights.
@@ -555,16 +562,15 @@ constexpr int64_t kFoldCols = 24;
 
 template <class T, bool kFused>
 struct Groups {
-  static constexpr GroupFn kFns[kGroup + 1] = {
-      nullptr,
-      Group<T, 1, kFused>,
-      Group<T, 2, kFused>,
-      Group<T, 3, kFused>,
-      Group<T, 4, kFused>,
-      Group<T, 5, kFused>,
-      Group<T, 6, kFused>,
-      Group<T, 7, kFused>,
-      Group<T, 8, kFused>};
+  static constexpr GroupFn kFns[kGroup + 1] = {nullptr,
+                                               Group<T, 1, kFused>,
+                                               Group<T, 2, kFused>,
+                                               Group<T, 3, kFused>,
+                                               Group<T, 4, kFused>,
+                                               Group<T, 5, kFused>,
+                                               Group<T, 6, kFused>,
+                                               Group<T, 7, kFused>,
+                                               Group<T, 8, kFused>};
 };
 
 // ============================== Matrix-vector path ==============================
@@ -583,11 +589,11 @@ constexpr int kGemvCols = 4;
 // Rows prefetched ahead into L2 (each row of a decode matrix is 1-5 KB).
 constexpr int kGemvAhead = 16;
 constexpr int kL1Ahead = 1024;  // bytes ahead of the current block, into L1
-constexpr int kMaxBlocks = 64;   // rows of up to 16384 weights
-constexpr int kGemvChunk = 16;   // blocks of a row unpacked before their 16-row reductions
+constexpr int kMaxBlocks = 64;  // rows of up to 16384 weights
+constexpr int kGemvChunk = 16;  // blocks of a row unpacked before their 16-row reductions
 
 // Constant vectors from a lane formula (s = lane).
-#define QWEN_LANES(expr)                                                                          \
+#define QWEN_LANES(expr)                                                                         \
   _mm512_set_epi32(L(15, expr), L(14, expr), L(13, expr), L(12, expr), L(11, expr), L(10, expr), \
                    L(9, expr), L(8, expr), L(7, expr), L(6, expr), L(5, expr), L(4, expr),       \
                    L(3, expr), L(2, expr), L(1, expr), L(0, expr))
@@ -638,8 +644,7 @@ struct RowQ3K {
         _mm_setr_epi32(0, 2, 4, 6));
     const __m128i sc6 =
         _mm_ternarylogic_epi32(_mm_set1_epi8(0x30), _mm_slli_epi32(t, 4), low, 0xCA);
-    rb->sc = _mm512_slli_epi32(
-        _mm512_cvtepu8_epi32(_mm_sub_epi8(sc6, _mm_set1_epi8(32))), 8);
+    rb->sc = _mm512_slli_epi32(_mm512_cvtepu8_epi32(_mm_sub_epi8(sc6, _mm_set1_epi8(32))), 8);
   }
   static QWEN_INLINE __m512i Sum(__m512i i, const RowBlock& rb, __m512i) {
     return _mm512_dpwssd_epi32(_mm512_setzero_si512(), i, rb.sc);
@@ -652,8 +657,8 @@ QWEN_INLINE void K4RowScales(const uint8_t* p, RowBlock* rb) {
   const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 4));
   const __m128i m3f = _mm_set1_epi8(0x3F);
   const __m128i a = _mm_and_si128(x, m3f);  // dwords 0, 1: sc_0..3, mn_0..3
-  const __m128i x2 = _mm_srlv_epi32(_mm_shuffle_epi32(x, _MM_SHUFFLE(2, 2, 2, 2)),
-                                    _mm_setr_epi32(0, 4, 0, 0));
+  const __m128i x2 =
+      _mm_srlv_epi32(_mm_shuffle_epi32(x, _MM_SHUFFLE(2, 2, 2, 2)), _mm_setr_epi32(0, 4, 0, 0));
   const __m128i b = _mm_and_si128(
       _mm_ternarylogic_epi32(_mm_set1_epi8(0x0F), x2, _mm_srli_epi32(x, 2), 0xCA), m3f);
   const __m512i all = _mm512_cvtepu8_epi32(_mm_unpacklo_epi32(a, b));  // sc_0..7, mn_0..7
@@ -813,11 +818,10 @@ void Gemv(const uint8_t* wp, size_t w_stride, int64_t n_rows, const uint8_t* ap,
   for (int c = 0; c < NC; ++c) {
     for (int64_t b = 0; b < nb; ++b) {
       const auto* ab = reinterpret_cast<const BlockQ8_K*>(ap + c * a_stride) + b;
-      const __m512i bs = _mm512_cvtepi16_epi32(
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab->bsums)));
-      _mm512_store_si512(prep[c][b], R::kPrep == 1
-                                         ? bs
-                                         : _mm512_mullo_epi32(bs, _mm512_set1_epi32(R::kPrep)));
+      const __m512i bs =
+          _mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab->bsums)));
+      _mm512_store_si512(prep[c][b],
+                         R::kPrep == 1 ? bs : _mm512_mullo_epi32(bs, _mm512_set1_epi32(R::kPrep)));
     }
   }
   alignas(64) __m512i part[NC][kGemvChunk][16];
@@ -845,7 +849,8 @@ void Gemv(const uint8_t* wp, size_t w_stride, int64_t n_rows, const uint8_t* ap,
           // Into L1, a few blocks ahead in this row (or the next: rows are usually contiguous).
           _mm_prefetch(reinterpret_cast<const char*>(pb + kL1Ahead), _MM_HINT_T0);
           _mm_prefetch(reinterpret_cast<const char*>(pb + kL1Ahead + 64), _MM_HINT_T0);
-          if (kBytes > 128) _mm_prefetch(reinterpret_cast<const char*>(pb + kL1Ahead + 128), _MM_HINT_T0);
+          if (kBytes > 128)
+            _mm_prefetch(reinterpret_cast<const char*>(pb + kL1Ahead + 128), _MM_HINT_T0);
           RowBlock rb;
           R::Unpack(pb, &rb);
           dd[bb][r] = R::kDBytes == 4 ? static_cast<uint32_t>(Load32(pb + R::kDOffset))
@@ -940,8 +945,7 @@ void Tile(const void* w, size_t w_stride, int64_t n_rows, const void* a, size_t 
       }
       T::Unpack(rp, b * T::kBytes, &t);
       if (n_cols <= kGroup) {
-        Groups<T, true>::kFns[n_cols](t, nullptr, ap, a_stride, b, y + r0, y_stride, mask,
-                                      b == 0);
+        Groups<T, true>::kFns[n_cols](t, nullptr, ap, a_stride, b, y + r0, y_stride, mask, b == 0);
         continue;
       }
       const bool fold = T::kFoldable && n_cols >= kFoldCols;

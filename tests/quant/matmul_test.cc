@@ -31,7 +31,8 @@ TestWeight MakeWeight(GgmlType type, int64_t n_in, int64_t n_out, std::mt19937& 
   const size_t row_bytes = quant::RowBytes(type, n_in);
   t.bytes.resize(row_bytes * n_out);
   for (int64_t r = 0; r < n_out; ++r) {
-    const auto row = quant::testing::RandomWeights(type, n_in, quant::testing::Fill::kRealistic, rng);
+    const auto row =
+        quant::testing::RandomWeights(type, n_in, quant::testing::Fill::kRealistic, rng);
     std::memcpy(&t.bytes[r * row_bytes], row.data(), row_bytes);
   }
   t.w.data = t.bytes.data();
@@ -55,7 +56,8 @@ TEST(MatMul, TokenResultsDoNotDependOnTheBatch) {
     const int64_t max_tokens = 40;
     std::vector<float> x(max_tokens * n_in);
     for (int64_t t = 0; t < max_tokens; ++t) {
-      const auto row = quant::testing::RandomActivations(n_in, quant::testing::Fill::kRealistic, rng);
+      const auto row =
+          quant::testing::RandomActivations(n_in, quant::testing::Fill::kRealistic, rng);
       std::memcpy(&x[t * n_in], row.data(), n_in * sizeof(float));
     }
     // Each token alone.
