@@ -84,7 +84,7 @@ struct KernelTable {
   // AVX-512, Q3_K..Q6_K (gemm_avx512.cc): 1-4 columns run a matrix-vector kernel (rows
   // unpacked one at a time, lanes = sub-blocks), more columns a tile kernel (16 rows per
   // unpack, lanes = rows, one vpdpbusd per 4 weights x 16 rows x column); both end every block
-  // in the same exact integers and apply the same float operations. Up to 64 KiB of stack.
+  // in the same exact integers and apply the same float operations. Up to 96 KiB of stack.
   // Other types and levels: columns 8 (AVX2: 4) at a time over chunks of 8 rows, up to 32 KiB.
   void (*dot_tile[40])(const void* w, size_t w_stride, int64_t n_rows, const void* a,
                        size_t a_stride, int64_t n_cols, float* y, size_t y_stride,
