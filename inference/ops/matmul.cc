@@ -19,8 +19,12 @@ bool IsFloatType(GgmlType t) {
   return t == GgmlType::kF32 || t == GgmlType::kF16 || t == GgmlType::kBF16;
 }
 
-// Tokens handled per dot_tile call: the tile kernels keep this many accumulators per row.
-constexpr int64_t kTileCols = 8;
+// Rows of an integer-path work unit are a multiple of the tile kernels' 16 rows; units are sized
+// for about this many per thread (dynamic balance) but no shorter than kMinUnitRows (the
+// kernels prefetch one tile ahead within a unit).
+constexpr int64_t kUnitsPerThread = 6;
+constexpr int64_t kMinUnitRows = 64;
+constexpr int64_t kMaxUnitRows = 1024;
 
 // A contiguous range of rows of one weight, the unit of work handed to a thread.
 struct RowBlock {
@@ -52,15 +56,14 @@ void FloatBlock(ComputeContext& ctx, int thread, const MatMulOut& o, int64_t r0,
               tile, static_cast<int>(w.n_in), 0.0f, o.y + r0, static_cast<int>(w.n_out));
 }
 
+// All columns in one call: the tile kernels unpack each weight block once for every column, and
+// a column's result does not depend on which other columns share the call.
 void QuantBlock(const MatMulOut& o, int64_t r0, int64_t r1, const uint8_t* qx, size_t qx_row_bytes,
                 int64_t n_tokens) {
   const Weight& w = *o.w;
-  const auto tile = quant::Kernels().dot_tile[static_cast<int>(w.type)];
-  for (int64_t c0 = 0; c0 < n_tokens; c0 += kTileCols) {
-    const int64_t nc = std::min(kTileCols, n_tokens - c0);
-    tile(w.row(r0), w.row_bytes, r1 - r0, qx + c0 * qx_row_bytes, qx_row_bytes, nc,
-         o.y + c0 * w.n_out + r0, static_cast<size_t>(w.n_out), w.n_in);
-  }
+  quant::Kernels().dot_tile[static_cast<int>(w.type)](w.row(r0), w.row_bytes, r1 - r0, qx,
+                                                      qx_row_bytes, n_tokens, o.y + r0,
+                                                      static_cast<size_t>(w.n_out), w.n_in);
 }
 
 }  // namespace
@@ -98,28 +101,46 @@ void MatMul(ComputeContext& ctx, const float* x, int64_t n_tokens,
     const size_t row_bytes = quant::ActivationRowBytes(t, n_in);
     uint8_t* buf = ctx.SharedScratch(static_cast<int>(quantized.size()), row_bytes * n_tokens);
     const auto quantize = quant::Kernels().quantize_activation[static_cast<int>(t)];
-    ctx.pool().ParallelFor(n_tokens, 16, [&](int64_t b, int64_t e, int) {
-      for (int64_t t2 = b; t2 < e; ++t2) quantize(x + t2 * n_in, buf + t2 * row_bytes, n_in);
-    });
+    if (n_tokens <= 16) {
+      // A few rows take microseconds: not worth waking the pool (one synchronization less per
+      // MatMul in decode, which matters when the cores are shared).
+      for (int64_t t2 = 0; t2 < n_tokens; ++t2) quantize(x + t2 * n_in, buf + t2 * row_bytes, n_in);
+    } else {
+      ctx.pool().ParallelFor(n_tokens, 16, [&](int64_t b, int64_t e, int) {
+        for (int64_t t2 = b; t2 < e; ++t2) quantize(x + t2 * n_in, buf + t2 * row_bytes, n_in);
+      });
+    }
     quant_of[k] = static_cast<int>(quantized.size());
     quantized.push_back({f, buf, row_bytes});
   }
 
   // Row blocks over all outputs. Float paths want tall tiles (sgemm efficiency, dequantization
-  // amortized over many tokens); integer paths want blocks small enough to balance the threads.
+  // amortized over many tokens); integer paths want units of whole 16-row tiles, long enough
+  // for prefetching and numerous enough to balance the threads.
+  int64_t quant_rows = 0;
+  for (size_t k = 0; k < outs.size(); ++k) {
+    if (quant_of[k] >= 0) quant_rows += outs[k].w->n_out;
+  }
+  // Many tokens make every row expensive: smaller units keep both threads busy to the end
+  // (the weights are compute-bound then, not streamed).
+  const bool wide = n_tokens > 8;
+  int64_t unit_rows = quant_rows / ((wide ? 4 : 1) * kUnitsPerThread * ctx.n_threads());
+  unit_rows = std::clamp<int64_t>((unit_rows + 15) / 16 * 16, wide ? 16 : kMinUnitRows,
+                                  wide ? kMaxUnitRows / 2 : kMaxUnitRows);
   std::vector<RowBlock> blocks;
   for (size_t k = 0; k < outs.size(); ++k) {
     const Weight& w = *outs[k].w;
-    const bool float_path = quant_of[k] < 0;
     int64_t block_rows;
-    if (float_path) {
+    if (quant_of[k] < 0) {
       block_rows = n_tokens >= 32 ? 64 : 16;
+      // Enough blocks for every thread even on small matrices.
+      const int64_t per_thread = std::max<int64_t>(1, w.n_out / (4 * ctx.n_threads()));
+      block_rows = std::max<int64_t>(1, std::min(block_rows, per_thread));
     } else {
-      block_rows = 16;
+      block_rows = unit_rows;
+      // A matrix smaller than two units is split in two tile-aligned halves.
+      if (w.n_out < 2 * unit_rows && w.n_out >= 64) block_rows = (w.n_out / 2 + 15) / 16 * 16;
     }
-    // Enough blocks for every thread even on small matrices.
-    const int64_t per_thread = std::max<int64_t>(1, w.n_out / (4 * ctx.n_threads()));
-    block_rows = std::max<int64_t>(1, std::min(block_rows, per_thread));
     for (int64_t r0 = 0; r0 < w.n_out; r0 += block_rows) {
       blocks.push_back({static_cast<int>(k), r0, std::min(w.n_out, r0 + block_rows)});
     }

@@ -36,8 +36,10 @@ struct MatMulOut {
 // their rows over the threads in one parallel section. Paths:
 // - reference mode, and float weights (F32/F16/BF16): dequantized tiles of rows times x with
 //   OpenBLAS sgemm (single-threaded inside each pool thread);
-// - fast mode, quantized weights: x rounded to 8-bit blocks, integer dot products that read each
-//   weight block once for up to 8 tokens at a time.
+// - fast mode, quantized weights: x rounded to 8-bit blocks once per call, then the kernels'
+//   dot_tile over units of rows with every token at once: each weight block is read (and
+//   unpacked) once per call. A token's outputs are the same bits whatever other tokens share
+//   the call (tests/quant/matmul_test.cc).
 void MatMul(ComputeContext& ctx, const float* x, int64_t n_tokens,
             std::initializer_list<MatMulOut> outs);
 

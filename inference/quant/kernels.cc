@@ -12,7 +12,10 @@ KernelTable MakeTable(Isa isa) {
   KernelTable t;
   internal::FillScalarKernels(&t);
   if (static_cast<int>(isa) >= static_cast<int>(Isa::kAvx2)) internal::FillAvx2Kernels(&t);
-  if (static_cast<int>(isa) >= static_cast<int>(Isa::kAvx512)) internal::FillAvx512Kernels(&t);
+  if (static_cast<int>(isa) >= static_cast<int>(Isa::kAvx512)) {
+    internal::FillAvx512Kernels(&t);
+    internal::FillAvx512GemmKernels(&t);
+  }
   t.isa = isa;
   return t;
 }

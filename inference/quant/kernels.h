@@ -73,11 +73,19 @@ struct KernelTable {
 
   // Tile product: y[c * y_stride + r] = dot(w row r, a row c) for r < n_rows, c < n_cols, with
   // weight rows `w_stride` bytes apart and activation rows `a_stride` bytes apart. Reads each
-  // weight block once for all columns, which is what makes batched decode cheaper than one dot
-  // per sequence. n_cols is small (1 to 16 typically) but any count works (prefill tiles of 64
-  // and more: columns are taken 8 at a time (4 on AVX2) over chunks of 8 rows, the chunk's
-  // weights coming from cache after the first group). Nothing outside the n_rows x n_cols
-  // entries of y is written. Uses up to 32 KiB of stack.
+  // weight block once for all columns, which is what makes batched decode and prefill cheaper
+  // than one dot per column. Any column count works, from 1 (decode) to a whole prefill chunk.
+  // Nothing outside the n_rows x n_cols entries of y is written.
+  //
+  // For the quantized types a column's results are the same bits whatever the other columns of
+  // the call and wherever its rows start (tests/quant/kernels_test.cc checks it): batched and
+  // unbatched decoding agree exactly. They agree with `dot` only to summation order.
+  //
+  // AVX-512, Q3_K..Q6_K (gemm_avx512.cc): 1-4 columns run a matrix-vector kernel (rows
+  // unpacked one at a time, lanes = sub-blocks), more columns a tile kernel (16 rows per
+  // unpack, lanes = rows, one vpdpbusd per 4 weights x 16 rows x column); both end every block
+  // in the same exact integers and apply the same float operations. Up to 96 KiB of stack.
+  // Other types and levels: columns 8 (AVX2: 4) at a time over chunks of 8 rows, up to 32 KiB.
   void (*dot_tile[40])(const void* w, size_t w_stride, int64_t n_rows, const void* a,
                        size_t a_stride, int64_t n_cols, float* y, size_t y_stride,
                        int64_t n) = {};

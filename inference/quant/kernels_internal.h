@@ -123,6 +123,8 @@ static_assert(sizeof(BlockQ6_K) == 210);
 void FillScalarKernels(KernelTable* table);
 void FillAvx2Kernels(KernelTable* table);
 void FillAvx512Kernels(KernelTable* table);
+// gemm_avx512.cc: the k-quant tiles with weight rows in the vector lanes (overrides dot_tile).
+void FillAvx512GemmKernels(KernelTable* table);
 
 // DequantizeActivationRow's body, with the activation type already resolved.
 void DequantizeActivationScalar(GgmlType activation_type, const void* a, float* dst, int64_t n);

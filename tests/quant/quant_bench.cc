@@ -1,8 +1,12 @@
 // Throughput of the weight kernels, single thread, per type and instruction-set level:
 //   dequant/<type>/<isa>            dequantize every row of a matrix (into one reused row)
-//   dot_tile/<type>/<isa>/cols:<c>  the whole matrix against c activation rows
-//   dot_tile_cached/...             32 rows that stay in cache: the compute ceiling
+//   dot_tile/<type>/<isa>/cols:<c>  the whole matrix against c activation rows (decode: 1-8)
+//   dot_tile_cached/...             rows that stay in cache (32, or 256 for 64+ columns): the
+//                                   compute ceiling, up to prefill-sized column counts
 //   quantize/<type>/<isa>           activation quantization of 16 rows
+// Rates are per second of the benchmark thread's CPU time (the machine may be shared: wall
+// time would count other processes' time slices); MAC/s counts multiply-adds (rows x weights x
+// columns).
 // Matrices are 9216 rows of 2560 weights (Qwen3.5-4B's FFN up/gate shape); several copies are
 // cycled so the working set (>= 96 MB) is far beyond the 32 MB L3 and weights stream from
 // memory as in decode. Counters: wGB/s = gigabytes of weights read per second (decimal),
@@ -104,6 +108,8 @@ void BM_DotTile(benchmark::State& state, GgmlType type, Isa isa, int n_cols, int
     benchmark::ClobberMemory();
   }
   SetRates(state, static_cast<double>(row_bytes * rows), static_cast<double>(rows * kK));
+  state.counters["MAC/s"] = benchmark::Counter(static_cast<double>(rows * kK) * n_cols,
+                                               benchmark::Counter::kIsIterationInvariantRate);
 }
 
 void BM_Quantize(benchmark::State& state, GgmlType type, Isa isa) {
@@ -134,18 +140,19 @@ int main(int argc, char** argv) {
     for (qwen::Isa isa : levels) {
       const std::string in(qwen::IsaName(isa));
       benchmark::RegisterBenchmark(("dequant/" + tn + "/" + in).c_str(), BM_Dequant, type, isa)
-          ->Unit(benchmark::kMillisecond)
-          ->UseRealTime();
-      for (int cols : {1, 4, 8, 16}) {
+          ->Unit(benchmark::kMillisecond);
+      for (int cols : {1, 2, 4, 8}) {
         benchmark::RegisterBenchmark(
             ("dot_tile/" + tn + "/" + in + "/cols:" + std::to_string(cols)).c_str(), BM_DotTile,
             type, isa, cols, kRows)
-            ->Unit(benchmark::kMillisecond)
-            ->UseRealTime();
-        // 32 rows of K = 2560 stay in L1/L2.
+            ->Unit(benchmark::kMillisecond);
+      }
+      for (int cols : {1, 4, 8, 16, 64, 256}) {
+        if (cols >= 64 && isa == qwen::Isa::kScalar) continue;
+        // 32 rows of K = 2560 stay in L1/L2; 256 rows for wide tiles (several row tiles).
         benchmark::RegisterBenchmark(
             ("dot_tile_cached/" + tn + "/" + in + "/cols:" + std::to_string(cols)).c_str(),
-            BM_DotTile, type, isa, cols, int64_t{32})
+            BM_DotTile, type, isa, cols, int64_t{cols >= 64 ? 256 : 32})
             ->Unit(benchmark::kMicrosecond);
       }
     }

@@ -1,0 +1,975 @@
+// AVX-512 VNNI dot_tile for the k-quants Q3_K, Q4_K, Q5_K and Q6_K: matrix-vector products for
+// decode, int8 matrix-matrix products for batched decode and prefill.
+//
+// Tiles (3 columns and more; Q6_K: 5). The rows are taken 16 at a time, one per 32-bit lane.
+// Each 256-weight block of those 16 rows is unpacked ONCE into 64 vectors of unsigned bytes,
+// vector g holding weights 4g .. 4g + 3 of every row (16 x 16 dword transposes of the packed
+// bits, then shifts and masks), plus the rows' sub-block scales as 16-bit integers in the
+// lanes. Every activation column then costs one vpdpbusd per 4 weights of the 16 rows, with 4
+// activation bytes broadcast by the instruction itself from the Q8_K block; sub-block scales
+// are applied in integers with vpdpwssd (Q6_K: vpmulld) on each sub-block's sum. With 24 columns
+// or more, Q3_K's scales are folded into the weight bytes (128 - q (sc - 32) fits a byte) and a
+// block is nothing but 64 vpdpbusd per column. The unpack is shared by all columns; up to 8
+// columns make the weight vectors as they use them, more columns write them to a buffer first.
+//
+// Matrix-vector (1-2 columns; Q6_K: 1-4). Each row is unpacked on its own into four vectors
+// whose lane s holds 4 weights of sub-block s (the Q8_K interleave), with no transposes, and 16
+// rows' per-lane partial sums are then added across lanes into rows-in-lanes.
+//
+// Every (row, column) result is computed by the same operations whatever the number of rows and
+// columns of the call and wherever the row falls in a tile, so a column's result does not
+// depend on the other columns batched with it. Per block, both paths compute
+//   S = sum over sub-blocks of sc_s * sum_i q_i a_i       (exact int32)
+//   M = sum over sub-blocks of mn_s * bsum_s              (Q4_K, Q5_K; exact int32)
+// and then, identically, acc = fma(float(S), d * da, acc); acc = fma(float(M), -dmin * da, acc)
+// with blocks taken in order and acc starting at 0 (Q3_K carries a factor 256 in S and 1/256
+// in d, both exact).
+//
+// Same discipline as kernels_avx512.cc: everything in an anonymous namespace, intrinsics, asm
+// and plain loops only; FillAvx512GemmKernels is the only visible symbol.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#include <immintrin.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "inference/quant/kernels_internal.h"
+
+namespace qwen::quant::internal {
+namespace {
+
+#define QWEN_INLINE inline __attribute__((always_inline))
+
+constexpr int kQKK = 256;
+constexpr int kLanes = 16;  // rows per tile
+constexpr int kGroup = 8;   // columns whose accumulators stay in registers
+
+// One 256-weight block of 16 rows after the transposes: v[] holds the packed bits with rows in
+// the lanes (which dwords, per type), from which T::W(raw, g) makes the byte vector of weights
+// 4g .. 4g + 3; plus the rows' scales, ready for the column loop.
+struct alignas(64) Raw {
+  __m512i v[48];
+  __m512i sc[16];  // per-type sub-block scales (see each type)
+  __m512i mn[4];   // Q4_K / Q5_K: pairs (mn_2i, mn_2i+1) as int16
+  __m512 d;        // per-row factor of S
+  __m512 dmin;     // per-row factor of M (negated)
+};
+
+// The 64 weight vectors of a block, for column counts that reuse them many times.
+struct alignas(64) Weights {
+  __m512i w[64];
+};
+
+QWEN_INLINE int32_t Load32(const void* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+QWEN_INLINE uint32_t Load16(const void* p) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+
+QWEN_INLINE __m512i Bytes(int v) { return _mm512_set1_epi8(static_cast<char>(v)); }
+
+// In place: v[i] lane j (dword j of row i) becomes v[j] lane i.
+QWEN_INLINE void Transpose16(__m512i* v) {
+  __m512i a[16], b[16];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) {
+    a[2 * i] = _mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]);
+    a[2 * i + 1] = _mm512_unpackhi_epi32(v[2 * i], v[2 * i + 1]);
+  }
+  // b[4i + x] 128-bit lane L: dword 4L + x of rows 4i .. 4i + 3.
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    b[4 * i] = _mm512_unpacklo_epi64(a[4 * i], a[4 * i + 2]);
+    b[4 * i + 1] = _mm512_unpackhi_epi64(a[4 * i], a[4 * i + 2]);
+    b[4 * i + 2] = _mm512_unpacklo_epi64(a[4 * i + 1], a[4 * i + 3]);
+    b[4 * i + 3] = _mm512_unpackhi_epi64(a[4 * i + 1], a[4 * i + 3]);
+  }
+#pragma GCC unroll 4
+  for (int x = 0; x < 4; ++x) {
+    const __m512i c = _mm512_shuffle_i32x4(b[x], b[4 + x], _MM_SHUFFLE(2, 0, 2, 0));
+    const __m512i d = _mm512_shuffle_i32x4(b[x], b[4 + x], _MM_SHUFFLE(3, 1, 3, 1));
+    const __m512i e = _mm512_shuffle_i32x4(b[8 + x], b[12 + x], _MM_SHUFFLE(2, 0, 2, 0));
+    const __m512i f = _mm512_shuffle_i32x4(b[8 + x], b[12 + x], _MM_SHUFFLE(3, 1, 3, 1));
+    v[x] = _mm512_shuffle_i32x4(c, e, _MM_SHUFFLE(2, 0, 2, 0));
+    v[8 + x] = _mm512_shuffle_i32x4(c, e, _MM_SHUFFLE(3, 1, 3, 1));
+    v[4 + x] = _mm512_shuffle_i32x4(d, f, _MM_SHUFFLE(2, 0, 2, 0));
+    v[12 + x] = _mm512_shuffle_i32x4(d, f, _MM_SHUFFLE(3, 1, 3, 1));
+  }
+}
+
+// 16 bytes at rows[r] + off for the 16 rows, as 4 vectors: x[i] lane r = dword i of row r.
+QWEN_INLINE void Gather4(const uint8_t* const* rows, int64_t off, __m512i* x) {
+  __m512i z[4];
+#pragma GCC unroll 4
+  for (int q = 0; q < 4; ++q) {
+    __m512i t = _mm512_castsi128_si512(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[4 * q] + off)));
+    t = _mm512_inserti32x4(
+        t, _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[4 * q + 1] + off)), 1);
+    t = _mm512_inserti32x4(
+        t, _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[4 * q + 2] + off)), 2);
+    z[q] = _mm512_inserti32x4(
+        t, _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[4 * q + 3] + off)), 3);
+  }
+  // z[q] lane 4j + i = row 4q + j dword i.
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    const __m512i idx = _mm512_setr_epi32(i, 4 + i, 8 + i, 12 + i, 16 + i, 20 + i, 24 + i, 28 + i,
+                                          i, 4 + i, 8 + i, 12 + i, 16 + i, 20 + i, 24 + i, 28 + i);
+    const __m512i lo = _mm512_permutex2var_epi32(z[0], idx, z[1]);
+    const __m512i hi = _mm512_permutex2var_epi32(z[2], idx, z[3]);
+    x[i] = _mm512_shuffle_i64x2(lo, hi, _MM_SHUFFLE(1, 0, 1, 0));
+  }
+}
+
+// Half-precision values at rows[r] + off, as floats in lane r.
+QWEN_INLINE __m512 GatherHalf(const uint8_t* const* rows, int64_t off) {
+  alignas(32) uint16_t h[16];
+#pragma GCC unroll 16
+  for (int r = 0; r < 16; ++r) std::memcpy(&h[r], rows[r] + off, 2);
+  return _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(h)));
+}
+
+// The low 16 bits of each lane as a half-precision value.
+QWEN_INLINE __m512 LowHalf(__m512i v) { return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v)); }
+
+// pshufb control that moves byte i of every dword to byte `to` of it, zeroing the other bytes.
+QWEN_INLINE __m512i ByteToSlot(int i, int to) {
+  int32_t c[4];
+  for (int d = 0; d < 4; ++d) {
+    uint32_t v = 0x80808080u;
+    v &= ~(0xFFu << (8 * to));
+    v |= static_cast<uint32_t>(4 * d + i) << (8 * to);
+    c[d] = static_cast<int32_t>(v);
+  }
+  return _mm512_broadcast_i32x4(_mm_setr_epi32(c[0], c[1], c[2], c[3]));
+}
+
+// pshufb control: bytes i and i + 1 of every dword to bytes 0 and 2, zero elsewhere (two
+// unsigned bytes as two int16).
+QWEN_INLINE __m512i BytePairToWords(int i) {
+  int32_t c[4];
+  for (int d = 0; d < 4; ++d) {
+    c[d] = static_cast<int32_t>(0x80008000u | static_cast<uint32_t>(4 * d + i) |
+                                (static_cast<uint32_t>(4 * d + i + 1) << 16));
+  }
+  return _mm512_broadcast_i32x4(_mm_setr_epi32(c[0], c[1], c[2], c[3]));
+}
+
+// Instructions with a dword broadcast from memory as the last operand ({1to16}). Written as
+// asm because GCC 12 emits a separate vpbroadcastd for _mm512_set1_epi32 of a load, and on Zen 4
+// that broadcast takes an issue slot of the pipes vpdpbusd runs on: the inner loop ran at 0.55
+// vpdpbusd per cycle instead of 0.95.
+QWEN_INLINE __m512i DpbusdB(__m512i acc, __m512i w, const void* p) {
+  __asm__("vpdpbusd %2%{1to16%}, %1, %0"
+          : "+v"(acc)
+          : "v"(w), "m"(*static_cast<const int32_t*>(p)));
+  return acc;
+}
+QWEN_INLINE __m512i DpwssdB(__m512i acc, __m512i w, const void* p) {
+  __asm__("vpdpwssd %2%{1to16%}, %1, %0"
+          : "+v"(acc)
+          : "v"(w), "m"(*static_cast<const int32_t*>(p)));
+  return acc;
+}
+QWEN_INLINE __m512i AddB(__m512i v, const void* p) {
+  __asm__("vpaddd %1%{1to16%}, %0, %0" : "+v"(v) : "m"(*static_cast<const int32_t*>(p)));
+  return v;
+}
+
+// Q8_K value group g (values 4g .. 4g + 3) of an activation block. See BlockQ8_K: value
+// 16 s + 4 k + b is at qs[64 k + 4 s + b], so group g = 4 s + k is at 64 (g % 4) + 4 (g / 4).
+QWEN_INLINE const int8_t* Act(const BlockQ8_K* a, int g) {
+  return a->qs + 64 * (g % 4) + 4 * (g / 4);
+}
+
+// Q4_K / Q5_K scales and minimums from the 12 scale bytes (head[1..3] = dwords 1-3 of the
+// block, after d and dmin in dword 0).
+QWEN_INLINE void K4Scales(const __m512i* head, Raw* t) {
+  const __m512i x0 = head[1], x1 = head[2], x2 = head[3];
+  const __m512i m3f = Bytes(0x3F), m0f = Bytes(0x0F);
+  // Bytes j of sca: sc_j (j < 4); of scb: sc_{j+4}; likewise mna, mnb.
+  const __m512i sca = _mm512_and_si512(x0, m3f);
+  const __m512i scb =
+      _mm512_and_si512(_mm512_ternarylogic_epi32(m0f, x2, _mm512_srli_epi32(x0, 2), 0xCA), m3f);
+  const __m512i mna = _mm512_and_si512(x1, m3f);
+  const __m512i mnb = _mm512_and_si512(
+      _mm512_ternarylogic_epi32(m0f, _mm512_srli_epi32(x2, 4), _mm512_srli_epi32(x1, 2), 0xCA),
+      m3f);
+#pragma GCC unroll 8
+  for (int j = 0; j < 8; ++j) {
+    t->sc[j] = _mm512_shuffle_epi8(j < 4 ? sca : scb, ByteToSlot(j % 4, 0));
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    t->mn[i] = _mm512_shuffle_epi8(i < 2 ? mna : mnb, BytePairToWords(2 * (i % 2)));
+  }
+  t->d = LowHalf(head[0]);
+  t->dmin = _mm512_sub_ps(_mm512_setzero_ps(), LowHalf(_mm512_srli_epi32(head[0], 16)));
+}
+
+// Bit `from` of every byte of v moved to bit `to` (other bits garbage).
+QWEN_INLINE __m512i BitTo(__m512i v, int from, int to) {
+  return from == to  ? v
+         : from < to ? _mm512_slli_epi32(v, to - from)
+                     : _mm512_srli_epi32(v, from - to);
+}
+
+// (sel & a) | (~sel & b), bitwise.
+QWEN_INLINE __m512i Select(__m512i sel, __m512i a, __m512i b) {
+  return _mm512_ternarylogic_epi32(sel, a, b, 0xCA);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Q3_K: u = q + 4 in [0, 7]; per sub-block of 16 the integer sum starts at -4 bsum_s, so it is
+// sum q a (|.| <= 8128, an int16), and vpdpwssd multiplies it by 256 (sc - 32) (the signed byte
+// sc - 32 in the high byte of the low word: pshufb can place it, not sign-extend it).
+// raw.v: [0, 8) hmask dwords, [8, 16) qs dwords 0-7, [16, 28) qs dwords 4-15, [28, 31) scales.
+struct Q3K {
+  static constexpr int kBytes = 110;
+  static constexpr int kPiece = 4;  // k-groups per scale application
+  static constexpr int kInit = -4;  // the integer sum of a sub-block starts at kInit * bsum
+  static constexpr bool kHasMin = false;
+  static QWEN_INLINE int ScaleIndex(int piece) { return piece; }
+  static QWEN_INLINE __m512i Apply(__m512i s, __m512i i, __m512i sc) {
+    return _mm512_dpwssd_epi32(s, i, sc);
+  }
+
+  static QWEN_INLINE void Unpack(const uint8_t* const* rows, int64_t off, Raw* t) {
+    __m512i* a = t->v;
+    __m512i* b = t->v + 16;
+    // a: hmask[0..31], qs[0..31]; b: qs[16..63], scales[12], d (62 bytes, the block's end).
+#pragma GCC unroll 16
+    for (int r = 0; r < 16; ++r) {
+      a[r] = _mm512_loadu_si512(rows[r] + off);
+      b[r] = _mm512_maskz_loadu_epi8(0x3FFFFFFFFFFFFFFFull, rows[r] + off + 48);
+    }
+    Transpose16(a);
+    Transpose16(b);
+    const __m512i x0 = b[12], x1 = b[13], x2 = b[14];
+    const __m512i m0f = Bytes(0x0F), m30 = Bytes(0x30), m32 = Bytes(32);
+#pragma GCC unroll 4
+    for (int gs = 0; gs < 4; ++gs) {
+      // Bytes i: scale 4 gs + i.
+      const __m512i src = gs % 2 == 0 ? x0 : x1;
+      const __m512i low = _mm512_and_si512(gs < 2 ? src : _mm512_srli_epi32(src, 4), m0f);
+      const __m512i sc6 = Select(m30, BitTo(x2, 2 * gs, 4), low);
+      const __m512i sgn = _mm512_sub_epi8(sc6, m32);
+#pragma GCC unroll 4
+      for (int i = 0; i < 4; ++i) t->sc[4 * gs + i] = _mm512_shuffle_epi8(sgn, ByteToSlot(i, 1));
+    }
+    t->d = _mm512_mul_ps(LowHalf(b[15]), _mm512_set1_ps(1.0f / 256.0f));
+  }
+
+  // Weights 4g .. 4g + 3, g = 32 h + 8 gg + m: bits 2 gg of qs dword 8 h + m, high bit at bit
+  // 4 h + gg of hmask dword m.
+  static QWEN_INLINE __m512i W(const Raw& t, int g) {
+    const int h = g / 32, gg = (g % 32) / 8, m = g % 8;
+    const int qd = 8 * h + m;
+    const __m512i q = qd < 8 ? t.v[8 + qd] : t.v[12 + qd];
+    const __m512i lo = gg == 0 ? q : _mm512_srli_epi32(q, 2 * gg);
+    const __m512i hb = _mm512_and_si512(BitTo(t.v[m], 4 * h + gg, 2), Bytes(4));
+    return Select(Bytes(3), lo, hb);
+  }
+
+  // Many columns: the scales folded into the weights, w'' = 128 - q (sc - 32) in [0, 252]
+  // (q (sc - 32) lies in [-124, 128]), so a block is 64 vpdpbusd per column and nothing else:
+  //   sum w'' a = 128 sum a - sum_s (sc_s - 32) sum q a = 128 sum a - S,
+  // the same exact S as the unfolded kernels. Bytes are multiplied in 16-bit halves.
+  static constexpr bool kFoldable = true;
+  static QWEN_INLINE void MakeFolded(const Raw& t, Weights* w) {
+    const __m512i lo_bytes = _mm512_set1_epi16(0x00FF);
+#pragma GCC unroll 16
+    for (int s = 0; s < 16; ++s) {
+      // sc - 32 in both words of each lane (t.sc holds 256 (sc - 32) in the low word).
+      const __m512i x = _mm512_srai_epi16(t.sc[s], 8);
+      const __m512i sc = _mm512_or_si512(x, _mm512_slli_epi32(x, 16));
+      // w'' = 128 + 4 (sc - 32) - u (sc - 32), u = q + 4.
+      const __m512i base = _mm512_add_epi16(_mm512_slli_epi16(sc, 2), _mm512_set1_epi16(128));
+#pragma GCC unroll 4
+      for (int x4 = 0; x4 < 4; ++x4) {
+        const __m512i u = W(t, 4 * s + x4);
+        const __m512i even =
+            _mm512_sub_epi16(base, _mm512_mullo_epi16(_mm512_and_si512(u, lo_bytes), sc));
+        const __m512i odd = _mm512_sub_epi16(base, _mm512_mullo_epi16(_mm512_srli_epi16(u, 8), sc));
+        w->w[4 * s + x4] = Select(lo_bytes, even, _mm512_slli_epi16(odd, 8));
+      }
+    }
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Q4_K: u in [0, 15]; sums over half sub-blocks of 16 (|.| <= 30480) are multiplied by sc_j
+// (int16) with vpdpwssd; the minimums' sum M = sum mn_j (bsum_2j + bsum_2j+1) likewise.
+// raw.v: the 32 qs dwords.
+struct Q4K {
+  static constexpr bool kFoldable = false;
+  static QWEN_INLINE void MakeFolded(const Raw&, Weights*) {}
+  static constexpr int kBytes = 144;
+  static constexpr int kPiece = 4;
+  static constexpr int kInit = 0;
+  static constexpr bool kHasMin = true;
+  static QWEN_INLINE int ScaleIndex(int piece) { return piece / 2; }
+  static QWEN_INLINE __m512i Apply(__m512i s, __m512i i, __m512i sc) {
+    return _mm512_dpwssd_epi32(s, i, sc);
+  }
+
+  static QWEN_INLINE void Unpack(const uint8_t* const* rows, int64_t off, Raw* t) {
+    __m512i head[4];
+#pragma GCC unroll 16
+    for (int r = 0; r < 16; ++r) {
+      t->v[r] = _mm512_loadu_si512(rows[r] + off + 16);
+      t->v[16 + r] = _mm512_loadu_si512(rows[r] + off + 80);
+    }
+    Transpose16(t->v);
+    Transpose16(t->v + 16);
+    Gather4(rows, off, head);
+    K4Scales(head, t);
+  }
+
+  // g = 16 c + 8 hi + m: nibble hi of qs dword 8 c + m.
+  static QWEN_INLINE __m512i W(const Raw& t, int g) {
+    const int c = g / 16, hi = (g % 16) / 8, m = g % 8;
+    const __m512i q = t.v[8 * c + m];
+    return _mm512_and_si512(hi ? _mm512_srli_epi32(q, 4) : q, Bytes(0x0F));
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Q5_K: u in [0, 31]; sums over quarter sub-blocks of 8 (|.| <= 31496) times sc_j.
+// raw.v: [0, 8) qh dwords, [8, 32) qs dwords 0-23, [40, 48) qs dwords 24-31.
+struct Q5K {
+  static constexpr bool kFoldable = false;
+  static QWEN_INLINE void MakeFolded(const Raw&, Weights*) {}
+  static constexpr int kBytes = 176;
+  static constexpr int kPiece = 2;
+  static constexpr int kInit = 0;
+  static constexpr bool kHasMin = true;
+  static QWEN_INLINE int ScaleIndex(int piece) { return piece / 4; }
+  static QWEN_INLINE __m512i Apply(__m512i s, __m512i i, __m512i sc) {
+    return _mm512_dpwssd_epi32(s, i, sc);
+  }
+
+  static QWEN_INLINE void Unpack(const uint8_t* const* rows, int64_t off, Raw* t) {
+    __m512i head[4];
+    // qh[0..31] + qs[0..31]; qs[32..95]; qs[64..127].
+#pragma GCC unroll 16
+    for (int r = 0; r < 16; ++r) {
+      t->v[r] = _mm512_loadu_si512(rows[r] + off + 16);
+      t->v[16 + r] = _mm512_loadu_si512(rows[r] + off + 80);
+      t->v[32 + r] = _mm512_loadu_si512(rows[r] + off + 112);
+    }
+    Transpose16(t->v);
+    Transpose16(t->v + 16);
+    Transpose16(t->v + 32);
+    Gather4(rows, off, head);
+    K4Scales(head, t);
+  }
+
+  // g = 16 c + 8 hi + m: nibble hi of qs dword 8 c + m, bit 4 at bit 2 c + hi of qh dword m.
+  static QWEN_INLINE __m512i W(const Raw& t, int g) {
+    const int c = g / 16, hi = (g % 16) / 8, m = g % 8;
+    const int qd = 8 * c + m;
+    const __m512i q = qd < 24 ? t.v[8 + qd] : t.v[16 + qd];
+    const __m512i hb = _mm512_and_si512(BitTo(t.v[m], 2 * c + hi, 4), Bytes(0x10));
+    return Select(Bytes(0x0F), hi ? _mm512_srli_epi32(q, 4) : q, hb);
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Q6_K: u = q + 32 in [0, 63]; per sub-block of 16 the sum starts at -32 bsum_s (sum q a,
+// up to 65024 in magnitude: not an int16), so the signed scale is applied with vpmulld.
+// raw.v: [0, 32) ql dwords, [32, 48) qh dwords.
+struct Q6K {
+  static constexpr bool kFoldable = false;
+  static QWEN_INLINE void MakeFolded(const Raw&, Weights*) {}
+  static constexpr int kBytes = 210;
+  static constexpr int kPiece = 4;
+  static constexpr int kInit = -32;
+  static constexpr bool kHasMin = false;
+  static QWEN_INLINE int ScaleIndex(int piece) { return piece; }
+  static QWEN_INLINE __m512i Apply(__m512i s, __m512i i, __m512i sc) {
+    return _mm512_add_epi32(s, _mm512_mullo_epi32(i, sc));
+  }
+
+  static QWEN_INLINE void Unpack(const uint8_t* const* rows, int64_t off, Raw* t) {
+    __m512i scs[4];
+#pragma GCC unroll 16
+    for (int r = 0; r < 16; ++r) {
+      t->v[r] = _mm512_loadu_si512(rows[r] + off);
+      t->v[16 + r] = _mm512_loadu_si512(rows[r] + off + 64);
+      t->v[32 + r] = _mm512_loadu_si512(rows[r] + off + 128);
+    }
+    Transpose16(t->v);
+    Transpose16(t->v + 16);
+    Transpose16(t->v + 32);
+    Gather4(rows, off + 192, scs);
+#pragma GCC unroll 16
+    for (int s = 0; s < 16; ++s) {
+      const __m512i v = scs[s / 4];
+      t->sc[s] = _mm512_srai_epi32(s % 4 == 3 ? v : _mm512_slli_epi32(v, 24 - 8 * (s % 4)), 24);
+    }
+    t->d = GatherHalf(rows, off + 208);
+  }
+
+  // g = 32 hh + 8 gg + m: low 4 bits in ql dword 16 hh + 8 (gg % 2) + m, nibble gg / 2; high 2
+  // bits at bits 2 gg of qh dword 8 hh + m.
+  static QWEN_INLINE __m512i W(const Raw& t, int g) {
+    const int hh = g / 32, gg = (g % 32) / 8, m = g % 8;
+    const __m512i ql = t.v[16 * hh + 8 * (gg % 2) + m];
+    const __m512i qh = t.v[32 + 8 * hh + m];
+    const __m512i hs = _mm512_and_si512(BitTo(qh, 2 * gg, 4), Bytes(0x30));
+    return Select(Bytes(0x0F), gg < 2 ? ql : _mm512_srli_epi32(ql, 4), hs);
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+
+template <class T>
+void MakeWeights(const Raw& t, Weights* w) {
+#pragma GCC unroll 64
+  for (int g = 0; g < 64; ++g) w->w[g] = T::W(t, g);
+}
+
+// Q4_K / Q5_K: M = sum_j mn_j (bsum_2j + bsum_2j+1) per column.
+template <int NC>
+QWEN_INLINE void MinTerms(const Raw& t, const BlockQ8_K* const* ab, __m512i* mo) {
+#pragma GCC unroll 8
+  for (int c = 0; c < NC; ++c) {
+    // Sums of 32 as int16 pairs: dwords 0, 1, 4, 5 = (B0, B1), (B2, B3), (B4, B5), (B6, B7).
+    const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab[c]->bsums));
+    const __m256i b32 = _mm256_madd_epi16(bs, _mm256_set1_epi16(1));
+    const __m256i pairs = _mm256_packs_epi32(b32, b32);
+    alignas(32) int32_t p[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(p), pairs);
+    __m512i m = DpwssdB(_mm512_setzero_si512(), t.mn[0], &p[0]);
+    m = DpwssdB(m, t.mn[1], &p[1]);
+    m = DpwssdB(m, t.mn[2], &p[4]);
+    mo[c] = DpwssdB(m, t.mn[3], &p[5]);
+  }
+}
+
+// One block of one column group: the integer sums S (and M), then the float update of the 16
+// rows' partial results, which live in y (the first block starts from zero). kFused: the weight
+// vectors are made from `t` as they are used (few columns), else read from `w`.
+template <class T, int NC, bool kFused>
+void Group(const Raw& t, const Weights* w, const uint8_t* a, size_t a_stride, int64_t b, float* y,
+           size_t y_stride, __mmask16 mask, bool first) {
+  const BlockQ8_K* ab[NC];
+#pragma GCC unroll 8
+  for (int c = 0; c < NC; ++c) ab[c] = reinterpret_cast<const BlockQ8_K*>(a + c * a_stride) + b;
+  alignas(64) int32_t init[T::kInit != 0 ? NC : 1][16];
+  if constexpr (T::kInit != 0) {
+#pragma GCC unroll 8
+    for (int c = 0; c < NC; ++c) {
+      const __m512i bs =
+          _mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab[c]->bsums)));
+      _mm512_store_si512(init[c], _mm512_mullo_epi32(bs, _mm512_set1_epi32(T::kInit)));
+    }
+  }
+  __m512i s[NC], m[NC];
+#pragma GCC unroll 8
+  for (int c = 0; c < NC; ++c) s[c] = _mm512_setzero_si512();
+  constexpr int kPieces = 64 / T::kPiece;
+#pragma GCC unroll 32
+  for (int p = 0; p < kPieces; ++p) {
+    __m512i wv[T::kPiece];
+#pragma GCC unroll 4
+    for (int x = 0; x < T::kPiece; ++x) {
+      wv[x] = kFused ? T::W(t, T::kPiece * p + x) : w->w[T::kPiece * p + x];
+    }
+    const __m512i sc = t.sc[T::ScaleIndex(p)];
+#pragma GCC unroll 8
+    for (int c = 0; c < NC; ++c) {
+      __m512i i = DpbusdB(_mm512_setzero_si512(), wv[0], Act(ab[c], T::kPiece * p));
+#pragma GCC unroll 4
+      for (int x = 1; x < T::kPiece; ++x) i = DpbusdB(i, wv[x], Act(ab[c], T::kPiece * p + x));
+      if constexpr (T::kInit != 0) i = AddB(i, &init[c][p]);
+      s[c] = T::Apply(s[c], i, sc);
+    }
+  }
+  if constexpr (T::kHasMin) MinTerms<NC>(t, ab, m);
+#pragma GCC unroll 8
+  for (int c = 0; c < NC; ++c) {
+    float* yc = y + c * y_stride;
+    __m512 acc = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mask, yc);
+    const __m512 da = _mm512_set1_ps(ab[c]->d);
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[c]), _mm512_mul_ps(t.d, da), acc);
+    if constexpr (T::kHasMin) {
+      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(m[c]), _mm512_mul_ps(t.dmin, da), acc);
+    }
+    _mm512_mask_storeu_ps(yc, mask, acc);
+  }
+}
+
+// The folded weights of T::MakeFolded: per column 64 vpdpbusd from 128 sum a down to 128 sum a -
+// S (the sum in the tiles' other kernels), then the same float update.
+template <class T, int NC>
+void GroupFolded(const Raw& t, const Weights* w, const uint8_t* a, size_t a_stride, int64_t b,
+                 float* y, size_t y_stride, __mmask16 mask, bool first) {
+  const BlockQ8_K* ab[NC];
+  __m512i i[NC];
+#pragma GCC unroll 8
+  for (int c = 0; c < NC; ++c) {
+    ab[c] = reinterpret_cast<const BlockQ8_K*>(a + c * a_stride) + b;
+    // -128 times the sum of the block's activations.
+    const __m256i bs =
+        _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab[c]->bsums)),
+                          _mm256_set1_epi16(-128));
+    __m128i h = _mm_add_epi32(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+    h = _mm_add_epi32(h, _mm_shuffle_epi32(h, _MM_SHUFFLE(1, 0, 3, 2)));
+    h = _mm_add_epi32(h, _mm_shuffle_epi32(h, _MM_SHUFFLE(2, 3, 0, 1)));
+    i[c] = _mm512_broadcastd_epi32(h);
+  }
+#pragma GCC unroll 64
+  for (int g = 0; g < 64; ++g) {
+    const __m512i wv = w->w[g];
+#pragma GCC unroll 8
+    for (int c = 0; c < NC; ++c) i[c] = DpbusdB(i[c], wv, Act(ab[c], g));
+  }
+#pragma GCC unroll 8
+  for (int c = 0; c < NC; ++c) {
+    // The unfolded kernels' S (256 times the Q3_K sum) is -256 i.
+    const __m512i sv = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(i[c], 8));
+    float* yc = y + c * y_stride;
+    __m512 acc = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mask, yc);
+    const __m512 da = _mm512_set1_ps(ab[c]->d);
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sv), _mm512_mul_ps(t.d, da), acc);
+    _mm512_mask_storeu_ps(yc, mask, acc);
+  }
+}
+
+using GroupFn = void (*)(const Raw&, const Weights*, const uint8_t*, size_t, int64_t, float*,
+                         size_t, __mmask16, bool);
+
+template <class T>
+struct FoldedGroups {
+  static constexpr GroupFn kFns[kGroup + 1] = {
+      nullptr,           GroupFolded<T, 1>, GroupFolded<T, 2>, GroupFolded<T, 3>, GroupFolded<T, 4>,
+      GroupFolded<T, 5>, GroupFolded<T, 6>, GroupFolded<T, 7>, GroupFolded<T, 8>};
+};
+
+// From this many columns on, foldable types fold the scales into the weights.
+constexpr int64_t kFoldCols = 24;
+
+template <class T, bool kFused>
+struct Groups {
+  static constexpr GroupFn kFns[kGroup + 1] = {nullptr,
+                                               Group<T, 1, kFused>,
+                                               Group<T, 2, kFused>,
+                                               Group<T, 3, kFused>,
+                                               Group<T, 4, kFused>,
+                                               Group<T, 5, kFused>,
+                                               Group<T, 6, kFused>,
+                                               Group<T, 7, kFused>,
+                                               Group<T, 8, kFused>};
+};
+
+// ============================== Matrix-vector path ==============================
+// For one to a few columns the transposes cost more than they save. Each row is unpacked on
+// its own into four vectors whose 32-bit lane s holds 4 weights of sub-block s (piece k: weights
+// 16 s + 4 k .. + 3, the order of the Q8_K interleave), so each vpdpbusd leaves sub-block sums in
+// the lanes, and one vpdpwssd (Q6_K: vpmulld) applies the scales. A row's block ends as a vector
+// of partial sums of S (Q4_K, Q5_K: lanes 0-7 partial S, 8-15 partial M); 16 rows' vectors are
+// then summed across lanes into one vector with the rows in the lanes (exact integers), and the
+// float update is the tiles' own, operation for operation.
+
+// Column counts up to R::kGemvCols take the matrix-vector kernel (measured crossover: from 3
+// columns on the tiles' unpack is cheaper than 3 row unpacks for Q3_K..Q5_K; Q6_K's 3
+// transposes per tile make its crossover 5). At most kGemvCols.
+constexpr int kGemvCols = 4;
+// Rows prefetched ahead into L2 (each row of a decode matrix is 1-5 KB).
+constexpr int kGemvAhead = 16;
+constexpr int kL1Ahead = 1024;  // bytes ahead of the current block, into L1
+constexpr int kMaxBlocks = 64;  // rows of up to 16384 weights
+constexpr int kGemvChunk = 16;  // blocks of a row unpacked before their 16-row reductions
+
+// Constant vectors from a lane formula (s = lane).
+#define QWEN_LANES(expr)                                                                         \
+  _mm512_set_epi32(L(15, expr), L(14, expr), L(13, expr), L(12, expr), L(11, expr), L(10, expr), \
+                   L(9, expr), L(8, expr), L(7, expr), L(6, expr), L(5, expr), L(4, expr),       \
+                   L(3, expr), L(2, expr), L(1, expr), L(0, expr))
+#define L(s_, expr) ([](int s) { return (expr); }(s_))
+
+// One row's block: pieces w[k], the per-lane scale and (Q4_K, Q5_K) minimum multipliers.
+struct RowBlock {
+  __m512i w[4];
+  __m512i sc;
+  __m512i mn;
+};
+
+// Q3_K lane s: qs dword 8 (s / 8) + 4 (s % 2) + k, bits 2g with g = (s / 2) % 4; high bit at bit
+// 4 (s / 8) + g of hmask dword 4 (s % 2) + k. Scale lane s: 256 (sc_s - 32) in the low word (as
+// the tiles: S comes out 256 times the sub-block sum, exactly what Q3K::Unpack's d expects).
+struct RowQ3K {
+  static constexpr int kGemvCols = 2;
+  using Tile = Q3K;
+  static constexpr int kPrep = -4;  // prepared activation term: kPrep * bsum_s (init of I)
+  static constexpr bool kHasMin = false;
+  static constexpr int kDOffset = 108;  // d
+  static constexpr int kDBytes = 2;
+  static QWEN_INLINE void Unpack(const uint8_t* p, RowBlock* rb) {
+    const __m512i qs = _mm512_loadu_si512(p + 32);
+    const __m512i hm =
+        _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    const __m512i idx_q = QWEN_LANES(8 * (s / 8) + 4 * (s % 2));
+    const __m512i shift_q = QWEN_LANES(2 * ((s / 2) % 4));
+    const __m512i idx_h = QWEN_LANES(4 * (s % 2));
+    const __m512i rot_h = QWEN_LANES((34 - (4 * (s / 8) + (s / 2) % 4)) % 32);
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+      const __m512i kv = _mm512_set1_epi32(k);
+      const __m512i lo =
+          _mm512_srlv_epi32(_mm512_permutexvar_epi32(_mm512_add_epi32(idx_q, kv), qs), shift_q);
+      const __m512i hb = _mm512_and_si512(
+          _mm512_rolv_epi32(_mm512_permutexvar_epi32(_mm512_add_epi32(idx_h, kv), hm), rot_h),
+          Bytes(4));
+      rb->w[k] = Select(Bytes(3), lo, hb);
+    }
+    // 6-bit scales: low nibble of scale s in byte s % 8 (high nibble for s >= 8), top 2 bits at
+    // bits 2 (s / 4) of byte 8 + s % 4.
+    const __m128i x = _mm_maskz_loadu_epi8(0x0FFF, p + 96);
+    const __m128i low =
+        _mm_and_si128(_mm_unpacklo_epi64(x, _mm_srli_epi16(x, 4)), _mm_set1_epi8(0x0F));
+    const __m128i t = _mm_srlv_epi32(
+        _mm_shuffle_epi8(x, _mm_setr_epi8(8, 9, 10, 11, 8, 9, 10, 11, 8, 9, 10, 11, 8, 9, 10, 11)),
+        _mm_setr_epi32(0, 2, 4, 6));
+    const __m128i sc6 =
+        _mm_ternarylogic_epi32(_mm_set1_epi8(0x30), _mm_slli_epi32(t, 4), low, 0xCA);
+    rb->sc = _mm512_slli_epi32(_mm512_cvtepu8_epi32(_mm_sub_epi8(sc6, _mm_set1_epi8(32))), 8);
+  }
+  static QWEN_INLINE __m512i Sum(__m512i i, const RowBlock& rb, __m512i) {
+    return _mm512_dpwssd_epi32(_mm512_setzero_si512(), i, rb.sc);
+  }
+};
+
+// Q4_K lane s: nibble (s / 2) % 2 of qs dword 8 (s / 4) + 4 (s % 2) + k; scale and minimum of
+// sub-block s / 2. The block's 12 scale bytes become [sc_0..7, mn_0..7] as in the tiles.
+QWEN_INLINE void K4RowScales(const uint8_t* p, RowBlock* rb) {
+  const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 4));
+  const __m128i m3f = _mm_set1_epi8(0x3F);
+  const __m128i a = _mm_and_si128(x, m3f);  // dwords 0, 1: sc_0..3, mn_0..3
+  const __m128i x2 =
+      _mm_srlv_epi32(_mm_shuffle_epi32(x, _MM_SHUFFLE(2, 2, 2, 2)), _mm_setr_epi32(0, 4, 0, 0));
+  const __m128i b = _mm_and_si128(
+      _mm_ternarylogic_epi32(_mm_set1_epi8(0x0F), x2, _mm_srli_epi32(x, 2), 0xCA), m3f);
+  const __m512i all = _mm512_cvtepu8_epi32(_mm_unpacklo_epi32(a, b));  // sc_0..7, mn_0..7
+  rb->sc = _mm512_permutexvar_epi32(QWEN_LANES(s / 2), all);
+  rb->mn = _mm512_permutexvar_epi32(QWEN_LANES(8 + s / 2), all);
+}
+
+// Partial S in lanes 0-7, partial M in lanes 8-15.
+QWEN_INLINE __m512i FoldSM(__m512i sv, __m512i mv) {
+  return _mm512_add_epi32(_mm512_shuffle_i64x2(sv, mv, _MM_SHUFFLE(1, 0, 1, 0)),
+                          _mm512_shuffle_i64x2(sv, mv, _MM_SHUFFLE(3, 2, 3, 2)));
+}
+
+struct RowQ4K {
+  static constexpr int kGemvCols = 2;
+  using Tile = Q4K;
+  static constexpr int kPrep = 1;  // bsum_s, for M
+  static constexpr bool kHasMin = true;
+  static constexpr int kDOffset = 0;  // d, dmin
+  static constexpr int kDBytes = 4;
+  static QWEN_INLINE void Unpack(const uint8_t* p, RowBlock* rb) {
+    const __m512i q0 = _mm512_loadu_si512(p + 16), q1 = _mm512_loadu_si512(p + 80);
+    const __m512i idx = QWEN_LANES(8 * (s / 4) + 4 * (s % 2));
+    const __m512i shift = QWEN_LANES(4 * ((s / 2) % 2));
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+      rb->w[k] = _mm512_and_si512(
+          _mm512_srlv_epi32(
+              _mm512_permutex2var_epi32(q0, _mm512_add_epi32(idx, _mm512_set1_epi32(k)), q1),
+              shift),
+          Bytes(0x0F));
+    }
+    K4RowScales(p, rb);
+  }
+  static QWEN_INLINE __m512i Sum(__m512i i, const RowBlock& rb, __m512i bsums) {
+    return FoldSM(_mm512_dpwssd_epi32(_mm512_setzero_si512(), i, rb.sc),
+                  _mm512_dpwssd_epi32(_mm512_setzero_si512(), rb.mn, bsums));
+  }
+};
+
+// Q5_K: Q4_K plus bit 4 of lane s at bit s / 2 of qh dword 4 (s % 2) + k.
+struct RowQ5K {
+  static constexpr int kGemvCols = 2;
+  using Tile = Q5K;
+  static constexpr int kPrep = 1;
+  static constexpr bool kHasMin = true;
+  static constexpr int kDOffset = 0;  // d, dmin
+  static constexpr int kDBytes = 4;
+  static QWEN_INLINE void Unpack(const uint8_t* p, RowBlock* rb) {
+    const __m512i q0 = _mm512_loadu_si512(p + 48), q1 = _mm512_loadu_si512(p + 112);
+    const __m512i qh =
+        _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 16)));
+    const __m512i idx = QWEN_LANES(8 * (s / 4) + 4 * (s % 2));
+    const __m512i shift = QWEN_LANES(4 * ((s / 2) % 2));
+    const __m512i idx_h = QWEN_LANES(4 * (s % 2));
+    const __m512i rot_h = QWEN_LANES((36 - s / 2) % 32);
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+      const __m512i kv = _mm512_set1_epi32(k);
+      const __m512i lo =
+          _mm512_srlv_epi32(_mm512_permutex2var_epi32(q0, _mm512_add_epi32(idx, kv), q1), shift);
+      const __m512i hb = _mm512_and_si512(
+          _mm512_rolv_epi32(_mm512_permutexvar_epi32(_mm512_add_epi32(idx_h, kv), qh), rot_h),
+          Bytes(0x10));
+      rb->w[k] = Select(Bytes(0x0F), lo, hb);
+    }
+    K4RowScales(p, rb);
+  }
+  static QWEN_INLINE __m512i Sum(__m512i i, const RowBlock& rb, __m512i bsums) {
+    return RowQ4K::Sum(i, rb, bsums);
+  }
+};
+
+// Q6_K lane s, g = (s / 2) % 4: low 4 bits from ql dword 16 (s / 8) + 8 (g % 2) + 4 (s % 2) + k,
+// nibble g / 2; high 2 bits at bits 2g of qh dword 8 (s / 8) + 4 (s % 2) + k.
+struct RowQ6K {
+  static constexpr int kGemvCols = 4;
+  using Tile = Q6K;
+  static constexpr int kPrep = -32;
+  static constexpr bool kHasMin = false;
+  static constexpr int kDOffset = 208;  // d
+  static constexpr int kDBytes = 2;
+  static QWEN_INLINE void Unpack(const uint8_t* p, RowBlock* rb) {
+    const __m512i l0 = _mm512_loadu_si512(p), l1 = _mm512_loadu_si512(p + 64);
+    const __m512i h = _mm512_loadu_si512(p + 128);
+    const __m512i idx_l = QWEN_LANES(16 * (s / 8) + 8 * (((s / 2) % 4) % 2) + 4 * (s % 2));
+    const __m512i shift_l = QWEN_LANES(4 * (((s / 2) % 4) / 2));
+    const __m512i idx_h = QWEN_LANES(8 * (s / 8) + 4 * (s % 2));
+    const __m512i rot_h = QWEN_LANES((36 - 2 * ((s / 2) % 4)) % 32);
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+      const __m512i kv = _mm512_set1_epi32(k);
+      const __m512i lo = _mm512_srlv_epi32(
+          _mm512_permutex2var_epi32(l0, _mm512_add_epi32(idx_l, kv), l1), shift_l);
+      const __m512i hi = _mm512_and_si512(
+          _mm512_rolv_epi32(_mm512_permutexvar_epi32(_mm512_add_epi32(idx_h, kv), h), rot_h),
+          Bytes(0x30));
+      rb->w[k] = Select(Bytes(0x0F), lo, hi);
+    }
+    rb->sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 192)));
+  }
+  static QWEN_INLINE __m512i Sum(__m512i i, const RowBlock& rb, __m512i) {
+    return _mm512_mullo_epi32(i, rb.sc);
+  }
+};
+
+#undef L
+#undef QWEN_LANES
+
+// v[r] (16 lanes of partial sums of row r) -> one vector, lane r = sum of v[r]'s lanes. With
+// `split`, lanes 0-7 and 8-15 are two separate sums: returns the first, *second the other.
+QWEN_INLINE __m512i ReduceRows(const __m512i* v, bool split, __m512i* second) {
+  __m512i a[8], c[4];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) {
+    a[i] = _mm512_add_epi32(_mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]),
+                            _mm512_unpackhi_epi32(v[2 * i], v[2 * i + 1]));
+  }
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; ++j) {
+    c[j] = _mm512_add_epi32(_mm512_unpacklo_epi64(a[2 * j], a[2 * j + 1]),
+                            _mm512_unpackhi_epi64(a[2 * j], a[2 * j + 1]));
+  }
+  // c[j] 128-bit lane L: rows 4j .. 4j + 3, the partials of v's lane L.
+  const __m512i d0 = _mm512_add_epi32(_mm512_shuffle_i32x4(c[0], c[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                      _mm512_shuffle_i32x4(c[0], c[1], _MM_SHUFFLE(3, 1, 3, 1)));
+  const __m512i d1 = _mm512_add_epi32(_mm512_shuffle_i32x4(c[2], c[3], _MM_SHUFFLE(2, 0, 2, 0)),
+                                      _mm512_shuffle_i32x4(c[2], c[3], _MM_SHUFFLE(3, 1, 3, 1)));
+  const __m512i e0 = _mm512_shuffle_i32x4(d0, d1, _MM_SHUFFLE(2, 0, 2, 0));
+  const __m512i e1 = _mm512_shuffle_i32x4(d0, d1, _MM_SHUFFLE(3, 1, 3, 1));
+  if (split) {
+    *second = e1;
+    return e0;
+  }
+  return _mm512_add_epi32(e0, e1);
+}
+
+// The tiles' per-row factors from the 16 rows' dword at kDOffset (see each Tile type's Unpack).
+template <class R>
+QWEN_INLINE void RowFactors(const uint32_t* dd, __m512* d, __m512* dmin) {
+  const __m512i v = _mm512_load_si512(dd);
+  if constexpr (R::kPrep == -4) {
+    *d = _mm512_mul_ps(LowHalf(v), _mm512_set1_ps(1.0f / 256.0f));
+  } else {
+    *d = LowHalf(v);
+  }
+  if constexpr (R::kHasMin) {
+    *dmin = _mm512_sub_ps(_mm512_setzero_ps(), LowHalf(_mm512_srli_epi32(v, 16)));
+  }
+}
+
+template <class R, int NC>
+void Gemv(const uint8_t* wp, size_t w_stride, int64_t n_rows, const uint8_t* ap, size_t a_stride,
+          float* y, size_t y_stride, int64_t nb) {
+  constexpr int kBytes = R::Tile::kBytes;
+  alignas(64) int32_t prep[NC][kMaxBlocks][16];
+  for (int c = 0; c < NC; ++c) {
+    for (int64_t b = 0; b < nb; ++b) {
+      const auto* ab = reinterpret_cast<const BlockQ8_K*>(ap + c * a_stride) + b;
+      const __m512i bs =
+          _mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab->bsums)));
+      _mm512_store_si512(prep[c][b],
+                         R::kPrep == 1 ? bs : _mm512_mullo_epi32(bs, _mm512_set1_epi32(R::kPrep)));
+    }
+  }
+  alignas(64) __m512i part[NC][kGemvChunk][16];
+  alignas(64) uint32_t dd[kGemvChunk][16];
+  for (int64_t r0 = 0; r0 < n_rows; r0 += kLanes) {
+    const int64_t rows = n_rows - r0 < kLanes ? n_rows - r0 : kLanes;
+    const __mmask16 mask = static_cast<__mmask16>((1u << rows) - 1);
+    __m512 acc[NC];
+#pragma GCC unroll 4
+    for (int c = 0; c < NC; ++c) acc[c] = _mm512_setzero_ps();
+    for (int64_t b0 = 0; b0 < nb; b0 += kGemvChunk) {
+      const int64_t nbc = nb - b0 < kGemvChunk ? nb - b0 : kGemvChunk;
+      for (int r = 0; r < kLanes; ++r) {
+        const int64_t row = r0 + (r < rows ? r : rows - 1);
+        const uint8_t* p = wp + row * w_stride + b0 * kBytes;
+        // kGemvAhead rows ahead, the same stretch of blocks.
+        if (row + kGemvAhead < n_rows) {
+          const uint8_t* q = p + kGemvAhead * w_stride;
+          for (int64_t o = 0; o < nbc * kBytes; o += 64) {
+            _mm_prefetch(reinterpret_cast<const char*>(q + o), _MM_HINT_T1);
+          }
+        }
+        for (int64_t bb = 0; bb < nbc; ++bb) {
+          const uint8_t* pb = p + bb * kBytes;
+          // Into L1, a few blocks ahead in this row (or the next: rows are usually contiguous).
+          _mm_prefetch(reinterpret_cast<const char*>(pb + kL1Ahead), _MM_HINT_T0);
+          _mm_prefetch(reinterpret_cast<const char*>(pb + kL1Ahead + 64), _MM_HINT_T0);
+          if (kBytes > 128)
+            _mm_prefetch(reinterpret_cast<const char*>(pb + kL1Ahead + 128), _MM_HINT_T0);
+          RowBlock rb;
+          R::Unpack(pb, &rb);
+          dd[bb][r] = R::kDBytes == 4 ? static_cast<uint32_t>(Load32(pb + R::kDOffset))
+                                      : Load16(pb + R::kDOffset);
+#pragma GCC unroll 4
+          for (int c = 0; c < NC; ++c) {
+            const auto* ab = reinterpret_cast<const BlockQ8_K*>(ap + c * a_stride) + b0 + bb;
+            const __m512i pv = _mm512_load_si512(prep[c][b0 + bb]);
+            __m512i i = R::kPrep == 1 ? _mm512_setzero_si512() : pv;
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; ++k) {
+              i = _mm512_dpbusd_epi32(i, rb.w[k], _mm512_loadu_si512(ab->qs + 64 * k));
+            }
+            part[c][bb][r] = R::Sum(i, rb, pv);
+          }
+        }
+      }
+      for (int64_t bb = 0; bb < nbc; ++bb) {
+        __m512 d, dmin;
+        RowFactors<R>(dd[bb], &d, &dmin);
+#pragma GCC unroll 4
+        for (int c = 0; c < NC; ++c) {
+          const auto* ab = reinterpret_cast<const BlockQ8_K*>(ap + c * a_stride) + b0 + bb;
+          __m512i m;
+          const __m512i sv = ReduceRows(part[c][bb], R::kHasMin, &m);
+          const __m512 da = _mm512_set1_ps(ab->d);
+          acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sv), _mm512_mul_ps(d, da), acc[c]);
+          if constexpr (R::kHasMin) {
+            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(m), _mm512_mul_ps(dmin, da), acc[c]);
+          }
+        }
+      }
+    }
+#pragma GCC unroll 4
+    for (int c = 0; c < NC; ++c) _mm512_mask_storeu_ps(y + c * y_stride + r0, mask, acc[c]);
+  }
+}
+
+template <class R>
+void GemvCols(const uint8_t* wp, size_t w_stride, int64_t n_rows, const uint8_t* ap,
+              size_t a_stride, int64_t n_cols, float* y, size_t y_stride, int64_t nb) {
+  switch (n_cols) {
+    case 1:
+      return Gemv<R, 1>(wp, w_stride, n_rows, ap, a_stride, y, y_stride, nb);
+    case 2:
+      return Gemv<R, 2>(wp, w_stride, n_rows, ap, a_stride, y, y_stride, nb);
+    case 3:
+      return Gemv<R, 3>(wp, w_stride, n_rows, ap, a_stride, y, y_stride, nb);
+    default:
+      return Gemv<R, 4>(wp, w_stride, n_rows, ap, a_stride, y, y_stride, nb);
+  }
+}
+
+// ============================== Entry points ==============================
+
+template <class R>
+void Tile(const void* w, size_t w_stride, int64_t n_rows, const void* a, size_t a_stride,
+          int64_t n_cols, float* y, size_t y_stride, int64_t n) {
+  using T = typename R::Tile;
+  const auto* wp = static_cast<const uint8_t*>(w);
+  const auto* ap = static_cast<const uint8_t*>(a);
+  const int64_t nb = n / kQKK;
+  if (n_cols <= R::kGemvCols && nb <= kMaxBlocks) {
+    GemvCols<R>(wp, w_stride, n_rows, ap, a_stride, n_cols, y, y_stride, nb);
+    return;
+  }
+  Raw t;
+  Weights wv;
+  for (int64_t r0 = 0; r0 < n_rows; r0 += kLanes) {
+    const int64_t rows = n_rows - r0 < kLanes ? n_rows - r0 : kLanes;
+    const __mmask16 mask = static_cast<__mmask16>((1u << rows) - 1);
+    // Lanes past the last row repeat it (read, never stored).
+    const uint8_t* rp[kLanes];
+    for (int r = 0; r < kLanes; ++r) rp[r] = wp + (r0 + (r < rows ? r : rows - 1)) * w_stride;
+    // The next tile's rows, block b while this tile works on block b: a tile's worth of reads
+    // ahead, where the hardware prefetcher has only 16 short streams to learn from.
+    const int64_t next_rows = n_rows - r0 - kLanes;
+    for (int64_t b = 0; b < nb; ++b) {
+      for (int r = 0; r < kLanes && r < next_rows; ++r) {
+        const uint8_t* p = rp[r] + kLanes * w_stride + b * T::kBytes;
+        for (int o = 0; o < T::kBytes + 63; o += 64) {
+          _mm_prefetch(reinterpret_cast<const char*>(p + o), _MM_HINT_T1);
+        }
+      }
+      if (b + 2 < nb) {
+        for (int r = 0; r < kLanes; ++r) {
+          const uint8_t* p = rp[r] + (b + 2) * T::kBytes;
+          for (int o = 0; o < T::kBytes + 63; o += 64) {
+            _mm_prefetch(reinterpret_cast<const char*>(p + o), _MM_HINT_T0);
+          }
+        }
+      }
+      T::Unpack(rp, b * T::kBytes, &t);
+      if (n_cols <= kGroup) {
+        Groups<T, true>::kFns[n_cols](t, nullptr, ap, a_stride, b, y + r0, y_stride, mask, b == 0);
+        continue;
+      }
+      const bool fold = T::kFoldable && n_cols >= kFoldCols;
+      if (fold) {
+        T::MakeFolded(t, &wv);
+      } else {
+        MakeWeights<T>(t, &wv);
+      }
+      for (int64_t c0 = 0; c0 < n_cols; c0 += kGroup) {
+        const int64_t nc = n_cols - c0 < kGroup ? n_cols - c0 : kGroup;
+        const GroupFn fn = fold ? FoldedGroups<T>::kFns[nc] : Groups<T, false>::kFns[nc];
+        fn(t, &wv, ap + c0 * a_stride, a_stride, b, y + c0 * y_stride + r0, y_stride, mask, b == 0);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void FillAvx512GemmKernels(KernelTable* t) {
+  t->dot_tile[static_cast<uint32_t>(GgmlType::kQ3_K)] = Tile<RowQ3K>;
+  t->dot_tile[static_cast<uint32_t>(GgmlType::kQ4_K)] = Tile<RowQ4K>;
+  t->dot_tile[static_cast<uint32_t>(GgmlType::kQ5_K)] = Tile<RowQ5K>;
+  t->dot_tile[static_cast<uint32_t>(GgmlType::kQ6_K)] = Tile<RowQ6K>;
+}
+
+}  // namespace qwen::quant::internal
