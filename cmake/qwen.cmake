@@ -44,3 +44,19 @@ function(qwen_benchmark)
   set_tests_properties(${B_NAME} PROPERTIES LABELS bench TIMEOUT 1800
     ENVIRONMENT "QWEN_TEST_DATA=${PROJECT_SOURCE_DIR}/tests/data;QWEN_BIN_DIR=${CMAKE_BINARY_DIR}/bin")
 endfunction()
+
+# qwen_link_into_executables(dir lib): links `lib` into every executable defined in `dir` and
+# its subdirectories (used by the TSan build to add its annotations everywhere).
+function(qwen_link_into_executables dir lib)
+  get_property(targets DIRECTORY ${dir} PROPERTY BUILDSYSTEM_TARGETS)
+  foreach(t ${targets})
+    get_target_property(type ${t} TYPE)
+    if(type STREQUAL "EXECUTABLE")
+      target_link_libraries(${t} PRIVATE ${lib})
+    endif()
+  endforeach()
+  get_property(subdirs DIRECTORY ${dir} PROPERTY SUBDIRECTORIES)
+  foreach(sub ${subdirs})
+    qwen_link_into_executables(${sub} ${lib})
+  endforeach()
+endfunction()
