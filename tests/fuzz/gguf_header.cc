@@ -171,7 +171,7 @@ RawGguf SyntheticGguf() {
       ArrayOf(ValueType::kI32, 3, Bytes<int32_t>(1) + Bytes<int32_t>(-2) + Bytes<int32_t>(3)));
   add("t.arr_f32", ValueType::kArray, ArrayOf(ValueType::kF32, 2, Bytes(0.5f) + Bytes(1e30f)));
   add("t.arr_f64", ValueType::kArray, ArrayOf(ValueType::kF64, 1, Bytes(1e300)));
-  add("t.arr_bool", ValueType::kArray, ArrayOf(ValueType::kBool, 2, "\x01\x00"));
+  add("t.arr_bool", ValueType::kArray, ArrayOf(ValueType::kBool, 2, std::string("\x01\x00", 2)));
   add("t.arr_u64", ValueType::kArray, ArrayOf(ValueType::kU64, 1, U64(~0ull)));
   add("t.arr_str", ValueType::kArray, ArrayOf(ValueType::kString, 2, Str("a") + Str("")));
   add("t.arr_arr", ValueType::kArray,
@@ -192,12 +192,12 @@ RawGguf SyntheticGguf() {
       {"token_embd.weight", quant::GgmlType::kQ4_K}, {"output_norm.weight", quant::GgmlType::kF32},
       {"blk.0.attn_q.weight", quant::GgmlType::kQ8_0}, {"blk.0.ffn_up.weight", quant::GgmlType::kQ3_K},
       {"blk.0.ffn_down.weight", quant::GgmlType::kF16}};
-  uint32_t dims = 1;
+  uint32_t k = 0;
   for (const auto& [name, type] : tensors) {
     RawTensor t;
     t.name = name;
     t.type = static_cast<uint32_t>(type);
-    t.n_dims = dims++;
+    t.n_dims = k++ % 4 + 1;
     g.tensors.push_back(t);
   }
   ShrinkTensors(g);

@@ -18,7 +18,8 @@ args=(-max_total_time="$seconds" -timeout=20 -rss_limit_mb=3072 -print_final_sta
 [ -f "$dict" ] && args+=(-dict="$dict")
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:symbolize=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-"$bin" "${args[@]}" "$@" "$out/corpus" "$seeds" >"$out/log" 2>&1
+# (stderr of the group goes nowhere: bash's own "Aborted" line; the target's output is in the log)
+{ "$bin" "${args[@]}" "$@" "$out/corpus" "$seeds" >"$out/log" 2>&1; } 2>/dev/null
 rc=$?
 execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$out/log" | tail -1)
 cov=$(grep -o 'cov: [0-9]*' "$out/log" | tail -1)
