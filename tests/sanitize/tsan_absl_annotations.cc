@@ -51,9 +51,10 @@ F Get(F* slot, const char* rest, bool is_const = false) {
   return f;
 }
 
-#define QWEN_REAL(type, rest, ...)    \
-  static type slot = nullptr;         \
-  const type real = Get(&slot, rest, ##__VA_ARGS__)
+#define QWEN_REAL(type, rest, ...) \
+  using RealFn = type;             \
+  static RealFn slot = nullptr;    \
+  const RealFn real = Get(&slot, rest, ##__VA_ARGS__)
 
 // Await-style calls release the mutex while waiting and hold it again on return.
 void ReleaseHeld(void* mu, unsigned flags) {
