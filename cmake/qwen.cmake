@@ -29,6 +29,10 @@ function(qwen_test)
   if(NOT T_TIMEOUT)
     set(T_TIMEOUT 600)
   endif()
+  # Sanitized builds (scripts/sanitize) run several times slower.
+  if(QWEN_SANITIZE)
+    math(EXPR T_TIMEOUT "${T_TIMEOUT} * 5")
+  endif()
   set_tests_properties(${T_NAME} PROPERTIES LABELS "${T_LABEL}" TIMEOUT ${T_TIMEOUT}
     ENVIRONMENT "QWEN_TEST_DATA=${PROJECT_SOURCE_DIR}/tests/data;QWEN_BIN_DIR=${CMAKE_BINARY_DIR}/bin")
 endfunction()
