@@ -9,9 +9,12 @@
 // with the __tsan_mutex_* / __tsan_acquire / __tsan_release annotations Abseil itself uses in a
 // TSan build, and calls the real function, found with dlsym(RTLD_NEXT).
 //
-// Covered: Mutex Lock/Unlock/TryLock, the reader variants, Await/LockWhen/AwaitWithTimeout,
-// CondVar Wait/WaitWithTimeout, Notification Notify/WaitForNotification[WithTimeout]. Anything
-// else of absl/synchronization that the project starts using must be added here.
+// Covered: Mutex Lock/Unlock/TryLock and the reader variants, Await, LockWhen and ReaderLockWhen
+// with and without a deadline, CondVar Wait and WaitWithDeadline, Notification Notify and
+// WaitForNotification[WithTimeout]. The ...WithTimeout functions are not wrapped: the library
+// implements them with the ...WithDeadline ones, through its PLT, so they arrive here (wrapping
+// both would lock twice). Anything else of absl/synchronization that the project starts using
+// must be added here; a missing one shows up as "unlock of an unlocked mutex".
 #include <dlfcn.h>
 #include <sanitizer/tsan_interface.h>
 
@@ -121,11 +124,11 @@ void Mutex::Await(const Condition& cond) {
   __tsan_mutex_post_lock(this, 0, 0);
 }
 
-bool Mutex::AwaitWithTimeout(const Condition& cond, absl::Duration timeout) {
-  QWEN_REAL(bool (*)(Mutex*, const Condition&, absl::Duration),
-            "5Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE");
+bool Mutex::AwaitWithDeadline(const Condition& cond, absl::Time deadline) {
+  QWEN_REAL(bool (*)(Mutex*, const Condition&, absl::Time),
+            "5Mutex17AwaitWithDeadlineERKNS0_9ConditionENS0_4TimeE");
   ReleaseHeld(this, 0);
-  const bool ok = real(this, cond, timeout);
+  const bool ok = real(this, cond, deadline);
   __tsan_mutex_post_lock(this, 0, 0);
   return ok;
 }
@@ -137,6 +140,31 @@ void Mutex::LockWhen(const Condition& cond) {
   __tsan_mutex_post_lock(this, 0, 0);
 }
 
+bool Mutex::LockWhenWithDeadline(const Condition& cond, absl::Time deadline) {
+  QWEN_REAL(bool (*)(Mutex*, const Condition&, absl::Time),
+            "5Mutex20LockWhenWithDeadlineERKNS0_9ConditionENS0_4TimeE");
+  __tsan_mutex_pre_lock(this, 0);
+  const bool ok = real(this, cond, deadline);  // holds the lock either way
+  __tsan_mutex_post_lock(this, 0, 0);
+  return ok;
+}
+
+void Mutex::ReaderLockWhen(const Condition& cond) {
+  QWEN_REAL(void (*)(Mutex*, const Condition&), "5Mutex14ReaderLockWhenERKNS0_9ConditionE");
+  __tsan_mutex_pre_lock(this, __tsan_mutex_read_lock);
+  real(this, cond);
+  __tsan_mutex_post_lock(this, __tsan_mutex_read_lock, 0);
+}
+
+bool Mutex::ReaderLockWhenWithDeadline(const Condition& cond, absl::Time deadline) {
+  QWEN_REAL(bool (*)(Mutex*, const Condition&, absl::Time),
+            "5Mutex26ReaderLockWhenWithDeadlineERKNS0_9ConditionENS0_4TimeE");
+  __tsan_mutex_pre_lock(this, __tsan_mutex_read_lock);
+  const bool ok = real(this, cond, deadline);
+  __tsan_mutex_post_lock(this, __tsan_mutex_read_lock, 0);
+  return ok;
+}
+
 void CondVar::Wait(Mutex* mu) {
   QWEN_REAL(void (*)(CondVar*, Mutex*), "7CondVar4WaitEPNS0_5MutexE");
   ReleaseHeld(mu, 0);
@@ -144,11 +172,10 @@ void CondVar::Wait(Mutex* mu) {
   __tsan_mutex_post_lock(mu, 0, 0);
 }
 
-bool CondVar::WaitWithTimeout(Mutex* mu, absl::Duration timeout) {
-  QWEN_REAL(bool (*)(CondVar*, Mutex*, absl::Duration),
-            "7CondVar15WaitWithTimeoutEPNS0_5MutexENS0_8DurationE");
+bool CondVar::WaitWithDeadline(Mutex* mu, absl::Time deadline) {
+  QWEN_REAL(bool (*)(CondVar*, Mutex*, absl::Time), "7CondVar16WaitWithDeadlineEPNS0_5MutexENS0_4TimeE");
   ReleaseHeld(mu, 0);
-  const bool r = real(this, mu, timeout);
+  const bool r = real(this, mu, deadline);
   __tsan_mutex_post_lock(mu, 0, 0);
   return r;
 }
