@@ -101,9 +101,9 @@ std::string RawGguf::Serialize() const {
 }
 
 absl::StatusOr<RawGguf> SplitGguf(const std::string& bytes) {
-  ASSIGN_OR_RETURN(std::unique_ptr<gguf::GgufFile> file,
-                   gguf::GgufFile::FromBuffer(reinterpret_cast<const uint8_t*>(bytes.data()),
-                                              bytes.size()));
+  ASSIGN_OR_RETURN(
+      std::unique_ptr<gguf::GgufFile> file,
+      gguf::GgufFile::FromBuffer(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
   RawGguf g;
   g.version = file->version();
   g.pad_to = file->alignment();
@@ -181,7 +181,8 @@ RawGguf SyntheticGguf() {
   add("t.arr_empty", ValueType::kArray, ArrayOf(ValueType::kI64, 0, ""));
   add("tokenizer.ggml.model", ValueType::kString, Str("gpt2"));
   add("tokenizer.ggml.tokens", ValueType::kArray,
-      ArrayOf(ValueType::kString, 5, Str("a") + Str("b") + Str("ab") + Str("<|im_end|>") + Str("Ġ")));
+      ArrayOf(ValueType::kString, 5,
+              Str("a") + Str("b") + Str("ab") + Str("<|im_end|>") + Str("Ġ")));
   add("tokenizer.ggml.token_type", ValueType::kArray,
       ArrayOf(ValueType::kI32, 5, U32(1) + U32(1) + U32(1) + U32(3) + U32(1)));
   add("tokenizer.ggml.merges", ValueType::kArray, ArrayOf(ValueType::kString, 1, Str("a b")));
@@ -189,8 +190,10 @@ RawGguf SyntheticGguf() {
   add("tokenizer.chat_template", ValueType::kString,
       Str("{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}"));
   const std::pair<const char*, quant::GgmlType> tensors[] = {
-      {"token_embd.weight", quant::GgmlType::kQ4_K}, {"output_norm.weight", quant::GgmlType::kF32},
-      {"blk.0.attn_q.weight", quant::GgmlType::kQ8_0}, {"blk.0.ffn_up.weight", quant::GgmlType::kQ3_K},
+      {"token_embd.weight", quant::GgmlType::kQ4_K},
+      {"output_norm.weight", quant::GgmlType::kF32},
+      {"blk.0.attn_q.weight", quant::GgmlType::kQ8_0},
+      {"blk.0.ffn_up.weight", quant::GgmlType::kQ3_K},
       {"blk.0.ffn_down.weight", quant::GgmlType::kF16}};
   uint32_t k = 0;
   for (const auto& [name, type] : tensors) {

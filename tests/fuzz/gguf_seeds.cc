@@ -61,9 +61,9 @@ int main(int argc, char** argv) {
   // and the one before it the number of edits.
   for (int base = 0; base < 3; ++base) {
     Write(edits / ("base" + std::to_string(base)), std::string(1, static_cast<char>(base)));
-    Write(edits / ("base" + std::to_string(base) + "-edits"),
-          std::string("\x05\x11\x07\x03\x01\x08\x0a\x0c\x0d\x0e\x03", 11) +
-              static_cast<char>(base));
+    Write(
+        edits / ("base" + std::to_string(base) + "-edits"),
+        std::string("\x05\x11\x07\x03\x01\x08\x0a\x0c\x0d\x0e\x03", 11) + static_cast<char>(base));
   }
   return 0;
 }

@@ -36,10 +36,28 @@ RawGguf LoadBase(const std::string& relative) {
 }
 
 uint64_t InterestingU64(FuzzedDataProvider& p) {
-  static constexpr uint64_t kValues[] = {0, 1, 2, 3, 7, 8, 31, 32, 33, 64, 255, 256, 4096,
-                                         (1ull << 31) - 1, 1ull << 31, (1ull << 32) - 1,
-                                         1ull << 32, (1ull << 62), (1ull << 63) - 1, 1ull << 63,
-                                         ~0ull - 1, ~0ull};
+  static constexpr uint64_t kValues[] = {0,
+                                         1,
+                                         2,
+                                         3,
+                                         7,
+                                         8,
+                                         31,
+                                         32,
+                                         33,
+                                         64,
+                                         255,
+                                         256,
+                                         4096,
+                                         (1ull << 31) - 1,
+                                         1ull << 31,
+                                         (1ull << 32) - 1,
+                                         1ull << 32,
+                                         (1ull << 62),
+                                         (1ull << 63) - 1,
+                                         1ull << 63,
+                                         ~0ull - 1,
+                                         ~0ull};
   if (p.ConsumeBool()) return p.PickValueInArray(kValues);
   return p.ConsumeIntegral<uint64_t>();
 }
@@ -74,8 +92,9 @@ void Edit(FuzzedDataProvider& p, RawGguf& g, std::string* tail_bytes, size_t* tr
     case 4:  // a key: empty, duplicate, or arbitrary
       if (kv) {
         const int how = p.ConsumeIntegralInRange(0, 2);
-        kv->key = how == 0 ? "" : how == 1 ? g.kv[p.ConsumeIntegralInRange<size_t>(0, nkv - 1)].key
-                                            : p.ConsumeRandomLengthString(32);
+        kv->key = how == 0   ? ""
+                  : how == 1 ? g.kv[p.ConsumeIntegralInRange<size_t>(0, nkv - 1)].key
+                             : p.ConsumeRandomLengthString(32);
       }
       break;
     case 5:  // drop or duplicate a metadata entry
@@ -107,13 +126,14 @@ void Edit(FuzzedDataProvider& p, RawGguf& g, std::string* tail_bytes, size_t* tr
       if (t) t->type = InterestingU32(p);
       break;
     case 10:
-      if (t) t->offset = p.ConsumeBool() ? t->offset + p.ConsumeIntegralInRange(-64, 64)
-                                         : InterestingU64(p);
+      if (t)
+        t->offset =
+            p.ConsumeBool() ? t->offset + p.ConsumeIntegralInRange(-64, 64) : InterestingU64(p);
       break;
     case 11:  // tensor names: empty, duplicate, arbitrary
       if (t) {
         const int how = p.ConsumeIntegralInRange(0, 2);
-        t->name = how == 0 ? ""
+        t->name = how == 0   ? ""
                   : how == 1 ? g.tensors[p.ConsumeIntegralInRange<size_t>(0, nt - 1)].name
                              : p.ConsumeRandomLengthString(32);
       }
@@ -129,12 +149,12 @@ void Edit(FuzzedDataProvider& p, RawGguf& g, std::string* tail_bytes, size_t* tr
       }
       break;
     case 13:
-      g.n_kv_written = p.ConsumeBool() ? g.kv.size() + p.ConsumeIntegralInRange(-3, 3)
-                                       : InterestingU64(p);
+      g.n_kv_written =
+          p.ConsumeBool() ? g.kv.size() + p.ConsumeIntegralInRange(-3, 3) : InterestingU64(p);
       break;
     case 14:
-      g.n_tensors_written = p.ConsumeBool() ? g.tensors.size() + p.ConsumeIntegralInRange(-3, 3)
-                                            : InterestingU64(p);
+      g.n_tensors_written =
+          p.ConsumeBool() ? g.tensors.size() + p.ConsumeIntegralInRange(-3, 3) : InterestingU64(p);
       break;
     case 15:  // the data section
       if (p.ConsumeBool()) {

@@ -43,8 +43,7 @@ std::string TinyConfigFile(const std::map<std::string, uint32_t>& u32_overrides)
 }
 
 absl::StatusOr<ModelConfig> ConfigOf(const std::string& bytes) {
-  auto f = gguf::GgufFile::FromBuffer(reinterpret_cast<const uint8_t*>(bytes.data()),
-                                      bytes.size());
+  auto f = gguf::GgufFile::FromBuffer(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
   if (!f.ok()) return f.status();
   return ModelConfig::FromGguf(**f);
 }

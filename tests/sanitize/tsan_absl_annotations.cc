@@ -34,8 +34,8 @@ namespace {
 // "_ZN4absl" + <inline namespace> + `rest`, e.g. rest = "5Mutex4LockEv".
 void* Real(const char* rest, bool is_const = false) {
   const std::string ns = QWEN_STR(ABSL_OPTION_INLINE_NAMESPACE_NAME);
-  const std::string name = std::string(is_const ? "_ZNK4absl" : "_ZN4absl") +
-                           std::to_string(ns.size()) + ns + rest;
+  const std::string name =
+      std::string(is_const ? "_ZNK4absl" : "_ZN4absl") + std::to_string(ns.size()) + ns + rest;
   void* f = dlsym(RTLD_NEXT, name.c_str());
   if (f == nullptr) {
     std::fprintf(stderr, "tsan_absl_annotations: %s not found\n", name.c_str());
@@ -89,8 +89,7 @@ bool Mutex::TryLock() {
   QWEN_REAL(bool (*)(Mutex*), "5Mutex7TryLockEv");
   __tsan_mutex_pre_lock(this, __tsan_mutex_try_lock);
   const bool ok = real(this);
-  __tsan_mutex_post_lock(this, __tsan_mutex_try_lock | (ok ? 0 : __tsan_mutex_try_lock_failed),
-                         0);
+  __tsan_mutex_post_lock(this, __tsan_mutex_try_lock | (ok ? 0 : __tsan_mutex_try_lock_failed), 0);
   return ok;
 }
 
@@ -173,7 +172,8 @@ void CondVar::Wait(Mutex* mu) {
 }
 
 bool CondVar::WaitWithDeadline(Mutex* mu, absl::Time deadline) {
-  QWEN_REAL(bool (*)(CondVar*, Mutex*, absl::Time), "7CondVar16WaitWithDeadlineEPNS0_5MutexENS0_4TimeE");
+  QWEN_REAL(bool (*)(CondVar*, Mutex*, absl::Time),
+            "7CondVar16WaitWithDeadlineEPNS0_5MutexENS0_4TimeE");
   ReleaseHeld(mu, 0);
   const bool r = real(this, mu, deadline);
   __tsan_mutex_post_lock(mu, 0, 0);
