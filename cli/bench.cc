@@ -200,7 +200,10 @@ MemoryReport ReadSmaps(pid_t pid) {
     if (!absl::SimpleAtod(f[1], &kb)) continue;
     if (f[0] == "Rss:") m.rss_mib = kb / 1024;
     if (f[0] == "Pss:") m.pss_mib = kb / 1024;
-    if (f[0] == "Private_Clean:" || f[0] == "Private_Dirty:") m.private_mib += kb / 1024;
+    // Private_Dirty: memory the process wrote itself (state, scratch, heap). Private_Clean would
+    // also count file pages no other process maps at the moment, i.e. the weights of a lone
+    // worker, which are shared the moment a second worker maps the file.
+    if (f[0] == "Private_Dirty:") m.private_mib += kb / 1024;
   }
   return m;
 }
@@ -298,6 +301,7 @@ int RunBench(int argc, char** argv) {
   b.threads = absl::GetFlag(FLAGS_threads) > 0 ? absl::GetFlag(FLAGS_threads) : AvailableCores();
 
   Row load{"start to ready (load model, first token)", "s", {}};
+  uint64_t load_file_size = 0;
   for (int r = 0; r < repeats; ++r) {
     const auto t0 = Clock::now();
     auto file = gguf::GgufFile::Open(path);
@@ -311,6 +315,7 @@ int RunBench(int argc, char** argv) {
       return 2;
     }
     b.model = std::move(*model);
+    load_file_size = b.model->file().file_size();
     b.pool = std::make_unique<ThreadPool>(b.threads);
     b.ctx = std::make_unique<ops::ComputeContext>(b.pool.get(), ops::MathMode::kFast);
     auto state = b.model->NewState(64);
@@ -374,14 +379,16 @@ int RunBench(int argc, char** argv) {
   if (Wanted("memory")) {
     const model::StateSize size = model::SequenceState::SizeFor(
         b.model->config(), absl::GetFlag(FLAGS_probe_ctx), model::KvType::kF16);
+    // The measuring process lets go of its own mapping first: PSS divides shared pages among
+    // every process that maps them, and only the workers should count.
+    b.ctx.reset();
+    b.pool.reset();
+    b.model.reset();
     for (int n : ParseInts(absl::GetFlag(FLAGS_memory_workers))) {
-      b.pool.reset();  // keep the measuring process quiet
       std::vector<MemoryReport> m = MeasureWorkers(path, n, std::max(1, b.threads / n));
-      b.pool = std::make_unique<ThreadPool>(b.threads);
-      b.ctx = std::make_unique<ops::ComputeContext>(b.pool.get(), ops::MathMode::kFast);
       Row rss{absl::StrCat("memory, ", n, " worker(s): RSS per worker"), "MiB", {}};
       Row pss{absl::StrCat("memory, ", n, " worker(s): PSS per worker"), "MiB", {}};
-      Row priv{absl::StrCat("memory, ", n, " worker(s): private per worker"), "MiB", {}};
+      Row priv{absl::StrCat("memory, ", n, " worker(s): private dirty per worker"), "MiB", {}};
       Row total{absl::StrCat("memory, ", n, " worker(s): total PSS"), "MiB", {}};
       double sum = 0;
       for (const MemoryReport& r : m) {
@@ -404,11 +411,11 @@ int RunBench(int argc, char** argv) {
     rows.push_back(state);
   }
 
-  const gguf::GgufFile& f = b.model->file();
+  const uint64_t model_bytes = load_file_size;
   if (absl::GetFlag(FLAGS_json)) {
     nlohmann::ordered_json out;
     out["model"] = path;
-    out["model_bytes"] = f.file_size();
+    out["model_bytes"] = model_bytes;
     out["threads"] = b.threads;
     out["isa"] = std::string(IsaName(ActiveIsa()));
     out["repeats"] = repeats;
@@ -425,7 +432,7 @@ int RunBench(int argc, char** argv) {
     std::printf("%s\n", out.dump(2).c_str());
   } else {
     std::printf("model: %s (%.1f MiB), %d threads, kernels: %s, %d repeat(s)\n", path.c_str(),
-                f.file_size() / 1048576.0, b.threads, std::string(IsaName(ActiveIsa())).c_str(),
+                model_bytes / 1048576.0, b.threads, std::string(IsaName(ActiveIsa())).c_str(),
                 repeats);
     std::printf("%-55s %12s %12s %12s  %s\n", "measure", "median", "min", "max", "unit");
     for (const Row& r : rows) {

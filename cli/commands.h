@@ -13,6 +13,8 @@ int RunTokenize(int argc, char** argv);
 int RunDetokenize(int argc, char** argv);
 int RunRender(int argc, char** argv);
 int RunParse(int argc, char** argv);
+int RunServe(int argc, char** argv);
+int RunWorker(int argc, char** argv);
 
 }  // namespace qwen::cli
 

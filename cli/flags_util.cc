@@ -11,12 +11,16 @@
 namespace qwen::cli {
 
 std::vector<std::string> ParseFlags(absl::string_view command, absl::string_view usage, int argc,
-                                    char** argv) {
-  static std::string command_file;
-  command_file = absl::StrCat("cli/", command);
+                                    char** argv, std::vector<std::string> flag_files) {
+  static std::vector<std::string> files;
+  files = {absl::StrCat("cli/", command), "cli/common_flags"};
+  for (const std::string& f : flag_files) files.push_back(absl::StrCat("cli/", f));
   absl::FlagsUsageConfig config;
   config.contains_help_flags = [](absl::string_view file) {
-    return absl::StrContains(file, command_file) || absl::StrContains(file, "cli/common_flags");
+    for (const std::string& f : files) {
+      if (absl::StrContains(file, f)) return true;
+    }
+    return false;
   };
   config.contains_helpshort_flags = config.contains_help_flags;
   config.normalize_filename = [](absl::string_view file) {

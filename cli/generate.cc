@@ -14,6 +14,7 @@
 #include "absl/strings/str_split.h"
 #include "cli/commands.h"
 #include "cli/common_flags.h"
+#include "cli/engine_flags.h"
 #include "cli/flags_util.h"
 #include "inference/chat/chat_template.h"
 #include "inference/chat/output_parser.h"
@@ -45,8 +46,6 @@ ABSL_FLAG(std::string, teacher_force, "",
 ABSL_FLAG(bool, reference_math, false,
           "Compute every product in float32 from dequantized weights (slow; for checking).");
 ABSL_FLAG(int32_t, batch, 512, "Prompt tokens per forward pass while prefilling.");
-ABSL_FLAG(int32_t, ctx_size, 4096, "Context size (tokens) of the sequence.");
-ABSL_FLAG(std::string, kv_type, "f16", "KV cache element type: f16 or f32.");
 
 namespace qwen::cli {
 namespace {
@@ -273,7 +272,7 @@ int RunGenerate(int argc, char** argv) {
       "              [--max-tokens N] [--temperature T] [--seed S]\n"
       "Runs the model on the prompt and prints the continuation: token ids for --tokens, text\n"
       "for --prompt, {reasoning, content, tool_calls} for --chat (--json: all of it).",
-      argc, argv);
+      argc, argv, {"engine_flags"});
   if (!args.empty()) {
     std::fprintf(stderr, "qwen generate: unexpected argument \"%s\"\n", args[0].c_str());
     return 2;

@@ -23,6 +23,8 @@ constexpr Command kCommands[] = {
     {"detokenize", qwen::cli::RunDetokenize, "token ids to text"},
     {"render", qwen::cli::RunRender, "a chat request to the prompt, with the model's template"},
     {"parse", qwen::cli::RunParse, "generated text to reasoning, content and tool calls"},
+    {"serve", qwen::cli::RunServe, "serve the model over gRPC with a pool of worker processes"},
+    {"worker", qwen::cli::RunWorker, "one worker process of `qwen serve` (started by it)"},
 };
 
 void PrintUsage(FILE* out) {

@@ -64,3 +64,41 @@ function(qwen_link_into_executables dir lib)
     qwen_link_into_executables(${sub} ${lib})
   endforeach()
 endfunction()
+
+# qwen_proto_library(NAME target ROOT dir PROTOS a.proto ... [GRPC] [LIBS ...])
+# Generates C++ (and with GRPC, gRPC service stubs) for .proto files given relative to ROOT, into
+# ${CMAKE_CURRENT_BINARY_DIR}, and builds them as a static library whose users include
+# "<path relative to ROOT minus .proto>.pb.h". Only service/, cli/ and tests may link the result:
+# inference/ stays free of protobuf and gRPC.
+function(qwen_proto_library)
+  cmake_parse_arguments(P "GRPC" "NAME;ROOT" "PROTOS;LIBS" ${ARGN})
+  set(out_dir ${CMAKE_CURRENT_BINARY_DIR})
+  set(srcs)
+  foreach(proto ${P_PROTOS})
+    string(REGEX REPLACE "\\.proto$" "" stem ${proto})
+    set(outs ${out_dir}/${stem}.pb.cc ${out_dir}/${stem}.pb.h)
+    set(args --cpp_out=${out_dir})
+    if(P_GRPC)
+      list(APPEND outs ${out_dir}/${stem}.grpc.pb.cc ${out_dir}/${stem}.grpc.pb.h)
+      list(APPEND args --grpc_out=${out_dir} --plugin=protoc-gen-grpc=$<TARGET_FILE:gRPC::grpc_cpp_plugin>)
+    endif()
+    add_custom_command(
+      OUTPUT ${outs}
+      COMMAND protobuf::protoc ${args} -I ${P_ROOT} -I ${Protobuf_INCLUDE_DIRS} ${P_ROOT}/${proto}
+      DEPENDS ${P_ROOT}/${proto} protobuf::protoc
+      COMMENT "protoc ${proto}"
+      VERBATIM)
+    list(APPEND srcs ${out_dir}/${stem}.pb.cc)
+    if(P_GRPC)
+      list(APPEND srcs ${out_dir}/${stem}.grpc.pb.cc)
+    endif()
+  endforeach()
+  add_library(${P_NAME} STATIC ${srcs})
+  # Generated code is not ours to warn about.
+  target_compile_options(${P_NAME} PRIVATE -w)
+  target_include_directories(${P_NAME} PUBLIC ${out_dir})
+  target_link_libraries(${P_NAME} PUBLIC protobuf::libprotobuf ${P_LIBS})
+  if(P_GRPC)
+    target_link_libraries(${P_NAME} PUBLIC gRPC::grpc++)
+  endif()
+endfunction()

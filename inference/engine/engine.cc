@@ -103,6 +103,12 @@ absl::Status Engine::Submit(GenerationRequest req, std::shared_ptr<RequestSink> 
           absl::StrCat("stop_token_ids: token id ", t, " is outside the vocabulary"));
     }
   }
+  for (int32_t t : req.forced_tokens) {
+    if (t < 0 || t >= V) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("forced_tokens: token id ", t, " is outside the vocabulary"));
+    }
+  }
   if (req.logprobs > kMaxLogprobs) {
     return absl::InvalidArgumentError(
         absl::StrCat("logprobs: at most ", kMaxLogprobs, " alternatives"));
@@ -274,7 +280,9 @@ void Engine::Step() {
     const float* l = logits_.data() + row * V;
     ++row;
     TokenOutput out;
-    out.token = seq->sampler->Sample(l);
+    const auto& forced = seq->req.forced_tokens;
+    out.token = seq->generated < static_cast<int32_t>(forced.size()) ? forced[seq->generated]
+                                                                     : seq->sampler->Sample(l);
     if (seq->req.logprobs >= 0) {
       out.logprob = sampling::Sampler::Logprobs(l, V, out.token, seq->req.logprobs);
     }

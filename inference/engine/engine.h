@@ -44,6 +44,11 @@ struct GenerationRequest {
   int32_t max_tokens = 16;
   std::vector<int32_t> stop_tokens;  // generation ends after sampling one of these
   int32_t logprobs = -1;             // -1: none; 0: the chosen token's; n: and n alternatives
+  // Teacher forcing: the first forced_tokens.size() outputs are these tokens instead of sampled
+  // ones (logprobs still describe the model's distribution; penalties do not see them). Lets
+  // tests drive text-level features (stop strings, tool-call parsing) through a model with
+  // random weights, and lets a caller score a given continuation.
+  std::vector<int32_t> forced_tokens;
 };
 
 struct TokenOutput {

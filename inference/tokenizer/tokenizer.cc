@@ -171,6 +171,10 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const gguf::GgufF
   vocab.eos_id = eos == kNone ? -1 : static_cast<int32_t>(eos);
   vocab.bos_id = bos == kNone ? -1 : static_cast<int32_t>(bos);
   vocab.pad_id = pad == kNone ? -1 : static_cast<int32_t>(pad);
+  if (file.Has("tokenizer.ggml.eos_token_ids")) {
+    ASSIGN_OR_RETURN(std::vector<int64_t> more, file.GetIntArray("tokenizer.ggml.eos_token_ids"));
+    for (int64_t id : more) vocab.extra_eog_ids.push_back(static_cast<int32_t>(id));
+  }
   return Create(std::move(vocab), options);
 }
 
@@ -269,6 +273,13 @@ absl::Status Tokenizer::Init(Vocabulary vocab, const TokenizerOptions& options) 
   }
 
   if (eos_id_ >= 0) eog_ids_.push_back(eos_id_);
+  // Ollama's files list the generation config's end tokens in tokenizer.ggml.eos_token_ids.
+  for (int32_t id : vocab.extra_eog_ids) {
+    if (id >= 0 && id < vocab_size() &&
+        std::find(eog_ids_.begin(), eog_ids_.end(), id) == eog_ids_.end()) {
+      eog_ids_.push_back(id);
+    }
+  }
   for (const char* name : {"<|im_end|>", "<|endoftext|>"}) {
     auto it = piece_to_id_.find(name);
     if (it != piece_to_id_.end() && types_[it->second] == TokenType::kControl &&

@@ -40,6 +40,7 @@ struct Vocabulary {
   int32_t bos_id = -1;
   int32_t pad_id = -1;
   bool add_bos = false;
+  std::vector<int32_t> extra_eog_ids;  // tokenizer.ggml.eos_token_ids (Ollama's files)
 };
 
 struct TokenizerOptions {

@@ -216,6 +216,45 @@ TEST_F(EngineTest, ReusesASlotWhosePromptIsExtended) {
   EXPECT_EQ(reused->tokens(), fresh->tokens());
 }
 
+// Teacher forcing: the forced tokens come out first (and are what the model is fed), then
+// sampling takes over; a forced stop token ends the sequence like a sampled one.
+TEST_F(EngineTest, ForcedTokensComeFirstThenSamplingResumes) {
+  auto engine = MakeEngine(1);
+  const std::vector<int32_t> prompt = {1, 2, 3};
+  const std::vector<int32_t> forced = {500, 501, 502};
+  GenerationRequest r = Greedy(1, prompt, 6);
+  r.forced_tokens = forced;
+  r.logprobs = 0;
+  auto sink = std::make_shared<Collector>();
+  ASSERT_TRUE(engine->Submit(r, sink).ok());
+  ASSERT_TRUE(sink->Wait());
+  const std::vector<int32_t> got = sink->tokens();
+  ASSERT_EQ(got.size(), 6u);
+  EXPECT_EQ(std::vector<int32_t>(got.begin(), got.begin() + 3), forced);
+  EXPECT_EQ(sink->logprobs().size(), 6u);
+  // What follows is the greedy continuation of prompt + forced.
+  std::vector<int32_t> extended = prompt;
+  extended.insert(extended.end(), forced.begin(), forced.end());
+  auto plain = std::make_shared<Collector>();
+  ASSERT_TRUE(engine->Submit(Greedy(2, extended, 3), plain).ok());
+  ASSERT_TRUE(plain->Wait());
+  EXPECT_EQ(std::vector<int32_t>(got.begin() + 3, got.end()), plain->tokens());
+
+  GenerationRequest s = Greedy(3, prompt, 10);
+  s.forced_tokens = {7, 8, 9};
+  s.stop_tokens = {8};
+  auto stopped = std::make_shared<Collector>();
+  ASSERT_TRUE(engine->Submit(s, stopped).ok());
+  ASSERT_TRUE(stopped->Wait());
+  EXPECT_EQ(stopped->tokens(), (std::vector<int32_t>{7, 8}));
+  EXPECT_EQ(stopped->info().reason, FinishReason::kStopToken);
+
+  GenerationRequest bad = Greedy(4, prompt, 4);
+  bad.forced_tokens = {100000};
+  EXPECT_EQ(engine->Submit(bad, std::make_shared<Collector>()).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST_F(EngineTest, RejectsInvalidRequests) {
   auto engine = MakeEngine(1);
   auto sink = std::make_shared<Collector>();

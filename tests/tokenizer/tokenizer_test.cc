@@ -103,8 +103,7 @@ TEST(TokenizerTest, HuggingFaceIdsWithoutSpecialParsing) {
 TEST(TokenizerTest, RoundTripOfFixtureTextsIsNfc) {
   for (const auto& c : Cases()) {
     const std::string text = c["text"];
-    EXPECT_EQ(Qwen35().Decode(Qwen35().Encode(text, true), true), NormalizeNfc(text))
-        << Show(text);
+    EXPECT_EQ(Qwen35().Decode(Qwen35().Encode(text, true), true), NormalizeNfc(text)) << Show(text);
     // Without special parsing the text is tokenized as given (no NFC), as Hugging Face does.
     EXPECT_EQ(Qwen35().Decode(Qwen35().Encode(text, false), true), text) << Show(text);
     EXPECT_TRUE(CheckRoundTrip(Qwen35(), text).ok()) << Show(text);
@@ -120,8 +119,8 @@ TEST(TokenizerTest, NfcComposesBeforeBpe) {
 }
 
 TEST(TokenizerTest, TinyModelTokenization) {
-  const auto cases = nlohmann::json::parse(
-      qwen::testing::ReadFile(qwen::testing::DataPath("tokenization.json")));
+  const auto cases =
+      nlohmann::json::parse(qwen::testing::ReadFile(qwen::testing::DataPath("tokenization.json")));
   ASSERT_FALSE(cases.empty());
   for (const auto& c : cases) {
     const std::string text = c["text"];
@@ -202,10 +201,10 @@ TEST(TokenizerTest, StreamingDecoderFlushesUnfinishedCharacter) {
 // Random strings drawn from a mix of scripts, marks, emoji, controls and whitespace.
 std::string RandomText(std::mt19937& rng) {
   static const std::vector<std::pair<char32_t, char32_t>> ranges = {
-      {0x20, 0x7E},     {0x09, 0x0D},     {0xA0, 0x24F},   {0x300, 0x36F},  {0x370, 0x3FF},
-      {0x400, 0x4FF},   {0x590, 0x6FF},   {0x900, 0x97F},  {0xE00, 0xE7F},  {0x1100, 0x11FF},
-      {0x2000, 0x206F}, {0x3000, 0x30FF}, {0x4E00, 0x9FFF}, {0xAC00, 0xD7A3}, {0xFB00, 0xFB4F},
-      {0x1F300, 0x1FAFF}, {0x85, 0x85},   {0x10000, 0x10FFFF}};
+      {0x20, 0x7E},       {0x09, 0x0D},     {0xA0, 0x24F},      {0x300, 0x36F},   {0x370, 0x3FF},
+      {0x400, 0x4FF},     {0x590, 0x6FF},   {0x900, 0x97F},     {0xE00, 0xE7F},   {0x1100, 0x11FF},
+      {0x2000, 0x206F},   {0x3000, 0x30FF}, {0x4E00, 0x9FFF},   {0xAC00, 0xD7A3}, {0xFB00, 0xFB4F},
+      {0x1F300, 0x1FAFF}, {0x85, 0x85},     {0x10000, 0x10FFFF}};
   std::uniform_int_distribution<int> len_dist(0, 40);
   std::uniform_int_distribution<size_t> range_dist(0, ranges.size() - 1);
   std::string out;
@@ -226,7 +225,10 @@ TEST(TokenizerTest, RegionwiseNfcEqualsWholeTextNfc) {
     std::string text = RandomText(rng);
     // Bias towards decomposed sequences and Hangul jamo.
     if (k % 2) {
-      text += "e\xCC\x81" "a\xCC\x8A\xCC\x81 \xE1\x84\x80\xE1\x85\xA1\xE1\x86\xA8" "x\xCC\xA3\xCC\x87";
+      text +=
+          "e\xCC\x81"
+          "a\xCC\x8A\xCC\x81 \xE1\x84\x80\xE1\x85\xA1\xE1\x86\xA8"
+          "x\xCC\xA3\xCC\x87";
     }
     utf8proc_uint8_t* whole = utf8proc_NFC(reinterpret_cast<const utf8proc_uint8_t*>(text.c_str()));
     ASSERT_NE(whole, nullptr);
@@ -239,8 +241,7 @@ TEST(TokenizerTest, RandomUnicodeRoundTrips) {
   std::mt19937 rng(1234);
   for (int k = 0; k < 2000; ++k) {
     const std::string text = RandomText(rng);
-    ASSERT_EQ(Qwen35().Decode(Qwen35().Encode(text, true), true), NormalizeNfc(text))
-        << Show(text);
+    ASSERT_EQ(Qwen35().Decode(Qwen35().Encode(text, true), true), NormalizeNfc(text)) << Show(text);
     ASSERT_TRUE(CheckRoundTrip(Qwen35(), text).ok()) << Show(text);
   }
 }
@@ -284,6 +285,25 @@ TEST(TokenizerTest, UnknownPreTokenizerIsAnError) {
   auto t = Tokenizer::FromGguf(**file, options);
   ASSERT_FALSE(t.ok());
   EXPECT_THAT(std::string(t.status().message()), HasSubstr("llama3"));
+}
+
+// Ollama's files add the generation config's end tokens as tokenizer.ggml.eos_token_ids.
+TEST(TokenizerTest, EosTokenIdsEndGeneration) {
+  Vocabulary v;
+  v.tokens = {"a", "b", "c", "d"};
+  v.pre = "qwen35";
+  v.eos_id = 1;
+  v.extra_eog_ids = {3, 1, 99};  // duplicates and ids outside the vocabulary are ignored
+  auto t = Tokenizer::Create(v);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ((*t)->end_of_generation_ids(), (std::vector<int32_t>{1, 3}));
+  auto file =
+      gguf::GgufFile::Open(qwen::testing::DataPath("models/tiny-qwen35-ollama-q3_k_m.gguf"));
+  ASSERT_TRUE(file.ok());
+  auto ollama = Tokenizer::FromGguf(**file);
+  ASSERT_TRUE(ollama.ok());
+  EXPECT_TRUE((*ollama)->IsEndOfGeneration(1000));
+  EXPECT_TRUE((*ollama)->IsEndOfGeneration(998));
 }
 
 TEST(TokenizerTest, OtherModelTypesAreAnError) {

@@ -1,0 +1,13 @@
+// Flags of the commands that run the model (generate, serve, worker), defined once.
+#ifndef QWEN_CLI_ENGINE_FLAGS_H_
+#define QWEN_CLI_ENGINE_FLAGS_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/flags/declare.h"
+
+ABSL_DECLARE_FLAG(int32_t, ctx_size);
+ABSL_DECLARE_FLAG(std::string, kv_type);
+
+#endif  // QWEN_CLI_ENGINE_FLAGS_H_

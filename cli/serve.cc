@@ -1,0 +1,108 @@
+// `qwen serve`: the gRPC front end and its pool of worker processes.
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/time/time.h"
+#include "cli/commands.h"
+#include "cli/common_flags.h"
+#include "cli/engine_flags.h"
+#include "cli/flags_util.h"
+#include "cli/serving_flags.h"
+#include "inference/common/thread_pool.h"
+#include "service/front_end.h"
+
+ABSL_FLAG(int32_t, workers, 2,
+          "Worker processes. Each maps the model file read-only (the weights exist once in "
+          "memory however many run) and runs --slots sequences.");
+ABSL_FLAG(std::string, host, "0.0.0.0",
+          "Address to listen on (\"127.0.0.1\" for local only, "
+          "\"::\" for IPv6).");
+ABSL_FLAG(int32_t, port, 50051,
+          "TCP port of the gRPC server (0: any free port; the log says "
+          "which).");
+ABSL_FLAG(int32_t, queue_size, 64,
+          "Requests that may wait for a free slot; beyond it Generate answers RESOURCE_EXHAUSTED "
+          "at once.");
+ABSL_FLAG(int32_t, default_max_tokens, 256,
+          "max_tokens of a request that sets none (capped by the room its prompt leaves in the "
+          "context).");
+ABSL_FLAG(std::string, socket_dir, "",
+          "Directory in which the private (mode 0700) directory of the workers' Unix sockets is "
+          "made (default: $TMPDIR, else /tmp).");
+ABSL_FLAG(absl::Duration, grace_period, absl::Seconds(30),
+          "On SIGTERM or SIGINT, how long running streams may take to finish before they are "
+          "cancelled (a second signal cancels at once).");
+ABSL_FLAG(absl::Duration, heartbeat_interval, absl::Seconds(1),
+          "How often each worker is sent a health check.");
+ABSL_FLAG(absl::Duration, heartbeat_timeout, absl::Seconds(10),
+          "A worker that does not answer a health check within this is wedged: it is killed and "
+          "restarted.");
+ABSL_FLAG(absl::Duration, worker_startup_timeout, absl::Seconds(120),
+          "A worker that is not serving this long after its start is killed and restarted.");
+ABSL_FLAG(absl::Duration, restart_backoff_min, absl::Milliseconds(250),
+          "Delay before restarting a worker that died; doubles with each further failure.");
+ABSL_FLAG(absl::Duration, restart_backoff_max, absl::Seconds(30),
+          "Longest delay before restarting a worker.");
+ABSL_FLAG(int32_t, max_retries, 2,
+          "Times a request whose worker died before producing its first token is sent to "
+          "another worker.");
+ABSL_FLAG(bool, testing_allow_forced_output, false,
+          "Testing only: honour the x-qwen-testing-forced-output-bin request metadata, whose text "
+          "the workers emit instead of sampled tokens. Never enable in production.");
+
+namespace qwen::cli {
+
+int RunServe(int argc, char** argv) {
+  std::vector<std::string> args = ParseFlags(
+      "serve",
+      "qwen serve --model M.gguf [--workers N] [--port P] [--slots S] ...\n\n"
+      "Serves the model over gRPC (qwen.v1.Qwen, grpc.health.v1.Health, reflection) with a pool\n"
+      "of worker processes. Stops on SIGTERM or SIGINT after the running streams finish.",
+      argc, argv, {"engine_flags", "serving_flags"});
+  if (!args.empty()) {
+    std::fprintf(stderr, "qwen serve: unexpected argument \"%s\"\n", args[0].c_str());
+    return 2;
+  }
+  service::FrontEndOptions o;
+  o.host = absl::GetFlag(FLAGS_host);
+  o.port = absl::GetFlag(FLAGS_port);
+  o.queue_size = absl::GetFlag(FLAGS_queue_size);
+  o.limits.default_max_tokens = absl::GetFlag(FLAGS_default_max_tokens);
+  o.grace_period = absl::GetFlag(FLAGS_grace_period);
+  o.max_retries = absl::GetFlag(FLAGS_max_retries);
+  o.allow_forced_output = absl::GetFlag(FLAGS_testing_allow_forced_output);
+  service::WorkerPoolOptions& p = o.pool;
+  p.model_path = absl::GetFlag(FLAGS_model);
+  p.workers = absl::GetFlag(FLAGS_workers);
+  p.slots = absl::GetFlag(FLAGS_slots);
+  p.ctx_size = absl::GetFlag(FLAGS_ctx_size);
+  p.kv_type = absl::GetFlag(FLAGS_kv_type);
+  p.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
+  p.socket_dir = absl::GetFlag(FLAGS_socket_dir);
+  p.heartbeat_interval = absl::GetFlag(FLAGS_heartbeat_interval);
+  p.heartbeat_timeout = absl::GetFlag(FLAGS_heartbeat_timeout);
+  p.startup_timeout = absl::GetFlag(FLAGS_worker_startup_timeout);
+  p.restart_backoff_min = absl::GetFlag(FLAGS_restart_backoff_min);
+  p.restart_backoff_max = absl::GetFlag(FLAGS_restart_backoff_max);
+  // The cores are shared among the workers unless told otherwise.
+  p.threads = absl::GetFlag(FLAGS_threads);
+  if (p.threads <= 0) p.threads = std::max(1, AvailableCores() / std::max(1, p.workers));
+  if (o.port < 0 || o.port > 65535) {
+    std::fprintf(stderr, "qwen serve: --port must be in [0, 65535]\n");
+    return 2;
+  }
+  if (p.kv_type != "f16" && p.kv_type != "f32") {
+    std::fprintf(stderr, "qwen serve: --kv_type must be f16 or f32\n");
+    return 2;
+  }
+  absl::Status s = service::RunFrontEnd(o);
+  if (!s.ok()) {
+    std::fprintf(stderr, "qwen serve: %s\n", std::string(s.message()).c_str());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace qwen::cli

@@ -1,0 +1,11 @@
+#include "cli/serving_flags.h"
+
+#include "absl/flags/flag.h"
+
+ABSL_FLAG(int32_t, slots, 4,
+          "Sequences each worker runs at once (continuously batched); each slot holds a context "
+          "of --ctx_size tokens.");
+ABSL_FLAG(int32_t, prefill_chunk, 256,
+          "Prompt tokens a worker's engine step prefills on top of one token per decoding "
+          "sequence: smaller keeps running streams' inter-token latency low while a long prompt "
+          "is prefilled, larger prefills faster.");

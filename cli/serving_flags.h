@@ -1,0 +1,12 @@
+// Flags that `qwen serve` passes on to its workers (`qwen worker`), defined once.
+#ifndef QWEN_CLI_SERVING_FLAGS_H_
+#define QWEN_CLI_SERVING_FLAGS_H_
+
+#include <cstdint>
+
+#include "absl/flags/declare.h"
+
+ABSL_DECLARE_FLAG(int32_t, slots);
+ABSL_DECLARE_FLAG(int32_t, prefill_chunk);
+
+#endif  // QWEN_CLI_SERVING_FLAGS_H_

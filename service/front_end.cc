@@ -1,0 +1,260 @@
+#include "service/front_end.h"
+
+#include <signal.h>
+
+#include <atomic>
+#include <memory>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "qwen/v1/qwen.grpc.pb.h"
+#include "service/dispatcher.h"
+#include "service/generate_call.h"
+#include "service/grpc_status.h"
+#include "service/log.h"
+#include "service/model_info.h"
+#include "service/request.h"
+#include "service/text_model.h"
+#include "service/worker_pool.h"
+
+// Linking the descriptors of grpc.health.v1 lets reflection describe the health service that
+// gRPC's built-in implementation serves.
+#include "grpc/health/v1/health.pb.h"
+
+namespace qwen::service {
+namespace {
+
+constexpr char kComponent[] = "front-end";
+constexpr char kServiceName[] = "qwen.v1.Qwen";
+
+std::string ListenAddress(const std::string& host, int port) {
+  if (host.find(':') != std::string::npos && host.front() != '[') {
+    return absl::StrCat("[", host, "]:", port);
+  }
+  return absl::StrCat(host, ":", port);
+}
+
+grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* ctx, const absl::Status& status) {
+  grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+  r->Finish(ToGrpcStatus(status));
+  return r;
+}
+
+// qwen.v1.Qwen on gRPC's callback API. The text RPCs are answered inline (they are cheap and
+// touch only immutable state); Generate hands each call to a GenerateCall. Thread-safe: gRPC
+// calls it from its own threads; SetPool() is called once before the workers can be reached.
+class QwenService final : public v1::Qwen::CallbackService {
+ public:
+  QwenService(const TextModel* model, const FrontEndOptions* options, Dispatcher* dispatcher)
+      : model_(model), options_(options), dispatcher_(dispatcher) {
+    static_info_ = StaticModelInfo(*model);
+    static_info_.set_slot_context_length(static_cast<uint32_t>(options->pool.ctx_size));
+    env_.model = model;
+    env_.dispatcher = dispatcher;
+    env_.registry = &registry_;
+    env_.limits = options->limits;
+    env_.limits.slot_context = options->pool.ctx_size;
+    env_.max_retries = options->max_retries;
+    env_.allow_forced_output = options->allow_forced_output;
+    env_.draining = &draining_;
+    env_.request_counter = &request_counter_;
+  }
+
+  void SetPool(WorkerPool* pool) {
+    pool_ = pool;
+    env_.pool = pool;
+  }
+  void BeginDrain() { draining_.store(true); }
+  StreamRegistry& registry() { return registry_; }
+
+  grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
+      grpc::CallbackServerContext* ctx, const v1::GenerateRequest* req) override {
+    return GenerateCall::Create(&env_, ctx, req);
+  }
+
+  grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* ctx,
+                                     const v1::TokenizeRequest* req,
+                                     v1::TokenizeResponse* resp) override {
+    if (draining_.load()) return Reply(ctx, absl::UnavailableError("the server is shutting down"));
+    const tokenizer::Tokenizer& tok = model_->tokenizer();
+    const std::vector<int32_t> ids = tok.Encode(req->text(), !req->special_as_text());
+    resp->mutable_token_ids()->Assign(ids.begin(), ids.end());
+    if (req->return_pieces()) {
+      for (int32_t id : ids) resp->add_pieces(tok.Decode({id}, /*show_control=*/true));
+    }
+    return Reply(ctx, absl::OkStatus());
+  }
+
+  grpc::ServerUnaryReactor* Detokenize(grpc::CallbackServerContext* ctx,
+                                       const v1::DetokenizeRequest* req,
+                                       v1::DetokenizeResponse* resp) override {
+    if (draining_.load()) return Reply(ctx, absl::UnavailableError("the server is shutting down"));
+    const int32_t vocab = model_->vocab_size();
+    for (int k = 0; k < req->token_ids_size(); ++k) {
+      const int32_t id = req->token_ids(k);
+      if (id < 0 || id >= vocab) {
+        return Reply(ctx, absl::InvalidArgumentError(
+                              absl::StrCat("token_ids[", k, "]: token id ", id,
+                                           " is outside the vocabulary [0, ", vocab, ")")));
+      }
+    }
+    std::vector<int32_t> ids(req->token_ids().begin(), req->token_ids().end());
+    resp->set_text(model_->tokenizer().Decode(ids, req->include_control_tokens()));
+    return Reply(ctx, absl::OkStatus());
+  }
+
+  grpc::ServerUnaryReactor* RenderChat(grpc::CallbackServerContext* ctx,
+                                       const v1::RenderChatRequest* req,
+                                       v1::RenderChatResponse* resp) override {
+    if (draining_.load()) return Reply(ctx, absl::UnavailableError("the server is shutting down"));
+    absl::StatusOr<RenderedChat> r = service::RenderChat(req->chat(), *model_);
+    if (!r.ok()) return Reply(ctx, r.status());
+    resp->set_prompt(r->prompt);
+    resp->mutable_token_ids()->Assign(r->token_ids.begin(), r->token_ids.end());
+    resp->set_reasoning_open(r->reasoning_open);
+    return Reply(ctx, absl::OkStatus());
+  }
+
+  grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* ctx,
+                                         const v1::GetModelInfoRequest* req,
+                                         v1::GetModelInfoResponse* resp) override {
+    if (draining_.load()) return Reply(ctx, absl::UnavailableError("the server is shutting down"));
+    *resp = static_info_;
+    const Dispatcher::Stats s = dispatcher_->GetStats();
+    v1::ServingInfo* serving = resp->mutable_serving();
+    serving->set_workers(static_cast<uint32_t>(options_->pool.workers));
+    serving->set_live_workers(static_cast<uint32_t>(s.live_workers));
+    serving->set_slots_per_worker(static_cast<uint32_t>(options_->pool.slots));
+    serving->set_total_slots(static_cast<uint32_t>(s.total_slots));
+    serving->set_busy_slots(static_cast<uint32_t>(s.busy_slots));
+    serving->set_queued_requests(static_cast<uint32_t>(s.queued));
+    serving->set_queue_size(static_cast<uint32_t>(s.queue_capacity));
+    if (pool_ != nullptr) {
+      for (const WorkerInfo& w : pool_->Workers()) {
+        v1::WorkerStatus* ws = serving->add_worker_status();
+        ws->set_index(static_cast<uint32_t>(w.index));
+        ws->set_state(w.state);
+        ws->set_pid(w.pid);
+        ws->set_restarts(static_cast<uint32_t>(w.restarts));
+        if (w.index < static_cast<int>(s.workers.size()) && s.workers[w.index].live) {
+          ws->set_busy_slots(static_cast<uint32_t>(s.workers[w.index].busy));
+        }
+      }
+    }
+    return Reply(ctx, absl::OkStatus());
+  }
+
+ private:
+  const TextModel* model_;
+  const FrontEndOptions* options_;
+  Dispatcher* dispatcher_;
+  WorkerPool* pool_ = nullptr;
+  v1::GetModelInfoResponse static_info_;
+  StreamRegistry registry_;
+  std::atomic<bool> draining_{false};
+  std::atomic<uint64_t> request_counter_{0};
+  GenerateEnv env_;
+};
+
+}  // namespace
+
+absl::Status RunFrontEnd(const FrontEndOptions& options) {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // A log reader that went away (`qwen serve | head`) must not kill the server.
+  signal(SIGPIPE, SIG_IGN);
+  SetLogProcessName("qwen-serve");
+  // A reference so that the linker keeps the health descriptors for reflection.
+  (void)grpc::health::v1::HealthCheckRequest::descriptor();
+
+  if (options.pool.model_path.empty()) return absl::InvalidArgumentError("--model is required");
+  if (options.queue_size < 0) return absl::InvalidArgumentError("--queue_size must be >= 0");
+  if (options.pool.ctx_size < 2) return absl::InvalidArgumentError("--ctx_size must be >= 2");
+  absl::StatusOr<std::unique_ptr<TextModel>> model = TextModel::Load(options.pool.model_path);
+  if (!model.ok()) return model.status();
+
+  Dispatcher dispatcher(options.pool.workers, options.queue_size);
+  QwenService service(model->get(), &options, &dispatcher);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  const std::string address = ListenAddress(options.host, options.port);
+  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  builder.SetMaxReceiveMessageSize(64 << 20);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", address));
+  }
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  std::atomic<bool> draining{false};
+  absl::Mutex health_mu;
+  auto set_serving = [&](bool serving) {
+    absl::MutexLock lock(&health_mu);
+    if (draining.load()) serving = false;
+    health->SetServingStatus("", serving);
+    health->SetServingStatus(kServiceName, serving);
+  };
+  set_serving(false);
+
+  WorkerPoolOptions pool_options = options.pool;
+  pool_options.allow_forced_tokens = options.allow_forced_output;
+  absl::StatusOr<std::unique_ptr<WorkerPool>> pool =
+      WorkerPool::Start(pool_options, &dispatcher, [&](int live) {
+        LogInfo(kComponent, absl::StrCat(live, " of ", options.pool.workers, " workers up"));
+        set_serving(live > 0);
+      });
+  if (!pool.ok()) {
+    server->Shutdown();
+    return pool.status();
+  }
+  service.SetPool(pool->get());
+  LogInfo(kComponent,
+          absl::StrCat("listening on ", ListenAddress(options.host, port), " (model ",
+                       options.pool.model_path, ", ", options.pool.workers, " workers x ",
+                       options.pool.slots, " slots, sockets in ", (*pool)->socket_dir(), ")"));
+
+  int sig = 0;
+  while (sig != SIGTERM && sig != SIGINT) sig = sigwaitinfo(&signals, nullptr);
+  LogInfo(kComponent, absl::StrCat("signal ", sig, ": draining (grace period ",
+                                   absl::FormatDuration(options.grace_period), ")"));
+  draining.store(true);
+  set_serving(false);
+  service.BeginDrain();
+
+  // Running streams finish, up to the grace period; a second signal cuts it short.
+  const absl::Time deadline = absl::Now() + options.grace_period;
+  while (service.registry().size() > 0 && absl::Now() < deadline) {
+    const absl::Duration left = std::min(deadline - absl::Now(), absl::Milliseconds(50));
+    timespec ts = absl::ToTimespec(std::max(left, absl::ZeroDuration()));
+    const int again = sigtimedwait(&signals, nullptr, &ts);
+    if (again == SIGTERM || again == SIGINT) {
+      LogWarning(kComponent, "second signal: cancelling running streams now");
+      break;
+    }
+  }
+  std::vector<std::shared_ptr<GenerateCall>> left = service.registry().Snapshot();
+  if (!left.empty()) {
+    LogWarning(kComponent, absl::StrCat("cancelling ", left.size(), " streams still running"));
+    for (auto& call : left) call->Abort(absl::UnavailableError("the server is shutting down"));
+  }
+  left.clear();
+  // What is left are unary calls (quick) and health Watch streams (endless); and gRPC would
+  // otherwise wait out the whole deadline for clients that keep idle connections open.
+  health->Shutdown();
+  server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
+  server->Wait();
+  (*pool)->Stop(absl::Seconds(5));
+  LogInfo(kComponent, "stopped");
+  return absl::OkStatus();
+}
+
+}  // namespace qwen::service

@@ -1,0 +1,38 @@
+// The qwen-serve front end: the public gRPC server over a pool of worker processes.
+#ifndef QWEN_SERVICE_FRONT_END_H_
+#define QWEN_SERVICE_FRONT_END_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "service/request.h"
+#include "service/worker_pool.h"
+
+namespace qwen::service {
+
+struct FrontEndOptions {
+  std::string host = "0.0.0.0";
+  int port = 50051;  // 0: any free port (the log says which)
+  WorkerPoolOptions pool;
+  int queue_size = 64;   // requests that may wait for a slot
+  RequestLimits limits;  // slot_context is taken from pool.ctx_size
+  // On SIGTERM/SIGINT, running streams get this long to finish before they are cancelled.
+  absl::Duration grace_period = absl::Seconds(30);
+  int max_retries = 2;
+  bool allow_forced_output = false;  // honour the testing metadata (see generate_call.h)
+};
+
+// Runs the front end until SIGTERM or SIGINT: loads the model's metadata, tokenizer and chat
+// template, serves qwen.v1.Qwen, grpc.health.v1.Health and reflection on host:port, and runs
+// the worker pool. On the signal: health NOT_SERVING, new calls UNAVAILABLE, running streams
+// finish within the grace period (then are cancelled), workers are stopped; returns OK.
+// Errors before serving (model, port) are returned.
+//
+// Call from main() before any other thread exists: it blocks SIGTERM and SIGINT so that every
+// thread inherits the mask and the main thread takes them with sigwait.
+absl::Status RunFrontEnd(const FrontEndOptions& options);
+
+}  // namespace qwen::service
+
+#endif  // QWEN_SERVICE_FRONT_END_H_

@@ -1,0 +1,80 @@
+#include "service/model_info.h"
+
+#include <algorithm>
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "inference/quant/types.h"
+
+namespace qwen::service {
+
+std::string FileTypeName(uint32_t file_type) {
+  // llama.cpp's llama_ftype numbering (gaps are retired types).
+  struct Name {
+    uint32_t id;
+    const char* name;
+  };
+  static constexpr Name kNames[] = {
+      {0, "F32"},      {1, "F16"},      {2, "Q4_0"},       {3, "Q4_1"},    {7, "Q8_0"},
+      {8, "Q5_0"},     {9, "Q5_1"},     {10, "Q2_K"},      {11, "Q3_K_S"}, {12, "Q3_K_M"},
+      {13, "Q3_K_L"},  {14, "Q4_K_S"},  {15, "Q4_K_M"},    {16, "Q5_K_S"}, {17, "Q5_K_M"},
+      {18, "Q6_K"},    {19, "IQ2_XXS"}, {20, "IQ2_XS"},    {21, "Q2_K_S"}, {22, "IQ3_XS"},
+      {23, "IQ3_XXS"}, {24, "IQ1_S"},   {25, "IQ4_NL"},    {26, "IQ3_S"},  {27, "IQ3_M"},
+      {28, "IQ2_S"},   {29, "IQ2_M"},   {30, "IQ4_XS"},    {31, "IQ1_M"},  {32, "BF16"},
+      {36, "TQ1_0"},   {37, "TQ2_0"},   {38, "MXFP4_MOE"},
+  };
+  for (const Name& n : kNames) {
+    if (n.id == file_type) return n.name;
+  }
+  return absl::StrCat("unknown (", file_type, ")");
+}
+
+v1::GetModelInfoResponse StaticModelInfo(const TextModel& model) {
+  v1::GetModelInfoResponse info;
+  const gguf::GgufFile& file = model.file();
+  info.set_name(model.config().name);
+  info.set_architecture(model.config().architecture);
+  if (auto ft = file.GetU32("general.file_type"); ft.ok()) {
+    info.set_file_type(FileTypeName(*ft));
+  } else {
+    info.set_file_type("unknown");
+  }
+  struct Stats {
+    uint32_t tensors = 0;
+    uint64_t parameters = 0;
+    uint64_t bytes = 0;
+  };
+  std::map<std::string, Stats> by_type;
+  uint64_t parameters = 0;
+  for (const gguf::TensorInfo& t : file.tensors()) {
+    Stats& s = by_type[std::string(quant::TypeName(t.type))];
+    ++s.tensors;
+    s.parameters += static_cast<uint64_t>(t.n_elements);
+    s.bytes += t.n_bytes;
+    parameters += static_cast<uint64_t>(t.n_elements);
+  }
+  info.set_parameter_count(parameters);
+  std::vector<std::pair<std::string, Stats>> sorted(by_type.begin(), by_type.end());
+  std::sort(sorted.begin(), sorted.end(),
+            [](const auto& a, const auto& b) { return a.second.bytes > b.second.bytes; });
+  for (const auto& [name, s] : sorted) {
+    v1::TensorTypeStats* t = info.add_tensor_types();
+    t->set_type(name);
+    t->set_tensors(s.tensors);
+    t->set_parameters(s.parameters);
+    t->set_bytes(s.bytes);
+  }
+  info.set_context_length(static_cast<uint32_t>(model.config().context_length));
+  info.set_vocab_size(static_cast<uint32_t>(model.vocab_size()));
+  if (model.chat_template() != nullptr) info.set_chat_template(model.chat_template()->source());
+  for (int32_t id : model.eog_ids()) info.add_eos_token_ids(id);
+  v1::Capabilities* caps = info.mutable_capabilities();
+  caps->set_chat(model.chat_template() != nullptr);
+  caps->set_tools(model.supports_tools());
+  caps->set_reasoning(model.supports_reasoning());
+  caps->set_vision(false);
+  info.set_file_size_bytes(file.file_size());
+  return info;
+}
+
+}  // namespace qwen::service

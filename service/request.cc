@@ -1,0 +1,359 @@
+#include "service/request.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "inference/chat/chat_template.h"
+#include "inference/common/status_macros.h"
+#include "inference/sampling/sampler.h"
+
+namespace qwen::service {
+namespace {
+
+using Json = nlohmann::ordered_json;
+
+absl::Status Invalid(absl::string_view field, absl::string_view why) {
+  return absl::InvalidArgumentError(absl::StrCat(field, ": ", why));
+}
+
+// Keys that lead in how JSON schemas are conventionally written; the rest follow sorted.
+int KeyRank(const std::string& key) {
+  static const char* const kLeading[] = {"type",  "title", "description", "properties",
+                                         "items", "enum",  "required"};
+  for (size_t k = 0; k < std::size(kLeading); ++k) {
+    if (key == kLeading[k]) return static_cast<int>(k);
+  }
+  return static_cast<int>(std::size(kLeading));
+}
+
+Json ValueToJson(const google::protobuf::Value& v);
+
+Json StructFields(const google::protobuf::Struct& s) {
+  std::vector<const std::string*> keys;
+  for (const auto& [k, unused] : s.fields()) keys.push_back(&k);
+  std::sort(keys.begin(), keys.end(), [](const std::string* a, const std::string* b) {
+    const int ra = KeyRank(*a), rb = KeyRank(*b);
+    return ra != rb ? ra < rb : *a < *b;
+  });
+  Json out = Json::object();
+  for (const std::string* k : keys) out[*k] = ValueToJson(s.fields().at(*k));
+  return out;
+}
+
+Json ValueToJson(const google::protobuf::Value& v) {
+  switch (v.kind_case()) {
+    case google::protobuf::Value::kNullValue:
+      return nullptr;
+    case google::protobuf::Value::kNumberValue: {
+      const double d = v.number_value();
+      if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 9.0e15) {
+        return static_cast<int64_t>(d);
+      }
+      return d;
+    }
+    case google::protobuf::Value::kStringValue:
+      return v.string_value();
+    case google::protobuf::Value::kBoolValue:
+      return v.bool_value();
+    case google::protobuf::Value::kStructValue:
+      return StructFields(v.struct_value());
+    case google::protobuf::Value::kListValue: {
+      Json arr = Json::array();
+      for (const auto& e : v.list_value().values()) arr.push_back(ValueToJson(e));
+      return arr;
+    }
+    default:
+      return nullptr;
+  }
+}
+
+uint64_t RandomSeed() {
+  static absl::Mutex mu;
+  static std::mt19937_64* gen = [] {
+    std::random_device rd;
+    std::seed_seq seq{rd(), rd(), rd(), rd()};
+    return new std::mt19937_64(seq);
+  }();
+  absl::MutexLock lock(&mu);
+  // Kept below 2^53 so that clients reading the JSON number as a double get it back exactly.
+  return (*gen)() & ((uint64_t{1} << 53) - 1);
+}
+
+absl::Status CheckTokenIds(const google::protobuf::RepeatedField<int32_t>& ids,
+                           absl::string_view field, int32_t vocab) {
+  for (int k = 0; k < ids.size(); ++k) {
+    if (ids[k] < 0 || ids[k] >= vocab) {
+      return Invalid(
+          absl::StrCat(field, "[", k, "]"),
+          absl::StrCat("token id ", ids[k], " is outside the vocabulary [0, ", vocab, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+Json StructToJson(const google::protobuf::Struct& s) { return StructFields(s); }
+
+absl::StatusOr<Json> ChatToTemplateInput(const v1::Chat& chat, const std::string& field) {
+  Json in = Json::object();
+  Json messages = Json::array();
+  if (chat.messages().empty()) return Invalid(absl::StrCat(field, ".messages"), "is empty");
+  for (int i = 0; i < chat.messages_size(); ++i) {
+    const v1::ChatMessage& m = chat.messages(i);
+    const std::string path = absl::StrCat(field, ".messages[", i, "]");
+    if (m.role() != "system" && m.role() != "user" && m.role() != "assistant" &&
+        m.role() != "tool") {
+      return Invalid(
+          absl::StrCat(path, ".role"),
+          absl::StrCat("\"", m.role(), "\" is not one of system, user, assistant, tool"));
+    }
+    Json jm = Json::object();
+    jm["role"] = m.role();
+    if (!m.content().empty() && !m.parts().empty()) {
+      return Invalid(path, "set content or parts, not both");
+    }
+    if (!m.parts().empty()) {
+      Json parts = Json::array();
+      for (int p = 0; p < m.parts_size(); ++p) {
+        const v1::ContentPart& part = m.parts(p);
+        if (part.part_case() != v1::ContentPart::kText) {
+          return Invalid(absl::StrCat(path, ".parts[", p, "]"), "has no content");
+        }
+        parts.push_back(Json{{"type", "text"}, {"text", part.text()}});
+      }
+      jm["content"] = std::move(parts);
+    } else {
+      jm["content"] = m.content();
+    }
+    if (!m.reasoning_content().empty()) {
+      if (m.role() != "assistant") {
+        return Invalid(absl::StrCat(path, ".reasoning_content"), "only assistant messages have it");
+      }
+      jm["reasoning_content"] = m.reasoning_content();
+    }
+    if (!m.tool_calls().empty()) {
+      if (m.role() != "assistant") {
+        return Invalid(absl::StrCat(path, ".tool_calls"), "only assistant messages have them");
+      }
+      Json calls = Json::array();
+      for (int c = 0; c < m.tool_calls_size(); ++c) {
+        const v1::ToolCall& call = m.tool_calls(c);
+        const std::string cpath = absl::StrCat(path, ".tool_calls[", c, "]");
+        if (call.name().empty()) return Invalid(absl::StrCat(cpath, ".name"), "is empty");
+        Json args = Json::object();
+        if (!call.arguments().empty()) {
+          args = Json::parse(call.arguments(), nullptr, /*allow_exceptions=*/false);
+          if (args.is_discarded() || !args.is_object()) {
+            return Invalid(absl::StrCat(cpath, ".arguments"), "is not a JSON object");
+          }
+        }
+        Json jc = {{"type", "function"},
+                   {"function", {{"name", call.name()}, {"arguments", std::move(args)}}}};
+        if (!call.id().empty()) jc["id"] = call.id();
+        calls.push_back(std::move(jc));
+      }
+      jm["tool_calls"] = std::move(calls);
+    }
+    if (!m.tool_call_id().empty()) jm["tool_call_id"] = m.tool_call_id();
+    if (!m.name().empty()) jm["name"] = m.name();
+    messages.push_back(std::move(jm));
+  }
+  in["messages"] = std::move(messages);
+  if (!chat.tools().empty()) {
+    Json tools = Json::array();
+    for (int t = 0; t < chat.tools_size(); ++t) {
+      const v1::Tool& tool = chat.tools(t);
+      const std::string tpath = absl::StrCat(field, ".tools[", t, "]");
+      if (tool.name().empty()) return Invalid(absl::StrCat(tpath, ".name"), "is empty");
+      Json fn = Json::object();
+      fn["name"] = tool.name();
+      if (!tool.description().empty()) fn["description"] = tool.description();
+      if (tool.has_parameters() && !tool.parameters_json().empty()) {
+        return Invalid(tpath, "set parameters or parameters_json, not both");
+      }
+      if (!tool.parameters_json().empty()) {
+        Json params = Json::parse(tool.parameters_json(), nullptr, /*allow_exceptions=*/false);
+        if (params.is_discarded() || !params.is_object()) {
+          return Invalid(absl::StrCat(tpath, ".parameters_json"), "is not a JSON object");
+        }
+        fn["parameters"] = std::move(params);
+      } else if (tool.has_parameters()) {
+        fn["parameters"] = StructToJson(tool.parameters());
+      }
+      tools.push_back(Json{{"type", "function"}, {"function", std::move(fn)}});
+    }
+    in["tools"] = std::move(tools);
+  }
+  if (chat.has_enable_thinking()) in["enable_thinking"] = chat.enable_thinking();
+  in["add_generation_prompt"] =
+      chat.has_add_generation_prompt() ? chat.add_generation_prompt() : true;
+  return in;
+}
+
+absl::StatusOr<RenderedChat> RenderChat(const v1::Chat& chat, const TextModel& model,
+                                        const std::string& field) {
+  if (model.chat_template() == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(field, ": the model file has no chat template"));
+  }
+  ASSIGN_OR_RETURN(Json input, ChatToTemplateInput(chat, field));
+  absl::StatusOr<std::string> prompt = model.chat_template()->Render(input);
+  if (!prompt.ok()) {
+    // The template's own complaints ("No user query found in messages.") are about the
+    // conversation, so they are the client's to fix.
+    const absl::StatusCode code = prompt.status().code() == absl::StatusCode::kResourceExhausted
+                                      ? absl::StatusCode::kInvalidArgument
+                                      : prompt.status().code();
+    return absl::Status(code, absl::StrCat(field, ": ", prompt.status().message()));
+  }
+  RenderedChat out;
+  out.prompt = std::move(*prompt);
+  out.token_ids = model.tokenizer().Encode(out.prompt, /*parse_special=*/true);
+  out.reasoning_open = chat::PromptOpensReasoning(out.prompt);
+  if (input.contains("tools")) out.tools = input["tools"];
+  return out;
+}
+
+absl::StatusOr<PreparedGenerate> PrepareGenerate(const v1::GenerateRequest& request,
+                                                 const TextModel& model,
+                                                 const RequestLimits& limits,
+                                                 uint64_t request_number,
+                                                 const std::string* forced_output) {
+  PreparedGenerate p;
+  p.request_id =
+      request.request_id().empty() ? absl::StrCat("req-", request_number) : request.request_id();
+  const int32_t vocab = model.vocab_size();
+  worker::v1::GenerateRequest& w = p.worker_request;
+  w.set_request_id(p.request_id);
+
+  // Input.
+  std::string input_field;
+  std::vector<int32_t> prompt;
+  switch (request.input_case()) {
+    case v1::GenerateRequest::kPrompt:
+      input_field = "prompt";
+      prompt = model.tokenizer().Encode(request.prompt(), /*parse_special=*/true);
+      break;
+    case v1::GenerateRequest::kPromptTokenIds:
+      input_field = "prompt_token_ids.ids";
+      RETURN_IF_ERROR(CheckTokenIds(request.prompt_token_ids().ids(), input_field, vocab));
+      prompt.assign(request.prompt_token_ids().ids().begin(),
+                    request.prompt_token_ids().ids().end());
+      break;
+    case v1::GenerateRequest::kChat: {
+      input_field = "chat";
+      ASSIGN_OR_RETURN(RenderedChat rendered, RenderChat(request.chat(), model));
+      prompt = std::move(rendered.token_ids);
+      p.parse_output = !request.output().raw_text();
+      p.parser_options.reasoning_open = rendered.reasoning_open;
+      p.parser_options.tools = std::move(rendered.tools);
+      break;
+    }
+    default:
+      return Invalid("input", "set one of prompt, prompt_token_ids or chat");
+  }
+  if (prompt.empty()) return Invalid(input_field, "is empty");
+  p.prompt_tokens = static_cast<int32_t>(prompt.size());
+  const int64_t n_prompt = static_cast<int64_t>(prompt.size());
+  if (n_prompt >= limits.slot_context) {
+    return Invalid(input_field,
+                   absl::StrCat("the prompt has ", n_prompt, " tokens; the context size is ",
+                                limits.slot_context, " tokens, which leaves no room to generate"));
+  }
+  w.mutable_prompt()->Assign(prompt.begin(), prompt.end());
+
+  // Sampling.
+  const v1::SamplingParams& s = request.sampling();
+  sampling::SamplingParams sp;
+  sp.temperature = s.has_temperature() ? s.temperature() : 1.0f;
+  sp.top_k = s.top_k();
+  sp.top_p = s.has_top_p() ? s.top_p() : 1.0f;
+  sp.min_p = s.min_p();
+  sp.repetition_penalty = s.has_repetition_penalty() ? s.repetition_penalty() : 1.0f;
+  sp.presence_penalty = s.presence_penalty();
+  sp.frequency_penalty = s.frequency_penalty();
+  for (const auto& [token, bias] : s.logit_bias()) sp.logit_bias.emplace_back(token, bias);
+  std::sort(sp.logit_bias.begin(), sp.logit_bias.end());
+  if (absl::Status st = sampling::Validate(sp, vocab); !st.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("sampling.", st.message()));
+  }
+  p.seed = s.has_seed() ? s.seed() : RandomSeed();
+  worker::v1::SamplingParams& ws = *w.mutable_sampling();
+  ws.set_temperature(sp.temperature);
+  ws.set_top_k(sp.top_k);
+  ws.set_top_p(sp.top_p);
+  ws.set_min_p(sp.min_p);
+  ws.set_repetition_penalty(sp.repetition_penalty);
+  ws.set_presence_penalty(sp.presence_penalty);
+  ws.set_frequency_penalty(sp.frequency_penalty);
+  ws.set_seed(p.seed);
+  for (const auto& [token, bias] : sp.logit_bias) (*ws.mutable_logit_bias())[token] = bias;
+
+  // Stopping.
+  const v1::StoppingCriteria& st = request.stopping();
+  int64_t max_tokens;
+  if (st.has_max_tokens()) {
+    max_tokens = st.max_tokens();
+    if (max_tokens < 1) return Invalid("stopping.max_tokens", "must be at least 1");
+    if (n_prompt + max_tokens > limits.slot_context) {
+      return Invalid(
+          "stopping.max_tokens",
+          absl::StrCat("the prompt (", n_prompt, " tokens) plus max_tokens (", max_tokens,
+                       ") exceeds the context size of ", limits.slot_context, " tokens"));
+    }
+  } else {
+    max_tokens = std::min<int64_t>(limits.default_max_tokens, limits.slot_context - n_prompt);
+  }
+  w.set_max_tokens(static_cast<int32_t>(max_tokens));
+  if (st.stop_size() > limits.max_stop_strings) {
+    return Invalid("stopping.stop", absl::StrCat("at most ", limits.max_stop_strings, " strings"));
+  }
+  for (int k = 0; k < st.stop_size(); ++k) {
+    const std::string field = absl::StrCat("stopping.stop[", k, "]");
+    if (st.stop(k).empty()) return Invalid(field, "is empty");
+    if (st.stop(k).size() > limits.max_stop_bytes) {
+      return Invalid(field, absl::StrCat("is longer than ", limits.max_stop_bytes, " bytes"));
+    }
+    p.stop.push_back(st.stop(k));
+  }
+  RETURN_IF_ERROR(CheckTokenIds(st.stop_token_ids(), "stopping.stop_token_ids", vocab));
+  for (int32_t id : st.stop_token_ids()) {
+    p.client_stop_ids.insert(id);
+    p.stop_ids.insert(id);
+  }
+  if (!st.ignore_eos()) {
+    for (int32_t id : model.eog_ids()) p.stop_ids.insert(id);
+  }
+  std::vector<int32_t> stop_ids(p.stop_ids.begin(), p.stop_ids.end());
+  std::sort(stop_ids.begin(), stop_ids.end());
+  w.mutable_stop_token_ids()->Assign(stop_ids.begin(), stop_ids.end());
+
+  // Output.
+  const v1::OutputOptions& o = request.output();
+  if (o.top_logprobs() > static_cast<uint32_t>(limits.max_top_logprobs)) {
+    return Invalid("output.top_logprobs", absl::StrCat("at most ", limits.max_top_logprobs));
+  }
+  if (o.top_logprobs() > 0 && !o.logprobs()) {
+    return Invalid("output.top_logprobs", "needs output.logprobs");
+  }
+  if (o.raw_text() && request.input_case() != v1::GenerateRequest::kChat) {
+    return Invalid("output.raw_text", "applies to chat input only");
+  }
+  p.logprobs = o.logprobs();
+  p.top_logprobs = static_cast<int>(o.top_logprobs());
+  p.return_token_ids = o.return_token_ids();
+  w.set_logprobs(p.logprobs ? p.top_logprobs : -1);
+
+  if (forced_output != nullptr) {
+    const std::vector<int32_t> forced = model.tokenizer().Encode(*forced_output, true);
+    w.mutable_forced_tokens()->Assign(forced.begin(), forced.end());
+  }
+  return p;
+}
+
+}  // namespace qwen::service

@@ -1,0 +1,84 @@
+// Turning public requests (qwen.v1) into what the workers run, with validation.
+#ifndef QWEN_SERVICE_REQUEST_H_
+#define QWEN_SERVICE_REQUEST_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/statusor.h"
+#include "inference/chat/output_parser.h"
+#include "nlohmann/json.hpp"
+#include "qwen/v1/qwen.pb.h"
+#include "qwen/worker/v1/worker.pb.h"
+#include "service/text_model.h"
+
+namespace qwen::service {
+
+// Limits of this server that requests are checked against.
+struct RequestLimits {
+  int64_t slot_context = 4096;       // prompt + generated tokens per sequence
+  int32_t default_max_tokens = 256;  // when the request does not say
+  int max_stop_strings = 16;
+  size_t max_stop_bytes = 256;
+  int max_top_logprobs = 20;
+};
+
+// A validated Generate request, ready to dispatch.
+struct PreparedGenerate {
+  std::string request_id;
+  // What the worker runs (prompt ids, sampling with the seed filled in, stop ids, logprobs).
+  worker::v1::GenerateRequest worker_request;
+  uint64_t seed = 0;
+  std::vector<std::string> stop;
+  // The request's own stop_token_ids (generation ending on one is STOP_TOKEN, not EOS).
+  absl::flat_hash_set<int32_t> client_stop_ids;
+  // Every token that ends generation (end-of-generation unless ignore_eos, and the client's).
+  absl::flat_hash_set<int32_t> stop_ids;
+  // Chat input whose output is split into reasoning, content and tool calls.
+  bool parse_output = false;
+  chat::OutputParserOptions parser_options;
+  bool return_token_ids = false;
+  bool logprobs = false;
+  int top_logprobs = 0;
+  int32_t prompt_tokens = 0;
+};
+
+// A chat rendered by the model's template.
+struct RenderedChat {
+  std::string prompt;
+  std::vector<int32_t> token_ids;
+  bool reasoning_open = false;
+  nlohmann::ordered_json tools = nlohmann::ordered_json::array();  // as the template saw them
+};
+
+// Checks a Generate request and prepares it. INVALID_ARGUMENT with a message that starts with
+// the path of the offending field ("sampling.top_p: must be in (0, 1]"). `forced_output`, when
+// not null, is text whose tokens the worker emits in place of sampled ones (testing only; the
+// caller decides whether it is allowed). `request_number` names requests without a client id.
+absl::StatusOr<PreparedGenerate> PrepareGenerate(const v1::GenerateRequest& request,
+                                                 const TextModel& model,
+                                                 const RequestLimits& limits,
+                                                 uint64_t request_number,
+                                                 const std::string* forced_output = nullptr);
+
+// The template input for a chat: {"messages", "tools", "enable_thinking",
+// "add_generation_prompt"}. INVALID_ARGUMENT naming the field ("chat.messages[1].role: ...").
+// `field` is the chat's own path ("chat").
+absl::StatusOr<nlohmann::ordered_json> ChatToTemplateInput(const v1::Chat& chat,
+                                                           const std::string& field);
+
+// Renders and tokenizes a chat. FAILED_PRECONDITION when the model has no chat template;
+// INVALID_ARGUMENT for a conversation the template refuses ("chat: No user query found ...").
+absl::StatusOr<RenderedChat> RenderChat(const v1::Chat& chat, const TextModel& model,
+                                        const std::string& field = "chat");
+
+// A google.protobuf.Struct / Value as JSON. Numbers that are whole and fit an int64 become JSON
+// integers (a schema's "minimum": 1 stays 1, not 1.0). Object keys come out sorted, with the
+// JSON-schema keys that conventionally lead ("type", "description", ...) first.
+nlohmann::ordered_json StructToJson(const google::protobuf::Struct& s);
+
+}  // namespace qwen::service
+
+#endif  // QWEN_SERVICE_REQUEST_H_

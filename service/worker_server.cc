@@ -1,0 +1,344 @@
+#include "service/worker_server.h"
+
+#include <signal.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <deque>
+#include <memory>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "grpcpp/grpcpp.h"
+#include "inference/common/status_macros.h"
+#include "inference/engine/engine.h"
+#include "inference/gguf/gguf_file.h"
+#include "inference/model/model.h"
+#include "qwen/worker/v1/worker.grpc.pb.h"
+#include "service/grpc_status.h"
+#include "service/log.h"
+
+namespace qwen::service {
+namespace {
+
+namespace wpb = ::qwen::worker::v1;
+
+// Most tokens sent in one message when the front end reads slower than the engine produces.
+constexpr int kMaxTokensPerMessage = 64;
+
+class Stream;
+
+// The gRPC side of one worker Generate call: forwards write completions to its Stream and a
+// cancellation (front end cancelled, deadline, shutdown) to the engine. Owned by gRPC until
+// OnDone, where it deletes itself.
+class GenerateReactor : public grpc::ServerWriteReactor<wpb::GenerateResponse> {
+ public:
+  GenerateReactor(engine::Engine* engine, uint64_t id) : engine_(engine), id_(id) {}
+  void Begin(std::shared_ptr<Stream> stream) { stream_ = std::move(stream); }
+  void OnWriteDone(bool ok) override;
+  void OnCancel() override { engine_->Cancel(id_); }
+  void OnDone() override;
+
+ private:
+  engine::Engine* engine_;
+  const uint64_t id_;
+  std::shared_ptr<Stream> stream_;
+};
+
+// The state one Generate call shares between its gRPC reactor (gRPC's threads) and its engine
+// sink (the scheduler thread). The sink may outlive the reactor (the engine reports the finish
+// after a cancelled call is gone), so the reactor pointer is cleared when gRPC is done with it.
+// Thread-safe: all state is under its mutex; gRPC operations are started outside it.
+class Stream : public engine::RequestSink {
+ public:
+  explicit Stream(GenerateReactor* reactor) : reactor_(reactor) {}
+
+  void OnToken(const engine::TokenOutput& t) override {
+    {
+      absl::MutexLock lock(&mu_);
+      wpb::Token& tok = pending_.emplace_back();
+      tok.set_id(t.token);
+      if (t.logprob) {
+        tok.set_has_logprob(true);
+        tok.set_logprob(t.logprob->logprob);
+        for (const auto& [id, lp] : t.logprob->top) {
+          tok.add_top_ids(id);
+          tok.add_top_logprobs(lp);
+        }
+      }
+    }
+    Pump();
+  }
+
+  void OnFinish(const engine::FinishInfo& info) override {
+    {
+      absl::MutexLock lock(&mu_);
+      wpb::Finish& f = finish_;
+      switch (info.reason) {
+        case engine::FinishReason::kStopToken:
+          f.set_reason(wpb::Finish::REASON_STOP_TOKEN);
+          f.set_stop_token(info.stop_token);
+          break;
+        case engine::FinishReason::kLength:
+          f.set_reason(wpb::Finish::REASON_LENGTH);
+          break;
+        case engine::FinishReason::kCancelled:
+          f.set_reason(wpb::Finish::REASON_CANCELLED);
+          break;
+        case engine::FinishReason::kError:
+          f.set_reason(wpb::Finish::REASON_ERROR);
+          f.set_error(std::string(info.status.message()));
+          break;
+      }
+      f.set_prompt_tokens(info.prompt_tokens);
+      f.set_generated_tokens(info.generated_tokens);
+      f.set_cached_tokens(info.cached_tokens);
+      f.set_queue_ms(absl::ToDoubleMilliseconds(info.queue_time));
+      f.set_time_to_first_token_ms(absl::ToDoubleMilliseconds(info.time_to_first_token));
+      f.set_decode_ms(absl::ToDoubleMilliseconds(info.decode_time));
+      finished_ = true;
+    }
+    Pump();
+  }
+
+  // Submission failed: the call ends with this status and no message.
+  void Fail(const absl::Status& status) {
+    GenerateReactor* r;
+    {
+      absl::MutexLock lock(&mu_);
+      if (reactor_ == nullptr || final_sent_) return;
+      final_sent_ = true;
+      r = reactor_;
+    }
+    r->Finish(ToGrpcStatus(status));
+  }
+
+  void WriteDone(bool ok) {
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      if (!ok) broken_ = true;
+    }
+    Pump();
+  }
+
+  void Detach() {
+    absl::MutexLock lock(&mu_);
+    reactor_ = nullptr;
+  }
+
+ private:
+  // Starts the next write, or the finish, when none is in flight. gRPC calls are made outside
+  // the lock: a reaction may run inline and take it again.
+  void Pump() {
+    GenerateReactor* r = nullptr;
+    bool write = false, write_last = false, finish_only = false;
+    {
+      absl::MutexLock lock(&mu_);
+      if (reactor_ == nullptr || writing_ || final_sent_) return;
+      if (broken_) {
+        // The front end is gone; the engine was told by OnCancel. End once it finished.
+        if (!finished_) return;
+        final_sent_ = true;
+        finish_only = true;
+      } else if (!pending_.empty() || finished_) {
+        out_.Clear();
+        const int n = std::min<int>(static_cast<int>(pending_.size()), kMaxTokensPerMessage);
+        for (int k = 0; k < n; ++k) {
+          *out_.add_tokens() = std::move(pending_.front());
+          pending_.pop_front();
+        }
+        if (finished_ && pending_.empty()) {
+          *out_.mutable_finish() = finish_;
+          write_last = true;
+          final_sent_ = true;
+        } else {
+          write = true;
+          writing_ = true;
+        }
+      } else {
+        return;
+      }
+      r = reactor_;
+    }
+    if (finish_only) {
+      r->Finish(grpc::Status::OK);
+    } else if (write_last) {
+      r->StartWriteAndFinish(&out_, grpc::WriteOptions(), grpc::Status::OK);
+    } else if (write) {
+      r->StartWrite(&out_);
+    }
+  }
+
+  absl::Mutex mu_;
+  GenerateReactor* reactor_ ABSL_GUARDED_BY(mu_);
+  std::deque<wpb::Token> pending_ ABSL_GUARDED_BY(mu_);
+  wpb::Finish finish_ ABSL_GUARDED_BY(mu_);
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool final_sent_ ABSL_GUARDED_BY(mu_) = false;
+  bool broken_ ABSL_GUARDED_BY(mu_) = false;
+  // The message being written; only touched while no write is in flight.
+  wpb::GenerateResponse out_;
+};
+
+void GenerateReactor::OnWriteDone(bool ok) { stream_->WriteDone(ok); }
+
+void GenerateReactor::OnDone() {
+  stream_->Detach();
+  delete this;
+}
+
+// qwen.worker.v1.Worker over one engine: each Generate call becomes an engine request whose
+// tokens stream back through a Stream. Thread-safe (the engine is; request ids are atomic).
+class WorkerService final : public wpb::Worker::CallbackService {
+ public:
+  WorkerService(engine::Engine* engine, bool allow_forced)
+      : engine_(engine), allow_forced_(allow_forced) {}
+
+  grpc::ServerWriteReactor<wpb::GenerateResponse>* Generate(
+      grpc::CallbackServerContext* ctx, const wpb::GenerateRequest* req) override {
+    const uint64_t id = next_id_.fetch_add(1);
+    auto* reactor = new GenerateReactor(engine_, id);
+    auto stream = std::make_shared<Stream>(reactor);
+    reactor->Begin(stream);
+
+    engine::GenerationRequest r;
+    r.id = id;
+    r.prompt.assign(req->prompt().begin(), req->prompt().end());
+    const wpb::SamplingParams& s = req->sampling();
+    r.sampling.temperature = s.temperature();
+    r.sampling.top_k = s.top_k();
+    r.sampling.top_p = s.top_p();
+    r.sampling.min_p = s.min_p();
+    r.sampling.repetition_penalty = s.repetition_penalty();
+    r.sampling.presence_penalty = s.presence_penalty();
+    r.sampling.frequency_penalty = s.frequency_penalty();
+    r.sampling.seed = s.seed();
+    for (const auto& [token, bias] : s.logit_bias())
+      r.sampling.logit_bias.emplace_back(token, bias);
+    // Map order is unspecified; the sampler adds biases in list order, so fix it.
+    std::sort(r.sampling.logit_bias.begin(), r.sampling.logit_bias.end());
+    r.max_tokens = req->max_tokens();
+    r.stop_tokens.assign(req->stop_token_ids().begin(), req->stop_token_ids().end());
+    r.logprobs = req->logprobs();
+    if (!req->forced_tokens().empty()) {
+      if (!allow_forced_) {
+        stream->Fail(absl::FailedPreconditionError(
+            "forced_tokens: this worker was not started with --testing_allow_forced_tokens"));
+        return reactor;
+      }
+      r.forced_tokens.assign(req->forced_tokens().begin(), req->forced_tokens().end());
+    }
+    absl::Status st = engine_->Submit(std::move(r), stream);
+    if (!st.ok()) stream->Fail(st);
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* Health(grpc::CallbackServerContext* ctx, const wpb::HealthRequest* req,
+                                   wpb::HealthResponse* resp) override {
+    const engine::EngineStats s = engine_->Stats();
+    resp->set_pid(getpid());
+    resp->set_slots(s.slots);
+    resp->set_active(s.active);
+    resp->set_queued(s.queued);
+    resp->set_context_length(engine_->options().n_ctx);
+    resp->set_tokens_generated(s.tokens_generated);
+    resp->set_tokens_prefilled(s.tokens_prefilled);
+    grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+    r->Finish(grpc::Status::OK);
+    return r;
+  }
+
+ private:
+  engine::Engine* engine_;
+  const bool allow_forced_;
+  std::atomic<uint64_t> next_id_{1};
+};
+
+}  // namespace
+
+absl::Status RunWorker(const WorkerOptions& options) {
+  SetLogProcessName(absl::StrCat("qwen-worker-", options.index));
+  const std::string component = "worker";
+  // Die with the front end. The request is cancelled if the parent is already gone, so check.
+  if (options.parent_pid > 0) {
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) {
+      return absl::InternalError("prctl(PR_SET_PDEATHSIG) failed");
+    }
+    if (getppid() != options.parent_pid) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("the front end (pid ", options.parent_pid, ") is gone"));
+    }
+  }
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);  // a closed log pipe must not kill the worker
+
+  if (options.socket_path.empty()) return absl::InvalidArgumentError("--socket is required");
+  if (options.kv_type != "f16" && options.kv_type != "f32") {
+    return absl::InvalidArgumentError("--kv_type must be f16 or f32");
+  }
+  const absl::Time t0 = absl::Now();
+  auto file = gguf::GgufFile::Open(options.model_path);
+  if (!file.ok()) {
+    return absl::Status(file.status().code(),
+                        absl::StrCat(options.model_path, ": ", file.status().message()));
+  }
+  std::shared_ptr<const gguf::GgufFile> shared_file = std::move(*file);
+  ASSIGN_OR_RETURN(std::unique_ptr<model::Model> loaded, model::Model::Load(shared_file));
+  std::shared_ptr<model::Model> model = std::move(loaded);
+  engine::EngineOptions eo;
+  eo.n_slots = options.slots;
+  eo.n_ctx = options.ctx_size;
+  eo.n_threads = options.threads;
+  eo.kv_type = options.kv_type == "f32" ? model::KvType::kF32 : model::KvType::kF16;
+  eo.prefill_chunk = options.prefill_chunk;
+  ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> engine, engine::Engine::Create(model, eo));
+
+  WorkerService service(engine.get(), options.allow_forced_tokens);
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(absl::StrCat("unix:", options.socket_path),
+                           grpc::InsecureServerCredentials());
+  builder.RegisterService(&service);
+  builder.SetMaxReceiveMessageSize(64 << 20);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on unix:", options.socket_path));
+  }
+  LogInfo(component,
+          absl::StrCat("serving ", options.model_path, " on unix:", options.socket_path, " with ",
+                       options.slots, " slots of ", options.ctx_size, " tokens, ",
+                       engine->options().n_threads, " threads (ready in ",
+                       absl::FormatDuration(absl::Trunc(absl::Now() - t0, absl::Milliseconds(1))),
+                       ")"));
+
+  // Wait for SIGTERM/SIGINT. The timeout lets a worker notice a vanished parent even if the
+  // death signal were lost (it is not, on Linux, but a check costs nothing).
+  while (true) {
+    timespec timeout{1, 0};
+    const int sig = sigtimedwait(&signals, nullptr, &timeout);
+    if (sig == SIGTERM || sig == SIGINT) {
+      LogInfo(component, absl::StrCat("signal ", sig, ": stopping"));
+      break;
+    }
+    if (options.parent_pid > 0 && getppid() != options.parent_pid) {
+      LogWarning(component, "the front end is gone: stopping");
+      break;
+    }
+  }
+  // Calls still running are cancelled (their reactors cancel the engine's sequences); then the
+  // engine stops.
+  server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
+  server->Wait();
+  engine.reset();
+  return absl::OkStatus();
+}
+
+}  // namespace qwen::service

@@ -1,0 +1,42 @@
+// The worker process: one engine on the model, served over a Unix domain socket.
+#ifndef QWEN_SERVICE_WORKER_SERVER_H_
+#define QWEN_SERVICE_WORKER_SERVER_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+
+namespace qwen::service {
+
+struct WorkerOptions {
+  std::string model_path;
+  std::string socket_path;  // the worker listens on unix:<socket_path>
+  int index = 0;            // for log lines
+  int slots = 4;            // sequences at once
+  int threads = 0;          // compute threads; 0: the cores this process may use
+  int64_t ctx_size = 4096;  // context per slot
+  std::string kv_type = "f16";
+  int64_t prefill_chunk = 256;  // prompt tokens per engine step
+  // The front end's pid. The worker asks the kernel for SIGKILL when its parent dies and then
+  // checks that the parent is still this one (it may have died before the request), so no
+  // worker outlives the front end. 0: no parent check (a worker run by hand).
+  pid_t parent_pid = 0;
+  // Honour GenerateRequest.forced_tokens (testing only).
+  bool allow_forced_tokens = false;
+};
+
+// Runs a worker until SIGTERM or SIGINT: loads the model, starts the engine, serves
+// qwen.worker.v1.Worker on the socket, and on the signal stops taking calls, cancels what runs
+// and returns. Errors (model not loadable, socket not bindable, parent gone) are returned
+// before anything is served.
+//
+// Call from main() before any other thread exists: it blocks SIGTERM and SIGINT in the calling
+// thread so that every thread it starts inherits the mask and the signal is taken by sigwait.
+absl::Status RunWorker(const WorkerOptions& options);
+
+}  // namespace qwen::service
+
+#endif  // QWEN_SERVICE_WORKER_SERVER_H_
