@@ -29,6 +29,10 @@ function(qwen_test)
   if(NOT T_TIMEOUT)
     set(T_TIMEOUT 600)
   endif()
+  # Sanitized builds (scripts/sanitize) run several times slower.
+  if(QWEN_SANITIZE)
+    math(EXPR T_TIMEOUT "${T_TIMEOUT} * 5")
+  endif()
   set_tests_properties(${T_NAME} PROPERTIES LABELS "${T_LABEL}" TIMEOUT ${T_TIMEOUT}
     ENVIRONMENT "QWEN_TEST_DATA=${PROJECT_SOURCE_DIR}/tests/data;QWEN_BIN_DIR=${CMAKE_BINARY_DIR}/bin")
 endfunction()
@@ -43,6 +47,22 @@ function(qwen_benchmark)
            WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
   set_tests_properties(${B_NAME} PROPERTIES LABELS bench TIMEOUT 1800
     ENVIRONMENT "QWEN_TEST_DATA=${PROJECT_SOURCE_DIR}/tests/data;QWEN_BIN_DIR=${CMAKE_BINARY_DIR}/bin")
+endfunction()
+
+# qwen_link_into_executables(dir lib): links `lib` into every executable defined in `dir` and
+# its subdirectories (used by the TSan build to add its annotations everywhere).
+function(qwen_link_into_executables dir lib)
+  get_property(targets DIRECTORY ${dir} PROPERTY BUILDSYSTEM_TARGETS)
+  foreach(t ${targets})
+    get_target_property(type ${t} TYPE)
+    if(type STREQUAL "EXECUTABLE")
+      target_link_libraries(${t} PRIVATE ${lib})
+    endif()
+  endforeach()
+  get_property(subdirs DIRECTORY ${dir} PROPERTY SUBDIRECTORIES)
+  foreach(sub ${subdirs})
+    qwen_link_into_executables(${sub} ${lib})
+  endforeach()
 endfunction()
 
 # qwen_proto_library(NAME target ROOT dir PROTOS a.proto ... [GRPC] [LIBS ...])

@@ -32,6 +32,13 @@ absl::StatusOr<ModelConfig> ModelConfig::FromGguf(const gguf::GgufFile& file) {
   auto key = [&p](absl::string_view k) { return absl::StrCat(p, k); };
 
   ASSIGN_OR_RETURN(uint32_t block_count, file.GetU32(key("block_count")));
+  // Bounded before anything is sized by it: a corrupt file can say four billion (found by
+  // tests/fuzz/gguf_fuzzer: the layer table was allocated from it, or from its negative int).
+  constexpr uint32_t kMaxBlocks = 4096;
+  if (block_count == 0 || block_count > kMaxBlocks) {
+    return Invalid(key("block_count"),
+                   absl::StrCat(block_count, " is not between 1 and ", kMaxBlocks));
+  }
   ASSIGN_OR_RETURN(uint32_t nextn, file.GetU32Or(key("nextn_predict_layers"), 0));
   if (nextn >= block_count) {
     return Invalid(key("nextn_predict_layers"),

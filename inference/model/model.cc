@@ -251,7 +251,8 @@ absl::Status Model::Forward(ops::ComputeContext& ctx, absl::Span<const Segment> 
     const int64_t ns = static_cast<int64_t>(s.tokens.size());
     const int64_t first = s.logits == Logits::kAll ? offset : offset + ns - 1;
     const int64_t count = s.logits == Logits::kAll ? ns : s.logits == Logits::kLast ? 1 : 0;
-    std::memcpy(final_rows + row * E, x + first * E, count * E * sizeof(float));
+    // A chunk without logits leaves final_rows empty (null): no memcpy from or to null.
+    if (count > 0) std::memcpy(final_rows + row * E, x + first * E, count * E * sizeof(float));
     row += count;
     offset += ns;
   }

@@ -121,6 +121,27 @@ TEST_F(ForwardTest, ResetAndCopyState) {
   EXPECT_FALSE((*other)->CopyFrom(state).ok());
 }
 
+// A prompt chunk that needs no logits (Logits::kNone, the engine's and `qwen generate`'s prompt
+// chunks before the last). Found by UBSan in scripts/sanitize address: with no logit rows the
+// final-rows buffer is null and the copy into it was memcpy(nullptr, ..., 0).
+TEST_F(ForwardTest, ChunkWithoutLogits) {
+  const ReferenceCase c = LoadReference("reference/llama.cpp/f32")[0];
+  const int64_t V = m_.model->config().n_vocab;
+  const int64_t n = static_cast<int64_t>(c.fed.size());
+  auto s = m_.model->NewState(128);
+  ASSERT_TRUE(s.ok());
+  std::vector<float> whole(V), split(V);
+  model::Segment all{s->get(), absl::MakeConstSpan(c.fed), model::Logits::kLast};
+  ASSERT_TRUE(m_.model->Forward(ctx_, {all}, whole.data()).ok());
+  (*s)->Reset();
+  model::Segment head{s->get(), absl::MakeConstSpan(c.fed.data(), n - 1), model::Logits::kNone};
+  ASSERT_TRUE(m_.model->Forward(ctx_, {head}, nullptr).ok());
+  EXPECT_EQ((*s)->n_past(), n - 1);
+  model::Segment last{s->get(), absl::MakeConstSpan(&c.fed[n - 1], 1), model::Logits::kLast};
+  ASSERT_TRUE(m_.model->Forward(ctx_, {last}, split.data()).ok());
+  EXPECT_LT(RelativeRms(split.data(), whole.data(), V), 5e-5);
+}
+
 TEST_F(ForwardTest, StateSizeIsReported) {
   const model::ModelConfig& c = m_.model->config();
   const model::StateSize f16 = model::SequenceState::SizeFor(c, 1000, model::KvType::kF16);
