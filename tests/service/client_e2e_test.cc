@@ -179,13 +179,13 @@ TEST_F(ClientE2eTest, ReadmeCommandsWork) {
   std::vector<std::vector<std::string>> commands;
   bool in_sh = false;
   std::string pending;
-  for (const std::string& line : absl::StrSplit(readme, '\n')) {
+  for (absl::string_view line : absl::StrSplit(readme, '\n')) {
     if (absl::StartsWith(line, "```")) {
       in_sh = !in_sh && absl::StartsWith(line, "```sh");
       continue;
     }
     if (!in_sh) continue;
-    pending += line;
+    absl::StrAppend(&pending, line);
     if (!pending.empty() && pending.back() == '\\') {
       pending.pop_back();
       continue;
