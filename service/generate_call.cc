@@ -449,6 +449,11 @@ void GenerateCall::LogEndLocked(const absl::Status& status) {
   r.request_id = request_id_;
   r.peer = peer_;
   r.status = status;
+  if (status.code() == absl::StatusCode::kCancelled &&
+      ctx_->deadline() <= std::chrono::system_clock::now()) {
+    // A deadline reaches the server as a cancellation; account for it as the client saw it.
+    r.status = absl::DeadlineExceededError("the deadline passed");
+  }
   r.duration = absl::Now() - arrival_;
   r.generate = true;
   r.worker = last_worker_;

@@ -246,6 +246,36 @@ TEST_F(ObservabilityE2eTest, MetricsAndLogsAccountForEveryRequest) {
   }
 }
 
+TEST_F(ObservabilityE2eTest, ADeadlineCountsAsDeadlineExceeded) {
+  auto stub = server_->Stub();
+  v1::GenerateRequest req;
+  req.set_request_id("obs-deadline");
+  req.mutable_prompt_token_ids()->add_ids(21);
+  req.mutable_sampling()->set_temperature(0);
+  req.mutable_stopping()->set_max_tokens(1800);
+  req.mutable_stopping()->set_ignore_eos(true);
+  const GenerateResult r = Generate(stub.get(), req, absl::Seconds(2));
+  ASSERT_EQ(r.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  std::vector<MetricSample> m;
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  do {
+    m = Scrape();
+    if (MetricValue(m, "qwen_requests_total", {{"code", "DEADLINE_EXCEEDED"}}) == 1) break;
+    absl::SleepFor(absl::Milliseconds(50));
+  } while (absl::Now() < deadline);
+  EXPECT_EQ(MetricValue(m, "qwen_requests_total",
+                        {{"method", "Generate"}, {"code", "DEADLINE_EXCEEDED"}}),
+            1);
+  int lines = 0;
+  for (const nlohmann::json& j : LogLines()) {
+    if (j.value("component", "") == "request" && j.value("request_id", "") == "obs-deadline") {
+      ++lines;
+      EXPECT_EQ(j["status"], "DEADLINE_EXCEEDED") << j.dump();
+    }
+  }
+  EXPECT_EQ(lines, 1);
+}
+
 TEST_F(ObservabilityE2eTest, CountersSurviveAWorkerRestart) {
   auto stub = server_->Stub();
   GenerateResult r = Generate(stub.get(), Greedy("obs-before-kill", "Before", 6));
