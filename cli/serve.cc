@@ -9,6 +9,8 @@
 #include "cli/common_flags.h"
 #include "cli/engine_flags.h"
 #include "cli/flags_util.h"
+#include "cli/log_flags.h"
+#include "cli/metrics_flags.h"
 #include "cli/serving_flags.h"
 #include "inference/common/thread_pool.h"
 #include "service/front_end.h"
@@ -60,9 +62,13 @@ int RunServe(int argc, char** argv) {
       "qwen serve --model M.gguf [--workers N] [--port P] [--slots S] ...\n\n"
       "Serves the model over gRPC (qwen.v1.Qwen, grpc.health.v1.Health, reflection) with a pool\n"
       "of worker processes. Stops on SIGTERM or SIGINT after the running streams finish.",
-      argc, argv, {"engine_flags", "serving_flags"});
+      argc, argv, {"engine_flags", "serving_flags", "log_flags", "metrics_flags"});
   if (!args.empty()) {
     std::fprintf(stderr, "qwen serve: unexpected argument \"%s\"\n", args[0].c_str());
+    return 2;
+  }
+  if (absl::Status st = ApplyLogFlags(); !st.ok()) {
+    std::fprintf(stderr, "qwen serve: %s\n", std::string(st.message()).c_str());
     return 2;
   }
   service::FrontEndOptions o;
@@ -73,6 +79,7 @@ int RunServe(int argc, char** argv) {
   o.grace_period = absl::GetFlag(FLAGS_grace_period);
   o.max_retries = absl::GetFlag(FLAGS_max_retries);
   o.allow_forced_output = absl::GetFlag(FLAGS_testing_allow_forced_output);
+  o.metrics_port = absl::GetFlag(FLAGS_metrics_port);
   service::WorkerPoolOptions& p = o.pool;
   p.model_path = absl::GetFlag(FLAGS_model);
   p.workers = absl::GetFlag(FLAGS_workers);

@@ -9,6 +9,7 @@
 #include "cli/common_flags.h"
 #include "cli/engine_flags.h"
 #include "cli/flags_util.h"
+#include "cli/log_flags.h"
 #include "cli/serving_flags.h"
 #include "service/worker_server.h"
 
@@ -28,9 +29,13 @@ int RunWorker(int argc, char** argv) {
       "qwen worker --model M.gguf --socket PATH [--slots S] [--threads T] ...\n\n"
       "One worker process of `qwen serve`: runs the model's engine and serves the internal\n"
       "qwen.worker.v1.Worker protocol on a Unix domain socket until SIGTERM.",
-      argc, argv, {"engine_flags", "serving_flags"});
+      argc, argv, {"engine_flags", "serving_flags", "log_flags"});
   if (!args.empty()) {
     std::fprintf(stderr, "qwen worker: unexpected argument \"%s\"\n", args[0].c_str());
+    return 2;
+  }
+  if (absl::Status st = ApplyLogFlags(); !st.ok()) {
+    std::fprintf(stderr, "qwen worker: %s\n", std::string(st.message()).c_str());
     return 2;
   }
   service::WorkerOptions o;

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <memory>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -15,8 +16,10 @@
 #include "service/generate_call.h"
 #include "service/grpc_status.h"
 #include "service/log.h"
+#include "service/metrics.h"
 #include "service/model_info.h"
 #include "service/request.h"
+#include "service/rpc_observer.h"
 #include "service/text_model.h"
 #include "service/worker_pool.h"
 
@@ -68,6 +71,8 @@ class QwenService final : public v1::Qwen::CallbackService {
     env_.pool = pool;
   }
   void BeginDrain() { draining_.store(true); }
+  void SetMetrics(Metrics* metrics) { env_.metrics = metrics; }
+  std::atomic<uint64_t>* request_counter() { return &request_counter_; }
   StreamRegistry& registry() { return registry_; }
 
   grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
@@ -179,12 +184,28 @@ absl::Status RunFrontEnd(const FrontEndOptions& options) {
   absl::StatusOr<std::unique_ptr<TextModel>> model = TextModel::Load(options.pool.model_path);
   if (!model.ok()) return model.status();
 
+  if (options.metrics_port < 0 || options.metrics_port > 65535) {
+    return absl::InvalidArgumentError("--metrics_port must be in [0, 65535]");
+  }
+  Metrics metrics(ModelInfoLabels(**model, options.pool.model_path), BuildInfoLabels());
+  if (options.metrics_port > 0) {
+    if (absl::Status st = metrics.Serve(options.host, options.metrics_port); !st.ok()) return st;
+  }
   Dispatcher dispatcher(options.pool.workers, options.queue_size);
+  metrics.SetSources(&dispatcher, nullptr);
+  // Scrapes stop reading the dispatcher and the pool before they go away.
+  absl::Cleanup forget_sources = [&metrics] { metrics.SetSources(nullptr, nullptr); };
   QwenService service(model->get(), &options, &dispatcher);
+  service.SetMetrics(&metrics);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
+  {
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> obs;
+    obs.push_back(std::make_unique<RpcObserverFactory>(&metrics, service.request_counter()));
+    builder.experimental().SetInterceptorCreators(std::move(obs));
+  }
   int port = 0;
   const std::string address = ListenAddress(options.host, options.port);
   builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port);
@@ -207,9 +228,14 @@ absl::Status RunFrontEnd(const FrontEndOptions& options) {
 
   WorkerPoolOptions pool_options = options.pool;
   pool_options.allow_forced_tokens = options.allow_forced_output;
+  pool_options.on_health = [&metrics](int index, uint64_t epoch,
+                                      const worker::v1::HealthResponse& health) {
+    metrics.OnWorkerHealth(index, epoch, health, absl::Now());
+  };
   absl::StatusOr<std::unique_ptr<WorkerPool>> pool =
       WorkerPool::Start(pool_options, &dispatcher, [&](int live) {
-        LogInfo(kComponent, absl::StrCat(live, " of ", options.pool.workers, " workers up"));
+        LogInfo(kComponent, absl::StrCat(live, " of ", options.pool.workers, " workers up"),
+                {{"event", "live_workers"}, {"live", live}, {"workers", options.pool.workers}});
         set_serving(live > 0);
       });
   if (!pool.ok()) {
@@ -217,10 +243,26 @@ absl::Status RunFrontEnd(const FrontEndOptions& options) {
     return pool.status();
   }
   service.SetPool(pool->get());
+  metrics.SetSources(&dispatcher, pool->get());
   LogInfo(kComponent,
           absl::StrCat("listening on ", ListenAddress(options.host, port), " (model ",
                        options.pool.model_path, ", ", options.pool.workers, " workers x ",
-                       options.pool.slots, " slots, sockets in ", (*pool)->socket_dir(), ")"));
+                       options.pool.slots, " slots, sockets in ", (*pool)->socket_dir(), ")"),
+          {{"event", "listening"},
+           {"address", ListenAddress(options.host, port)},
+           {"port", port},
+           {"metrics_port", metrics.port()},
+           {"model", options.pool.model_path},
+           {"workers", options.pool.workers},
+           {"slots", options.pool.slots},
+           {"ctx_size", options.pool.ctx_size},
+           {"queue_size", options.queue_size}});
+  if (metrics.port() > 0) {
+    LogInfo(
+        kComponent,
+        absl::StrCat("metrics on http://", ListenAddress(options.host, metrics.port()), "/metrics"),
+        {{"event", "metrics_listening"}, {"metrics_port", metrics.port()}});
+  }
 
   int sig = 0;
   while (sig != SIGTERM && sig != SIGINT) sig = sigwaitinfo(&signals, nullptr);
@@ -253,7 +295,8 @@ absl::Status RunFrontEnd(const FrontEndOptions& options) {
   server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
   server->Wait();
   (*pool)->Stop(absl::Seconds(5));
-  LogInfo(kComponent, "stopped");
+  metrics.SetSources(&dispatcher, nullptr);
+  LogInfo(kComponent, "stopped", {{"event", "stopped"}});
   return absl::OkStatus();
 }
 

@@ -21,13 +21,14 @@ struct FrontEndOptions {
   absl::Duration grace_period = absl::Seconds(30);
   int max_retries = 2;
   bool allow_forced_output = false;  // honour the testing metadata (see generate_call.h)
+  int metrics_port = 9090;           // Prometheus /metrics over HTTP on host:port; 0: off
 };
 
 // Runs the front end until SIGTERM or SIGINT: loads the model's metadata, tokenizer and chat
-// template, serves qwen.v1.Qwen, grpc.health.v1.Health and reflection on host:port, and runs
-// the worker pool. On the signal: health NOT_SERVING, new calls UNAVAILABLE, running streams
-// finish within the grace period (then are cancelled), workers are stopped; returns OK.
-// Errors before serving (model, port) are returned.
+// template, serves qwen.v1.Qwen, grpc.health.v1.Health and reflection on host:port (and the
+// metrics on host:metrics_port), and runs the worker pool. On the signal: health NOT_SERVING, new
+// calls UNAVAILABLE, running streams finish within the grace period (then are cancelled), workers
+// are stopped; returns OK. Errors before serving (model, port) are returned.
 //
 // Call from main() before any other thread exists: it blocks SIGTERM and SIGINT so that every
 // thread inherits the mask and the main thread takes them with sigwait.

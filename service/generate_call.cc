@@ -7,6 +7,8 @@
 #include "absl/time/clock.h"
 #include "service/grpc_status.h"
 #include "service/log.h"
+#include "service/metrics.h"
+#include "service/request_log.h"
 
 namespace qwen::service {
 namespace {
@@ -147,6 +149,14 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* GenerateCall::Create(
 void GenerateCall::Start(const v1::GenerateRequest& request) {
   arrival_ = absl::Now();
   job_id_ = env_->request_counter->fetch_add(1) + 1;
+  peer_ = ctx_->peer();
+  request_id_ = request.request_id();
+  if (request_id_.empty()) {
+    const auto& md = ctx_->client_metadata();
+    auto it = md.find(kRequestIdMetadata);
+    if (it != md.end()) request_id_.assign(it->second.data(), it->second.size());
+  }
+  if (request_id_.empty()) request_id_ = absl::StrCat("req-", job_id_);
   if (env_->draining->load()) {
     EndWith(absl::UnavailableError("the server is shutting down"));
     return;
@@ -168,6 +178,8 @@ void GenerateCall::Start(const v1::GenerateRequest& request) {
     return;
   }
   prepared_ = std::move(*prepared);
+  prepared_.request_id = request_id_;  // the metadata's, when the field is empty
+  prepared_.worker_request.set_request_id(request_id_);
   {
     absl::MutexLock lock(&mu_);
     assembler_ = std::make_unique<OutputAssembler>(prepared_, env_->model->tokenizer(), arrival_);
@@ -237,6 +249,7 @@ void GenerateCall::StartAttempt(WorkerRef worker) {
       give_back = redispatch = true;
     } else {
       ++attempts_;
+      last_worker_ = worker.index;
       if (attempts_ == 1) assembler_->MarkDispatched(absl::Now());
       phase_ = Phase::kRunning;
       call = std::make_shared<WorkerCall>(shared_from_this(), worker);
@@ -259,11 +272,24 @@ void GenerateCall::OnWorkerMessage(WorkerCall* call, const wpb::GenerateResponse
     v1::GenerateResponse out;
     out.set_request_id(prepared_.request_id);
     bool stop = false;
+    const int before = assembler_->tokens();
     for (const wpb::Token& t : message.tokens()) {
       if (assembler_->AddToken(t, now, &out)) {
         stop = true;
         break;
       }
+    }
+    if (const int added = assembler_->tokens() - before; added > 0) {
+      if (before == 0) first_token_at_ = now;
+      if (env_->metrics != nullptr) {
+        if (before == 0) {
+          env_->metrics->ObserveTimeToFirstToken(now - arrival_);
+          env_->metrics->ObserveInterTokenLatency(absl::ZeroDuration(), added - 1);
+        } else {
+          env_->metrics->ObserveInterTokenLatency(now - last_token_at_, added);
+        }
+      }
+      last_token_at_ = now;
     }
     absl::Status end = absl::OkStatus();
     bool ended = false;
@@ -308,9 +334,13 @@ void GenerateCall::OnWorkerDone(WorkerCall* call, const grpc::Status& status) {
         const int tokens = assembler_->tokens();
         if (tokens == 0 && attempts_ <= env_->max_retries) {
           retry = true;
-          LogWarning(kComponent, absl::StrCat(prepared_.request_id, ": worker ", worker.index,
-                                              " failed before the first token (",
-                                              status.error_message(), "); retrying elsewhere"));
+          LogWarning(kComponent,
+                     absl::StrCat(prepared_.request_id, ": worker ", worker.index,
+                                  " failed before the first token (", status.error_message(),
+                                  "); retrying elsewhere"),
+                     {{"request_id", request_id_},
+                      {"worker", worker.index},
+                      {"error", status.error_message()}});
         } else {
           FinalLocked(absl::UnavailableError(
               absl::StrCat("the worker serving this request failed (worker ", worker.index, ": ",
@@ -414,22 +444,32 @@ void GenerateCall::FinalLocked(const absl::Status& status) {
 }
 
 void GenerateCall::LogEndLocked(const absl::Status& status) {
-  if (!registered_) {
-    // Refused before admission: only unusual refusals are worth a line.
-    if (status.code() != absl::StatusCode::kInvalidArgument) {
-      LogInfo(kComponent, absl::StrCat("refused: ", status.ToString()));
-    }
-    return;
+  RequestSummary r;
+  r.method = "Generate";
+  r.request_id = request_id_;
+  r.peer = peer_;
+  r.status = status;
+  if (status.code() == absl::StatusCode::kCancelled &&
+      ctx_->deadline() <= std::chrono::system_clock::now()) {
+    // A deadline reaches the server as a cancellation; account for it as the client saw it.
+    r.status = absl::DeadlineExceededError("the deadline passed");
   }
-  std::string what = status.ok() ? "done" : status.ToString();
-  if (status.ok() && !outbox_.empty() && outbox_.back().has_completion()) {
+  r.duration = absl::Now() - arrival_;
+  r.generate = true;
+  r.worker = last_worker_;
+  r.attempts = attempts_;
+  r.prompt_tokens = prepared_.prompt_tokens;
+  if (assembler_ != nullptr) r.generated_tokens = assembler_->tokens();
+  if (!outbox_.empty() && outbox_.back().has_completion()) {
     const v1::Completion& c = outbox_.back().completion();
-    what = absl::StrCat("done: ", FinishName(c.finish_reason()), ", ", c.usage().prompt_tokens(),
-                        " prompt + ", c.usage().generated_tokens(), " generated tokens, ttft ",
-                        static_cast<int64_t>(c.timings().time_to_first_token_ms()), " ms, ",
-                        static_cast<int64_t>(c.timings().tokens_per_second()), " tok/s");
+    r.finish_reason = FinishName(c.finish_reason());
+    r.cached_tokens = static_cast<int>(c.usage().cached_tokens());
+    r.queue_wait = absl::Microseconds(c.timings().queue_wait_ms() * 1000);
+    r.tokens_per_second = c.timings().tokens_per_second();
   }
-  LogInfo(kComponent, absl::StrCat(prepared_.request_id, " ", what));
+  if (r.generated_tokens > 0) r.time_to_first_token = first_token_at_ - arrival_;
+  LogRequest(r);
+  if (env_->metrics != nullptr) env_->metrics->RecordRequest(r);
 }
 
 GenerateCall::Action GenerateCall::PumpLocked() {

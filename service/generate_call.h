@@ -28,8 +28,11 @@ namespace qwen::service {
 // The gRPC metadata key (binary, so any text) whose value a front end started with
 // --testing_allow_forced_output tokenizes and has the worker emit instead of sampled tokens.
 inline constexpr char kForcedOutputMetadata[] = "x-qwen-testing-forced-output-bin";
+// The gRPC metadata key of a request id, used when GenerateRequest.request_id is empty.
+inline constexpr char kRequestIdMetadata[] = "x-request-id";
 
 class GenerateCall;
+class Metrics;
 
 // The live Generate streams, so that shutdown can wait for them and cancel the stragglers.
 // Thread-safe.
@@ -56,6 +59,7 @@ struct GenerateEnv {
   bool allow_forced_output = false;
   std::atomic<bool>* draining = nullptr;  // set: new calls are refused with UNAVAILABLE
   std::atomic<uint64_t>* request_counter = nullptr;
+  Metrics* metrics = nullptr;  // null: no metrics
 };
 
 // The server side of one Generate call and the worker call(s) that serve it:
@@ -119,6 +123,8 @@ class GenerateCall : public grpc::ServerWriteReactor<v1::GenerateResponse>,
   std::shared_ptr<GenerateCall> self_;  // gRPC's reference, dropped in OnDone
   uint64_t job_id_ = 0;
   absl::Time arrival_;
+  std::string request_id_;  // set in Start, then read-only
+  std::string peer_;        // set in Start, then read-only
 
   absl::Mutex mu_;
   enum class Phase { kNew, kQueued, kRunning, kEnded };
@@ -128,7 +134,10 @@ class GenerateCall : public grpc::ServerWriteReactor<v1::GenerateResponse>,
   std::shared_ptr<WorkerCall> worker_call_ ABSL_GUARDED_BY(mu_);
   std::vector<WorkerRef> failed_workers_ ABSL_GUARDED_BY(mu_);
   int attempts_ ABSL_GUARDED_BY(mu_) = 0;
-  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;  // client cancel, deadline or broken stream
+  int last_worker_ ABSL_GUARDED_BY(mu_) = -1;  // index of the worker of the last attempt
+  absl::Time first_token_at_ ABSL_GUARDED_BY(mu_);
+  absl::Time last_token_at_ ABSL_GUARDED_BY(mu_);  // when the latest tokens arrived
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;    // client cancel, deadline or broken stream
   bool registered_ ABSL_GUARDED_BY(mu_) = false;
 
   // Output: messages wait in outbox_ (merged while a write is in flight); the final status

@@ -181,6 +181,8 @@ absl::Status WorkerPool::SpawnLocked(Worker& w) {
       absl::StrCat("--kv_type=", options_.kv_type),
       absl::StrCat("--prefill_chunk=", options_.prefill_chunk),
       absl::StrCat("--parent_pid=", getpid()),
+      absl::StrCat("--log_level=", LogLevelName(GetLogLevel())),
+      absl::StrCat("--log_format=", LogFormatName(GetLogFormat())),
   };
   if (options_.allow_forced_tokens) args.push_back("--testing_allow_forced_tokens");
   std::vector<std::string> env = WorkerEnvironment();
@@ -227,7 +229,8 @@ absl::Status WorkerPool::SpawnLocked(Worker& w) {
   w.channel = grpc::CreateCustomChannel(absl::StrCat("unix:", w.socket),
                                         grpc::InsecureChannelCredentials(), ch);
   w.stub = wpb::Worker::NewStub(w.channel);
-  LogInfo(kComponent, absl::StrCat("worker ", w.index, " started (pid ", pid, ")"));
+  LogInfo(kComponent, absl::StrCat("worker ", w.index, " started (pid ", pid, ")"),
+          {{"event", "worker_started"}, {"worker", w.index}, {"worker_pid", pid}});
   return absl::OkStatus();
 }
 
@@ -256,7 +259,12 @@ void WorkerPool::Supervise() {
             LogWarning(kComponent,
                        absl::StrCat("worker ", w.index, " (pid ", w.pid, ") ",
                                     r == w.pid ? DescribeExit(status) : "vanished",
-                                    "; restarting in ", absl::FormatDuration(w.backoff)));
+                                    "; restarting in ", absl::FormatDuration(w.backoff)),
+                       {{"event", "worker_exited"},
+                        {"worker", w.index},
+                        {"worker_pid", w.pid},
+                        {"exit", r == w.pid ? DescribeExit(status) : "vanished"},
+                        {"restart_in_ms", absl::ToInt64Milliseconds(w.backoff)}});
             w.pid = 0;
             w.stub.reset();
             w.channel.reset();
@@ -276,6 +284,10 @@ void WorkerPool::Supervise() {
           actions.push_back([this, call, stub = w.stub, k = w.index, epoch = w.epoch] {
             stub->async()->Health(&call->ctx, &call->req, &call->resp,
                                   [this, call, k, epoch](grpc::Status s) {
+                                    // Before the count drops: the pool outlives this call.
+                                    if (s.ok() && options_.on_health) {
+                                      options_.on_health(k, epoch, call->resp);
+                                    }
                                     absl::MutexLock lock(&mu_);
                                     --probes_in_flight_;
                                     Worker& w = workers_[k];
@@ -292,7 +304,8 @@ void WorkerPool::Supervise() {
             if (now >= w.restart_at) {
               absl::Status st = SpawnLocked(w);
               if (!st.ok()) {
-                LogError(kComponent, absl::StrCat("worker ", w.index, ": ", st.message()));
+                LogError(kComponent, absl::StrCat("worker ", w.index, ": ", st.message()),
+                         {{"event", "worker_spawn_failed"}, {"worker", w.index}});
                 w.restart_at = now + w.backoff;
                 w.backoff = std::min(w.backoff * 2, options_.restart_backoff_max);
               }
@@ -308,7 +321,11 @@ void WorkerPool::Supervise() {
                 LogInfo(kComponent,
                         absl::StrCat("worker ", w.index, " (pid ", w.pid, ") is up after ",
                                      absl::FormatDuration(
-                                         absl::Trunc(now - w.spawned, absl::Milliseconds(1)))));
+                                         absl::Trunc(now - w.spawned, absl::Milliseconds(1)))),
+                        {{"event", "worker_up"},
+                         {"worker", w.index},
+                         {"worker_pid", w.pid},
+                         {"startup_ms", absl::ToInt64Milliseconds(now - w.spawned)}});
                 actions.push_back([this, k = w.index, epoch = w.epoch] {
                   dispatcher_->WorkerUp(k, epoch, options_.slots);
                 });
@@ -319,7 +336,10 @@ void WorkerPool::Supervise() {
               LogError(
                   kComponent,
                   absl::StrCat("worker ", w.index, " (pid ", w.pid, ") did not come up within ",
-                               absl::FormatDuration(options_.startup_timeout), "; killing it"));
+                               absl::FormatDuration(options_.startup_timeout), "; killing it"),
+                  {{"event", "worker_startup_timeout"},
+                   {"worker", w.index},
+                   {"worker_pid", w.pid}});
               kill(w.pid, SIGKILL);
               w.spawned = absl::InfiniteFuture();  // reaped next tick; do not kill again
             } else if (!w.probe_in_flight && now >= w.next_probe &&
@@ -334,7 +354,11 @@ void WorkerPool::Supervise() {
               if (!w.probe_ok) {
                 LogError(kComponent,
                          absl::StrCat("worker ", w.index, " (pid ", w.pid,
-                                      ") failed its heartbeat (", w.probe_error, "); killing it"));
+                                      ") failed its heartbeat (", w.probe_error, "); killing it"),
+                         {{"event", "worker_wedged"},
+                          {"worker", w.index},
+                          {"worker_pid", w.pid},
+                          {"error", w.probe_error}});
                 kill(w.pid, SIGKILL);
                 // Out of the dispatcher now; the reaping above restarts it.
                 w.state = State::kStarting;

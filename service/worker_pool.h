@@ -43,6 +43,10 @@ struct WorkerPoolOptions {
   bool allow_forced_tokens = false;  // passes --testing_allow_forced_tokens
   // The program the workers run (`<exe> worker ...`).
   std::string exe = "/proc/self/exe";
+  // Called with every successful heartbeat answer (worker index, incarnation, answer), on a
+  // gRPC thread, without the pool's lock held; it must not call into the pool. May be empty.
+  std::function<void(int index, uint64_t epoch, const worker::v1::HealthResponse& health)>
+      on_health;
 };
 
 // What GetModelInfo reports about a worker.

@@ -26,6 +26,8 @@ namespace {
 
 namespace wpb = ::qwen::worker::v1;
 
+constexpr char kComponent[] = "worker";
+
 // Most tokens sent in one message when the front end reads slower than the engine produces.
 constexpr int kMaxTokensPerMessage = 64;
 
@@ -54,7 +56,8 @@ class GenerateReactor : public grpc::ServerWriteReactor<wpb::GenerateResponse> {
 // Thread-safe: all state is under its mutex; gRPC operations are started outside it.
 class Stream : public engine::RequestSink {
  public:
-  explicit Stream(GenerateReactor* reactor) : reactor_(reactor) {}
+  Stream(GenerateReactor* reactor, std::string request_id)
+      : reactor_(reactor), request_id_(std::move(request_id)) {}
 
   void OnToken(const engine::TokenOutput& t) override {
     {
@@ -101,11 +104,14 @@ class Stream : public engine::RequestSink {
       f.set_decode_ms(absl::ToDoubleMilliseconds(info.decode_time));
       finished_ = true;
     }
+    LogFinish(info);
     Pump();
   }
 
   // Submission failed: the call ends with this status and no message.
   void Fail(const absl::Status& status) {
+    LogWarning(kComponent, "generation refused",
+               {{"request_id", request_id_}, {"error", status.ToString()}});
     GenerateReactor* r;
     {
       absl::MutexLock lock(&mu_);
@@ -173,8 +179,30 @@ class Stream : public engine::RequestSink {
     }
   }
 
+  // The engine's account of the sequence: debug, or an error line for an engine failure.
+  void LogFinish(const engine::FinishInfo& info) {
+    const bool error = info.reason == engine::FinishReason::kError;
+    if (!LogEnabled(error ? LogLevel::kError : LogLevel::kDebug)) return;
+    static constexpr const char* kReasons[] = {"stop_token", "length", "cancelled", "error"};
+    LogFields f = {{"request_id", request_id_},
+                   {"reason", kReasons[static_cast<int>(info.reason)]},
+                   {"prompt_tokens", info.prompt_tokens},
+                   {"generated_tokens", info.generated_tokens},
+                   {"cached_tokens", info.cached_tokens},
+                   {"queue_ms", absl::ToDoubleMilliseconds(info.queue_time)},
+                   {"time_to_first_token_ms", absl::ToDoubleMilliseconds(info.time_to_first_token)},
+                   {"decode_ms", absl::ToDoubleMilliseconds(info.decode_time)}};
+    if (error) {
+      f["error"] = std::string(info.status.message());
+      LogError(kComponent, "generation failed", f);
+    } else {
+      LogDebug(kComponent, "generation finished", f);
+    }
+  }
+
   absl::Mutex mu_;
   GenerateReactor* reactor_ ABSL_GUARDED_BY(mu_);
+  const std::string request_id_;
   std::deque<wpb::Token> pending_ ABSL_GUARDED_BY(mu_);
   wpb::Finish finish_ ABSL_GUARDED_BY(mu_);
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
@@ -203,8 +231,14 @@ class WorkerService final : public wpb::Worker::CallbackService {
       grpc::CallbackServerContext* ctx, const wpb::GenerateRequest* req) override {
     const uint64_t id = next_id_.fetch_add(1);
     auto* reactor = new GenerateReactor(engine_, id);
-    auto stream = std::make_shared<Stream>(reactor);
+    auto stream = std::make_shared<Stream>(reactor, req->request_id());
     reactor->Begin(stream);
+    if (LogEnabled(LogLevel::kDebug)) {
+      LogDebug(kComponent, "generation started",
+               {{"request_id", req->request_id()},
+                {"prompt_tokens", req->prompt_size()},
+                {"max_tokens", req->max_tokens()}});
+    }
 
     engine::GenerationRequest r;
     r.id = id;
@@ -248,6 +282,10 @@ class WorkerService final : public wpb::Worker::CallbackService {
     resp->set_context_length(engine_->options().n_ctx);
     resp->set_tokens_generated(s.tokens_generated);
     resp->set_tokens_prefilled(s.tokens_prefilled);
+    resp->set_steps(s.steps);
+    resp->set_state_bytes(static_cast<int64_t>(s.state_bytes));
+    resp->set_kv_bytes_resident(static_cast<int64_t>(s.kv_bytes_resident));
+    resp->set_kv_bytes_reserved(static_cast<int64_t>(s.kv_bytes_reserved));
     grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
     r->Finish(grpc::Status::OK);
     return r;
@@ -263,7 +301,8 @@ class WorkerService final : public wpb::Worker::CallbackService {
 
 absl::Status RunWorker(const WorkerOptions& options) {
   SetLogProcessName(absl::StrCat("qwen-worker-", options.index));
-  const std::string component = "worker";
+  SetLogContextField("worker", options.index);
+  const std::string component = kComponent;
   // Die with the front end. The request is cancelled if the parent is already gone, so check.
   if (options.parent_pid > 0) {
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) {

@@ -45,6 +45,7 @@ class ServerProcess {
     int queue_size = 64;
     int ctx_size = 2048;
     bool forced_output = true;
+    int metrics_port = 0;            // 0: no metrics endpoint (tests run servers side by side)
     std::vector<std::string> extra;  // more flags
   };
 
@@ -71,6 +72,7 @@ class ServerProcess {
         absl::StrCat("--ctx_size=", o.ctx_size),
         "--threads=1",
         "--grace_period=20s",
+        absl::StrCat("--metrics_port=", o.metrics_port),
     };
     if (o.forced_output) args.push_back("--testing_allow_forced_output");
     for (const std::string& e : o.extra) args.push_back(e);

@@ -1,0 +1,93 @@
+#include "service/rpc_observer.h"
+
+#include <string>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
+#include "service/grpc_status.h"
+#include "service/metrics.h"
+#include "service/request_log.h"
+
+namespace qwen::service {
+namespace {
+
+using grpc::experimental::InterceptionHookPoints;
+
+constexpr char kQwenPrefix[] = "/qwen.v1.Qwen/";
+constexpr char kRequestIdKey[] = "x-request-id";
+
+class RpcObserver : public grpc::experimental::Interceptor {
+ public:
+  RpcObserver(grpc::experimental::ServerRpcInfo* info, Metrics* metrics,
+              std::atomic<uint64_t>* counter)
+      : info_(info), metrics_(metrics), counter_(counter), arrival_(absl::Now()) {
+    const absl::string_view method = info->method() != nullptr ? info->method() : "";
+    qwen_method_ = absl::StartsWith(method, kQwenPrefix);
+    method_ = MethodLabel(method);
+  }
+
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_INITIAL_METADATA)) {
+      if (auto* md = methods->GetRecvInitialMetadata(); md != nullptr) {
+        auto it = md->find(kRequestIdKey);
+        if (it != md->end()) request_id_.assign(it->second.data(), it->second.size());
+      }
+      if (request_id_.empty()) request_id_ = absl::StrCat("req-", counter_->fetch_add(1) + 1);
+    }
+    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_INITIAL_METADATA) &&
+        qwen_method_ && !request_id_.empty()) {
+      if (auto* md = methods->GetSendInitialMetadata(); md != nullptr) {
+        md->emplace(kRequestIdKey, request_id_);
+      }
+    }
+    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
+      RequestSummary r;
+      r.method = method_;
+      r.request_id = request_id_;
+      if (info_->server_context() != nullptr) r.peer = info_->server_context()->peer();
+      r.status = FromGrpcStatus(methods->GetSendStatus());
+      r.duration = absl::Now() - arrival_;
+      if (qwen_method_) {
+        LogRequest(r);
+        if (metrics_ != nullptr) metrics_->RecordRequest(r);
+      } else if (LogEnabled(LogLevel::kDebug)) {
+        Log(LogLevel::kDebug, "request",
+            absl::StrCat(r.method, " ", StatusCodeName(r.status.code())), RequestLogFields(r));
+      }
+    }
+    methods->Proceed();
+  }
+
+ private:
+  grpc::experimental::ServerRpcInfo* const info_;
+  Metrics* const metrics_;
+  std::atomic<uint64_t>* const counter_;
+  const absl::Time arrival_;
+  bool qwen_method_ = false;
+  std::string method_;
+  std::string request_id_;
+};
+
+}  // namespace
+
+std::string MethodLabel(absl::string_view full_method) {
+  if (absl::StartsWith(full_method, kQwenPrefix)) {
+    return std::string(full_method.substr(sizeof(kQwenPrefix) - 1));
+  }
+  if (absl::StartsWith(full_method, "/")) full_method.remove_prefix(1);
+  return std::string(full_method);
+}
+
+grpc::experimental::Interceptor* RpcObserverFactory::CreateServerInterceptor(
+    grpc::experimental::ServerRpcInfo* info) {
+  if (info->method() != nullptr &&
+      absl::string_view(info->method()) == absl::StrCat(kQwenPrefix, "Generate")) {
+    return nullptr;
+  }
+  return new RpcObserver(info, metrics_, request_counter_);
+}
+
+}  // namespace qwen::service
