@@ -15,6 +15,7 @@ int RunRender(int argc, char** argv);
 int RunParse(int argc, char** argv);
 int RunServe(int argc, char** argv);
 int RunWorker(int argc, char** argv);
+int RunLoad(int argc, char** argv);
 
 }  // namespace qwen::cli
 

@@ -25,6 +25,7 @@ constexpr Command kCommands[] = {
     {"parse", qwen::cli::RunParse, "generated text to reasoning, content and tool calls"},
     {"serve", qwen::cli::RunServe, "serve the model over gRPC with a pool of worker processes"},
     {"worker", qwen::cli::RunWorker, "one worker process of `qwen serve` (started by it)"},
+    {"load", qwen::cli::RunLoad, "bounded load on a local qwen serve: errors, latency, memory"},
 };
 
 void PrintUsage(FILE* out) {

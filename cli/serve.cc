@@ -9,6 +9,7 @@
 #include "cli/common_flags.h"
 #include "cli/engine_flags.h"
 #include "cli/flags_util.h"
+#include "cli/serve_limits.h"
 #include "cli/serving_flags.h"
 #include "inference/common/thread_pool.h"
 #include "service/front_end.h"
@@ -89,6 +90,10 @@ int RunServe(int argc, char** argv) {
   // The cores are shared among the workers unless told otherwise.
   p.threads = absl::GetFlag(FLAGS_threads);
   if (p.threads <= 0) p.threads = std::max(1, AvailableCores() / std::max(1, p.workers));
+  if (absl::Status st = ApplyServeLimitFlags(&o); !st.ok()) {
+    std::fprintf(stderr, "qwen serve: %s\n", std::string(st.message()).c_str());
+    return 2;
+  }
   if (o.port < 0 || o.port > 65535) {
     std::fprintf(stderr, "qwen serve: --port must be in [0, 65535]\n");
     return 2;

@@ -19,6 +19,9 @@ ABSL_FLAG(int32_t, parent_pid, 0,
           "parent. 0: no check.");
 ABSL_FLAG(bool, testing_allow_forced_tokens, false,
           "Testing only: honour forced_tokens in requests (teacher forcing).");
+ABSL_FLAG(bool, testing_allow_fault_injection, false,
+          "Testing only: SIGUSR1 wedges the engine thread, SIGUSR2 makes it allocate memory until "
+          "the memory limit is hit.");
 
 namespace qwen::cli {
 
@@ -44,6 +47,7 @@ int RunWorker(int argc, char** argv) {
   o.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
   o.parent_pid = absl::GetFlag(FLAGS_parent_pid);
   o.allow_forced_tokens = absl::GetFlag(FLAGS_testing_allow_forced_tokens);
+  o.allow_fault_injection = absl::GetFlag(FLAGS_testing_allow_fault_injection);
   absl::Status s = service::RunWorker(o);
   if (!s.ok()) {
     std::fprintf(stderr, "qwen worker: %s\n", std::string(s.message()).c_str());

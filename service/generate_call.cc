@@ -5,7 +5,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "service/auth.h"
 #include "service/grpc_status.h"
+#include "service/limits.h"
 #include "service/log.h"
 
 namespace qwen::service {
@@ -147,8 +149,16 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* GenerateCall::Create(
 void GenerateCall::Start(const v1::GenerateRequest& request) {
   arrival_ = absl::Now();
   job_id_ = env_->request_counter->fetch_add(1) + 1;
+  if (absl::Status st = CheckAuthenticated(*ctx_); !st.ok()) {
+    EndWith(st);
+    return;
+  }
   if (env_->draining->load()) {
     EndWith(absl::UnavailableError("the server is shutting down"));
+    return;
+  }
+  if (absl::Status st = CheckMessageSize(request, env_->max_message_bytes); !st.ok()) {
+    EndWith(st);
     return;
   }
   std::string forced;
@@ -416,7 +426,9 @@ void GenerateCall::FinalLocked(const absl::Status& status) {
 void GenerateCall::LogEndLocked(const absl::Status& status) {
   if (!registered_) {
     // Refused before admission: only unusual refusals are worth a line.
-    if (status.code() != absl::StatusCode::kInvalidArgument) {
+    // (Refused tokens are logged, at a bounded rate, by the auth interceptor.)
+    if (status.code() != absl::StatusCode::kInvalidArgument &&
+        status.code() != absl::StatusCode::kUnauthenticated) {
       LogInfo(kComponent, absl::StrCat("refused: ", status.ToString()));
     }
     return;
