@@ -42,8 +42,8 @@ ABSL_FLAG(int64_t, max_requests, 1000000, "Requests to send at most, all clients
 ABSL_FLAG(absl::Duration, warmup, absl::Seconds(10),
           "Memory is compared with its level this long after the start (allocators and caches "
           "settle first); latencies of this period are kept.");
-ABSL_FLAG(int32_t, max_tokens, 32, "Tokens each request generates (ignore_eos is set).");
-ABSL_FLAG(std::string, prompt, "Write a short story about a lighthouse keeper.",
+ABSL_FLAG(int32_t, tokens_per_request, 32, "Tokens each request generates (ignore_eos is set).");
+ABSL_FLAG(std::string, prompt_text, "Write a short story about a lighthouse keeper.",
           "Prompt text; each request appends its client and sequence number.");
 ABSL_FLAG(absl::Duration, deadline, absl::Seconds(120), "Deadline of each request.");
 ABSL_FLAG(std::string, auth_token_file, "", "Send the bearer token in this file's first line.");
@@ -52,7 +52,7 @@ ABSL_FLAG(int32_t, watch_pid, 0,
 ABSL_FLAG(double, max_rss_growth_mib, 0,
           "Fail (exit 1) when the watched resident memory grew more than this many MiB from the "
           "end of the warm-up to the end of the run (0: report only).");
-ABSL_FLAG(std::string, json, "", "Also write the report as JSON to this file.");
+ABSL_FLAG(std::string, report, "", "Also write the JSON report to this file.");
 
 namespace qwen::cli {
 namespace {
@@ -217,12 +217,12 @@ int RunLoad(int argc, char** argv) {
       for (int64_t seq = 0;; ++seq) {
         if (absl::Now() >= stop_at || issued.fetch_add(1) >= max_requests) return;
         qwen::v1::GenerateRequest req;
-        req.set_prompt(absl::StrCat(absl::GetFlag(FLAGS_prompt), " (client ", c, ", request ",
+        req.set_prompt(absl::StrCat(absl::GetFlag(FLAGS_prompt_text), " (client ", c, ", request ",
                                     seq, ")"));
         req.set_request_id(absl::StrCat("load-", c, "-", seq));
         req.mutable_sampling()->set_temperature(0.8f);
         req.mutable_sampling()->set_seed(static_cast<uint64_t>(c) * 1000003 + seq);
-        req.mutable_stopping()->set_max_tokens(absl::GetFlag(FLAGS_max_tokens));
+        req.mutable_stopping()->set_max_tokens(absl::GetFlag(FLAGS_tokens_per_request));
         req.mutable_stopping()->set_ignore_eos(true);
         req.mutable_output()->set_return_token_ids(true);
         grpc::ClientContext ctx;
@@ -309,8 +309,8 @@ int RunLoad(int argc, char** argv) {
   }
   const std::string text = report.dump(2);
   std::printf("%s\n", text.c_str());
-  if (!absl::GetFlag(FLAGS_json).empty()) {
-    std::ofstream out(absl::GetFlag(FLAGS_json));
+  if (!absl::GetFlag(FLAGS_report).empty()) {
+    std::ofstream out(absl::GetFlag(FLAGS_report));
     out << text << "\n";
   }
   std::printf("load: %lld requests ok, %lld errors, ttft p50 %.1f ms p99 %.1f ms, itl p50 %.2f "

@@ -7,6 +7,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "cli/serving_flags.h"
 #include "service/limits.h"
 
 ABSL_FLAG(std::string, tls_cert, "",
@@ -35,9 +36,6 @@ ABSL_FLAG(std::string, worker_memory_limit, "",
           "Cap on each worker's private memory (heap, KV cache, stacks; not the shared weights), "
           "set with setrlimit(RLIMIT_DATA), e.g. 6G or 512M. A worker over it exits and is "
           "restarted like a crash. Empty: no cap.");
-ABSL_FLAG(bool, testing_allow_fault_injection, false,
-          "Testing only: workers take SIGUSR1 (wedge the engine thread) and SIGUSR2 (allocate "
-          "until the memory limit). Never enable in production.");
 
 namespace qwen::cli {
 namespace {

@@ -19,9 +19,7 @@ ABSL_FLAG(int32_t, parent_pid, 0,
           "parent. 0: no check.");
 ABSL_FLAG(bool, testing_allow_forced_tokens, false,
           "Testing only: honour forced_tokens in requests (teacher forcing).");
-ABSL_FLAG(bool, testing_allow_fault_injection, false,
-          "Testing only: SIGUSR1 wedges the engine thread, SIGUSR2 makes it allocate memory until "
-          "the memory limit is hit.");
+
 
 namespace qwen::cli {
 

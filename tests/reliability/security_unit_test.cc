@@ -57,7 +57,7 @@ TEST(LoadAuthTokensTest, RefusesEmptyFilesBadTokensAndMissingFiles) {
   const std::string spaced = TempFile("good\ntwo words\n");
   absl::Status st = LoadAuthTokens(spaced).status();
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(st.message(), HasSubstr("line 2"));
+  EXPECT_THAT(std::string(st.message()), HasSubstr("line 2"));
   EXPECT_EQ(LoadAuthTokens("/nonexistent/tokens").status().code(), absl::StatusCode::kNotFound);
   unlink(empty.c_str());
   unlink(spaced.c_str());
@@ -86,16 +86,16 @@ TEST(TlsOptionsTest, IncompleteSetsAreRefusedNamingTheFlag) {
   TlsOptions o;
   EXPECT_TRUE(MakeServerCredentials(o).ok());  // plaintext
   o.client_ca_file = "/x/ca.pem";
-  EXPECT_THAT(MakeServerCredentials(o).status().message(), HasSubstr("--tls_client_ca"));
+  EXPECT_THAT(std::string(MakeServerCredentials(o).status().message()), HasSubstr("--tls_client_ca"));
   o = TlsOptions();
   o.cert_file = "/x/cert.pem";
-  EXPECT_THAT(MakeServerCredentials(o).status().message(), HasSubstr("--tls_key"));
+  EXPECT_THAT(std::string(MakeServerCredentials(o).status().message()), HasSubstr("--tls_key"));
   const std::string not_pem = TempFile("hello");
   o.cert_file = not_pem;
   o.key_file = not_pem;
   absl::Status st = MakeServerCredentials(o).status();
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(st.message(), StartsWith("--tls_cert"));
+  EXPECT_THAT(std::string(st.message()), StartsWith("--tls_cert"));
   unlink(not_pem.c_str());
 }
 
@@ -105,7 +105,7 @@ TEST(MessageSizeTest, TheLimitAndTheTransportsHeadroom) {
   EXPECT_TRUE(CheckMessageSize(r, 4096).ok());
   absl::Status st = CheckMessageSize(r, 1024);
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(st.message(), StartsWith("request: "));
+  EXPECT_THAT(std::string(st.message()), StartsWith("request: "));
   EXPECT_EQ(TransportMessageLimit(8 << 20), 16 << 20);
   EXPECT_EQ(TransportMessageLimit(1024), 1024 + (1 << 20));
   EXPECT_EQ(TransportMessageLimit(int64_t{3} << 30), 2147483647);
@@ -143,7 +143,7 @@ TEST(ToolSchemaTest, RefusesBrokenSchemasNamingThePath) {
   for (const Case& c : cases) {
     absl::Status st = ValidateToolSchema(Json::parse(c.schema), "p");
     EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << c.schema;
-    EXPECT_THAT(st.message(), StartsWith(std::string(c.path) + ":")) << c.schema;
+    EXPECT_THAT(std::string(st.message()), StartsWith(std::string(c.path) + ":")) << c.schema;
   }
   // Nesting is bounded.
   Json deep = Json::object();
@@ -152,7 +152,7 @@ TEST(ToolSchemaTest, RefusesBrokenSchemasNamingThePath) {
     (*at)["items"] = Json::object();
     at = &(*at)["items"];
   }
-  EXPECT_THAT(ValidateToolSchema(deep, "p").message(), HasSubstr("deeper"));
+  EXPECT_THAT(std::string(ValidateToolSchema(deep, "p").message()), HasSubstr("deeper"));
 }
 
 TEST(CheckTextTest, Utf8AndNul) {
@@ -169,7 +169,7 @@ TEST(ChatValidationTest, SystemFirstUniqueToolsAndTheToolLimit) {
   m = chat.add_messages();
   m->set_role("system");
   m->set_content("late");
-  EXPECT_THAT(ChatToTemplateInput(chat, "chat").status().message(),
+  EXPECT_THAT(std::string(ChatToTemplateInput(chat, "chat").status().message()),
               StartsWith("chat.messages[1].role:"));
   chat.mutable_messages()->RemoveLast();
   for (int k = 0; k < 2; ++k) {
@@ -177,14 +177,14 @@ TEST(ChatValidationTest, SystemFirstUniqueToolsAndTheToolLimit) {
     t->set_name("lookup");
     t->set_parameters_json(R"({"type": "object"})");
   }
-  EXPECT_THAT(ChatToTemplateInput(chat, "chat").status().message(),
+  EXPECT_THAT(std::string(ChatToTemplateInput(chat, "chat").status().message()),
               StartsWith("chat.tools[1].name:"));
   chat.mutable_tools(1)->set_name("lookup2");
   EXPECT_TRUE(ChatToTemplateInput(chat, "chat").ok());
-  EXPECT_THAT(ChatToTemplateInput(chat, "chat", /*max_tools=*/1).status().message(),
+  EXPECT_THAT(std::string(ChatToTemplateInput(chat, "chat", /*max_tools=*/1).status().message()),
               StartsWith("chat.tools:"));
   chat.mutable_tools(1)->set_name("two words");
-  EXPECT_THAT(ChatToTemplateInput(chat, "chat").status().message(),
+  EXPECT_THAT(std::string(ChatToTemplateInput(chat, "chat").status().message()),
               StartsWith("chat.tools[1].name:"));
 }
 
