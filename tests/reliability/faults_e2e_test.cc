@@ -197,7 +197,7 @@ TEST(FaultsE2eTest, KillDuringPrefillWithEightStreams) {
   ServerProcess::Options o;
   o.slots = 4;
   o.ctx_size = kContext;
-  o.extra = {"--prefill_chunk=4"};  // prefill of 4 x 1900 tokens takes ~1900 engine steps
+  o.extra = {"--prefill_chunk=4"};  // 4 prompts of 400 tokens take ~400 engine steps to prefill
   std::string error;
   auto server = ServerProcess::Start(o, &error);
   ASSERT_NE(server, nullptr) << error;
@@ -211,7 +211,7 @@ TEST(FaultsE2eTest, KillDuringPrefillWithEightStreams) {
     std::vector<std::unique_ptr<BackgroundStream>> streams;
     for (int k = 0; k < 8; ++k) {
       streams.push_back(std::make_unique<BackgroundStream>(
-          stub.get(), LongPrompt(100 * round + k, 1900, 16)));
+          stub.get(), LongPrompt(100 * round + k, 400, 16)));
     }
     ASSERT_TRUE(WaitBusy(*server, 8, absl::Seconds(60))) << server->Log();
     int with_tokens = 0;

@@ -47,11 +47,11 @@ class Pki {
         "openssl req ", key, " -keyout rogue.key -out rogue.csr -subj /CN=qwen-rogue; ",
         "openssl x509 -req -in rogue.csr -CA rogue-ca.pem -CAkey rogue-ca.key -CAcreateserial ",
         "-out rogue.pem -days 2; chmod 600 *.key");
-    CommandResult r = RunCommand(absl::StrCat("sh -c \"", script, "\" 2>&1"));
-    ok_ = r.status == 0;
-    log_ = r.out;
+    int code = -1;
+    log_ = RunCommand(absl::StrCat("sh -c \"", script, "\" 2>&1"), &code);
+    ok_ = code == 0;
   }
-  ~Pki() { RunCommand(absl::StrCat("rm -rf ", dir_)); }
+  ~Pki() { RunCommand(absl::StrCat("rm -rf ", dir_), nullptr); }
   bool ok() const { return ok_; }
   const std::string& log() const { return log_; }
   std::string Path(const std::string& name) const { return absl::StrCat(dir_, "/", name); }
@@ -356,9 +356,9 @@ TEST(SecurityE2eTest, ServesAsAnUnprivilegedUser) {
   const std::string dir = mkdtemp(tmpl);
   ASSERT_EQ(chmod(dir.c_str(), 0755), 0);
   const std::string model = dir + "/tiny.gguf";
-  ASSERT_EQ(RunCommand(absl::StrCat("cp ", DataPath("models/tiny-qwen35-f32.gguf"), " ", model))
-                .status,
-            0);
+  int copied = -1;
+  RunCommand(absl::StrCat("cp ", DataPath("models/tiny-qwen35-f32.gguf"), " ", model), &copied);
+  ASSERT_EQ(copied, 0);
   ASSERT_EQ(chmod(model.c_str(), 0444), 0);
   const std::string sockets = dir + "/run";
   ASSERT_EQ(mkdir(sockets.c_str(), 0700), 0);
@@ -368,13 +368,18 @@ TEST(SecurityE2eTest, ServesAsAnUnprivilegedUser) {
   o.model_path = model;
   o.wrapper = {"/usr/bin/setpriv", absl::StrCat("--reuid=", nobody->pw_uid),
                absl::StrCat("--regid=", nobody->pw_gid), "--clear-groups",
-               "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"};
+               "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs",
+               // The uid change clears the parent-death signal ServerProcess asked for; ask
+               // again so that a crashed test leaves no server behind.
+               "--pdeathsig=SIGKILL"};
   o.extra = {"--socket_dir=" + sockets};
   std::string error;
   auto server = ServerProcess::Start(o, &error);
   ASSERT_NE(server, nullptr) << error;
   EXPECT_EQ(Uid(server->pid()), static_cast<int>(nobody->pw_uid));
-  for (const auto& w : server->Info().serving().worker_status()) {
+  const v1::GetModelInfoResponse info = server->Info();
+  ASSERT_EQ(info.serving().worker_status_size(), 2);
+  for (const auto& w : info.serving().worker_status()) {
     EXPECT_EQ(Uid(w.pid()), static_cast<int>(nobody->pw_uid)) << "worker " << w.index();
   }
   const std::string socket_dir = SocketDir(server->Log());
@@ -388,7 +393,7 @@ TEST(SecurityE2eTest, ServesAsAnUnprivilegedUser) {
   EXPECT_EQ(r.completion.usage().generated_tokens(), 3u);
   const int status = server->Stop(absl::Seconds(30));
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
-  RunCommand(absl::StrCat("rm -rf ", dir));
+  RunCommand(absl::StrCat("rm -rf ", dir), nullptr);
 }
 
 }  // namespace
