@@ -217,8 +217,8 @@ int RunLoad(int argc, char** argv) {
       for (int64_t seq = 0;; ++seq) {
         if (absl::Now() >= stop_at || issued.fetch_add(1) >= max_requests) return;
         qwen::v1::GenerateRequest req;
-        req.set_prompt(absl::StrCat(absl::GetFlag(FLAGS_prompt_text), " (client ", c, ", request ",
-                                    seq, ")"));
+        req.set_prompt(
+            absl::StrCat(absl::GetFlag(FLAGS_prompt_text), " (client ", c, ", request ", seq, ")"));
         req.set_request_id(absl::StrCat("load-", c, "-", seq));
         req.mutable_sampling()->set_temperature(0.8f);
         req.mutable_sampling()->set_seed(static_cast<uint64_t>(c) * 1000003 + seq);
@@ -261,9 +261,8 @@ int RunLoad(int argc, char** argv) {
         } else {
           ++totals.errors[CodeName(st.error_code())];
           if (totals.error_samples.size() < 5) {
-            totals.error_samples.push_back(
-                absl::StrCat(req.request_id(), ": ", CodeName(st.error_code()), ": ",
-                             st.error_message()));
+            totals.error_samples.push_back(absl::StrCat(
+                req.request_id(), ": ", CodeName(st.error_code()), ": ", st.error_message()));
           }
         }
       }
@@ -313,12 +312,13 @@ int RunLoad(int argc, char** argv) {
     std::ofstream out(absl::GetFlag(FLAGS_report));
     out << text << "\n";
   }
-  std::printf("load: %lld requests ok, %lld errors, ttft p50 %.1f ms p99 %.1f ms, itl p50 %.2f "
-              "ms p99 %.2f ms, %.1f tokens/s\n",
-              static_cast<long long>(totals.ok), static_cast<long long>(errors),
-              report["ttft_ms"]["p50"].get<double>(), report["ttft_ms"]["p99"].get<double>(),
-              report["itl_ms"]["p50"].get<double>(), report["itl_ms"]["p99"].get<double>(),
-              report["tokens_per_second"].get<double>());
+  std::printf(
+      "load: %lld requests ok, %lld errors, ttft p50 %.1f ms p99 %.1f ms, itl p50 %.2f "
+      "ms p99 %.2f ms, %.1f tokens/s\n",
+      static_cast<long long>(totals.ok), static_cast<long long>(errors),
+      report["ttft_ms"]["p50"].get<double>(), report["ttft_ms"]["p99"].get<double>(),
+      report["itl_ms"]["p50"].get<double>(), report["itl_ms"]["p99"].get<double>(),
+      report["tokens_per_second"].get<double>());
   return errors == 0 && totals.ok > 0 && memory_ok ? 0 : 1;
 }
 

@@ -47,7 +47,7 @@ int64_t ParseBytes(std::string text) {
   int64_t scale = 1;
   const char last = absl::ascii_toupper(text.back());
   if (last == 'K' || last == 'M' || last == 'G' || last == 'T') {
-    scale = last == 'K' ? int64_t{1} << 10
+    scale = last == 'K'   ? int64_t{1} << 10
             : last == 'M' ? int64_t{1} << 20
             : last == 'G' ? int64_t{1} << 30
                           : int64_t{1} << 40;

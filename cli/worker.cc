@@ -20,7 +20,6 @@ ABSL_FLAG(int32_t, parent_pid, 0,
 ABSL_FLAG(bool, testing_allow_forced_tokens, false,
           "Testing only: honour forced_tokens in requests (teacher forcing).");
 
-
 namespace qwen::cli {
 
 int RunWorker(int argc, char** argv) {

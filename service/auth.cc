@@ -102,8 +102,8 @@ absl::StatusOr<std::vector<std::string>> LoadAuthTokens(const std::string& path)
   std::ifstream in(path);
   if (!in) {
     const int err = errno;
-    const std::string why = absl::StrCat("--auth_tokens_file: cannot read ", path, ": ",
-                                         std::strerror(err));
+    const std::string why =
+        absl::StrCat("--auth_tokens_file: cannot read ", path, ": ", std::strerror(err));
     return err == EACCES ? absl::PermissionDeniedError(why) : absl::NotFoundError(why);
   }
   struct stat st;

@@ -204,10 +204,9 @@ absl::Status RunFrontEnd(const FrontEndOptions& options) {
   if (!options.auth_tokens_file.empty()) {
     absl::StatusOr<std::vector<std::string>> tokens = LoadAuthTokens(options.auth_tokens_file);
     if (!tokens.ok()) return tokens.status();
-    LogInfo(kComponent, absl::StrCat("bearer-token authentication on (", tokens->size(),
-                                     " tokens", options.auth_exempt_probes
-                                                    ? "; health and reflection open"
-                                                    : "; every service",
+    LogInfo(kComponent, absl::StrCat("bearer-token authentication on (", tokens->size(), " tokens",
+                                     options.auth_exempt_probes ? "; health and reflection open"
+                                                                : "; every service",
                                      ")"));
     if (!options.tls.enabled()) {
       LogWarning(kComponent,
@@ -266,14 +265,14 @@ absl::Status RunFrontEnd(const FrontEndOptions& options) {
     return pool.status();
   }
   service.SetPool(pool->get());
-  LogInfo(kComponent,
-          absl::StrCat("listening on ", ListenAddress(options.host, port),
-                       options.tls.enabled()
-                           ? (options.tls.client_ca_file.empty() ? " with TLS" : " with mTLS")
-                           : "",
-                       " (model ",
-                       options.pool.model_path, ", ", options.pool.workers, " workers x ",
-                       options.pool.slots, " slots, sockets in ", (*pool)->socket_dir(), ")"));
+  LogInfo(
+      kComponent,
+      absl::StrCat("listening on ", ListenAddress(options.host, port),
+                   options.tls.enabled()
+                       ? (options.tls.client_ca_file.empty() ? " with TLS" : " with mTLS")
+                       : "",
+                   " (model ", options.pool.model_path, ", ", options.pool.workers, " workers x ",
+                   options.pool.slots, " slots, sockets in ", (*pool)->socket_dir(), ")"));
 
   int sig = 0;
   while (sig != SIGTERM && sig != SIGINT) sig = sigwaitinfo(&signals, nullptr);

@@ -25,8 +25,8 @@ struct FrontEndOptions {
   bool allow_forced_output = false;  // honour the testing metadata (see generate_call.h)
   // Security and explicit limits of the public port (see README "Security").
   TlsOptions tls;
-  std::string auth_tokens_file;     // empty: no authentication
-  bool auth_exempt_probes = true;   // health and reflection need no token
+  std::string auth_tokens_file;    // empty: no authentication
+  bool auth_exempt_probes = true;  // health and reflection need no token
   int64_t max_message_bytes = kDefaultMaxMessageBytes;
   int max_concurrent_streams = kDefaultMaxConcurrentStreams;  // per connection
 };

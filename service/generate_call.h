@@ -54,7 +54,7 @@ struct GenerateEnv {
   RequestLimits limits;
   int max_retries = 2;  // re-dispatches of a request whose worker failed before its first token
   bool allow_forced_output = false;
-  std::atomic<bool>* draining = nullptr;  // set: new calls are refused with UNAVAILABLE
+  std::atomic<bool>* draining = nullptr;         // set: new calls are refused with UNAVAILABLE
   int64_t max_message_bytes = int64_t{8} << 20;  // larger requests: INVALID_ARGUMENT
   std::atomic<uint64_t>* request_counter = nullptr;
 };

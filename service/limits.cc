@@ -24,7 +24,7 @@ void ProtobufLogHandler(google::protobuf::LogLevel level, const char* filename, 
     last_parse_error = message;
     return;
   }
-  const LogLevel ours = level >= google::protobuf::LOGLEVEL_ERROR ? LogLevel::kError
+  const LogLevel ours = level >= google::protobuf::LOGLEVEL_ERROR     ? LogLevel::kError
                         : level == google::protobuf::LOGLEVEL_WARNING ? LogLevel::kWarning
                                                                       : LogLevel::kInfo;
   Log(ours, "protobuf", absl::StrCat(filename, ":", line, ": ", message));
@@ -75,8 +75,7 @@ int TransportMessageLimit(int64_t max_message_bytes) {
   return static_cast<int>(std::min<int64_t>(limit, std::numeric_limits<int>::max()));
 }
 
-absl::Status CheckMessageSize(const google::protobuf::Message& request,
-                              int64_t max_message_bytes) {
+absl::Status CheckMessageSize(const google::protobuf::Message& request, int64_t max_message_bytes) {
   const size_t bytes = request.ByteSizeLong();
   if (static_cast<int64_t>(bytes) > max_message_bytes) {
     return absl::InvalidArgumentError(absl::StrCat("request: ", bytes,

@@ -21,7 +21,7 @@ namespace qwen::service {
 struct RequestLimits {
   int64_t slot_context = 4096;       // prompt + generated tokens per sequence
   int32_t default_max_tokens = 256;  // when the request does not say
-  int max_stop_strings = 16;  // --max_stop_strings
+  int max_stop_strings = 16;         // --max_stop_strings
   size_t max_stop_bytes = 256;
   int max_top_logprobs = 20;
   int max_tools = 64;  // --max_tools: tools of one chat
@@ -75,9 +75,8 @@ absl::StatusOr<PreparedGenerate> PrepareGenerate(const v1::GenerateRequest& requ
 // message only first, text that is UTF-8 without NUL bytes, unique tool names of the form
 // [A-Za-z0-9_.-]{1,64}, at most `max_tools` tools, and parameters that are JSON schemas
 // (ValidateToolSchema).
-absl::StatusOr<nlohmann::ordered_json> ChatToTemplateInput(const v1::Chat& chat,
-                                                           const std::string& field,
-                                                           int max_tools = RequestLimits().max_tools);
+absl::StatusOr<nlohmann::ordered_json> ChatToTemplateInput(
+    const v1::Chat& chat, const std::string& field, int max_tools = RequestLimits().max_tools);
 
 // Checks that `schema` is a plausible JSON schema for a tool's parameters: an object whose
 // "type" (if any) is "object"; nested schemas under properties, items, additionalProperties,

@@ -300,8 +300,7 @@ void WorkerPool::Supervise() {
                                     w.probe_ok = s.ok();
                                     w.probe_error = s.error_message();
                                     w.probe_steps = call->resp.engine_steps();
-                                    w.probe_busy =
-                                        call->resp.active() + call->resp.queued() > 0;
+                                    w.probe_busy = call->resp.active() + call->resp.queued() > 0;
                                   });
           });
         };
@@ -359,9 +358,9 @@ void WorkerPool::Supervise() {
                   w.progress_at = now;
                 } else if (now - w.progress_at > options_.heartbeat_timeout) {
                   stalled = true;
-                  w.probe_error = absl::StrCat(
-                      "its engine has work but made no step for ",
-                      absl::FormatDuration(absl::Trunc(now - w.progress_at, absl::Milliseconds(1))));
+                  w.probe_error = absl::StrCat("its engine has work but made no step for ",
+                                               absl::FormatDuration(absl::Trunc(
+                                                   now - w.progress_at, absl::Milliseconds(1))));
                 }
               }
               if (!w.probe_ok || stalled) {

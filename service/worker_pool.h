@@ -40,7 +40,7 @@ struct WorkerPoolOptions {
   // starts over once a worker has stayed up for a minute.
   absl::Duration restart_backoff_min = absl::Milliseconds(250);
   absl::Duration restart_backoff_max = absl::Seconds(30);
-  bool allow_forced_tokens = false;  // passes --testing_allow_forced_tokens
+  bool allow_forced_tokens = false;    // passes --testing_allow_forced_tokens
   bool allow_fault_injection = false;  // passes --testing_allow_fault_injection
   // Each worker's private writable memory (heap, KV cache, stacks; not the shared read-only
   // weights) is capped at this with setrlimit(RLIMIT_DATA) before it runs; a worker that goes

@@ -376,7 +376,8 @@ absl::Status RunWorker(const WorkerOptions& options) {
       wedge_engine.store(true);
     }
     if (sig == SIGUSR2) {
-      LogWarning(component, "testing: SIGUSR2: the engine thread exhausts memory at its next token");
+      LogWarning(component,
+                 "testing: SIGUSR2: the engine thread exhausts memory at its next token");
       exhaust_memory.store(true);
     }
     if (options.parent_pid > 0 && getppid() != options.parent_pid) {

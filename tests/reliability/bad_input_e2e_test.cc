@@ -49,8 +49,8 @@ std::vector<Case> Cases() {
   std::vector<Case> c = {
       {"no input", [](v1::GenerateRequest* r) {}, "input"},
       {"empty prompt", [](v1::GenerateRequest* r) { r->set_prompt(""); }, "prompt"},
-      {"empty token prompt",
-       [](v1::GenerateRequest* r) { r->mutable_prompt_token_ids(); }, "prompt_token_ids.ids"},
+      {"empty token prompt", [](v1::GenerateRequest* r) { r->mutable_prompt_token_ids(); },
+       "prompt_token_ids.ids"},
       {"prompt over the context (ids)",
        [](v1::GenerateRequest* r) {
          for (int k = 0; k < kContext; ++k) r->mutable_prompt_token_ids()->add_ids(k % kVocab);
@@ -63,82 +63,120 @@ std::vector<Case> Cases() {
          r->set_prompt(text);
        },
        "prompt"},
-      {"max_tokens 0", [&](v1::GenerateRequest* r) {
+      {"max_tokens 0",
+       [&](v1::GenerateRequest* r) {
          prompt(r);
          r->mutable_stopping()->set_max_tokens(0);
-       }, "stopping.max_tokens"},
-      {"max_tokens negative", [&](v1::GenerateRequest* r) {
+       },
+       "stopping.max_tokens"},
+      {"max_tokens negative",
+       [&](v1::GenerateRequest* r) {
          prompt(r);
          r->mutable_stopping()->set_max_tokens(-5);
-       }, "stopping.max_tokens"},
-      {"max_tokens absurd (2^31-1)", [&](v1::GenerateRequest* r) {
+       },
+       "stopping.max_tokens"},
+      {"max_tokens absurd (2^31-1)",
+       [&](v1::GenerateRequest* r) {
          prompt(r);
          r->mutable_stopping()->set_max_tokens(std::numeric_limits<int32_t>::max());
-       }, "stopping.max_tokens"},
-      {"temperature < 0", [&](v1::GenerateRequest* r) {
+       },
+       "stopping.max_tokens"},
+      {"temperature < 0",
+       [&](v1::GenerateRequest* r) {
          prompt(r);
          r->mutable_sampling()->set_temperature(-0.5f);
-       }, "sampling.temperature"},
-      {"temperature NaN", [&](v1::GenerateRequest* r) {
+       },
+       "sampling.temperature"},
+      {"temperature NaN",
+       [&](v1::GenerateRequest* r) {
          prompt(r);
          r->mutable_sampling()->set_temperature(kNaN);
-       }, "sampling.temperature"},
-      {"temperature infinite", [&](v1::GenerateRequest* r) {
+       },
+       "sampling.temperature"},
+      {"temperature infinite",
+       [&](v1::GenerateRequest* r) {
          prompt(r);
          r->mutable_sampling()->set_temperature(kInf);
-       }, "sampling.temperature"},
-      {"top_p 0", [&](v1::GenerateRequest* r) {
+       },
+       "sampling.temperature"},
+      {"top_p 0",
+       [&](v1::GenerateRequest* r) {
          prompt(r);
          r->mutable_sampling()->set_top_p(0);
-       }, "sampling.top_p"},
-      {"top_p > 1", [&](v1::GenerateRequest* r) {
+       },
+       "sampling.top_p"},
+      {"top_p > 1",
+       [&](v1::GenerateRequest* r) {
          prompt(r);
          r->mutable_sampling()->set_top_p(1.5f);
-       }, "sampling.top_p"},
-      {"top_p NaN", [&](v1::GenerateRequest* r) {
+       },
+       "sampling.top_p"},
+      {"top_p NaN",
+       [&](v1::GenerateRequest* r) {
          prompt(r);
          r->mutable_sampling()->set_top_p(kNaN);
-       }, "sampling.top_p"},
-      {"top_k < 0", [&](v1::GenerateRequest* r) {
+       },
+       "sampling.top_p"},
+      {"top_k < 0",
+       [&](v1::GenerateRequest* r) {
          prompt(r);
          r->mutable_sampling()->set_top_k(-1);
-       }, "sampling.top_k"},
-      {"min_p < 0", [&](v1::GenerateRequest* r) {
+       },
+       "sampling.top_k"},
+      {"min_p < 0",
+       [&](v1::GenerateRequest* r) {
          prompt(r);
          r->mutable_sampling()->set_min_p(-0.1f);
-       }, "sampling.min_p"},
-      {"min_p > 1", [&](v1::GenerateRequest* r) {
+       },
+       "sampling.min_p"},
+      {"min_p > 1",
+       [&](v1::GenerateRequest* r) {
          prompt(r);
          r->mutable_sampling()->set_min_p(1.01f);
-       }, "sampling.min_p"},
-      {"min_p NaN", [&](v1::GenerateRequest* r) {
+       },
+       "sampling.min_p"},
+      {"min_p NaN",
+       [&](v1::GenerateRequest* r) {
          prompt(r);
          r->mutable_sampling()->set_min_p(kNaN);
-       }, "sampling.min_p"},
-      {"repetition_penalty NaN", [&](v1::GenerateRequest* r) {
+       },
+       "sampling.min_p"},
+      {"repetition_penalty NaN",
+       [&](v1::GenerateRequest* r) {
          prompt(r);
          r->mutable_sampling()->set_repetition_penalty(kNaN);
-       }, "sampling.repetition_penalty"},
-      {"repetition_penalty infinite", [&](v1::GenerateRequest* r) {
+       },
+       "sampling.repetition_penalty"},
+      {"repetition_penalty infinite",
+       [&](v1::GenerateRequest* r) {
          prompt(r);
          r->mutable_sampling()->set_repetition_penalty(kInf);
-       }, "sampling.repetition_penalty"},
-      {"presence_penalty NaN", [&](v1::GenerateRequest* r) {
+       },
+       "sampling.repetition_penalty"},
+      {"presence_penalty NaN",
+       [&](v1::GenerateRequest* r) {
          prompt(r);
          r->mutable_sampling()->set_presence_penalty(kNaN);
-       }, "sampling.presence_penalty"},
-      {"presence_penalty infinite", [&](v1::GenerateRequest* r) {
+       },
+       "sampling.presence_penalty"},
+      {"presence_penalty infinite",
+       [&](v1::GenerateRequest* r) {
          prompt(r);
          r->mutable_sampling()->set_presence_penalty(-kInf);
-       }, "sampling.presence_penalty"},
-      {"frequency_penalty NaN", [&](v1::GenerateRequest* r) {
+       },
+       "sampling.presence_penalty"},
+      {"frequency_penalty NaN",
+       [&](v1::GenerateRequest* r) {
          prompt(r);
          r->mutable_sampling()->set_frequency_penalty(kNaN);
-       }, "sampling.frequency_penalty"},
-      {"frequency_penalty infinite", [&](v1::GenerateRequest* r) {
+       },
+       "sampling.frequency_penalty"},
+      {"frequency_penalty infinite",
+       [&](v1::GenerateRequest* r) {
          prompt(r);
          r->mutable_sampling()->set_frequency_penalty(kInf);
-       }, "sampling.frequency_penalty"},
+       },
+       "sampling.frequency_penalty"},
       {"prompt token id < 0",
        [](v1::GenerateRequest* r) {
          r->mutable_prompt_token_ids()->add_ids(5);
@@ -148,33 +186,40 @@ std::vector<Case> Cases() {
       {"prompt token id = vocabulary size",
        [](v1::GenerateRequest* r) { r->mutable_prompt_token_ids()->add_ids(kVocab); },
        "prompt_token_ids.ids[0]"},
-      {"stop token id outside the vocabulary", [&](v1::GenerateRequest* r) {
+      {"stop token id outside the vocabulary",
+       [&](v1::GenerateRequest* r) {
          prompt(r);
          r->mutable_stopping()->add_stop_token_ids(1 << 30);
-       }, "stopping.stop_token_ids[0]"},
-      {"logit bias for an unknown token", [&](v1::GenerateRequest* r) {
+       },
+       "stopping.stop_token_ids[0]"},
+      {"logit bias for an unknown token",
+       [&](v1::GenerateRequest* r) {
          prompt(r);
          (*r->mutable_sampling()->mutable_logit_bias())[kVocab + 7] = 2.0f;
-       }, "sampling.logit_bias"},
-      {"logit bias NaN", [&](v1::GenerateRequest* r) {
+       },
+       "sampling.logit_bias"},
+      {"logit bias NaN",
+       [&](v1::GenerateRequest* r) {
          prompt(r);
          (*r->mutable_sampling()->mutable_logit_bias())[3] = kNaN;
-       }, "sampling.logit_bias"},
+       },
+       "sampling.logit_bias"},
       {"prompt with invalid UTF-8",
        [](v1::GenerateRequest* r) { r->set_prompt("caf\xc3 \xff\xfe"); },
        "qwen.v1.GenerateRequest.prompt"},
       {"prompt with a NUL byte",
-       [](v1::GenerateRequest* r) { r->set_prompt(std::string("before\0after", 12)); },
-       "prompt"},
+       [](v1::GenerateRequest* r) { r->set_prompt(std::string("before\0after", 12)); }, "prompt"},
       {"chat content with invalid UTF-8",
        [](v1::GenerateRequest* r) { Msg(r, "user", "\xc0\x80"); }, "qwen.v1.ChatMessage.content"},
       {"chat content with a NUL byte",
        [](v1::GenerateRequest* r) { Msg(r, "user", std::string("a\0b", 3)); },
        "chat.messages[0].content"},
-      {"stop string with a NUL byte", [&](v1::GenerateRequest* r) {
+      {"stop string with a NUL byte",
+       [&](v1::GenerateRequest* r) {
          prompt(r);
          r->mutable_stopping()->add_stop(std::string("\0", 1));
-       }, "stopping.stop[0]"},
+       },
+       "stopping.stop[0]"},
       {"unknown role", [](v1::GenerateRequest* r) { Msg(r, "wizard", "hi"); },
        "chat.messages[0].role"},
       {"empty role", [](v1::GenerateRequest* r) { Msg(r, "", "hi"); }, "chat.messages[0].role"},
@@ -216,19 +261,25 @@ std::vector<Case> Cases() {
          for (int k = 0; k <= kMaxTools; ++k) AddTool(r, absl::StrCat("t", k), "{}");
        },
        "chat.tools"},
-      {"thousands of stop strings", [&](v1::GenerateRequest* r) {
+      {"thousands of stop strings",
+       [&](v1::GenerateRequest* r) {
          prompt(r);
          for (int k = 0; k < 3000; ++k) r->mutable_stopping()->add_stop(absl::StrCat("s", k));
-       }, "stopping.stop"},
-      {"an overlong stop string", [&](v1::GenerateRequest* r) {
+       },
+       "stopping.stop"},
+      {"an overlong stop string",
+       [&](v1::GenerateRequest* r) {
          prompt(r);
          r->mutable_stopping()->add_stop(std::string(1000, 'x'));
-       }, "stopping.stop[0]"},
-      {"too many top logprobs", [&](v1::GenerateRequest* r) {
+       },
+       "stopping.stop[0]"},
+      {"too many top logprobs",
+       [&](v1::GenerateRequest* r) {
          prompt(r);
          r->mutable_output()->set_logprobs(true);
          r->mutable_output()->set_top_logprobs(1000);
-       }, "output.top_logprobs"},
+       },
+       "output.top_logprobs"},
       {"message over --max_message_bytes",
        [](v1::GenerateRequest* r) { r->set_prompt(std::string(kMaxMessageBytes + 100, 'a')); },
        "request"},
@@ -255,8 +306,7 @@ TEST(BadInputE2eTest, EveryBadRequestIsRefusedNamingTheFieldAndTheServerKeepsSer
     c.make(&req);
     GenerateResult r = Generate(stub.get(), req, absl::Seconds(30));
     const bool ok = r.status.error_code() == grpc::StatusCode::INVALID_ARGUMENT &&
-                    absl::StartsWith(r.status.error_message(), c.field + ":") &&
-                    r.messages.empty();
+                    absl::StartsWith(r.status.error_message(), c.field + ":") && r.messages.empty();
     EXPECT_EQ(r.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.name;
     EXPECT_THAT(r.status.error_message(), StartsWith(c.field + ":")) << c.name;
     EXPECT_TRUE(r.messages.empty()) << c.name;

@@ -87,8 +87,8 @@ struct Counts {
   uint32_t live = 0;
   std::string ToString() const {
     return absl::StrCat("fds ", fds, ", threads ", threads, ", rss ", rss_kib / 1024, " MiB, ",
-                        "sockets ", sockets, ", children ", children, ", busy ", busy,
-                        ", queued ", queued, ", live ", live);
+                        "sockets ", sockets, ", children ", children, ", busy ", busy, ", queued ",
+                        queued, ", live ", live);
   }
 };
 
@@ -210,8 +210,8 @@ TEST(FaultsE2eTest, KillDuringPrefillWithEightStreams) {
     SCOPED_TRACE(absl::StrCat("round ", round));
     std::vector<std::unique_ptr<BackgroundStream>> streams;
     for (int k = 0; k < 8; ++k) {
-      streams.push_back(std::make_unique<BackgroundStream>(
-          stub.get(), LongPrompt(100 * round + k, 400, 16)));
+      streams.push_back(
+          std::make_unique<BackgroundStream>(stub.get(), LongPrompt(100 * round + k, 400, 16)));
     }
     ASSERT_TRUE(WaitBusy(*server, 8, absl::Seconds(60))) << server->Log();
     int with_tokens = 0;

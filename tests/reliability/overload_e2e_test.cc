@@ -120,8 +120,8 @@ TEST_F(OverloadE2eTest, TheExcessIsRefusedAtOnceWhileRunningStreamsKeepTheirPace
         const double ms = absl::ToDoubleMilliseconds(absl::Now() - start);
         {
           std::lock_guard<std::mutex> lock(mu);
-          if (r.status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED &&
-              r.messages.empty() && absl::StrContains(r.status.error_message(), "queue is full")) {
+          if (r.status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED && r.messages.empty() &&
+              absl::StrContains(r.status.error_message(), "queue is full")) {
             refusal_ms.push_back(ms);
           } else {
             ++wrong;
@@ -139,8 +139,8 @@ TEST_F(OverloadE2eTest, TheExcessIsRefusedAtOnceWhileRunningStreamsKeepTheirPace
   std::sort(sorted.begin(), sorted.end());
   const double p50 = sorted[sorted.size() / 2];
   const double p99 = sorted[std::min(sorted.size() - 1, sorted.size() * 99 / 100)];
-  std::cout << refusal_ms.size() << " excess requests refused: RESOURCE_EXHAUSTED after p50 "
-            << p50 << " ms, p99 " << p99 << " ms, max " << sorted.back() << " ms; running "
+  std::cout << refusal_ms.size() << " excess requests refused: RESOURCE_EXHAUSTED after p50 " << p50
+            << " ms, p99 " << p99 << " ms, max " << sorted.back() << " ms; running "
             << "streams " << before << " tokens/s before, " << during << " during\n";
   EXPECT_EQ(wrong, 0) << "an excess request got another answer than RESOURCE_EXHAUSTED";
   // The bound is 50 ms. The median is held to it; single calls may lose the CPU to the other

@@ -33,18 +33,17 @@ class Pki {
     const std::string d = dir_;
     const std::string key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
     std::string script = absl::StrCat(
-        "set -e; cd ", d, "; ",
-        "openssl req -x509 ", key, " -keyout ca.key -out ca.pem -days 2 -subj /CN=qwen-test-ca; ",
-        "openssl req -x509 ", key, " -keyout rogue-ca.key -out rogue-ca.pem -days 2 ",
-        "-subj /CN=qwen-rogue-ca; ",
-        "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > server.ext; ",
-        "openssl req ", key, " -keyout server.key -out server.csr -subj /CN=localhost; ",
+        "set -e; cd ", d, "; ", "openssl req -x509 ", key,
+        " -keyout ca.key -out ca.pem -days 2 -subj /CN=qwen-test-ca; ", "openssl req -x509 ", key,
+        " -keyout rogue-ca.key -out rogue-ca.pem -days 2 ", "-subj /CN=qwen-rogue-ca; ",
+        "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > server.ext; ", "openssl req ", key,
+        " -keyout server.key -out server.csr -subj /CN=localhost; ",
         "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial ",
-        "-out server.pem -days 2 -extfile server.ext; ",
-        "openssl req ", key, " -keyout client.key -out client.csr -subj /CN=qwen-client; ",
+        "-out server.pem -days 2 -extfile server.ext; ", "openssl req ", key,
+        " -keyout client.key -out client.csr -subj /CN=qwen-client; ",
         "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial ",
-        "-out client.pem -days 2; ",
-        "openssl req ", key, " -keyout rogue.key -out rogue.csr -subj /CN=qwen-rogue; ",
+        "-out client.pem -days 2; ", "openssl req ", key,
+        " -keyout rogue.key -out rogue.csr -subj /CN=qwen-rogue; ",
         "openssl x509 -req -in rogue.csr -CA rogue-ca.pem -CAkey rogue-ca.key -CAcreateserial ",
         "-out rogue.pem -days 2; chmod 600 *.key");
     int code = -1;
@@ -286,8 +285,8 @@ TEST(SecurityE2eTest, ConcurrentStreamsPerConnectionAreLimited) {
   ASSERT_NE(server, nullptr) << error;
   grpc::ChannelArguments args;
   args.SetInt("qwen.test.unique", 1);  // a connection of its own, not shared with the server's
-  auto conn = grpc::CreateCustomChannel(server->address(), grpc::InsecureChannelCredentials(),
-                                        args);
+  auto conn =
+      grpc::CreateCustomChannel(server->address(), grpc::InsecureChannelCredentials(), args);
   auto stub = v1::Qwen::NewStub(conn);
   v1::GenerateRequest longer = Short();
   longer.mutable_stopping()->set_max_tokens(1500);
@@ -367,8 +366,8 @@ TEST(SecurityE2eTest, ServesAsAnUnprivilegedUser) {
   ServerProcess::Options o;
   o.model_path = model;
   o.wrapper = {"/usr/bin/setpriv", absl::StrCat("--reuid=", nobody->pw_uid),
-               absl::StrCat("--regid=", nobody->pw_gid), "--clear-groups",
-               "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs",
+               absl::StrCat("--regid=", nobody->pw_gid), "--clear-groups", "--inh-caps=-all",
+               "--bounding-set=-all", "--no-new-privs",
                // The uid change clears the parent-death signal ServerProcess asked for; ask
                // again so that a crashed test leaves no server behind.
                "--pdeathsig=SIGKILL"};

@@ -34,8 +34,8 @@ std::string TempFile(const std::string& content) {
 TEST(ConstantTimeEqualsTest, EqualOnlyForIdenticalStrings) {
   EXPECT_TRUE(ConstantTimeEquals("s3cret-token", "s3cret-token"));
   EXPECT_FALSE(ConstantTimeEquals("s3cret-tokeN", "s3cret-token"));
-  EXPECT_FALSE(ConstantTimeEquals("s3cret-toke", "s3cret-token"));    // a prefix
-  EXPECT_FALSE(ConstantTimeEquals("s3cret-token!", "s3cret-token"));  // longer
+  EXPECT_FALSE(ConstantTimeEquals("s3cret-toke", "s3cret-token"));               // a prefix
+  EXPECT_FALSE(ConstantTimeEquals("s3cret-token!", "s3cret-token"));             // longer
   EXPECT_FALSE(ConstantTimeEquals("s3cret-tokens3cret-token", "s3cret-token"));  // cycled
   EXPECT_FALSE(ConstantTimeEquals("", "s3cret-token"));
   EXPECT_FALSE(ConstantTimeEquals("x", ""));
@@ -72,8 +72,7 @@ TEST(AuthenticatorTest, Verdicts) {
   EXPECT_EQ(auth.Check({"Bearer alph"}).code(), absl::StatusCode::kUnauthenticated);
   EXPECT_EQ(auth.Check({"Basic alpha"}).code(), absl::StatusCode::kUnauthenticated);
   EXPECT_EQ(auth.Check({"alpha"}).code(), absl::StatusCode::kUnauthenticated);
-  EXPECT_EQ(auth.Check({"Bearer alpha", "Bearer beta"}).code(),
-            absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(auth.Check({"Bearer alpha", "Bearer beta"}).code(), absl::StatusCode::kUnauthenticated);
   EXPECT_TRUE(auth.IsExempt("/grpc.health.v1.Health/Check"));
   EXPECT_TRUE(auth.IsExempt("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"));
   EXPECT_FALSE(auth.IsExempt("/qwen.v1.Qwen/Generate"));
@@ -86,7 +85,8 @@ TEST(TlsOptionsTest, IncompleteSetsAreRefusedNamingTheFlag) {
   TlsOptions o;
   EXPECT_TRUE(MakeServerCredentials(o).ok());  // plaintext
   o.client_ca_file = "/x/ca.pem";
-  EXPECT_THAT(std::string(MakeServerCredentials(o).status().message()), HasSubstr("--tls_client_ca"));
+  EXPECT_THAT(std::string(MakeServerCredentials(o).status().message()),
+              HasSubstr("--tls_client_ca"));
   o = TlsOptions();
   o.cert_file = "/x/cert.pem";
   EXPECT_THAT(std::string(MakeServerCredentials(o).status().message()), HasSubstr("--tls_key"));
@@ -112,14 +112,15 @@ TEST(MessageSizeTest, TheLimitAndTheTransportsHeadroom) {
 }
 
 TEST(ToolSchemaTest, AcceptsTypicalSchemas) {
-  for (const char* s : {
-           R"({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})",
-           R"({"type": "object", "properties": {"n": {"type": ["integer", "null"]},
+  for (
+      const char* s : {
+          R"({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})",
+          R"({"type": "object", "properties": {"n": {"type": ["integer", "null"]},
                "tags": {"type": "array", "items": {"type": "string", "enum": ["a", "b"]}},
                "o": {"anyOf": [{"type": "string"}, {"type": "number"}]}},
                "additionalProperties": false})",
-           R"({})",
-       }) {
+          R"({})",
+      }) {
     EXPECT_TRUE(ValidateToolSchema(Json::parse(s), "p").ok()) << s;
   }
 }
