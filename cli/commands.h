@@ -16,6 +16,7 @@ int RunParse(int argc, char** argv);
 int RunServe(int argc, char** argv);
 int RunWorker(int argc, char** argv);
 int RunClient(int argc, char** argv);
+int RunLoad(int argc, char** argv);
 
 }  // namespace qwen::cli
 

@@ -26,6 +26,7 @@ constexpr Command kCommands[] = {
     {"serve", qwen::cli::RunServe, "serve the model over gRPC with a pool of worker processes"},
     {"worker", qwen::cli::RunWorker, "one worker process of `qwen serve` (started by it)"},
     {"client", qwen::cli::RunClient, "stream a generation or a chat from a qwen serve"},
+    {"load", qwen::cli::RunLoad, "bounded load on a local qwen serve: errors, latency, memory"},
 };
 
 void PrintUsage(FILE* out) {

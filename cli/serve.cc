@@ -11,6 +11,7 @@
 #include "cli/flags_util.h"
 #include "cli/log_flags.h"
 #include "cli/metrics_flags.h"
+#include "cli/serve_limits.h"
 #include "cli/serving_flags.h"
 #include "inference/common/thread_pool.h"
 #include "service/front_end.h"
@@ -96,6 +97,10 @@ int RunServe(int argc, char** argv) {
   // The cores are shared among the workers unless told otherwise.
   p.threads = absl::GetFlag(FLAGS_threads);
   if (p.threads <= 0) p.threads = std::max(1, AvailableCores() / std::max(1, p.workers));
+  if (absl::Status st = ApplyServeLimitFlags(&o); !st.ok()) {
+    std::fprintf(stderr, "qwen serve: %s\n", std::string(st.message()).c_str());
+    return 2;
+  }
   if (o.port < 0 || o.port > 65535) {
     std::fprintf(stderr, "qwen serve: --port must be in [0, 65535]\n");
     return 2;

@@ -8,5 +8,6 @@
 
 ABSL_DECLARE_FLAG(int32_t, slots);
 ABSL_DECLARE_FLAG(int32_t, prefill_chunk);
+ABSL_DECLARE_FLAG(bool, testing_allow_fault_injection);
 
 #endif  // QWEN_CLI_SERVING_FLAGS_H_

@@ -49,6 +49,7 @@ int RunWorker(int argc, char** argv) {
   o.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
   o.parent_pid = absl::GetFlag(FLAGS_parent_pid);
   o.allow_forced_tokens = absl::GetFlag(FLAGS_testing_allow_forced_tokens);
+  o.allow_fault_injection = absl::GetFlag(FLAGS_testing_allow_fault_injection);
   absl::Status s = service::RunWorker(o);
   if (!s.ok()) {
     std::fprintf(stderr, "qwen worker: %s\n", std::string(s.message()).c_str());

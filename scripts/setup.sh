@@ -11,6 +11,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libpcre2-dev libutf8proc-dev nlohmann-json3-dev prometheus-cpp-dev
   python3 python3-yaml
+  openssl util-linux
 )
 
 missing=()

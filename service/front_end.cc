@@ -12,6 +12,7 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "qwen/v1/qwen.grpc.pb.h"
+#include "service/auth.h"
 #include "service/dispatcher.h"
 #include "service/generate_call.h"
 #include "service/grpc_status.h"
@@ -63,6 +64,7 @@ class QwenService final : public v1::Qwen::CallbackService {
     env_.max_retries = options->max_retries;
     env_.allow_forced_output = options->allow_forced_output;
     env_.draining = &draining_;
+    env_.max_message_bytes = options->max_message_bytes;
     env_.request_counter = &request_counter_;
   }
 
@@ -73,6 +75,15 @@ class QwenService final : public v1::Qwen::CallbackService {
   void BeginDrain() { draining_.store(true); }
   void SetMetrics(Metrics* metrics) { env_.metrics = metrics; }
   std::atomic<uint64_t>* request_counter() { return &request_counter_; }
+
+  // What every call must pass before any work: a valid token (when the server wants one), a
+  // server that is not shutting down, and a message within --max_message_bytes.
+  absl::Status Admit(const grpc::CallbackServerContext& ctx,
+                     const google::protobuf::Message& req) const {
+    if (absl::Status st = CheckAuthenticated(ctx); !st.ok()) return st;
+    if (draining_.load()) return absl::UnavailableError("the server is shutting down");
+    return CheckMessageSize(req, options_->max_message_bytes);
+  }
   StreamRegistry& registry() { return registry_; }
 
   grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
@@ -83,7 +94,7 @@ class QwenService final : public v1::Qwen::CallbackService {
   grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* ctx,
                                      const v1::TokenizeRequest* req,
                                      v1::TokenizeResponse* resp) override {
-    if (draining_.load()) return Reply(ctx, absl::UnavailableError("the server is shutting down"));
+    if (absl::Status st = Admit(*ctx, *req); !st.ok()) return Reply(ctx, st);
     const tokenizer::Tokenizer& tok = model_->tokenizer();
     const std::vector<int32_t> ids = tok.Encode(req->text(), !req->special_as_text());
     resp->mutable_token_ids()->Assign(ids.begin(), ids.end());
@@ -96,7 +107,7 @@ class QwenService final : public v1::Qwen::CallbackService {
   grpc::ServerUnaryReactor* Detokenize(grpc::CallbackServerContext* ctx,
                                        const v1::DetokenizeRequest* req,
                                        v1::DetokenizeResponse* resp) override {
-    if (draining_.load()) return Reply(ctx, absl::UnavailableError("the server is shutting down"));
+    if (absl::Status st = Admit(*ctx, *req); !st.ok()) return Reply(ctx, st);
     const int32_t vocab = model_->vocab_size();
     for (int k = 0; k < req->token_ids_size(); ++k) {
       const int32_t id = req->token_ids(k);
@@ -114,8 +125,9 @@ class QwenService final : public v1::Qwen::CallbackService {
   grpc::ServerUnaryReactor* RenderChat(grpc::CallbackServerContext* ctx,
                                        const v1::RenderChatRequest* req,
                                        v1::RenderChatResponse* resp) override {
-    if (draining_.load()) return Reply(ctx, absl::UnavailableError("the server is shutting down"));
-    absl::StatusOr<RenderedChat> r = service::RenderChat(req->chat(), *model_);
+    if (absl::Status st = Admit(*ctx, *req); !st.ok()) return Reply(ctx, st);
+    absl::StatusOr<RenderedChat> r =
+        service::RenderChat(req->chat(), *model_, "chat", options_->limits.max_tools);
     if (!r.ok()) return Reply(ctx, r.status());
     resp->set_prompt(r->prompt);
     resp->mutable_token_ids()->Assign(r->token_ids.begin(), r->token_ids.end());
@@ -126,7 +138,7 @@ class QwenService final : public v1::Qwen::CallbackService {
   grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* ctx,
                                          const v1::GetModelInfoRequest* req,
                                          v1::GetModelInfoResponse* resp) override {
-    if (draining_.load()) return Reply(ctx, absl::UnavailableError("the server is shutting down"));
+    if (absl::Status st = Admit(*ctx, *req); !st.ok()) return Reply(ctx, st);
     *resp = static_info_;
     const Dispatcher::Stats s = dispatcher_->GetStats();
     v1::ServingInfo* serving = resp->mutable_serving();
@@ -181,6 +193,33 @@ absl::Status RunFrontEnd(const FrontEndOptions& options) {
   if (options.pool.model_path.empty()) return absl::InvalidArgumentError("--model is required");
   if (options.queue_size < 0) return absl::InvalidArgumentError("--queue_size must be >= 0");
   if (options.pool.ctx_size < 2) return absl::InvalidArgumentError("--ctx_size must be >= 2");
+  if (options.max_message_bytes < 1024) {
+    return absl::InvalidArgumentError("--max_message_bytes must be at least 1024");
+  }
+  if (options.max_concurrent_streams < 1) {
+    return absl::InvalidArgumentError("--max_concurrent_streams must be at least 1");
+  }
+  if (options.limits.max_tools < 0 || options.limits.max_stop_strings < 0) {
+    return absl::InvalidArgumentError("--max_tools and --max_stop_strings must be >= 0");
+  }
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
+      MakeServerCredentials(options.tls);
+  if (!credentials.ok()) return credentials.status();
+  std::unique_ptr<Authenticator> authenticator;
+  if (!options.auth_tokens_file.empty()) {
+    absl::StatusOr<std::vector<std::string>> tokens = LoadAuthTokens(options.auth_tokens_file);
+    if (!tokens.ok()) return tokens.status();
+    LogInfo(kComponent, absl::StrCat("bearer-token authentication on (", tokens->size(), " tokens",
+                                     options.auth_exempt_probes ? "; health and reflection open"
+                                                                : "; every service",
+                                     ")"));
+    if (!options.tls.enabled()) {
+      LogWarning(kComponent,
+                 "bearer tokens over plaintext: anyone on the network path can read them; set "
+                 "--tls_cert and --tls_key unless a TLS proxy or a private network carries it");
+    }
+    authenticator = std::make_unique<Authenticator>(std::move(*tokens), options.auth_exempt_probes);
+  }
   absl::StatusOr<std::unique_ptr<TextModel>> model = TextModel::Load(options.pool.model_path);
   if (!model.ok()) return model.status();
 
@@ -201,16 +240,24 @@ absl::Status RunFrontEnd(const FrontEndOptions& options) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  {
-    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> obs;
-    obs.push_back(std::make_unique<RpcObserverFactory>(&metrics, service.request_counter()));
-    builder.experimental().SetInterceptorCreators(std::move(obs));
-  }
   int port = 0;
   const std::string address = ListenAddress(options.host, options.port);
-  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(address, *credentials, &port);
   builder.RegisterService(&service);
-  builder.SetMaxReceiveMessageSize(64 << 20);
+  // The transport refuses what is far too big before buffering it; Admit() refuses, with
+  // INVALID_ARGUMENT, what is over --max_message_bytes.
+  builder.SetMaxReceiveMessageSize(TransportMessageLimit(options.max_message_bytes));
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, options.max_concurrent_streams);
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  if (authenticator != nullptr) {
+    interceptors.push_back(std::make_unique<AuthInterceptorFactory>(authenticator.get()));
+  }
+  interceptors.push_back(std::make_unique<ParseErrorInterceptorFactory>());
+  // Last, so that it records the status the client sees, as the interceptors above rewrote it
+  // (server interceptors run in this order at every hook point).
+  interceptors.push_back(
+      std::make_unique<RpcObserverFactory>(&metrics, service.request_counter()));
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", address));
@@ -245,12 +292,18 @@ absl::Status RunFrontEnd(const FrontEndOptions& options) {
   service.SetPool(pool->get());
   metrics.SetSources(&dispatcher, pool->get());
   LogInfo(kComponent,
-          absl::StrCat("listening on ", ListenAddress(options.host, port), " (model ",
+          absl::StrCat("listening on ", ListenAddress(options.host, port),
+                       options.tls.enabled()
+                           ? (options.tls.client_ca_file.empty() ? " with TLS" : " with mTLS")
+                           : "",
+                       " (model ",
                        options.pool.model_path, ", ", options.pool.workers, " workers x ",
                        options.pool.slots, " slots, sockets in ", (*pool)->socket_dir(), ")"),
           {{"event", "listening"},
            {"address", ListenAddress(options.host, port)},
            {"port", port},
+           {"tls", options.tls.enabled()},
+           {"mtls", options.tls.enabled() && !options.tls.client_ca_file.empty()},
            {"metrics_port", metrics.port()},
            {"model", options.pool.model_path},
            {"workers", options.pool.workers},

@@ -6,7 +6,9 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "service/limits.h"
 #include "service/request.h"
+#include "service/tls.h"
 #include "service/worker_pool.h"
 
 namespace qwen::service {
@@ -22,6 +24,12 @@ struct FrontEndOptions {
   int max_retries = 2;
   bool allow_forced_output = false;  // honour the testing metadata (see generate_call.h)
   int metrics_port = 9090;           // Prometheus /metrics over HTTP on host:port; 0: off
+  // Security and explicit limits of the public port (see README "Security").
+  TlsOptions tls;
+  std::string auth_tokens_file;    // empty: no authentication
+  bool auth_exempt_probes = true;  // health and reflection need no token
+  int64_t max_message_bytes = kDefaultMaxMessageBytes;
+  int max_concurrent_streams = kDefaultMaxConcurrentStreams;  // per connection
 };
 
 // Runs the front end until SIGTERM or SIGINT: loads the model's metadata, tokenizer and chat

@@ -5,7 +5,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "service/auth.h"
 #include "service/grpc_status.h"
+#include "service/limits.h"
 #include "service/log.h"
 #include "service/metrics.h"
 #include "service/request_log.h"
@@ -157,8 +159,16 @@ void GenerateCall::Start(const v1::GenerateRequest& request) {
     if (it != md.end()) request_id_.assign(it->second.data(), it->second.size());
   }
   if (request_id_.empty()) request_id_ = absl::StrCat("req-", job_id_);
+  if (absl::Status st = CheckAuthenticated(*ctx_); !st.ok()) {
+    EndWith(st);
+    return;
+  }
   if (env_->draining->load()) {
     EndWith(absl::UnavailableError("the server is shutting down"));
+    return;
+  }
+  if (absl::Status st = CheckMessageSize(request, env_->max_message_bytes); !st.ok()) {
+    EndWith(st);
     return;
   }
   std::string forced;
@@ -183,7 +193,6 @@ void GenerateCall::Start(const v1::GenerateRequest& request) {
   {
     absl::MutexLock lock(&mu_);
     assembler_ = std::make_unique<OutputAssembler>(prepared_, env_->model->tokenizer(), arrival_);
-    registered_ = true;
   }
   env_->registry->Add(shared_from_this());
   Dispatch(/*retry=*/false);

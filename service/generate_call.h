@@ -57,7 +57,8 @@ struct GenerateEnv {
   RequestLimits limits;
   int max_retries = 2;  // re-dispatches of a request whose worker failed before its first token
   bool allow_forced_output = false;
-  std::atomic<bool>* draining = nullptr;  // set: new calls are refused with UNAVAILABLE
+  std::atomic<bool>* draining = nullptr;         // set: new calls are refused with UNAVAILABLE
+  int64_t max_message_bytes = int64_t{8} << 20;  // larger requests: INVALID_ARGUMENT
   std::atomic<uint64_t>* request_counter = nullptr;
   Metrics* metrics = nullptr;  // null: no metrics
 };
@@ -138,7 +139,6 @@ class GenerateCall : public grpc::ServerWriteReactor<v1::GenerateResponse>,
   absl::Time first_token_at_ ABSL_GUARDED_BY(mu_);
   absl::Time last_token_at_ ABSL_GUARDED_BY(mu_);  // when the latest tokens arrived
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;    // client cancel, deadline or broken stream
-  bool registered_ ABSL_GUARDED_BY(mu_) = false;
 
   // Output: messages wait in outbox_ (merged while a write is in flight); the final status
   // follows once they are written.

@@ -10,6 +10,7 @@
 #include "inference/chat/chat_template.h"
 #include "inference/common/status_macros.h"
 #include "inference/sampling/sampler.h"
+#include "inference/tokenizer/utf8.h"
 
 namespace qwen::service {
 namespace {
@@ -95,11 +96,103 @@ absl::Status CheckTokenIds(const google::protobuf::RepeatedField<int32_t>& ids,
   return absl::OkStatus();
 }
 
+bool IsToolName(absl::string_view name) {
+  if (name.empty() || name.size() > 64) return false;
+  for (char c : name) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '_' || c == '-' || c == '.';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+bool IsTypeName(const Json& t) {
+  static const char* const kTypes[] = {"object",  "array",   "string", "number",
+                                       "integer", "boolean", "null"};
+  if (!t.is_string()) return false;
+  const std::string& s = t.get_ref<const std::string&>();
+  return std::any_of(std::begin(kTypes), std::end(kTypes), [&](const char* k) { return s == k; });
+}
+
+absl::Status ValidateSchemaAt(const Json& schema, const std::string& path, int depth) {
+  if (depth > kMaxSchemaDepth) {
+    return Invalid(path, absl::StrCat("nests deeper than ", kMaxSchemaDepth, " levels"));
+  }
+  if (schema.is_boolean()) return absl::OkStatus();  // true / false schemas
+  if (!schema.is_object()) return Invalid(path, "a JSON schema must be an object");
+  auto sub = [&](const char* key) { return absl::StrCat(path, ".", key); };
+  for (const auto& [key, value] : schema.items()) {
+    if (key == "type") {
+      if (value.is_array()) {
+        if (value.empty()) return Invalid(sub("type"), "is an empty array");
+        for (const Json& t : value) {
+          if (!IsTypeName(t)) return Invalid(sub("type"), "names an unknown type");
+        }
+      } else if (!IsTypeName(value)) {
+        return Invalid(sub("type"),
+                       "must be one of object, array, string, number, integer, boolean, null");
+      }
+    } else if (key == "properties" || key == "$defs" || key == "definitions" ||
+               key == "patternProperties") {
+      if (!value.is_object()) return Invalid(sub(key.c_str()), "must be an object");
+      for (const auto& [name, s] : value.items()) {
+        RETURN_IF_ERROR(ValidateSchemaAt(s, absl::StrCat(path, ".", key, ".", name), depth + 1));
+      }
+    } else if (key == "items" || key == "additionalProperties" || key == "not" ||
+               key == "contains" || key == "propertyNames") {
+      if (value.is_array() && key == "items") {
+        for (size_t k = 0; k < value.size(); ++k) {
+          RETURN_IF_ERROR(
+              ValidateSchemaAt(value[k], absl::StrCat(path, ".items[", k, "]"), depth + 1));
+        }
+      } else {
+        RETURN_IF_ERROR(ValidateSchemaAt(value, sub(key.c_str()), depth + 1));
+      }
+    } else if (key == "anyOf" || key == "oneOf" || key == "allOf" || key == "prefixItems") {
+      if (!value.is_array() || value.empty()) {
+        return Invalid(sub(key.c_str()), "must be a non-empty array of schemas");
+      }
+      for (size_t k = 0; k < value.size(); ++k) {
+        RETURN_IF_ERROR(
+            ValidateSchemaAt(value[k], absl::StrCat(path, ".", key, "[", k, "]"), depth + 1));
+      }
+    } else if (key == "required") {
+      if (!value.is_array()) return Invalid(sub("required"), "must be an array of strings");
+      for (const Json& r : value) {
+        if (!r.is_string()) return Invalid(sub("required"), "must be an array of strings");
+      }
+    } else if (key == "enum") {
+      if (!value.is_array() || value.empty()) {
+        return Invalid(sub("enum"), "must be a non-empty array");
+      }
+    } else if (key == "description" || key == "title" || key == "pattern" || key == "format") {
+      if (!value.is_string()) return Invalid(sub(key.c_str()), "must be a string");
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+absl::Status CheckText(absl::string_view text, absl::string_view field) {
+  if (!tokenizer::IsValidUtf8(text)) return Invalid(field, "is not valid UTF-8");
+  if (text.find('\0') != absl::string_view::npos) return Invalid(field, "contains a NUL byte");
+  return absl::OkStatus();
+}
+
+absl::Status ValidateToolSchema(const Json& schema, const std::string& field) {
+  if (!schema.is_object()) return Invalid(field, "must be a JSON object (a JSON schema)");
+  if (schema.contains("type") && schema["type"] != "object") {
+    return Invalid(absl::StrCat(field, ".type"),
+                   "the parameters of a tool must be an object schema (\"type\": \"object\")");
+  }
+  return ValidateSchemaAt(schema, field, 0);
+}
 
 Json StructToJson(const google::protobuf::Struct& s) { return StructFields(s); }
 
-absl::StatusOr<Json> ChatToTemplateInput(const v1::Chat& chat, const std::string& field) {
+absl::StatusOr<Json> ChatToTemplateInput(const v1::Chat& chat, const std::string& field,
+                                         int max_tools) {
   Json in = Json::object();
   Json messages = Json::array();
   if (chat.messages().empty()) return Invalid(absl::StrCat(field, ".messages"), "is empty");
@@ -112,6 +205,14 @@ absl::StatusOr<Json> ChatToTemplateInput(const v1::Chat& chat, const std::string
           absl::StrCat(path, ".role"),
           absl::StrCat("\"", m.role(), "\" is not one of system, user, assistant, tool"));
     }
+    if (m.role() == "system" && i > 0) {
+      return Invalid(absl::StrCat(path, ".role"),
+                     "a system message must be the first message of the chat");
+    }
+    RETURN_IF_ERROR(CheckText(m.content(), absl::StrCat(path, ".content")));
+    RETURN_IF_ERROR(CheckText(m.reasoning_content(), absl::StrCat(path, ".reasoning_content")));
+    RETURN_IF_ERROR(CheckText(m.name(), absl::StrCat(path, ".name")));
+    RETURN_IF_ERROR(CheckText(m.tool_call_id(), absl::StrCat(path, ".tool_call_id")));
     Json jm = Json::object();
     jm["role"] = m.role();
     if (!m.content().empty() && !m.parts().empty()) {
@@ -124,6 +225,7 @@ absl::StatusOr<Json> ChatToTemplateInput(const v1::Chat& chat, const std::string
         if (part.part_case() != v1::ContentPart::kText) {
           return Invalid(absl::StrCat(path, ".parts[", p, "]"), "has no content");
         }
+        RETURN_IF_ERROR(CheckText(part.text(), absl::StrCat(path, ".parts[", p, "].text")));
         parts.push_back(Json{{"type", "text"}, {"text", part.text()}});
       }
       jm["content"] = std::move(parts);
@@ -145,6 +247,8 @@ absl::StatusOr<Json> ChatToTemplateInput(const v1::Chat& chat, const std::string
         const v1::ToolCall& call = m.tool_calls(c);
         const std::string cpath = absl::StrCat(path, ".tool_calls[", c, "]");
         if (call.name().empty()) return Invalid(absl::StrCat(cpath, ".name"), "is empty");
+        RETURN_IF_ERROR(CheckText(call.name(), absl::StrCat(cpath, ".name")));
+        RETURN_IF_ERROR(CheckText(call.arguments(), absl::StrCat(cpath, ".arguments")));
         Json args = Json::object();
         if (!call.arguments().empty()) {
           args = Json::parse(call.arguments(), nullptr, /*allow_exceptions=*/false);
@@ -164,12 +268,27 @@ absl::StatusOr<Json> ChatToTemplateInput(const v1::Chat& chat, const std::string
     messages.push_back(std::move(jm));
   }
   in["messages"] = std::move(messages);
+  if (chat.tools_size() > max_tools) {
+    return Invalid(absl::StrCat(field, ".tools"),
+                   absl::StrCat(chat.tools_size(), " tools; at most ", max_tools, " are allowed"));
+  }
   if (!chat.tools().empty()) {
     Json tools = Json::array();
+    absl::flat_hash_set<std::string> names;
     for (int t = 0; t < chat.tools_size(); ++t) {
       const v1::Tool& tool = chat.tools(t);
       const std::string tpath = absl::StrCat(field, ".tools[", t, "]");
       if (tool.name().empty()) return Invalid(absl::StrCat(tpath, ".name"), "is empty");
+      if (!IsToolName(tool.name())) {
+        return Invalid(absl::StrCat(tpath, ".name"),
+                       "must be 1 to 64 characters of A-Z, a-z, 0-9, _, - and .");
+      }
+      if (!names.insert(tool.name()).second) {
+        return Invalid(absl::StrCat(tpath, ".name"),
+                       absl::StrCat("\"", tool.name(), "\" names an earlier tool too"));
+      }
+      RETURN_IF_ERROR(CheckText(tool.description(), absl::StrCat(tpath, ".description")));
+      RETURN_IF_ERROR(CheckText(tool.parameters_json(), absl::StrCat(tpath, ".parameters_json")));
       Json fn = Json::object();
       fn["name"] = tool.name();
       if (!tool.description().empty()) fn["description"] = tool.description();
@@ -181,9 +300,12 @@ absl::StatusOr<Json> ChatToTemplateInput(const v1::Chat& chat, const std::string
         if (params.is_discarded() || !params.is_object()) {
           return Invalid(absl::StrCat(tpath, ".parameters_json"), "is not a JSON object");
         }
+        RETURN_IF_ERROR(ValidateToolSchema(params, absl::StrCat(tpath, ".parameters_json")));
         fn["parameters"] = std::move(params);
       } else if (tool.has_parameters()) {
-        fn["parameters"] = StructToJson(tool.parameters());
+        Json params = StructToJson(tool.parameters());
+        RETURN_IF_ERROR(ValidateToolSchema(params, absl::StrCat(tpath, ".parameters")));
+        fn["parameters"] = std::move(params);
       }
       tools.push_back(Json{{"type", "function"}, {"function", std::move(fn)}});
     }
@@ -196,12 +318,12 @@ absl::StatusOr<Json> ChatToTemplateInput(const v1::Chat& chat, const std::string
 }
 
 absl::StatusOr<RenderedChat> RenderChat(const v1::Chat& chat, const TextModel& model,
-                                        const std::string& field) {
+                                        const std::string& field, int max_tools) {
   if (model.chat_template() == nullptr) {
     return absl::FailedPreconditionError(
         absl::StrCat(field, ": the model file has no chat template"));
   }
-  ASSIGN_OR_RETURN(Json input, ChatToTemplateInput(chat, field));
+  ASSIGN_OR_RETURN(Json input, ChatToTemplateInput(chat, field, max_tools));
   absl::StatusOr<std::string> prompt = model.chat_template()->Render(input);
   if (!prompt.ok()) {
     // The template's own complaints ("No user query found in messages.") are about the
@@ -225,6 +347,8 @@ absl::StatusOr<PreparedGenerate> PrepareGenerate(const v1::GenerateRequest& requ
                                                  uint64_t request_number,
                                                  const std::string* forced_output) {
   PreparedGenerate p;
+  RETURN_IF_ERROR(CheckText(request.request_id(), "request_id"));
+  if (request.request_id().size() > 256) return Invalid("request_id", "is longer than 256 bytes");
   p.request_id =
       request.request_id().empty() ? absl::StrCat("req-", request_number) : request.request_id();
   const int32_t vocab = model.vocab_size();
@@ -237,6 +361,7 @@ absl::StatusOr<PreparedGenerate> PrepareGenerate(const v1::GenerateRequest& requ
   switch (request.input_case()) {
     case v1::GenerateRequest::kPrompt:
       input_field = "prompt";
+      RETURN_IF_ERROR(CheckText(request.prompt(), input_field));
       prompt = model.tokenizer().Encode(request.prompt(), /*parse_special=*/true);
       break;
     case v1::GenerateRequest::kPromptTokenIds:
@@ -247,7 +372,8 @@ absl::StatusOr<PreparedGenerate> PrepareGenerate(const v1::GenerateRequest& requ
       break;
     case v1::GenerateRequest::kChat: {
       input_field = "chat";
-      ASSIGN_OR_RETURN(RenderedChat rendered, RenderChat(request.chat(), model));
+      ASSIGN_OR_RETURN(RenderedChat rendered,
+                       RenderChat(request.chat(), model, "chat", limits.max_tools));
       prompt = std::move(rendered.token_ids);
       p.parse_output = !request.output().raw_text();
       p.parser_options.reasoning_open = rendered.reasoning_open;
@@ -316,6 +442,7 @@ absl::StatusOr<PreparedGenerate> PrepareGenerate(const v1::GenerateRequest& requ
   for (int k = 0; k < st.stop_size(); ++k) {
     const std::string field = absl::StrCat("stopping.stop[", k, "]");
     if (st.stop(k).empty()) return Invalid(field, "is empty");
+    RETURN_IF_ERROR(CheckText(st.stop(k), field));
     if (st.stop(k).size() > limits.max_stop_bytes) {
       return Invalid(field, absl::StrCat("is longer than ", limits.max_stop_bytes, " bytes"));
     }

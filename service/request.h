@@ -8,6 +8,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "inference/chat/output_parser.h"
 #include "nlohmann/json.hpp"
 #include "qwen/v1/qwen.pb.h"
@@ -20,10 +21,14 @@ namespace qwen::service {
 struct RequestLimits {
   int64_t slot_context = 4096;       // prompt + generated tokens per sequence
   int32_t default_max_tokens = 256;  // when the request does not say
-  int max_stop_strings = 16;
+  int max_stop_strings = 16;         // --max_stop_strings
   size_t max_stop_bytes = 256;
   int max_top_logprobs = 20;
+  int max_tools = 64;  // --max_tools: tools of one chat
 };
+
+// Largest nesting of a tool's JSON schema (objects and arrays inside one another).
+inline constexpr int kMaxSchemaDepth = 32;
 
 // A validated Generate request, ready to dispatch.
 struct PreparedGenerate {
@@ -66,13 +71,28 @@ absl::StatusOr<PreparedGenerate> PrepareGenerate(const v1::GenerateRequest& requ
 // The template input for a chat: {"messages", "tools", "enable_thinking",
 // "add_generation_prompt"}. INVALID_ARGUMENT naming the field ("chat.messages[1].role: ...").
 // `field` is the chat's own path ("chat").
-absl::StatusOr<nlohmann::ordered_json> ChatToTemplateInput(const v1::Chat& chat,
-                                                           const std::string& field);
+// Also enforces what makes a conversation well-formed whatever the template: roles, a system
+// message only first, text that is UTF-8 without NUL bytes, unique tool names of the form
+// [A-Za-z0-9_.-]{1,64}, at most `max_tools` tools, and parameters that are JSON schemas
+// (ValidateToolSchema).
+absl::StatusOr<nlohmann::ordered_json> ChatToTemplateInput(
+    const v1::Chat& chat, const std::string& field, int max_tools = RequestLimits().max_tools);
+
+// Checks that `schema` is a plausible JSON schema for a tool's parameters: an object whose
+// "type" (if any) is "object"; nested schemas under properties, items, additionalProperties,
+// anyOf/oneOf/allOf and $defs are objects (or booleans) with known type names; "required" is an
+// array of strings, "enum" a non-empty array; nesting at most kMaxSchemaDepth. INVALID_ARGUMENT
+// naming the path ("chat.tools[0].parameters.properties.city.type: ...").
+absl::Status ValidateToolSchema(const nlohmann::ordered_json& schema, const std::string& field);
+
+// INVALID_ARGUMENT "<field>: is not valid UTF-8" / "<field>: contains a NUL byte".
+absl::Status CheckText(absl::string_view text, absl::string_view field);
 
 // Renders and tokenizes a chat. FAILED_PRECONDITION when the model has no chat template;
 // INVALID_ARGUMENT for a conversation the template refuses ("chat: No user query found ...").
 absl::StatusOr<RenderedChat> RenderChat(const v1::Chat& chat, const TextModel& model,
-                                        const std::string& field = "chat");
+                                        const std::string& field = "chat",
+                                        int max_tools = RequestLimits().max_tools);
 
 // A google.protobuf.Struct / Value as JSON. Numbers that are whole and fit an int64 become JSON
 // integers (a schema's "minimum": 1 stays 1, not 1.0). Object keys come out sorted, with the

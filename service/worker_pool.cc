@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -16,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "service/log.h"
+#include "service/worker_server.h"
 
 extern char** environ;
 
@@ -32,6 +34,10 @@ constexpr absl::Duration kStartupProbeDeadline = absl::Seconds(1);
 constexpr absl::Duration kStableUptime = absl::Seconds(60);
 
 std::string DescribeExit(int status) {
+  if (WIFEXITED(status) && WEXITSTATUS(status) == kExitOutOfMemory) {
+    return absl::StrCat("exited with status ", kExitOutOfMemory,
+                        " (out of memory: over --worker_memory_limit)");
+  }
   if (WIFEXITED(status)) return absl::StrCat("exited with status ", WEXITSTATUS(status));
   if (WIFSIGNALED(status)) {
     return absl::StrCat("was killed by signal ", WTERMSIG(status), " (",
@@ -185,6 +191,11 @@ absl::Status WorkerPool::SpawnLocked(Worker& w) {
       absl::StrCat("--log_format=", LogFormatName(GetLogFormat())),
   };
   if (options_.allow_forced_tokens) args.push_back("--testing_allow_forced_tokens");
+  if (options_.allow_fault_injection) args.push_back("--testing_allow_fault_injection");
+  rlimit memory_limit;
+  memory_limit.rlim_cur = memory_limit.rlim_max =
+      options_.memory_limit_bytes > 0 ? static_cast<rlim_t>(options_.memory_limit_bytes)
+                                      : RLIM_INFINITY;
   std::vector<std::string> env = WorkerEnvironment();
   std::vector<char*> argv = Pointers(args);
   std::vector<char*> envp = Pointers(env);
@@ -203,6 +214,9 @@ absl::Status WorkerPool::SpawnLocked(Worker& w) {
     // Its own process group: a terminal's Ctrl-C (sent to the whole foreground group) must
     // reach only the front end, which then drains the streams before it stops the workers.
     setpgid(0, 0);
+    if (memory_limit.rlim_cur != RLIM_INFINITY && setrlimit(RLIMIT_DATA, &memory_limit) != 0) {
+      _exit(126);
+    }
     close_range(3, ~0U, 0);
     execve(exe, argv.data(), envp.data());
     _exit(127);
@@ -217,6 +231,7 @@ absl::Status WorkerPool::SpawnLocked(Worker& w) {
   w.probe_in_flight = false;
   w.probe_done = false;
   w.check_now = false;
+  w.steps_seen = -1;
   grpc::ChannelArguments ch;
   ch.SetMaxReceiveMessageSize(64 << 20);
   // The socket appears only once the worker has loaded the model; retry the connection often
@@ -296,6 +311,8 @@ void WorkerPool::Supervise() {
                                     w.probe_done = true;
                                     w.probe_ok = s.ok();
                                     w.probe_error = s.error_message();
+                                    w.probe_steps = call->resp.steps();
+                                    w.probe_busy = call->resp.active() + call->resp.queued() > 0;
                                   });
           });
         };
@@ -317,6 +334,8 @@ void WorkerPool::Supervise() {
               if (w.probe_ok) {
                 w.state = State::kUp;
                 w.up_since = now;
+                w.steps_seen = w.probe_steps;
+                w.progress_at = now;
                 w.next_probe = now + options_.heartbeat_interval;
                 LogInfo(kComponent,
                         absl::StrCat("worker ", w.index, " (pid ", w.pid, ") is up after ",
@@ -351,7 +370,20 @@ void WorkerPool::Supervise() {
           case State::kUp:
             if (w.probe_done) {
               w.probe_done = false;
-              if (!w.probe_ok) {
+              // A worker whose engine has work must show progress: its step count grows.
+              bool stalled = false;
+              if (w.probe_ok) {
+                if (!w.probe_busy || w.probe_steps != w.steps_seen) {
+                  w.steps_seen = w.probe_steps;
+                  w.progress_at = now;
+                } else if (now - w.progress_at > options_.heartbeat_timeout) {
+                  stalled = true;
+                  w.probe_error = absl::StrCat("its engine has work but made no step for ",
+                                               absl::FormatDuration(absl::Trunc(
+                                                   now - w.progress_at, absl::Milliseconds(1))));
+                }
+              }
+              if (!w.probe_ok || stalled) {
                 LogError(kComponent,
                          absl::StrCat("worker ", w.index, " (pid ", w.pid,
                                       ") failed its heartbeat (", w.probe_error, "); killing it"),

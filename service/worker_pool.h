@@ -40,7 +40,12 @@ struct WorkerPoolOptions {
   // starts over once a worker has stayed up for a minute.
   absl::Duration restart_backoff_min = absl::Milliseconds(250);
   absl::Duration restart_backoff_max = absl::Seconds(30);
-  bool allow_forced_tokens = false;  // passes --testing_allow_forced_tokens
+  bool allow_forced_tokens = false;    // passes --testing_allow_forced_tokens
+  bool allow_fault_injection = false;  // passes --testing_allow_fault_injection
+  // Each worker's private writable memory (heap, KV cache, stacks; not the shared read-only
+  // weights) is capped at this with setrlimit(RLIMIT_DATA) before it runs; a worker that goes
+  // over it exits (kExitOutOfMemory) and is restarted like any crash. 0: no limit.
+  int64_t memory_limit_bytes = 0;
   // The program the workers run (`<exe> worker ...`).
   std::string exe = "/proc/self/exe";
   // Called with every successful heartbeat answer (worker index, incarnation, answer), on a
@@ -61,7 +66,9 @@ struct WorkerInfo {
 // the running program, never a shell) and keeps them running:
 // - a supervisor thread reaps exited workers (waitpid) and restarts them after a back-off;
 // - it probes each worker with the Health call: a starting worker is up once it answers, an up
-//   worker that fails a heartbeat within heartbeat_timeout is killed (and so restarted);
+//   worker that fails a heartbeat within heartbeat_timeout is killed (and so restarted), and so
+//   is one whose engine has work (active or queued sequences) but has made no step for
+//   heartbeat_timeout (its gRPC answers while its engine thread is stuck);
 // - the dispatcher learns of every worker that comes up or goes down, and `on_live_change` of
 //   every change in the number of live workers (the front end's health status follows it).
 // Workers die with the front end: they ask for SIGKILL on their parent's death, and the
@@ -112,6 +119,11 @@ class WorkerPool {
     bool probe_done = false;
     bool probe_ok = false;
     std::string probe_error;
+    int64_t probe_steps = 0;  // the last answer's engine steps and whether it had work
+    bool probe_busy = false;
+    // Engine progress: the step count last seen and when it last moved (or the engine was idle).
+    int64_t steps_seen = -1;
+    absl::Time progress_at;
     bool check_now = false;
   };
 

@@ -2,12 +2,15 @@
 
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <deque>
 #include <memory>
+#include <new>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -30,6 +33,39 @@ constexpr char kComponent[] = "worker";
 
 // Most tokens sent in one message when the front end reads slower than the engine produces.
 constexpr int kMaxTokensPerMessage = 64;
+
+// Faults injected on request (--testing_allow_fault_injection; see WorkerOptions), acted on by
+// the engine thread when it next reports a token.
+std::atomic<bool> wedge_engine{false};
+std::atomic<bool> exhaust_memory{false};
+
+void OnOutOfMemory() {
+  static const char kMessage[] =
+      "qwen worker: out of memory (over the memory limit of this worker); exiting\n";
+  (void)!write(STDERR_FILENO, kMessage, sizeof(kMessage) - 1);
+  _exit(kExitOutOfMemory);
+}
+
+void InjectFaults() {
+  if (wedge_engine.load()) {
+    LogWarning("worker", "testing: the engine thread is wedged on purpose");
+    while (true) pause();  // until the front end's heartbeat kills the process
+  }
+  if (exhaust_memory.exchange(false)) {
+    rlimit rl;
+    if (getrlimit(RLIMIT_DATA, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) {
+      LogWarning("worker", "testing: no memory limit is set; not exhausting memory");
+      return;
+    }
+    LogWarning("worker", "testing: allocating memory until the limit is hit");
+    std::vector<char*> blocks;
+    while (true) {
+      char* b = new char[16 << 20];
+      for (size_t i = 0; i < (16 << 20); i += 4096) b[i] = 1;  // make the pages real
+      blocks.push_back(b);
+    }
+  }
+}
 
 class Stream;
 
@@ -60,6 +96,7 @@ class Stream : public engine::RequestSink {
       : reactor_(reactor), request_id_(std::move(request_id)) {}
 
   void OnToken(const engine::TokenOutput& t) override {
+    InjectFaults();
     {
       absl::MutexLock lock(&mu_);
       wpb::Token& tok = pending_.emplace_back();
@@ -317,8 +354,13 @@ absl::Status RunWorker(const WorkerOptions& options) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  if (options.allow_fault_injection) {
+    sigaddset(&signals, SIGUSR1);
+    sigaddset(&signals, SIGUSR2);
+  }
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);  // a closed log pipe must not kill the worker
+  std::set_new_handler(&OnOutOfMemory);
 
   if (options.socket_path.empty()) return absl::InvalidArgumentError("--socket is required");
   if (options.kv_type != "f16" && options.kv_type != "f32") {
@@ -366,6 +408,15 @@ absl::Status RunWorker(const WorkerOptions& options) {
     if (sig == SIGTERM || sig == SIGINT) {
       LogInfo(component, absl::StrCat("signal ", sig, ": stopping"));
       break;
+    }
+    if (sig == SIGUSR1) {
+      LogWarning(component, "testing: SIGUSR1: the engine thread wedges at its next token");
+      wedge_engine.store(true);
+    }
+    if (sig == SIGUSR2) {
+      LogWarning(component,
+                 "testing: SIGUSR2: the engine thread exhausts memory at its next token");
+      exhaust_memory.store(true);
     }
     if (options.parent_pid > 0 && getppid() != options.parent_pid) {
       LogWarning(component, "the front end is gone: stopping");

@@ -26,7 +26,16 @@ struct WorkerOptions {
   pid_t parent_pid = 0;
   // Honour GenerateRequest.forced_tokens (testing only).
   bool allow_forced_tokens = false;
+  // Testing only: SIGUSR1 wedges the engine thread (the next token it reports blocks it for
+  // good, while gRPC goes on answering health checks); SIGUSR2 makes the engine thread allocate
+  // memory until an allocation fails (only under a memory limit, see kExitOutOfMemory).
+  bool allow_fault_injection = false;
 };
+
+// The exit status of a worker whose memory allocation failed (it went over the limit the front
+// end set with setrlimit(RLIMIT_DATA), --worker_memory_limit): it logs and exits at once rather
+// than run on in an unknown state. The front end treats it like any crash.
+inline constexpr int kExitOutOfMemory = 3;
 
 // Runs a worker until SIGTERM or SIGINT: loads the model, starts the engine, serves
 // qwen.worker.v1.Worker on the socket, and on the signal stops taking calls, cancels what runs

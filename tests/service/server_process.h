@@ -47,6 +47,14 @@ class ServerProcess {
     bool forced_output = true;
     int metrics_port = 0;            // 0: no metrics endpoint (tests run servers side by side)
     std::vector<std::string> extra;  // more flags
+    // Run as `wrapper... qwen serve ...` (e.g. setpriv to drop privileges).
+    std::vector<std::string> wrapper;
+    // An absolute model path instead of `model` under tests/data.
+    std::string model_path;
+    // How the test's own channel connects (TLS servers), and the bearer token its health and
+    // GetModelInfo calls send (servers with --auth_tokens_file).
+    std::shared_ptr<grpc::ChannelCredentials> credentials;
+    std::string auth_token;
   };
 
   // Nullptr (and a message in *error) when the server did not become SERVING in time.
@@ -60,10 +68,11 @@ class ServerProcess {
       return nullptr;
     }
     s->log_path_ = path;
-    std::vector<std::string> args = {
+    std::vector<std::string> args = o.wrapper;
+    std::vector<std::string> serve = {
         BinPath("qwen"),
         "serve",
-        absl::StrCat("--model=", DataPath(o.model)),
+        absl::StrCat("--model=", o.model_path.empty() ? DataPath(o.model) : o.model_path),
         "--host=127.0.0.1",
         "--port=0",
         absl::StrCat("--workers=", o.workers),
@@ -74,6 +83,7 @@ class ServerProcess {
         "--grace_period=20s",
         absl::StrCat("--metrics_port=", o.metrics_port),
     };
+    args.insert(args.end(), serve.begin(), serve.end());
     if (o.forced_output) args.push_back("--testing_allow_forced_output");
     for (const std::string& e : o.extra) args.push_back(e);
     std::vector<char*> argv;
@@ -116,7 +126,9 @@ class ServerProcess {
       *error = absl::StrCat("qwen serve did not report its port:\n", s->Log());
       return nullptr;
     }
-    s->channel_ = grpc::CreateChannel(s->address(), grpc::InsecureChannelCredentials());
+    s->auth_token_ = o.auth_token;
+    s->channel_ = grpc::CreateChannel(
+        s->address(), o.credentials ? o.credentials : grpc::InsecureChannelCredentials());
     if (!s->WaitHealth(grpc::health::v1::HealthCheckResponse::SERVING, deadline - absl::Now())) {
       *error = absl::StrCat("qwen serve did not become SERVING:\n", s->Log());
       return nullptr;
@@ -170,6 +182,7 @@ class ServerProcess {
     auto stub = grpc::health::v1::Health::NewStub(channel_);
     grpc::ClientContext ctx;
     ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+    AddToken(&ctx);
     grpc::health::v1::HealthCheckRequest req;
     req.set_service(service);
     grpc::health::v1::HealthCheckResponse resp;
@@ -198,6 +211,7 @@ class ServerProcess {
   v1::GetModelInfoResponse Info() const {
     grpc::ClientContext ctx;
     ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+    AddToken(&ctx);
     v1::GetModelInfoResponse info;
     Stub()->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info);
     return info;
@@ -205,6 +219,10 @@ class ServerProcess {
 
  private:
   ServerProcess() = default;
+  void AddToken(grpc::ClientContext* ctx) const {
+    if (!auth_token_.empty()) ctx->AddMetadata("authorization", "Bearer " + auth_token_);
+  }
+  std::string auth_token_;
   pid_t pid_ = 0;
   int port_ = 0;
   std::string log_path_;
