@@ -11,6 +11,10 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libpcre2-dev libutf8proc-dev nlohmann-json3-dev prometheus-cpp-dev
   python3 python3-yaml
+  # deployment: fetch-model, and the tests of deploy/ (Helm's template engine is Go's
+  # text/template with Sprig; the values schema is checked with jsonschema)
+  curl ca-certificates golang-go golang-github-masterminds-sprig-dev golang-github-ghodss-yaml-dev
+  python3-jsonschema
 )
 
 missing=()
