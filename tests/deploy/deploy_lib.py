@@ -235,11 +235,17 @@ def container_summary(rendered):
         mounts.append({"path": m["mountPath"], "read_only": bool(m.get("readOnly", False)),
                        "volume": kind})
     pre_stop = c["lifecycle"]["preStop"]["exec"]["command"]
+    known = serve_help_flags()
+    usable, pending = split_known(flags, known)
     sec = dict(pod.get("securityContext", {}))
     sec.update(c.get("securityContext", {}))
     return {
         "args": c["args"],
         "flags": flags,
+        # The flags this build of qwen serve knows, and those other branches add (skipped).
+        "known_flags": usable,
+        "pending_flags": pending,
+        "binary_knows": sorted(known),
         "env": {e["name"]: e["value"] for e in c.get("env", [])},
         "run_as_user": sec["runAsUser"],
         "run_as_group": sec["runAsGroup"],
