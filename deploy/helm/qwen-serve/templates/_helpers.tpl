@@ -118,6 +118,21 @@ weights + workers x slots x (state + kvPerToken x ctx) + workers x workerOverhea
 {{- end }}
 {{- end }}
 
+{{/* The download volume: the file plus 64 MiB. */}}
+{{- define "qwen-serve.modelVolumeSize" -}}
+{{- printf "%dMi" (add (div (add (int64 .Values.model.memory.weightsBytes) 1048575) 1048576) 64) }}
+{{- end }}
+
+{{/* Node disk the pod's emptyDirs may use: the downloaded model (source url) and /tmp. */}}
+{{- define "qwen-serve.ephemeralStorage" -}}
+{{- $tmp := int64 (regexReplaceAll "Mi$" .Values.volumes.tmpSizeLimit "") }}
+{{- if eq .Values.model.source "url" }}
+{{- printf "%dMi" (add (int64 (trimSuffix "Mi" (include "qwen-serve.modelVolumeSize" .))) $tmp) }}
+{{- else }}
+{{- printf "%dMi" $tmp }}
+{{- end }}
+{{- end }}
+
 {{- define "qwen-serve.terminationGracePeriodSeconds" -}}
 {{- if kindIs "invalid" .Values.lifecycle.terminationGracePeriodSeconds }}
 {{- add (int64 .Values.lifecycle.preStopSleepSeconds) (int64 .Values.server.gracePeriodSeconds) 15 }}
