@@ -481,6 +481,71 @@ class RenderTest(unittest.TestCase):
             self.assertIn(f"grpcurl -plaintext localhost:{v['service']['port']}", notes[0])
 
 
+class CheckConfigTest(unittest.TestCase):
+    """`qwen serve --check_config`: the contract the deployment tests and operators rely on."""
+
+    def run_check(self, *args, user=None):
+        cmd = [d.QWEN, "serve", "--check_config", *args]
+        if user is not None:
+            cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"] + cmd
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+    def test_valid_with_the_model(self):
+        r = self.run_check("--model", d.TINY_MODEL, "--workers=3", "--ctx-size=1024")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("valid", r.stdout.splitlines()[0])
+        self.assertIn("  --workers=3", r.stdout)
+        self.assertIn("  --ctx_size=1024", r.stdout)
+        self.assertRegex(r.stdout, r"memory: weights \d+ \+ 3 workers x 4 slots")
+
+    def test_model_absent_or_not_given_is_a_note(self):
+        for args in ((), ("--model=/nonexistent/model.gguf",)):
+            r = self.run_check("--json", *args)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            out = json.loads(r.stdout)
+            self.assertFalse(out["model"]["checked"])
+            self.assertNotIn("memory", out)
+            self.assertTrue(any("model" in n for n in out["notes"]))
+
+    def test_invalid_exits_2_naming_the_problem(self):
+        other_arch = os.path.join(d.ROOT, "tests", "data", "models", "mmproj-tiny-qwen35-f16.gguf")
+        with tempfile.NamedTemporaryFile(suffix=".gguf") as junk:
+            junk.write(b"not a gguf file")
+            junk.flush()
+            cases = {
+                ("--model", other_arch): "architecture",
+                ("--model", junk.name): "--model",
+                ("--workers=0",): "--workers",
+                ("--kv_type=q8",): "--kv_type",
+                ("--port=65536",): "--port",
+                ("--grace_period=-1s",): "--grace_period",
+                ("--socket_dir=/" + "d" * 100,): "--socket_dir",
+                ("--restart_backoff_min=10s", "--restart_backoff_max=1s"): "restart_backoff_max",
+            }
+            for args, word in cases.items():
+                with self.subTest(args=args):
+                    r = self.run_check(*args)
+                    self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+                    self.assertIn(word, r.stdout + r.stderr)
+
+    def test_unknown_flag_exits_2(self):
+        r = self.run_check("--no_such_flag=1")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("unknown flag --no_such_flag", r.stderr)
+
+    def test_socket_dir_not_writable_by_the_user(self):
+        if os.geteuid() != 0:
+            self.skipTest("needs root to run as another user")
+        with tempfile.TemporaryDirectory() as tmp:
+            os.chmod(tmp, 0o755)  # root's, not writable by 65532
+            r = self.run_check(f"--socket_dir={tmp}", user=65532)
+            self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+            self.assertIn("not writable by this user (uid 65532)", r.stdout)
+            os.chmod(tmp, 0o1777)
+            r = self.run_check(f"--socket_dir={tmp}", user=65532)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
+
 class HelmfileTest(unittest.TestCase):
     def test_releases_of_every_model_file(self):
         for p in d.model_values_files():
