@@ -12,6 +12,7 @@
 #include "cli/log_flags.h"
 #include "cli/metrics_flags.h"
 #include "cli/serve_limits.h"
+#include "cli/serve_config.h"
 #include "cli/serving_flags.h"
 #include "inference/common/thread_pool.h"
 #include "service/front_end.h"
@@ -51,6 +52,12 @@ ABSL_FLAG(absl::Duration, restart_backoff_max, absl::Seconds(30),
 ABSL_FLAG(int32_t, max_retries, 2,
           "Times a request whose worker died before producing its first token is sent to "
           "another worker.");
+ABSL_FLAG(absl::Duration, max_connection_age, absl::ZeroDuration(),
+          "Close each client connection (HTTP/2 GOAWAY) after about this long, so that clients "
+          "reconnect and a load balancer spreads them over new replicas (0: never).");
+ABSL_FLAG(absl::Duration, max_connection_age_grace, absl::ZeroDuration(),
+          "After --max_connection_age, how long the calls of a closing connection may still run "
+          "before they are cancelled (0: as long as they take).");
 ABSL_FLAG(bool, testing_allow_forced_output, false,
           "Testing only: honour the x-qwen-testing-forced-output-bin request metadata, whose text "
           "the workers emit instead of sampled tokens. Never enable in production.");
@@ -58,6 +65,9 @@ ABSL_FLAG(bool, testing_allow_forced_output, false,
 namespace qwen::cli {
 
 int RunServe(int argc, char** argv) {
+  if (WantsCheckConfig(argc, argv)) {
+    if (const int rc = CheckUnknownFlags(argc, argv); rc != 0) return rc;
+  }
   std::vector<std::string> args = ParseFlags(
       "serve",
       "qwen serve --model M.gguf [--workers N] [--port P] [--slots S] ...\n\n"
@@ -81,6 +91,8 @@ int RunServe(int argc, char** argv) {
   o.max_retries = absl::GetFlag(FLAGS_max_retries);
   o.allow_forced_output = absl::GetFlag(FLAGS_testing_allow_forced_output);
   o.metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  o.max_connection_age = absl::GetFlag(FLAGS_max_connection_age);
+  o.max_connection_age_grace = absl::GetFlag(FLAGS_max_connection_age_grace);
   service::WorkerPoolOptions& p = o.pool;
   p.model_path = absl::GetFlag(FLAGS_model);
   p.workers = absl::GetFlag(FLAGS_workers);
@@ -96,17 +108,14 @@ int RunServe(int argc, char** argv) {
   p.restart_backoff_max = absl::GetFlag(FLAGS_restart_backoff_max);
   // The cores are shared among the workers unless told otherwise.
   p.threads = absl::GetFlag(FLAGS_threads);
-  if (p.threads <= 0) p.threads = std::max(1, AvailableCores() / std::max(1, p.workers));
-  if (absl::Status st = ApplyServeLimitFlags(&o); !st.ok()) {
-    std::fprintf(stderr, "qwen serve: %s\n", std::string(st.message()).c_str());
-    return 2;
+  if (p.threads == 0) p.threads = std::max(1, AvailableCores() / std::max(1, p.workers));
+  const absl::Status limits = ApplyServeLimitFlags(&o);
+  // --check_config reports every problem itself; a real start stops at the first.
+  if (absl::GetFlag(FLAGS_check_config)) {
+    return CheckServeConfig(o, absl::GetFlag(FLAGS_json), limits);
   }
-  if (o.port < 0 || o.port > 65535) {
-    std::fprintf(stderr, "qwen serve: --port must be in [0, 65535]\n");
-    return 2;
-  }
-  if (p.kv_type != "f16" && p.kv_type != "f32") {
-    std::fprintf(stderr, "qwen serve: --kv_type must be f16 or f32\n");
+  if (absl::Status v = limits.ok() ? ValidateServeOptions(o) : limits; !v.ok()) {
+    std::fprintf(stderr, "qwen serve: %s\n", std::string(v.message()).c_str());
     return 2;
   }
   absl::Status s = service::RunFrontEnd(o);

@@ -12,6 +12,10 @@ PACKAGES=(
   libpcre2-dev libutf8proc-dev nlohmann-json3-dev prometheus-cpp-dev
   python3 python3-yaml
   openssl util-linux
+  # deployment: fetch-model, and the tests of deploy/ (Helm's template engine is Go's
+  # text/template with Sprig; the values schema is checked with jsonschema)
+  curl ca-certificates golang-go golang-github-masterminds-sprig-dev golang-github-ghodss-yaml-dev
+  python3-jsonschema
 )
 
 missing=()

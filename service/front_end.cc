@@ -254,10 +254,19 @@ absl::Status RunFrontEnd(const FrontEndOptions& options) {
   }
   interceptors.push_back(std::make_unique<ParseErrorInterceptorFactory>());
   // Last, so that it records the status the client sees, as the interceptors above rewrote it
-  // (server interceptors run in this order at every hook point).
+  // (a server's interceptors see the sending hook points in this order).
   interceptors.push_back(
       std::make_unique<RpcObserverFactory>(&metrics, service.request_counter()));
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
+  if (options.max_connection_age > absl::ZeroDuration()) {
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS,
+                               static_cast<int>(absl::ToInt64Milliseconds(options.max_connection_age)));
+  }
+  if (options.max_connection_age_grace > absl::ZeroDuration()) {
+    builder.AddChannelArgument(
+        GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
+        static_cast<int>(absl::ToInt64Milliseconds(options.max_connection_age_grace)));
+  }
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", address));

@@ -22,6 +22,10 @@ struct FrontEndOptions {
   // On SIGTERM/SIGINT, running streams get this long to finish before they are cancelled.
   absl::Duration grace_period = absl::Seconds(30);
   int max_retries = 2;
+  // Server-side connection age (GOAWAY after it, +-10% jitter) and the grace its calls then get;
+  // zero: unlimited.
+  absl::Duration max_connection_age = absl::ZeroDuration();
+  absl::Duration max_connection_age_grace = absl::ZeroDuration();
   bool allow_forced_output = false;  // honour the testing metadata (see generate_call.h)
   int metrics_port = 9090;           // Prometheus /metrics over HTTP on host:port; 0: off
   // Security and explicit limits of the public port (see README "Security").

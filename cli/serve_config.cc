@@ -1,0 +1,310 @@
+#include "cli/serve_config.h"
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/reflection.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "inference/common/thread_pool.h"
+#include "inference/model/state.h"
+#include "nlohmann/json.hpp"
+#include "service/text_model.h"
+
+ABSL_FLAG(bool, check_config, false,
+          "Validate the command line and exit without serving: every flag, the socket directory "
+          "(writable, when it exists here) and, when --model names a file that exists here, that "
+          "it is a GGUF of architecture qwen35. Prints the effective configuration and the memory "
+          "it needs (--json for JSON). Exit status 0 when valid, 2 when not.");
+
+namespace qwen::cli {
+namespace {
+
+// The files whose flags `qwen serve` takes (as in its --help), and flags that say nothing about
+// the server's configuration.
+constexpr const char* kServeFlagFiles[] = {"cli/serve",         "cli/common_flags",
+                                           "cli/engine_flags",  "cli/serving_flags",
+                                           "cli/log_flags",     "cli/metrics_flags"};
+constexpr const char* kNotConfiguration[] = {"check_config", "json", "tokens"};
+
+bool IsServeFlag(const absl::CommandLineFlag& flag) {
+  const std::string file = flag.Filename();
+  for (const char* f : kServeFlagFiles) {
+    if (absl::StrContains(file, f)) return true;
+  }
+  return false;
+}
+
+std::string GiB(int64_t bytes) {
+  return absl::StrFormat("%.2f GiB", static_cast<double>(bytes) / (1 << 30));
+}
+
+absl::Status Positive(absl::string_view flag, absl::Duration d) {
+  if (d <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat("--", flag, " must be positive"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status NotNegative(absl::string_view flag, absl::Duration d) {
+  if (d < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat("--", flag, " must not be negative"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status InRange(absl::string_view flag, int64_t v, int64_t lo, int64_t hi) {
+  if (v < lo || v > hi) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, " must be in [", lo, ", ", hi, "], not ", v));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+MemoryEstimate EstimateMemory(const model::ModelConfig& config, int64_t file_bytes,
+                              const service::FrontEndOptions& options) {
+  const model::KvType kv =
+      options.pool.kv_type == "f32" ? model::KvType::kF32 : model::KvType::kF16;
+  const model::StateSize s = model::SequenceState::SizeFor(config, options.pool.ctx_size, kv);
+  MemoryEstimate m;
+  m.weights_bytes = file_bytes;
+  m.state_bytes_per_slot = static_cast<int64_t>(s.recurrent_bytes + s.conv_bytes);
+  m.kv_bytes_per_token = static_cast<int64_t>(s.kv_bytes_per_token);
+  m.ctx_size = options.pool.ctx_size;
+  m.workers = options.pool.workers;
+  m.slots = options.pool.slots;
+  return m;
+}
+
+absl::Status ValidateServeOptions(const service::FrontEndOptions& o) {
+  const service::WorkerPoolOptions& p = o.pool;
+  std::vector<absl::Status> checks = {
+      InRange("workers", p.workers, 1, 256),
+      InRange("slots", p.slots, 1, 1024),
+      InRange("threads", p.threads, 0, 4096),
+      InRange("ctx_size", p.ctx_size, 2, int64_t{1} << 24),
+      InRange("prefill_chunk", p.prefill_chunk, 1, int64_t{1} << 20),
+      InRange("port", o.port, 0, 65535),
+      InRange("metrics_port", o.metrics_port, 0, 65535),
+      InRange("queue_size", o.queue_size, 0, 1 << 20),
+      InRange("default_max_tokens", o.limits.default_max_tokens, 1, int64_t{1} << 24),
+      InRange("max_retries", o.max_retries, 0, 100),
+      NotNegative("grace_period", o.grace_period),
+      Positive("heartbeat_interval", p.heartbeat_interval),
+      Positive("heartbeat_timeout", p.heartbeat_timeout),
+      Positive("worker_startup_timeout", p.startup_timeout),
+      Positive("restart_backoff_min", p.restart_backoff_min),
+      NotNegative("max_connection_age", o.max_connection_age),
+      NotNegative("max_connection_age_grace", o.max_connection_age_grace),
+  };
+  for (const absl::Status& s : checks) {
+    if (!s.ok()) return s;
+  }
+  if (p.kv_type != "f16" && p.kv_type != "f32") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--kv_type must be f16 or f32, not \"", p.kv_type, "\""));
+  }
+  if (p.restart_backoff_max < p.restart_backoff_min) {
+    return absl::InvalidArgumentError("--restart_backoff_max must be at least --restart_backoff_min");
+  }
+  if (o.host.empty()) return absl::InvalidArgumentError("--host must not be empty");
+  return absl::OkStatus();
+}
+
+bool WantsCheckConfig(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const absl::string_view a = argv[i];
+    if (a == "--") break;
+    if (a == "--check_config" || a == "--check-config" || a == "--check_config=true" ||
+        a == "--check-config=true") {
+      return true;
+    }
+  }
+  return false;
+}
+
+int CheckUnknownFlags(int argc, char** argv) {
+  // Abseil's own flags, handled by its parser.
+  static const char* const kBuiltin[] = {"help",    "helpfull",  "helpshort",       "helppackage",
+                                         "version", "flagfile",  "fromenv",         "tryfromenv",
+                                         "undefok", "helpmatch", "only_check_args", "helpon"};
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--") break;
+    if (a.size() < 3 || a[0] != '-' || a[1] != '-') continue;
+    std::string name = a.substr(2, a.find('=') == std::string::npos ? std::string::npos
+                                                                     : a.find('=') - 2);
+    std::replace(name.begin(), name.end(), '-', '_');
+    if (std::find(std::begin(kBuiltin), std::end(kBuiltin), name) != std::end(kBuiltin)) continue;
+    if (absl::FindCommandLineFlag(name) != nullptr) continue;
+    // --noflag is how Abseil spells a false boolean.
+    if (absl::StartsWith(name, "no")) {
+      const absl::CommandLineFlag* f = absl::FindCommandLineFlag(name.substr(2));
+      if (f != nullptr && f->IsOfType<bool>()) continue;
+    }
+    std::fprintf(stderr, "qwen serve --check_config: unknown flag --%s\n", name.c_str());
+    return 2;
+  }
+  return 0;
+}
+
+int CheckServeConfig(const service::FrontEndOptions& o, bool json,
+                     const absl::Status& flag_status) {
+  std::vector<std::string> errors;
+  std::vector<std::string> notes;
+  nlohmann::json out = nlohmann::json::object();
+
+  if (!flag_status.ok()) errors.emplace_back(flag_status.message());
+  if (absl::Status s = ValidateServeOptions(o); !s.ok()) errors.emplace_back(s.message());
+
+  // Every flag `qwen serve` takes, as it is in effect.
+  nlohmann::json flags = nlohmann::json::object();
+  std::map<std::string, std::string> sorted;
+  for (const auto& [name, flag] : absl::GetAllFlags()) {
+    if (flag->IsRetired() || !IsServeFlag(*flag)) continue;
+    if (std::find(std::begin(kNotConfiguration), std::end(kNotConfiguration), name) !=
+        std::end(kNotConfiguration)) {
+      continue;
+    }
+    sorted[std::string(name)] = flag->CurrentValue();
+  }
+  for (const auto& [name, value] : sorted) flags[name] = value;
+  out["flags"] = flags;
+
+  // Values the server derives from the flags and the environment.
+  nlohmann::json effective = nlohmann::json::object();
+  effective["threads_per_worker"] = o.pool.threads;
+  std::string socket_parent = o.pool.socket_dir;
+  std::string socket_source = "--socket_dir";
+  if (socket_parent.empty()) {
+    const char* tmp = std::getenv("TMPDIR");
+    socket_parent = tmp != nullptr && *tmp != '\0' ? tmp : "/tmp";
+    socket_source = tmp != nullptr && *tmp != '\0' ? "$TMPDIR" : "default /tmp";
+  }
+  const std::string longest_socket = absl::StrCat(socket_parent, "/qwen-serve-XXXXXX/worker-",
+                                                  std::max(0, o.pool.workers - 1), ".sock");
+  effective["socket_parent_dir"] = socket_parent;
+  effective["socket_parent_dir_from"] = socket_source;
+  effective["longest_socket_path"] = longest_socket;
+  if (longest_socket.size() >= sizeof(sockaddr_un{}.sun_path)) {
+    errors.push_back(absl::StrCat("--socket_dir: the socket path ", longest_socket, " is longer than ",
+                                  sizeof(sockaddr_un{}.sun_path) - 1, " bytes"));
+  }
+  struct stat st;
+  if (stat(socket_parent.c_str(), &st) != 0) {
+    notes.push_back(absl::StrCat("socket directory ", socket_parent, " (", socket_source,
+                                 ") does not exist here: not checked"));
+  } else if (!S_ISDIR(st.st_mode)) {
+    errors.push_back(absl::StrCat("socket directory ", socket_parent, " (", socket_source,
+                                  ") is not a directory"));
+  } else if (access(socket_parent.c_str(), W_OK | X_OK) != 0) {
+    errors.push_back(absl::StrCat("socket directory ", socket_parent, " (", socket_source,
+                                  ") is not writable by this user (uid ", getuid(),
+                                  "): the workers' sockets are made there"));
+  }
+  out["effective"] = effective;
+
+  // The model, when it is here: what the front end checks at start-up (a GGUF of architecture
+  // qwen35 with a tokenizer and, if any, a chat template that parses), and the memory estimate.
+  nlohmann::json model = nlohmann::json::object();
+  const std::string& path = o.pool.model_path;
+  model["path"] = path;
+  model["checked"] = false;
+  if (path.empty()) {
+    notes.push_back("no --model given: the model was not checked (serving needs one)");
+  } else if (stat(path.c_str(), &st) != 0) {
+    notes.push_back(absl::StrCat("model ", path, " does not exist here: not checked"));
+  } else {
+    absl::StatusOr<std::unique_ptr<service::TextModel>> m = service::TextModel::Load(path);
+    if (!m.ok()) {
+      errors.push_back(absl::StrCat("--model: ", m.status().message()));
+    } else {
+      const model::ModelConfig& c = (*m)->config();
+      model["checked"] = true;
+      model["architecture"] = c.architecture;
+      model["name"] = c.name;
+      model["file_bytes"] = (*m)->file().file_size();
+      model["context_length"] = c.context_length;
+      model["layers"] = c.n_layer;
+      model["attention_layers"] = c.n_attention_layers();
+      model["vocab_size"] = c.n_vocab;
+      model["chat_template"] = (*m)->chat_template() != nullptr;
+      if (o.pool.ctx_size > c.context_length) {
+        notes.push_back(absl::StrCat("--ctx_size ", o.pool.ctx_size,
+                                     " exceeds the model's trained context of ", c.context_length,
+                                     " tokens"));
+      }
+      const MemoryEstimate e =
+          EstimateMemory(c, static_cast<int64_t>((*m)->file().file_size()), o);
+      out["memory"] = {
+          {"weights_bytes", e.weights_bytes},
+          {"state_bytes_per_slot", e.state_bytes_per_slot},
+          {"kv_bytes_per_token", e.kv_bytes_per_token},
+          {"ctx_size", e.ctx_size},
+          {"slot_bytes", e.slot_bytes()},
+          {"workers", e.workers},
+          {"slots", e.slots},
+          {"worker_overhead_bytes", e.worker_overhead_bytes},
+          {"front_end_overhead_bytes", e.front_end_overhead_bytes},
+          {"total_bytes", e.total_bytes()},
+          {"formula",
+           "weights + workers x slots x (state_per_slot + kv_per_token x ctx_size) + workers x "
+           "worker_overhead + front_end_overhead"},
+      };
+    }
+  }
+  out["model"] = model;
+  if (!model["checked"].get<bool>()) {
+    notes.push_back("memory: needs the model's metadata; not estimated");
+  }
+  out["ok"] = errors.empty();
+  out["errors"] = errors;
+  out["notes"] = notes;
+
+  if (json) {
+    std::printf("%s\n", out.dump(2).c_str());
+  } else {
+    std::printf("qwen serve --check_config: %s\n", errors.empty() ? "valid" : "INVALID");
+    for (const std::string& e : errors) std::printf("error: %s\n", e.c_str());
+    for (const std::string& n : notes) std::printf("note: %s\n", n.c_str());
+    std::printf("flags:\n");
+    for (const auto& [name, value] : sorted) {
+      std::printf("  --%s=%s\n", name.c_str(), value.c_str());
+    }
+    std::printf("effective:\n  threads per worker: %d\n  socket directory: %s (%s)\n",
+                o.pool.threads, socket_parent.c_str(), socket_source.c_str());
+    if (model["checked"].get<bool>()) {
+      std::printf("model: %s: %s \"%s\", %lld bytes, context %lld, vocabulary %lld\n",
+                  path.c_str(), model["architecture"].get<std::string>().c_str(),
+                  model["name"].get<std::string>().c_str(),
+                  static_cast<long long>(model["file_bytes"].get<int64_t>()),
+                  static_cast<long long>(model["context_length"].get<int64_t>()),
+                  static_cast<long long>(model["vocab_size"].get<int64_t>()));
+      const nlohmann::json& mem = out["memory"];
+      auto b = [&mem](const char* k) { return static_cast<long long>(mem[k].get<int64_t>()); };
+      std::printf(
+          "memory: weights %lld + %d workers x %d slots x (state %lld + KV %lld/token x %lld "
+          "tokens) + %d workers x overhead %lld + front end %lld = %lld bytes (%s)\n",
+          b("weights_bytes"), o.pool.workers, o.pool.slots, b("state_bytes_per_slot"),
+          b("kv_bytes_per_token"), b("ctx_size"), o.pool.workers, b("worker_overhead_bytes"),
+          b("front_end_overhead_bytes"), b("total_bytes"), GiB(b("total_bytes")).c_str());
+    }
+  }
+  return errors.empty() ? 0 : 2;
+}
+
+}  // namespace qwen::cli
