@@ -78,8 +78,9 @@ int RunServe(int argc, char** argv) {
     std::fprintf(stderr, "qwen serve: unexpected argument \"%s\"\n", args[0].c_str());
     return 2;
   }
-  if (absl::Status st = ApplyLogFlags(); !st.ok()) {
-    std::fprintf(stderr, "qwen serve: %s\n", std::string(st.message()).c_str());
+  const absl::Status log_flags = ApplyLogFlags();
+  if (!log_flags.ok() && !absl::GetFlag(FLAGS_check_config)) {
+    std::fprintf(stderr, "qwen serve: %s\n", std::string(log_flags.message()).c_str());
     return 2;
   }
   service::FrontEndOptions o;
@@ -109,7 +110,8 @@ int RunServe(int argc, char** argv) {
   // The cores are shared among the workers unless told otherwise.
   p.threads = absl::GetFlag(FLAGS_threads);
   if (p.threads == 0) p.threads = std::max(1, AvailableCores() / std::max(1, p.workers));
-  const absl::Status limits = ApplyServeLimitFlags(&o);
+  absl::Status limits = ApplyServeLimitFlags(&o);
+  if (!log_flags.ok()) limits = log_flags;
   // --check_config reports every problem itself; a real start stops at the first.
   if (absl::GetFlag(FLAGS_check_config)) {
     return CheckServeConfig(o, absl::GetFlag(FLAGS_json), limits);

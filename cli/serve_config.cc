@@ -97,7 +97,7 @@ absl::Status ValidateServeOptions(const service::FrontEndOptions& o) {
       InRange("slots", p.slots, 1, 1024),
       InRange("threads", p.threads, 0, 4096),
       InRange("ctx_size", p.ctx_size, 2, int64_t{1} << 24),
-      InRange("prefill_chunk", p.prefill_chunk, 1, int64_t{1} << 20),
+      InRange("prefill_chunk", p.prefill_chunk, 1, int64_t{1} << 16),
       InRange("port", o.port, 0, 65535),
       InRange("metrics_port", o.metrics_port, 0, 65535),
       InRange("queue_size", o.queue_size, 0, 1 << 20),
@@ -122,7 +122,8 @@ absl::Status ValidateServeOptions(const service::FrontEndOptions& o) {
     return absl::InvalidArgumentError("--restart_backoff_max must be at least --restart_backoff_min");
   }
   if (o.host.empty()) return absl::InvalidArgumentError("--host must not be empty");
-  return absl::OkStatus();
+  // The security and limit flags, as the front end checks them before serving.
+  return service::ValidateFrontEndOptions(o);
 }
 
 bool WantsCheckConfig(int argc, char** argv) {
@@ -218,6 +219,23 @@ int CheckServeConfig(const service::FrontEndOptions& o, bool json,
   }
   out["effective"] = effective;
 
+  // Files the front end reads at start-up: when they exist here, they must be readable by this
+  // user (a deployment that mounts them elsewhere gets a note, as for the model).
+  const std::pair<const char*, const std::string*> files[] = {
+      {"--tls_cert", &o.tls.cert_file},
+      {"--tls_key", &o.tls.key_file},
+      {"--tls_client_ca", &o.tls.client_ca_file},
+      {"--auth_tokens_file", &o.auth_tokens_file}};
+  for (const auto& [flag, file] : files) {
+    if (file->empty()) continue;
+    if (stat(file->c_str(), &st) != 0) {
+      notes.push_back(absl::StrCat(flag, " ", *file, " does not exist here: not checked"));
+    } else if (access(file->c_str(), R_OK) != 0) {
+      errors.push_back(absl::StrCat(flag, " ", *file, " is not readable by this user (uid ",
+                                    getuid(), ")"));
+    }
+  }
+
   // The model, when it is here: what the front end checks at start-up (a GGUF of architecture
   // qwen35 with a tokenizer and, if any, a chat template that parses), and the memory estimate.
   nlohmann::json model = nlohmann::json::object();
@@ -250,6 +268,17 @@ int CheckServeConfig(const service::FrontEndOptions& o, bool json,
       }
       const MemoryEstimate e =
           EstimateMemory(c, static_cast<int64_t>((*m)->file().file_size()), o);
+      // RLIMIT_DATA counts the KV cache's address space when it is reserved at start-up, not as
+      // tokens arrive: a limit below the slots' worst case makes every worker fail to start.
+      const int64_t worker_needs =
+          int64_t{e.slots} * e.slot_bytes() + e.worker_overhead_bytes;
+      if (o.pool.memory_limit_bytes > 0 && o.pool.memory_limit_bytes < worker_needs) {
+        errors.push_back(absl::StrCat(
+            "--worker_memory_limit ", GiB(o.pool.memory_limit_bytes), " is below what a worker ",
+            "reserves: ", e.slots, " slots x (state + KV for ", e.ctx_size,
+            " tokens) + overhead = ", GiB(worker_needs),
+            " (the limit counts reserved address space)"));
+      }
       out["memory"] = {
           {"weights_bytes", e.weights_bytes},
           {"state_bytes_per_slot", e.state_bytes_per_slot},

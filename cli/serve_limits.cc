@@ -34,8 +34,10 @@ ABSL_FLAG(int32_t, max_tools, 64, "Tools one chat request may declare.");
 ABSL_FLAG(int32_t, max_stop_strings, 16, "Stop strings one request may set.");
 ABSL_FLAG(std::string, worker_memory_limit, "",
           "Cap on each worker's private memory (heap, KV cache, stacks; not the shared weights), "
-          "set with setrlimit(RLIMIT_DATA), e.g. 6G or 512M. A worker over it exits and is "
-          "restarted like a crash. Empty: no cap.");
+          "set with setrlimit(RLIMIT_DATA), e.g. 6G or 512M. It counts the KV cache of every "
+          "slot's full context from start-up (reserved address space), so it must exceed "
+          "slots x (state + KV per token x ctx_size) + overhead (--check_config says so). A worker "
+          "over it exits and is restarted like a crash. Empty: no cap.");
 
 namespace qwen::cli {
 namespace {

@@ -3,6 +3,7 @@
 #include <signal.h>
 
 #include <atomic>
+#include <limits>
 #include <memory>
 
 #include "absl/cleanup/cleanup.h"
@@ -178,6 +179,27 @@ class QwenService final : public v1::Qwen::CallbackService {
 
 }  // namespace
 
+absl::Status ValidateFrontEndOptions(const FrontEndOptions& options) {
+  if (options.queue_size < 0) return absl::InvalidArgumentError("--queue_size must be >= 0");
+  if (options.pool.ctx_size < 2) return absl::InvalidArgumentError("--ctx_size must be >= 2");
+  if (options.max_message_bytes < 1024) {
+    return absl::InvalidArgumentError("--max_message_bytes must be at least 1024");
+  }
+  if (options.max_concurrent_streams < 1) {
+    return absl::InvalidArgumentError("--max_concurrent_streams must be at least 1");
+  }
+  if (options.limits.max_tools < 0 || options.limits.max_stop_strings < 0) {
+    return absl::InvalidArgumentError("--max_tools and --max_stop_strings must be >= 0");
+  }
+  // gRPC takes the connection age in int milliseconds.
+  constexpr absl::Duration kMaxAge = absl::Milliseconds(std::numeric_limits<int>::max());
+  if (options.max_connection_age > kMaxAge || options.max_connection_age_grace > kMaxAge) {
+    return absl::InvalidArgumentError(
+        "--max_connection_age and --max_connection_age_grace must be at most 24 days");
+  }
+  return ValidateTlsOptions(options.tls);
+}
+
 absl::Status RunFrontEnd(const FrontEndOptions& options) {
   sigset_t signals;
   sigemptyset(&signals);
@@ -191,17 +213,7 @@ absl::Status RunFrontEnd(const FrontEndOptions& options) {
   (void)grpc::health::v1::HealthCheckRequest::descriptor();
 
   if (options.pool.model_path.empty()) return absl::InvalidArgumentError("--model is required");
-  if (options.queue_size < 0) return absl::InvalidArgumentError("--queue_size must be >= 0");
-  if (options.pool.ctx_size < 2) return absl::InvalidArgumentError("--ctx_size must be >= 2");
-  if (options.max_message_bytes < 1024) {
-    return absl::InvalidArgumentError("--max_message_bytes must be at least 1024");
-  }
-  if (options.max_concurrent_streams < 1) {
-    return absl::InvalidArgumentError("--max_concurrent_streams must be at least 1");
-  }
-  if (options.limits.max_tools < 0 || options.limits.max_stop_strings < 0) {
-    return absl::InvalidArgumentError("--max_tools and --max_stop_strings must be >= 0");
-  }
+  if (absl::Status st = ValidateFrontEndOptions(options); !st.ok()) return st;
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
       MakeServerCredentials(options.tls);
   if (!credentials.ok()) return credentials.status();

@@ -36,6 +36,10 @@ struct FrontEndOptions {
   int max_concurrent_streams = kDefaultMaxConcurrentStreams;  // per connection
 };
 
+// The checks of the options that need neither the model nor any file: INVALID_ARGUMENT naming the
+// flag. RunFrontEnd runs them first; `qwen serve --check_config` reports them too.
+absl::Status ValidateFrontEndOptions(const FrontEndOptions& options);
+
 // Runs the front end until SIGTERM or SIGINT: loads the model's metadata, tokenizer and chat
 // template, serves qwen.v1.Qwen, grpc.health.v1.Health and reflection on host:port (and the
 // metrics on host:metrics_port), and runs the worker pool. On the signal: health NOT_SERVING, new

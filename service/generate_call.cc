@@ -458,12 +458,15 @@ void GenerateCall::LogEndLocked(const absl::Status& status) {
   r.request_id = request_id_;
   r.peer = peer_;
   r.status = status;
-  if (status.code() == absl::StatusCode::kCancelled &&
-      ctx_->deadline() <= std::chrono::system_clock::now() + std::chrono::seconds(1)) {
-    // A deadline reaches the server as a cancellation, often the client's RST_STREAM arriving
-    // just before the server's own copy of the deadline (computed from the grpc-timeout header
-    // on arrival, so slightly later) expires. Account for it as the client saw it; a cancel
-    // within a second of the deadline is counted as the deadline too.
+  // A deadline reaches the server as a cancellation, often the client's RST_STREAM arriving just
+  // before the server's own copy of the deadline (computed from the grpc-timeout header on
+  // arrival, so slightly later) expires. Account for it as the client saw it: a cancel within
+  // 10% of the call's time budget (at most a second) before its deadline counts as the deadline.
+  const absl::Time call_deadline = absl::FromChrono(ctx_->deadline());
+  const absl::Duration window =
+      std::min(absl::Seconds(1), (call_deadline - arrival_) / 10);
+  if (status.code() == absl::StatusCode::kCancelled && call_deadline != absl::InfiniteFuture() &&
+      call_deadline <= absl::Now() + window) {
     r.status = absl::DeadlineExceededError("the deadline passed");
   }
   r.duration = absl::Now() - arrival_;

@@ -19,6 +19,11 @@ std::string StatusCodeName(absl::StatusCode code) {
 
 LogLevel RequestLogLevel(absl::StatusCode code) {
   switch (code) {
+    // Anyone who reaches the port can make these without a token: a line per call would let
+    // them flood the log. The auth interceptor logs refusals at most once a second, and
+    // qwen_requests_total counts every one.
+    case absl::StatusCode::kUnauthenticated:
+      return LogLevel::kDebug;
     case absl::StatusCode::kOk:
     case absl::StatusCode::kCancelled:
     case absl::StatusCode::kInvalidArgument:
@@ -27,7 +32,6 @@ LogLevel RequestLogLevel(absl::StatusCode code) {
     case absl::StatusCode::kAlreadyExists:
     case absl::StatusCode::kFailedPrecondition:
     case absl::StatusCode::kOutOfRange:
-    case absl::StatusCode::kUnauthenticated:
     case absl::StatusCode::kPermissionDenied:
     case absl::StatusCode::kUnimplemented:
       return LogLevel::kInfo;

@@ -26,6 +26,7 @@ class RpcObserver : public grpc::experimental::Interceptor {
       : info_(info), metrics_(metrics), counter_(counter), arrival_(absl::Now()) {
     const absl::string_view method = info->method() != nullptr ? info->method() : "";
     qwen_method_ = absl::StartsWith(method, kQwenPrefix);
+    generate_ = method == absl::StrCat(kQwenPrefix, "Generate");
     method_ = MethodLabel(method);
   }
 
@@ -35,15 +36,22 @@ class RpcObserver : public grpc::experimental::Interceptor {
         auto it = md->find(kRequestIdKey);
         if (it != md->end()) request_id_.assign(it->second.data(), it->second.size());
       }
-      if (request_id_.empty()) request_id_ = absl::StrCat("req-", counter_->fetch_add(1) + 1);
+      if (request_id_.empty() && !generate_) NewRequestId();
     }
     if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_INITIAL_METADATA) &&
-        qwen_method_ && !request_id_.empty()) {
+        qwen_method_ && !generate_ && !request_id_.empty()) {
       if (auto* md = methods->GetSendInitialMetadata(); md != nullptr) {
         md->emplace(kRequestIdKey, request_id_);
       }
     }
-    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
+    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_MESSAGE) &&
+        methods->GetRecvMessage() == nullptr) {
+      unparsed_ = true;  // no handler runs for this call
+    }
+    // GenerateCall accounts for the Generate calls that reached it.
+    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS) &&
+        (!generate_ || unparsed_)) {
+      if (request_id_.empty()) NewRequestId();
       RequestSummary r;
       r.method = method_;
       r.request_id = request_id_;
@@ -62,11 +70,15 @@ class RpcObserver : public grpc::experimental::Interceptor {
   }
 
  private:
+  void NewRequestId() { request_id_ = absl::StrCat("req-", counter_->fetch_add(1) + 1); }
+
   grpc::experimental::ServerRpcInfo* const info_;
   Metrics* const metrics_;
   std::atomic<uint64_t>* const counter_;
   const absl::Time arrival_;
   bool qwen_method_ = false;
+  bool generate_ = false;
+  bool unparsed_ = false;
   std::string method_;
   std::string request_id_;
 };
@@ -75,7 +87,13 @@ class RpcObserver : public grpc::experimental::Interceptor {
 
 std::string MethodLabel(absl::string_view full_method) {
   if (absl::StartsWith(full_method, kQwenPrefix)) {
-    return std::string(full_method.substr(sizeof(kQwenPrefix) - 1));
+    static constexpr absl::string_view kMethods[] = {"Generate", "Tokenize", "Detokenize",
+                                                     "RenderChat", "GetModelInfo"};
+    const absl::string_view name = full_method.substr(sizeof(kQwenPrefix) - 1);
+    for (absl::string_view m : kMethods) {
+      if (name == m) return std::string(name);
+    }
+    return "unknown";
   }
   if (absl::StartsWith(full_method, "/")) full_method.remove_prefix(1);
   return std::string(full_method);
@@ -83,10 +101,6 @@ std::string MethodLabel(absl::string_view full_method) {
 
 grpc::experimental::Interceptor* RpcObserverFactory::CreateServerInterceptor(
     grpc::experimental::ServerRpcInfo* info) {
-  if (info->method() != nullptr &&
-      absl::string_view(info->method()) == absl::StrCat(kQwenPrefix, "Generate")) {
-    return nullptr;
-  }
   return new RpcObserver(info, metrics_, request_counter_);
 }
 

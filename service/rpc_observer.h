@@ -14,12 +14,15 @@ namespace qwen::service {
 
 class Metrics;
 
-// The method label of a full gRPC method name: "Tokenize" for "/qwen.v1.Qwen/Tokenize", and
-// "grpc.health.v1.Health/Check" for other services.
+// The method label of a full gRPC method name: "Tokenize" for "/qwen.v1.Qwen/Tokenize",
+// "unknown" for a qwen.v1.Qwen method that does not exist (clients choose the path: unbounded
+// label values would grow the metrics without limit), and "grpc.health.v1.Health/Check" for
+// other services (logged at debug level only, never a metric label).
 std::string MethodLabel(absl::string_view full_method);
 
-// Creates one interceptor per call, except for qwen.v1.Qwen/Generate (GenerateCall accounts for
-// its streams itself). When a call ends (the status is about to be sent) it writes the request
+// Creates one interceptor per call. GenerateCall accounts for the Generate streams it handles;
+// the interceptor accounts for a Generate call only when its request could not be parsed
+// (gRPC then never calls the handler). When a call ends (the status is about to be sent) it writes the request
 // line (component "request"; calls of other services, such as health checks and reflection,
 // at debug level) and, for qwen.v1.Qwen methods, counts the call in qwen_requests_total. The
 // request id is the client's x-request-id metadata or "req-<n>" from `request_counter` (shared

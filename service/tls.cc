@@ -37,18 +37,21 @@ absl::StatusOr<std::string> ReadPem(const std::string& flag, const std::string& 
 
 }  // namespace
 
-absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
-    const TlsOptions& o) {
-  if (!o.enabled()) {
-    if (!o.client_ca_file.empty()) {
-      return absl::InvalidArgumentError(
-          "--tls_client_ca needs TLS: set --tls_cert and --tls_key too");
-    }
-    return grpc::InsecureServerCredentials();
+absl::Status ValidateTlsOptions(const TlsOptions& o) {
+  if (!o.enabled() && !o.client_ca_file.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls_client_ca needs TLS: set --tls_cert and --tls_key too");
   }
-  if (o.cert_file.empty() || o.key_file.empty()) {
+  if (o.enabled() && (o.cert_file.empty() || o.key_file.empty())) {
     return absl::InvalidArgumentError("--tls_cert and --tls_key go together: set both");
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
+    const TlsOptions& o) {
+  if (absl::Status st = ValidateTlsOptions(o); !st.ok()) return st;
+  if (!o.enabled()) return grpc::InsecureServerCredentials();
   grpc::SslServerCredentialsOptions ssl(
       o.client_ca_file.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
                                : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);

@@ -17,6 +17,10 @@ struct TlsOptions {
   bool enabled() const { return !cert_file.empty() || !key_file.empty(); }
 };
 
+// INVALID_ARGUMENT naming the flag for an incomplete set: a certificate without a key (or the
+// reverse), a client CA without TLS. Reads no file.
+absl::Status ValidateTlsOptions(const TlsOptions& options);
+
 // The server credentials the options ask for: insecure when TLS is off. INVALID_ARGUMENT for an
 // incomplete set (a certificate without a key, a client CA without TLS) or a file that is not
 // PEM; NOT_FOUND / PERMISSION_DENIED for a file that cannot be read. Errors name the flag.

@@ -231,7 +231,7 @@ absl::Status WorkerPool::SpawnLocked(Worker& w) {
   w.probe_in_flight = false;
   w.probe_done = false;
   w.check_now = false;
-  w.steps_seen = -1;
+  w.progress_seen = -1;
   grpc::ChannelArguments ch;
   ch.SetMaxReceiveMessageSize(64 << 20);
   // The socket appears only once the worker has loaded the model; retry the connection often
@@ -311,7 +311,7 @@ void WorkerPool::Supervise() {
                                     w.probe_done = true;
                                     w.probe_ok = s.ok();
                                     w.probe_error = s.error_message();
-                                    w.probe_steps = call->resp.steps();
+                                    w.probe_progress = call->resp.layers_done();
                                     w.probe_busy = call->resp.active() + call->resp.queued() > 0;
                                   });
           });
@@ -334,7 +334,7 @@ void WorkerPool::Supervise() {
               if (w.probe_ok) {
                 w.state = State::kUp;
                 w.up_since = now;
-                w.steps_seen = w.probe_steps;
+                w.progress_seen = w.probe_progress;
                 w.progress_at = now;
                 w.next_probe = now + options_.heartbeat_interval;
                 LogInfo(kComponent,
@@ -370,15 +370,16 @@ void WorkerPool::Supervise() {
           case State::kUp:
             if (w.probe_done) {
               w.probe_done = false;
-              // A worker whose engine has work must show progress: its step count grows.
+              // A worker whose engine has work must show progress: its count of layer passes
+              // grows (within a long step too, so a slow prefill chunk is not a wedge).
               bool stalled = false;
               if (w.probe_ok) {
-                if (!w.probe_busy || w.probe_steps != w.steps_seen) {
-                  w.steps_seen = w.probe_steps;
+                if (!w.probe_busy || w.probe_progress != w.progress_seen) {
+                  w.progress_seen = w.probe_progress;
                   w.progress_at = now;
                 } else if (now - w.progress_at > options_.heartbeat_timeout) {
                   stalled = true;
-                  w.probe_error = absl::StrCat("its engine has work but made no step for ",
+                  w.probe_error = absl::StrCat("its engine has work but made no progress for ",
                                                absl::FormatDuration(absl::Trunc(
                                                    now - w.progress_at, absl::Milliseconds(1))));
                 }

@@ -119,10 +119,10 @@ class WorkerPool {
     bool probe_done = false;
     bool probe_ok = false;
     std::string probe_error;
-    int64_t probe_steps = 0;  // the last answer's engine steps and whether it had work
+    int64_t probe_progress = 0;  // the last answer's engine layer passes and whether it had work
     bool probe_busy = false;
-    // Engine progress: the step count last seen and when it last moved (or the engine was idle).
-    int64_t steps_seen = -1;
+    // Engine progress: the layer passes last seen and when they last moved (or it was idle).
+    int64_t progress_seen = -1;
     absl::Time progress_at;
     bool check_now = false;
   };

@@ -320,6 +320,7 @@ class WorkerService final : public wpb::Worker::CallbackService {
     resp->set_tokens_generated(s.tokens_generated);
     resp->set_tokens_prefilled(s.tokens_prefilled);
     resp->set_steps(s.steps);
+    resp->set_layers_done(s.layers_done);
     resp->set_state_bytes(static_cast<int64_t>(s.state_bytes));
     resp->set_kv_bytes_resident(static_cast<int64_t>(s.kv_bytes_resident));
     resp->set_kv_bytes_reserved(static_cast<int64_t>(s.kv_bytes_reserved));

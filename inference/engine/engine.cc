@@ -139,7 +139,9 @@ void Engine::Cancel(uint64_t id) {
 
 EngineStats Engine::Stats() const {
   absl::MutexLock lock(&mu_);
-  return stats_;
+  EngineStats s = stats_;
+  s.layers_done = ctx_->layers_done();
+  return s;
 }
 
 void Engine::Admit() {

@@ -86,6 +86,9 @@ struct EngineStats {
   int64_t tokens_prefilled = 0;
   int64_t tokens_generated = 0;
   int64_t steps = 0;
+  // Layer passes done since the start: grows inside a step too (a long prefill chunk), so a
+  // supervisor can tell a slow step from a stuck engine thread.
+  int64_t layers_done = 0;
   size_t state_bytes = 0;        // delta-net and conv states of all slots
   size_t kv_bytes_resident = 0;  // KV cache of the tokens held
   size_t kv_bytes_reserved = 0;  // KV cache address space

@@ -241,6 +241,7 @@ absl::Status Model::Forward(ops::ComputeContext& ctx, absl::Span<const Segment> 
     ctx.Observe(absl::StrCat("ffn_out-", il), out, n, E);
     ops::AddInPlace(x, out, n * E);
     ctx.Observe(absl::StrCat("l_out-", il), x, n, E);
+    ctx.NoteLayerDone();
   }
 
   // Only the rows that need logits go through the LM head, the largest matrix of the model.

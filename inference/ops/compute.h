@@ -2,6 +2,7 @@
 #ifndef QWEN_INFERENCE_OPS_COMPUTE_H_
 #define QWEN_INFERENCE_OPS_COMPUTE_H_
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -41,7 +42,7 @@ using Observer = std::function<void(absl::string_view name, const float* data, i
                                     int64_t row_width)>;
 
 // Execution context of one model instance: not thread-safe (one forward pass at a time), but
-// the ops it runs fan out over `pool`.
+// the ops it runs fan out over `pool`. Exception: layers_done() may be read from any thread.
 class ComputeContext {
  public:
   ComputeContext(ThreadPool* pool, MathMode mode);
@@ -56,6 +57,11 @@ class ComputeContext {
   // Scratch shared by all threads of one op (e.g. quantized activations).
   uint8_t* SharedScratch(int slot, size_t n_bytes);
 
+  // Layer passes completed by forward passes on this context since it was made. A supervisor
+  // reads it from another thread to tell a long step (it grows) from a stuck one (it does not).
+  void NoteLayerDone() { layers_done_.fetch_add(1, std::memory_order_relaxed); }
+  int64_t layers_done() const { return layers_done_.load(std::memory_order_relaxed); }
+
   void set_observer(Observer observer) { observer_ = std::move(observer); }
   bool observing() const { return static_cast<bool>(observer_); }
   void Observe(absl::string_view name, const float* data, int64_t n_rows, int64_t width) {
@@ -69,6 +75,7 @@ class ComputeContext {
   std::vector<std::vector<ScratchBuffer>> thread_scratch_;  // [thread][slot]
   std::vector<ScratchBuffer> shared_scratch_;               // [slot]
   Observer observer_;
+  std::atomic<int64_t> layers_done_{0};
 };
 
 }  // namespace qwen::ops

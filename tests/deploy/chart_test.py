@@ -521,6 +521,16 @@ class CheckConfigTest(unittest.TestCase):
                 ("--grace_period=-1s",): "--grace_period",
                 ("--socket_dir=/" + "d" * 100,): "--socket_dir",
                 ("--restart_backoff_min=10s", "--restart_backoff_max=1s"): "restart_backoff_max",
+                # The security and limit flags, as the server would refuse them at start-up.
+                ("--tls_cert=/etc/qwen/tls/tls.crt",): "--tls_key",
+                ("--tls_client_ca=/etc/qwen/tls/ca.crt",): "--tls_client_ca needs TLS",
+                ("--max_message_bytes=10",): "--max_message_bytes",
+                ("--max_concurrent_streams=0",): "--max_concurrent_streams",
+                ("--max_connection_age=720h",): "--max_connection_age",
+                ("--log_level=loud",): "--log_level",
+                # The worker's RLIMIT_DATA counts the KV cache reserved for every slot's context.
+                ("--model", d.TINY_MODEL, "--ctx_size=65536", "--worker_memory_limit=64M"):
+                    "--worker_memory_limit",
             }
             for args, word in cases.items():
                 with self.subTest(args=args):

@@ -117,6 +117,10 @@ TEST_F(EngineTest, ConcurrentRequestsMatchSoloRuns) {
   EXPECT_EQ(s.active, 0);
   EXPECT_EQ(s.queued, 0);
   EXPECT_GT(s.steps, 0);
+  // Every step is one forward pass through every layer; supervision watches this count. (The
+  // last step may not be counted yet: it is, just after its sequences were told they finished.)
+  EXPECT_GE(s.layers_done, s.steps * model_->config().n_layer);
+  EXPECT_LE(s.layers_done, (s.steps + 1) * model_->config().n_layer);
 }
 
 TEST_F(EngineTest, StopTokensAndSeededSampling) {

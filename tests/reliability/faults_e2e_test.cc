@@ -375,7 +375,7 @@ TEST(FaultsE2eTest, AWedgedEngineThreadIsDetectedAndReplaced) {
   EXPECT_EQ(s.result().status.error_code(), grpc::StatusCode::UNAVAILABLE);
   // With its only worker gone, the server says so.
   EXPECT_TRUE(server->WaitHealth(Serving::NOT_SERVING, absl::Seconds(5)));
-  EXPECT_THAT(server->Log(), HasSubstr("made no step"));
+  EXPECT_THAT(server->Log(), HasSubstr("made no progress"));
   // Replaced, and SERVING again.
   EXPECT_TRUE(WaitReplaced(*server, 0, victim, kPoolBack)) << server->Log();
   EXPECT_TRUE(server->WaitHealth(Serving::SERVING, absl::Seconds(10)));

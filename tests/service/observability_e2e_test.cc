@@ -246,6 +246,46 @@ TEST_F(ObservabilityE2eTest, MetricsAndLogsAccountForEveryRequest) {
   }
 }
 
+// A request gRPC cannot parse (a string field that is not UTF-8) never reaches GenerateCall; it
+// is still one request line and one count.
+TEST_F(ObservabilityE2eTest, AnUnparsableGenerateIsCountedAndLogged) {
+  auto stub = server_->Stub();
+  const double before = MetricValue(Scrape(), "qwen_requests_total",
+                                    {{"method", "Generate"}, {"code", "INVALID_ARGUMENT"}});
+  v1::GenerateRequest req;
+  req.set_prompt("caf\xc3 \xff");
+  grpc::ClientContext ctx;
+  ctx.AddMetadata("x-request-id", "obs-unparsed");
+  auto reader = stub->Generate(&ctx, req);
+  v1::GenerateResponse resp;
+  while (reader->Read(&resp)) {
+  }
+  const grpc::Status st = reader->Finish();
+  ASSERT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
+  std::vector<MetricSample> m;
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  do {
+    m = Scrape();
+    if (MetricValue(m, "qwen_requests_total",
+                    {{"method", "Generate"}, {"code", "INVALID_ARGUMENT"}}) == std::max(before, 0.0) + 1) {
+      break;
+    }
+    absl::SleepFor(absl::Milliseconds(50));
+  } while (absl::Now() < deadline);
+  EXPECT_EQ(MetricValue(m, "qwen_requests_total",
+                        {{"method", "Generate"}, {"code", "INVALID_ARGUMENT"}}),
+            std::max(before, 0.0) + 1);
+  int lines = 0;
+  for (const nlohmann::json& j : LogLines()) {
+    if (j.value("component", "") == "request" && j.value("request_id", "") == "obs-unparsed") {
+      ++lines;
+      EXPECT_EQ(j["status"], "INVALID_ARGUMENT") << j.dump();
+      EXPECT_EQ(j["method"], "Generate") << j.dump();
+    }
+  }
+  EXPECT_EQ(lines, 1);
+}
+
 TEST_F(ObservabilityE2eTest, ADeadlineCountsAsDeadlineExceeded) {
   auto stub = server_->Stub();
   v1::GenerateRequest req;

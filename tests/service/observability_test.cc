@@ -121,6 +121,10 @@ TEST(RequestLogTest, ErrorsCarryTheirMessageAndLevel) {
 
 TEST(RpcObserverTest, MethodLabels) {
   EXPECT_EQ(MethodLabel("/qwen.v1.Qwen/Tokenize"), "Tokenize");
+  EXPECT_EQ(MethodLabel("/qwen.v1.Qwen/Generate"), "Generate");
+  // Clients choose the path: a made-up method must not become a new label value.
+  EXPECT_EQ(MethodLabel("/qwen.v1.Qwen/NoSuchMethod"), "unknown");
+  EXPECT_EQ(MethodLabel("/qwen.v1.Qwen/"), "unknown");
   EXPECT_EQ(MethodLabel("/grpc.health.v1.Health/Check"), "grpc.health.v1.Health/Check");
 }
 
