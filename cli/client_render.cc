@@ -6,6 +6,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
+#include "service/api_names.h"
 
 namespace qwen::cli {
 namespace {
@@ -105,29 +106,8 @@ std::string FormatToolCall(const v1::ToolCall& call, bool color) {
   return out;
 }
 
-std::string FinishReasonName(v1::FinishReason r) {
-  switch (r) {
-    case v1::FINISH_REASON_EOS:
-      return "eos";
-    case v1::FINISH_REASON_LENGTH:
-      return "length";
-    case v1::FINISH_REASON_STOP_SEQUENCE:
-      return "stop_sequence";
-    case v1::FINISH_REASON_STOP_TOKEN:
-      return "stop_token";
-    case v1::FINISH_REASON_TOOL_CALLS:
-      return "tool_calls";
-    case v1::FINISH_REASON_CANCELLED:
-      return "cancelled";
-    case v1::FINISH_REASON_DEADLINE_EXCEEDED:
-      return "deadline_exceeded";
-    default:
-      return "unspecified";
-  }
-}
-
 std::string FormatCompletion(const v1::Completion& c) {
-  std::string finish = FinishReasonName(c.finish_reason());
+  std::string finish = service::FinishReasonName(c.finish_reason());
   if (c.finish_reason() == v1::FINISH_REASON_STOP_SEQUENCE) {
     absl::StrAppend(&finish, " ", nlohmann::json(c.stop_sequence()).dump());
   }

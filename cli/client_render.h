@@ -59,9 +59,6 @@ std::string FormatToolCall(const v1::ToolCall& call, bool color);
 // first token 120 ms, 25.1 tokens/s, total 1.32 s".
 std::string FormatCompletion(const v1::Completion& c);
 
-// FINISH_REASON_EOS -> "eos".
-std::string FinishReasonName(v1::FinishReason r);
-
 }  // namespace qwen::cli
 
 #endif  // QWEN_CLI_CLIENT_RENDER_H_

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "service/api_names.h"
 #include "service/auth.h"
 #include "service/grpc_status.h"
 #include "service/limits.h"
@@ -39,27 +40,6 @@ bool IsRequestError(grpc::StatusCode code) {
   return code == grpc::StatusCode::INVALID_ARGUMENT ||
          code == grpc::StatusCode::FAILED_PRECONDITION ||
          code == grpc::StatusCode::ALREADY_EXISTS || code == grpc::StatusCode::OUT_OF_RANGE;
-}
-
-const char* FinishName(v1::FinishReason r) {
-  switch (r) {
-    case v1::FINISH_REASON_EOS:
-      return "eos";
-    case v1::FINISH_REASON_LENGTH:
-      return "length";
-    case v1::FINISH_REASON_STOP_SEQUENCE:
-      return "stop_sequence";
-    case v1::FINISH_REASON_STOP_TOKEN:
-      return "stop_token";
-    case v1::FINISH_REASON_TOOL_CALLS:
-      return "tool_calls";
-    case v1::FINISH_REASON_CANCELLED:
-      return "cancelled";
-    case v1::FINISH_REASON_DEADLINE_EXCEEDED:
-      return "deadline_exceeded";
-    default:
-      return "unspecified";
-  }
 }
 
 }  // namespace
@@ -477,7 +457,7 @@ void GenerateCall::LogEndLocked(const absl::Status& status) {
   if (assembler_ != nullptr) r.generated_tokens = assembler_->tokens();
   if (!outbox_.empty() && outbox_.back().has_completion()) {
     const v1::Completion& c = outbox_.back().completion();
-    r.finish_reason = FinishName(c.finish_reason());
+    r.finish_reason = FinishReasonName(c.finish_reason());
     r.cached_tokens = static_cast<int>(c.usage().cached_tokens());
     r.queue_wait = absl::Microseconds(c.timings().queue_wait_ms() * 1000);
     r.tokens_per_second = c.timings().tokens_per_second();
