@@ -34,9 +34,9 @@ namespace {
 
 // The files whose flags `qwen serve` takes (as in its --help), and flags that say nothing about
 // the server's configuration.
-constexpr const char* kServeFlagFiles[] = {"cli/serve",         "cli/common_flags",
-                                           "cli/engine_flags",  "cli/serving_flags",
-                                           "cli/log_flags",     "cli/metrics_flags"};
+constexpr const char* kServeFlagFiles[] = {"cli/serve",        "cli/common_flags",
+                                           "cli/engine_flags", "cli/serving_flags",
+                                           "cli/log_flags",    "cli/metrics_flags"};
 constexpr const char* kNotConfiguration[] = {"check_config", "json", "tokens"};
 
 bool IsServeFlag(const absl::CommandLineFlag& flag) {
@@ -119,7 +119,8 @@ absl::Status ValidateServeOptions(const service::FrontEndOptions& o) {
         absl::StrCat("--kv_type must be f16 or f32, not \"", p.kv_type, "\""));
   }
   if (p.restart_backoff_max < p.restart_backoff_min) {
-    return absl::InvalidArgumentError("--restart_backoff_max must be at least --restart_backoff_min");
+    return absl::InvalidArgumentError(
+        "--restart_backoff_max must be at least --restart_backoff_min");
   }
   if (o.host.empty()) return absl::InvalidArgumentError("--host must not be empty");
   // The security and limit flags, as the front end checks them before serving.
@@ -147,8 +148,8 @@ int CheckUnknownFlags(int argc, char** argv) {
     const std::string a = argv[i];
     if (a == "--") break;
     if (a.size() < 3 || a[0] != '-' || a[1] != '-') continue;
-    std::string name = a.substr(2, a.find('=') == std::string::npos ? std::string::npos
-                                                                     : a.find('=') - 2);
+    std::string name =
+        a.substr(2, a.find('=') == std::string::npos ? std::string::npos : a.find('=') - 2);
     std::replace(name.begin(), name.end(), '-', '_');
     if (std::find(std::begin(kBuiltin), std::end(kBuiltin), name) != std::end(kBuiltin)) continue;
     if (absl::FindCommandLineFlag(name) != nullptr) continue;
@@ -202,8 +203,9 @@ int CheckServeConfig(const service::FrontEndOptions& o, bool json,
   effective["socket_parent_dir_from"] = socket_source;
   effective["longest_socket_path"] = longest_socket;
   if (longest_socket.size() >= sizeof(sockaddr_un{}.sun_path)) {
-    errors.push_back(absl::StrCat("--socket_dir: the socket path ", longest_socket, " is longer than ",
-                                  sizeof(sockaddr_un{}.sun_path) - 1, " bytes"));
+    errors.push_back(absl::StrCat("--socket_dir: the socket path ", longest_socket,
+                                  " is longer than ", sizeof(sockaddr_un{}.sun_path) - 1,
+                                  " bytes"));
   }
   struct stat st;
   if (stat(socket_parent.c_str(), &st) != 0) {
@@ -231,8 +233,8 @@ int CheckServeConfig(const service::FrontEndOptions& o, bool json,
     if (stat(file->c_str(), &st) != 0) {
       notes.push_back(absl::StrCat(flag, " ", *file, " does not exist here: not checked"));
     } else if (access(file->c_str(), R_OK) != 0) {
-      errors.push_back(absl::StrCat(flag, " ", *file, " is not readable by this user (uid ",
-                                    getuid(), ")"));
+      errors.push_back(
+          absl::StrCat(flag, " ", *file, " is not readable by this user (uid ", getuid(), ")"));
     }
   }
 
@@ -266,18 +268,16 @@ int CheckServeConfig(const service::FrontEndOptions& o, bool json,
                                      " exceeds the model's trained context of ", c.context_length,
                                      " tokens"));
       }
-      const MemoryEstimate e =
-          EstimateMemory(c, static_cast<int64_t>((*m)->file().file_size()), o);
+      const MemoryEstimate e = EstimateMemory(c, static_cast<int64_t>((*m)->file().file_size()), o);
       // RLIMIT_DATA counts the KV cache's address space when it is reserved at start-up, not as
       // tokens arrive: a limit below the slots' worst case makes every worker fail to start.
-      const int64_t worker_needs =
-          int64_t{e.slots} * e.slot_bytes() + e.worker_overhead_bytes;
+      const int64_t worker_needs = int64_t{e.slots} * e.slot_bytes() + e.worker_overhead_bytes;
       if (o.pool.memory_limit_bytes > 0 && o.pool.memory_limit_bytes < worker_needs) {
-        errors.push_back(absl::StrCat(
-            "--worker_memory_limit ", GiB(o.pool.memory_limit_bytes), " is below what a worker ",
-            "reserves: ", e.slots, " slots x (state + KV for ", e.ctx_size,
-            " tokens) + overhead = ", GiB(worker_needs),
-            " (the limit counts reserved address space)"));
+        errors.push_back(absl::StrCat("--worker_memory_limit ", GiB(o.pool.memory_limit_bytes),
+                                      " is below what a worker ", "reserves: ", e.slots,
+                                      " slots x (state + KV for ", e.ctx_size,
+                                      " tokens) + overhead = ", GiB(worker_needs),
+                                      " (the limit counts reserved address space)"));
       }
       out["memory"] = {
           {"weights_bytes", e.weights_bytes},
@@ -317,8 +317,8 @@ int CheckServeConfig(const service::FrontEndOptions& o, bool json,
     std::printf("effective:\n  threads per worker: %d\n  socket directory: %s (%s)\n",
                 o.pool.threads, socket_parent.c_str(), socket_source.c_str());
     if (model["checked"].get<bool>()) {
-      std::printf("model: %s: %s \"%s\", %lld bytes, context %lld, vocabulary %lld\n",
-                  path.c_str(), model["architecture"].get<std::string>().c_str(),
+      std::printf("model: %s: %s \"%s\", %lld bytes, context %lld, vocabulary %lld\n", path.c_str(),
+                  model["architecture"].get<std::string>().c_str(),
                   model["name"].get<std::string>().c_str(),
                   static_cast<long long>(model["file_bytes"].get<int64_t>()),
                   static_cast<long long>(model["context_length"].get<int64_t>()),

@@ -69,9 +69,10 @@ class QwenService final : public v1::Qwen::CallbackService {
     env_.request_counter = &request_counter_;
   }
 
+  // The server serves (health, NOT_SERVING) before the pool exists; calls read it atomically.
   void SetPool(WorkerPool* pool) {
-    pool_ = pool;
-    env_.pool = pool;
+    pool_.store(pool);
+    env_.pool.store(pool);
   }
   void BeginDrain() { draining_.store(true); }
   void SetMetrics(Metrics* metrics) { env_.metrics = metrics; }
@@ -150,8 +151,8 @@ class QwenService final : public v1::Qwen::CallbackService {
     serving->set_busy_slots(static_cast<uint32_t>(s.busy_slots));
     serving->set_queued_requests(static_cast<uint32_t>(s.queued));
     serving->set_queue_size(static_cast<uint32_t>(s.queue_capacity));
-    if (pool_ != nullptr) {
-      for (const WorkerInfo& w : pool_->Workers()) {
+    if (WorkerPool* pool = pool_.load(); pool != nullptr) {
+      for (const WorkerInfo& w : pool->Workers()) {
         v1::WorkerStatus* ws = serving->add_worker_status();
         ws->set_index(static_cast<uint32_t>(w.index));
         ws->set_state(w.state);
@@ -169,7 +170,7 @@ class QwenService final : public v1::Qwen::CallbackService {
   const TextModel* model_;
   const FrontEndOptions* options_;
   Dispatcher* dispatcher_;
-  WorkerPool* pool_ = nullptr;
+  std::atomic<WorkerPool*> pool_{nullptr};
   v1::GetModelInfoResponse static_info_;
   StreamRegistry registry_;
   std::atomic<bool> draining_{false};
@@ -267,12 +268,12 @@ absl::Status RunFrontEnd(const FrontEndOptions& options) {
   interceptors.push_back(std::make_unique<ParseErrorInterceptorFactory>());
   // Last, so that it records the status the client sees, as the interceptors above rewrote it
   // (a server's interceptors see the sending hook points in this order).
-  interceptors.push_back(
-      std::make_unique<RpcObserverFactory>(&metrics, service.request_counter()));
+  interceptors.push_back(std::make_unique<RpcObserverFactory>(&metrics, service.request_counter()));
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
   if (options.max_connection_age > absl::ZeroDuration()) {
-    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS,
-                               static_cast<int>(absl::ToInt64Milliseconds(options.max_connection_age)));
+    builder.AddChannelArgument(
+        GRPC_ARG_MAX_CONNECTION_AGE_MS,
+        static_cast<int>(absl::ToInt64Milliseconds(options.max_connection_age)));
   }
   if (options.max_connection_age_grace > absl::ZeroDuration()) {
     builder.AddChannelArgument(
@@ -312,25 +313,25 @@ absl::Status RunFrontEnd(const FrontEndOptions& options) {
   }
   service.SetPool(pool->get());
   metrics.SetSources(&dispatcher, pool->get());
-  LogInfo(kComponent,
-          absl::StrCat("listening on ", ListenAddress(options.host, port),
-                       options.tls.enabled()
-                           ? (options.tls.client_ca_file.empty() ? " with TLS" : " with mTLS")
-                           : "",
-                       " (model ",
-                       options.pool.model_path, ", ", options.pool.workers, " workers x ",
-                       options.pool.slots, " slots, sockets in ", (*pool)->socket_dir(), ")"),
-          {{"event", "listening"},
-           {"address", ListenAddress(options.host, port)},
-           {"port", port},
-           {"tls", options.tls.enabled()},
-           {"mtls", options.tls.enabled() && !options.tls.client_ca_file.empty()},
-           {"metrics_port", metrics.port()},
-           {"model", options.pool.model_path},
-           {"workers", options.pool.workers},
-           {"slots", options.pool.slots},
-           {"ctx_size", options.pool.ctx_size},
-           {"queue_size", options.queue_size}});
+  LogInfo(
+      kComponent,
+      absl::StrCat("listening on ", ListenAddress(options.host, port),
+                   options.tls.enabled()
+                       ? (options.tls.client_ca_file.empty() ? " with TLS" : " with mTLS")
+                       : "",
+                   " (model ", options.pool.model_path, ", ", options.pool.workers, " workers x ",
+                   options.pool.slots, " slots, sockets in ", (*pool)->socket_dir(), ")"),
+      {{"event", "listening"},
+       {"address", ListenAddress(options.host, port)},
+       {"port", port},
+       {"tls", options.tls.enabled()},
+       {"mtls", options.tls.enabled() && !options.tls.client_ca_file.empty()},
+       {"metrics_port", metrics.port()},
+       {"model", options.pool.model_path},
+       {"workers", options.pool.workers},
+       {"slots", options.pool.slots},
+       {"ctx_size", options.pool.ctx_size},
+       {"queue_size", options.queue_size}});
   if (metrics.port() > 0) {
     LogInfo(
         kComponent,

@@ -221,7 +221,7 @@ void GenerateCall::Dispatch(bool retry) {
 }
 
 void GenerateCall::StartAttempt(WorkerRef worker) {
-  std::shared_ptr<wpb::Worker::Stub> stub = env_->pool->Stub(worker);
+  std::shared_ptr<wpb::Worker::Stub> stub = env_->pool.load()->Stub(worker);
   std::shared_ptr<WorkerCall> call;
   bool give_back = false, redispatch = false;
   Action action;
@@ -340,7 +340,7 @@ void GenerateCall::OnWorkerDone(WorkerCall* call, const grpc::Status& status) {
       action = PumpLocked();
     }
   }
-  if (report) env_->pool->ReportFailure(worker);
+  if (report) env_->pool.load()->ReportFailure(worker);
   env_->dispatcher->Release(worker);
   if (retry) Dispatch(/*retry=*/true);
   Execute(action);
@@ -443,8 +443,7 @@ void GenerateCall::LogEndLocked(const absl::Status& status) {
   // arrival, so slightly later) expires. Account for it as the client saw it: a cancel within
   // 10% of the call's time budget (at most a second) before its deadline counts as the deadline.
   const absl::Time call_deadline = absl::FromChrono(ctx_->deadline());
-  const absl::Duration window =
-      std::min(absl::Seconds(1), (call_deadline - arrival_) / 10);
+  const absl::Duration window = std::min(absl::Seconds(1), (call_deadline - arrival_) / 10);
   if (status.code() == absl::StatusCode::kCancelled && call_deadline != absl::InfiniteFuture() &&
       call_deadline <= absl::Now() + window) {
     r.status = absl::DeadlineExceededError("the deadline passed");

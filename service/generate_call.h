@@ -52,7 +52,8 @@ class StreamRegistry {
 struct GenerateEnv {
   const TextModel* model = nullptr;
   Dispatcher* dispatcher = nullptr;
-  WorkerPool* pool = nullptr;
+  // Set once the pool has started, after the server began serving (health first): atomic.
+  std::atomic<WorkerPool*> pool{nullptr};
   StreamRegistry* registry = nullptr;
   RequestLimits limits;
   int max_retries = 2;  // re-dispatches of a request whose worker failed before its first token

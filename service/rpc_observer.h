@@ -22,11 +22,11 @@ std::string MethodLabel(absl::string_view full_method);
 
 // Creates one interceptor per call. GenerateCall accounts for the Generate streams it handles;
 // the interceptor accounts for a Generate call only when its request could not be parsed
-// (gRPC then never calls the handler). When a call ends (the status is about to be sent) it writes the request
-// line (component "request"; calls of other services, such as health checks and reflection,
-// at debug level) and, for qwen.v1.Qwen methods, counts the call in qwen_requests_total. The
-// request id is the client's x-request-id metadata or "req-<n>" from `request_counter` (shared
-// with Generate), and is sent back as x-request-id initial metadata.
+// (gRPC then never calls the handler). When a call ends (the status is about to be sent) it writes
+// the request line (component "request"; calls of other services, such as health checks and
+// reflection, at debug level) and, for qwen.v1.Qwen methods, counts the call in
+// qwen_requests_total. The request id is the client's x-request-id metadata or "req-<n>" from
+// `request_counter` (shared with Generate), and is sent back as x-request-id initial metadata.
 //
 // Thread-safe; `metrics` (may be null) and `request_counter` must outlive the server.
 class RpcObserverFactory : public grpc::experimental::ServerInterceptorFactoryInterface {

@@ -399,19 +399,19 @@ absl::Status RunWorker(const WorkerOptions& options) {
   // context sees the cost before the first long prompt does.
   const engine::EngineStats stats = engine->Stats();
   const auto mib = [](size_t b) { return static_cast<int64_t>(b >> 20); };
-  LogInfo(component,
-          absl::StrCat("serving ", options.model_path, " on unix:", options.socket_path, " with ",
-                       options.slots, " slots of ", options.ctx_size, " tokens, ",
-                       engine->options().n_threads, " threads (ready in ",
-                       absl::FormatDuration(absl::Trunc(absl::Now() - t0, absl::Milliseconds(1))),
-                       "); memory: sequence states ", mib(stats.state_bytes),
-                       " MiB + KV cache up to ", mib(stats.kv_bytes_reserved), " MiB (",
-                       options.kv_type, ") + weights ", mib(shared_file->file_size()),
-                       " MiB mapped shared"),
-          {{"event", "worker_ready"},
-           {"state_bytes", static_cast<int64_t>(stats.state_bytes)},
-           {"kv_bytes_reserved", static_cast<int64_t>(stats.kv_bytes_reserved)},
-           {"weights_bytes", static_cast<int64_t>(shared_file->file_size())}});
+  LogInfo(
+      component,
+      absl::StrCat("serving ", options.model_path, " on unix:", options.socket_path, " with ",
+                   options.slots, " slots of ", options.ctx_size, " tokens, ",
+                   engine->options().n_threads, " threads (ready in ",
+                   absl::FormatDuration(absl::Trunc(absl::Now() - t0, absl::Milliseconds(1))),
+                   "); memory: sequence states ", mib(stats.state_bytes), " MiB + KV cache up to ",
+                   mib(stats.kv_bytes_reserved), " MiB (", options.kv_type, ") + weights ",
+                   mib(shared_file->file_size()), " MiB mapped shared"),
+      {{"event", "worker_ready"},
+       {"state_bytes", static_cast<int64_t>(stats.state_bytes)},
+       {"kv_bytes_reserved", static_cast<int64_t>(stats.kv_bytes_reserved)},
+       {"weights_bytes", static_cast<int64_t>(shared_file->file_size())}});
 
   // Wait for SIGTERM/SIGINT. The timeout lets a worker notice a vanished parent even if the
   // death signal were lost (it is not, on Linux, but a check costs nothing).

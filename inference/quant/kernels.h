@@ -87,8 +87,7 @@ struct KernelTable {
   // in the same exact integers and apply the same float operations. Up to 96 KiB of stack.
   // Other types and levels: columns 8 (AVX2: 4) at a time over chunks of 8 rows, up to 32 KiB.
   void (*dot_tile[40])(const void* w, size_t w_stride, int64_t n_rows, const void* a,
-                       size_t a_stride, int64_t n_cols, float* y, size_t y_stride,
-                       int64_t n) = {};
+                       size_t a_stride, int64_t n_cols, float* y, size_t y_stride, int64_t n) = {};
 };
 
 // The table for `isa`: exactly that level's kernels, or the highest level at or below it that

@@ -24,9 +24,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <fstream>
-#include <atomic>
 #include <map>
 #include <memory>
 #include <set>
@@ -63,9 +63,9 @@ std::string Popen(const std::string& command, int* status) {
 // The rendered qwen-serve container, with `values` (JSON) over the chart's defaults.
 json RenderContainer(const std::string& values = "{}") {
   const char* py = std::getenv("QWEN_PYTHON");
-  const std::string cmd = absl::StrCat(py != nullptr ? py : "python3",
-                                       " tests/deploy/deploy_lib.py container --json '", values,
-                                       "'");
+  const std::string cmd =
+      absl::StrCat(py != nullptr ? py : "python3", " tests/deploy/deploy_lib.py container --json '",
+                   values, "'");
   int status = 0;
   const std::string out = Popen(cmd, &status);
   EXPECT_EQ(status, 0) << cmd << "\n" << out;
@@ -108,8 +108,8 @@ class Pod {
  public:
   struct Options {
     json container;
-    bool mount_empty_dirs = true;             // false: the emptyDirs stay read-only directories
-    std::map<std::string, std::string> set;   // flags to change (only if this build knows them)
+    bool mount_empty_dirs = true;            // false: the emptyDirs stay read-only directories
+    std::map<std::string, std::string> set;  // flags to change (only if this build knows them)
     absl::Duration timeout = absl::Seconds(120);
     bool wait_serving = true;
   };
@@ -138,8 +138,7 @@ class Pod {
     const std::string model = pod->c_["known_flags"]["model"];
     RunShell(absl::StrCat("mkdir -p $(dirname ", r, model, ") && cp ",
                           DataPath("models/tiny-qwen35-q3_k_m.gguf"), " ", r, model,
-                          " && chmod 0444 ", r, model, " && chmod 0555 $(dirname ", r, model,
-                          ")"));
+                          " && chmod 0444 ", r, model, " && chmod 0555 $(dirname ", r, model, ")"));
     // Arguments: the chart's, with container paths under the root.
     std::vector<std::string> args = {"serve"};
     std::map<std::string, std::string> flags;
@@ -228,8 +227,8 @@ class Pod {
       *error = absl::StrCat("no port reported:\n", pod->Log());
       return pod;
     }
-    pod->channel_ =
-        grpc::CreateChannel(absl::StrCat("127.0.0.1:", pod->port_), grpc::InsecureChannelCredentials());
+    pod->channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", pod->port_),
+                                        grpc::InsecureChannelCredentials());
     if (o.wait_serving && !pod->WaitHealth(Serving::SERVING, deadline - absl::Now())) {
       *error = absl::StrCat("not SERVING in time:\n", pod->Log());
     }
@@ -356,13 +355,15 @@ TEST_F(PodTest, ServesAsTheManifestsUserWithOnlyItsWritableVolumes) {
   const std::string uid = std::to_string(o.container["run_as_user"].get<int>());
   EXPECT_EQ(Uids(pod->pid()), absl::StrCat(uid, ":", uid));
   const std::set<pid_t> workers = Children(pod->pid());
-  EXPECT_EQ(static_cast<int>(workers.size()), std::stoi(o.container["flags"]["workers"].get<std::string>()));
+  EXPECT_EQ(static_cast<int>(workers.size()),
+            std::stoi(o.container["flags"]["workers"].get<std::string>()));
   for (pid_t w : workers) EXPECT_EQ(Uids(w), absl::StrCat(uid, ":", uid)) << w;
 
   // The workers' sockets are in a private directory on the socket volume (seen through the
   // server's own mount namespace).
-  const std::string socket_dir = absl::StrCat("/proc/", pod->pid(), "/root", pod->root(),
-                                              o.container["flags"]["socket_dir"].get<std::string>());
+  const std::string socket_dir =
+      absl::StrCat("/proc/", pod->pid(), "/root", pod->root(),
+                   o.container["flags"]["socket_dir"].get<std::string>());
   DIR* dir = opendir(socket_dir.c_str());
   ASSERT_NE(dir, nullptr) << socket_dir;
   int private_dirs = 0;

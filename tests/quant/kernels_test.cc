@@ -223,8 +223,8 @@ TEST_P(SimdLevel, DotTileColumnsAreIndependentBitForBit) {
         const int64_t rows = n_rows - r0;
         std::vector<float> y(rows * n_cols);
         // Column 0 of the call is column 0 of the data; the others are distinct columns.
-        simd().dot_tile[Id(t)](&w[r0 * w_row], w_row, rows, a.data(), a_row, n_cols, y.data(),
-                               rows, n);
+        simd().dot_tile[Id(t)](&w[r0 * w_row], w_row, rows, a.data(), a_row, n_cols, y.data(), rows,
+                               n);
         for (int64_t r = 0; r < rows; ++r) {
           ASSERT_EQ(Fp32ToBits(y[r]), Fp32ToBits(want[r0 + r]))
               << TypeName(t) << " n_cols=" << n_cols << " r0=" << r0 << " r=" << r;
@@ -338,7 +338,8 @@ TEST(QuantizedDot, WithinActivationRoundingBound) {
       const double dot_q = k.dot[Id(t)](w.data(), a.data(), n);
       ASSERT_LE(std::fabs(dot_q - dot_f), bound) << TypeName(t) << " rep " << rep;
       rel_sum += std::fabs(dot_q - dot_f) / std::fabs(dot_f);
-      worst_fraction_of_bound = std::fmax(worst_fraction_of_bound, std::fabs(dot_q - dot_f) / bound);
+      worst_fraction_of_bound =
+          std::fmax(worst_fraction_of_bound, std::fabs(dot_q - dot_f) / bound);
     }
     std::cout << "  " << TypeName(t) << ": mean |dot_q - dot_f| / |dot_f| = " << rel_sum / reps
               << ", worst error / bound = " << worst_fraction_of_bound << "\n";

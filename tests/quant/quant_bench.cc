@@ -26,8 +26,8 @@
 namespace qwen::quant {
 namespace {
 
-constexpr int64_t kK = 2560;             // weights per row
-constexpr int64_t kRows = 9216;          // rows per matrix
+constexpr int64_t kK = 2560;               // weights per row
+constexpr int64_t kRows = 9216;            // rows per matrix
 constexpr int64_t kWorkingSet = 96 << 20;  // bytes of weights cycled through
 
 // The weights of the type being benchmarked: enough copies of one matrix to exceed the caches.
@@ -54,7 +54,8 @@ const Matrices& MatricesFor(GgmlType type) {
   std::mt19937 rng(11);
   const size_t row_bytes = RowBytes(type, kK);
   std::vector<std::vector<uint8_t>> rows;
-  for (int i = 0; i < 64; ++i) rows.push_back(testing::RandomWeights(type, kK, testing::Fill::kRealistic, rng));
+  for (int i = 0; i < 64; ++i)
+    rows.push_back(testing::RandomWeights(type, kK, testing::Fill::kRealistic, rng));
   for (int64_t r = 0; r < kRows * m.copies; ++r) {
     std::memcpy(m.data.data() + r * row_bytes, rows[r % 64].data(), row_bytes);
   }
@@ -63,8 +64,8 @@ const Matrices& MatricesFor(GgmlType type) {
 }
 
 void SetRates(benchmark::State& state, double bytes_per_iter, double elems_per_iter) {
-  state.counters["wGB/s"] = benchmark::Counter(bytes_per_iter / 1e9,
-                                               benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["wGB/s"] =
+      benchmark::Counter(bytes_per_iter / 1e9, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["wElem/s"] =
       benchmark::Counter(elems_per_iter, benchmark::Counter::kIsIterationInvariantRate);
 }
@@ -159,11 +160,10 @@ int main(int argc, char** argv) {
   }
   for (GgmlType type : {GgmlType::kQ8_0, GgmlType::kQ4_1, GgmlType::kQ4_K}) {
     for (qwen::Isa isa : levels) {
-      benchmark::RegisterBenchmark(
-          ("quantize/" + std::string(TypeName(ActivationType(type))) + "/" +
-           std::string(qwen::IsaName(isa)))
-              .c_str(),
-          BM_Quantize, type, isa);
+      benchmark::RegisterBenchmark(("quantize/" + std::string(TypeName(ActivationType(type))) +
+                                    "/" + std::string(qwen::IsaName(isa)))
+                                       .c_str(),
+                                   BM_Quantize, type, isa);
     }
   }
   std::printf("CPU: %s; active ISA %s\n", qwen::CpuFeatureString().c_str(),

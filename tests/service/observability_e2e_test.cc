@@ -267,14 +267,15 @@ TEST_F(ObservabilityE2eTest, AnUnparsableGenerateIsCountedAndLogged) {
   do {
     m = Scrape();
     if (MetricValue(m, "qwen_requests_total",
-                    {{"method", "Generate"}, {"code", "INVALID_ARGUMENT"}}) == std::max(before, 0.0) + 1) {
+                    {{"method", "Generate"}, {"code", "INVALID_ARGUMENT"}}) ==
+        std::max(before, 0.0) + 1) {
       break;
     }
     absl::SleepFor(absl::Milliseconds(50));
   } while (absl::Now() < deadline);
-  EXPECT_EQ(MetricValue(m, "qwen_requests_total",
-                        {{"method", "Generate"}, {"code", "INVALID_ARGUMENT"}}),
-            std::max(before, 0.0) + 1);
+  EXPECT_EQ(
+      MetricValue(m, "qwen_requests_total", {{"method", "Generate"}, {"code", "INVALID_ARGUMENT"}}),
+      std::max(before, 0.0) + 1);
   int lines = 0;
   for (const nlohmann::json& j : LogLines()) {
     if (j.value("component", "") == "request" && j.value("request_id", "") == "obs-unparsed") {
