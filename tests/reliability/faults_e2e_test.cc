@@ -73,14 +73,6 @@ std::vector<pid_t> Children(pid_t pid) {
   return out;
 }
 
-std::string SocketDir(const std::string& log) {
-  const std::string key = "sockets in ";
-  const size_t at = log.find(key);
-  if (at == std::string::npos) return "";
-  const size_t end = log.find(')', at);
-  return log.substr(at + key.size(), end - at - key.size());
-}
-
 // What must not grow across faults.
 struct Counts {
   int fds = 0;

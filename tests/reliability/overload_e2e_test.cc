@@ -35,14 +35,6 @@ v1::GenerateRequest Queued(int k) {
   return req;
 }
 
-std::string SocketDir(const std::string& log) {
-  const std::string key = "sockets in ";
-  const size_t at = log.find(key);
-  if (at == std::string::npos) return "";
-  const size_t end = log.find(')', at);
-  return log.substr(at + key.size(), end - at - key.size());
-}
-
 // Prompt tokens the workers have prefilled, asked of each worker directly.
 int64_t WorkersPrefilled(const std::string& dir, int workers) {
   int64_t total = 0;

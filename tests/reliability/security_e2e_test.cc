@@ -311,14 +311,6 @@ TEST(SecurityE2eTest, ConcurrentStreamsPerConnectionAreLimited) {
   b.Cancel();
 }
 
-std::string SocketDir(const std::string& log) {
-  const std::string key = "sockets in ";
-  const size_t at = log.find(key);
-  if (at == std::string::npos) return "";
-  const size_t end = log.find(')', at);
-  return log.substr(at + key.size(), end - at - key.size());
-}
-
 TEST(SecurityE2eTest, WorkerSocketsAreInAPrivateDirectory) {
   ServerProcess::Options o;
   std::string error;

@@ -338,6 +338,15 @@ class BackgroundStream {
   std::thread thread_;
 };
 
+// The worker socket directory a server's log names ("... sockets in DIR)"), or "".
+inline std::string SocketDir(const std::string& log) {
+  const std::string key = "sockets in ";
+  const size_t at = log.find(key);
+  if (at == std::string::npos) return "";
+  const size_t end = log.find(')', at);
+  return log.substr(at + key.size(), end - at - key.size());
+}
+
 // Output of a command (no shell metacharacters in our arguments), or "" when it failed.
 inline std::string RunCommand(const std::string& command, int* exit_code = nullptr) {
   FILE* p = popen(command.c_str(), "r");
