@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <iterator>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -232,6 +233,7 @@ absl::Status WorkerPool::SpawnLocked(Worker& w) {
   w.probe_done = false;
   w.check_now = false;
   w.progress_seen = -1;
+  RetireChannelLocked(w);
   grpc::ChannelArguments ch;
   ch.SetMaxReceiveMessageSize(64 << 20);
   // The socket appears only once the worker has loaded the model; retry the connection often
@@ -249,10 +251,16 @@ absl::Status WorkerPool::SpawnLocked(Worker& w) {
   return absl::OkStatus();
 }
 
+void WorkerPool::RetireChannelLocked(Worker& w) {
+  w.stub.reset();
+  if (w.channel != nullptr) retired_channels_.push_back(std::move(w.channel));
+}
+
 void WorkerPool::Supervise() {
   int last_live = -1;
   while (true) {
     std::vector<std::function<void()>> actions;  // run once the lock is released
+    std::vector<std::shared_ptr<grpc::Channel>> unused;  // released once the lock is
     bool stopping = false;
     absl::Duration grace;
     {
@@ -260,6 +268,11 @@ void WorkerPool::Supervise() {
       stopping = stop_requested_;
       grace = stop_grace_;
       const absl::Time now = absl::Now();
+      // A use count of 1 is our reference alone: no call can take a new one (the stub is gone).
+      auto in_use = std::partition(retired_channels_.begin(), retired_channels_.end(),
+                                   [](const auto& c) { return c.use_count() > 1; });
+      std::move(in_use, retired_channels_.end(), std::back_inserter(unused));
+      retired_channels_.erase(in_use, retired_channels_.end());
       for (Worker& w : workers_) {
         if (stopping) break;
         // Reap first: a dead worker is not probed.
@@ -281,8 +294,7 @@ void WorkerPool::Supervise() {
                         {"exit", r == w.pid ? DescribeExit(status) : "vanished"},
                         {"restart_in_ms", absl::ToInt64Milliseconds(w.backoff)}});
             w.pid = 0;
-            w.stub.reset();
-            w.channel.reset();
+            RetireChannelLocked(w);
             w.state = State::kBackoff;
             w.restart_at = now + w.backoff;
             w.backoff = std::min(w.backoff * 2, options_.restart_backoff_max);
@@ -452,8 +464,7 @@ void WorkerPool::StopAllLocked(absl::Duration grace) {
       pids.push_back(w.pid);
     }
     w.state = State::kStopped;
-    w.stub.reset();
-    w.channel.reset();
+    RetireChannelLocked(w);
   }
   mu_.Unlock();
   const absl::Time deadline = absl::Now() + grace;
@@ -482,6 +493,27 @@ void WorkerPool::StopAllLocked(absl::Duration grace) {
   // Health calls to the dead workers fail at once; their callbacks touch this object.
   auto no_probes = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return probes_in_flight_ == 0; };
   mu_.AwaitWithTimeout(absl::Condition(&no_probes), absl::Seconds(30));
+  // Calls to the dead workers (health probes, generations the front end cancelled) end at once;
+  // their ClientContexts are destroyed just after their callbacks, on gRPC's threads. Wait for
+  // that, so that this thread drops the channels last (see retired_channels_).
+  std::vector<std::shared_ptr<grpc::Channel>> channels = std::move(retired_channels_);
+  retired_channels_.clear();
+  mu_.Unlock();
+  const absl::Time channels_deadline = absl::Now() + absl::Seconds(10);
+  auto unused = [&channels] {
+    return std::all_of(channels.begin(), channels.end(),
+                       [](const auto& c) { return c.use_count() == 1; });
+  };
+  while (!unused() && absl::Now() < channels_deadline) absl::SleepFor(absl::Milliseconds(2));
+  if (!unused()) {
+    // A call still holds one: releasing ours could make that call's thread the last holder.
+    // Keep them for the life of the process instead.
+    LogWarning(kComponent, "calls to the workers are still running; their channels stay open");
+    auto* kept = new std::vector<std::shared_ptr<grpc::Channel>>(std::move(channels));
+    (void)kept;
+  }
+  channels.clear();
+  mu_.Lock();
   LogInfo(kComponent, "workers stopped");
 }
 

@@ -134,6 +134,8 @@ class WorkerPool {
   // released.
   absl::Status SpawnLocked(Worker& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void StopAllLocked(absl::Duration grace) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Drops the worker's stub and moves its channel to retired_channels_.
+  void RetireChannelLocked(Worker& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int LiveLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const WorkerPoolOptions options_;
@@ -148,6 +150,13 @@ class WorkerPool {
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
   // Health calls whose callbacks have not run yet; the pool outlives them.
   int probes_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  // Channels of incarnations that are gone, kept until no call's ClientContext holds them and
+  // then released on the supervisor thread. Why: gRPC's callback threads belong to a completion
+  // queue that the server and every channel hold a reference to; if the last reference is a
+  // channel dropped by a ClientContext destroyed on one of those threads (after the server is
+  // gone), gRPC shuts the queue down from inside its own thread and aborts
+  // (grpc_cq_internal_unref: "prior > 0"). So the pool, not a call, always drops a channel last.
+  std::vector<std::shared_ptr<grpc::Channel>> retired_channels_ ABSL_GUARDED_BY(mu_);
   std::thread supervisor_;
 };
 

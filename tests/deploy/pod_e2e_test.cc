@@ -556,14 +556,14 @@ TEST_F(PodTest, MaxConnectionAgeSendsGoawayWhileStreamsFinish) {
   const absl::Time start = absl::Now();
   GenerateResult r = Generate(stub.get(), Tokens(3000));
   const absl::Duration took = absl::Now() - start;
-  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message() << "\n" << pod->Log();
   EXPECT_EQ(r.token_ids.size(), 3000u);
   // An idle wait past the age: the server has closed the connection.
   absl::SleepFor(absl::Seconds(3));
   EXPECT_EQ(channel->GetState(false), GRPC_CHANNEL_IDLE);
   // The next call reconnects.
   GenerateResult again = Generate(stub.get(), Tokens(4));
-  EXPECT_TRUE(again.status.ok()) << again.status.error_message();
+  EXPECT_TRUE(again.status.ok()) << again.status.error_message() << "\n" << pod->Log();
   std::printf("a %.1f s stream across a 1 s connection age completed\n",
               absl::ToDoubleSeconds(took));
 }
