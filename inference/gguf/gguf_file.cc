@@ -20,30 +20,6 @@ namespace {
 constexpr int kMaxArrayDepth = 4;
 constexpr int kMaxDims = 4;
 
-int64_t ScalarSize(ValueType t) {
-  switch (t) {
-    case ValueType::kU8:
-    case ValueType::kI8:
-    case ValueType::kBool:
-      return 1;
-    case ValueType::kU16:
-    case ValueType::kI16:
-      return 2;
-    case ValueType::kU32:
-    case ValueType::kI32:
-    case ValueType::kF32:
-      return 4;
-    case ValueType::kU64:
-    case ValueType::kI64:
-    case ValueType::kF64:
-      return 8;
-    case ValueType::kString:
-    case ValueType::kArray:
-      return 0;
-  }
-  return 0;
-}
-
 template <typename T>
 T Load(const uint8_t* p) {
   T v;
@@ -250,6 +226,30 @@ IntValue AsInt(const Value& v) {
 }
 
 }  // namespace
+
+int64_t ScalarSize(ValueType t) {
+  switch (t) {
+    case ValueType::kU8:
+    case ValueType::kI8:
+    case ValueType::kBool:
+      return 1;
+    case ValueType::kU16:
+    case ValueType::kI16:
+      return 2;
+    case ValueType::kU32:
+    case ValueType::kI32:
+    case ValueType::kF32:
+      return 4;
+    case ValueType::kU64:
+    case ValueType::kI64:
+    case ValueType::kF64:
+      return 8;
+    case ValueType::kString:
+    case ValueType::kArray:
+      return 0;
+  }
+  return 0;  // a value outside the enum (read from a file)
+}
 
 absl::string_view ValueTypeName(ValueType type) {
   switch (type) {

@@ -35,6 +35,8 @@ enum class ValueType : uint32_t {
 };
 
 absl::string_view ValueTypeName(ValueType type);
+// Bytes of one value of a fixed-size type; 0 for strings, arrays and values outside the enum.
+int64_t ScalarSize(ValueType type);
 
 // One metadata value. Strings and numeric array elements are views into the file's bytes, so a
 // Value must not outlive the GgufFile it came from.

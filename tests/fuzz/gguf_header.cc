@@ -13,28 +13,6 @@ namespace {
 
 using gguf::ValueType;
 
-int ScalarBytes(uint32_t type) {
-  switch (static_cast<ValueType>(type)) {
-    case ValueType::kU8:
-    case ValueType::kI8:
-    case ValueType::kBool:
-      return 1;
-    case ValueType::kU16:
-    case ValueType::kI16:
-      return 2;
-    case ValueType::kU32:
-    case ValueType::kI32:
-    case ValueType::kF32:
-      return 4;
-    case ValueType::kU64:
-    case ValueType::kI64:
-    case ValueType::kF64:
-      return 8;
-    default:
-      return 0;
-  }
-}
-
 class Cursor {
  public:
   explicit Cursor(const std::string& b) : b_(b) {}
@@ -55,7 +33,7 @@ class Cursor {
   }
   // Skips one value of `type`.
   absl::Status Value(uint32_t type) {
-    if (const int n = ScalarBytes(type); n > 0) return Int(n).status();
+    if (const int n = static_cast<int>(gguf::ScalarSize(static_cast<ValueType>(type))); n > 0) return Int(n).status();
     if (type == static_cast<uint32_t>(ValueType::kString)) return String().status();
     if (type != static_cast<uint32_t>(ValueType::kArray)) return absl::InvalidArgumentError("type");
     ASSIGN_OR_RETURN(uint64_t elem, Int(4));
