@@ -394,7 +394,10 @@ TEST(FaultsE2eTest, ABusyWorkerMakingProgressIsNotWedged) {
   o.workers = 1;
   o.slots = 4;
   o.ctx_size = kContext;
-  o.extra = {"--heartbeat_interval=100ms", "--heartbeat_timeout=1s", "--prefill_chunk=512"};
+  // A layer pass of a 512-token chunk takes milliseconds here, but over a second under TSan.
+  o.extra = {"--heartbeat_interval=100ms",
+             kUnderSanitizer ? "--heartbeat_timeout=10s" : "--heartbeat_timeout=1s",
+             "--prefill_chunk=512"};
   std::string error;
   auto server = ServerProcess::Start(o, &error);
   ASSERT_NE(server, nullptr) << error;
