@@ -29,6 +29,9 @@ inline bool SpinOrYield(int spin) {
   return false;
 }
 
+constexpr uint64_t kGateClosed = uint64_t{1} << 31;
+constexpr uint64_t kGateCount = kGateClosed - 1;
+
 }  // namespace
 
 ThreadPool::ThreadPool(int n_threads) : n_threads_(std::max(1, n_threads)) {
@@ -55,6 +58,29 @@ void ThreadPool::WorkerLoop(int index) {
     }
     seen = g;
     if (stop_.load(std::memory_order_acquire)) return;
+    uint64_t v = gate_.load(std::memory_order_acquire);
+    // The gate's generation is g for a RunOptional section, older for a Run() one (whose caller
+    // waits for this thread, so it is still the latest), newer if section g was a RunOptional one
+    // that has ended without this thread.
+    const int32_t age = static_cast<int32_t>(g - static_cast<uint32_t>(v >> 32));
+    if (age <= 0) {
+      // Enter section g unless its caller has closed it.
+      bool entered = false;
+      while ((v >> 32) == g && (v & kGateClosed) == 0) {
+        if (gate_.compare_exchange_weak(v, v + 1, std::memory_order_acq_rel)) {
+          entered = true;
+          break;
+        }
+      }
+      if (!entered) continue;
+      (*job_)(index);
+      // The last one out of a closed section wakes the caller.
+      if (gate_.fetch_sub(1, std::memory_order_acq_rel) - 1 ==
+          ((uint64_t{g} << 32) | kGateClosed)) {
+        gate_.notify_one();
+      }
+      continue;
+    }
     (*job_)(index);
     if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) pending_.notify_one();
   }
@@ -79,6 +105,24 @@ void ThreadPool::Run(absl::FunctionRef<void(int)> fn) {
   job_ = nullptr;
 }
 
+void ThreadPool::RunOptional(absl::FunctionRef<void(int)> fn) {
+  absl::MutexLock lock(&run_mutex_);
+  job_ = &fn;
+  const uint32_t g = generation_.load(std::memory_order_relaxed) + 1;
+  gate_.store(uint64_t{g} << 32, std::memory_order_release);
+  generation_.fetch_add(1, std::memory_order_acq_rel);
+  generation_.notify_all();
+  fn(0);
+  // Close the section, then wait for the threads already inside (each finishes the piece it
+  // holds; the caller has found no piece left).
+  uint64_t v = gate_.fetch_or(kGateClosed, std::memory_order_acq_rel) | kGateClosed;
+  for (int spin = 0; (v & kGateCount) != 0; ++spin) {
+    if (!SpinOrYield(spin)) gate_.wait(v, std::memory_order_acquire);
+    v = gate_.load(std::memory_order_acquire);
+  }
+  job_ = nullptr;
+}
+
 void ThreadPool::ParallelFor(int64_t n, int64_t grain,
                              absl::FunctionRef<void(int64_t, int64_t, int)> fn) {
   if (n <= 0) return;
@@ -91,7 +135,7 @@ void ThreadPool::ParallelFor(int64_t n, int64_t grain,
   // core does not hold everyone back, but no smaller than `grain`.
   const int64_t piece = std::max<int64_t>(grain, n / (4 * n_threads_));
   std::atomic<int64_t> next{0};
-  Run([&](int thread) {
+  RunOptional([&](int thread) {
     while (true) {
       const int64_t begin = next.fetch_add(piece, std::memory_order_relaxed);
       if (begin >= n) break;
