@@ -8,9 +8,31 @@
 namespace qwen {
 namespace {
 
-// About a millisecond of spinning before a thread sleeps: long enough to bridge the gaps between
-// the parallel sections of one decode step, short enough not to burn a core while idle.
-constexpr int kSpinIterations = 1 << 14;
+// Waiting, in three stages. Busy spinning (pause is about 26 ns on Zen 4, so some 7 us) catches
+// the next parallel section of a decode step when it follows at once. Then the thread yields its
+// core, polling between yields (1024 of them, under a millisecond when nothing else wants the
+// core, and a new section is still seen within a microsecond or so): when the cores are shared
+// with other processes, the thread being waited for is often not running but queued, possibly
+// behind this very waiter, and a pause loop would hold the core until its time slice ends. Then
+// it sleeps on a futex.
+constexpr int kSpinIterations = 1 << 8;
+constexpr int kYieldIterations = 1 << 10;
+
+// One step of waiting: true while the caller should keep polling, false when it should sleep.
+inline bool SpinOrYield(int spin) {
+  if (spin < kSpinIterations) {
+    _mm_pause();
+    return true;
+  }
+  if (spin < kSpinIterations + kYieldIterations) {
+    sched_yield();
+    return true;
+  }
+  return false;
+}
+
+constexpr uint64_t kGateClosed = uint64_t{1} << 31;
+constexpr uint64_t kGateCount = kGateClosed - 1;
 
 }  // namespace
 
@@ -33,15 +55,34 @@ void ThreadPool::WorkerLoop(int index) {
   while (true) {
     uint32_t g = generation_.load(std::memory_order_acquire);
     for (int spin = 0; g == seen; ++spin) {
-      if (spin < kSpinIterations) {
-        _mm_pause();
-      } else {
-        generation_.wait(seen, std::memory_order_acquire);
-      }
+      if (!SpinOrYield(spin)) generation_.wait(seen, std::memory_order_acquire);
       g = generation_.load(std::memory_order_acquire);
     }
     seen = g;
     if (stop_.load(std::memory_order_acquire)) return;
+    uint64_t v = gate_.load(std::memory_order_acquire);
+    // The gate's generation is g for a RunOptional section, older for a Run() one (whose caller
+    // waits for this thread, so it is still the latest), newer if section g was a RunOptional one
+    // that has ended without this thread.
+    const int32_t age = static_cast<int32_t>(g - static_cast<uint32_t>(v >> 32));
+    if (age <= 0) {
+      // Enter section g unless its caller has closed it.
+      bool entered = false;
+      while ((v >> 32) == g && (v & kGateClosed) == 0) {
+        if (gate_.compare_exchange_weak(v, v + 1, std::memory_order_acq_rel)) {
+          entered = true;
+          break;
+        }
+      }
+      if (!entered) continue;
+      (*job_)(index);
+      // The last one out of a closed section wakes the caller.
+      if (gate_.fetch_sub(1, std::memory_order_acq_rel) - 1 ==
+          ((uint64_t{g} << 32) | kGateClosed)) {
+        gate_.notify_one();
+      }
+      continue;
+    }
     (*job_)(index);
     if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) pending_.notify_one();
   }
@@ -60,12 +101,26 @@ void ThreadPool::Run(absl::FunctionRef<void(int)> fn) {
   fn(0);
   int32_t left = pending_.load(std::memory_order_acquire);
   for (int spin = 0; left != 0; ++spin) {
-    if (spin < kSpinIterations) {
-      _mm_pause();
-    } else {
-      pending_.wait(left, std::memory_order_acquire);
-    }
+    if (!SpinOrYield(spin)) pending_.wait(left, std::memory_order_acquire);
     left = pending_.load(std::memory_order_acquire);
+  }
+  job_ = nullptr;
+}
+
+void ThreadPool::RunOptional(absl::FunctionRef<void(int)> fn) {
+  absl::MutexLock lock(&run_mutex_);
+  job_ = &fn;
+  const uint32_t g = generation_.load(std::memory_order_relaxed) + 1;
+  gate_.store(uint64_t{g} << 32, std::memory_order_release);
+  generation_.fetch_add(1, std::memory_order_acq_rel);
+  generation_.notify_all();
+  fn(0);
+  // Close the section, then wait for the threads already inside (each finishes the piece it
+  // holds; the caller has found no piece left).
+  uint64_t v = gate_.fetch_or(kGateClosed, std::memory_order_acq_rel) | kGateClosed;
+  for (int spin = 0; (v & kGateCount) != 0; ++spin) {
+    if (!SpinOrYield(spin)) gate_.wait(v, std::memory_order_acquire);
+    v = gate_.load(std::memory_order_acquire);
   }
   job_ = nullptr;
 }
@@ -82,7 +137,7 @@ void ThreadPool::ParallelFor(int64_t n, int64_t grain,
   // core does not hold everyone back, but no smaller than `grain`.
   const int64_t piece = std::max<int64_t>(grain, n / (4 * n_threads_));
   std::atomic<int64_t> next{0};
-  Run([&](int thread) {
+  RunOptional([&](int thread) {
     while (true) {
       const int64_t begin = next.fetch_add(piece, std::memory_order_relaxed);
       if (begin >= n) break;

@@ -35,12 +35,16 @@ class ThreadPool {
   void Run(absl::FunctionRef<void(int thread_index)> fn);
 
   // Splits [0, n) into pieces of at least `grain` items handed out dynamically, and calls
-  // fn(begin, end, thread_index) for each. Returns when all are done.
+  // fn(begin, end, thread_index) for each. Returns when all are done. Unlike Run(), it does not
+  // wait for pool threads that have not started by the time the caller has run out of pieces
+  // (on a shared machine such a thread is often not even scheduled): they skip the section.
   void ParallelFor(int64_t n, int64_t grain,
                    absl::FunctionRef<void(int64_t begin, int64_t end, int thread_index)> fn);
 
  private:
   void WorkerLoop(int index);
+  // Run() for a function that any subset of the threads may call, the caller always among them.
+  void RunOptional(absl::FunctionRef<void(int thread_index)> fn);
 
   const int n_threads_;
   std::vector<std::thread> threads_;
@@ -48,6 +52,10 @@ class ThreadPool {
   const absl::FunctionRef<void(int)>* job_ = nullptr;
   std::atomic<uint32_t> generation_{0};
   std::atomic<int32_t> pending_{0};
+  // The gate of the latest RunOptional section: its generation in the high 32 bits, kGateClosed
+  // once the caller is done (no thread may enter after that), and in the low bits how many pool
+  // threads are inside. A section whose generation is newer than the gate's is a Run() one.
+  std::atomic<uint64_t> gate_{0};
   std::atomic<bool> stop_{false};
 };
 

@@ -33,6 +33,22 @@ TEST(ThreadPoolTest, ParallelForCoversTheRangeOnce) {
   }
 }
 
+// ParallelFor's sections let late pool threads skip them while Run() waits for every thread:
+// alternating the two many times exercises the hand-over between the kinds of section.
+TEST(ThreadPoolTest, ParallelForAndRunInterleave) {
+  ThreadPool pool(3);
+  std::vector<int> hits(3, 0);
+  for (int round = 0; round < 3000; ++round) {
+    std::vector<int> seen(5, 0);
+    pool.ParallelFor(5, 1, [&](int64_t begin, int64_t end, int) {
+      for (int64_t k = begin; k < end; ++k) ++seen[k];
+    });
+    for (int k = 0; k < 5; ++k) ASSERT_EQ(seen[k], 1) << round;
+    if (round % 3 == 0) pool.Run([&](int i) { ++hits[i]; });
+  }
+  for (int h : hits) EXPECT_EQ(h, 1000);
+}
+
 TEST(ThreadPoolTest, ConcurrentCallersAreSerialized) {
   ThreadPool pool(3);
   int64_t total = 0;  // written by every section; safe only because Run() is serialized
