@@ -259,7 +259,7 @@ void WorkerPool::RetireChannelLocked(Worker& w) {
 void WorkerPool::Supervise() {
   int last_live = -1;
   while (true) {
-    std::vector<std::function<void()>> actions;  // run once the lock is released
+    std::vector<std::function<void()>> actions;          // run once the lock is released
     std::vector<std::shared_ptr<grpc::Channel>> unused;  // released once the lock is
     bool stopping = false;
     absl::Duration grace;
@@ -269,10 +269,10 @@ void WorkerPool::Supervise() {
       grace = stop_grace_;
       const absl::Time now = absl::Now();
       // A use count of 1 is our reference alone: no call can take a new one (the stub is gone).
-      auto in_use = std::partition(retired_channels_.begin(), retired_channels_.end(),
-                                   [](const auto& c) { return c.use_count() > 1; });
-      std::move(in_use, retired_channels_.end(), std::back_inserter(unused));
-      retired_channels_.erase(in_use, retired_channels_.end());
+      auto first_unused = std::partition(retired_channels_.begin(), retired_channels_.end(),
+                                         [](const auto& c) { return c.use_count() > 1; });
+      std::move(first_unused, retired_channels_.end(), std::back_inserter(unused));
+      retired_channels_.erase(first_unused, retired_channels_.end());
       for (Worker& w : workers_) {
         if (stopping) break;
         // Reap first: a dead worker is not probed.

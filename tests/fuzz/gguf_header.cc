@@ -33,7 +33,9 @@ class Cursor {
   }
   // Skips one value of `type`.
   absl::Status Value(uint32_t type) {
-    if (const int n = static_cast<int>(gguf::ScalarSize(static_cast<ValueType>(type))); n > 0) return Int(n).status();
+    if (const int n = static_cast<int>(gguf::ScalarSize(static_cast<ValueType>(type))); n > 0) {
+      return Int(n).status();
+    }
     if (type == static_cast<uint32_t>(ValueType::kString)) return String().status();
     if (type != static_cast<uint32_t>(ValueType::kArray)) return absl::InvalidArgumentError("type");
     ASSIGN_OR_RETURN(uint64_t elem, Int(4));

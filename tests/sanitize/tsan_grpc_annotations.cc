@@ -21,10 +21,10 @@
 #include <grpc/grpc.h>
 #include <sanitizer/tsan_interface.h>
 
-#include "grpcpp/server.h"
-
 #include <cstdio>
 #include <cstdlib>
+
+#include "grpcpp/server.h"
 
 namespace {
 
@@ -72,20 +72,22 @@ grpc_call_error grpc_server_request_call(grpc_server* server, grpc_call** call,
                                          grpc_completion_queue* cq_bound_to_call,
                                          grpc_completion_queue* cq_for_notification,
                                          void* tag_new) {
-  using Fn = grpc_call_error (*)(grpc_server*, grpc_call**, grpc_call_details*,
-                                 grpc_metadata_array*, grpc_completion_queue*,
-                                 grpc_completion_queue*, void*);
+  using Fn =
+      grpc_call_error (*)(grpc_server*, grpc_call**, grpc_call_details*, grpc_metadata_array*,
+                          grpc_completion_queue*, grpc_completion_queue*, void*);
   static Fn slot = nullptr;
   if (tag_new != nullptr) __tsan_release(tag_new);
   return Real(&slot, "grpc_server_request_call")(server, call, details, request_metadata,
                                                  cq_bound_to_call, cq_for_notification, tag_new);
 }
 
-grpc_call_error grpc_server_request_registered_call(
-    grpc_server* server, void* registered_method, grpc_call** call, gpr_timespec* deadline,
-    grpc_metadata_array* request_metadata, grpc_byte_buffer** optional_payload,
-    grpc_completion_queue* cq_bound_to_call, grpc_completion_queue* cq_for_notification,
-    void* tag_new) {
+grpc_call_error grpc_server_request_registered_call(grpc_server* server, void* registered_method,
+                                                    grpc_call** call, gpr_timespec* deadline,
+                                                    grpc_metadata_array* request_metadata,
+                                                    grpc_byte_buffer** optional_payload,
+                                                    grpc_completion_queue* cq_bound_to_call,
+                                                    grpc_completion_queue* cq_for_notification,
+                                                    void* tag_new) {
   using Fn = grpc_call_error (*)(grpc_server*, void*, grpc_call**, gpr_timespec*,
                                  grpc_metadata_array*, grpc_byte_buffer**, grpc_completion_queue*,
                                  grpc_completion_queue*, void*);
