@@ -15,43 +15,29 @@
 // implements them with the ...WithDeadline ones, through its PLT, so they arrive here (wrapping
 // both would lock twice). Anything else of absl/synchronization that the project starts using
 // must be added here; a missing one shows up as "unlock of an unlocked mutex".
-#include <dlfcn.h>
 #include <sanitizer/tsan_interface.h>
 
-#include <cstdio>
-#include <cstdlib>
 #include <string>
 
 #include "absl/base/options.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "tests/sanitize/next_symbol.h"
 
 #define QWEN_STR2(x) #x
 #define QWEN_STR(x) QWEN_STR2(x)
 
 namespace {
 
-// "_ZN4absl" + <inline namespace> + `rest`, e.g. rest = "5Mutex4LockEv".
-void* Real(const char* rest, bool is_const = false) {
-  const std::string ns = QWEN_STR(ABSL_OPTION_INLINE_NAMESPACE_NAME);
-  const std::string name =
-      std::string(is_const ? "_ZNK4absl" : "_ZN4absl") + std::to_string(ns.size()) + ns + rest;
-  void* f = dlsym(RTLD_NEXT, name.c_str());
-  if (f == nullptr) {
-    std::fprintf(stderr, "tsan_absl_annotations: %s not found\n", name.c_str());
-    std::abort();
-  }
-  return f;
-}
-
+// "_ZN4absl" + <inline namespace> + `rest`, e.g. rest = "5Mutex4LockEv", looked up once.
 template <typename F>
 F Get(F* slot, const char* rest, bool is_const = false) {
   F f = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
-  if (f == nullptr) {
-    f = reinterpret_cast<F>(Real(rest, is_const));
-    __atomic_store_n(slot, f, __ATOMIC_RELEASE);
-  }
-  return f;
+  if (f != nullptr) return f;
+  const std::string ns = QWEN_STR(ABSL_OPTION_INLINE_NAMESPACE_NAME);
+  const std::string name =
+      std::string(is_const ? "_ZNK4absl" : "_ZN4absl") + std::to_string(ns.size()) + ns + rest;
+  return qwen::sanitize::NextSymbol(slot, name.c_str());
 }
 
 #define QWEN_REAL(type, rest, ...) \

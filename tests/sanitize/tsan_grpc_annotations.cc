@@ -17,30 +17,15 @@
 // This adds only the ordering gRPC documents for its completion queues; races between our own
 // threads that gRPC does not order (a reactor's state touched from a worker callback without our
 // lock, say) are still reported.
-#include <dlfcn.h>
 #include <grpc/grpc.h>
 #include <sanitizer/tsan_interface.h>
 
-#include <cstdio>
-#include <cstdlib>
-
 #include "grpcpp/server.h"
+#include "tests/sanitize/next_symbol.h"
 
 namespace {
 
-template <typename F>
-F Real(F* slot, const char* name) {
-  F f = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
-  if (f == nullptr) {
-    f = reinterpret_cast<F>(dlsym(RTLD_NEXT, name));
-    if (f == nullptr) {
-      std::fprintf(stderr, "tsan_grpc_annotations: %s not found\n", name);
-      std::abort();
-    }
-    __atomic_store_n(slot, f, __ATOMIC_RELEASE);
-  }
-  return f;
-}
+using qwen::sanitize::NextSymbol;
 
 // Every call's last reference is dropped before a server's Wait() returns (its shutdown waits for
 // them); a call's handler state is torn down just before that, on whichever gRPC thread ran the
@@ -60,7 +45,7 @@ grpc_call_error grpc_call_start_batch(grpc_call* call, const grpc_op* ops, size_
   using Fn = grpc_call_error (*)(grpc_call*, const grpc_op*, size_t, void*, void*);
   static Fn slot = nullptr;
   if (tag != nullptr) __tsan_release(tag);
-  return Real(&slot, "grpc_call_start_batch")(call, ops, nops, tag, reserved);
+  return NextSymbol(&slot, "grpc_call_start_batch")(call, ops, nops, tag, reserved);
 }
 
 // A server asks for the next incoming call with a tag of its own; the call's arrival is delivered
@@ -77,8 +62,8 @@ grpc_call_error grpc_server_request_call(grpc_server* server, grpc_call** call,
                           grpc_completion_queue*, grpc_completion_queue*, void*);
   static Fn slot = nullptr;
   if (tag_new != nullptr) __tsan_release(tag_new);
-  return Real(&slot, "grpc_server_request_call")(server, call, details, request_metadata,
-                                                 cq_bound_to_call, cq_for_notification, tag_new);
+  return NextSymbol(&slot, "grpc_server_request_call")(
+      server, call, details, request_metadata, cq_bound_to_call, cq_for_notification, tag_new);
 }
 
 grpc_call_error grpc_server_request_registered_call(grpc_server* server, void* registered_method,
@@ -93,7 +78,7 @@ grpc_call_error grpc_server_request_registered_call(grpc_server* server, void* r
                                  grpc_completion_queue*, void*);
   static Fn slot = nullptr;
   if (tag_new != nullptr) __tsan_release(tag_new);
-  return Real(&slot, "grpc_server_request_registered_call")(
+  return NextSymbol(&slot, "grpc_server_request_registered_call")(
       server, registered_method, call, deadline, request_metadata, optional_payload,
       cq_bound_to_call, cq_for_notification, tag_new);
 }
@@ -102,14 +87,14 @@ void grpc_call_unref(grpc_call* call) {
   using Fn = void (*)(grpc_call*);
   static Fn slot = nullptr;
   __tsan_release(&calls_released);
-  Real(&slot, "grpc_call_unref")(call);
+  NextSymbol(&slot, "grpc_call_unref")(call);
 }
 
 grpc_event grpc_completion_queue_next(grpc_completion_queue* cq, gpr_timespec deadline,
                                       void* reserved) {
   using Fn = grpc_event (*)(grpc_completion_queue*, gpr_timespec, void*);
   static Fn slot = nullptr;
-  const grpc_event ev = Real(&slot, "grpc_completion_queue_next")(cq, deadline, reserved);
+  const grpc_event ev = NextSymbol(&slot, "grpc_completion_queue_next")(cq, deadline, reserved);
   AcquireCompleted(ev);
   return ev;
 }
@@ -118,7 +103,8 @@ grpc_event grpc_completion_queue_pluck(grpc_completion_queue* cq, void* tag, gpr
                                        void* reserved) {
   using Fn = grpc_event (*)(grpc_completion_queue*, void*, gpr_timespec, void*);
   static Fn slot = nullptr;
-  const grpc_event ev = Real(&slot, "grpc_completion_queue_pluck")(cq, tag, deadline, reserved);
+  const grpc_event ev =
+      NextSymbol(&slot, "grpc_completion_queue_pluck")(cq, tag, deadline, reserved);
   AcquireCompleted(ev);
   return ev;
 }
@@ -128,6 +114,6 @@ grpc_event grpc_completion_queue_pluck(grpc_completion_queue* cq, void* tag, gpr
 void grpc::Server::Wait() {
   using Fn = void (*)(grpc::Server*);
   static Fn slot = nullptr;
-  Real(&slot, "_ZN4grpc6Server4WaitEv")(this);
+  NextSymbol(&slot, "_ZN4grpc6Server4WaitEv")(this);
   __tsan_acquire(&calls_released);
 }
