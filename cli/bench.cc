@@ -252,7 +252,9 @@ std::vector<MemoryReport> MeasureWorkers(const std::string& model_path, int n, i
 }
 
 int MemoryProbe() {
-  auto file = gguf::GgufFile::Open(absl::GetFlag(FLAGS_model));
+  auto resolved = ResolveModelFlag();
+  if (!resolved.ok()) return 2;
+  auto file = gguf::GgufFile::Open(resolved->model_path);
   if (!file.ok()) return 2;
   auto model = model::Model::Load(std::shared_ptr<const gguf::GgufFile>(std::move(*file)));
   if (!model.ok()) return 2;
@@ -289,11 +291,16 @@ int RunBench(int argc, char** argv) {
       "start-up time and memory, each repeated (median and spread).",
       argc, argv);
   if (absl::GetFlag(FLAGS_memory_probe)) return MemoryProbe();
-  const std::string path = absl::GetFlag(FLAGS_model);
-  if (path.empty()) {
+  if (absl::GetFlag(FLAGS_model).empty()) {
     std::fprintf(stderr, "usage: qwen bench --model FILE [--json]\n");
     return 2;
   }
+  const absl::StatusOr<ModelFiles> resolved = ResolveModelFlag();
+  if (!resolved.ok()) {
+    std::fprintf(stderr, "qwen bench: %s\n", std::string(resolved.status().message()).c_str());
+    return 2;
+  }
+  const std::string path = resolved->model_path;
   const int repeats = std::max(1, absl::GetFlag(FLAGS_repeats));
   const int64_t prompt_n = absl::GetFlag(FLAGS_prompt_tokens);
   std::vector<Row> rows;

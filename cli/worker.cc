@@ -39,7 +39,12 @@ int RunWorker(int argc, char** argv) {
     return 2;
   }
   service::WorkerOptions o;
-  o.model_path = absl::GetFlag(FLAGS_model);
+  const absl::StatusOr<ModelFiles> model = ResolveModelFlag();
+  if (!model.ok()) {
+    std::fprintf(stderr, "qwen worker: %s\n", std::string(model.status().message()).c_str());
+    return 2;
+  }
+  o.model_path = model->model_path;
   o.socket_path = absl::GetFlag(FLAGS_socket);
   o.index = absl::GetFlag(FLAGS_index);
   o.slots = absl::GetFlag(FLAGS_slots);

@@ -55,7 +55,7 @@ class QwenService final : public v1::Qwen::CallbackService {
  public:
   QwenService(const TextModel* model, const FrontEndOptions* options, Dispatcher* dispatcher)
       : model_(model), options_(options), dispatcher_(dispatcher) {
-    static_info_ = StaticModelInfo(*model);
+    static_info_ = StaticModelInfo(*model, options->model_name);
     static_info_.set_slot_context_length(static_cast<uint32_t>(options->pool.ctx_size));
     env_.model = model;
     env_.dispatcher = dispatcher;
@@ -239,7 +239,8 @@ absl::Status RunFrontEnd(const FrontEndOptions& options) {
   if (options.metrics_port < 0 || options.metrics_port > 65535) {
     return absl::InvalidArgumentError("--metrics_port must be in [0, 65535]");
   }
-  Metrics metrics(ModelInfoLabels(**model, options.pool.model_path), BuildInfoLabels());
+  Metrics metrics(ModelInfoLabels(**model, options.pool.model_path, options.model_name),
+                  BuildInfoLabels());
   if (options.metrics_port > 0) {
     if (absl::Status st = metrics.Serve(options.host, options.metrics_port); !st.ok()) return st;
   }
@@ -313,25 +314,26 @@ absl::Status RunFrontEnd(const FrontEndOptions& options) {
   }
   service.SetPool(pool->get());
   metrics.SetSources(&dispatcher, pool->get());
-  LogInfo(
-      kComponent,
-      absl::StrCat("listening on ", ListenAddress(options.host, port),
-                   options.tls.enabled()
-                       ? (options.tls.client_ca_file.empty() ? " with TLS" : " with mTLS")
-                       : "",
-                   " (model ", options.pool.model_path, ", ", options.pool.workers, " workers x ",
-                   options.pool.slots, " slots, sockets in ", (*pool)->socket_dir(), ")"),
-      {{"event", "listening"},
-       {"address", ListenAddress(options.host, port)},
-       {"port", port},
-       {"tls", options.tls.enabled()},
-       {"mtls", options.tls.enabled() && !options.tls.client_ca_file.empty()},
-       {"metrics_port", metrics.port()},
-       {"model", options.pool.model_path},
-       {"workers", options.pool.workers},
-       {"slots", options.pool.slots},
-       {"ctx_size", options.pool.ctx_size},
-       {"queue_size", options.queue_size}});
+  LogInfo(kComponent,
+          absl::StrCat("listening on ", ListenAddress(options.host, port),
+                       options.tls.enabled()
+                           ? (options.tls.client_ca_file.empty() ? " with TLS" : " with mTLS")
+                           : "",
+                       " (model ",
+                       options.model_name.empty() ? "" : absl::StrCat(options.model_name, " = "),
+                       options.pool.model_path, ", ", options.pool.workers, " workers x ",
+                       options.pool.slots, " slots, sockets in ", (*pool)->socket_dir(), ")"),
+          {{"event", "listening"},
+           {"address", ListenAddress(options.host, port)},
+           {"port", port},
+           {"tls", options.tls.enabled()},
+           {"mtls", options.tls.enabled() && !options.tls.client_ca_file.empty()},
+           {"metrics_port", metrics.port()},
+           {"model", options.pool.model_path},
+           {"workers", options.pool.workers},
+           {"slots", options.pool.slots},
+           {"ctx_size", options.pool.ctx_size},
+           {"queue_size", options.queue_size}});
   if (metrics.port() > 0) {
     LogInfo(
         kComponent,

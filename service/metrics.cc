@@ -393,12 +393,14 @@ Metrics::Labels BuildInfoLabels() {
   return l;
 }
 
-Metrics::Labels ModelInfoLabels(const TextModel& model, const std::string& path) {
-  const v1::GetModelInfoResponse info = StaticModelInfo(model);
+Metrics::Labels ModelInfoLabels(const TextModel& model, const std::string& path,
+                                const std::string& fallback_name) {
+  const v1::GetModelInfoResponse info = StaticModelInfo(model, fallback_name);
   Metrics::Labels l;
   l["name"] = info.name();
   l["architecture"] = info.architecture();
   l["file_type"] = info.file_type();
+  l["file_layout"] = info.file_layout();
   l["parameters"] = absl::StrCat(info.parameter_count());
   l["context_length"] = absl::StrCat(info.context_length());
   l["vocab_size"] = absl::StrCat(info.vocab_size());

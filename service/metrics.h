@@ -128,7 +128,8 @@ Metrics::Labels BuildInfoLabels();
 
 // The labels of qwen_model_info: name, architecture, file_type, parameters, context_length,
 // vocab_size and file (the path's last component).
-Metrics::Labels ModelInfoLabels(const TextModel& model, const std::string& path);
+Metrics::Labels ModelInfoLabels(const TextModel& model, const std::string& path,
+                                const std::string& fallback_name = "");
 
 }  // namespace qwen::service
 
