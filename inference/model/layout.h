@@ -5,7 +5,7 @@
 // `ollama pull qwen3.5:4b` leaves on disk). The trunk tensors are byte-identical; the files differ
 // in metadata (per-layer head_count_kv, three rope sections, no nextn_predict_layers), one tensor
 // name (`ssm_dt` for `ssm_dt.bias`), and where the MTP block (`mtp.*`) and the vision tower
-// (`v.*`, bundled in the text file) live. See /docs/ollama.md for the whole mapping.
+// (`v.*`, bundled in the text file) live. See docs/ollama.md for the whole mapping.
 #ifndef QWEN_INFERENCE_MODEL_LAYOUT_H_
 #define QWEN_INFERENCE_MODEL_LAYOUT_H_
 

@@ -4,18 +4,16 @@
 #ifndef QWEN_TESTS_COMMON_FAKE_OLLAMA_STORE_H_
 #define QWEN_TESTS_COMMON_FAKE_OLLAMA_STORE_H_
 
-#include <sys/stat.h>
-
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
-#include "tests/common/test_util.h"
 
 namespace qwen::testing {
 
@@ -34,20 +32,27 @@ class FakeOllamaStore {
   explicit FakeOllamaStore(const std::string& parent) {
     std::string tmpl = parent + "/ollama-models-XXXXXX";
     dir_ = mkdtemp(tmpl.data());
-    RunCommand(absl::StrCat("mkdir -p '", dir_, "/blobs' '", dir_, "/manifests'"));
+    std::filesystem::create_directories(dir_ + "/blobs");
+    std::filesystem::create_directories(dir_ + "/manifests");
   }
-  ~FakeOllamaStore() { RunCommand(absl::StrCat("rm -rf '", dir_, "'")); }
+  ~FakeOllamaStore() {
+    std::error_code ignored;
+    std::filesystem::remove_all(dir_, ignored);
+  }
 
   const std::string& dir() const { return dir_; }
 
   // Copies `file` in as a blob named by its SHA-256, as `ollama pull` stores it.
   Layer AddBlob(const std::string& file, const std::string& media_type) {
-    const std::string sum = RunCommand(absl::StrCat("sha256sum '", file, "'")).out.substr(0, 64);
+    std::string sum(64, '0');
+    if (FILE* p = popen(absl::StrCat("sha256sum '", file, "'").c_str(), "r")) {
+      if (std::fread(sum.data(), 1, 64, p) != 64) sum.assign(64, '0');
+      pclose(p);
+    }
     const std::string blob = absl::StrCat(dir_, "/blobs/sha256-", sum);
-    RunCommand(absl::StrCat("cp '", file, "' '", blob, "'"));
-    struct stat st;
-    stat(blob.c_str(), &st);
-    return Layer{media_type, absl::StrCat("sha256:", sum), static_cast<int64_t>(st.st_size)};
+    std::filesystem::copy_file(file, blob, std::filesystem::copy_options::overwrite_existing);
+    return Layer{media_type, absl::StrCat("sha256:", sum),
+                 static_cast<int64_t>(std::filesystem::file_size(blob))};
   }
 
   // Writes the manifest of `host/namespace/name/tag` (a path under manifests/) with these
@@ -71,7 +76,7 @@ class FakeOllamaStore {
 
   std::string WriteManifest(const std::string& name_path, const std::string& text) {
     const std::string path = absl::StrCat(dir_, "/manifests/", name_path);
-    RunCommand(absl::StrCat("mkdir -p '", path.substr(0, path.rfind('/')), "'"));
+    std::filesystem::create_directories(path.substr(0, path.rfind('/')));
     std::ofstream(path, std::ios::binary) << text;
     return path;
   }
