@@ -98,6 +98,8 @@ absl::Status ValidateServeOptions(const service::FrontEndOptions& o) {
       InRange("threads", p.threads, 0, 4096),
       InRange("ctx_size", p.ctx_size, 2, int64_t{1} << 24),
       InRange("prefill_chunk", p.prefill_chunk, 1, int64_t{1} << 16),
+      InRange("prefix_cache_mb", p.prefix_cache_mb, 0, int64_t{1} << 30),
+      InRange("snapshot_interval", p.snapshot_interval, 1, int64_t{1} << 24),
       InRange("port", o.port, 0, 65535),
       InRange("metrics_port", o.metrics_port, 0, 65535),
       InRange("queue_size", o.queue_size, 0, 1 << 20),
