@@ -119,6 +119,12 @@ struct EngineStats {
 // long prompt is prefilled in pieces while running sequences keep producing tokens; then sample,
 // report tokens and finish sequences. Sequences join and leave between steps.
 //
+// With a prefix cache (EngineOptions::prefix_cache_bytes), an admitted request resumes from the
+// longest cached snapshot of its prompt (or a free slot's own history, whichever holds more),
+// prefill chunks stop at multiples of snapshot_interval, and states are snapshotted there, at the
+// end of each prompt and when a sequence finishes. FinishInfo says how many prompt tokens were
+// resumed (cached_tokens) and fed to the model (computed_prompt_tokens).
+//
 // Thread-safe: Submit(), Cancel() and Stats() may be called from any thread. Sinks are called on
 // the scheduler thread.
 class Engine {

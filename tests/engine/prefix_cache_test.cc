@@ -10,6 +10,7 @@
 
 #include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
+#include "inference/common/thread_pool.h"
 #include "inference/engine/engine.h"
 #include "tests/model/model_runner.h"
 
@@ -243,6 +244,62 @@ TEST_P(PrefixCacheTest, OptOutAndSaltsDoNotShare) {
   const Result unsalted = Run(*engine, q, 4);
   EXPECT_GT(unsalted.info.cached_tokens, 0);
   EXPECT_EQ(engine->Stats().prefix_lookups, 4);  // the opted-out request does not count
+}
+
+// The tree itself: nested snapshots store only their own KV rows, lookups take the deepest entry
+// within the limit and restore exactly the state that was stored, least recently used leaves go
+// first.
+TEST_P(PrefixCacheTest, TreeSharesRowsAndEvictsLeastRecentlyUsedLeaves) {
+  const model::StateSize size =
+      model::SequenceState::SizeFor(model_->config(), 256, model::KvType::kF16);
+  auto state = *model_->NewState(256);
+  auto other = *model_->NewState(256);
+  std::vector<float> logits(model_->config().n_vocab);
+  const std::vector<int32_t> tokens = Tokens(96, 60);
+  PrefixCache probe(1, size);
+  PrefixCache cache(4 * probe.EntryBytes(32), size);
+  ThreadPool pool(1);
+  ops::ComputeContext c(&pool, ops::MathMode::kFast);
+  for (int64_t end : {32, 64}) {
+    model::Segment seg{state.get(),
+                       absl::MakeConstSpan(tokens.data() + state->n_past(), end - state->n_past()),
+                       model::Logits::kLast};
+    ASSERT_TRUE(model_->Forward(c, {seg}, logits.data()).ok());
+    EXPECT_TRUE(cache.Insert(0, absl::MakeConstSpan(tokens.data(), end), *state));
+  }
+  EXPECT_FALSE(cache.Insert(0, absl::MakeConstSpan(tokens.data(), 64), *state));  // cached
+  EXPECT_EQ(cache.stats().entries, 2);
+  EXPECT_EQ(cache.stats().used_bytes, 2 * cache.EntryBytes(32));  // not 32 + 64 rows
+  // Deepest within the limit.
+  EXPECT_EQ(cache.Lookup(0, tokens, 96).length, 64);
+  EXPECT_EQ(cache.Lookup(0, tokens, 63).length, 32);
+  EXPECT_EQ(cache.Lookup(1, tokens, 96).length, 0);  // another salt
+  std::vector<int32_t> diverged = tokens;
+  diverged[40] += 1;
+  EXPECT_EQ(cache.Lookup(0, diverged, 96).length, 32);
+  // Restored into another state, it continues exactly like the original.
+  const PrefixCache::Match m = cache.Lookup(0, tokens, 96);
+  cache.Restore(m, *other);
+  EXPECT_EQ(other->n_past(), 64);
+  std::vector<float> a(logits.size()), b(logits.size());
+  model::Segment sa{state.get(), absl::MakeConstSpan(tokens.data() + 64, 8), model::Logits::kLast};
+  model::Segment sb{other.get(), absl::MakeConstSpan(tokens.data() + 64, 8), model::Logits::kLast};
+  ASSERT_TRUE(model_->Forward(c, {sa}, a.data()).ok());
+  ASSERT_TRUE(model_->Forward(c, {sb}, b.data()).ok());
+  EXPECT_EQ(a, b);
+  // Three more leaves under the root; the budget holds four entries, so the least recently used
+  // leaf goes: the 64-token one (touched before the others were added), never an ancestor.
+  for (uint32_t seed : {61, 62, 63}) {
+    const std::vector<int32_t> t = Tokens(32, seed);
+    auto st = *model_->NewState(256);
+    model::Segment seg{st.get(), absl::MakeConstSpan(t), model::Logits::kLast};
+    ASSERT_TRUE(model_->Forward(c, {seg}, logits.data()).ok());
+    cache.Insert(0, t, *st);
+  }
+  EXPECT_EQ(cache.stats().evictions, 1);
+  EXPECT_EQ(cache.stats().entries, 4);
+  EXPECT_EQ(cache.Lookup(0, tokens, 96).length, 32);
+  EXPECT_LE(cache.stats().used_bytes, cache.stats().budget_bytes);
 }
 
 // On quantized weights, activations are rounded to 8 bits, so where prompt chunks start changes
