@@ -79,6 +79,18 @@ class Metrics {
   };
   WorkerTotals GetWorkerTotals(int index) const;
 
+  // The workers' prefix caches as of their last heartbeats: bytes and entries now held, and
+  // counters over all incarnations.
+  struct PrefixCacheTotals {
+    int64_t used_bytes = 0;
+    int64_t entries = 0;
+    int64_t lookups = 0;
+    int64_t hits = 0;
+    int64_t cached_tokens = 0;
+    int64_t evictions = 0;
+  };
+  PrefixCacheTotals GetPrefixCacheTotals() const;
+
   // How long a window the throughput gauges average over (at least; it ends at a heartbeat).
   static constexpr absl::Duration kRateWindow = absl::Seconds(5);
 
@@ -91,6 +103,10 @@ class Metrics {
     // Engine counters of earlier incarnations, so that the totals only grow.
     int64_t prefill_base = 0;
     int64_t decode_base = 0;
+    int64_t lookups_base = 0;
+    int64_t hits_base = 0;
+    int64_t cached_base = 0;
+    int64_t evictions_base = 0;
     absl::Time window_start;
     int64_t window_prefill = 0;
     int64_t window_decode = 0;
