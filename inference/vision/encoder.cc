@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "inference/common/fp16.h"
 #include "inference/common/status_macros.h"
 #include "inference/ops/matmul.h"
 #include "inference/quant/kernels.h"
@@ -72,6 +73,8 @@ struct TowerLayout {
     return absl::StrCat("mm.", i, ".", what);
   }
 };
+
+float Fp32FromFp16Round(float x) { return Fp16ToFp32(Fp32ToFp16(x)); }
 
 bool IsMatrixType(GgmlType t) {
   return t == GgmlType::kF32 || t == GgmlType::kF16 || t == GgmlType::kBF16 || t == GgmlType::kQ8_0;
@@ -227,8 +230,15 @@ inline float GeluTanh(float x) {
 // approximation there (ffn_gelu); the two differ by < 1e-3 per value.
 inline float GeluErf(float x) { return 0.5f * x * (1.0f + std::erf(x * 0.7071067811865476f)); }
 
-// y[r] = act(y[r] + b) with act = GELU (tanh or erf) or identity.
-enum class Act { kNone, kGeluTanh, kGeluErf };
+// ggml's CPU GELU: the tanh form looked up in an F16 table (EncoderOptions::llama_cpp_numerics).
+inline float GeluF16Table(float x) {
+  if (x <= -10.0f) return 0.0f;
+  if (x >= 10.0f) return x;
+  return Fp32FromFp16Round(GeluTanh(Fp32FromFp16Round(x)));
+}
+
+// y[r] = act(y[r] + b) with act = GELU (tanh, erf or tanh via F16 table) or identity.
+enum class Act { kNone, kGeluTanh, kGeluErf, kGeluF16Table };
 void BiasAct(ops::ComputeContext& ctx, float* y, const float* b, int64_t n_rows, int64_t width,
              Act act) {
   ctx.pool().ParallelFor(n_rows, 16, [&](int64_t r0, int64_t r1, int) {
@@ -243,6 +253,9 @@ void BiasAct(ops::ComputeContext& ctx, float* y, const float* b, int64_t n_rows,
           break;
         case Act::kGeluErf:
           for (int64_t i = 0; i < width; ++i) yr[i] = GeluErf(yr[i] + b[i]);
+          break;
+        case Act::kGeluF16Table:
+          for (int64_t i = 0; i < width; ++i) yr[i] = GeluF16Table(yr[i] + b[i]);
           break;
       }
     }
@@ -373,10 +386,11 @@ std::vector<float> InterpolatePositions(const std::vector<float>& table, int sid
 VisionEncoder::~VisionEncoder() = default;
 
 absl::StatusOr<std::unique_ptr<VisionEncoder>> VisionEncoder::Load(
-    std::shared_ptr<const gguf::GgufFile> file) {
+    std::shared_ptr<const gguf::GgufFile> file, const EncoderOptions& options) {
   if (file == nullptr) return absl::InvalidArgumentError("vision model: no file");
   std::unique_ptr<VisionEncoder> enc(new VisionEncoder());
   enc->file_ = file;
+  enc->options_ = options;
   ASSIGN_OR_RETURN(enc->config_, ReadConfig(*file));
   VisionConfig& c = enc->config_;
   const TowerLayout names;
@@ -387,6 +401,9 @@ absl::StatusOr<std::unique_ptr<VisionEncoder>> VisionEncoder::Load(
   // Patch kernels: ne [P, P, 3, C] each.
   for (int t = 0; t < 2; ++t) {
     ASSIGN_OR_RETURN(std::vector<float> k, ld.Floats(names.PatchKernel(t), K * C));
+    if (options.llama_cpp_numerics) {
+      for (float& e : k) e = Fp32FromFp16Round(e);
+    }
     if (t == 0) {
       w->patch_kernel = std::move(k);
     } else {
@@ -499,6 +516,7 @@ absl::StatusOr<ImageEmbedding> VisionEncoder::EncodePixels(absl::Span<const floa
   std::vector<float> x(n * C);  // [n, C] residual stream
   {
     std::vector<float> cols(n * K);
+    const bool round_f16 = options_.llama_cpp_numerics;
     ctx.pool().ParallelFor(n, 16, [&](int64_t t0, int64_t t1, int) {
       for (int64_t t = t0; t < t1; ++t) {
         float* dst = &cols[t * K];
@@ -508,7 +526,12 @@ absl::StatusOr<ImageEmbedding> VisionEncoder::EncodePixels(absl::Span<const floa
                 pixels.data() +
                 (static_cast<size_t>(ch) * height + static_cast<size_t>(prow[t]) * P + ky) * width +
                 static_cast<size_t>(pcol[t]) * P;
-            std::memcpy(dst + (ch * P + ky) * P, src, P * sizeof(float));
+            if (round_f16) {
+              for (int kx = 0; kx < P; ++kx)
+                dst[(ch * P + ky) * P + kx] = Fp32FromFp16Round(src[kx]);
+            } else {
+              std::memcpy(dst + (ch * P + ky) * P, src, P * sizeof(float));
+            }
           }
         }
       }
@@ -528,6 +551,10 @@ absl::StatusOr<ImageEmbedding> VisionEncoder::EncodePixels(absl::Span<const floa
   }
   ctx.Observe("inp_pos_emb", x.data(), n, C);
 
+  // The model: gelu_pytorch_tanh in the blocks, exact (erf) GELU in the merger.
+  const bool llama = options_.llama_cpp_numerics;
+  const Act block_act = llama ? Act::kGeluF16Table : Act::kGeluTanh;
+  const Act merger_act = llama ? Act::kGeluF16Table : Act::kGeluErf;
   std::vector<float> h(n * C), q(n * C), k(n * C), v(n * C), att(n * C), ff(n * c.n_ff);
   for (int il = 0; il < c.n_layer; ++il) {
     const VisionLayer& l = w.layers[il];
@@ -551,7 +578,7 @@ absl::StatusOr<ImageEmbedding> VisionEncoder::EncodePixels(absl::Span<const floa
 
     LayerNorm(ctx, x.data(), l.ln2_w.data(), l.ln2_b.data(), n, C, c.eps, h.data());
     ops::MatMul(ctx, l.ffn_up, h.data(), n, ff.data());
-    BiasAct(ctx, ff.data(), l.ffn_up_b.data(), n, c.n_ff, Act::kGeluTanh);
+    BiasAct(ctx, ff.data(), l.ffn_up_b.data(), n, c.n_ff, block_act);
     ops::MatMul(ctx, l.ffn_down, ff.data(), n, h.data());
     AddResidual(ctx, x.data(), h.data(), l.ffn_down_b.data(), n, C);
     ctx.Observe(absl::StrCat("layer_out-", il), x.data(), n, C);
@@ -566,7 +593,7 @@ absl::StatusOr<ImageEmbedding> VisionEncoder::EncodePixels(absl::Span<const floa
   const int64_t n_tok = grid.n_tokens(), M = 4 * C;
   std::vector<float> m(n_tok * M);
   ops::MatMul(ctx, w.mm0, x.data(), n_tok, m.data());
-  BiasAct(ctx, m.data(), w.mm0_b.data(), n_tok, M, Act::kGeluErf);
+  BiasAct(ctx, m.data(), w.mm0_b.data(), n_tok, M, merger_act);
   ImageEmbedding out;
   out.grid = grid;
   out.data.resize(n_tok * c.projection_dim);
