@@ -14,6 +14,7 @@
 #include "inference/common/fp16.h"
 #include "inference/common/status_macros.h"
 #include "inference/ops/matmul.h"
+#include "inference/ops/vec.h"
 #include "inference/quant/kernels.h"
 #include "inference/quant/types.h"
 #include "inference/vision/vision.h"
@@ -24,8 +25,10 @@ using quant::GgmlType;
 
 struct VisionLayer {
   std::vector<float> ln1_w, ln1_b, ln2_w, ln2_b;  // [n_embd]
-  ops::Weight q, k, v;                            // [n_embd -> n_embd] each
-  std::vector<float> q_b, k_b, v_b;               // [n_embd]
+  // [n_embd -> 3 n_embd] as [q | k | v] output columns: one fused matrix (llama.cpp) or three
+  // (split layouts), each writing its columns of the qkv buffer.
+  std::vector<ops::Weight> qkv;
+  std::vector<float> qkv_b;  // [3 n_embd]
   ops::Weight attn_out;
   std::vector<float> attn_out_b;
   ops::Weight ffn_up;  // [n_embd -> n_ff]
@@ -220,6 +223,46 @@ void LayerNorm(ops::ComputeContext& ctx, const float* x, const float* w, const f
   });
 }
 
+// y[t][o] (row stride ldy) = sum_i x[t][i] W[o][i] + b[o] (b may be null), for all n tokens.
+//
+// The encoder's products are prefill-shaped (hundreds to thousands of tokens), so they run as
+// OpenBLAS sgemm: the output rows are cut into chunks handed to the pool's threads, each chunk's
+// weight rows converted to F32 in the thread's scratch (F16/BF16/Q8_0; F32 is used in place) and
+// multiplied with all tokens at once. Converting per call instead of once at load keeps the
+// resident tower at its file size (0.64 GB in F16 for Qwen3.5-4B, not 1.3 GB): the conversion
+// reads each weight once per image, against n_tokens multiply-adds per weight, i.e. < 1% of the
+// time for a 448x448 image. Chunks of 256 rows keep sgemm's packing of x (once per call)
+// small against its arithmetic.
+void Linear(ops::ComputeContext& ctx, const ops::Weight& w, const float* b, const float* x,
+            int64_t n, float* y, int64_t ldy) {
+  constexpr int64_t kChunk = 256;
+  const int64_t n_chunks = (w.n_out + kChunk - 1) / kChunk;
+  const auto dequant = quant::Kernels().dequantize[static_cast<int>(w.type)];
+  ctx.pool().ParallelFor(n_chunks, 1, [&](int64_t c0, int64_t c1, int thread) {
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t r0 = c * kChunk, rows = std::min(kChunk, w.n_out - r0);
+      const float* tile;
+      if (w.type == GgmlType::kF32) {
+        tile = reinterpret_cast<const float*>(w.row(r0));
+      } else {
+        float* buf = ctx.ThreadScratch(thread, 0, static_cast<size_t>(rows * w.n_in));
+        for (int64_t r = 0; r < rows; ++r) dequant(w.row(r0 + r), buf + r * w.n_in, w.n_in);
+        tile = buf;
+      }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n),
+                  static_cast<int>(rows), static_cast<int>(w.n_in), 1.0f, x,
+                  static_cast<int>(w.n_in), tile, static_cast<int>(w.n_in), 0.0f, y + r0,
+                  static_cast<int>(ldy));
+      if (b != nullptr) {
+        for (int64_t t = 0; t < n; ++t) {
+          float* yt = y + t * ldy + r0;
+          for (int64_t r = 0; r < rows; ++r) yt[r] += b[r0 + r];
+        }
+      }
+    }
+  });
+}
+
 // gelu_pytorch_tanh, the vision blocks' activation (HF's hidden_act).
 inline float GeluTanh(float x) {
   constexpr float kSqrt2OverPi = 0.7978845608028654f;
@@ -237,38 +280,39 @@ inline float GeluF16Table(float x) {
   return Fp32FromFp16Round(GeluTanh(Fp32FromFp16Round(x)));
 }
 
-// y[r] = act(y[r] + b) with act = GELU (tanh, erf or tanh via F16 table) or identity.
-enum class Act { kNone, kGeluTanh, kGeluErf, kGeluF16Table };
-void BiasAct(ops::ComputeContext& ctx, float* y, const float* b, int64_t n_rows, int64_t width,
-             Act act) {
-  ctx.pool().ParallelFor(n_rows, 16, [&](int64_t r0, int64_t r1, int) {
+// y[r] = act(y[r]) with act = GELU (tanh, erf or tanh via F16 table).
+enum class Act { kGeluTanh, kGeluErf, kGeluF16Table };
+void Activate(ops::ComputeContext& ctx, float* y, int64_t n_rows, int64_t width, Act act) {
+  ctx.pool().ParallelFor(n_rows, 4, [&](int64_t r0, int64_t r1, int thread) {
+    float* z = ctx.ThreadScratch(thread, 2, static_cast<size_t>(width));
     for (int64_t r = r0; r < r1; ++r) {
       float* yr = y + r * width;
       switch (act) {
-        case Act::kNone:
-          for (int64_t i = 0; i < width; ++i) yr[i] += b[i];
-          break;
         case Act::kGeluTanh:
-          for (int64_t i = 0; i < width; ++i) yr[i] = GeluTanh(yr[i] + b[i]);
+          // 0.5 (1 + tanh(u)) = sigmoid(2u): x * sigmoid(2 sqrt(2/pi) (x + 0.044715 x^3)), with
+          // the SIMD sigmoid.
+          for (int64_t i = 0; i < width; ++i) {
+            const float x = yr[i];
+            z[i] = 1.5957691216057308f * (x + 0.044715f * x * x * x);
+          }
+          ops::Vec().sigmoid_mul(z, yr, width);
           break;
         case Act::kGeluErf:
-          for (int64_t i = 0; i < width; ++i) yr[i] = GeluErf(yr[i] + b[i]);
+          for (int64_t i = 0; i < width; ++i) yr[i] = GeluErf(yr[i]);
           break;
         case Act::kGeluF16Table:
-          for (int64_t i = 0; i < width; ++i) yr[i] = GeluF16Table(yr[i] + b[i]);
+          for (int64_t i = 0; i < width; ++i) yr[i] = GeluF16Table(yr[i]);
           break;
       }
     }
   });
 }
 
-// x[r] += y[r] + b.
-void AddResidual(ops::ComputeContext& ctx, float* x, const float* y, const float* b, int64_t n_rows,
+// x += y.
+void AddResidual(ops::ComputeContext& ctx, float* x, const float* y, int64_t n_rows,
                  int64_t width) {
   ctx.pool().ParallelFor(n_rows, 32, [&](int64_t r0, int64_t r1, int) {
-    for (int64_t r = r0; r < r1; ++r) {
-      for (int64_t i = 0; i < width; ++i) x[r * width + i] += y[r * width + i] + b[i];
-    }
+    for (int64_t i = r0 * width; i < r1 * width; ++i) x[i] += y[i];
   });
 }
 
@@ -304,42 +348,45 @@ void Rope2D(ops::ComputeContext& ctx, float* x, int64_t n_tokens, int64_t stride
   });
 }
 
-// Bidirectional attention over all n tokens. q, k, v, out: [n, n_head * head_dim].
+// Bidirectional attention over all n tokens. q, k, v: [n, n_head * head_dim] with row stride
+// ld (columns of the fused qkv buffer); out: [n, n_head * head_dim].
 // Work unit = (head, block of query rows): scores = Q Kᵀ / sqrt(d) by sgemm, softmax, then P V
 // by sgemm straight into the head's columns of `out`.
-void Attention(ops::ComputeContext& ctx, const float* q, const float* k, const float* v, int64_t n,
-               int n_head, int head_dim, float* out) {
+void Attention(ops::ComputeContext& ctx, const float* q, const float* k, const float* v, int64_t ld,
+               int64_t n, int n_head, int head_dim, float* out) {
   const int64_t width = static_cast<int64_t>(n_head) * head_dim;
   constexpr int64_t kRowBlock = 64;
   const int64_t blocks_per_head = (n + kRowBlock - 1) / kRowBlock;
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   ctx.pool().ParallelFor(n_head * blocks_per_head, 1, [&](int64_t u0, int64_t u1, int thread) {
     float* s = ctx.ThreadScratch(thread, 1, static_cast<size_t>(kRowBlock * n));
+    float inv_sum[kRowBlock];
     for (int64_t u = u0; u < u1; ++u) {
       const int64_t h = u / blocks_per_head;
       const int64_t r0 = (u % blocks_per_head) * kRowBlock;
       const int64_t rows = std::min(kRowBlock, n - r0);
-      const float* qh = q + r0 * width + h * head_dim;
+      const float* qh = q + r0 * ld + h * head_dim;
       const float* kh = k + h * head_dim;
       const float* vh = v + h * head_dim;
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows),
-                  static_cast<int>(n), head_dim, scale, qh, static_cast<int>(width), kh,
-                  static_cast<int>(width), 0.0f, s, static_cast<int>(n));
+                  static_cast<int>(n), head_dim, scale, qh, static_cast<int>(ld), kh,
+                  static_cast<int>(ld), 0.0f, s, static_cast<int>(n));
+      const auto& vec = ops::Vec();
+      float* o = out + r0 * width + h * head_dim;
       for (int64_t r = 0; r < rows; ++r) {
         float* sr = s + r * n;
         float mx = sr[0];
         for (int64_t j = 1; j < n; ++j) mx = std::max(mx, sr[j]);
-        float sum = 0;
-        for (int64_t j = 0; j < n; ++j) {
-          sr[j] = std::exp(sr[j] - mx);
-          sum += sr[j];
-        }
-        const float inv = 1.0f / sum;
-        for (int64_t j = 0; j < n; ++j) sr[j] *= inv;
+        const float sum = vec.exp_sub_sum(sr, mx, n);
+        // The 1/sum is applied to the head's output row instead of the n scores.
+        inv_sum[r] = 1.0f / sum;
       }
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), head_dim,
-                  static_cast<int>(n), 1.0f, s, static_cast<int>(n), vh, static_cast<int>(width),
-                  0.0f, out + r0 * width + h * head_dim, static_cast<int>(width));
+                  static_cast<int>(n), 1.0f, s, static_cast<int>(n), vh, static_cast<int>(ld), 0.0f,
+                  o, static_cast<int>(width));
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int d = 0; d < head_dim; ++d) o[r * width + d] *= inv_sum[r];
+      }
     }
   });
 }
@@ -436,15 +483,9 @@ absl::StatusOr<std::unique_ptr<VisionEncoder>> VisionEncoder::Load(
     ASSIGN_OR_RETURN(l.ln1_b, ld.Floats(names.Blk(il, "ln1.bias"), C));
     ASSIGN_OR_RETURN(l.ln2_w, ld.Floats(names.Blk(il, "ln2.weight"), C));
     ASSIGN_OR_RETURN(l.ln2_b, ld.Floats(names.Blk(il, "ln2.bias"), C));
-    // Fused [q | k | v] rows, viewed as three matrices.
-    const std::string qkv = names.Blk(il, "attn_qkv.weight");
-    ASSIGN_OR_RETURN(l.q, ld.Matrix(qkv, C, C, 3 * C, 0));
-    ASSIGN_OR_RETURN(l.k, ld.Matrix(qkv, C, C, 3 * C, C));
-    ASSIGN_OR_RETURN(l.v, ld.Matrix(qkv, C, C, 3 * C, 2 * C));
-    ASSIGN_OR_RETURN(std::vector<float> qkv_b, ld.Floats(names.Blk(il, "attn_qkv.bias"), 3 * C));
-    l.q_b.assign(qkv_b.begin(), qkv_b.begin() + C);
-    l.k_b.assign(qkv_b.begin() + C, qkv_b.begin() + 2 * C);
-    l.v_b.assign(qkv_b.begin() + 2 * C, qkv_b.end());
+    ASSIGN_OR_RETURN(ops::Weight qkv, ld.Matrix(names.Blk(il, "attn_qkv.weight"), C, 3 * C));
+    l.qkv = {qkv};
+    ASSIGN_OR_RETURN(l.qkv_b, ld.Floats(names.Blk(il, "attn_qkv.bias"), 3 * C));
     ASSIGN_OR_RETURN(l.attn_out, ld.Matrix(names.Blk(il, "attn_out.weight"), C, C));
     ASSIGN_OR_RETURN(l.attn_out_b, ld.Floats(names.Blk(il, "attn_out.bias"), C));
     ASSIGN_OR_RETURN(l.ffn_up, ld.Matrix(names.Blk(il, "ffn_up.weight"), C, c.n_ff));
@@ -467,7 +508,7 @@ size_t VisionEncoder::owned_bytes() const {
   size_t n = w_->patch_kernel.size() + w_->patch_b.size() + w_->pos.size() + w_->post_ln_w.size() +
              w_->post_ln_b.size() + w_->mm0_b.size() + w_->mm2_b.size();
   for (const VisionLayer& l : w_->layers) {
-    n += l.ln1_w.size() * 4 + l.q_b.size() * 3 + l.attn_out_b.size() + l.ffn_up_b.size() +
+    n += l.ln1_w.size() * 4 + l.qkv_b.size() + l.attn_out_b.size() + l.ffn_up_b.size() +
          l.ffn_down_b.size();
   }
   return n * sizeof(float);
@@ -527,8 +568,9 @@ absl::StatusOr<ImageEmbedding> VisionEncoder::EncodePixels(absl::Span<const floa
                 (static_cast<size_t>(ch) * height + static_cast<size_t>(prow[t]) * P + ky) * width +
                 static_cast<size_t>(pcol[t]) * P;
             if (round_f16) {
-              for (int kx = 0; kx < P; ++kx)
+              for (int kx = 0; kx < P; ++kx) {
                 dst[(ch * P + ky) * P + kx] = Fp32FromFp16Round(src[kx]);
+              }
             } else {
               std::memcpy(dst + (ch * P + ky) * P, src, P * sizeof(float));
             }
@@ -536,9 +578,8 @@ absl::StatusOr<ImageEmbedding> VisionEncoder::EncodePixels(absl::Span<const floa
         }
       }
     });
-    ops::MatMul(ctx, w.patch, cols.data(), n, x.data());
+    Linear(ctx, w.patch, w.patch_b.data(), cols.data(), n, x.data(), C);
   }
-  BiasAct(ctx, x.data(), w.patch_b.data(), n, C, Act::kNone);
   ctx.Observe("patch_bias", x.data(), n, C);
 
   {
@@ -555,32 +596,32 @@ absl::StatusOr<ImageEmbedding> VisionEncoder::EncodePixels(absl::Span<const floa
   const bool llama = options_.llama_cpp_numerics;
   const Act block_act = llama ? Act::kGeluF16Table : Act::kGeluTanh;
   const Act merger_act = llama ? Act::kGeluF16Table : Act::kGeluErf;
-  std::vector<float> h(n * C), q(n * C), k(n * C), v(n * C), att(n * C), ff(n * c.n_ff);
+  const int64_t C3 = 3 * C;
+  std::vector<float> h(n * C), qkv(n * C3), att(n * C), ff(n * c.n_ff);
   for (int il = 0; il < c.n_layer; ++il) {
     const VisionLayer& l = w.layers[il];
     LayerNorm(ctx, x.data(), l.ln1_w.data(), l.ln1_b.data(), n, C, c.eps, h.data());
-    ops::MatMul(ctx, h.data(), n, {{&l.q, q.data()}, {&l.k, k.data()}, {&l.v, v.data()}});
-    BiasAct(ctx, q.data(), l.q_b.data(), n, C, Act::kNone);
-    BiasAct(ctx, k.data(), l.k_b.data(), n, C, Act::kNone);
-    BiasAct(ctx, v.data(), l.v_b.data(), n, C, Act::kNone);
-    Rope2D(ctx, q.data(), n, C, c.n_head, c.head_dim(), prow, pcol, c.rope_theta);
-    Rope2D(ctx, k.data(), n, C, c.n_head, c.head_dim(), prow, pcol, c.rope_theta);
-    Attention(ctx, q.data(), k.data(), v.data(), n, c.n_head, c.head_dim(), att.data());
-    ops::MatMul(ctx, l.attn_out, att.data(), n, h.data());
-    if (ctx.observing()) {
-      BiasAct(ctx, h.data(), l.attn_out_b.data(), n, C, Act::kNone);
-      ctx.Observe(absl::StrCat("attn_out-", il), h.data(), n, C);
-      AddResidual(ctx, x.data(), h.data(), std::vector<float>(C, 0.0f).data(), n, C);
-    } else {
-      AddResidual(ctx, x.data(), h.data(), l.attn_out_b.data(), n, C);
+    int64_t col = 0;  // [n, q | k | v]
+    for (const ops::Weight& part : l.qkv) {
+      Linear(ctx, part, l.qkv_b.data() + col, h.data(), n, qkv.data() + col, C3);
+      col += part.n_out;
     }
+    float* q = qkv.data();
+    float* k = qkv.data() + C;
+    const float* v = qkv.data() + 2 * C;
+    Rope2D(ctx, q, n, C3, c.n_head, c.head_dim(), prow, pcol, c.rope_theta);
+    Rope2D(ctx, k, n, C3, c.n_head, c.head_dim(), prow, pcol, c.rope_theta);
+    Attention(ctx, q, k, v, C3, n, c.n_head, c.head_dim(), att.data());
+    Linear(ctx, l.attn_out, l.attn_out_b.data(), att.data(), n, h.data(), C);
+    ctx.Observe(absl::StrCat("attn_out-", il), h.data(), n, C);
+    AddResidual(ctx, x.data(), h.data(), n, C);
     ctx.Observe(absl::StrCat("ffn_inp-", il), x.data(), n, C);
 
     LayerNorm(ctx, x.data(), l.ln2_w.data(), l.ln2_b.data(), n, C, c.eps, h.data());
-    ops::MatMul(ctx, l.ffn_up, h.data(), n, ff.data());
-    BiasAct(ctx, ff.data(), l.ffn_up_b.data(), n, c.n_ff, block_act);
-    ops::MatMul(ctx, l.ffn_down, ff.data(), n, h.data());
-    AddResidual(ctx, x.data(), h.data(), l.ffn_down_b.data(), n, C);
+    Linear(ctx, l.ffn_up, l.ffn_up_b.data(), h.data(), n, ff.data(), c.n_ff);
+    Activate(ctx, ff.data(), n, c.n_ff, block_act);
+    Linear(ctx, l.ffn_down, l.ffn_down_b.data(), ff.data(), n, h.data(), C);
+    AddResidual(ctx, x.data(), h.data(), n, C);
     ctx.Observe(absl::StrCat("layer_out-", il), x.data(), n, C);
     ctx.NoteLayerDone();
   }
@@ -592,13 +633,12 @@ absl::StatusOr<ImageEmbedding> VisionEncoder::EncodePixels(absl::Span<const floa
   // [n / 4, 4 C] is the concatenation.
   const int64_t n_tok = grid.n_tokens(), M = 4 * C;
   std::vector<float> m(n_tok * M);
-  ops::MatMul(ctx, w.mm0, x.data(), n_tok, m.data());
-  BiasAct(ctx, m.data(), w.mm0_b.data(), n_tok, M, merger_act);
+  Linear(ctx, w.mm0, w.mm0_b.data(), x.data(), n_tok, m.data(), M);
+  Activate(ctx, m.data(), n_tok, M, merger_act);
   ImageEmbedding out;
   out.grid = grid;
   out.data.resize(n_tok * c.projection_dim);
-  ops::MatMul(ctx, w.mm2, m.data(), n_tok, out.data.data());
-  BiasAct(ctx, out.data.data(), w.mm2_b.data(), n_tok, c.projection_dim, Act::kNone);
+  Linear(ctx, w.mm2, w.mm2_b.data(), m.data(), n_tok, out.data.data(), c.projection_dim);
   ctx.Observe("embd", out.data.data(), n_tok, c.projection_dim);
   return out;
 }
