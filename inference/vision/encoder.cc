@@ -1,5 +1,5 @@
 // The Qwen3-VL vision tower (projector "qwen3vl_merger"): the math of the model's
-// Qwen3VLVisionModel, with llama.cpp's tensor names.
+// Qwen3VLVisionModel, from a llama.cpp mmproj or the tower bundled in an Ollama GGUF.
 #include <cblas.h>
 
 #include <algorithm>
@@ -58,22 +58,88 @@ namespace {
 // ---------------------------------------------------------------------------------------------
 // Tensor names: the one place that knows how a file spells the tower's tensors.
 
-enum class Layout { kLlamaCpp };
+// Two layouts of the same tower:
+// - kClip: llama.cpp's mmproj (general.architecture "clip"): clip.vision.* keys, the Conv3D patch
+//   kernel as two temporal slices v.patch_embd.weight{,.1} [P, P, 3, C], fused v.blk.i.attn_qkv,
+//   ln1/ln2, ffn_up/ffn_down, v.post_ln, mm.0/mm.2.
+// - kOllama: the tower bundled in Ollama's own Qwen3.5 GGUF (text architecture, keys
+//   <arch>.vision.*): one v.patch_embed.weight [P, P, 2, C * 3] (HF's [C, 3, 2, P, P] with out
+//   and in folded), split attn_q/attn_k/attn_v, norm1/norm2, mlp.linear_fc1/fc2,
+//   v.merger.norm/linear_fc1/linear_fc2. No feed_forward_length or projection_dim keys: taken
+//   from the tensors' shapes.
+enum class Layout { kClip, kOllama };
+
+// The roles of the tower's tensors; TowerLayout::Name spells them for a layout.
+enum class Role {
+  kPatchBias,
+  kPosEmbd,
+  kLn1,  // block roles take a layer index and a suffix ("weight" / "bias")
+  kLn2,
+  kAttnQkv,  // kClip only
+  kAttnQ,    // kOllama only
+  kAttnK,
+  kAttnV,
+  kAttnOut,
+  kFfnUp,
+  kFfnDown,
+  kPostLn,
+  kMerger0,
+  kMerger2,
+};
 
 struct TowerLayout {
-  Layout layout = Layout::kLlamaCpp;
+  Layout layout = Layout::kClip;
 
-  std::string PatchKernel(int t) const {
-    return t == 0 ? "v.patch_embd.weight" : "v.patch_embd.weight.1";
+  static TowerLayout Detect(const gguf::GgufFile& f) {
+    TowerLayout l;
+    if (f.FindTensor("v.patch_embed.weight") != nullptr) l.layout = Layout::kOllama;
+    return l;
   }
-  std::string PatchBias() const { return "v.patch_embd.bias"; }
-  std::string PosEmbd() const { return "v.position_embd.weight"; }
-  std::string Blk(int il, absl::string_view what) const {
-    return absl::StrCat("v.blk.", il, ".", what);
-  }
-  std::string PostLn(absl::string_view what) const { return absl::StrCat("v.post_ln.", what); }
-  std::string Merger(int i, absl::string_view what) const {
-    return absl::StrCat("mm.", i, ".", what);
+
+  std::string Name(Role role, absl::string_view suffix = "weight", int il = -1) const {
+    const bool clip = layout == Layout::kClip;
+    const std::string blk = absl::StrCat("v.blk.", il, ".");
+    const char* base = "";
+    switch (role) {
+      case Role::kPatchBias:
+        return clip ? "v.patch_embd.bias" : "v.patch_embed.bias";
+      case Role::kPosEmbd:
+        return clip ? "v.position_embd.weight" : "v.pos_embed.weight";
+      case Role::kLn1:
+        base = clip ? "ln1" : "norm1";
+        break;
+      case Role::kLn2:
+        base = clip ? "ln2" : "norm2";
+        break;
+      case Role::kAttnQkv:
+        base = "attn_qkv";
+        break;
+      case Role::kAttnQ:
+        base = "attn_q";
+        break;
+      case Role::kAttnK:
+        base = "attn_k";
+        break;
+      case Role::kAttnV:
+        base = "attn_v";
+        break;
+      case Role::kAttnOut:
+        base = "attn_out";
+        break;
+      case Role::kFfnUp:
+        base = clip ? "ffn_up" : "mlp.linear_fc1";
+        break;
+      case Role::kFfnDown:
+        base = clip ? "ffn_down" : "mlp.linear_fc2";
+        break;
+      case Role::kPostLn:
+        return absl::StrCat(clip ? "v.post_ln." : "v.merger.norm.", suffix);
+      case Role::kMerger0:
+        return absl::StrCat(clip ? "mm.0." : "v.merger.linear_fc1.", suffix);
+      case Role::kMerger2:
+        return absl::StrCat(clip ? "mm.2." : "v.merger.linear_fc2.", suffix);
+    }
+    return absl::StrCat(blk, base, ".", suffix);
   }
 };
 
@@ -151,41 +217,64 @@ absl::StatusOr<int> PositiveInt(const gguf::GgufFile& f, absl::string_view key) 
   return static_cast<int>(v);
 }
 
-absl::StatusOr<VisionConfig> ReadConfig(const gguf::GgufFile& f) {
+absl::StatusOr<int> TensorDim(const gguf::GgufFile& f, const std::string& name, int dim) {
+  const gguf::TensorInfo* t = f.FindTensor(name);
+  if (t == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("vision model: missing tensor ", name));
+  }
+  return static_cast<int>(t->ne[dim]);
+}
+
+absl::StatusOr<VisionConfig> ReadConfig(const gguf::GgufFile& f, const TowerLayout& names) {
   VisionConfig c;
-  auto proj = f.GetString("clip.projector_type");
-  if (!proj.ok()) {
-    return absl::InvalidArgumentError(
-        "vision model: no clip.projector_type (is this a llama.cpp mmproj file?)");
+  std::string k;  // key prefix: "clip.vision." or "<arch>.vision."
+  if (names.layout == Layout::kOllama) {
+    ASSIGN_OR_RETURN(absl::string_view arch, f.GetString("general.architecture"));
+    k = absl::StrCat(arch, ".vision.");
+    ASSIGN_OR_RETURN(c.patch_size, PositiveInt(f, k + "patch_size"));
+    ASSIGN_OR_RETURN(c.n_embd, PositiveInt(f, k + "embedding_length"));
+    ASSIGN_OR_RETURN(c.n_head, PositiveInt(f, k + "attention.head_count"));
+    ASSIGN_OR_RETURN(c.n_layer, PositiveInt(f, k + "block_count"));
+    ASSIGN_OR_RETURN(c.n_ff, TensorDim(f, names.Name(Role::kFfnUp, "weight", 0), 1));
+    ASSIGN_OR_RETURN(c.projection_dim, TensorDim(f, names.Name(Role::kMerger2), 1));
+    ASSIGN_OR_RETURN(c.rope_theta, f.GetF32Or(k + "rope.freq_base", c.rope_theta));
+  } else {
+    k = "clip.vision.";
+    auto proj = f.GetString("clip.projector_type");
+    if (!proj.ok()) {
+      return absl::InvalidArgumentError(
+          "vision model: no clip.projector_type (is this a llama.cpp mmproj file?)");
+    }
+    if (*proj != "qwen3vl_merger") {
+      return absl::InvalidArgumentError(absl::StrCat("vision model: clip.projector_type \"", *proj,
+                                                     "\" is not supported (expected "
+                                                     "qwen3vl_merger)"));
+    }
+    ASSIGN_OR_RETURN(c.patch_size, PositiveInt(f, k + "patch_size"));
+    ASSIGN_OR_RETURN(c.n_embd, PositiveInt(f, k + "embedding_length"));
+    ASSIGN_OR_RETURN(c.n_head, PositiveInt(f, k + "attention.head_count"));
+    ASSIGN_OR_RETURN(c.n_layer, PositiveInt(f, k + "block_count"));
+    ASSIGN_OR_RETURN(c.n_ff, PositiveInt(f, k + "feed_forward_length"));
+    ASSIGN_OR_RETURN(c.projection_dim, PositiveInt(f, k + "projection_dim"));
+    ASSIGN_OR_RETURN(uint32_t image_size, f.GetU32Or(k + "image_size", 0));
+    c.image_size = static_cast<int>(image_size);
   }
-  if (*proj != "qwen3vl_merger") {
-    return absl::InvalidArgumentError(absl::StrCat("vision model: clip.projector_type \"", *proj,
-                                                   "\" is not supported (expected "
-                                                   "qwen3vl_merger)"));
-  }
-  ASSIGN_OR_RETURN(c.patch_size, PositiveInt(f, "clip.vision.patch_size"));
-  ASSIGN_OR_RETURN(c.n_embd, PositiveInt(f, "clip.vision.embedding_length"));
-  ASSIGN_OR_RETURN(c.n_head, PositiveInt(f, "clip.vision.attention.head_count"));
-  ASSIGN_OR_RETURN(c.n_layer, PositiveInt(f, "clip.vision.block_count"));
-  ASSIGN_OR_RETURN(c.n_ff, PositiveInt(f, "clip.vision.feed_forward_length"));
-  ASSIGN_OR_RETURN(c.projection_dim, PositiveInt(f, "clip.vision.projection_dim"));
-  ASSIGN_OR_RETURN(uint32_t image_size, f.GetU32Or("clip.vision.image_size", 0));
-  c.image_size = static_cast<int>(image_size);
-  ASSIGN_OR_RETURN(uint32_t merge, f.GetU32Or("clip.vision.spatial_merge_size", 2));
+  ASSIGN_OR_RETURN(uint32_t merge, f.GetU32Or(k + "spatial_merge_size", 2));
   if (merge != 2) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "vision model: clip.vision.spatial_merge_size = ", merge, " (only 2 is supported)"));
+        "vision model: ", k, "spatial_merge_size = ", merge, " (only 2 is supported)"));
   }
   c.spatial_merge_size = 2;
-  ASSIGN_OR_RETURN(c.eps, f.GetF32Or("clip.vision.attention.layer_norm_epsilon", 1e-6f));
-  for (const char* key : {"clip.vision.image_mean", "clip.vision.image_std"}) {
+  ASSIGN_OR_RETURN(c.eps, f.GetF32Or(k + "attention.layer_norm_epsilon", 1e-6f));
+  for (const char* what : {"image_mean", "image_std"}) {
+    const std::string key = k + what;
     if (!f.Has(key)) continue;
     ASSIGN_OR_RETURN(std::vector<float> v, f.GetF32Array(key));
     if (v.size() != 3) {
       return absl::InvalidArgumentError(
           absl::StrCat("vision model: ", key, " has ", v.size(), " values, expected 3"));
     }
-    auto& dst = std::string(key) == "clip.vision.image_mean" ? c.image_mean : c.image_std;
+    auto& dst = std::string(what) == "image_mean" ? c.image_mean : c.image_std;
     std::copy(v.begin(), v.end(), dst.begin());
   }
   for (float s : c.image_std) {
@@ -438,68 +527,90 @@ absl::StatusOr<std::unique_ptr<VisionEncoder>> VisionEncoder::Load(
   std::unique_ptr<VisionEncoder> enc(new VisionEncoder());
   enc->file_ = file;
   enc->options_ = options;
-  ASSIGN_OR_RETURN(enc->config_, ReadConfig(*file));
+  const TowerLayout names = TowerLayout::Detect(*file);
+  ASSIGN_OR_RETURN(enc->config_, ReadConfig(*file, names));
   VisionConfig& c = enc->config_;
-  const TowerLayout names;
   const Loader ld(*file);
   auto w = std::make_unique<VisionWeights>();
   const int64_t C = c.n_embd, P = c.patch_size, K = 3 * P * P;
 
-  // Patch kernels: ne [P, P, 3, C] each.
-  for (int t = 0; t < 2; ++t) {
-    ASSIGN_OR_RETURN(std::vector<float> k, ld.Floats(names.PatchKernel(t), K * C));
-    if (options.llama_cpp_numerics) {
-      for (float& e : k) e = Fp32FromFp16Round(e);
+  // Patch kernel: both temporal slices, summed (see VisionWeights::patch_kernel).
+  std::vector<float> slices[2];  // [C][3][P][P] each
+  if (names.layout == Layout::kClip) {
+    for (int t = 0; t < 2; ++t) {
+      const std::string name = t == 0 ? "v.patch_embd.weight" : "v.patch_embd.weight.1";
+      ASSIGN_OR_RETURN(slices[t], ld.Floats(name, K * C));
     }
-    if (t == 0) {
-      w->patch_kernel = std::move(k);
-    } else {
-      for (int64_t i = 0; i < K * C; ++i) w->patch_kernel[i] += k[i];
+  } else {
+    // [C * 3][2][P][P] (ne [P, P, 2, 3 C]): slice t of (out, in) is at ((out * 3 + in) * 2 + t).
+    ASSIGN_OR_RETURN(std::vector<float> both, ld.Floats("v.patch_embed.weight", 2 * K * C));
+    for (int t = 0; t < 2; ++t) {
+      slices[t].resize(K * C);
+      for (int64_t oc = 0; oc < 3 * C; ++oc) {
+        std::copy_n(&both[(oc * 2 + t) * P * P], P * P, &slices[t][oc * P * P]);
+      }
     }
   }
+  for (int t = 0; t < 2; ++t) {
+    if (options.llama_cpp_numerics) {
+      for (float& e : slices[t]) e = Fp32FromFp16Round(e);
+    }
+  }
+  w->patch_kernel = std::move(slices[0]);
+  for (int64_t i = 0; i < K * C; ++i) w->patch_kernel[i] += slices[1][i];
   w->patch.data = reinterpret_cast<const uint8_t*>(w->patch_kernel.data());
   w->patch.type = GgmlType::kF32;
   w->patch.n_in = K;
   w->patch.n_out = C;
   w->patch.row_bytes = static_cast<size_t>(K) * sizeof(float);
   w->patch.name = "v.patch_embd.weight(+.1)";
-  ASSIGN_OR_RETURN(w->patch_b, ld.Floats(names.PatchBias(), C));
+  ASSIGN_OR_RETURN(w->patch_b, ld.Floats(names.Name(Role::kPatchBias), C));
 
-  ASSIGN_OR_RETURN(const gguf::TensorInfo* pos, ld.Tensor(names.PosEmbd()));
+  ASSIGN_OR_RETURN(const gguf::TensorInfo* pos, ld.Tensor(names.Name(Role::kPosEmbd)));
   const int64_t n_pos = pos->n_elements / C;
   const int side = static_cast<int>(std::lround(std::sqrt(static_cast<double>(n_pos))));
   if (pos->ne[0] != C || int64_t{side} * side != n_pos) {
-    return absl::InvalidArgumentError(absl::StrCat("vision model: ", names.PosEmbd(), " has shape ",
-                                                   pos->ShapeString(), ", expected [", C,
-                                                   ", side^2]"));
+    return absl::InvalidArgumentError(absl::StrCat("vision model: ", names.Name(Role::kPosEmbd),
+                                                   " has shape ", pos->ShapeString(),
+                                                   ", expected [", C, ", side^2]"));
   }
   c.n_pos_side = side;
-  ASSIGN_OR_RETURN(w->pos, ld.Floats(names.PosEmbd(), n_pos * C));
+  ASSIGN_OR_RETURN(w->pos, ld.Floats(names.Name(Role::kPosEmbd), n_pos * C));
 
   w->layers.resize(c.n_layer);
   for (int il = 0; il < c.n_layer; ++il) {
     VisionLayer& l = w->layers[il];
-    ASSIGN_OR_RETURN(l.ln1_w, ld.Floats(names.Blk(il, "ln1.weight"), C));
-    ASSIGN_OR_RETURN(l.ln1_b, ld.Floats(names.Blk(il, "ln1.bias"), C));
-    ASSIGN_OR_RETURN(l.ln2_w, ld.Floats(names.Blk(il, "ln2.weight"), C));
-    ASSIGN_OR_RETURN(l.ln2_b, ld.Floats(names.Blk(il, "ln2.bias"), C));
-    ASSIGN_OR_RETURN(ops::Weight qkv, ld.Matrix(names.Blk(il, "attn_qkv.weight"), C, 3 * C));
-    l.qkv = {qkv};
-    ASSIGN_OR_RETURN(l.qkv_b, ld.Floats(names.Blk(il, "attn_qkv.bias"), 3 * C));
-    ASSIGN_OR_RETURN(l.attn_out, ld.Matrix(names.Blk(il, "attn_out.weight"), C, C));
-    ASSIGN_OR_RETURN(l.attn_out_b, ld.Floats(names.Blk(il, "attn_out.bias"), C));
-    ASSIGN_OR_RETURN(l.ffn_up, ld.Matrix(names.Blk(il, "ffn_up.weight"), C, c.n_ff));
-    ASSIGN_OR_RETURN(l.ffn_up_b, ld.Floats(names.Blk(il, "ffn_up.bias"), c.n_ff));
-    ASSIGN_OR_RETURN(l.ffn_down, ld.Matrix(names.Blk(il, "ffn_down.weight"), c.n_ff, C));
-    ASSIGN_OR_RETURN(l.ffn_down_b, ld.Floats(names.Blk(il, "ffn_down.bias"), C));
+    ASSIGN_OR_RETURN(l.ln1_w, ld.Floats(names.Name(Role::kLn1, "weight", il), C));
+    ASSIGN_OR_RETURN(l.ln1_b, ld.Floats(names.Name(Role::kLn1, "bias", il), C));
+    ASSIGN_OR_RETURN(l.ln2_w, ld.Floats(names.Name(Role::kLn2, "weight", il), C));
+    ASSIGN_OR_RETURN(l.ln2_b, ld.Floats(names.Name(Role::kLn2, "bias", il), C));
+    if (names.layout == Layout::kClip) {
+      ASSIGN_OR_RETURN(ops::Weight qkv,
+                       ld.Matrix(names.Name(Role::kAttnQkv, "weight", il), C, 3 * C));
+      l.qkv = {qkv};
+      ASSIGN_OR_RETURN(l.qkv_b, ld.Floats(names.Name(Role::kAttnQkv, "bias", il), 3 * C));
+    } else {
+      for (Role r : {Role::kAttnQ, Role::kAttnK, Role::kAttnV}) {
+        ASSIGN_OR_RETURN(ops::Weight part, ld.Matrix(names.Name(r, "weight", il), C, C));
+        l.qkv.push_back(part);
+        ASSIGN_OR_RETURN(std::vector<float> b, ld.Floats(names.Name(r, "bias", il), C));
+        l.qkv_b.insert(l.qkv_b.end(), b.begin(), b.end());
+      }
+    }
+    ASSIGN_OR_RETURN(l.attn_out, ld.Matrix(names.Name(Role::kAttnOut, "weight", il), C, C));
+    ASSIGN_OR_RETURN(l.attn_out_b, ld.Floats(names.Name(Role::kAttnOut, "bias", il), C));
+    ASSIGN_OR_RETURN(l.ffn_up, ld.Matrix(names.Name(Role::kFfnUp, "weight", il), C, c.n_ff));
+    ASSIGN_OR_RETURN(l.ffn_up_b, ld.Floats(names.Name(Role::kFfnUp, "bias", il), c.n_ff));
+    ASSIGN_OR_RETURN(l.ffn_down, ld.Matrix(names.Name(Role::kFfnDown, "weight", il), c.n_ff, C));
+    ASSIGN_OR_RETURN(l.ffn_down_b, ld.Floats(names.Name(Role::kFfnDown, "bias", il), C));
   }
-  ASSIGN_OR_RETURN(w->post_ln_w, ld.Floats(names.PostLn("weight"), C));
-  ASSIGN_OR_RETURN(w->post_ln_b, ld.Floats(names.PostLn("bias"), C));
+  ASSIGN_OR_RETURN(w->post_ln_w, ld.Floats(names.Name(Role::kPostLn, "weight"), C));
+  ASSIGN_OR_RETURN(w->post_ln_b, ld.Floats(names.Name(Role::kPostLn, "bias"), C));
   const int64_t M = 4 * C;  // merged width
-  ASSIGN_OR_RETURN(w->mm0, ld.Matrix(names.Merger(0, "weight"), M, M));
-  ASSIGN_OR_RETURN(w->mm0_b, ld.Floats(names.Merger(0, "bias"), M));
-  ASSIGN_OR_RETURN(w->mm2, ld.Matrix(names.Merger(2, "weight"), M, c.projection_dim));
-  ASSIGN_OR_RETURN(w->mm2_b, ld.Floats(names.Merger(2, "bias"), c.projection_dim));
+  ASSIGN_OR_RETURN(w->mm0, ld.Matrix(names.Name(Role::kMerger0, "weight"), M, M));
+  ASSIGN_OR_RETURN(w->mm0_b, ld.Floats(names.Name(Role::kMerger0, "bias"), M));
+  ASSIGN_OR_RETURN(w->mm2, ld.Matrix(names.Name(Role::kMerger2, "weight"), M, c.projection_dim));
+  ASSIGN_OR_RETURN(w->mm2_b, ld.Floats(names.Name(Role::kMerger2, "bias"), c.projection_dim));
   enc->w_ = std::move(w);
   return enc;
 }

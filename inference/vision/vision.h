@@ -5,9 +5,10 @@
 // normalise) -> VisionEncoder::EncodePixels (patch embedding, ViT blocks with 2-D rotary, 2x2
 // patch merger). Encode() runs the last two.
 //
-// File layout: a llama.cpp "clip" mmproj GGUF with clip.projector_type = "qwen3vl_merger" and
-// clip.vision.* metadata. Tensor names go through one mapping point (TowerLayout in
-// encoder.cc) so that other layouts of the same tower can be loaded by the same class.
+// File layouts (detected by VisionEncoder::Load): a llama.cpp "clip" mmproj GGUF with
+// clip.projector_type = "qwen3vl_merger" and clip.vision.* metadata, or the tower Ollama bundles
+// in its Qwen3.5 GGUF (<arch>.vision.* keys, v.patch_embed / v.pos_embed / v.merger.* names,
+// split q/k/v). Tensor names go through one mapping point (TowerLayout in encoder.cc).
 #ifndef QWEN_INFERENCE_VISION_VISION_H_
 #define QWEN_INFERENCE_VISION_VISION_H_
 

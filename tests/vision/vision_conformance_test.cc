@@ -153,6 +153,29 @@ TEST(VisionConformance, F16TowerMatchesLlamaCpp) {
   }
 }
 
+// Ollama's Qwen3.5 GGUF bundles the same tower under other names (v.patch_embed with one
+// Conv3D kernel, split q/k/v, HF block names): loaded from the text file itself, it must give
+// what the F16 mmproj gives.
+TEST(VisionConformance, OllamaBundledTowerMatchesTheMmproj) {
+  auto ollama = LoadEncoder("models/tiny-qwen35-ollama-q3_k_m.gguf", true);
+  auto mmproj = LoadEncoder("models/mmproj-tiny-qwen35-f16.gguf", true);
+  ASSERT_NE(ollama, nullptr);
+  ASSERT_NE(mmproj, nullptr);
+  EXPECT_EQ(ollama->config().n_ff, 176);
+  EXPECT_EQ(ollama->projection_dim(), 256);
+  EXPECT_EQ(ollama->config().n_pos_side, 8);
+  for (const Image& im : kImages) {
+    ImageEmbedding a, b;
+    auto seen = RunEncoder(*ollama, im, 2, &a);
+    RunEncoder(*mmproj, im, 2, &b);
+    EXPECT_LT(MaxAbsDiff(a.data, b.data), 1e-5) << im.name;
+    const auto ref = ReadF32(absl::StrCat("vision/ref_f16_nofa/", im.name, ".embd.f32"));
+    EXPECT_LT(MaxAbsDiff(a.data, ref), 3e-3) << im.name;
+    const auto ref_pb = ReadF32(absl::StrCat("vision/ref_f32_nofa/", im.name, ".patch_bias.f32"));
+    EXPECT_LT(MaxAbsDiff(seen["patch_bias"], ref_pb), 1e-5) << im.name;
+  }
+}
+
 // How the work is split over threads changes sgemm's blocking, not the result beyond rounding.
 TEST(VisionConformance, ThreadCountDoesNotChangeTheResult) {
   auto enc = LoadEncoder("models/mmproj-tiny-qwen35-f32.gguf");
