@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <memory>
 #include <random>
@@ -50,7 +51,7 @@ ABSL_FLAG(int32_t, vision_image, 448,
           "as is by both engines).");
 ABSL_FLAG(std::string, llama_mtmd_cli, "",
           "Path of a llama.cpp llama-mtmd-cli binary: the vision measurement also runs it on the "
-          "same --model, --mmproj and image and reports its 'image slice encoded' time. Not "
+          "same --model, --mmproj and image and reports the encode time it logs. Not "
           "built by this project.");
 ABSL_FLAG(bool, memory_probe, false, "Internal: run as one memory-measurement worker.");
 ABSL_FLAG(int32_t, probe_ctx, 4096, "Context of each memory-measurement worker's sequence.");
@@ -312,18 +313,23 @@ double PeerEncodeSeconds(const std::string& cli, const std::string& model,
   size_t n;
   while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
   const int status = pclose(p);
-  const std::string key = "image slice encoded in ";
-  const size_t at = out.find(key);
+  // Older llama.cpp prints "image slice encoded in N ms", newer "mtmd batch encoding done in N
+  // ms": the time of the encoder alone (not the text model's decoding of the embeddings).
+  size_t at = std::string::npos;
+  for (const char* key : {"image slice encoded in ", "mtmd batch encoding done in "}) {
+    const size_t k = out.find(key);
+    if (k != std::string::npos) {
+      at = k + std::strlen(key);
+      break;
+    }
+  }
   if (at == std::string::npos) {
     std::fprintf(stderr, "qwen bench: llama-mtmd-cli (status %d) printed no encode time:\n%s\n",
                  status, out.substr(out.size() > 2000 ? out.size() - 2000 : 0).c_str());
     return NAN;
   }
   double ms = NAN;
-  if (!absl::SimpleAtod(
-          out.substr(at + key.size(), out.find(' ', at + key.size()) - (at + key.size())), &ms)) {
-    return NAN;
-  }
+  if (!absl::SimpleAtod(out.substr(at, out.find(' ', at) - at), &ms)) return NAN;
   return ms / 1000.0;
 }
 
@@ -361,32 +367,34 @@ void MeasureVision(const std::string& model_path, int threads, int repeats,
   rows.push_back(load);
   // One untimed pass first: it faults the mapped weights in, as any server's first image does.
   (void)(*enc)->Encode(image, popts, ctx);
+  // The peer (if any) runs between our repetitions, so that both see the same machine load.
+  const std::string cli = absl::GetFlag(FLAGS_llama_mtmd_cli);
+  char png_path[] = "/tmp/qwen-bench-image-XXXXXX.png";
+  if (!cli.empty()) {
+    const int fd = mkstemps(png_path, 4);
+    auto png = vision::EncodePng(image);
+    if (fd < 0 || !png.ok()) return;
+    (void)!write(fd, png->data(), png->size());
+    close(fd);
+  }
   Row ours{what, "s", {}};
+  Row peer{absl::StrCat(what, ", llama-mtmd-cli"), "s", {}};
   for (int r = 0; r < repeats; ++r) {
     const auto t0 = Clock::now();
     auto emb = (*enc)->Encode(image, popts, ctx);
     if (!emb.ok()) {
       std::fprintf(stderr, "qwen bench: %s\n", std::string(emb.status().message()).c_str());
-      return;
+      break;
     }
     ours.stat.v.push_back(Since(t0));
+    if (!cli.empty()) {
+      const double t = PeerEncodeSeconds(cli, model_path, mmproj, png_path, threads);
+      if (!std::isnan(t)) peer.stat.v.push_back(t);
+    }
   }
-  rows.push_back(ours);
-  const std::string cli = absl::GetFlag(FLAGS_llama_mtmd_cli);
-  if (cli.empty()) return;
-  char tmpl[] = "/tmp/qwen-bench-image-XXXXXX.png";
-  const int fd = mkstemps(tmpl, 4);
-  auto png = vision::EncodePng(image);
-  if (fd < 0 || !png.ok()) return;
-  (void)!write(fd, png->data(), png->size());
-  close(fd);
-  Row peer{absl::StrCat(what, ", llama-mtmd-cli"), "s", {}};
-  for (int r = 0; r < repeats; ++r) {
-    const double t = PeerEncodeSeconds(cli, model_path, mmproj, tmpl, threads);
-    if (!std::isnan(t)) peer.stat.v.push_back(t);
-  }
-  unlink(tmpl);
-  if (peer.stat.v.empty()) return;
+  if (!cli.empty()) unlink(png_path);
+  if (!ours.stat.v.empty()) rows.push_back(ours);
+  if (peer.stat.v.empty() || ours.stat.v.empty()) return;
   rows.push_back(peer);
   Row ratio{"vision: encode time, qwen / llama-mtmd-cli", "x", {}};
   ratio.stat.v.push_back(ours.stat.Median() / peer.stat.Median());
