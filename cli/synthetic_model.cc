@@ -366,7 +366,9 @@ absl::Status WriteSyntheticMmproj(const SynthOptions& o, const std::string& path
     });
   };
   auto matrix = [&](const std::string& name, int64_t n_in, int64_t n_out) {
-    tensor(name, mat, {n_in, n_out}, 1.0f / std::sqrt(static_cast<float>(n_in)));
+    // Rows that are no whole number of Q8_0 blocks stay F16, as llama-quantize leaves them.
+    const GgmlType t = mat == GgmlType::kQ8_0 && n_in % 32 != 0 ? GgmlType::kF16 : mat;
+    tensor(name, t, {n_in, n_out}, 1.0f / std::sqrt(static_cast<float>(n_in)));
   };
   auto vec = [&](const std::string& name, std::vector<int64_t> ne, float value, float jitter) {
     const uint64_t sd = seed++;
