@@ -23,6 +23,11 @@ struct Engine::Sequence {
   int32_t generated = 0;
   int32_t last_token = -1;
   std::atomic<bool> cancelled{false};
+  // With images: M-RoPE positions [n_prompt, 4] and the embedding row of every prompt token
+  // (null for text), set once the images are encoded.
+  std::vector<int32_t> positions;
+  std::vector<const float*> rows;
+  bool images_ready = false;
 
   bool decoding() const { return prefilled == static_cast<int64_t>(req.prompt.size()); }
 };
@@ -114,7 +119,27 @@ absl::Status Engine::Submit(GenerationRequest req, std::shared_ptr<RequestSink> 
         absl::StrCat("logprobs: at most ", kMaxLogprobs, " alternatives"));
   }
   RETURN_IF_ERROR(sampling::Validate(req.sampling, V));
+  std::vector<int32_t> positions;
+  if (!req.images.empty()) {
+    std::vector<model::ImageSpan> spans;
+    const int64_t E = model_->config().n_embd;
+    for (size_t k = 0; k < req.images.size(); ++k) {
+      const PromptImage& im = req.images[k];
+      spans.push_back({im.offset, im.rows, im.cols});
+      const size_t want = static_cast<size_t>(int64_t{im.rows} * im.cols * E);
+      if (im.embedding.empty() ? !im.encode : im.embedding.size() != want) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("images[", k, "]: needs ", want, " embedding values or an encoder"));
+      }
+    }
+    absl::StatusOr<std::vector<int32_t>> pos =
+        model::MropePositions(static_cast<int64_t>(req.prompt.size()), spans, /*start=*/0, nullptr);
+    if (!pos.ok())
+      return absl::InvalidArgumentError(absl::StrCat("images: ", pos.status().message()));
+    positions = std::move(*pos);
+  }
   auto seq = std::make_unique<Sequence>();
+  seq->positions = std::move(positions);
   seq->sampler = std::make_unique<sampling::Sampler>(req.sampling, V, req.prompt);
   seq->req = std::move(req);
   seq->sink = std::move(sink);
@@ -149,13 +174,15 @@ void Engine::Admit() {
     // Best slot: a free one whose history the prompt extends (its state resumes there);
     // otherwise the free one holding the least.
     const std::vector<int32_t>& p = queue_.front()->req.prompt;
+    const bool has_images = !queue_.front()->req.images.empty();
     int best = -1, fallback = -1;
     size_t best_reuse = 0;
     for (size_t k = 0; k < slots_.size(); ++k) {
       const Slot& s = slots_[k];
       if (s.seq != nullptr) continue;
       const std::vector<int32_t>& h = s.history;
-      if (options_.reuse_prefix && !h.empty() && h.size() < p.size() && h.size() > best_reuse &&
+      if (options_.reuse_prefix && !has_images && !s.has_images && !h.empty() &&
+          h.size() < p.size() && h.size() > best_reuse &&
           std::equal(h.begin(), h.end(), p.begin())) {
         best = static_cast<int>(k);
         best_reuse = h.size();
@@ -173,6 +200,7 @@ void Engine::Admit() {
       s.state->Reset();
       s.history.clear();
     }
+    s.has_images = has_images;
     seq->slot = chosen;
     seq->cached = static_cast<int32_t>(best_reuse);
     seq->prefilled = static_cast<int64_t>(best_reuse);
@@ -224,6 +252,36 @@ void Engine::Step() {
   for (Sequence* seq : std::vector<Sequence*>(running_)) {
     if (seq->cancelled.load()) Finish(seq, FinishReason::kCancelled, absl::OkStatus());
   }
+  // Images are encoded before their prompt's first chunk, on the compute threads.
+  for (Sequence* seq : std::vector<Sequence*>(running_)) {
+    if (seq->req.images.empty() || seq->images_ready) continue;
+    absl::Status status;
+    const int64_t E = model_->config().n_embd;
+    seq->rows.assign(seq->req.prompt.size(), nullptr);
+    for (size_t k = 0; k < seq->req.images.size() && status.ok(); ++k) {
+      PromptImage& im = seq->req.images[k];
+      if (im.embedding.empty()) {
+        absl::StatusOr<std::vector<float>> e = im.encode(*ctx_);
+        if (!e.ok()) {
+          status = e.status();
+        } else if (e->size() != static_cast<size_t>(int64_t{im.rows} * im.cols * E)) {
+          status = absl::InternalError(absl::StrCat("image ", k, ": the encoder gave ", e->size(),
+                                                    " values for ", im.rows, "x", im.cols,
+                                                    " tokens of width ", E));
+        } else {
+          im.embedding = std::move(*e);
+        }
+      }
+      for (int64_t i = 0; status.ok() && i < int64_t{im.rows} * im.cols; ++i) {
+        seq->rows[im.offset + i] = im.embedding.data() + i * E;
+      }
+    }
+    if (!status.ok()) {
+      Finish(seq, FinishReason::kError, status);
+      continue;
+    }
+    seq->images_ready = true;
+  }
   if (running_.empty()) return;
 
   struct Planned {
@@ -246,9 +304,14 @@ void Engine::Step() {
     const int64_t n = std::min(remaining, budget);
     if (n <= 0) break;
     const bool completes = n == remaining;
-    segments.push_back({slots_[seq->slot].state.get(),
-                        absl::MakeConstSpan(seq->req.prompt.data() + seq->prefilled, n),
-                        completes ? model::Logits::kLast : model::Logits::kNone});
+    model::Segment seg{slots_[seq->slot].state.get(),
+                       absl::MakeConstSpan(seq->req.prompt.data() + seq->prefilled, n),
+                       completes ? model::Logits::kLast : model::Logits::kNone};
+    if (!seq->positions.empty()) {
+      seg.positions = absl::MakeConstSpan(seq->positions.data() + 4 * seq->prefilled, 4 * n);
+      seg.embeddings = absl::MakeConstSpan(seq->rows.data() + seq->prefilled, n);
+    }
+    segments.push_back(seg);
     plan.push_back({seq, n, completes});
     budget -= n;
   }

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <thread>
@@ -36,6 +37,18 @@ struct EngineOptions {
   bool reuse_prefix = true;  // resume a slot whose history is a prefix of a new prompt
 };
 
+// An image in a prompt: its rows * cols tokens are the prompt entries from `offset` (their ids
+// are placeholders, normally <|image_pad|>), fed as embedding rows with M-RoPE positions (see
+// model::MropePositions). The rows come from `embedding` or, when that is empty, from `encode`,
+// which the scheduler runs on its compute threads before the prompt's first chunk.
+struct PromptImage {
+  int64_t offset = 0;
+  int rows = 0;
+  int cols = 0;
+  std::vector<float> embedding;  // [rows * cols, n_embd]
+  std::function<absl::StatusOr<std::vector<float>>(ops::ComputeContext&)> encode;
+};
+
 // One generation, in tokens (text and stop strings are the caller's business).
 struct GenerationRequest {
   uint64_t id = 0;
@@ -49,6 +62,9 @@ struct GenerationRequest {
   // tests drive text-level features (stop strings, tool-call parsing) through a model with
   // random weights, and lets a caller score a given continuation.
   std::vector<int32_t> forced_tokens;
+  // Images of the prompt, in prompt order. A prompt with images never resumes a slot's history
+  // (the ids alone do not say which image was seen) and leaves none to resume.
+  std::vector<PromptImage> images;
 };
 
 struct TokenOutput {
@@ -123,6 +139,7 @@ class Engine {
   struct Slot {
     std::unique_ptr<model::SequenceState> state;
     std::vector<int32_t> history;  // tokens held in the state
+    bool has_images = false;       // the history holds image tokens: not resumable by ids
     Sequence* seq = nullptr;
   };
 
