@@ -294,7 +294,7 @@ std::vector<float> ReadFloats(const std::string& rel) {
 
 ImagePrompt LoadImagePrompt() {
   const auto j = nlohmann::json::parse(
-      ::qwen::testing::ReadFile(::qwen::testing::DataPath("vision/reference.json")));
+      ::qwen::testing::ReadFile(::qwen::testing::DataPath("vision/ref_f32_nofa/reference.json")));
   ImagePrompt p;
   for (const auto& c : j["cases"]) {
     if (c["name"] != "img_128x128") continue;
@@ -306,9 +306,10 @@ ImagePrompt LoadImagePrompt() {
       }
       p.prompt.push_back(t["kind"] == "image" ? 1010 : t["token"].get<int32_t>());
     }
-    p.image.embedding = ReadFloats("vision/" + c["embd_file"].get<std::string>());
+    p.image.embedding = ReadFloats("vision/ref_f32_nofa/" + c["embd_file"].get<std::string>());
     p.greedy = c["greedy"].get<std::vector<int32_t>>();
-    p.greedy_logits = ReadFloats("vision/" + c["greedy_logits_file"].get<std::string>());
+    p.greedy_logits =
+        ReadFloats("vision/ref_f32_nofa/" + c["greedy_logits_file"].get<std::string>());
   }
   return p;
 }

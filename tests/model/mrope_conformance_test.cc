@@ -37,7 +37,7 @@ struct ImageCase {
 };
 
 std::vector<ImageCase> LoadCases() {
-  const auto j = nlohmann::json::parse(ReadFile(DataPath("vision/reference.json")));
+  const auto j = nlohmann::json::parse(ReadFile(DataPath("vision/ref_f32_nofa/reference.json")));
   std::vector<ImageCase> out;
   for (const auto& c : j["cases"]) {
     const std::string name = c["name"];
@@ -54,8 +54,9 @@ std::vector<ImageCase> LoadCases() {
     const int pw = c["preproc_width"].get<int>() / 32, ph = c["preproc_height"].get<int>() / 32;
     ic.span = {first_image, ph, pw};
     ic.next_position = c["n_past_after_prompt"];
-    ic.embd = ReadFloats("vision/" + c["embd_file"].get<std::string>());
-    ic.prompt_logits = ReadFloats("vision/" + c["prompt_logits_file"].get<std::string>());
+    ic.embd = ReadFloats("vision/ref_f32_nofa/" + c["embd_file"].get<std::string>());
+    ic.prompt_logits =
+        ReadFloats("vision/ref_f32_nofa/" + c["prompt_logits_file"].get<std::string>());
     out.push_back(std::move(ic));
   }
   return out;
