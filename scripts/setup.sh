@@ -10,6 +10,8 @@ PACKAGES=(
   libabsl-dev libopenblas-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libpcre2-dev libutf8proc-dev nlohmann-json3-dev prometheus-cpp-dev
+  # image input (inference/vision): JPEG, PNG and WebP decoders
+  libjpeg62-turbo-dev libpng-dev libwebp-dev
   python3 python3-yaml
   openssl util-linux
   # deployment: fetch-model, and the tests of deploy/ (Helm's template engine is Go's
