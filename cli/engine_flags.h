@@ -9,5 +9,8 @@
 
 ABSL_DECLARE_FLAG(int32_t, ctx_size);
 ABSL_DECLARE_FLAG(std::string, kv_type);
+ABSL_DECLARE_FLAG(std::string, mmproj);
+ABSL_DECLARE_FLAG(int64_t, image_min_pixels);
+ABSL_DECLARE_FLAG(int64_t, image_max_pixels);
 
 #endif  // QWEN_CLI_ENGINE_FLAGS_H_
