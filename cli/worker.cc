@@ -47,6 +47,7 @@ int RunWorker(int argc, char** argv) {
   o.ctx_size = absl::GetFlag(FLAGS_ctx_size);
   o.kv_type = absl::GetFlag(FLAGS_kv_type);
   o.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
+  o.mmproj_path = absl::GetFlag(FLAGS_mmproj);
   o.parent_pid = absl::GetFlag(FLAGS_parent_pid);
   o.allow_forced_tokens = absl::GetFlag(FLAGS_testing_allow_forced_tokens);
   o.allow_fault_injection = absl::GetFlag(FLAGS_testing_allow_fault_injection);

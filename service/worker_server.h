@@ -20,6 +20,8 @@ struct WorkerOptions {
   int64_t ctx_size = 4096;  // context per slot
   std::string kv_type = "f16";
   int64_t prefill_chunk = 256;  // prompt tokens per engine step
+  // The vision tower's GGUF; empty: requests with images fail (FAILED_PRECONDITION).
+  std::string mmproj_path;
   // The front end's pid. The worker asks the kernel for SIGKILL when its parent dies and then
   // checks that the parent is still this one (it may have died before the request), so no
   // worker outlives the front end. 0: no parent check (a worker run by hand).

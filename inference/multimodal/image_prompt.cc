@@ -18,15 +18,18 @@ absl::StatusOr<ImageTokenIds> FindImageTokenIds(const tokenizer::Tokenizer& toke
   return ids;
 }
 
-absl::StatusOr<std::unique_ptr<vision::VisionEncoder>> LoadMmproj(const std::string& path,
-                                                                  const model::ModelConfig& text) {
+absl::StatusOr<std::unique_ptr<vision::VisionEncoder>> LoadMmproj(
+    const std::string& path, const model::ModelConfig& text,
+    std::shared_ptr<const gguf::GgufFile>* file_out) {
   auto with_path = [&](const absl::Status& s) {
     return absl::Status(s.code(), absl::StrCat("mmproj ", path, ": ", s.message()));
   };
   absl::StatusOr<std::unique_ptr<gguf::GgufFile>> file = gguf::GgufFile::Open(path);
   if (!file.ok()) return with_path(file.status());
+  std::shared_ptr<const gguf::GgufFile> shared(std::move(*file));
+  if (file_out != nullptr) *file_out = shared;
   absl::StatusOr<std::unique_ptr<vision::VisionEncoder>> encoder =
-      vision::VisionEncoder::Load(std::shared_ptr<const gguf::GgufFile>(std::move(*file)));
+      vision::VisionEncoder::Load(shared);
   if (!encoder.ok()) return with_path(encoder.status());
   if ((*encoder)->projection_dim() != text.n_embd) {
     return absl::FailedPreconditionError(

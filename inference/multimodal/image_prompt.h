@@ -31,9 +31,11 @@ struct ImageTokenIds {
 absl::StatusOr<ImageTokenIds> FindImageTokenIds(const tokenizer::Tokenizer& tokenizer);
 
 // Opens an mmproj GGUF, loads its vision tower and checks that its projection width equals the
-// text model's embedding width. Errors name the file.
-absl::StatusOr<std::unique_ptr<vision::VisionEncoder>> LoadMmproj(const std::string& path,
-                                                                  const model::ModelConfig& text);
+// text model's embedding width. Errors name the file. `file`, when not null, receives the
+// opened file (for its metadata).
+absl::StatusOr<std::unique_ptr<vision::VisionEncoder>> LoadMmproj(
+    const std::string& path, const model::ModelConfig& text,
+    std::shared_ptr<const gguf::GgufFile>* file = nullptr);
 
 // Replaces the k-th <|image_pad|> of `ids` by grids[k].n_tokens() copies and returns where each
 // image's tokens now are. INVALID_ARGUMENT, naming `field`, when the number of placeholders
