@@ -31,6 +31,14 @@ absl::StatusOr<std::unique_ptr<vision::VisionEncoder>> LoadMmproj(
   absl::StatusOr<std::unique_ptr<vision::VisionEncoder>> encoder =
       vision::VisionEncoder::Load(shared);
   if (!encoder.ok()) return with_path(encoder.status());
+  int sections = 0;
+  for (int v : text.rope_sections) sections += v;
+  if (sections == 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("mmproj ", path,
+                     ": the text model has no M-RoPE sections (rope.dimension_sections), so "
+                     "it cannot place image tokens"));
+  }
   if ((*encoder)->projection_dim() != text.n_embd) {
     return absl::FailedPreconditionError(
         absl::StrCat("mmproj ", path, ": its projection width ", (*encoder)->projection_dim(),
