@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <memory>
 #include <random>
@@ -22,6 +23,7 @@
 #include "absl/synchronization/notification.h"
 #include "cli/commands.h"
 #include "cli/common_flags.h"
+#include "cli/engine_flags.h"
 #include "cli/flags_util.h"
 #include "inference/common/cpu_features.h"
 #include "inference/common/status_macros.h"
@@ -29,6 +31,7 @@
 #include "inference/engine/engine.h"
 #include "inference/gguf/gguf_file.h"
 #include "inference/model/model.h"
+#include "inference/vision/vision.h"
 #include "nlohmann/json.hpp"
 
 ABSL_FLAG(int32_t, repeats, 3, "Repetitions of each measurement (median and spread reported).");
@@ -41,7 +44,15 @@ ABSL_FLAG(std::string, long_prompts, "",
 ABSL_FLAG(std::string, memory_workers, "1,4",
           "Worker process counts of the memory measurement (empty: skip).");
 ABSL_FLAG(std::string, only, "",
-          "Comma-separated subset of: load,prefill,decode,parallel,ttft,long,memory.");
+          "Comma-separated subset of: load,prefill,decode,parallel,ttft,long,memory,vision "
+          "(vision needs --mmproj).");
+ABSL_FLAG(int32_t, vision_image, 448,
+          "Side of the square test image of the vision measurement (a multiple of 32 is used "
+          "as is by both engines).");
+ABSL_FLAG(std::string, llama_mtmd_cli, "",
+          "Path of a llama.cpp llama-mtmd-cli binary: the vision measurement also runs it on the "
+          "same --model, --mmproj and image and reports the encode time it logs. Not "
+          "built by this project.");
 ABSL_FLAG(bool, memory_probe, false, "Internal: run as one memory-measurement worker.");
 ABSL_FLAG(int32_t, probe_ctx, 4096, "Context of each memory-measurement worker's sequence.");
 
@@ -271,8 +282,128 @@ int MemoryProbe() {
   return 0;
 }
 
+// A test image with structure at every scale (gradients plus a checkerboard), as a PNG for the
+// peer and as pixels for us.
+vision::RgbImage BenchImage(int side) {
+  vision::RgbImage im;
+  im.width = im.height = side;
+  im.pixels.resize(static_cast<size_t>(side) * side * 3);
+  for (int y = 0; y < side; ++y) {
+    for (int x = 0; x < side; ++x) {
+      uint8_t* p = &im.pixels[(static_cast<size_t>(y) * side + x) * 3];
+      p[0] = static_cast<uint8_t>(x * 255 / side);
+      p[1] = static_cast<uint8_t>(y * 255 / side);
+      p[2] = ((x / 8 + y / 8) % 2) ? 220 : 30;
+    }
+  }
+  return im;
+}
+
+// Runs llama-mtmd-cli once on the image and returns its "image slice encoded in N ms" in
+// seconds (NAN if it failed or printed no such line).
+double PeerEncodeSeconds(const std::string& cli, const std::string& model,
+                         const std::string& mmproj, const std::string& image, int threads) {
+  const std::string cmd =
+      absl::StrCat("'", cli, "' -m '", model, "' --mmproj '", mmproj, "' --image '", image,
+                   "' -p 'Describe this.' -n 1 --temp 0 -t ", threads, " -c 4096 2>&1");
+  FILE* p = popen(cmd.c_str(), "r");
+  if (p == nullptr) return NAN;
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+  const int status = pclose(p);
+  // Older llama.cpp prints "image slice encoded in N ms", newer "mtmd batch encoding done in N
+  // ms": the time of the encoder alone (not the text model's decoding of the embeddings).
+  size_t at = std::string::npos;
+  for (const char* key : {"image slice encoded in ", "mtmd batch encoding done in "}) {
+    const size_t k = out.find(key);
+    if (k != std::string::npos) {
+      at = k + std::strlen(key);
+      break;
+    }
+  }
+  if (at == std::string::npos) {
+    std::fprintf(stderr, "qwen bench: llama-mtmd-cli (status %d) printed no encode time:\n%s\n",
+                 status, out.substr(out.size() > 2000 ? out.size() - 2000 : 0).c_str());
+    return NAN;
+  }
+  double ms = NAN;
+  if (!absl::SimpleAtod(out.substr(at, out.find(' ', at) - at), &ms)) return NAN;
+  return ms / 1000.0;
+}
+
+// Time to preprocess and encode one image, ours and (given its path) llama-mtmd-cli's.
+void MeasureVision(const std::string& model_path, int threads, int repeats,
+                   std::vector<Row>& rows) {
+  const std::string mmproj = absl::GetFlag(FLAGS_mmproj);
+  auto file = gguf::GgufFile::Open(mmproj);
+  if (!file.ok()) {
+    std::fprintf(stderr, "qwen bench: %s\n", std::string(file.status().message()).c_str());
+    return;
+  }
+  const auto t_load = Clock::now();
+  auto enc = vision::VisionEncoder::Load(std::shared_ptr<const gguf::GgufFile>(std::move(*file)));
+  if (!enc.ok()) {
+    std::fprintf(stderr, "qwen bench: %s\n", std::string(enc.status().message()).c_str());
+    return;
+  }
+  const double load_s = Since(t_load);
+  const int side = absl::GetFlag(FLAGS_vision_image);
+  const vision::RgbImage image = BenchImage(side);
+  vision::PreprocessOptions popts;
+  auto grid = vision::PlanGrid(side, side, (*enc)->config(), popts);
+  if (!grid.ok()) {
+    std::fprintf(stderr, "qwen bench: %s\n", std::string(grid.status().message()).c_str());
+    return;
+  }
+  const std::string what =
+      absl::StrCat("vision: encode ", side, "x", side, " image (", grid->n_patches(), " patches, ",
+                   grid->n_tokens(), " tokens)");
+  ThreadPool pool(threads);
+  ops::ComputeContext ctx(&pool, ops::MathMode::kFast);
+  Row load{"vision: load tower", "s", {}};
+  load.stat.v.push_back(load_s);
+  rows.push_back(load);
+  // One untimed pass first: it faults the mapped weights in, as any server's first image does.
+  (void)(*enc)->Encode(image, popts, ctx);
+  // The peer (if any) runs between our repetitions, so that both see the same machine load.
+  const std::string cli = absl::GetFlag(FLAGS_llama_mtmd_cli);
+  char png_path[] = "/tmp/qwen-bench-image-XXXXXX.png";
+  if (!cli.empty()) {
+    const int fd = mkstemps(png_path, 4);
+    auto png = vision::EncodePng(image);
+    if (fd < 0 || !png.ok()) return;
+    (void)!write(fd, png->data(), png->size());
+    close(fd);
+  }
+  Row ours{what, "s", {}};
+  Row peer{absl::StrCat(what, ", llama-mtmd-cli"), "s", {}};
+  for (int r = 0; r < repeats; ++r) {
+    const auto t0 = Clock::now();
+    auto emb = (*enc)->Encode(image, popts, ctx);
+    if (!emb.ok()) {
+      std::fprintf(stderr, "qwen bench: %s\n", std::string(emb.status().message()).c_str());
+      break;
+    }
+    ours.stat.v.push_back(Since(t0));
+    if (!cli.empty()) {
+      const double t = PeerEncodeSeconds(cli, model_path, mmproj, png_path, threads);
+      if (!std::isnan(t)) peer.stat.v.push_back(t);
+    }
+  }
+  if (!cli.empty()) unlink(png_path);
+  if (!ours.stat.v.empty()) rows.push_back(ours);
+  if (peer.stat.v.empty() || ours.stat.v.empty()) return;
+  rows.push_back(peer);
+  Row ratio{"vision: encode time, qwen / llama-mtmd-cli", "x", {}};
+  ratio.stat.v.push_back(ours.stat.Median() / peer.stat.Median());
+  rows.push_back(ratio);
+}
+
 bool Wanted(const std::string& what) {
   const std::string only = absl::GetFlag(FLAGS_only);
+  if (what == "vision" && absl::GetFlag(FLAGS_mmproj).empty()) return false;
   if (only.empty()) return what != "long" || !absl::GetFlag(FLAGS_long_prompts).empty();
   for (absl::string_view p : absl::StrSplit(only, ',')) {
     if (p == what) return true;
@@ -285,8 +416,9 @@ bool Wanted(const std::string& what) {
 int RunBench(int argc, char** argv) {
   std::vector<std::string> args = ParseFlags(
       "bench",
-      "qwen bench --model FILE [--json]: prefill, decode, batched decode, time to first token, "
-      "start-up time and memory, each repeated (median and spread).",
+      "qwen bench --model FILE [--mmproj FILE [--llama_mtmd_cli PATH]] [--json]: prefill, decode, "
+      "batched decode, time to first token, start-up time and memory, and with --mmproj the "
+      "time to encode an image, each repeated (median and spread).",
       argc, argv);
   if (absl::GetFlag(FLAGS_memory_probe)) return MemoryProbe();
   const std::string path = absl::GetFlag(FLAGS_model);
@@ -409,6 +541,14 @@ int RunBench(int argc, char** argv) {
               {}};
     state.stat.v.push_back(size.resident_bytes(absl::GetFlag(FLAGS_probe_ctx)) / 1048576.0);
     rows.push_back(state);
+  }
+
+  if (Wanted("vision")) {
+    // The text model is not needed: let its pages go before timing the encoder.
+    b.ctx.reset();
+    b.pool.reset();
+    b.model.reset();
+    MeasureVision(path, b.threads, repeats, rows);
   }
 
   const uint64_t model_bytes = load_file_size;

@@ -4,6 +4,7 @@
 
 #include "absl/flags/flag.h"
 #include "cli/commands.h"
+#include "cli/engine_flags.h"
 #include "cli/flags_util.h"
 #include "cli/synthetic_model.h"
 
@@ -16,6 +17,8 @@ ABSL_FLAG(std::string, vocab, "tests/data/tokenizer/qwen3-vocab-qwen35pre.gguf",
 ABSL_FLAG(std::string, template_file, "tests/data/chat/qwen3.5-chat-template.jinja",
           "Chat template file stored as tokenizer.chat_template; empty for none.");
 ABSL_FLAG(uint64_t, synth_seed, 1, "Seed of the random weights.");
+ABSL_FLAG(std::string, mmproj_type, "f16",
+          "With --mmproj: the vision tower's matrix type, f16, bf16, f32 or q8_0.");
 
 namespace qwen::cli {
 
@@ -23,12 +26,30 @@ int RunSynth(int argc, char** argv) {
   std::vector<std::string> args = ParseFlags(
       "synth",
       "qwen synth --shape qwen3.5-4b --type q3_k_m --out FILE\n"
-      "Writes a GGUF with the model's real shapes, metadata and type mix and random weights.",
+      "qwen synth --shape qwen3.5-4b --mmproj FILE [--mmproj_type f16]\n"
+      "Writes a GGUF with the model's real shapes, metadata and type mix and random weights: "
+      "the text model (--out) and/or its vision tower (--mmproj).",
       argc, argv);
   const std::string out = absl::GetFlag(FLAGS_out);
-  if (out.empty() || !args.empty()) {
-    std::fprintf(stderr, "usage: qwen synth --shape qwen3.5-4b --type q3_k_m --out FILE\n");
+  const std::string mmproj = absl::GetFlag(FLAGS_mmproj);
+  if ((out.empty() && mmproj.empty()) || !args.empty()) {
+    std::fprintf(stderr,
+                 "usage: qwen synth --shape qwen3.5-4b [--type q3_k_m --out FILE] "
+                 "[--mmproj FILE --mmproj_type f16]\n");
     return 2;
+  }
+  if (!mmproj.empty()) {
+    SynthOptions v;
+    v.shape = absl::GetFlag(FLAGS_shape);
+    v.type = absl::GetFlag(FLAGS_mmproj_type);
+    v.seed = absl::GetFlag(FLAGS_synth_seed);
+    absl::Status s = WriteSyntheticMmproj(v, mmproj);
+    if (!s.ok()) {
+      std::fprintf(stderr, "qwen synth: %s\n", std::string(s.message()).c_str());
+      return 2;
+    }
+    std::printf("%s\n", mmproj.c_str());
+    if (out.empty()) return 0;
   }
   SynthOptions o;
   o.shape = absl::GetFlag(FLAGS_shape);

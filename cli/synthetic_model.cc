@@ -102,6 +102,23 @@ void FillF32(float value, float jitter, uint64_t seed, uint8_t* dst, uint64_t of
   }
 }
 
+// Fills float weights (F32, F16 or BF16) uniform with standard deviation `sigma`.
+void FillFloat(GgmlType type, float sigma, uint64_t seed, uint8_t* dst, uint64_t offset,
+               uint64_t n) {
+  const int64_t size = type == GgmlType::kF32 ? 4 : 2;
+  Rng rng{seed ^ (offset * 0x2545f4914f6cdd1dull)};
+  const float a = sigma * 1.7320508f;  // uniform [-a, a] has standard deviation a / sqrt(3)
+  for (uint64_t i = 0; i < n / size; ++i) {
+    const float v = a * (rng.Uniform() * 2.0f - 1.0f);
+    if (type == GgmlType::kF32) {
+      std::memcpy(dst + i * 4, &v, 4);
+    } else {
+      const uint16_t h = type == GgmlType::kF16 ? Fp32ToFp16(v) : Fp32ToBf16(v);
+      std::memcpy(dst + i * 2, &h, 2);
+    }
+  }
+}
+
 std::string ReadText(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   std::stringstream ss;
@@ -278,6 +295,114 @@ absl::Status WriteSyntheticModel(const SynthOptions& o, const std::string& path)
       ++delta_index;
     }
   }
+  return w.WriteFile(path);
+}
+
+absl::Status WriteSyntheticMmproj(const SynthOptions& o, const std::string& path) {
+  struct VisionShape {
+    int n_layer, n_embd, n_ff, n_head, pos_side, projection_dim;
+  };
+  // Qwen3.5-4B's tower (Qwen3-VL's 4B vision config): 24 blocks of 1024, 16 heads of 64, a 48x48
+  // learned position grid, merger to the text width 2560. "tiny": the fixtures' tower.
+  VisionShape s;
+  if (o.shape == "qwen3.5-4b") {
+    s = {24, 1024, 4096, 16, 48, 2560};
+  } else if (o.shape == "tiny") {
+    s = {3, 96, 176, 4, 8, 256};
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--shape: unknown shape \"", o.shape, "\" (qwen3.5-4b or tiny)"));
+  }
+  GgmlType mat;
+  if (o.type == "f16") {
+    mat = GgmlType::kF16;
+  } else if (o.type == "bf16") {
+    mat = GgmlType::kBF16;
+  } else if (o.type == "f32") {
+    mat = GgmlType::kF32;
+  } else if (o.type == "q8_0") {
+    mat = GgmlType::kQ8_0;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--mmproj_type: unknown type \"", o.type, "\" (f16, bf16, f32 or q8_0)"));
+  }
+  // The converter keeps the patch kernels in F16 (F32 in an F32 file); biases, norms and the
+  // position table stay F32.
+  const GgmlType kernel = mat == GgmlType::kF32 ? GgmlType::kF32 : GgmlType::kF16;
+  const int P = 16, C = s.n_embd;
+  gguf::GgufWriter w;
+  w.AddString("general.architecture", "clip");
+  w.AddString("general.type", "mmproj");
+  w.AddString("general.name", absl::StrCat("synthetic-", o.shape, "-vision-", o.type));
+  w.AddU32("general.file_type", mat == GgmlType::kF32    ? 0
+                                : mat == GgmlType::kF16  ? 1
+                                : mat == GgmlType::kQ8_0 ? 7
+                                                         : 32);
+  w.AddBool("clip.has_vision_encoder", true);
+  w.AddString("clip.projector_type", "qwen3vl_merger");
+  w.AddBool("clip.use_gelu", true);
+  w.AddU32("clip.vision.projection_dim", s.projection_dim);
+  w.AddU32("clip.vision.image_size", s.pos_side * P);
+  w.AddU32("clip.vision.patch_size", P);
+  w.AddU32("clip.vision.embedding_length", C);
+  w.AddU32("clip.vision.feed_forward_length", s.n_ff);
+  w.AddU32("clip.vision.block_count", s.n_layer);
+  w.AddU32("clip.vision.attention.head_count", s.n_head);
+  w.AddF32("clip.vision.attention.layer_norm_epsilon", 1e-6f);
+  w.AddF32Array("clip.vision.image_mean", {0.5f, 0.5f, 0.5f});
+  w.AddF32Array("clip.vision.image_std", {0.5f, 0.5f, 0.5f});
+  w.AddU32("clip.vision.spatial_merge_size", 2);
+  w.AddU32("general.quantization_version", 2);
+
+  uint64_t seed = o.seed;
+  auto tensor = [&](const std::string& name, GgmlType type, std::vector<int64_t> ne, float sigma) {
+    const uint64_t sd = seed++ * 0x9e3779b97f4a7c15ull;
+    w.AddTensor(name, type, ne, [type, sigma, sd](uint8_t* dst, uint64_t off, uint64_t n) {
+      if (type == GgmlType::kQ8_0) {
+        FillBlocks(type, sigma, sd, dst, off, n);
+      } else {
+        FillFloat(type, sigma, sd, dst, off, n);
+      }
+    });
+  };
+  auto matrix = [&](const std::string& name, int64_t n_in, int64_t n_out) {
+    // Rows that are no whole number of Q8_0 blocks stay F16, as llama-quantize leaves them.
+    const GgmlType t = mat == GgmlType::kQ8_0 && n_in % 32 != 0 ? GgmlType::kF16 : mat;
+    tensor(name, t, {n_in, n_out}, 1.0f / std::sqrt(static_cast<float>(n_in)));
+  };
+  auto vec = [&](const std::string& name, std::vector<int64_t> ne, float value, float jitter) {
+    const uint64_t sd = seed++;
+    w.AddTensor(name, GgmlType::kF32, ne,
+                [value, jitter, sd](uint8_t* dst, uint64_t off, uint64_t n) {
+                  FillF32(value, jitter, sd, dst, off, n);
+                });
+  };
+  const float kernel_sigma = 0.5f / std::sqrt(3.0f * P * P);
+  tensor("v.patch_embd.weight", kernel, {P, P, 3, C}, kernel_sigma);
+  tensor("v.patch_embd.weight.1", kernel, {P, P, 3, C}, kernel_sigma);
+  vec("v.patch_embd.bias", {C}, 0.0f, 0.05f);
+  tensor("v.position_embd.weight", GgmlType::kF32, {C, int64_t{s.pos_side} * s.pos_side}, 0.2f);
+  for (int il = 0; il < s.n_layer; ++il) {
+    const std::string b = absl::StrCat("v.blk.", il, ".");
+    vec(b + "ln1.weight", {C}, 1.0f, 0.1f);
+    vec(b + "ln1.bias", {C}, 0.0f, 0.05f);
+    matrix(b + "attn_qkv.weight", C, 3 * C);
+    vec(b + "attn_qkv.bias", {3 * C}, 0.0f, 0.05f);
+    matrix(b + "attn_out.weight", C, C);
+    vec(b + "attn_out.bias", {C}, 0.0f, 0.05f);
+    vec(b + "ln2.weight", {C}, 1.0f, 0.1f);
+    vec(b + "ln2.bias", {C}, 0.0f, 0.05f);
+    matrix(b + "ffn_up.weight", C, s.n_ff);
+    vec(b + "ffn_up.bias", {s.n_ff}, 0.0f, 0.05f);
+    matrix(b + "ffn_down.weight", s.n_ff, C);
+    vec(b + "ffn_down.bias", {C}, 0.0f, 0.05f);
+  }
+  vec("v.post_ln.weight", {C}, 1.0f, 0.1f);
+  vec("v.post_ln.bias", {C}, 0.0f, 0.05f);
+  matrix("mm.0.weight", 4 * C, 4 * C);
+  vec("mm.0.bias", {4 * C}, 0.0f, 0.05f);
+  matrix("mm.2.weight", 4 * C, s.projection_dim);
+  vec("mm.2.bias", {s.projection_dim}, 0.0f, 0.05f);
   return w.WriteFile(path);
 }
 

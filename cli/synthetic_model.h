@@ -22,6 +22,11 @@ struct SynthOptions {
 // keep every product's output near unit variance, so the forward pass stays finite.
 absl::Status WriteSyntheticModel(const SynthOptions& options, const std::string& path);
 
+// Writes a random vision tower (llama.cpp clip mmproj, projector qwen3vl_merger) of the shape
+// (qwen3.5-4b: 24 blocks of 1024, 16 heads, patch 16, 2x2 merge, projection 2560; or tiny) with
+// `options.type` f16, bf16, f32 or q8_0 matrices.
+absl::Status WriteSyntheticMmproj(const SynthOptions& options, const std::string& path);
+
 }  // namespace qwen::cli
 
 #endif  // QWEN_CLI_SYNTHETIC_MODEL_H_

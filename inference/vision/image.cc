@@ -1,10 +1,12 @@
 #include "inference/vision/image.h"
 
+// jpeglib.h uses size_t and FILE without including their headers.
 #include <jpeglib.h>
 #include <png.h>
 #include <webp/decode.h>
 
 #include <csetjmp>
+#include <cstddef>
 #include <cstdio>
 #include <cstring>
 

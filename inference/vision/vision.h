@@ -5,9 +5,10 @@
 // normalise) -> VisionEncoder::EncodePixels (patch embedding, ViT blocks with 2-D rotary, 2x2
 // patch merger). Encode() runs the last two.
 //
-// File layout: a llama.cpp "clip" mmproj GGUF with clip.projector_type = "qwen3vl_merger" and
-// clip.vision.* metadata. Tensor names go through one mapping point (TowerLayout in
-// encoder.cc) so that other layouts of the same tower can be loaded by the same class.
+// File layouts (detected by VisionEncoder::Load): a llama.cpp "clip" mmproj GGUF with
+// clip.projector_type = "qwen3vl_merger" and clip.vision.* metadata, or the tower Ollama bundles
+// in its Qwen3.5 GGUF (<arch>.vision.* keys, v.patch_embed / v.pos_embed / v.merger.* names,
+// split q/k/v). Tensor names go through one mapping point (TowerLayout in encoder.cc).
 #ifndef QWEN_INFERENCE_VISION_VISION_H_
 #define QWEN_INFERENCE_VISION_VISION_H_
 
@@ -105,6 +106,17 @@ struct ImageEmbedding {
 
 struct VisionWeights;  // encoder.cc
 
+// Numerical choices of the encoder.
+struct EncoderOptions {
+  // Reproduce llama.cpp's CPU numerics where they depart from the model's float math, to
+  // compare every intermediate with llama.cpp tightly (tests): pixels and both patch kernels
+  // rounded to F16 before the patch convolution (ggml_conv_2d's im2col is F16, even for an F32
+  // tower); GELU as y = f16(gelu_tanh(f16(x))) (ggml's F16 table); the merger's GELU in tanh
+  // form (llama.cpp's ffn_gelu) instead of the model's exact erf. Off by default: the model's
+  // math in float32.
+  bool llama_cpp_numerics = false;
+};
+
 // The vision tower of one mmproj file.
 //
 // Thread-safety: immutable after Load; concurrent Encode calls are safe with different
@@ -120,7 +132,7 @@ class VisionEncoder {
   // must outlive nothing: the encoder keeps `file` alive. Errors name the missing or malformed
   // key or tensor.
   static absl::StatusOr<std::unique_ptr<VisionEncoder>> Load(
-      std::shared_ptr<const gguf::GgufFile> file);
+      std::shared_ptr<const gguf::GgufFile> file, const EncoderOptions& options = {});
   ~VisionEncoder();
 
   const VisionConfig& config() const { return config_; }
@@ -141,6 +153,7 @@ class VisionEncoder {
   VisionEncoder() = default;
   std::shared_ptr<const gguf::GgufFile> file_;
   VisionConfig config_;
+  EncoderOptions options_;
   std::unique_ptr<VisionWeights> w_;
 };
 
