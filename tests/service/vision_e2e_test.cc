@@ -10,6 +10,7 @@
 #include "absl/strings/match.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/service/ops_test_util.h"
 #include "tests/service/server_process.h"
 
 namespace qwen::testing {
@@ -253,6 +254,28 @@ TEST_F(VisionE2eTest, BadImagesAreRefusedNamingTheField) {
   st = stub_->Tokenize(&tctx, tr, &tokens);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_TRUE(absl::StrContains(st.error_message(), "0 image placeholders")) << st.error_message();
+}
+
+// `qwen client --chat --image` and the /image command send the file with the next message.
+TEST_F(VisionE2eTest, ClientSendsImages) {
+  const std::string png = DataPath("vision/img_128x128.png");
+  const std::string server = "--server=" + server_->address();
+  // The greedy reasoning llama.cpp's continuation starts with (tokens 758, 545, 359).
+  const std::string want = "read support Lion";
+  ProcessResult r = RunProcess(
+      {BinPath("qwen"), "client", server, "--chat", "--image", png, "--prompt", "Describe this.",
+       "--temperature", "0", "--max_tokens", "6", "--reasoning", "show"},
+      "");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, want)) << r.out;
+  r = RunProcess({BinPath("qwen"), "client", server, "--chat", "--temperature", "0", "--max_tokens",
+                  "6", "--reasoning", "show"},
+                 "/image " + png + "\nDescribe this.\n");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, want)) << r.out;
+  r = RunProcess({BinPath("qwen"), "client", server, "--image", png, "--prompt", "x"}, "");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(absl::StrContains(r.err, "--image need")) << r.err;
 }
 
 // A server without --mmproj says so.
