@@ -399,5 +399,39 @@ TEST_F(EngineTest, TwoImagesAreEncodedOnTheSchedulerAndFailuresEndTheRequest) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// An image prompt prefilled in pieces beside text sequences: the batch mixes M-RoPE and plain
+// positions, and everyone gets their solo result.
+TEST_F(EngineTest, ImageAndTextSequencesShareSteps) {
+  const ImagePrompt p = LoadImagePrompt();
+  const auto cases = LoadReference("reference/llama.cpp/f32");
+  auto solo_engine = MakeEngine(1, 7);
+  GenerationRequest image = Greedy(1, p.prompt, 12);
+  image.images.push_back(p.image);
+  auto solo = std::make_shared<Collector>();
+  ASSERT_TRUE(solo_engine->Submit(image, solo).ok());
+  ASSERT_TRUE(solo->Wait());
+  solo_engine.reset();
+
+  auto engine = MakeEngine(3, 7);
+  std::vector<std::shared_ptr<Collector>> sinks;
+  for (int i = 0; i < 2; ++i) {
+    sinks.push_back(std::make_shared<Collector>());
+    ASSERT_TRUE(
+        engine
+            ->Submit(Greedy(10 + i, cases[i].prompt, static_cast<int>(cases[i].greedy.size())),
+                     sinks.back())
+            .ok());
+  }
+  auto mixed = std::make_shared<Collector>();
+  image.id = 2;
+  ASSERT_TRUE(engine->Submit(image, mixed).ok());
+  ASSERT_TRUE(mixed->Wait());
+  EXPECT_EQ(mixed->tokens(), solo->tokens());
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(sinks[i]->Wait());
+    EXPECT_EQ(sinks[i]->tokens(), cases[i].greedy) << cases[i].name;
+  }
+}
+
 }  // namespace
 }  // namespace qwen::engine
