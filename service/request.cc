@@ -1,5 +1,7 @@
 #include "service/request.h"
 
+#include <openssl/evp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -427,6 +429,19 @@ absl::StatusOr<std::vector<PlacedImage>> PlaceImages(const std::vector<ImagePart
   return placed;
 }
 
+std::string ImageKey(const PlacedImage& image) {
+  const std::string grid = absl::StrCat("|", image.grid.patch_rows, "x", image.grid.patch_cols);
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
+  EVP_DigestUpdate(ctx, image.bytes.data(), image.bytes.size());
+  EVP_DigestUpdate(ctx, grid.data(), grid.size());
+  EVP_DigestFinal_ex(ctx, digest, &length);
+  EVP_MD_CTX_free(ctx);
+  return absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(digest), length));
+}
+
 void DescribeImages(const std::vector<PlacedImage>& images,
                     google::protobuf::RepeatedPtrField<v1::ImageTokens>* out) {
   for (const PlacedImage& p : images) {
@@ -517,6 +532,7 @@ absl::StatusOr<PreparedGenerate> PrepareGenerate(const v1::GenerateRequest& requ
         wi->set_min_pixels(model.vision_options().preprocess.min_pixels);
         wi->set_max_pixels(model.vision_options().preprocess.max_pixels);
         wi->set_field(im.field);
+        wi->set_key(ImageKey(im));
         p.image_tokens += static_cast<int32_t>(im.grid.n_tokens());
       }
       p.parse_output = !request.output().raw_text();

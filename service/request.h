@@ -85,6 +85,9 @@ absl::StatusOr<std::vector<PlacedImage>> PlaceImages(const std::vector<ImagePart
                                                      std::vector<int32_t>* ids,
                                                      absl::string_view ids_field);
 
+// Identifies an image's content for state reuse: hex SHA-256 of its file and grid.
+std::string ImageKey(const PlacedImage& image);
+
 // The public description of placed images.
 void DescribeImages(const std::vector<PlacedImage>& images,
                     google::protobuf::RepeatedPtrField<v1::ImageTokens>* out);

@@ -318,6 +318,7 @@ class WorkerService final : public wpb::Worker::CallbackService {
         pi.offset = im.token_offset();
         pi.rows = im.rows();
         pi.cols = im.cols();
+        pi.key = im.key();
         // Decoded and encoded on the engine's thread, with its compute threads, when the
         // request's prompt is about to be fed.
         pi.encode = [vision = vision_, data = im.data(), field = im.field(),

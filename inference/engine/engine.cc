@@ -174,16 +174,29 @@ void Engine::Admit() {
     // Best slot: a free one whose history the prompt extends (its state resumes there);
     // otherwise the free one holding the least.
     const std::vector<int32_t>& p = queue_.front()->req.prompt;
-    const bool has_images = !queue_.front()->req.images.empty();
+    const std::vector<PromptImage>& images = queue_.front()->req.images;
+    // The images of the first `n` history tokens are the request's (same places, same keys).
+    auto same_images = [&images](const Slot& s, size_t n) {
+      size_t k = 0;
+      for (const Slot::HeldImage& h : s.images) {
+        if (h.offset >= static_cast<int64_t>(n)) break;
+        if (k >= images.size()) return false;
+        const PromptImage& im = images[k++];
+        if (h.key.empty() || h.key != im.key || h.offset != im.offset ||
+            h.n != int64_t{im.rows} * im.cols) {
+          return false;
+        }
+      }
+      return k == images.size() || images[k].offset >= static_cast<int64_t>(n);
+    };
     int best = -1, fallback = -1;
     size_t best_reuse = 0;
     for (size_t k = 0; k < slots_.size(); ++k) {
       const Slot& s = slots_[k];
       if (s.seq != nullptr) continue;
       const std::vector<int32_t>& h = s.history;
-      if (options_.reuse_prefix && !has_images && !s.has_images && !h.empty() &&
-          h.size() < p.size() && h.size() > best_reuse &&
-          std::equal(h.begin(), h.end(), p.begin())) {
+      if (options_.reuse_prefix && !h.empty() && h.size() < p.size() && h.size() > best_reuse &&
+          std::equal(h.begin(), h.end(), p.begin()) && same_images(s, h.size())) {
         best = static_cast<int>(k);
         best_reuse = h.size();
       }
@@ -200,7 +213,10 @@ void Engine::Admit() {
       s.state->Reset();
       s.history.clear();
     }
-    s.has_images = has_images;
+    s.images.clear();
+    for (const PromptImage& im : images) {
+      s.images.push_back({im.offset, int64_t{im.rows} * im.cols, im.key});
+    }
     seq->slot = chosen;
     seq->cached = static_cast<int32_t>(best_reuse);
     seq->prefilled = static_cast<int64_t>(best_reuse);
@@ -260,6 +276,7 @@ void Engine::Step() {
     seq->rows.assign(seq->req.prompt.size(), nullptr);
     for (size_t k = 0; k < seq->req.images.size() && status.ok(); ++k) {
       PromptImage& im = seq->req.images[k];
+      if (im.offset + int64_t{im.rows} * im.cols <= seq->prefilled) continue;  // resumed
       if (im.embedding.empty()) {
         absl::StatusOr<std::vector<float>> e = im.encode(*ctx_);
         if (!e.ok()) {

@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -45,6 +46,9 @@ struct PromptImage {
   int64_t offset = 0;
   int rows = 0;
   int cols = 0;
+  // Identifies the image's content (e.g. a SHA-256 of its file and grid): a slot whose history
+  // holds the same images at the same places may be resumed. Empty: never resumed.
+  std::string key;
   std::vector<float> embedding;  // [rows * cols, n_embd]
   std::function<absl::StatusOr<std::vector<float>>(ops::ComputeContext&)> encode;
 };
@@ -62,8 +66,8 @@ struct GenerationRequest {
   // tests drive text-level features (stop strings, tool-call parsing) through a model with
   // random weights, and lets a caller score a given continuation.
   std::vector<int32_t> forced_tokens;
-  // Images of the prompt, in prompt order. A prompt with images never resumes a slot's history
-  // (the ids alone do not say which image was seen) and leaves none to resume.
+  // Images of the prompt, in prompt order. The ids alone do not say which image was seen, so a
+  // slot's history is resumed only when its images have the same keys at the same places.
   std::vector<PromptImage> images;
 };
 
@@ -139,7 +143,13 @@ class Engine {
   struct Slot {
     std::unique_ptr<model::SequenceState> state;
     std::vector<int32_t> history;  // tokens held in the state
-    bool has_images = false;       // the history holds image tokens: not resumable by ids
+    // Images in the history: where, how many tokens, and their keys (empty: unknown content).
+    struct HeldImage {
+      int64_t offset;
+      int64_t n;
+      std::string key;
+    };
+    std::vector<HeldImage> images;
     Sequence* seq = nullptr;
   };
 

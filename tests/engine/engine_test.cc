@@ -433,5 +433,47 @@ TEST_F(EngineTest, ImageAndTextSequencesShareSteps) {
   }
 }
 
+// A later turn that repeats the conversation resumes the slot when its images have the same
+// keys at the same places, and gets what a fresh run gets; another image is not resumed.
+TEST_F(EngineTest, ImagePromptsResumeASlotOnlyWithTheSameImages) {
+  const ImagePrompt p = LoadImagePrompt();
+  auto engine = MakeEngine(1, 64);
+  GenerationRequest first = Greedy(1, p.prompt, 4);
+  first.images.push_back(p.image);
+  first.images[0].key = "image-a";
+  auto sink = std::make_shared<Collector>();
+  ASSERT_TRUE(engine->Submit(first, sink).ok());
+  ASSERT_TRUE(sink->Wait());
+  const std::vector<int32_t> answer = sink->tokens();
+  ASSERT_EQ(answer.size(), 4u);
+
+  GenerationRequest second = first;
+  second.id = 2;
+  second.max_tokens = 6;
+  second.prompt.insert(second.prompt.end(), answer.begin(), answer.end());
+  second.prompt.insert(second.prompt.end(), {1000, 10, 999, 543, 260, 10});
+  auto resumed = std::make_shared<Collector>();
+  ASSERT_TRUE(engine->Submit(second, resumed).ok());
+  ASSERT_TRUE(resumed->Wait());
+  // The state holds the prompt and the three answer tokens that were fed back.
+  EXPECT_EQ(resumed->info().cached_tokens, static_cast<int32_t>(p.prompt.size()) + 3);
+
+  auto fresh_engine = MakeEngine(1, 64);
+  auto fresh = std::make_shared<Collector>();
+  ASSERT_TRUE(fresh_engine->Submit(second, fresh).ok());
+  ASSERT_TRUE(fresh->Wait());
+  EXPECT_EQ(fresh->info().cached_tokens, 0);
+  EXPECT_EQ(resumed->tokens(), fresh->tokens());
+
+  // The same ids with another image: nothing is resumed.
+  GenerationRequest other = second;
+  other.id = 3;
+  other.images[0].key = "image-b";
+  auto not_resumed = std::make_shared<Collector>();
+  ASSERT_TRUE(engine->Submit(other, not_resumed).ok());
+  ASSERT_TRUE(not_resumed->Wait());
+  EXPECT_EQ(not_resumed->info().cached_tokens, 0);
+}
+
 }  // namespace
 }  // namespace qwen::engine
