@@ -41,7 +41,12 @@ int RunRender(int argc, char** argv) {
   std::unique_ptr<chat::ChatTemplate> tmpl;
   std::unique_ptr<gguf::GgufFile> file;
   if (!model.empty()) {
-    auto f = gguf::GgufFile::Open(model);
+    auto resolved = ResolveModel(model);
+    if (!resolved.ok()) {
+      std::fprintf(stderr, "qwen render: %s\n", std::string(resolved.status().message()).c_str());
+      return 2;
+    }
+    auto f = gguf::GgufFile::Open(resolved->model_path);
     if (!f.ok()) {
       std::fprintf(stderr, "qwen render: %s\n", std::string(f.status().message()).c_str());
       return 2;

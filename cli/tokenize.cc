@@ -36,7 +36,13 @@ int RunTokenize(int argc, char** argv) {
                  "[--json]\n");
     return 2;
   }
-  auto file = gguf::GgufFile::Open(model);
+  auto resolved = ResolveModel(model);
+  if (!resolved.ok()) {
+    std::fprintf(stderr, "qwen %s: %s\n", "tokenize",
+                 std::string(resolved.status().message()).c_str());
+    return 2;
+  }
+  auto file = gguf::GgufFile::Open(resolved->model_path);
   if (!file.ok()) {
     std::fprintf(stderr, "qwen tokenize: %s\n", std::string(file.status().message()).c_str());
     return 2;

@@ -635,6 +635,7 @@ absl::StatusOr<PreparedGenerate> PrepareGenerate(const v1::GenerateRequest& requ
   p.top_logprobs = static_cast<int>(o.top_logprobs());
   p.return_token_ids = o.return_token_ids();
   w.set_logprobs(p.logprobs ? p.top_logprobs : -1);
+  w.set_no_prefix_cache(request.has_prefix_cache() && !request.prefix_cache());
 
   if (forced_output != nullptr) {
     const std::vector<int32_t> forced = model.tokenizer().Encode(*forced_output, true);

@@ -34,6 +34,8 @@ struct WorkerPoolOptions {
   std::string mmproj_path;
   int64_t image_min_pixels = vision::PreprocessOptions().min_pixels;
   int64_t image_max_pixels = vision::PreprocessOptions().max_pixels;
+  int64_t prefix_cache_mb = 0;      // each worker's prefix cache budget; 0: none
+  int64_t snapshot_interval = 512;  // prefix cache snapshot spacing inside prompts
   // Where the private socket directory is made; empty: $TMPDIR, else /tmp.
   std::string socket_dir;
   absl::Duration heartbeat_interval = absl::Seconds(1);

@@ -67,6 +67,23 @@ class SequenceState {
   }
   void Advance(int64_t n) { Advance(n, next_pos_ + n); }
 
+  // Snapshots, for the prefix cache. KV rows are packed per attention layer, K then V, per KV
+  // head, position-major: kv_bytes_per_token * (end - begin) bytes. The recurrent part is every
+  // delta-net layer's conv state then its recurrent state: recurrent_bytes + conv_bytes bytes.
+  void ExportKv(int64_t begin, int64_t end, uint8_t* dst) const;
+  void ImportKv(int64_t begin, int64_t end, const uint8_t* src);
+  void ExportRecurrent(uint8_t* dst) const;
+  void ImportRecurrent(const uint8_t* src);
+  // Declares positions [0, n) filled (after ImportKv/ImportRecurrent of a prefix of n tokens);
+  // the next forward pass appends at n.
+  // The next rotary position becomes n too (text); SetNextPosition() corrects it when the
+  // prefix holds images.
+  void SetPast(int64_t n) {
+    n_past_ = n;
+    next_pos_ = n;
+  }
+  void SetNextPosition(int64_t p) { next_pos_ = p; }
+
  private:
   SequenceState() = default;
   struct FreeFloats {

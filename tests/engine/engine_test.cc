@@ -475,5 +475,52 @@ TEST_F(EngineTest, ImagePromptsResumeASlotOnlyWithTheSameImages) {
   EXPECT_EQ(not_resumed->info().cached_tokens, 0);
 }
 
+// The prefix cache resumes image prompts too: only with the same image keys, at the right
+// rotary position (an image takes fewer positions than tokens).
+TEST_F(EngineTest, PrefixCacheResumesImagePromptsWithTheSameImages) {
+  const ImagePrompt p = LoadImagePrompt();
+  EngineOptions o;
+  o.n_slots = 1;
+  o.n_ctx = 2048;
+  o.n_threads = 2;
+  o.prefill_chunk = 64;
+  o.prefix_cache_bytes = size_t{64} << 20;
+  o.snapshot_interval = 16;
+  auto created = Engine::Create(model_, o);
+  ASSERT_TRUE(created.ok()) << created.status();
+  std::unique_ptr<Engine> engine = std::move(*created);
+  auto run = [](Engine& e, const GenerationRequest& r) {
+    auto sink = std::make_shared<Collector>();
+    EXPECT_TRUE(e.Submit(r, sink).ok());
+    EXPECT_TRUE(sink->Wait());
+    return sink;
+  };
+  GenerationRequest first = Greedy(1, p.prompt, 4);
+  first.images.push_back(p.image);
+  first.images[0].key = "image-a";
+  const std::vector<int32_t> answer = run(*engine, first)->tokens();
+  ASSERT_EQ(answer.size(), 4u);
+  // Something else takes the only slot, so the next turn can resume from the cache only.
+  run(*engine, Greedy(2, {1, 2, 3, 4, 5}, 2));
+
+  GenerationRequest second = first;
+  second.id = 3;
+  second.max_tokens = 6;
+  second.prompt.insert(second.prompt.end(), answer.begin(), answer.end());
+  second.prompt.insert(second.prompt.end(), {1000, 10, 999, 543, 260, 10});
+  auto resumed = run(*engine, second);
+  EXPECT_GT(resumed->info().cached_tokens, static_cast<int32_t>(p.image.offset) + 16);
+
+  auto fresh_engine = MakeEngine(1, 64);
+  auto fresh = run(*fresh_engine, second);
+  EXPECT_EQ(resumed->tokens(), fresh->tokens());
+
+  GenerationRequest other = second;
+  other.id = 4;
+  other.images[0].key = "image-b";
+  run(*engine, Greedy(5, {1, 2, 3, 4, 5}, 2));
+  EXPECT_EQ(run(*engine, other)->info().cached_tokens, 0);
+}
+
 }  // namespace
 }  // namespace qwen::engine
