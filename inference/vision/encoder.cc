@@ -10,7 +10,6 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "inference/common/fp16.h"
 #include "inference/common/status_macros.h"
 #include "inference/ops/matmul.h"

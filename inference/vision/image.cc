@@ -135,6 +135,9 @@ absl::StatusOr<RgbImage> DecodePng(absl::Span<const uint8_t> bytes, const Decode
   // Read as RGBA and drop alpha: the colour channels as stored, as PIL's convert("RGB") does
   // (the model's processor), instead of compositing over a background.
   png.format = PNG_FORMAT_RGBA;
+  // 16-bit samples without colour-space chunks are taken as sRGB and scaled to 8 bits (as PIL
+  // does), not as linear light to be gamma-encoded (libpng's default).
+  png.flags |= PNG_IMAGE_FLAG_16BIT_sRGB;
   std::vector<uint8_t> rgba(PNG_IMAGE_SIZE(png));
   if (!png_image_finish_read(&png, nullptr, rgba.data(), 0, nullptr)) {
     std::string message = png.message;
