@@ -26,8 +26,9 @@ int RunDetokenize(int argc, char** argv) {
       argc, argv);
   const std::string model = absl::GetFlag(FLAGS_model);
   if (model.empty() || !positional.empty()) {
-    std::fprintf(stderr, "usage: qwen detokenize --model MODEL.gguf --tokens 1,2,3 "
-                         "[--show-special] [--json]\n");
+    std::fprintf(stderr,
+                 "usage: qwen detokenize --model MODEL.gguf --tokens 1,2,3 "
+                 "[--show-special] [--json]\n");
     return 2;
   }
   const std::string list =

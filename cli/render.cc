@@ -33,8 +33,9 @@ int RunRender(int argc, char** argv) {
   const std::string model = absl::GetFlag(FLAGS_model);
   const std::string template_path = absl::GetFlag(FLAGS_chat_template);
   if ((model.empty() == template_path.empty()) || positional.size() > 1) {
-    std::fprintf(stderr, "usage: qwen render (--model MODEL.gguf | --chat_template FILE.jinja) "
-                         "[--json] [REQUEST.json]\n");
+    std::fprintf(stderr,
+                 "usage: qwen render (--model MODEL.gguf | --chat_template FILE.jinja) "
+                 "[--json] [REQUEST.json]\n");
     return 2;
   }
   std::unique_ptr<chat::ChatTemplate> tmpl;

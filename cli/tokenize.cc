@@ -31,8 +31,9 @@ int RunTokenize(int argc, char** argv) {
       argc, argv);
   const std::string model = absl::GetFlag(FLAGS_model);
   if (model.empty() || !positional.empty()) {
-    std::fprintf(stderr, "usage: qwen tokenize --model MODEL.gguf [--text TEXT] [--no-special] "
-                         "[--json]\n");
+    std::fprintf(stderr,
+                 "usage: qwen tokenize --model MODEL.gguf [--text TEXT] [--no-special] "
+                 "[--json]\n");
     return 2;
   }
   auto resolved = ResolveModel(model);
