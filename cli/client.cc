@@ -170,6 +170,22 @@ class Client {
     int turn = 0;
     bool failed = false;
     std::string first = o_.prompt;
+    // Images for the next user message (--image, then /image FILE).
+    std::vector<std::string> pending;
+    auto attach = [&](const std::string& path) {
+      std::ifstream in(path, std::ios::binary);
+      if (!in) {
+        std::fprintf(stderr, "qwen client: cannot read image %s\n", path.c_str());
+        return false;
+      }
+      std::stringstream ss;
+      ss << in.rdbuf();
+      pending.push_back(ss.str());
+      return true;
+    };
+    for (const std::string& path : o_.images) {
+      if (!attach(path)) return 1;
+    }
     while (true) {
       std::string line;
       if (!first.empty()) {
@@ -190,13 +206,27 @@ class Client {
         std::fprintf(stderr, "(conversation reset)\n");
         continue;
       }
+      if (absl::StartsWith(trimmed, "/image ")) {
+        if (attach(std::string(absl::StripAsciiWhitespace(trimmed.substr(7))))) {
+          std::fprintf(stderr, "(image attached to the next message)\n");
+        } else {
+          failed = true;
+        }
+        continue;
+      }
       v1::ChatMessage msg;
       if (absl::StartsWith(trimmed, "/tool ")) {
         msg.set_role("tool");
         msg.set_content(std::string(absl::StripAsciiWhitespace(trimmed.substr(6))));
       } else {
         msg.set_role("user");
-        msg.set_content(line);
+        if (pending.empty()) {
+          msg.set_content(line);
+        } else {
+          for (std::string& bytes : pending) msg.add_parts()->mutable_image()->set_data(bytes);
+          msg.add_parts()->set_text(line);
+          pending.clear();
+        }
       }
       history.push_back(msg);
       v1::GenerateRequest req;
@@ -290,8 +320,8 @@ int RunClient(int argc, char** argv) {
     std::fprintf(stderr, "qwen client: give --prompt TEXT or --chat (see --help)\n");
     return 2;
   }
-  if (!o.chat && (!o.system.empty() || !o.tools.empty() || o.no_thinking)) {
-    std::fprintf(stderr, "qwen client: --system, --tools and --no_thinking need --chat\n");
+  if (!o.chat && (!o.system.empty() || !o.tools.empty() || o.no_thinking || !o.images.empty())) {
+    std::fprintf(stderr, "qwen client: --system, --tools, --no_thinking and --image need --chat\n");
     return 2;
   }
   if (!o.auth_token.empty() && !o.auth_token_file.empty()) {

@@ -116,8 +116,8 @@ const std::vector<Flag>& Flags() {
        Str(&ClientOptions::prompt)},
       {"chat", Kind::kSwitch, "",
        "Chat: each line of standard input is a user message and the conversation is kept "
-       "across turns. /reset starts over, /tool TEXT answers a tool call, /exit (or end of "
-       "input) quits.",
+       "across turns. /reset starts over, /tool TEXT answers a tool call, /image FILE sends "
+       "an image with the next message, /exit (or end of input) quits.",
        Switch(&ClientOptions::chat, "chat")},
       {"system", Kind::kValue, "TEXT", "With --chat: a system message.",
        Str(&ClientOptions::system)},
@@ -126,6 +126,13 @@ const std::vector<Flag>& Flags() {
        "\"description\", \"parameters\"} (or OpenAI's {\"type\": \"function\", \"function\": "
        "{...}}), or an object with \"tools\".",
        Str(&ClientOptions::tools)},
+      {"image", Kind::kValue, "FILE",
+       "With --chat: an image (JPEG, PNG, WebP) sent with the first user message (repeatable; "
+       "the server needs --mmproj).",
+       [](ClientOptions& o, const std::string& v) {
+         o.images.push_back(v);
+         return absl::OkStatus();
+       }},
       {"no_thinking", Kind::kSwitch, "", "With --chat: ask the model not to reason first.",
        Switch(&ClientOptions::no_thinking, "no_thinking")},
       {"reasoning", Kind::kValue, "show|dim|hide",

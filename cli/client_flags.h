@@ -41,6 +41,7 @@ struct ClientOptions {
   std::string system;
   std::string tools;  // JSON file
   bool no_thinking = false;
+  std::vector<std::string> images;  // with --chat: image files sent with the first user message
   ReasoningMode reasoning = ReasoningMode::kDim;
 
   // Sampling and stopping: sent only when given.

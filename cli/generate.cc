@@ -22,8 +22,10 @@
 #include "inference/common/thread_pool.h"
 #include "inference/gguf/gguf_file.h"
 #include "inference/model/model.h"
+#include "inference/multimodal/image_prompt.h"
 #include "inference/sampling/sampler.h"
 #include "inference/tokenizer/tokenizer.h"
+#include "inference/vision/vision.h"
 #include "nlohmann/json.hpp"
 
 ABSL_FLAG(std::string, prompt, "", "Prompt text (special tokens such as <|im_start|> recognised).");
@@ -46,6 +48,10 @@ ABSL_FLAG(std::string, teacher_force, "",
 ABSL_FLAG(bool, reference_math, false,
           "Compute every product in float32 from dequantized weights (slow; for checking).");
 ABSL_FLAG(int32_t, batch, 512, "Prompt tokens per forward pass while prefilling.");
+ABSL_FLAG(std::vector<std::string>, image, {},
+          "Image files (JPEG, PNG, WebP; comma-separated), needs --mmproj. Each fills one image "
+          "placeholder of the prompt in order: an image part ({\"type\": \"image\"}) of a --chat "
+          "message, or <|vision_start|><|image_pad|><|vision_end|> in --prompt.");
 
 namespace qwen::cli {
 namespace {
@@ -134,11 +140,75 @@ absl::Status Generate() {
   if (!rendered.empty()) prompt = tok->Encode(rendered, /*parse_special=*/true);
   if (prompt.empty()) return absl::InvalidArgumentError("the prompt is empty");
 
+  // Images: each placeholder becomes the image's tokens (grid from the image's size).
+  const std::vector<std::string> image_paths = absl::GetFlag(FLAGS_image);
+  const std::string mmproj_path = absl::GetFlag(FLAGS_mmproj);
+  std::unique_ptr<vision::VisionEncoder> encoder;
+  std::vector<vision::RgbImage> images;
+  std::vector<vision::ImageGrid> grids;
+  std::vector<model::ImageSpan> spans;
+  vision::PreprocessOptions image_options;
+  image_options.min_pixels = absl::GetFlag(FLAGS_image_min_pixels);
+  image_options.max_pixels = absl::GetFlag(FLAGS_image_max_pixels);
+  if (!image_paths.empty()) {
+    if (mmproj_path.empty()) {
+      return absl::FailedPreconditionError(
+          "--image needs --mmproj, the vision tower's GGUF made for this model");
+    }
+    if (!tok) return absl::InvalidArgumentError("--image needs a model with a tokenizer");
+    ASSIGN_OR_RETURN(encoder, multimodal::LoadMmproj(mmproj_path, model->config()));
+    ASSIGN_OR_RETURN(multimodal::ImageTokenIds ids, multimodal::FindImageTokenIds(*tok));
+    for (const std::string& image_path : image_paths) {
+      std::ifstream in(image_path, std::ios::binary);
+      if (!in) return absl::NotFoundError(absl::StrCat("--image: cannot read ", image_path));
+      std::stringstream ss;
+      ss << in.rdbuf();
+      const std::string bytes = ss.str();
+      ASSIGN_OR_RETURN(
+          vision::RgbImage image,
+          vision::DecodeImage(
+              absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()), {},
+              absl::StrCat("--image ", image_path)));
+      ASSIGN_OR_RETURN(vision::ImageGrid grid, vision::PlanGrid(image.width, image.height,
+                                                                encoder->config(), image_options));
+      images.push_back(std::move(image));
+      grids.push_back(grid);
+    }
+    ASSIGN_OR_RETURN(spans, multimodal::ExpandImagePads(prompt, ids.image_pad, grids, "--image"));
+  } else if (!mmproj_path.empty()) {
+    // Checked even without images, so that a wrong file shows up at once.
+    ASSIGN_OR_RETURN(encoder, multimodal::LoadMmproj(mmproj_path, model->config()));
+  }
+
   int threads = absl::GetFlag(FLAGS_threads);
   if (threads <= 0) threads = AvailableCores();
   ThreadPool pool(threads);
   ops::ComputeContext ctx(&pool, absl::GetFlag(FLAGS_reference_math) ? ops::MathMode::kReference
                                                                      : ops::MathMode::kFast);
+  // Image embeddings [n_tokens, n_embd] and the M-RoPE positions of the whole prompt.
+  std::vector<vision::ImageEmbedding> embeddings;
+  std::vector<const float*> embedding_rows;
+  std::vector<int32_t> positions;
+  const auto t_encode = std::chrono::steady_clock::now();
+  if (!images.empty()) {
+    const int64_t E = model->config().n_embd;
+    embedding_rows.assign(prompt.size(), nullptr);
+    for (size_t k = 0; k < images.size(); ++k) {
+      ASSIGN_OR_RETURN(vision::ImageEmbedding e, encoder->Encode(images[k], image_options, ctx));
+      if (e.grid.n_tokens() != grids[k].n_tokens() ||
+          e.data.size() != static_cast<size_t>(e.grid.n_tokens() * E)) {
+        return absl::InternalError(
+            absl::StrCat("--image ", image_paths[k], ": the encoder's grid differs from the plan"));
+      }
+      embeddings.push_back(std::move(e));
+      for (int64_t i = 0; i < grids[k].n_tokens(); ++i) {
+        embedding_rows[spans[k].offset + i] = embeddings.back().data.data() + i * E;
+      }
+    }
+    ASSIGN_OR_RETURN(positions,
+                     model::MropePositions(static_cast<int64_t>(prompt.size()), spans, 0, nullptr));
+  }
+  const double encode_s = Seconds(t_encode, std::chrono::steady_clock::now());
   const int32_t max_tokens =
       teacher.empty() ? absl::GetFlag(FLAGS_max_tokens) : static_cast<int32_t>(teacher.size());
   const int64_t needed = static_cast<int64_t>(prompt.size()) + max_tokens;
@@ -187,6 +257,10 @@ absl::Status Generate() {
                        all_rows     ? model::Logits::kAll
                        : last_chunk ? model::Logits::kLast
                                     : model::Logits::kNone};
+    if (!positions.empty()) {
+      seg.positions = absl::MakeConstSpan(positions.data() + 4 * p, 4 * n);
+      seg.embeddings = absl::MakeConstSpan(embedding_rows.data() + p, n);
+    }
     logits.resize(model::Model::LogitRows({seg}) * V);
     RETURN_IF_ERROR(model->Forward(ctx, {seg}, logits.data()));
     RETURN_IF_ERROR(write_rows(model::Model::LogitRows({seg})));
@@ -238,6 +312,21 @@ absl::Status Generate() {
     if (tok) out["text"] = text;
     if (!parsed.is_null()) out["message"] = parsed;
     out["finish_reason"] = finish;
+    if (!spans.empty()) {
+      nlohmann::ordered_json jimages = nlohmann::ordered_json::array();
+      for (size_t k = 0; k < spans.size(); ++k) {
+        jimages.push_back({{"file", image_paths[k]},
+                           {"width", images[k].width},
+                           {"height", images[k].height},
+                           {"token_offset", spans[k].offset},
+                           {"tokens", grids[k].n_tokens()},
+                           {"rows", grids[k].rows()},
+                           {"cols", grids[k].cols()},
+                           {"positions", multimodal::ImagePositions(grids[k])}});
+      }
+      out["images"] = std::move(jimages);
+      out["encode_s"] = encode_s;
+    }
     out["timings"] = {{"load_s", Seconds(t_start, t_loaded)},
                       {"prefill_tokens_per_s", prompt.size() / std::max(prefill_s, 1e-9)},
                       {"decode_tokens_per_s", generated.size() / std::max(decode_s, 1e-9)}};
@@ -270,6 +359,7 @@ int RunGenerate(int argc, char** argv) {
       "generate",
       "qwen generate --model M (--prompt TEXT | --tokens 1,2,3 | --chat request.json)\n"
       "              [--max-tokens N] [--temperature T] [--seed S]\n"
+      "              [--mmproj VISION.gguf --image a.png,b.jpg]\n"
       "Runs the model on the prompt and prints the continuation: token ids for --tokens, text\n"
       "for --prompt, {reasoning, content, tool_calls} for --chat (--json: all of it).",
       argc, argv, {"engine_flags"});

@@ -113,6 +113,9 @@ int RunServe(int argc, char** argv) {
   p.ctx_size = absl::GetFlag(FLAGS_ctx_size);
   p.kv_type = absl::GetFlag(FLAGS_kv_type);
   p.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
+  p.mmproj_path = absl::GetFlag(FLAGS_mmproj);
+  p.image_min_pixels = absl::GetFlag(FLAGS_image_min_pixels);
+  p.image_max_pixels = absl::GetFlag(FLAGS_image_max_pixels);
   p.prefix_cache_mb = absl::GetFlag(FLAGS_prefix_cache_mb);
   p.snapshot_interval = absl::GetFlag(FLAGS_snapshot_interval);
   p.socket_dir = absl::GetFlag(FLAGS_socket_dir);

@@ -20,6 +20,7 @@
 #include "absl/strings/str_join.h"
 #include "inference/common/thread_pool.h"
 #include "inference/model/state.h"
+#include "inference/multimodal/image_prompt.h"
 #include "nlohmann/json.hpp"
 #include "service/text_model.h"
 
@@ -126,6 +127,10 @@ absl::Status ValidateServeOptions(const service::FrontEndOptions& o) {
         "--restart_backoff_max must be at least --restart_backoff_min");
   }
   if (o.host.empty()) return absl::InvalidArgumentError("--host must not be empty");
+  if (p.image_min_pixels < 1 || p.image_max_pixels < p.image_min_pixels) {
+    return absl::InvalidArgumentError(
+        "--image_min_pixels must be positive and at most --image_max_pixels");
+  }
   // The security and limit flags, as the front end checks them before serving.
   return service::ValidateFrontEndOptions(o);
 }
@@ -266,6 +271,18 @@ int CheckServeConfig(const service::FrontEndOptions& o, bool json,
       model["attention_layers"] = c.n_attention_layers();
       model["vocab_size"] = c.n_vocab;
       model["chat_template"] = (*m)->chat_template() != nullptr;
+      // The vision tower, when given and here: what the front end and workers load.
+      const std::string& mmproj = o.pool.mmproj_path;
+      if (!mmproj.empty()) {
+        struct stat mst;
+        if (stat(mmproj.c_str(), &mst) != 0) {
+          notes.push_back(absl::StrCat("mmproj ", mmproj, " does not exist here: not checked"));
+        } else if (auto v = multimodal::LoadMmproj(mmproj, c); !v.ok()) {
+          errors.push_back(absl::StrCat("--mmproj: ", v.status().message()));
+        } else {
+          model["vision"] = {{"mmproj", mmproj}, {"projection_dim", (*v)->projection_dim()}};
+        }
+      }
       if (o.pool.ctx_size > c.context_length) {
         notes.push_back(absl::StrCat("--ctx_size ", o.pool.ctx_size,
                                      " exceeds the model's trained context of ", c.context_length,

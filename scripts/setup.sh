@@ -13,7 +13,7 @@ PACKAGES=(
   # image input (inference/vision): JPEG, PNG and WebP decoders
   libjpeg62-turbo-dev libpng-dev libwebp-dev
   python3 python3-yaml
-  openssl util-linux
+  openssl libssl-dev util-linux
   # deployment: fetch-model, and the tests of deploy/ (Helm's template engine is Go's
   # text/template with Sprig; the values schema is checked with jsonschema)
   curl ca-certificates golang-go golang-github-masterminds-sprig-dev golang-github-ghodss-yaml-dev

@@ -99,7 +99,16 @@ class QwenService final : public v1::Qwen::CallbackService {
                                      v1::TokenizeResponse* resp) override {
     if (absl::Status st = Admit(*ctx, *req); !st.ok()) return Reply(ctx, st);
     const tokenizer::Tokenizer& tok = model_->tokenizer();
-    const std::vector<int32_t> ids = tok.Encode(req->text(), !req->special_as_text());
+    std::vector<int32_t> ids = tok.Encode(req->text(), !req->special_as_text());
+    if (!req->images().empty()) {
+      std::vector<ImagePart> parts;
+      for (int k = 0; k < req->images_size(); ++k) {
+        parts.push_back({&req->images(k), absl::StrCat("images[", k, "]")});
+      }
+      absl::StatusOr<std::vector<PlacedImage>> placed = PlaceImages(parts, *model_, &ids, "text");
+      if (!placed.ok()) return Reply(ctx, placed.status());
+      DescribeImages(*placed, resp->mutable_images());
+    }
     resp->mutable_token_ids()->Assign(ids.begin(), ids.end());
     if (req->return_pieces()) {
       for (int32_t id : ids) resp->add_pieces(tok.Decode({id}, /*show_control=*/true));
@@ -135,6 +144,7 @@ class QwenService final : public v1::Qwen::CallbackService {
     resp->set_prompt(r->prompt);
     resp->mutable_token_ids()->Assign(r->token_ids.begin(), r->token_ids.end());
     resp->set_reasoning_open(r->reasoning_open);
+    DescribeImages(r->images, resp->mutable_images());
     return Reply(ctx, absl::OkStatus());
   }
 
@@ -253,7 +263,12 @@ absl::Status RunFrontEnd(const FrontEndOptions& options) {
     }
     authenticator = std::make_unique<Authenticator>(std::move(*tokens), options.auth_exempt_probes);
   }
-  absl::StatusOr<std::unique_ptr<TextModel>> model = TextModel::Load(options.pool.model_path);
+  TextModel::VisionOptions vision_options;
+  vision_options.mmproj_path = options.pool.mmproj_path;
+  vision_options.preprocess.min_pixels = options.pool.image_min_pixels;
+  vision_options.preprocess.max_pixels = options.pool.image_max_pixels;
+  absl::StatusOr<std::unique_ptr<TextModel>> model =
+      TextModel::Load(options.pool.model_path, vision_options);
   if (!model.ok()) return model.status();
 
   if (options.metrics_port < 0 || options.metrics_port > 65535) {

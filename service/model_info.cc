@@ -74,7 +74,21 @@ v1::GetModelInfoResponse StaticModelInfo(const TextModel& model, const std::stri
   caps->set_chat(model.chat_template() != nullptr);
   caps->set_tools(model.supports_tools());
   caps->set_reasoning(model.supports_reasoning());
-  caps->set_vision(false);
+  caps->set_vision(model.vision() != nullptr);
+  if (const vision::VisionEncoder* v = model.vision(); v != nullptr) {
+    v1::VisionInfo* vi = info.mutable_vision();
+    const gguf::GgufFile& mf = *model.vision_file();
+    if (auto name = mf.GetString("general.name"); name.ok()) vi->set_name(std::string(*name));
+    vi->set_file_size_bytes(mf.file_size());
+    uint64_t n = 0;
+    for (const gguf::TensorInfo& t : mf.tensors()) n += static_cast<uint64_t>(t.n_elements);
+    vi->set_parameter_count(n);
+    vi->set_projection_dim(static_cast<uint32_t>(v->projection_dim()));
+    vi->set_patch_size(static_cast<uint32_t>(v->config().patch_size));
+    vi->set_spatial_merge_size(static_cast<uint32_t>(v->config().spatial_merge_size));
+    vi->set_min_pixels(static_cast<uint64_t>(model.vision_options().preprocess.min_pixels));
+    vi->set_max_pixels(static_cast<uint64_t>(model.vision_options().preprocess.max_pixels));
+  }
   info.set_file_size_bytes(file.file_size());
   return info;
 }

@@ -108,6 +108,7 @@ void OutputAssembler::FillCompletion(v1::FinishReason reason, absl::Time now,
   u->set_prompt_tokens(static_cast<uint32_t>(prepared_.prompt_tokens));
   u->set_generated_tokens(static_cast<uint32_t>(tokens_));
   u->set_cached_tokens(static_cast<uint32_t>(cached_tokens_));
+  u->set_image_tokens(static_cast<uint32_t>(prepared_.image_tokens));
   v1::Timings* t = c->mutable_timings();
   t->set_queue_wait_ms(absl::ToDoubleMilliseconds(dispatched_ - arrival_) + worker_queue_ms_);
   t->set_total_ms(absl::ToDoubleMilliseconds(now - arrival_));

@@ -1,10 +1,15 @@
 #include "service/request.h"
 
+#include <openssl/evp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "inference/chat/chat_template.h"
@@ -192,7 +197,7 @@ absl::Status ValidateToolSchema(const Json& schema, const std::string& field) {
 Json StructToJson(const google::protobuf::Struct& s) { return StructFields(s); }
 
 absl::StatusOr<Json> ChatToTemplateInput(const v1::Chat& chat, const std::string& field,
-                                         int max_tools) {
+                                         int max_tools, std::vector<ImagePart>* images) {
   Json in = Json::object();
   Json messages = Json::array();
   if (chat.messages().empty()) return Invalid(absl::StrCat(field, ".messages"), "is empty");
@@ -222,6 +227,15 @@ absl::StatusOr<Json> ChatToTemplateInput(const v1::Chat& chat, const std::string
       Json parts = Json::array();
       for (int p = 0; p < m.parts_size(); ++p) {
         const v1::ContentPart& part = m.parts(p);
+        if (part.part_case() == v1::ContentPart::kImage) {
+          const std::string ipath = absl::StrCat(path, ".parts[", p, "].image");
+          if (m.role() != "user") {
+            return Invalid(ipath, "only user messages may carry images");
+          }
+          if (images != nullptr) images->push_back({&part.image(), ipath});
+          parts.push_back(Json{{"type", "image"}});
+          continue;
+        }
         if (part.part_case() != v1::ContentPart::kText) {
           return Invalid(absl::StrCat(path, ".parts[", p, "]"), "has no content");
         }
@@ -317,13 +331,146 @@ absl::StatusOr<Json> ChatToTemplateInput(const v1::Chat& chat, const std::string
   return in;
 }
 
+namespace {
+
+// The encoded bytes of an image given by value or as a data: URL.
+absl::StatusOr<std::string> ImageBytes(const v1::Image& image, const std::string& field) {
+  const bool has_data = !image.data().empty(), has_url = !image.url().empty();
+  if (has_data == has_url) return Invalid(field, "set exactly one of data and url");
+  std::string mime = image.mime_type();
+  std::string bytes;
+  if (has_data) {
+    bytes = image.data();
+  } else {
+    const std::string& url = image.url();
+    if (!absl::StartsWithIgnoreCase(url, "data:")) {
+      return Invalid(absl::StrCat(field, ".url"),
+                     "only data: URLs are accepted (the server does not fetch URLs); send the "
+                     "image's bytes in data or as data:image/png;base64,...");
+    }
+    const size_t comma = url.find(',');
+    if (comma == std::string::npos) return Invalid(absl::StrCat(field, ".url"), "has no comma");
+    absl::string_view meta = absl::string_view(url).substr(5, comma - 5);
+    if (!absl::EndsWithIgnoreCase(meta, ";base64")) {
+      return Invalid(absl::StrCat(field, ".url"), "must be base64 (data:<type>;base64,...)");
+    }
+    meta.remove_suffix(7);
+    if (!meta.empty()) {
+      if (!mime.empty() && !absl::EqualsIgnoreCase(mime, meta)) {
+        return Invalid(absl::StrCat(field, ".mime_type"),
+                       absl::StrCat("\"", mime, "\" differs from the URL's \"", meta, "\""));
+      }
+      mime = std::string(meta);
+    }
+    if (!absl::Base64Unescape(absl::string_view(url).substr(comma + 1), &bytes)) {
+      return Invalid(absl::StrCat(field, ".url"), "is not valid base64");
+    }
+  }
+  if (!mime.empty()) {
+    const std::string m = absl::AsciiStrToLower(mime);
+    const char* want = m == "image/jpeg" || m == "image/jpg" ? "jpeg"
+                       : m == "image/png"                    ? "png"
+                       : m == "image/webp"                   ? "webp"
+                                                             : nullptr;
+    if (want == nullptr) {
+      return Invalid(absl::StrCat(field, ".mime_type"),
+                     absl::StrCat("\"", mime, "\" is not image/jpeg, image/png or image/webp"));
+    }
+    const absl::string_view sniffed = vision::SniffImageFormat(
+        absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
+    if (!sniffed.empty() && sniffed != want) {
+      return Invalid(absl::StrCat(field, ".mime_type"),
+                     absl::StrCat("says ", mime, " but the data is ", sniffed));
+    }
+  }
+  return bytes;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<PlacedImage>> PlaceImages(const std::vector<ImagePart>& images,
+                                                     const TextModel& model,
+                                                     std::vector<int32_t>* ids,
+                                                     absl::string_view ids_field) {
+  std::vector<PlacedImage> placed;
+  if (images.empty()) return placed;
+  const vision::VisionEncoder* encoder = model.vision();
+  if (encoder == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(images[0].field,
+                     ": this server takes no images (it runs without a vision model; start it "
+                     "with --mmproj)"));
+  }
+  std::vector<vision::ImageGrid> grids;
+  for (const ImagePart& part : images) {
+    PlacedImage p;
+    p.field = part.field;
+    ASSIGN_OR_RETURN(p.bytes, ImageBytes(*part.image, part.field));
+    // Decoded here only for its size (and to refuse a bad image before it takes a slot); the
+    // worker decodes again.
+    ASSIGN_OR_RETURN(
+        vision::RgbImage rgb,
+        vision::DecodeImage(
+            absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(p.bytes.data()), p.bytes.size()),
+            {}, part.field));
+    p.width = rgb.width;
+    p.height = rgb.height;
+    absl::StatusOr<vision::ImageGrid> grid = vision::PlanGrid(
+        rgb.width, rgb.height, encoder->config(), model.vision_options().preprocess);
+    if (!grid.ok()) return Invalid(part.field, grid.status().message());
+    p.grid = *grid;
+    grids.push_back(*grid);
+    placed.push_back(std::move(p));
+  }
+  ASSIGN_OR_RETURN(
+      std::vector<model::ImageSpan> spans,
+      multimodal::ExpandImagePads(*ids, model.image_tokens().image_pad, grids, ids_field));
+  for (size_t k = 0; k < placed.size(); ++k) placed[k].span = spans[k];
+  return placed;
+}
+
+std::string ImageKey(const PlacedImage& image) {
+  const std::string grid = absl::StrCat("|", image.grid.patch_rows, "x", image.grid.patch_cols);
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
+  EVP_DigestUpdate(ctx, image.bytes.data(), image.bytes.size());
+  EVP_DigestUpdate(ctx, grid.data(), grid.size());
+  EVP_DigestFinal_ex(ctx, digest, &length);
+  EVP_MD_CTX_free(ctx);
+  return absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(digest), length));
+}
+
+void DescribeImages(const std::vector<PlacedImage>& images,
+                    google::protobuf::RepeatedPtrField<v1::ImageTokens>* out) {
+  for (const PlacedImage& p : images) {
+    v1::ImageTokens* t = out->Add();
+    t->set_token_offset(static_cast<uint32_t>(p.span.offset));
+    t->set_tokens(static_cast<uint32_t>(p.grid.n_tokens()));
+    t->set_positions(static_cast<uint32_t>(multimodal::ImagePositions(p.grid)));
+    t->set_rows(static_cast<uint32_t>(p.grid.rows()));
+    t->set_cols(static_cast<uint32_t>(p.grid.cols()));
+    t->set_width(static_cast<uint32_t>(p.width));
+    t->set_height(static_cast<uint32_t>(p.height));
+  }
+}
+
 absl::StatusOr<RenderedChat> RenderChat(const v1::Chat& chat, const TextModel& model,
                                         const std::string& field, int max_tools) {
   if (model.chat_template() == nullptr) {
     return absl::FailedPreconditionError(
         absl::StrCat(field, ": the model file has no chat template"));
   }
-  ASSIGN_OR_RETURN(Json input, ChatToTemplateInput(chat, field, max_tools));
+  std::vector<ImagePart> images;
+  ASSIGN_OR_RETURN(Json input, ChatToTemplateInput(chat, field, max_tools, &images));
+  if (!images.empty() && model.vision() == nullptr) {
+    // Refused before rendering: the answer does not depend on the template.
+    return absl::FailedPreconditionError(
+        absl::StrCat(images[0].field,
+                     ": this server takes no images (it runs without a vision model; start it "
+                     "with --mmproj)"));
+  }
   absl::StatusOr<std::string> prompt = model.chat_template()->Render(input);
   if (!prompt.ok()) {
     // The template's own complaints ("No user query found in messages.") are about the
@@ -336,6 +483,7 @@ absl::StatusOr<RenderedChat> RenderChat(const v1::Chat& chat, const TextModel& m
   RenderedChat out;
   out.prompt = std::move(*prompt);
   out.token_ids = model.tokenizer().Encode(out.prompt, /*parse_special=*/true);
+  ASSIGN_OR_RETURN(out.images, PlaceImages(images, model, &out.token_ids, field));
   out.reasoning_open = chat::PromptOpensReasoning(out.prompt);
   if (input.contains("tools")) out.tools = input["tools"];
   return out;
@@ -375,6 +523,18 @@ absl::StatusOr<PreparedGenerate> PrepareGenerate(const v1::GenerateRequest& requ
       ASSIGN_OR_RETURN(RenderedChat rendered,
                        RenderChat(request.chat(), model, "chat", limits.max_tools));
       prompt = std::move(rendered.token_ids);
+      for (const PlacedImage& im : rendered.images) {
+        worker::v1::Image* wi = w.add_images();
+        wi->set_data(im.bytes);
+        wi->set_token_offset(im.span.offset);
+        wi->set_rows(im.span.rows);
+        wi->set_cols(im.span.cols);
+        wi->set_min_pixels(model.vision_options().preprocess.min_pixels);
+        wi->set_max_pixels(model.vision_options().preprocess.max_pixels);
+        wi->set_field(im.field);
+        wi->set_key(ImageKey(im));
+        p.image_tokens += static_cast<int32_t>(im.grid.n_tokens());
+      }
       p.parse_output = !request.output().raw_text();
       p.parser_options.reasoning_open = rendered.reasoning_open;
       p.parser_options.tools = std::move(rendered.tools);

@@ -48,15 +48,49 @@ struct PreparedGenerate {
   bool logprobs = false;
   int top_logprobs = 0;
   int32_t prompt_tokens = 0;
+  int32_t image_tokens = 0;  // of prompt_tokens
+};
+
+// An image of a request, where the request carries it.
+struct ImagePart {
+  const v1::Image* image = nullptr;
+  std::string field;  // "chat.messages[0].parts[1].image"
+};
+
+// An image checked, decoded once for its size and placed in the prompt.
+struct PlacedImage {
+  std::string bytes;  // the encoded file
+  std::string field;
+  int width = 0;
+  int height = 0;
+  vision::ImageGrid grid;
+  model::ImageSpan span;  // its tokens in the prompt
 };
 
 // A chat rendered by the model's template.
 struct RenderedChat {
   std::string prompt;
-  std::vector<int32_t> token_ids;
+  std::vector<int32_t> token_ids;  // image placeholders expanded to the images' tokens
   bool reasoning_open = false;
   nlohmann::ordered_json tools = nlohmann::ordered_json::array();  // as the template saw them
+  std::vector<PlacedImage> images;
 };
+
+// Resolves the images (bytes or data: URL; any other URL is INVALID_ARGUMENT: the server never
+// fetches), decodes each (INVALID_ARGUMENT naming its field when it is not a JPEG, PNG or WebP
+// image within the decoding limits), plans its grid and expands the k-th <|image_pad|> of `ids`
+// to its tokens. FAILED_PRECONDITION when the server has no vision model (--mmproj).
+absl::StatusOr<std::vector<PlacedImage>> PlaceImages(const std::vector<ImagePart>& images,
+                                                     const TextModel& model,
+                                                     std::vector<int32_t>* ids,
+                                                     absl::string_view ids_field);
+
+// Identifies an image's content for state reuse: hex SHA-256 of its file and grid.
+std::string ImageKey(const PlacedImage& image);
+
+// The public description of placed images.
+void DescribeImages(const std::vector<PlacedImage>& images,
+                    google::protobuf::RepeatedPtrField<v1::ImageTokens>* out);
 
 // Checks a Generate request and prepares it. INVALID_ARGUMENT with a message that starts with
 // the path of the offending field ("sampling.top_p: must be in (0, 1]"). `forced_output`, when
@@ -75,8 +109,10 @@ absl::StatusOr<PreparedGenerate> PrepareGenerate(const v1::GenerateRequest& requ
 // message only first, text that is UTF-8 without NUL bytes, unique tool names of the form
 // [A-Za-z0-9_.-]{1,64}, at most `max_tools` tools, and parameters that are JSON schemas
 // (ValidateToolSchema).
+// Image parts render as {"type": "image"} and are appended to `images` when it is not null.
 absl::StatusOr<nlohmann::ordered_json> ChatToTemplateInput(
-    const v1::Chat& chat, const std::string& field, int max_tools = RequestLimits().max_tools);
+    const v1::Chat& chat, const std::string& field, int max_tools = RequestLimits().max_tools,
+    std::vector<ImagePart>* images = nullptr);
 
 // Checks that `schema` is a plausible JSON schema for a tool's parameters: an object whose
 // "type" (if any) is "object"; nested schemas under properties, items, additionalProperties,

@@ -8,7 +8,8 @@
 
 namespace qwen::service {
 
-absl::StatusOr<std::unique_ptr<TextModel>> TextModel::Load(const std::string& path) {
+absl::StatusOr<std::unique_ptr<TextModel>> TextModel::Load(const std::string& path,
+                                                           const VisionOptions& vision) {
   std::unique_ptr<TextModel> m(new TextModel());
   m->path_ = path;
   auto file = gguf::GgufFile::Open(path);
@@ -25,6 +26,20 @@ absl::StatusOr<std::unique_ptr<TextModel>> TextModel::Load(const std::string& pa
     m->supports_reasoning_ = absl::StrContains(src, "<think>");
   }
   m->eog_ids_ = m->tokenizer_->end_of_generation_ids();
+  m->vision_options_ = vision;
+  if (!vision.mmproj_path.empty()) {
+    ASSIGN_OR_RETURN(m->vision_,
+                     multimodal::LoadMmproj(vision.mmproj_path, m->config_, &m->vision_file_));
+    ASSIGN_OR_RETURN(m->image_tokens_, multimodal::FindImageTokenIds(*m->tokenizer_));
+    if (vision.preprocess.min_pixels > vision.preprocess.max_pixels ||
+        vision.preprocess.max_pixels <
+            int64_t{m->vision_->config().align()} * m->vision_->config().align()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--image_min_pixels (", vision.preprocess.min_pixels,
+                       ") must be at most --image_max_pixels (", vision.preprocess.max_pixels,
+                       "), which must hold one image token"));
+    }
+  }
   return m;
 }
 

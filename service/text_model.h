@@ -11,7 +11,9 @@
 #include "inference/chat/chat_template.h"
 #include "inference/gguf/gguf_file.h"
 #include "inference/model/config.h"
+#include "inference/multimodal/image_prompt.h"
 #include "inference/tokenizer/tokenizer.h"
+#include "inference/vision/vision.h"
 
 namespace qwen::service {
 
@@ -19,12 +21,21 @@ namespace qwen::service {
 // It maps the same GGUF file as the workers (read-only and shared, so the pages exist once) but
 // reads only the metadata: the weight pages are never touched here.
 //
+// With an mmproj file it also holds the vision tower (for its configuration: the front end
+// plans image grids and counts image tokens, the workers encode).
+//
 // Immutable after Load() and thread-safe.
 class TextModel {
  public:
+  struct VisionOptions {
+    std::string mmproj_path;  // empty: no image input
+    vision::PreprocessOptions preprocess;
+  };
+
   // Opens the file and builds the tokenizer and (when the file has one) the chat template.
   // Errors name the file and the problem.
-  static absl::StatusOr<std::unique_ptr<TextModel>> Load(const std::string& path);
+  static absl::StatusOr<std::unique_ptr<TextModel>> Load(const std::string& path,
+                                                         const VisionOptions& vision = {});
 
   const gguf::GgufFile& file() const { return *file_; }
   const std::string& path() const { return path_; }
@@ -39,6 +50,13 @@ class TextModel {
   bool supports_tools() const { return supports_tools_; }
   bool supports_reasoning() const { return supports_reasoning_; }
 
+  // The vision tower, or null when the server runs without --mmproj.
+  const vision::VisionEncoder* vision() const { return vision_.get(); }
+  const VisionOptions& vision_options() const { return vision_options_; }
+  const gguf::GgufFile* vision_file() const { return vision_file_.get(); }
+  // With vision(): the image marker tokens.
+  const multimodal::ImageTokenIds& image_tokens() const { return image_tokens_; }
+
  private:
   TextModel() = default;
 
@@ -50,6 +68,10 @@ class TextModel {
   std::vector<int32_t> eog_ids_;
   bool supports_tools_ = false;
   bool supports_reasoning_ = false;
+  std::unique_ptr<vision::VisionEncoder> vision_;
+  std::shared_ptr<const gguf::GgufFile> vision_file_;
+  VisionOptions vision_options_;
+  multimodal::ImageTokenIds image_tokens_;
 };
 
 }  // namespace qwen::service

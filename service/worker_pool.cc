@@ -193,6 +193,11 @@ absl::Status WorkerPool::SpawnLocked(Worker& w) {
       absl::StrCat("--log_level=", LogLevelName(GetLogLevel())),
       absl::StrCat("--log_format=", LogFormatName(GetLogFormat())),
   };
+  if (!options_.mmproj_path.empty()) {
+    args.push_back(absl::StrCat("--mmproj=", options_.mmproj_path));
+    args.push_back(absl::StrCat("--image_min_pixels=", options_.image_min_pixels));
+    args.push_back(absl::StrCat("--image_max_pixels=", options_.image_max_pixels));
+  }
   if (options_.allow_forced_tokens) args.push_back("--testing_allow_forced_tokens");
   if (options_.allow_fault_injection) args.push_back("--testing_allow_fault_injection");
   rlimit memory_limit;

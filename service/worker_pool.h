@@ -16,6 +16,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
+#include "inference/vision/vision.h"
 #include "qwen/worker/v1/worker.grpc.pb.h"
 #include "service/dispatcher.h"
 
@@ -28,7 +29,11 @@ struct WorkerPoolOptions {
   int threads = 1;  // compute threads per worker
   int64_t ctx_size = 4096;
   std::string kv_type = "f16";
-  int64_t prefill_chunk = 256;      // prompt tokens per engine step
+  int64_t prefill_chunk = 256;  // prompt tokens per engine step
+  // The vision tower (--mmproj; empty: no image input) and the image size bounds.
+  std::string mmproj_path;
+  int64_t image_min_pixels = vision::PreprocessOptions().min_pixels;
+  int64_t image_max_pixels = vision::PreprocessOptions().max_pixels;
   int64_t prefix_cache_mb = 0;      // each worker's prefix cache budget; 0: none
   int64_t snapshot_interval = 512;  // prefix cache snapshot spacing inside prompts
   // Where the private socket directory is made; empty: $TMPDIR, else /tmp.

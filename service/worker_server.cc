@@ -20,6 +20,8 @@
 #include "inference/engine/engine.h"
 #include "inference/gguf/gguf_file.h"
 #include "inference/model/model.h"
+#include "inference/multimodal/image_prompt.h"
+#include "inference/vision/vision.h"
 #include "qwen/worker/v1/worker.grpc.pb.h"
 #include "service/grpc_status.h"
 #include "service/log.h"
@@ -261,8 +263,9 @@ void GenerateReactor::OnDone() {
 // tokens stream back through a Stream. Thread-safe (the engine is; request ids are atomic).
 class WorkerService final : public wpb::Worker::CallbackService {
  public:
-  WorkerService(engine::Engine* engine, bool allow_forced)
-      : engine_(engine), allow_forced_(allow_forced) {}
+  WorkerService(engine::Engine* engine, bool allow_forced,
+                std::shared_ptr<const vision::VisionEncoder> vision)
+      : engine_(engine), allow_forced_(allow_forced), vision_(std::move(vision)) {}
 
   grpc::ServerWriteReactor<wpb::GenerateResponse>* Generate(
       grpc::CallbackServerContext* ctx, const wpb::GenerateRequest* req) override {
@@ -305,6 +308,40 @@ class WorkerService final : public wpb::Worker::CallbackService {
       }
       r.forced_tokens.assign(req->forced_tokens().begin(), req->forced_tokens().end());
     }
+    if (!req->images().empty()) {
+      if (vision_ == nullptr) {
+        stream->Fail(absl::FailedPreconditionError(
+            absl::StrCat(req->images(0).field(), ": this worker runs without --mmproj")));
+        return reactor;
+      }
+      for (const wpb::Image& im : req->images()) {
+        engine::PromptImage pi;
+        pi.offset = im.token_offset();
+        pi.rows = im.rows();
+        pi.cols = im.cols();
+        pi.key = im.key();
+        // Decoded and encoded on the engine's thread, with its compute threads, when the
+        // request's prompt is about to be fed.
+        pi.encode = [vision = vision_, data = im.data(), field = im.field(),
+                     options = vision::PreprocessOptions{im.min_pixels(), im.max_pixels()},
+                     rows = im.rows(), cols = im.cols()](
+                        ops::ComputeContext& ctx) -> absl::StatusOr<std::vector<float>> {
+          ASSIGN_OR_RETURN(
+              vision::RgbImage rgb,
+              vision::DecodeImage(
+                  absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(data.data()), data.size()),
+                  {}, field));
+          ASSIGN_OR_RETURN(vision::ImageEmbedding e, vision->Encode(rgb, options, ctx));
+          if (e.grid.rows() != rows || e.grid.cols() != cols) {
+            return absl::InternalError(
+                absl::StrCat(field, ": the worker's grid ", e.grid.rows(), "x", e.grid.cols(),
+                             " differs from the front end's ", rows, "x", cols));
+          }
+          return std::move(e.data);
+        };
+        r.images.push_back(std::move(pi));
+      }
+    }
     absl::Status st = engine_->Submit(std::move(r), stream);
     if (!st.ok()) stream->Fail(st);
     return reactor;
@@ -340,6 +377,7 @@ class WorkerService final : public wpb::Worker::CallbackService {
  private:
   engine::Engine* engine_;
   const bool allow_forced_;
+  std::shared_ptr<const vision::VisionEncoder> vision_;  // null without --mmproj
   std::atomic<uint64_t> next_id_{1};
 };
 
@@ -392,9 +430,13 @@ absl::Status RunWorker(const WorkerOptions& options) {
   eo.prefill_chunk = options.prefill_chunk;
   eo.prefix_cache_bytes = static_cast<size_t>(options.prefix_cache_mb) << 20;
   eo.snapshot_interval = options.snapshot_interval;
+  std::shared_ptr<const vision::VisionEncoder> vision;
+  if (!options.mmproj_path.empty()) {
+    ASSIGN_OR_RETURN(vision, multimodal::LoadMmproj(options.mmproj_path, model->config()));
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> engine, engine::Engine::Create(model, eo));
 
-  WorkerService service(engine.get(), options.allow_forced_tokens);
+  WorkerService service(engine.get(), options.allow_forced_tokens, vision);
   grpc::ServerBuilder builder;
   builder.AddListeningPort(absl::StrCat("unix:", options.socket_path),
                            grpc::InsecureServerCredentials());

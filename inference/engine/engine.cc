@@ -24,6 +24,11 @@ struct Engine::Sequence {
   int32_t generated = 0;
   int32_t last_token = -1;
   std::atomic<bool> cancelled{false};
+  // With images: M-RoPE positions [n_prompt, 4] and the embedding row of every prompt token
+  // (null for text), set once the images are encoded.
+  std::vector<int32_t> positions;
+  std::vector<const float*> rows;
+  bool images_ready = false;
 
   bool decoding() const { return prefilled == static_cast<int64_t>(req.prompt.size()); }
 };
@@ -124,7 +129,37 @@ absl::Status Engine::Submit(GenerationRequest req, std::shared_ptr<RequestSink> 
         absl::StrCat("logprobs: at most ", kMaxLogprobs, " alternatives"));
   }
   RETURN_IF_ERROR(sampling::Validate(req.sampling, V));
+  std::vector<int32_t> positions;
+  if (!req.images.empty()) {
+    // Cached state is shared only between requests with the same images at the same places.
+    uint64_t salt = req.cache_salt ^ 0xcbf29ce484222325ull;
+    auto mix = [&salt](absl::string_view bytes) {
+      for (unsigned char c : bytes) salt = (salt ^ c) * 0x100000001b3ull;  // FNV-1a
+    };
+    for (const PromptImage& im : req.images) {
+      if (im.key.empty()) req.use_prefix_cache = false;
+      mix(absl::StrCat(im.offset, ":", im.rows, "x", im.cols, ":", im.key, ";"));
+    }
+    req.cache_salt = salt;
+    std::vector<model::ImageSpan> spans;
+    const int64_t E = model_->config().n_embd;
+    for (size_t k = 0; k < req.images.size(); ++k) {
+      const PromptImage& im = req.images[k];
+      spans.push_back({im.offset, im.rows, im.cols});
+      const size_t want = static_cast<size_t>(int64_t{im.rows} * im.cols * E);
+      if (im.embedding.empty() ? !im.encode : im.embedding.size() != want) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("images[", k, "]: needs ", want, " embedding values or an encoder"));
+      }
+    }
+    absl::StatusOr<std::vector<int32_t>> pos =
+        model::MropePositions(static_cast<int64_t>(req.prompt.size()), spans, /*start=*/0, nullptr);
+    if (!pos.ok())
+      return absl::InvalidArgumentError(absl::StrCat("images: ", pos.status().message()));
+    positions = std::move(*pos);
+  }
   auto seq = std::make_unique<Sequence>();
+  seq->positions = std::move(positions);
   seq->sampler = std::make_unique<sampling::Sampler>(req.sampling, V, req.prompt);
   seq->req = std::move(req);
   seq->sink = std::move(sink);
@@ -169,6 +204,21 @@ void Engine::Admit() {
     // otherwise the free one holding the least.
     const GenerationRequest& r = queue_.front()->req;
     const std::vector<int32_t>& p = r.prompt;
+    const std::vector<PromptImage>& images = r.images;
+    // The images of the first `n` history tokens are the request's (same places, same keys).
+    auto same_images = [&images](const Slot& s, size_t n) {
+      size_t k = 0;
+      for (const Slot::HeldImage& h : s.images) {
+        if (h.offset >= static_cast<int64_t>(n)) break;
+        if (k >= images.size()) return false;
+        const PromptImage& im = images[k++];
+        if (h.key.empty() || h.key != im.key || h.offset != im.offset ||
+            h.n != int64_t{im.rows} * im.cols) {
+          return false;
+        }
+      }
+      return k == images.size() || images[k].offset >= static_cast<int64_t>(n);
+    };
     int best = -1, fallback = -1;
     size_t best_reuse = 0;
     for (size_t k = 0; k < slots_.size(); ++k) {
@@ -177,7 +227,7 @@ void Engine::Admit() {
       const std::vector<int32_t>& h = s.history;
       if (options_.reuse_prefix && r.use_prefix_cache && s.salt == r.cache_salt && !h.empty() &&
           h.size() < p.size() && h.size() > best_reuse &&
-          std::equal(h.begin(), h.end(), p.begin())) {
+          std::equal(h.begin(), h.end(), p.begin()) && same_images(s, h.size())) {
         best = static_cast<int>(k);
         best_reuse = h.size();
       }
@@ -202,9 +252,20 @@ void Engine::Admit() {
       cache_->Restore(match, *s.state);
       s.history.assign(p.begin(), p.begin() + match.length);
       reused = match.length;
+      if (!seq->positions.empty()) {
+        // An image's tokens take fewer positions than cells: the next position is one past the
+        // largest the restored prefix used, not its length.
+        int32_t top = -1;
+        for (int64_t i = 0; i < 4 * match.length; ++i) top = std::max(top, seq->positions[i]);
+        s.state->SetNextPosition(top + 1);
+      }
     } else if (best < 0) {
       s.state->Reset();
       s.history.clear();
+    }
+    s.images.clear();
+    for (const PromptImage& im : images) {
+      s.images.push_back({im.offset, int64_t{im.rows} * im.cols, im.key});
     }
     s.salt = seq->req.cache_salt;
     if (seq->req.use_prefix_cache && (cache_ != nullptr || options_.reuse_prefix)) {
@@ -263,6 +324,37 @@ void Engine::Step() {
   for (Sequence* seq : std::vector<Sequence*>(running_)) {
     if (seq->cancelled.load()) Finish(seq, FinishReason::kCancelled, absl::OkStatus());
   }
+  // Images are encoded before their prompt's first chunk, on the compute threads.
+  for (Sequence* seq : std::vector<Sequence*>(running_)) {
+    if (seq->req.images.empty() || seq->images_ready) continue;
+    absl::Status status;
+    const int64_t E = model_->config().n_embd;
+    seq->rows.assign(seq->req.prompt.size(), nullptr);
+    for (size_t k = 0; k < seq->req.images.size() && status.ok(); ++k) {
+      PromptImage& im = seq->req.images[k];
+      if (im.offset + int64_t{im.rows} * im.cols <= seq->prefilled) continue;  // resumed
+      if (im.embedding.empty()) {
+        absl::StatusOr<std::vector<float>> e = im.encode(*ctx_);
+        if (!e.ok()) {
+          status = e.status();
+        } else if (e->size() != static_cast<size_t>(int64_t{im.rows} * im.cols * E)) {
+          status = absl::InternalError(absl::StrCat("image ", k, ": the encoder gave ", e->size(),
+                                                    " values for ", im.rows, "x", im.cols,
+                                                    " tokens of width ", E));
+        } else {
+          im.embedding = std::move(*e);
+        }
+      }
+      for (int64_t i = 0; status.ok() && i < int64_t{im.rows} * im.cols; ++i) {
+        seq->rows[im.offset + i] = im.embedding.data() + i * E;
+      }
+    }
+    if (!status.ok()) {
+      Finish(seq, FinishReason::kError, status);
+      continue;
+    }
+    seq->images_ready = true;
+  }
   if (running_.empty()) return;
 
   struct Planned {
@@ -291,9 +383,14 @@ void Engine::Step() {
       n = std::min(n, next - seq->prefilled);
     }
     const bool completes = n == remaining;
-    segments.push_back({slots_[seq->slot].state.get(),
-                        absl::MakeConstSpan(seq->req.prompt.data() + seq->prefilled, n),
-                        completes ? model::Logits::kLast : model::Logits::kNone});
+    model::Segment seg{slots_[seq->slot].state.get(),
+                       absl::MakeConstSpan(seq->req.prompt.data() + seq->prefilled, n),
+                       completes ? model::Logits::kLast : model::Logits::kNone};
+    if (!seq->positions.empty()) {
+      seg.positions = absl::MakeConstSpan(seq->positions.data() + 4 * seq->prefilled, 4 * n);
+      seg.embeddings = absl::MakeConstSpan(seq->rows.data() + seq->prefilled, n);
+    }
+    segments.push_back(seg);
     plan.push_back({seq, n, completes});
     budget -= n;
   }

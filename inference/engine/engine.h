@@ -4,8 +4,10 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -42,6 +44,21 @@ struct EngineOptions {
   int64_t snapshot_interval = 512;
 };
 
+// An image in a prompt: its rows * cols tokens are the prompt entries from `offset` (their ids
+// are placeholders, normally <|image_pad|>), fed as embedding rows with M-RoPE positions (see
+// model::MropePositions). The rows come from `embedding` or, when that is empty, from `encode`,
+// which the scheduler runs on its compute threads before the prompt's first chunk.
+struct PromptImage {
+  int64_t offset = 0;
+  int rows = 0;
+  int cols = 0;
+  // Identifies the image's content (e.g. a SHA-256 of its file and grid): a slot whose history
+  // holds the same images at the same places may be resumed. Empty: never resumed.
+  std::string key;
+  std::vector<float> embedding;  // [rows * cols, n_embd]
+  std::function<absl::StatusOr<std::vector<float>>(ops::ComputeContext&)> encode;
+};
+
 // One generation, in tokens (text and stop strings are the caller's business).
 struct GenerationRequest {
   uint64_t id = 0;
@@ -60,6 +77,11 @@ struct GenerationRequest {
   // Requests whose input is more than `prompt` (e.g. image embeddings behind placeholder tokens)
   // set this to a hash of that input: cached state is only shared between equal salts.
   uint64_t cache_salt = 0;
+  // Images of the prompt, in prompt order. The ids alone do not say which image was seen, so a
+  // slot's history is resumed only when its images have the same keys at the same places, and
+  // Submit() folds the keys into cache_salt for the prefix cache (an image without a key turns
+  // use_prefix_cache off).
+  std::vector<PromptImage> images;
 };
 
 struct TokenOutput {
@@ -149,6 +171,13 @@ class Engine {
     std::unique_ptr<model::SequenceState> state;
     std::vector<int32_t> history;  // tokens held in the state
     uint64_t salt = 0;             // the cache_salt of the request that left them
+    // Images in the history: where, how many tokens, and their keys (empty: unknown content).
+    struct HeldImage {
+      int64_t offset;
+      int64_t n;
+      std::string key;
+    };
+    std::vector<HeldImage> images;
     Sequence* seq = nullptr;
   };
 

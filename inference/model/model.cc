@@ -169,6 +169,41 @@ absl::Status Model::LoadWeights() {
 
 float* Model::Buffer(int id, size_t n_floats) { return buffers_[id].Get(n_floats); }
 
+absl::StatusOr<std::vector<int32_t>> MropePositions(int64_t n_tokens,
+                                                    absl::Span<const ImageSpan> images,
+                                                    int64_t start, int64_t* next) {
+  std::vector<int32_t> pos(n_tokens * 4);
+  int64_t p = start;  // position of the next text token
+  int64_t t = 0;
+  auto text_until = [&](int64_t end) {
+    for (; t < end; ++t, ++p) {
+      for (int s = 0; s < 4; ++s) pos[t * 4 + s] = static_cast<int32_t>(p);
+    }
+  };
+  for (size_t k = 0; k < images.size(); ++k) {
+    const ImageSpan& im = images[k];
+    const int64_t n = int64_t{im.rows} * im.cols;
+    if (im.rows <= 0 || im.cols <= 0 || im.offset < t || im.offset + n > n_tokens) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "image ", k, " (", im.rows, "x", im.cols, " tokens at ", im.offset,
+          ") does not fit the prompt of ", n_tokens, " tokens after the previous image"));
+    }
+    text_until(im.offset);
+    for (int r = 0; r < im.rows; ++r) {
+      for (int c = 0; c < im.cols; ++c, ++t) {
+        pos[t * 4 + 0] = static_cast<int32_t>(p);
+        pos[t * 4 + 1] = static_cast<int32_t>(p + r);
+        pos[t * 4 + 2] = static_cast<int32_t>(p + c);
+        pos[t * 4 + 3] = 0;
+      }
+    }
+    p += std::max(im.rows, im.cols);
+  }
+  text_until(n_tokens);
+  if (next != nullptr) *next = p;
+  return pos;
+}
+
 int64_t Model::LogitRows(absl::Span<const Segment> segments) {
   int64_t rows = 0;
   for (const Segment& s : segments) {
@@ -194,6 +229,16 @@ absl::Status Model::Forward(ops::ComputeContext& ctx, absl::Span<const Segment> 
           absl::StrCat("sequence would hold ", s.state->n_past() + s.tokens.size(),
                        " tokens, more than its context of ", s.state->capacity()));
     }
+    if (!s.positions.empty() && s.positions.size() != 4 * s.tokens.size()) {
+      return absl::InvalidArgumentError(absl::StrCat("a segment of ", s.tokens.size(),
+                                                     " tokens has ", s.positions.size(),
+                                                     " positions, expected 4 per token"));
+    }
+    if (!s.embeddings.empty() && s.embeddings.size() != s.tokens.size()) {
+      return absl::InvalidArgumentError(absl::StrCat("a segment of ", s.tokens.size(),
+                                                     " tokens has ", s.embeddings.size(),
+                                                     " embedding entries"));
+    }
     for (int32_t t : s.tokens) {
       if (t < 0 || t >= c.n_vocab) {
         return absl::InvalidArgumentError(
@@ -206,11 +251,26 @@ absl::Status Model::Forward(ops::ComputeContext& ctx, absl::Span<const Segment> 
   std::vector<int32_t> tokens;
   tokens.reserve(n);
   positions_.clear();
+  multi_positions_ = false;
+  for (const Segment& s : segments) multi_positions_ |= !s.positions.empty();
+  positions4_.clear();
+  std::vector<int64_t> next_position;  // per segment
   for (const Segment& s : segments) {
     tokens.insert(tokens.end(), s.tokens.begin(), s.tokens.end());
-    for (size_t t = 0; t < s.tokens.size(); ++t) {
-      positions_.push_back(static_cast<int32_t>(s.state->n_past() + t));
+    const int64_t p0 = s.state->next_position();
+    int64_t next = p0 + static_cast<int64_t>(s.tokens.size());
+    if (!s.positions.empty()) {
+      next = p0;
+      for (int32_t p : s.positions) next = std::max<int64_t>(next, int64_t{p} + 1);
+      positions4_.insert(positions4_.end(), s.positions.begin(), s.positions.end());
+    } else {
+      for (size_t t = 0; t < s.tokens.size(); ++t) {
+        const int32_t p = static_cast<int32_t>(p0 + t);
+        positions_.push_back(p);
+        if (multi_positions_) positions4_.insert(positions4_.end(), {p, p, p, p});
+      }
     }
+    next_position.push_back(next);
   }
 
   const int64_t E = c.n_embd;
@@ -218,6 +278,15 @@ absl::Status Model::Forward(ops::ComputeContext& ctx, absl::Span<const Segment> 
   float* h = Buffer(kH, n * E);
   float* out = Buffer(kOut, n * E);
   ops::GetRows(token_embd_, tokens.data(), n, x);
+  int64_t offset0 = 0;
+  for (const Segment& s : segments) {
+    for (size_t t = 0; t < s.embeddings.size(); ++t) {
+      if (s.embeddings[t] != nullptr) {
+        std::memcpy(x + (offset0 + t) * E, s.embeddings[t], E * sizeof(float));
+      }
+    }
+    offset0 += static_cast<int64_t>(s.tokens.size());
+  }
   ctx.Observe("model.input_embed", x, n, E);
 
   for (int il = 0; il < c.n_layer; ++il) {
@@ -268,7 +337,9 @@ absl::Status Model::Forward(ops::ComputeContext& ctx, absl::Span<const Segment> 
     ctx.Observe("result_output", logits, rows, c.n_vocab);
   }
 
-  for (const Segment& s : segments) s.state->Advance(static_cast<int64_t>(s.tokens.size()));
+  for (size_t k = 0; k < segments.size(); ++k) {
+    segments[k].state->Advance(static_cast<int64_t>(segments[k].tokens.size()), next_position[k]);
+  }
   return absl::OkStatus();
 }
 
@@ -300,8 +371,16 @@ void Model::AttentionBlock(ops::ComputeContext& ctx, const LayerWeights& L,
   ops::RmsNorm(ctx, k, L.attn_k_norm, n * c.n_head_kv, hd, c.rms_eps, k);
   ctx.Observe(absl::StrCat("Qcur_normed-", il), q, n, c.q_dim());
   ctx.Observe(absl::StrCat("Kcur_normed-", il), k, n, c.kv_dim());
-  ops::RopeNeox(q, n, c.n_head, hd, c.n_rot, positions_.data(), c.rope_base);
-  ops::RopeNeox(k, n, c.n_head_kv, hd, c.n_rot, positions_.data(), c.rope_base);
+  if (multi_positions_) {
+    int sections[4] = {0, 0, 0, 0};
+    for (size_t j = 0; j < 4 && j < c.rope_sections.size(); ++j) sections[j] = c.rope_sections[j];
+    ops::RopeMulti(q, n, c.n_head, hd, c.n_rot, positions4_.data(), c.rope_base, sections);
+    ops::RopeMulti(k, n, c.n_head_kv, hd, c.n_rot, positions4_.data(), c.rope_base, sections);
+  } else {
+    // Text only: all four M-RoPE streams are equal, which is plain rotary.
+    ops::RopeNeox(q, n, c.n_head, hd, c.n_rot, positions_.data(), c.rope_base);
+    ops::RopeNeox(k, n, c.n_head_kv, hd, c.n_rot, positions_.data(), c.rope_base);
+  }
   ctx.Observe(absl::StrCat("Qcur-", il), q, n, c.q_dim());
   ctx.Observe(absl::StrCat("Kcur_roped-", il), k, n, c.kv_dim());
 

@@ -58,9 +58,32 @@ enum class Logits {
 // One sequence's tokens in a batch.
 struct Segment {
   SequenceState* state;
-  absl::Span<const int32_t> tokens;  // appended at positions state->n_past() onwards
+  absl::Span<const int32_t> tokens;  // appended at cache cells state->n_past() onwards
   Logits logits = Logits::kLast;
+  // Empty: token t has rotary position state->next_position() + t in all four M-RoPE streams.
+  // Else [tokens.size(), 4]: (time, row, column, extra) per token, e.g. from MropePositions().
+  absl::Span<const int32_t> positions = {};
+  // Empty, or one entry per token: a row [n_embd] fed instead of the token's embedding (an
+  // image token's vision embedding), or null for the token's own embedding.
+  absl::Span<const float* const> embeddings = {};
 };
+
+// Where an image sits in a prompt: rows * cols consecutive prompt entries from `offset`, one per
+// merged patch, row-major.
+struct ImageSpan {
+  int64_t offset = 0;
+  int rows = 0;
+  int cols = 0;
+};
+
+// M-RoPE positions [n_tokens, 4] of a prompt whose first token goes at position `start`: text
+// token at p gets (p, p, p, p); image token (r, c) of an image starting at p0 gets
+// (p0, p0 + r, p0 + c, 0), and the text after it starts at p0 + max(rows, cols) (Qwen-VL's rule:
+// one past the largest position so far). Images must be sorted, in range and not overlap.
+// `*next` receives the position after the prompt.
+absl::StatusOr<std::vector<int32_t>> MropePositions(int64_t n_tokens,
+                                                    absl::Span<const ImageSpan> images,
+                                                    int64_t start, int64_t* next);
 
 // How far prompt tokens of one segment are processed with the chunked delta rule (else the
 // token-by-token one). Both give the same result; chunks use matrix products.
@@ -121,7 +144,9 @@ class Model {
   std::vector<LayerWeights> layers_;
   std::vector<std::vector<float>> owned_;  // float copies of small tensors
   std::vector<ops::ScratchBuffer> buffers_;
-  std::vector<int32_t> positions_;
+  std::vector<int32_t> positions_;   // [n] rotary position of each token of the batch
+  std::vector<int32_t> positions4_;  // [n, 4] M-RoPE streams, when a segment brings them
+  bool multi_positions_ = false;     // positions4_ is in use for this batch
 };
 
 }  // namespace qwen::model

@@ -68,6 +68,7 @@ SequenceState::~SequenceState() {
 
 void SequenceState::Reset() {
   n_past_ = 0;
+  next_pos_ = 0;
   std::memset(conv_.get(), 0, conv_floats_ * n_delta_ * sizeof(float));
   std::memset(ssm_.get(), 0, ssm_floats_ * n_delta_ * sizeof(float));
 }
@@ -93,6 +94,7 @@ absl::Status SequenceState::CopyFrom(const SequenceState& other) {
   std::memcpy(conv_.get(), other.conv_.get(), conv_floats_ * n_delta_ * sizeof(float));
   std::memcpy(ssm_.get(), other.ssm_.get(), ssm_floats_ * n_delta_ * sizeof(float));
   n_past_ = other.n_past_;
+  next_pos_ = other.next_pos_;
   return absl::OkStatus();
 }
 

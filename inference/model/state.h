@@ -43,6 +43,10 @@ class SequenceState {
   SequenceState& operator=(const SequenceState&) = delete;
 
   int64_t n_past() const { return n_past_; }
+  // Rotary position of the next token: one past the largest position used so far. Equals
+  // n_past() for text; an image's tokens take rows * cols cache cells but only
+  // max(rows, cols) positions (M-RoPE), so after one it is smaller.
+  int64_t next_position() const { return next_pos_; }
   int64_t capacity() const { return n_ctx_; }
   KvType kv_type() const { return kv_type_; }
   const StateSize& size() const { return size_; }
@@ -56,7 +60,12 @@ class SequenceState {
   ops::KvView kv(int attn_index) const;
   float* conv_state(int delta_index) { return conv_.get() + delta_index * conv_floats_; }
   float* recurrent_state(int delta_index) { return ssm_.get() + delta_index * ssm_floats_; }
-  void Advance(int64_t n) { n_past_ += n; }
+  // Records n more tokens whose largest position was next_position - 1.
+  void Advance(int64_t n, int64_t next_position) {
+    n_past_ += n;
+    next_pos_ = next_position;
+  }
+  void Advance(int64_t n) { Advance(n, next_pos_ + n); }
 
   // Snapshots, for the prefix cache. KV rows are packed per attention layer, K then V, per KV
   // head, position-major: kv_bytes_per_token * (end - begin) bytes. The recurrent part is every
@@ -67,7 +76,13 @@ class SequenceState {
   void ImportRecurrent(const uint8_t* src);
   // Declares positions [0, n) filled (after ImportKv/ImportRecurrent of a prefix of n tokens);
   // the next forward pass appends at n.
-  void SetPast(int64_t n) { n_past_ = n; }
+  // The next rotary position becomes n too (text); SetNextPosition() corrects it when the
+  // prefix holds images.
+  void SetPast(int64_t n) {
+    n_past_ = n;
+    next_pos_ = n;
+  }
+  void SetNextPosition(int64_t p) { next_pos_ = p; }
 
  private:
   SequenceState() = default;
@@ -78,6 +93,7 @@ class SequenceState {
   int64_t n_ctx_ = 0;
   KvType kv_type_ = KvType::kF16;
   int64_t n_past_ = 0;
+  int64_t next_pos_ = 0;
   int n_attn_ = 0;
   int n_head_kv_ = 0;
   int head_dim_ = 0;

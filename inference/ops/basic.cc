@@ -89,6 +89,45 @@ void RopeNeox(float* x, int64_t n_tokens, int n_heads, int head_dim, int n_rot, 
   }
 }
 
+void RopeMulti(float* x, int64_t n_tokens, int n_heads, int head_dim, int n_rot, const int32_t* pos,
+               float base, const int sections[4]) {
+  const int half = n_rot / 2;
+  const int sect_dims = sections[0] + sections[1] + sections[2] + sections[3];
+  std::vector<double> inv_freq(half);
+  std::vector<int> stream(half);
+  for (int i = 0; i < half; ++i) {
+    inv_freq[i] = std::pow(static_cast<double>(base), -2.0 * i / n_rot);
+    const int s = sect_dims > 0 ? i % sect_dims : i;
+    if (s % 3 == 1 && s < 3 * sections[1]) {
+      stream[i] = 1;
+    } else if (s % 3 == 2 && s < 3 * sections[2]) {
+      stream[i] = 2;
+    } else if (s % 3 == 0 && s < 3 * sections[0]) {
+      stream[i] = 0;
+    } else {
+      stream[i] = 3;
+    }
+  }
+  std::vector<float> cos_t(half), sin_t(half);
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    for (int i = 0; i < half; ++i) {
+      // Same expression as RopeNeox, so equal streams give bit-identical results.
+      const double angle = static_cast<double>(pos[t * 4 + stream[i]]) * inv_freq[i];
+      cos_t[i] = static_cast<float>(std::cos(angle));
+      sin_t[i] = static_cast<float>(std::sin(angle));
+    }
+    for (int h = 0; h < n_heads; ++h) {
+      float* v = x + (t * n_heads + h) * static_cast<int64_t>(head_dim);
+      for (int i = 0; i < half; ++i) {
+        const float a = v[i];
+        const float b = v[i + half];
+        v[i] = a * cos_t[i] - b * sin_t[i];
+        v[i + half] = a * sin_t[i] + b * cos_t[i];
+      }
+    }
+  }
+}
+
 void FloatToHalf(const float* x, uint16_t* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = Fp32ToFp16(x[i]);
 }

@@ -39,6 +39,15 @@ void AddInPlace(float* y, const float* x, int64_t n);
 void RopeNeox(float* x, int64_t n_tokens, int n_heads, int head_dim, int n_rot, const int32_t* pos,
               float base);
 
+// Interleaved multi-axis rotary embedding (Qwen3-VL / Qwen3.5 "IMROPE"): as RopeNeox, but each
+// token has four positions (time, row, column, extra) and pair i (of n_rot / 2) takes its angle
+// from one of them: with s = i % (sum of sections), time when s % 3 == 0 and s < 3 * sections[0],
+// row when s % 3 == 1 and s < 3 * sections[1], column when s % 3 == 2 and s < 3 * sections[2],
+// else extra. pos is [n_tokens, 4]. When a token's four positions are equal this computes
+// exactly what RopeNeox computes for that position.
+void RopeMulti(float* x, int64_t n_tokens, int n_heads, int head_dim, int n_rot, const int32_t* pos,
+               float base, const int sections[4]);
+
 // Float <-> half conversion of a row (scalar; used for the KV cache writes).
 void FloatToHalf(const float* x, uint16_t* out, int64_t n);
 

@@ -1,6 +1,9 @@
 // The scheduler: continuous batching gives each sequence what it gets alone.
 #include "inference/engine/engine.h"
 
+#include <atomic>
+#include <cstring>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -272,6 +275,251 @@ TEST_F(EngineTest, RejectsInvalidRequests) {
   absl::Status s = engine->Submit(bad, sink);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("top_p"), absl::string_view::npos);
+}
+
+// The vision fixtures: llama.cpp's image embeddings for img_128x128 and its greedy logits.
+struct ImagePrompt {
+  std::vector<int32_t> prompt;  // the image's rows as <|image_pad|>
+  PromptImage image;
+  std::vector<int32_t> greedy;
+  std::vector<float> greedy_logits;  // [17, 1024]
+};
+
+std::vector<float> ReadFloats(const std::string& rel) {
+  const std::string bytes = ::qwen::testing::ReadFile(::qwen::testing::DataPath(rel));
+  std::vector<float> v(bytes.size() / sizeof(float));
+  std::memcpy(v.data(), bytes.data(), v.size() * sizeof(float));
+  return v;
+}
+
+ImagePrompt LoadImagePrompt() {
+  const auto j = nlohmann::json::parse(
+      ::qwen::testing::ReadFile(::qwen::testing::DataPath("vision/ref_f32_nofa/reference.json")));
+  ImagePrompt p;
+  for (const auto& c : j["cases"]) {
+    if (c["name"] != "img_128x128") continue;
+    for (const auto& t : c["prompt_layout"]) {
+      if (t["kind"] == "image" && p.image.rows == 0) {
+        p.image.offset = static_cast<int64_t>(p.prompt.size());
+        p.image.rows = c["preproc_height"].get<int>() / 32;
+        p.image.cols = c["preproc_width"].get<int>() / 32;
+      }
+      p.prompt.push_back(t["kind"] == "image" ? 1010 : t["token"].get<int32_t>());
+    }
+    p.image.embedding = ReadFloats("vision/ref_f32_nofa/" + c["embd_file"].get<std::string>());
+    p.greedy = c["greedy"].get<std::vector<int32_t>>();
+    p.greedy_logits =
+        ReadFloats("vision/ref_f32_nofa/" + c["greedy_logits_file"].get<std::string>());
+  }
+  return p;
+}
+
+// Tokens up to the first step whose reference top-2 margin is 0.1 or less: where a slightly
+// different implementation may legitimately pick the other token.
+size_t SureSteps(const ImagePrompt& p) {
+  const int V = 1024;
+  for (size_t g = 0; g < p.greedy.size(); ++g) {
+    std::vector<float> row(p.greedy_logits.begin() + g * V, p.greedy_logits.begin() + (g + 1) * V);
+    std::partial_sort(row.begin(), row.begin() + 2, row.end(), std::greater<float>());
+    if (row[0] - row[1] <= 0.1f) return g;
+  }
+  return p.greedy.size();
+}
+
+TEST_F(EngineTest, ImagePromptGreedyMatchesLlamaCpp) {
+  const ImagePrompt p = LoadImagePrompt();
+  ASSERT_EQ(p.image.rows * p.image.cols, 16);
+  const size_t sure = SureSteps(p);
+  ASSERT_GE(sure, 8u);
+  // A budget of 7 cuts the image across prefill chunks; the second run must not resume the
+  // first one's slot (same ids, but an image prompt is never matched by ids).
+  auto engine = MakeEngine(1, 7);
+  for (int run = 0; run < 2; ++run) {
+    GenerationRequest r = Greedy(1, p.prompt, 16);
+    r.images.push_back(p.image);
+    auto sink = std::make_shared<Collector>();
+    ASSERT_TRUE(engine->Submit(std::move(r), sink).ok());
+    ASSERT_TRUE(sink->Wait());
+    ASSERT_EQ(sink->info().reason, FinishReason::kLength) << sink->info().status;
+    EXPECT_EQ(sink->info().cached_tokens, 0);
+    const std::vector<int32_t> got = sink->tokens();
+    ASSERT_EQ(got.size(), 16u);
+    EXPECT_EQ(std::vector<int32_t>(got.begin(), got.begin() + sure),
+              std::vector<int32_t>(p.greedy.begin(), p.greedy.begin() + sure));
+  }
+}
+
+TEST_F(EngineTest, TwoImagesAreEncodedOnTheSchedulerAndFailuresEndTheRequest) {
+  const ImagePrompt p = LoadImagePrompt();
+  auto engine = MakeEngine(2, 64);
+  // The image twice in one prompt, each through the encoder callback.
+  std::vector<int32_t> prompt(p.prompt.begin(), p.prompt.begin() + p.image.offset + 16);
+  prompt.push_back(1008);
+  prompt.push_back(1007);
+  const int64_t second = static_cast<int64_t>(prompt.size());
+  prompt.insert(prompt.end(), p.prompt.begin() + p.image.offset, p.prompt.end());
+  GenerationRequest r = Greedy(1, prompt, 4);
+  std::atomic<int> calls{0};
+  for (int64_t offset : {p.image.offset, second}) {
+    PromptImage im = p.image;
+    im.offset = offset;
+    im.embedding.clear();
+    im.encode = [&calls, e = p.image.embedding](ops::ComputeContext&) {
+      ++calls;
+      return absl::StatusOr<std::vector<float>>(e);
+    };
+    r.images.push_back(std::move(im));
+  }
+  auto sink = std::make_shared<Collector>();
+  ASSERT_TRUE(engine->Submit(r, sink).ok());
+  ASSERT_TRUE(sink->Wait());
+  EXPECT_EQ(sink->info().reason, FinishReason::kLength) << sink->info().status;
+  EXPECT_EQ(sink->info().prompt_tokens, static_cast<int32_t>(prompt.size()));
+  EXPECT_EQ(calls.load(), 2);
+
+  r.id = 2;
+  r.images[1].encode = [](ops::ComputeContext&) -> absl::StatusOr<std::vector<float>> {
+    return absl::InvalidArgumentError("images[1]: cannot decode");
+  };
+  auto failed = std::make_shared<Collector>();
+  ASSERT_TRUE(engine->Submit(r, failed).ok());
+  ASSERT_TRUE(failed->Wait());
+  EXPECT_EQ(failed->info().reason, FinishReason::kError);
+  EXPECT_EQ(failed->info().status.message(), "images[1]: cannot decode");
+
+  // An image that does not fit the prompt, or has no rows, is refused at once.
+  GenerationRequest bad = Greedy(3, p.prompt, 4);
+  bad.images.push_back(p.image);
+  bad.images[0].offset = static_cast<int64_t>(p.prompt.size()) - 3;
+  EXPECT_EQ(engine->Submit(bad, std::make_shared<Collector>()).code(),
+            absl::StatusCode::kInvalidArgument);
+  bad.images[0] = p.image;
+  bad.images[0].embedding.resize(10);
+  EXPECT_EQ(engine->Submit(bad, std::make_shared<Collector>()).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// An image prompt prefilled in pieces beside text sequences: the batch mixes M-RoPE and plain
+// positions, and everyone gets their solo result.
+TEST_F(EngineTest, ImageAndTextSequencesShareSteps) {
+  const ImagePrompt p = LoadImagePrompt();
+  const auto cases = LoadReference("reference/llama.cpp/f32");
+  auto solo_engine = MakeEngine(1, 7);
+  GenerationRequest image = Greedy(1, p.prompt, 12);
+  image.images.push_back(p.image);
+  auto solo = std::make_shared<Collector>();
+  ASSERT_TRUE(solo_engine->Submit(image, solo).ok());
+  ASSERT_TRUE(solo->Wait());
+  solo_engine.reset();
+
+  auto engine = MakeEngine(3, 7);
+  std::vector<std::shared_ptr<Collector>> sinks;
+  for (int i = 0; i < 2; ++i) {
+    sinks.push_back(std::make_shared<Collector>());
+    ASSERT_TRUE(
+        engine
+            ->Submit(Greedy(10 + i, cases[i].prompt, static_cast<int>(cases[i].greedy.size())),
+                     sinks.back())
+            .ok());
+  }
+  auto mixed = std::make_shared<Collector>();
+  image.id = 2;
+  ASSERT_TRUE(engine->Submit(image, mixed).ok());
+  ASSERT_TRUE(mixed->Wait());
+  EXPECT_EQ(mixed->tokens(), solo->tokens());
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(sinks[i]->Wait());
+    EXPECT_EQ(sinks[i]->tokens(), cases[i].greedy) << cases[i].name;
+  }
+}
+
+// A later turn that repeats the conversation resumes the slot when its images have the same
+// keys at the same places, and gets what a fresh run gets; another image is not resumed.
+TEST_F(EngineTest, ImagePromptsResumeASlotOnlyWithTheSameImages) {
+  const ImagePrompt p = LoadImagePrompt();
+  auto engine = MakeEngine(1, 64);
+  GenerationRequest first = Greedy(1, p.prompt, 4);
+  first.images.push_back(p.image);
+  first.images[0].key = "image-a";
+  auto sink = std::make_shared<Collector>();
+  ASSERT_TRUE(engine->Submit(first, sink).ok());
+  ASSERT_TRUE(sink->Wait());
+  const std::vector<int32_t> answer = sink->tokens();
+  ASSERT_EQ(answer.size(), 4u);
+
+  GenerationRequest second = first;
+  second.id = 2;
+  second.max_tokens = 6;
+  second.prompt.insert(second.prompt.end(), answer.begin(), answer.end());
+  second.prompt.insert(second.prompt.end(), {1000, 10, 999, 543, 260, 10});
+  auto resumed = std::make_shared<Collector>();
+  ASSERT_TRUE(engine->Submit(second, resumed).ok());
+  ASSERT_TRUE(resumed->Wait());
+  // The state holds the prompt and the three answer tokens that were fed back.
+  EXPECT_EQ(resumed->info().cached_tokens, static_cast<int32_t>(p.prompt.size()) + 3);
+
+  auto fresh_engine = MakeEngine(1, 64);
+  auto fresh = std::make_shared<Collector>();
+  ASSERT_TRUE(fresh_engine->Submit(second, fresh).ok());
+  ASSERT_TRUE(fresh->Wait());
+  EXPECT_EQ(fresh->info().cached_tokens, 0);
+  EXPECT_EQ(resumed->tokens(), fresh->tokens());
+
+  // The same ids with another image: nothing is resumed.
+  GenerationRequest other = second;
+  other.id = 3;
+  other.images[0].key = "image-b";
+  auto not_resumed = std::make_shared<Collector>();
+  ASSERT_TRUE(engine->Submit(other, not_resumed).ok());
+  ASSERT_TRUE(not_resumed->Wait());
+  EXPECT_EQ(not_resumed->info().cached_tokens, 0);
+}
+
+// The prefix cache resumes image prompts too: only with the same image keys, at the right
+// rotary position (an image takes fewer positions than tokens).
+TEST_F(EngineTest, PrefixCacheResumesImagePromptsWithTheSameImages) {
+  const ImagePrompt p = LoadImagePrompt();
+  EngineOptions o;
+  o.n_slots = 1;
+  o.n_ctx = 2048;
+  o.n_threads = 2;
+  o.prefill_chunk = 64;
+  o.prefix_cache_bytes = size_t{64} << 20;
+  o.snapshot_interval = 16;
+  auto created = Engine::Create(model_, o);
+  ASSERT_TRUE(created.ok()) << created.status();
+  std::unique_ptr<Engine> engine = std::move(*created);
+  auto run = [](Engine& e, const GenerationRequest& r) {
+    auto sink = std::make_shared<Collector>();
+    EXPECT_TRUE(e.Submit(r, sink).ok());
+    EXPECT_TRUE(sink->Wait());
+    return sink;
+  };
+  GenerationRequest first = Greedy(1, p.prompt, 4);
+  first.images.push_back(p.image);
+  first.images[0].key = "image-a";
+  const std::vector<int32_t> answer = run(*engine, first)->tokens();
+  ASSERT_EQ(answer.size(), 4u);
+  // Something else takes the only slot, so the next turn can resume from the cache only.
+  run(*engine, Greedy(2, {1, 2, 3, 4, 5}, 2));
+
+  GenerationRequest second = first;
+  second.id = 3;
+  second.max_tokens = 6;
+  second.prompt.insert(second.prompt.end(), answer.begin(), answer.end());
+  second.prompt.insert(second.prompt.end(), {1000, 10, 999, 543, 260, 10});
+  auto resumed = run(*engine, second);
+  EXPECT_GT(resumed->info().cached_tokens, static_cast<int32_t>(p.image.offset) + 16);
+
+  auto fresh_engine = MakeEngine(1, 64);
+  auto fresh = run(*fresh_engine, second);
+  EXPECT_EQ(resumed->tokens(), fresh->tokens());
+
+  GenerationRequest other = second;
+  other.id = 4;
+  other.images[0].key = "image-b";
+  run(*engine, Greedy(5, {1, 2, 3, 4, 5}, 2));
+  EXPECT_EQ(run(*engine, other)->info().cached_tokens, 0);
 }
 
 }  // namespace

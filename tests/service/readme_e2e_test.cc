@@ -237,6 +237,8 @@ class ReadmeE2eTest : public ::testing::Test {
     ServerProcess::Options o;
     o.model = "models/tiny-qwen35-q3_k_m.gguf";  // what scripts/run serves
     o.forced_output = false;
+    // As `scripts/run --mmproj ...` in the README's image examples.
+    o.extra = {"--mmproj=" + DataPath("models/mmproj-tiny-qwen35-f32.gguf")};
     std::string error;
     server_ = ServerProcess::Start(o, &error).release();
     ASSERT_NE(server_, nullptr) << error;
