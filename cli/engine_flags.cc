@@ -1,6 +1,7 @@
 #include "cli/engine_flags.h"
 
 #include "absl/flags/flag.h"
+#include "inference/gguf/gguf_file.h"
 
 ABSL_FLAG(int32_t, ctx_size, 4096,
           "Context size in tokens: of the sequence (generate), of each slot (serve, worker); a "
@@ -8,9 +9,24 @@ ABSL_FLAG(int32_t, ctx_size, 4096,
 ABSL_FLAG(std::string, kv_type, "f16", "KV cache element type: f16 or f32.");
 ABSL_FLAG(std::string, mmproj, "",
           "The vision tower's GGUF (an mmproj file made for the model): enables image input. "
-          "Without it, requests with images are refused.");
+          "Not needed for a model file that bundles its tower (Ollama's) or an ollama: model "
+          "with a projector layer. Without any, requests with images are refused.");
 ABSL_FLAG(int64_t, image_min_pixels, 8 * 32 * 32,
           "Images are resized (aspect kept, sides multiples of 32) to at least this many pixels; "
           "each 32x32 block is one image token.");
 ABSL_FLAG(int64_t, image_max_pixels, 1024 * 32 * 32,
           "... and at most this many pixels (1024 image tokens by default).");
+
+namespace qwen::cli {
+
+std::string VisionTowerPath(const ModelFiles& model) {
+  if (std::string flag = absl::GetFlag(FLAGS_mmproj); !flag.empty()) return flag;
+  if (!model.projector_path.empty()) return model.projector_path;
+  if (model.model_path.empty()) return "";
+  // Opening maps the file and reads its header only; the model is opened again by its user.
+  auto file = gguf::GgufFile::Open(model.model_path);
+  if (file.ok() && (*file)->FindTensor("v.patch_embed.weight") != nullptr) return model.model_path;
+  return "";
+}
+
+}  // namespace qwen::cli

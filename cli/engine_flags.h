@@ -6,11 +6,21 @@
 #include <string>
 
 #include "absl/flags/declare.h"
+#include "cli/common_flags.h"
 
 ABSL_DECLARE_FLAG(int32_t, ctx_size);
 ABSL_DECLARE_FLAG(std::string, kv_type);
 ABSL_DECLARE_FLAG(std::string, mmproj);
 ABSL_DECLARE_FLAG(int64_t, image_min_pixels);
 ABSL_DECLARE_FLAG(int64_t, image_max_pixels);
+
+namespace qwen::cli {
+
+// The vision tower's file: --mmproj when given; else the projector layer of an Ollama model; else
+// the model file itself when it bundles a tower (Ollama's own files carry it as v.* tensors).
+// Empty: no image input.
+std::string VisionTowerPath(const ModelFiles& model);
+
+}  // namespace qwen::cli
 
 #endif  // QWEN_CLI_ENGINE_FLAGS_H_

@@ -142,7 +142,7 @@ absl::Status Generate() {
 
   // Images: each placeholder becomes the image's tokens (grid from the image's size).
   const std::vector<std::string> image_paths = absl::GetFlag(FLAGS_image);
-  const std::string mmproj_path = absl::GetFlag(FLAGS_mmproj);
+  const std::string mmproj_path = VisionTowerPath(model_files);
   std::unique_ptr<vision::VisionEncoder> encoder;
   std::vector<vision::RgbImage> images;
   std::vector<vision::ImageGrid> grids;
@@ -153,7 +153,8 @@ absl::Status Generate() {
   if (!image_paths.empty()) {
     if (mmproj_path.empty()) {
       return absl::FailedPreconditionError(
-          "--image needs --mmproj, the vision tower's GGUF made for this model");
+          "--image needs a vision tower: --mmproj FILE (the mmproj GGUF made for this model), or "
+          "a model file that bundles one (Ollama's)");
     }
     if (!tok) return absl::InvalidArgumentError("--image needs a model with a tokenizer");
     ASSIGN_OR_RETURN(encoder, multimodal::LoadMmproj(mmproj_path, model->config()));

@@ -97,10 +97,12 @@ int RunServe(int argc, char** argv) {
   o.max_connection_age_grace = absl::GetFlag(FLAGS_max_connection_age_grace);
   service::WorkerPoolOptions& p = o.pool;
   absl::Status model_status;
+  ModelFiles model_files;
   if (const std::string model = absl::GetFlag(FLAGS_model); !model.empty()) {
     // Workers get the resolved file: they need not know about Ollama's store.
     absl::StatusOr<ModelFiles> files = ResolveModel(model);
     if (files.ok()) {
+      model_files = *files;
       p.model_path = files->model_path;
       o.model_name = files->display_name;
     } else {
@@ -113,7 +115,7 @@ int RunServe(int argc, char** argv) {
   p.ctx_size = absl::GetFlag(FLAGS_ctx_size);
   p.kv_type = absl::GetFlag(FLAGS_kv_type);
   p.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
-  p.mmproj_path = absl::GetFlag(FLAGS_mmproj);
+  p.mmproj_path = VisionTowerPath(model_files);
   p.image_min_pixels = absl::GetFlag(FLAGS_image_min_pixels);
   p.image_max_pixels = absl::GetFlag(FLAGS_image_max_pixels);
   p.prefix_cache_mb = absl::GetFlag(FLAGS_prefix_cache_mb);

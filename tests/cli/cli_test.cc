@@ -1,4 +1,6 @@
 // `qwen inspect` and `qwen generate`, run as a user would.
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -117,6 +119,31 @@ TEST(Ollama, InspectAndGenerateResolveOllamaNames) {
   const std::string a = ReadFile(ours);
   EXPECT_EQ(a.size(), 12u * 1024 * sizeof(float));
   EXPECT_TRUE(a == ReadFile(theirs));
+
+  // Its bundled vision tower takes images without --mmproj, as the separate F16 mmproj does.
+  const std::string chat = ::testing::TempDir() + "/image-chat.json";
+  WriteFile(chat, R"({"messages":[{"role":"user","content":[{"type":"image"},)"
+                  R"({"type":"text","text":"Describe this."}]}]})");
+  const std::string image_args = " --chat " + chat + " --image " +
+                                 DataPath("vision/img_128x128.png") +
+                                 " --temperature 0 --max-tokens 6 --threads 1 --dump-logits ";
+  r = RunCommand(env + Qwen() + " generate --model ollama:qwen3.5:4b" + image_args + ours +
+                 " 2>&1");
+  ASSERT_EQ(r.status, 0) << r.out;
+  r = RunCommand(Qwen() + " generate --model " + DataPath("models/tiny-qwen35-q3_k_m.gguf") +
+                 " --mmproj " + DataPath("models/mmproj-tiny-qwen35-f16.gguf") + image_args +
+                 theirs + " 2>&1");
+  ASSERT_EQ(r.status, 0) << r.out;
+  const std::string bundled = ReadFile(ours), separate = ReadFile(theirs);
+  ASSERT_EQ(bundled.size(), separate.size());
+  ASSERT_GT(bundled.size(), 16u * 1024 * sizeof(float));  // the image's 16 rows at least
+  const float* x = reinterpret_cast<const float*>(bundled.data());
+  const float* y = reinterpret_cast<const float*>(separate.data());
+  float max_diff = 0;
+  for (size_t i = 0; i < bundled.size() / sizeof(float); ++i) {
+    max_diff = std::max(max_diff, std::abs(x[i] - y[i]));
+  }
+  EXPECT_LT(max_diff, 1e-3);
 
   r = RunCommand(env + Qwen() + " generate --model ollama:qwen3.5:0.8b --tokens 1 2>&1");
   EXPECT_EQ(r.status, 2);

@@ -1,6 +1,8 @@
 // End to end: `qwen serve --model ollama:qwen3.5:4b` on a fake Ollama store holding the tiny
 // model in Ollama's own layout, side by side with a server on the same weights in llama.cpp's
-// layout. Same weights, same engine: the same logits, bit for bit.
+// layout. Same weights, same engine: the same logits, bit for bit. The Ollama file bundles its
+// vision tower, which serves images without --mmproj; the other server gets the same tower as
+// llama.cpp's separate F16 mmproj.
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -33,6 +35,7 @@ class OllamaE2eTest : public ::testing::Test {
     ASSERT_NE(ollama_, nullptr) << error;
     o.model_path.clear();
     o.model = "models/tiny-qwen35-q3_k_m.gguf";
+    o.extra = {"--mmproj=" + DataPath("models/mmproj-tiny-qwen35-f16.gguf")};
     llama_ = ServerProcess::Start(o, &error).release();
     ASSERT_NE(llama_, nullptr) << error;
   }
@@ -123,6 +126,40 @@ TEST_F(OllamaE2eTest, GreedyGenerationIsTheSame) {
   ASSERT_TRUE(o.status.ok() && l.status.ok());
   EXPECT_EQ(o.token_ids, l.token_ids);
   EXPECT_EQ(o.token_ids.size(), 32u);
+}
+
+// The bundled tower (v.* tensors, one Conv3D patch kernel, split q/k/v) is the F16 mmproj's
+// tower under Ollama's names: an image gives the same tokens and, up to the order of float
+// sums, the same logits.
+TEST_F(OllamaE2eTest, TheBundledVisionTowerServesImagesWithoutMmproj) {
+  ASSERT_NE(ollama_, nullptr);
+  EXPECT_TRUE(Info(ollama_).capabilities().vision());
+  v1::GenerateRequest req;
+  v1::ChatMessage* m = req.mutable_chat()->add_messages();
+  m->set_role("user");
+  m->add_parts()->mutable_image()->set_data(ReadFile(DataPath("vision/img_128x128.png")));
+  m->add_parts()->set_text("Describe this.");
+  req.mutable_sampling()->set_temperature(0);
+  req.mutable_stopping()->set_max_tokens(12);
+  req.mutable_stopping()->set_ignore_eos(true);
+  req.mutable_output()->set_return_token_ids(true);
+  req.mutable_output()->set_logprobs(true);
+  req.mutable_output()->set_top_logprobs(5);
+  GenerateResult o = Generate(ollama_->Stub().get(), req);
+  GenerateResult l = Generate(llama_->Stub().get(), req);
+  ASSERT_TRUE(o.status.ok()) << o.status.error_message();
+  ASSERT_TRUE(l.status.ok()) << l.status.error_message();
+  EXPECT_EQ(o.completion.usage().image_tokens(), 16u);
+  EXPECT_EQ(o.completion.usage().prompt_tokens(), l.completion.usage().prompt_tokens());
+  EXPECT_EQ(o.token_ids, l.token_ids);
+  ASSERT_EQ(o.logprobs.size(), l.logprobs.size());
+  for (size_t i = 0; i < o.logprobs.size(); ++i) {
+    for (int k = 0; k < o.logprobs[i].top_logprobs_size(); ++k) {
+      EXPECT_NEAR(o.logprobs[i].top_logprobs(k).logprob(), l.logprobs[i].top_logprobs(k).logprob(),
+                  1e-3)
+          << "token " << i << " rank " << k;
+    }
+  }
 }
 
 // A name the store does not hold: the server does not start and says where it looked.
