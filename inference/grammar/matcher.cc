@@ -10,6 +10,10 @@ namespace qwen::grammar {
 namespace {
 
 constexpr size_t kMaxCachedStateMasks = 256;
+// Frames of a stack that token classification looks at (see CompiledGrammar): deep enough that
+// a token inside a string or number stays within them (character class -> repetition -> string
+// rule), so that only tokens leaving the value are left to check against the whole stack.
+constexpr int kClassifyDepth = 4;
 
 void SetBit(uint64_t* w, int32_t t) { w[t >> 6] |= uint64_t{1} << (t & 63); }
 bool GetBit(const uint64_t* w, int32_t t) { return (w[t >> 6] >> (t & 63)) & 1; }
@@ -164,13 +168,20 @@ std::vector<uint32_t> CompiledGrammar::Initial() {
   return out;
 }
 
-const CompiledGrammar::PositionMask& CompiledGrammar::MaskOf(uint32_t pos) {
-  auto it = position_masks_.find(pos);
+uint32_t CompiledGrammar::Truncate(uint32_t node, int depth) {
+  if (node <= kContext) return node;
+  if (depth == 0) return kContext;
+  const Node n = nodes_[node];
+  return Intern(n.pos, Truncate(n.parent, depth - 1));
+}
+
+const CompiledGrammar::PositionMask& CompiledGrammar::MaskOf(uint32_t start) {
+  auto it = position_masks_.find(start);
   if (it != position_masks_.end()) return *it->second;
   auto pm = std::make_unique<PositionMask>();
   pm->accepted.assign(mask_words(), 0);
   const TokenTable& t = *tokens_;
-  const uint32_t start = Intern(pos, kContext);
+  const uint32_t pos = nodes_[start].pos;
   const ByteSet& first = sets_[prog_[pos].arg];
   // Per depth d of the current token: the nodes after d bytes, whether the enclosing context
   // was reached exactly there, and whether it was reached with bytes still to read.
@@ -203,7 +214,7 @@ const CompiledGrammar::PositionMask& CompiledGrammar::MaskOf(uint32_t pos) {
       }
     }
   }
-  return *position_masks_.emplace(pos, std::move(pm)).first->second;
+  return *position_masks_.emplace(start, std::move(pm)).first->second;
 }
 
 void CompiledGrammar::FillMask(const std::vector<uint32_t>& state, uint64_t* words) {
@@ -219,7 +230,7 @@ void CompiledGrammar::FillMask(const std::vector<uint32_t>& state, uint64_t* wor
   std::fill(words, words + n, 0);
   for (uint32_t node : state) {
     if (node <= kContext) continue;
-    const PositionMask& pm = MaskOf(nodes_[node].pos);
+    const PositionMask& pm = MaskOf(Truncate(node, kClassifyDepth));
     for (size_t k = 0; k < n; ++k) words[k] |= pm.accepted[k];
     for (int32_t tok : pm.uncertain) {
       if (!GetBit(words, tok) && Accepts(node, tokens_->bytes(tok))) SetBit(words, tok);

@@ -101,7 +101,10 @@ class CompiledGrammar {
   void StepSet(const std::vector<uint32_t>& in, uint8_t byte, std::vector<uint32_t>* out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool Accepts(uint32_t node, absl::string_view bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  const PositionMask& MaskOf(uint32_t pos) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The top `depth` frames of `node`'s stack over kContext.
+  uint32_t Truncate(uint32_t node, int depth) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Classification of the vocabulary from `start` (a stack whose bottom is kContext).
+  const PositionMask& MaskOf(uint32_t start) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::vector<uint32_t> Initial() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FillMask(const std::vector<uint32_t>& state, uint64_t* words)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
