@@ -65,6 +65,7 @@ absl::StatusOr<std::shared_ptr<CompiledGrammar>> CompiledGrammar::Create(
   }
   absl::MutexLock lock(&c->mu_);
   c->nodes_ = {{0, 0}, {0, 0}};  // kAccept, kContext
+  c->InternSet({});              // kEmptySet
   return c;
 }
 
@@ -168,6 +169,31 @@ std::vector<uint32_t> CompiledGrammar::Initial() {
   return out;
 }
 
+uint32_t CompiledGrammar::InternSet(const std::vector<uint32_t>& nodes) {
+  std::string key(reinterpret_cast<const char*>(nodes.data()), nodes.size() * sizeof(uint32_t));
+  auto [it, inserted] =
+      set_ids_.try_emplace(std::move(key), static_cast<uint32_t>(set_nodes_.size()));
+  if (inserted) set_nodes_.push_back(nodes);
+  return it->second;
+}
+
+uint32_t CompiledGrammar::SetStep(uint32_t set, uint8_t byte) {
+  const uint64_t key = (static_cast<uint64_t>(set) << 8) | byte;
+  auto it = set_steps_.find(key);
+  if (it != set_steps_.end()) return it->second;
+  std::vector<uint32_t> next;
+  StepSet(set_nodes_[set], byte, &next);
+  uint32_t flag = 0;
+  auto c = std::find(next.begin(), next.end(), kContext);
+  if (c != next.end()) {
+    next.erase(c);
+    flag = kContextBit;
+  }
+  const uint32_t r = InternSet(next) | flag;
+  set_steps_.emplace(key, r);
+  return r;
+}
+
 uint32_t CompiledGrammar::Truncate(uint32_t node, int depth) {
   if (node <= kContext) return node;
   if (depth == 0) return kContext;
@@ -183,11 +209,12 @@ const CompiledGrammar::PositionMask& CompiledGrammar::MaskOf(uint32_t start) {
   const TokenTable& t = *tokens_;
   const uint32_t pos = nodes_[start].pos;
   const ByteSet& first = sets_[prog_[pos].arg];
-  // Per depth d of the current token: the nodes after d bytes, whether the enclosing context
-  // was reached exactly there, and whether it was reached with bytes still to read.
-  std::vector<std::vector<uint32_t>> level(t.max_len_ + 1);
+  // Per depth d of the current token: the set of nodes after d bytes (interned), whether the
+  // enclosing context was reached exactly there, and whether it was reached with bytes still
+  // to read.
+  std::vector<uint32_t> level(t.max_len_ + 1);
   std::vector<uint8_t> ctx(t.max_len_ + 1, 0), unc(t.max_len_ + 1, 0);
-  level[0] = {start};
+  level[0] = InternSet({start});
   for (int b = 0; b < 256; ++b) {
     if (!first[b]) continue;
     const auto [lo, hi] = t.by_first_byte_[b];
@@ -197,17 +224,15 @@ const CompiledGrammar::PositionMask& CompiledGrammar::MaskOf(uint32_t start) {
       const std::string& bytes = t.bytes_[tok];
       const uint32_t len = static_cast<uint32_t>(bytes.size());
       uint32_t d = std::min(valid, i == lo ? 0u : t.lcp_[i]);
-      while (d < len && !level[d].empty()) {
-        StepSet(level[d], static_cast<uint8_t>(bytes[d]), &level[d + 1]);
-        auto& nx = level[d + 1];
-        auto c = std::find(nx.begin(), nx.end(), kContext);
-        ctx[d + 1] = c != nx.end();
-        if (ctx[d + 1]) nx.erase(c);
+      while (d < len && level[d] != kEmptySet) {
+        const uint32_t r = SetStep(level[d], static_cast<uint8_t>(bytes[d]));
+        level[d + 1] = r & ~kContextBit;
+        ctx[d + 1] = (r & kContextBit) != 0;
         unc[d + 1] = unc[d] | ctx[d + 1];
         ++d;
       }
       valid = d;
-      if (d == len && (!level[len].empty() || ctx[len])) {
+      if (d == len && (level[len] != kEmptySet || ctx[len])) {
         SetBit(pm->accepted.data(), tok);
       } else if (unc[d]) {
         pm->uncertain.push_back(tok);

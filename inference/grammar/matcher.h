@@ -101,6 +101,13 @@ class CompiledGrammar {
   void StepSet(const std::vector<uint32_t>& in, uint8_t byte, std::vector<uint32_t>* out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool Accepts(uint32_t node, absl::string_view bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sets of nodes as ids, and their steps memoised: a walk of the vocabulary then costs one
+  // lookup per byte. SetStep's result has kContextBit set when the step reached kContext
+  // (which is left out of the set).
+  static constexpr uint32_t kEmptySet = 0;
+  static constexpr uint32_t kContextBit = 0x80000000u;
+  uint32_t InternSet(const std::vector<uint32_t>& nodes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  uint32_t SetStep(uint32_t set, uint8_t byte) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The top `depth` frames of `node`'s stack over kContext.
   uint32_t Truncate(uint32_t node, int depth) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Classification of the vocabulary from `start` (a stack whose bottom is kContext).
@@ -122,6 +129,9 @@ class CompiledGrammar {
   std::vector<uint32_t> step_pool_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint32_t, std::unique_ptr<PositionMask>> position_masks_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::vector<uint64_t>> state_masks_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::vector<uint32_t>> set_nodes_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, uint32_t> set_ids_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint64_t, uint32_t> set_steps_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, bool> expand_seen_ ABSL_GUARDED_BY(mu_);  // scratch
   size_t hits_ ABSL_GUARDED_BY(mu_) = 0;
   size_t misses_ ABSL_GUARDED_BY(mu_) = 0;
