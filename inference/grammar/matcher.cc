@@ -14,6 +14,10 @@ constexpr size_t kMaxCachedStateMasks = 256;
 // a token inside a string or number stays within them (character class -> repetition -> string
 // rule), so that only tokens leaving the value are left to check against the whole stack.
 constexpr int kClassifyDepth = 4;
+// Memory bounds of one compiled grammar's caches (each classification holds a bit per token:
+// 31 KB on a 248k vocabulary). Past them the cache starts over; results never change.
+constexpr size_t kMaxClassifications = 512;
+constexpr size_t kMaxSetSteps = size_t{1} << 22;
 
 void SetBit(uint64_t* w, int32_t t) { w[t >> 6] |= uint64_t{1} << (t & 63); }
 bool GetBit(const uint64_t* w, int32_t t) { return (w[t >> 6] >> (t & 63)) & 1; }
@@ -204,6 +208,13 @@ uint32_t CompiledGrammar::Truncate(uint32_t node, int depth) {
 const CompiledGrammar::PositionMask& CompiledGrammar::MaskOf(uint32_t start) {
   auto it = position_masks_.find(start);
   if (it != position_masks_.end()) return *it->second;
+  if (position_masks_.size() >= kMaxClassifications) position_masks_.clear();
+  if (set_steps_.size() >= kMaxSetSteps) {
+    set_steps_.clear();
+    set_ids_.clear();
+    set_nodes_.clear();
+    InternSet({});
+  }
   auto pm = std::make_unique<PositionMask>();
   pm->accepted.assign(mask_words(), 0);
   const TokenTable& t = *tokens_;

@@ -46,7 +46,7 @@ std::shared_ptr<const TokenTable> TokenTableFromTokenizer(const tokenizer::Token
 // Compiled grammars by spec, most recently used kept. Thread-safe.
 class GrammarCache {
  public:
-  GrammarCache(std::shared_ptr<const TokenTable> tokens, size_t capacity = 64)
+  GrammarCache(std::shared_ptr<const TokenTable> tokens, size_t capacity = 16)
       : tokens_(std::move(tokens)), capacity_(capacity) {}
 
   absl::StatusOr<std::shared_ptr<CompiledGrammar>> Get(const ConstraintSpec& spec);
