@@ -316,7 +316,8 @@ constexpr char kBenchSchema[] = R"({
 })";
 
 struct StructuredResult {
-  double step_s = 0;              // decode step, unconstrained
+  double step_s = 0;              // decode step, unconstrained (fastest pass)
+  double step_median_s = 0;       // and the median pass
   double cold_s = 0;              // constraint time per token, first pass (empty mask caches)
   double warm_s = 0;              // constraint time per token, later passes
   double compile_s = 0;           // schema -> grammar -> prepared for the vocabulary
@@ -340,7 +341,7 @@ absl::StatusOr<StructuredResult> MeasureStructured(Bench& b, int tokens, int rep
 
   engine::EngineOptions o;
   o.n_slots = 1;
-  o.n_ctx = 64 + tokens + 8;
+  o.n_ctx = 64 + tokens + 8;  // prompt of 16
   o.n_threads = b.threads;
   ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> e, engine::Engine::Create(b.model, o));
   uint64_t id = 1;
@@ -359,25 +360,21 @@ absl::StatusOr<StructuredResult> MeasureStructured(Bench& b, int tokens, int rep
     sink->done_.WaitForNotification();
     return sink->info_;
   };
-  // Unconstrained: the step time.
-  Stat step;
-  for (int k = 0; k < repeats; ++k) {
-    const engine::FinishInfo f = run(false, tokens, 11 + k);
-    if (f.generated_tokens > 1) {
-      step.v.push_back(absl::ToDoubleSeconds(f.decode_time) / (f.generated_tokens - 1));
-    }
-  }
-  out.step_s = step.Median();
-  // Constrained: passes of `tokens` tokens (several values when they finish early). The first
-  // pass runs with cold mask caches.
-  Stat warm, csteps;
+  // Passes alternate, so that both see the same load on a shared machine: an unconstrained
+  // one (the step time), then a constrained one of `tokens` tokens (several values when they
+  // finish early). The first constrained pass runs with cold caches.
+  Stat step, warm, csteps;
   for (int pass = 0; pass <= repeats; ++pass) {
+    const engine::FinishInfo u = run(false, tokens, 11 + pass);
+    if (u.generated_tokens > 1) {
+      step.v.push_back(absl::ToDoubleSeconds(u.decode_time) / (u.generated_tokens - 1));
+    }
     int64_t n = 0;
     double ctime = 0, dtime = 0;
     int64_t dsteps = 0;
     uint32_t seed = 100 + pass * 1000;
     while (n < tokens) {
-      const engine::FinishInfo f = run(true, tokens, seed++);
+      const engine::FinishInfo f = run(true, tokens - static_cast<int>(n), seed++);
       n += f.generated_tokens;
       ctime += absl::ToDoubleSeconds(f.constraint_time);
       dtime += absl::ToDoubleSeconds(f.decode_time);
@@ -388,9 +385,12 @@ absl::StatusOr<StructuredResult> MeasureStructured(Bench& b, int tokens, int rep
       out.cold_s = ctime / n;
     } else {
       warm.v.push_back(ctime / n);
-      if (dsteps > 0) csteps.v.push_back(dtime / dsteps);
     }
+    if (dsteps > 0) csteps.v.push_back(dtime / dsteps);
   }
+  // The fastest step: the ratio is then an upper bound.
+  out.step_s = step.Min();
+  out.step_median_s = step.Median();
   out.warm_s = warm.Median();
   out.constrained_step_s = csteps.Median();
   return out;
@@ -537,12 +537,13 @@ int RunBench(int argc, char** argv) {
       rows.push_back({std::move(name), std::move(unit), {{v}}});
     };
     row("structured: compile JSON schema for the vocabulary", "ms", st->compile_s * 1e3);
-    row("structured: decode step, unconstrained", "ms", st->step_s * 1e3);
+    row("structured: decode step, unconstrained (fastest pass)", "ms", st->step_s * 1e3);
+    row("structured: decode step, unconstrained (median pass)", "ms", st->step_median_s * 1e3);
     row("structured: decode step, JSON schema (end to end)", "ms", st->constrained_step_s * 1e3);
     row("structured: constraint time per token, cold caches", "ms", st->cold_s * 1e3);
     row("structured: constraint time per token, warm", "ms", st->warm_s * 1e3);
-    row("structured: constraint / decode step, cold", "%", 100 * st->cold_s / st->step_s);
-    row("structured: constraint / decode step, warm", "%", 100 * st->warm_s / st->step_s);
+    row("structured: constraint / fastest decode step, cold", "%", 100 * st->cold_s / st->step_s);
+    row("structured: constraint / fastest decode step, warm", "%", 100 * st->warm_s / st->step_s);
     row("structured: JSON values completed", "count", static_cast<double>(st->values));
   }
 
