@@ -421,7 +421,12 @@ class SchemaCompiler {
         alts.push_back({g_->Byte('-'), IntegerRange(g_, kmin, kmax), frac});
       }
     }
-    if (alts.empty()) return Unsupported("the bounds leave no number", path);
+    if (alts.empty()) {
+      return Unsupported(
+          "number bounds with no integer and no whole unit interval between them are not "
+          "supported",
+          path);
+    }
     return g_->Group(std::move(alts), "number");
   }
 

@@ -189,6 +189,7 @@ TEST(JsonSchema, UnsupportedConstructsAreNamed) {
            {R"({"$ref":"#/$defs/missing"})", "does not resolve"},
            {R"({"type":"thing"})", "unknown type \"thing\""},
            {R"({"allOf":[{},{}]})", "allOf"},
+           {R"({"type":"number","minimum":0.2,"maximum":0.8})", "number bounds"},
            {R"j({"type":"string","pattern":"(?!x)"})j", "lookahead"}}) {
     auto g = Schema(k.schema);
     ASSERT_FALSE(g.ok()) << k.schema;
