@@ -26,8 +26,9 @@ int RunDetokenize(int argc, char** argv) {
       argc, argv);
   const std::string model = absl::GetFlag(FLAGS_model);
   if (model.empty() || !positional.empty()) {
-    std::fprintf(stderr, "usage: qwen detokenize --model MODEL.gguf --tokens 1,2,3 "
-                         "[--show-special] [--json]\n");
+    std::fprintf(stderr,
+                 "usage: qwen detokenize --model MODEL.gguf --tokens 1,2,3 "
+                 "[--show-special] [--json]\n");
     return 2;
   }
   const std::string list =
@@ -59,7 +60,13 @@ int RunDetokenize(int argc, char** argv) {
     std::fprintf(stderr, "qwen detokenize: --tokens must be non-negative integers\n");
     return 2;
   }
-  auto file = gguf::GgufFile::Open(model);
+  auto resolved = ResolveModel(model);
+  if (!resolved.ok()) {
+    std::fprintf(stderr, "qwen %s: %s\n", "detokenize",
+                 std::string(resolved.status().message()).c_str());
+    return 2;
+  }
+  auto file = gguf::GgufFile::Open(resolved->model_path);
   if (!file.ok()) {
     std::fprintf(stderr, "qwen detokenize: %s\n", std::string(file.status().message()).c_str());
     return 2;

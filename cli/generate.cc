@@ -90,8 +90,8 @@ double Seconds(std::chrono::steady_clock::time_point a, std::chrono::steady_cloc
 }
 
 absl::Status Generate() {
-  const std::string path = absl::GetFlag(FLAGS_model);
-  if (path.empty()) return absl::InvalidArgumentError("--model is required");
+  ASSIGN_OR_RETURN(const ModelFiles model_files, ResolveModelFlag());
+  const std::string& path = model_files.model_path;
   const std::string prompt_text = absl::GetFlag(FLAGS_prompt);
   const std::string chat_path = absl::GetFlag(FLAGS_chat);
   const int inputs =

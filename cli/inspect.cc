@@ -11,6 +11,7 @@
 #include "cli/common_flags.h"
 #include "cli/flags_util.h"
 #include "inference/gguf/gguf_file.h"
+#include "inference/model/layout.h"
 #include "nlohmann/json.hpp"
 
 ABSL_FLAG(int64_t, array_limit, -1,
@@ -117,14 +118,20 @@ struct TypeTotal {
 int RunInspect(int argc, char** argv) {
   std::vector<std::string> args = ParseFlags(
       "inspect",
-      "qwen inspect MODEL.gguf [--json]: print a GGUF file's metadata and tensor table.\n"
+      "qwen inspect MODEL.gguf [--json]: print a GGUF file's metadata and tensor table, and which\n"
+      "naming convention it follows (llama.cpp's or Ollama's). MODEL may be ollama:NAME[:TAG].\n"
       "Exit 0 on success, 2 when the file cannot be read or is not a valid GGUF.",
       argc, argv);
   if (args.size() != 1) {
     std::fprintf(stderr, "usage: qwen inspect MODEL.gguf [--json]\n");
     return 2;
   }
-  auto file_or = gguf::GgufFile::Open(args[0]);
+  const absl::StatusOr<ModelFiles> resolved = ResolveModel(args[0]);
+  if (!resolved.ok()) {
+    std::fprintf(stderr, "qwen inspect: %s\n", std::string(resolved.status().message()).c_str());
+    return 2;
+  }
+  auto file_or = gguf::GgufFile::Open(resolved->model_path);
   if (!file_or.ok()) {
     std::fprintf(stderr, "qwen inspect: %s\n", std::string(file_or.status().message()).c_str());
     return 2;
@@ -148,6 +155,8 @@ int RunInspect(int argc, char** argv) {
 
   if (json) {
     Json out;
+    out["layout"] = std::string(model::LayoutName(model::DetectLayout(file)));
+    if (!resolved->projector_path.empty()) out["projector"] = resolved->projector_path;
     Json meta = Json::object();
     for (const auto& [key, value] : file.metadata())
       meta[std::string(key)] = ValueJson(value, limit);
@@ -175,6 +184,14 @@ int RunInspect(int argc, char** argv) {
               HumanBytes(file.file_size()).c_str());
   std::printf("format:    GGUF v%u, alignment %" PRIu64 ", tensor data at byte %" PRIu64 "\n",
               file.version(), file.alignment(), file.data_offset());
+  const model::FileLayout layout = model::DetectLayout(file);
+  std::printf("layout:    %s%s\n", std::string(model::LayoutName(layout)).c_str(),
+              layout == model::FileLayout::kOllama
+                  ? " (Ollama's own library layout: bundled mtp.*/v.* tensors, Ollama's keys)"
+                  : "");
+  if (!resolved->projector_path.empty()) {
+    std::printf("projector: %s\n", resolved->projector_path.c_str());
+  }
   std::printf("\nmetadata (%zu keys):\n", file.metadata().size());
   size_t key_width = 0;
   for (const auto& [key, value] : file.metadata()) key_width = std::max(key_width, key.size());

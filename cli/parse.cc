@@ -66,9 +66,9 @@ int RunParse(int argc, char** argv) {
     return 2;
   }
   const chat::ParsedOutput parsed = chat::OutputParser::Parse(output, options);
-  std::printf("%s\n", parsed.ToJson()
-                          .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
-                          .c_str());
+  std::printf(
+      "%s\n",
+      parsed.ToJson().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   return 0;
 }
 

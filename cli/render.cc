@@ -33,14 +33,20 @@ int RunRender(int argc, char** argv) {
   const std::string model = absl::GetFlag(FLAGS_model);
   const std::string template_path = absl::GetFlag(FLAGS_chat_template);
   if ((model.empty() == template_path.empty()) || positional.size() > 1) {
-    std::fprintf(stderr, "usage: qwen render (--model MODEL.gguf | --chat_template FILE.jinja) "
-                         "[--json] [REQUEST.json]\n");
+    std::fprintf(stderr,
+                 "usage: qwen render (--model MODEL.gguf | --chat_template FILE.jinja) "
+                 "[--json] [REQUEST.json]\n");
     return 2;
   }
   std::unique_ptr<chat::ChatTemplate> tmpl;
   std::unique_ptr<gguf::GgufFile> file;
   if (!model.empty()) {
-    auto f = gguf::GgufFile::Open(model);
+    auto resolved = ResolveModel(model);
+    if (!resolved.ok()) {
+      std::fprintf(stderr, "qwen render: %s\n", std::string(resolved.status().message()).c_str());
+      return 2;
+    }
+    auto f = gguf::GgufFile::Open(resolved->model_path);
     if (!f.ok()) {
       std::fprintf(stderr, "qwen render: %s\n", std::string(f.status().message()).c_str());
       return 2;

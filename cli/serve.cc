@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "cli/commands.h"
 #include "cli/common_flags.h"
@@ -95,12 +96,25 @@ int RunServe(int argc, char** argv) {
   o.max_connection_age = absl::GetFlag(FLAGS_max_connection_age);
   o.max_connection_age_grace = absl::GetFlag(FLAGS_max_connection_age_grace);
   service::WorkerPoolOptions& p = o.pool;
-  p.model_path = absl::GetFlag(FLAGS_model);
+  absl::Status model_status;
+  if (const std::string model = absl::GetFlag(FLAGS_model); !model.empty()) {
+    // Workers get the resolved file: they need not know about Ollama's store.
+    absl::StatusOr<ModelFiles> files = ResolveModel(model);
+    if (files.ok()) {
+      p.model_path = files->model_path;
+      o.model_name = files->display_name;
+    } else {
+      model_status =
+          absl::Status(files.status().code(), absl::StrCat("--model: ", files.status().message()));
+    }
+  }
   p.workers = absl::GetFlag(FLAGS_workers);
   p.slots = absl::GetFlag(FLAGS_slots);
   p.ctx_size = absl::GetFlag(FLAGS_ctx_size);
   p.kv_type = absl::GetFlag(FLAGS_kv_type);
   p.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
+  p.prefix_cache_mb = absl::GetFlag(FLAGS_prefix_cache_mb);
+  p.snapshot_interval = absl::GetFlag(FLAGS_snapshot_interval);
   p.socket_dir = absl::GetFlag(FLAGS_socket_dir);
   p.heartbeat_interval = absl::GetFlag(FLAGS_heartbeat_interval);
   p.heartbeat_timeout = absl::GetFlag(FLAGS_heartbeat_timeout);
@@ -112,6 +126,7 @@ int RunServe(int argc, char** argv) {
   if (p.threads == 0) p.threads = std::max(1, AvailableCores() / std::max(1, p.workers));
   absl::Status limits = ApplyServeLimitFlags(&o);
   if (!log_flags.ok()) limits = log_flags;
+  if (!model_status.ok()) limits = model_status;
   // --check_config reports every problem itself; a real start stops at the first.
   if (absl::GetFlag(FLAGS_check_config)) {
     return CheckServeConfig(o, absl::GetFlag(FLAGS_json), limits);

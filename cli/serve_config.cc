@@ -87,6 +87,7 @@ MemoryEstimate EstimateMemory(const model::ModelConfig& config, int64_t file_byt
   m.ctx_size = options.pool.ctx_size;
   m.workers = options.pool.workers;
   m.slots = options.pool.slots;
+  m.prefix_cache_bytes = options.pool.prefix_cache_mb << 20;
   return m;
 }
 
@@ -98,6 +99,8 @@ absl::Status ValidateServeOptions(const service::FrontEndOptions& o) {
       InRange("threads", p.threads, 0, 4096),
       InRange("ctx_size", p.ctx_size, 2, int64_t{1} << 24),
       InRange("prefill_chunk", p.prefill_chunk, 1, int64_t{1} << 16),
+      InRange("prefix_cache_mb", p.prefix_cache_mb, 0, int64_t{1} << 30),
+      InRange("snapshot_interval", p.snapshot_interval, 1, int64_t{1} << 24),
       InRange("port", o.port, 0, 65535),
       InRange("metrics_port", o.metrics_port, 0, 65535),
       InRange("queue_size", o.queue_size, 0, 1 << 20),
@@ -287,12 +290,13 @@ int CheckServeConfig(const service::FrontEndOptions& o, bool json,
           {"slot_bytes", e.slot_bytes()},
           {"workers", e.workers},
           {"slots", e.slots},
+          {"prefix_cache_bytes", e.prefix_cache_bytes},
           {"worker_overhead_bytes", e.worker_overhead_bytes},
           {"front_end_overhead_bytes", e.front_end_overhead_bytes},
           {"total_bytes", e.total_bytes()},
           {"formula",
            "weights + workers x slots x (state_per_slot + kv_per_token x ctx_size) + workers x "
-           "worker_overhead + front_end_overhead"},
+           "(prefix_cache + worker_overhead) + front_end_overhead"},
       };
     }
   }
@@ -327,10 +331,12 @@ int CheckServeConfig(const service::FrontEndOptions& o, bool json,
       auto b = [&mem](const char* k) { return static_cast<long long>(mem[k].get<int64_t>()); };
       std::printf(
           "memory: weights %lld + %d workers x %d slots x (state %lld + KV %lld/token x %lld "
-          "tokens) + %d workers x overhead %lld + front end %lld = %lld bytes (%s)\n",
+          "tokens) + %d workers x (prefix cache %lld + overhead %lld) + front end %lld = %lld "
+          "bytes (%s)\n",
           b("weights_bytes"), o.pool.workers, o.pool.slots, b("state_bytes_per_slot"),
-          b("kv_bytes_per_token"), b("ctx_size"), o.pool.workers, b("worker_overhead_bytes"),
-          b("front_end_overhead_bytes"), b("total_bytes"), GiB(b("total_bytes")).c_str());
+          b("kv_bytes_per_token"), b("ctx_size"), o.pool.workers, b("prefix_cache_bytes"),
+          b("worker_overhead_bytes"), b("front_end_overhead_bytes"), b("total_bytes"),
+          GiB(b("total_bytes")).c_str());
     }
   }
   return errors.empty() ? 0 : 2;

@@ -25,7 +25,7 @@ inline constexpr int64_t kFrontEndOverheadBytes = int64_t{256} << 20;
 // What a configuration needs at most, in bytes:
 //   weights (the file, mapped once and shared by every process)
 //   + workers x slots x (state_per_slot + kv_per_token x ctx_size)
-//   + workers x worker_overhead + front_end_overhead.
+//   + workers x (prefix_cache + worker_overhead) + front_end_overhead.
 // A slot's KV cache is address space reserved for the whole context and committed as tokens
 // arrive, so this is the worst case: every slot holding a full context.
 struct MemoryEstimate {
@@ -35,13 +35,15 @@ struct MemoryEstimate {
   int64_t ctx_size = 0;
   int workers = 0;
   int slots = 0;
+  int64_t prefix_cache_bytes = 0;  // each worker's prefix cache budget (--prefix_cache_mb)
   int64_t worker_overhead_bytes = kWorkerOverheadBytes;
   int64_t front_end_overhead_bytes = kFrontEndOverheadBytes;
 
   int64_t slot_bytes() const { return state_bytes_per_slot + kv_bytes_per_token * ctx_size; }
   int64_t total_bytes() const {
     return weights_bytes + int64_t{workers} * slots * slot_bytes() +
-           int64_t{workers} * worker_overhead_bytes + front_end_overhead_bytes;
+           int64_t{workers} * (prefix_cache_bytes + worker_overhead_bytes) +
+           front_end_overhead_bytes;
   }
 };
 

@@ -9,6 +9,15 @@ ABSL_FLAG(int32_t, prefill_chunk, 256,
           "Prompt tokens a worker's engine step prefills on top of one token per decoding "
           "sequence: smaller keeps running streams' inter-token latency low while a long prompt "
           "is prefilled, larger prefills faster.");
+ABSL_FLAG(int64_t, prefix_cache_mb, 1024,
+          "Memory (MiB) each worker may use for its prefix cache: snapshots of sequence states "
+          "(about 50 MiB of delta-net state each for the 4B model, plus 32 KiB of KV cache per "
+          "token at f16) from which later prompts with the same start resume. 0 disables it.");
+ABSL_FLAG(int32_t, snapshot_interval, 512,
+          "The prefix cache snapshots long prompts every this many tokens (and each prompt at "
+          "its end and after its generation): a prompt that diverges from a cached one resumes "
+          "at the last snapshot before the divergence. Smaller reuses more but costs a state "
+          "snapshot per interval.");
 ABSL_FLAG(bool, testing_allow_fault_injection, false,
           "Testing only: workers take SIGUSR1 (wedge the engine thread at its next token) and "
           "SIGUSR2 (allocate memory until the worker's memory limit is hit). Never enable in "

@@ -8,6 +8,8 @@
 
 ABSL_DECLARE_FLAG(int32_t, slots);
 ABSL_DECLARE_FLAG(int32_t, prefill_chunk);
+ABSL_DECLARE_FLAG(int64_t, prefix_cache_mb);
+ABSL_DECLARE_FLAG(int32_t, snapshot_interval);
 ABSL_DECLARE_FLAG(bool, testing_allow_fault_injection);
 
 #endif  // QWEN_CLI_SERVING_FLAGS_H_

@@ -31,11 +31,18 @@ int RunTokenize(int argc, char** argv) {
       argc, argv);
   const std::string model = absl::GetFlag(FLAGS_model);
   if (model.empty() || !positional.empty()) {
-    std::fprintf(stderr, "usage: qwen tokenize --model MODEL.gguf [--text TEXT] [--no-special] "
-                         "[--json]\n");
+    std::fprintf(stderr,
+                 "usage: qwen tokenize --model MODEL.gguf [--text TEXT] [--no-special] "
+                 "[--json]\n");
     return 2;
   }
-  auto file = gguf::GgufFile::Open(model);
+  auto resolved = ResolveModel(model);
+  if (!resolved.ok()) {
+    std::fprintf(stderr, "qwen %s: %s\n", "tokenize",
+                 std::string(resolved.status().message()).c_str());
+    return 2;
+  }
+  auto file = gguf::GgufFile::Open(resolved->model_path);
   if (!file.ok()) {
     std::fprintf(stderr, "qwen tokenize: %s\n", std::string(file.status().message()).c_str());
     return 2;

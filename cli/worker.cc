@@ -39,7 +39,12 @@ int RunWorker(int argc, char** argv) {
     return 2;
   }
   service::WorkerOptions o;
-  o.model_path = absl::GetFlag(FLAGS_model);
+  const absl::StatusOr<ModelFiles> model = ResolveModelFlag();
+  if (!model.ok()) {
+    std::fprintf(stderr, "qwen worker: %s\n", std::string(model.status().message()).c_str());
+    return 2;
+  }
+  o.model_path = model->model_path;
   o.socket_path = absl::GetFlag(FLAGS_socket);
   o.index = absl::GetFlag(FLAGS_index);
   o.slots = absl::GetFlag(FLAGS_slots);
@@ -47,6 +52,8 @@ int RunWorker(int argc, char** argv) {
   o.ctx_size = absl::GetFlag(FLAGS_ctx_size);
   o.kv_type = absl::GetFlag(FLAGS_kv_type);
   o.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
+  o.prefix_cache_mb = absl::GetFlag(FLAGS_prefix_cache_mb);
+  o.snapshot_interval = absl::GetFlag(FLAGS_snapshot_interval);
   o.parent_pid = absl::GetFlag(FLAGS_parent_pid);
   o.allow_forced_tokens = absl::GetFlag(FLAGS_testing_allow_forced_tokens);
   o.allow_fault_injection = absl::GetFlag(FLAGS_testing_allow_fault_injection);

@@ -10,6 +10,40 @@ namespace qwen::service {
 Dispatcher::Dispatcher(int n_workers, int queue_capacity)
     : capacity_(std::max(0, queue_capacity)), workers_(std::max(0, n_workers)) {}
 
+namespace {
+
+uint64_t Mix(uint64_t x) {  // splitmix64's finalizer
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+}  // namespace
+
+uint64_t Dispatcher::PromptAffinity(const int32_t* tokens, size_t n) {
+  uint64_t h = 0xcbf29ce484222325ULL;  // FNV-1a over the token ids
+  for (size_t i = 0; i < std::min<size_t>(n, kAffinityTokens); ++i) {
+    h = (h ^ static_cast<uint32_t>(tokens[i])) * 0x100000001b3ULL;
+  }
+  return h == 0 ? 1 : h;
+}
+
+int Dispatcher::Preferred(uint64_t affinity, int n_workers,
+                          const std::function<bool(int)>& eligible) {
+  int best = -1;
+  uint64_t best_score = 0;
+  for (int k = 0; k < n_workers; ++k) {
+    if (!eligible(k)) continue;
+    const uint64_t score = Mix(affinity ^ Mix(static_cast<uint64_t>(k)));
+    if (best < 0 || score > best_score) {
+      best = k;
+      best_score = score;
+    }
+  }
+  return best;
+}
+
 int Dispatcher::LiveLocked() const {
   return static_cast<int>(
       std::count_if(workers_.begin(), workers_.end(), [](const Worker& w) { return w.live; }));
@@ -25,6 +59,15 @@ std::vector<Dispatcher::Assignment> Dispatcher::AssignLocked() {
       const WorkerRef ref{k, w.epoch};
       if (std::find(it->exclude.begin(), it->exclude.end(), ref) != it->exclude.end()) continue;
       if (best < 0 || w.busy < workers_[best].busy) best = k;
+    }
+    if (best >= 0 && it->affinity != 0) {
+      // The preferred worker among the live ones this job may use, when it has room.
+      const int preferred = Preferred(it->affinity, static_cast<int>(workers_.size()), [&](int k) {
+        const Worker& w = workers_[k];
+        return w.live && std::find(it->exclude.begin(), it->exclude.end(), WorkerRef{k, w.epoch}) ==
+                             it->exclude.end();
+      });
+      if (preferred >= 0 && workers_[preferred].busy < workers_[preferred].slots) best = preferred;
     }
     if (best < 0) {
       // No slot for this one (all busy, or only workers that failed it have room): a later job

@@ -24,7 +24,11 @@ struct WorkerRef {
 
 // Assigns requests to worker slots. Requests wait in a FIFO queue of bounded length; whenever a
 // slot is free, the oldest waiting request that may run there goes to the live worker with the
-// fewest busy slots (ties: the lowest index), so load spreads evenly over the workers.
+// fewest busy slots (ties: the lowest index), so load spreads evenly over the workers. A request
+// with an affinity key (a hash of its prompt's first tokens, PromptAffinity) goes instead to the
+// worker the key prefers (rendezvous hashing over the live workers, so keys move only when a
+// worker comes or goes) as long as that worker has a free slot: requests that share a prompt
+// start meet the worker whose prefix cache holds it.
 //
 // The dispatcher only does the bookkeeping: starting a request on a worker is the job's `start`
 // callback, and the job reports the end with Release(). Callbacks run on the thread whose call
@@ -42,6 +46,8 @@ class Dispatcher {
     std::function<void(absl::Status status)> fail;
     // Worker incarnations this job must not run on (ones that already failed it).
     std::vector<WorkerRef> exclude;
+    // 0: none (least busy worker).
+    uint64_t affinity = 0;
   };
 
   struct WorkerStats {
@@ -86,6 +92,14 @@ class Dispatcher {
   void WorkerDown(int index);
 
   Stats GetStats() const;
+
+  // The affinity key of a prompt: a hash of its first kAffinityTokens tokens (all of a shorter
+  // one), never 0. Conversations resent turn after turn, and requests sharing a system prompt,
+  // share it.
+  static constexpr int kAffinityTokens = 64;
+  static uint64_t PromptAffinity(const int32_t* tokens, size_t n);
+  // The worker a key prefers among those for which `eligible(k)` holds; -1 when none.
+  static int Preferred(uint64_t affinity, int n_workers, const std::function<bool(int)>& eligible);
 
  private:
   struct Worker {

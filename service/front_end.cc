@@ -12,6 +12,7 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "inference/model/state.h"
 #include "qwen/v1/qwen.grpc.pb.h"
 #include "service/auth.h"
 #include "service/dispatcher.h"
@@ -55,7 +56,7 @@ class QwenService final : public v1::Qwen::CallbackService {
  public:
   QwenService(const TextModel* model, const FrontEndOptions* options, Dispatcher* dispatcher)
       : model_(model), options_(options), dispatcher_(dispatcher) {
-    static_info_ = StaticModelInfo(*model);
+    static_info_ = StaticModelInfo(*model, options->model_name);
     static_info_.set_slot_context_length(static_cast<uint32_t>(options->pool.ctx_size));
     env_.model = model;
     env_.dispatcher = dispatcher;
@@ -151,6 +152,25 @@ class QwenService final : public v1::Qwen::CallbackService {
     serving->set_busy_slots(static_cast<uint32_t>(s.busy_slots));
     serving->set_queued_requests(static_cast<uint32_t>(s.queued));
     serving->set_queue_size(static_cast<uint32_t>(s.queue_capacity));
+    v1::PrefixCacheInfo* pc = resp->mutable_prefix_cache();
+    pc->set_enabled(options_->pool.prefix_cache_mb > 0);
+    pc->set_budget_bytes_per_worker(static_cast<uint64_t>(options_->pool.prefix_cache_mb) << 20);
+    pc->set_snapshot_interval(static_cast<uint32_t>(options_->pool.snapshot_interval));
+    const model::StateSize size = model::SequenceState::SizeFor(
+        model_->config(), options_->pool.ctx_size,
+        options_->pool.kv_type == "f32" ? model::KvType::kF32 : model::KvType::kF16);
+    pc->set_state_bytes_per_snapshot(size.recurrent_bytes + size.conv_bytes);
+    pc->set_kv_bytes_per_token(size.kv_bytes_per_token);
+    if (env_.metrics != nullptr) {
+      const Metrics::PrefixCacheTotals t = env_.metrics->GetPrefixCacheTotals();
+      pc->set_used_bytes(static_cast<uint64_t>(t.used_bytes));
+      pc->set_entries(static_cast<uint64_t>(t.entries));
+      pc->set_lookups(static_cast<uint64_t>(t.lookups));
+      pc->set_hits(static_cast<uint64_t>(t.hits));
+      pc->set_hit_rate(t.lookups > 0 ? static_cast<double>(t.hits) / t.lookups : 0.0);
+      pc->set_cached_tokens(static_cast<uint64_t>(t.cached_tokens));
+      pc->set_evictions(static_cast<uint64_t>(t.evictions));
+    }
     if (WorkerPool* pool = pool_.load(); pool != nullptr) {
       for (const WorkerInfo& w : pool->Workers()) {
         v1::WorkerStatus* ws = serving->add_worker_status();
@@ -239,7 +259,8 @@ absl::Status RunFrontEnd(const FrontEndOptions& options) {
   if (options.metrics_port < 0 || options.metrics_port > 65535) {
     return absl::InvalidArgumentError("--metrics_port must be in [0, 65535]");
   }
-  Metrics metrics(ModelInfoLabels(**model, options.pool.model_path), BuildInfoLabels());
+  Metrics metrics(ModelInfoLabels(**model, options.pool.model_path, options.model_name),
+                  BuildInfoLabels());
   if (options.metrics_port > 0) {
     if (absl::Status st = metrics.Serve(options.host, options.metrics_port); !st.ok()) return st;
   }
@@ -313,25 +334,26 @@ absl::Status RunFrontEnd(const FrontEndOptions& options) {
   }
   service.SetPool(pool->get());
   metrics.SetSources(&dispatcher, pool->get());
-  LogInfo(
-      kComponent,
-      absl::StrCat("listening on ", ListenAddress(options.host, port),
-                   options.tls.enabled()
-                       ? (options.tls.client_ca_file.empty() ? " with TLS" : " with mTLS")
-                       : "",
-                   " (model ", options.pool.model_path, ", ", options.pool.workers, " workers x ",
-                   options.pool.slots, " slots, sockets in ", (*pool)->socket_dir(), ")"),
-      {{"event", "listening"},
-       {"address", ListenAddress(options.host, port)},
-       {"port", port},
-       {"tls", options.tls.enabled()},
-       {"mtls", options.tls.enabled() && !options.tls.client_ca_file.empty()},
-       {"metrics_port", metrics.port()},
-       {"model", options.pool.model_path},
-       {"workers", options.pool.workers},
-       {"slots", options.pool.slots},
-       {"ctx_size", options.pool.ctx_size},
-       {"queue_size", options.queue_size}});
+  LogInfo(kComponent,
+          absl::StrCat("listening on ", ListenAddress(options.host, port),
+                       options.tls.enabled()
+                           ? (options.tls.client_ca_file.empty() ? " with TLS" : " with mTLS")
+                           : "",
+                       " (model ",
+                       options.model_name.empty() ? "" : absl::StrCat(options.model_name, " = "),
+                       options.pool.model_path, ", ", options.pool.workers, " workers x ",
+                       options.pool.slots, " slots, sockets in ", (*pool)->socket_dir(), ")"),
+          {{"event", "listening"},
+           {"address", ListenAddress(options.host, port)},
+           {"port", port},
+           {"tls", options.tls.enabled()},
+           {"mtls", options.tls.enabled() && !options.tls.client_ca_file.empty()},
+           {"metrics_port", metrics.port()},
+           {"model", options.pool.model_path},
+           {"workers", options.pool.workers},
+           {"slots", options.pool.slots},
+           {"ctx_size", options.pool.ctx_size},
+           {"queue_size", options.queue_size}});
   if (metrics.port() > 0) {
     LogInfo(
         kComponent,

@@ -17,6 +17,9 @@ struct FrontEndOptions {
   std::string host = "0.0.0.0";
   int port = 50051;  // 0: any free port (the log says which)
   WorkerPoolOptions pool;
+  // What --model named when it was not a path (e.g. "qwen3.5:4b" from Ollama's store): the model's
+  // name in GetModelInfo when the file carries no general.name.
+  std::string model_name;
   int queue_size = 64;   // requests that may wait for a slot
   RequestLimits limits;  // slot_context is taken from pool.ctx_size
   // On SIGTERM/SIGINT, running streams get this long to finish before they are cancelled.

@@ -184,6 +184,10 @@ void GenerateCall::Dispatch(bool retry) {
   auto self = shared_from_this();
   job.start = [self](WorkerRef worker) { self->StartAttempt(worker); };
   job.fail = [self](absl::Status status) { self->EndWith(status); };
+  if (!prepared_.worker_request.no_prefix_cache()) {
+    const auto& prompt = prepared_.worker_request.prompt();
+    job.affinity = Dispatcher::PromptAffinity(prompt.data(), static_cast<size_t>(prompt.size()));
+  }
   Action action;
   bool ended = false;
   {

@@ -104,6 +104,28 @@ class Metrics::PoolCollector : public prometheus::Collectable {
         Family("qwen_worker_decode_tokens_total",
                "Tokens the worker's engine generated (all incarnations, as of the last heartbeat).",
                MetricType::Counter);
+    MetricFamily cache_bytes = Family(
+        "qwen_prefix_cache_bytes",
+        "The worker's prefix cache (last heartbeat): budget (--prefix_cache_mb) and used bytes.",
+        MetricType::Gauge);
+    MetricFamily cache_entries =
+        Family("qwen_prefix_cache_entries", "State snapshots in the worker's prefix cache.",
+               MetricType::Gauge);
+    MetricFamily cache_lookups = Family(
+        "qwen_prefix_cache_lookups_total",
+        "Requests that could resume from cached state (all incarnations).", MetricType::Counter);
+    MetricFamily cache_hits = Family(
+        "qwen_prefix_cache_hits_total",
+        "Requests that resumed from cached state, a prefix cache snapshot or the slot's previous "
+        "sequence (all incarnations); hit rate = hits / lookups.",
+        MetricType::Counter);
+    MetricFamily cache_tokens =
+        Family("qwen_prefix_cache_cached_tokens_total",
+               "Prompt tokens not computed thanks to cached state (all incarnations).",
+               MetricType::Counter);
+    MetricFamily cache_evictions = Family(
+        "qwen_prefix_cache_evictions_total",
+        "Snapshots dropped to keep the prefix cache within its budget.", MetricType::Counter);
     MetricFamily prefill_rate =
         Family("qwen_prefill_tokens_per_second",
                "Prompt tokens the worker computed per second over the last rate window (~5 s).",
@@ -166,14 +188,34 @@ class Metrics::PoolCollector : public prometheus::Collectable {
           drate = ws->decode_rate;
         }
       }
+      Add(cache_bytes, {worker, {"kind", "budget"}},
+          static_cast<double>(h.prefix_cache_budget_bytes()));
+      Add(cache_bytes, {worker, {"kind", "used"}},
+          static_cast<double>(h.prefix_cache_used_bytes()));
+      Add(cache_entries, {worker}, static_cast<double>(h.prefix_cache_entries()));
+      if (ws != nullptr) {
+        Add(cache_lookups, {worker},
+            static_cast<double>(ws->lookups_base + ws->last.prefix_lookups()));
+        Add(cache_hits, {worker}, static_cast<double>(ws->hits_base + ws->last.prefix_hits()));
+        Add(cache_tokens, {worker},
+            static_cast<double>(ws->cached_base + ws->last.prefix_cached_tokens()));
+        Add(cache_evictions, {worker},
+            static_cast<double>(ws->evictions_base + ws->last.prefix_cache_evictions()));
+      } else {
+        for (MetricFamily* f : {&cache_lookups, &cache_hits, &cache_tokens, &cache_evictions}) {
+          Add(*f, {worker}, 0);
+        }
+      }
       Add(prefilled, {worker}, static_cast<double>(prefill_total));
       Add(decoded, {worker}, static_cast<double>(decode_total));
       Add(prefill_rate, {worker}, prate);
       Add(decode_rate, {worker}, drate);
     }
     std::vector<MetricFamily> out;
-    for (MetricFamily* f : {&queue, &queue_cap, &running, &slots, &up, &state, &restarts, &queued,
-                            &bytes, &prefilled, &decoded, &prefill_rate, &decode_rate}) {
+    for (MetricFamily* f :
+         {&queue, &queue_cap, &running, &slots, &up, &state, &restarts, &queued, &bytes, &prefilled,
+          &decoded, &prefill_rate, &decode_rate, &cache_bytes, &cache_entries, &cache_lookups,
+          &cache_hits, &cache_tokens, &cache_evictions}) {
       if (!f->metric.empty()) out.push_back(std::move(*f));
     }
     return out;
@@ -323,6 +365,21 @@ void Metrics::ObserveInterTokenLatency(absl::Duration interval, int n) {
   itl_->ObserveMultiple(increments, each * n);
 }
 
+Metrics::PrefixCacheTotals Metrics::GetPrefixCacheTotals() const {
+  absl::MutexLock lock(&samples_mu_);
+  PrefixCacheTotals t;
+  for (const WorkerSamples& w : samples_) {
+    if (!w.seen) continue;
+    t.used_bytes += w.last.prefix_cache_used_bytes();
+    t.entries += w.last.prefix_cache_entries();
+    t.lookups += w.lookups_base + w.last.prefix_lookups();
+    t.hits += w.hits_base + w.last.prefix_hits();
+    t.cached_tokens += w.cached_base + w.last.prefix_cached_tokens();
+    t.evictions += w.evictions_base + w.last.prefix_cache_evictions();
+  }
+  return t;
+}
+
 void Metrics::OnWorkerHealth(int index, uint64_t epoch, const worker::v1::HealthResponse& health,
                              absl::Time now) {
   if (index < 0) return;
@@ -335,6 +392,10 @@ void Metrics::OnWorkerHealth(int index, uint64_t epoch, const worker::v1::Health
       // A new process: its counters start from zero; keep what the last one had done.
       w.prefill_base += w.last.tokens_prefilled();
       w.decode_base += w.last.tokens_generated();
+      w.lookups_base += w.last.prefix_lookups();
+      w.hits_base += w.last.prefix_hits();
+      w.cached_base += w.last.prefix_cached_tokens();
+      w.evictions_base += w.last.prefix_cache_evictions();
     }
     w.seen = true;
     w.epoch = epoch;
@@ -393,12 +454,14 @@ Metrics::Labels BuildInfoLabels() {
   return l;
 }
 
-Metrics::Labels ModelInfoLabels(const TextModel& model, const std::string& path) {
-  const v1::GetModelInfoResponse info = StaticModelInfo(model);
+Metrics::Labels ModelInfoLabels(const TextModel& model, const std::string& path,
+                                const std::string& fallback_name) {
+  const v1::GetModelInfoResponse info = StaticModelInfo(model, fallback_name);
   Metrics::Labels l;
   l["name"] = info.name();
   l["architecture"] = info.architecture();
   l["file_type"] = info.file_type();
+  l["file_layout"] = info.file_layout();
   l["parameters"] = absl::StrCat(info.parameter_count());
   l["context_length"] = absl::StrCat(info.context_length());
   l["vocab_size"] = absl::StrCat(info.vocab_size());

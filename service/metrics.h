@@ -79,6 +79,18 @@ class Metrics {
   };
   WorkerTotals GetWorkerTotals(int index) const;
 
+  // The workers' prefix caches as of their last heartbeats: bytes and entries now held, and
+  // counters over all incarnations.
+  struct PrefixCacheTotals {
+    int64_t used_bytes = 0;
+    int64_t entries = 0;
+    int64_t lookups = 0;
+    int64_t hits = 0;
+    int64_t cached_tokens = 0;
+    int64_t evictions = 0;
+  };
+  PrefixCacheTotals GetPrefixCacheTotals() const;
+
   // How long a window the throughput gauges average over (at least; it ends at a heartbeat).
   static constexpr absl::Duration kRateWindow = absl::Seconds(5);
 
@@ -91,6 +103,10 @@ class Metrics {
     // Engine counters of earlier incarnations, so that the totals only grow.
     int64_t prefill_base = 0;
     int64_t decode_base = 0;
+    int64_t lookups_base = 0;
+    int64_t hits_base = 0;
+    int64_t cached_base = 0;
+    int64_t evictions_base = 0;
     absl::Time window_start;
     int64_t window_prefill = 0;
     int64_t window_decode = 0;
@@ -128,7 +144,8 @@ Metrics::Labels BuildInfoLabels();
 
 // The labels of qwen_model_info: name, architecture, file_type, parameters, context_length,
 // vocab_size and file (the path's last component).
-Metrics::Labels ModelInfoLabels(const TextModel& model, const std::string& path);
+Metrics::Labels ModelInfoLabels(const TextModel& model, const std::string& path,
+                                const std::string& fallback_name = "");
 
 }  // namespace qwen::service
 

@@ -4,6 +4,7 @@
 #include <map>
 
 #include "absl/strings/str_cat.h"
+#include "inference/model/layout.h"
 #include "inference/quant/types.h"
 
 namespace qwen::service {
@@ -29,10 +30,11 @@ std::string FileTypeName(uint32_t file_type) {
   return absl::StrCat("unknown (", file_type, ")");
 }
 
-v1::GetModelInfoResponse StaticModelInfo(const TextModel& model) {
+v1::GetModelInfoResponse StaticModelInfo(const TextModel& model, const std::string& fallback_name) {
   v1::GetModelInfoResponse info;
   const gguf::GgufFile& file = model.file();
-  info.set_name(model.config().name);
+  info.set_name(model.config().name.empty() ? fallback_name : model.config().name);
+  info.set_file_layout(std::string(model::LayoutName(model.config().layout)));
   info.set_architecture(model.config().architecture);
   if (auto ft = file.GetU32("general.file_type"); ft.ok()) {
     info.set_file_type(FileTypeName(*ft));

@@ -476,6 +476,7 @@ absl::StatusOr<PreparedGenerate> PrepareGenerate(const v1::GenerateRequest& requ
   p.top_logprobs = static_cast<int>(o.top_logprobs());
   p.return_token_ids = o.return_token_ids();
   w.set_logprobs(p.logprobs ? p.top_logprobs : -1);
+  w.set_no_prefix_cache(request.has_prefix_cache() && !request.prefix_cache());
 
   // Structured output: checked here (so that a bad format fails before any work, naming the
   // construct) and compiled again by the worker for the vocabulary.

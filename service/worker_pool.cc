@@ -187,6 +187,8 @@ absl::Status WorkerPool::SpawnLocked(Worker& w) {
       absl::StrCat("--ctx_size=", options_.ctx_size),
       absl::StrCat("--kv_type=", options_.kv_type),
       absl::StrCat("--prefill_chunk=", options_.prefill_chunk),
+      absl::StrCat("--prefix_cache_mb=", options_.prefix_cache_mb),
+      absl::StrCat("--snapshot_interval=", options_.snapshot_interval),
       absl::StrCat("--parent_pid=", getpid()),
       absl::StrCat("--log_level=", LogLevelName(GetLogLevel())),
       absl::StrCat("--log_format=", LogFormatName(GetLogFormat())),

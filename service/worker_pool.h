@@ -28,7 +28,9 @@ struct WorkerPoolOptions {
   int threads = 1;  // compute threads per worker
   int64_t ctx_size = 4096;
   std::string kv_type = "f16";
-  int64_t prefill_chunk = 256;  // prompt tokens per engine step
+  int64_t prefill_chunk = 256;      // prompt tokens per engine step
+  int64_t prefix_cache_mb = 0;      // each worker's prefix cache budget; 0: none
+  int64_t snapshot_interval = 512;  // prefix cache snapshot spacing inside prompts
   // Where the private socket directory is made; empty: $TMPDIR, else /tmp.
   std::string socket_dir;
   absl::Duration heartbeat_interval = absl::Seconds(1);

@@ -350,6 +350,7 @@ class WorkerService final : public wpb::Worker::CallbackService {
     r.max_tokens = req->max_tokens();
     r.stop_tokens.assign(req->stop_token_ids().begin(), req->stop_token_ids().end());
     r.logprobs = req->logprobs();
+    r.use_prefix_cache = !req->no_prefix_cache();
     if (!req->forced_tokens().empty()) {
       if (!allow_forced_) {
         stream->Fail(absl::FailedPreconditionError(
@@ -387,6 +388,13 @@ class WorkerService final : public wpb::Worker::CallbackService {
     resp->set_state_bytes(static_cast<int64_t>(s.state_bytes));
     resp->set_kv_bytes_resident(static_cast<int64_t>(s.kv_bytes_resident));
     resp->set_kv_bytes_reserved(static_cast<int64_t>(s.kv_bytes_reserved));
+    resp->set_prefix_cache_budget_bytes(static_cast<int64_t>(s.prefix_cache.budget_bytes));
+    resp->set_prefix_cache_used_bytes(static_cast<int64_t>(s.prefix_cache.used_bytes));
+    resp->set_prefix_cache_entries(s.prefix_cache.entries);
+    resp->set_prefix_lookups(s.prefix_lookups);
+    resp->set_prefix_hits(s.prefix_hits);
+    resp->set_prefix_cached_tokens(s.prefix_cached_tokens);
+    resp->set_prefix_cache_evictions(s.prefix_cache.evictions);
     grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
     r->Finish(grpc::Status::OK);
     return r;
@@ -448,6 +456,8 @@ absl::Status RunWorker(const WorkerOptions& options) {
   eo.n_threads = options.threads;
   eo.kv_type = options.kv_type == "f32" ? model::KvType::kF32 : model::KvType::kF16;
   eo.prefill_chunk = options.prefill_chunk;
+  eo.prefix_cache_bytes = static_cast<size_t>(options.prefix_cache_mb) << 20;
+  eo.snapshot_interval = options.snapshot_interval;
   ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> engine, engine::Engine::Create(model, eo));
 
   WorkerService service(engine.get(), options.allow_forced_tokens, shared_file);
@@ -465,19 +475,19 @@ absl::Status RunWorker(const WorkerOptions& options) {
   // context sees the cost before the first long prompt does.
   const engine::EngineStats stats = engine->Stats();
   const auto mib = [](size_t b) { return static_cast<int64_t>(b >> 20); };
-  LogInfo(
-      component,
-      absl::StrCat("serving ", options.model_path, " on unix:", options.socket_path, " with ",
-                   options.slots, " slots of ", options.ctx_size, " tokens, ",
-                   engine->options().n_threads, " threads (ready in ",
-                   absl::FormatDuration(absl::Trunc(absl::Now() - t0, absl::Milliseconds(1))),
-                   "); memory: sequence states ", mib(stats.state_bytes), " MiB + KV cache up to ",
-                   mib(stats.kv_bytes_reserved), " MiB (", options.kv_type, ") + weights ",
-                   mib(shared_file->file_size()), " MiB mapped shared"),
-      {{"event", "worker_ready"},
-       {"state_bytes", static_cast<int64_t>(stats.state_bytes)},
-       {"kv_bytes_reserved", static_cast<int64_t>(stats.kv_bytes_reserved)},
-       {"weights_bytes", static_cast<int64_t>(shared_file->file_size())}});
+  LogInfo(component,
+          absl::StrCat("serving ", options.model_path, " on unix:", options.socket_path, " with ",
+                       options.slots, " slots of ", options.ctx_size, " tokens, ",
+                       engine->options().n_threads, " threads (ready in ",
+                       absl::FormatDuration(absl::Trunc(absl::Now() - t0, absl::Milliseconds(1))),
+                       "); memory: sequence states ", mib(stats.state_bytes),
+                       " MiB + KV cache up to ", mib(stats.kv_bytes_reserved), " MiB (",
+                       options.kv_type, ") + weights ", mib(shared_file->file_size()),
+                       " MiB mapped shared + prefix cache up to ", options.prefix_cache_mb, " MiB"),
+          {{"event", "worker_ready"},
+           {"state_bytes", static_cast<int64_t>(stats.state_bytes)},
+           {"kv_bytes_reserved", static_cast<int64_t>(stats.kv_bytes_reserved)},
+           {"weights_bytes", static_cast<int64_t>(shared_file->file_size())}});
 
   // Wait for SIGTERM/SIGINT. The timeout lets a worker notice a vanished parent even if the
   // death signal were lost (it is not, on Linux, but a check costs nothing).

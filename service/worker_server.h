@@ -19,7 +19,9 @@ struct WorkerOptions {
   int threads = 0;          // compute threads; 0: the cores this process may use
   int64_t ctx_size = 4096;  // context per slot
   std::string kv_type = "f16";
-  int64_t prefill_chunk = 256;  // prompt tokens per engine step
+  int64_t prefill_chunk = 256;      // prompt tokens per engine step
+  int64_t prefix_cache_mb = 0;      // prefix cache budget; 0: none
+  int64_t snapshot_interval = 512;  // prefix cache snapshots inside prompts every this many tokens
   // The front end's pid. The worker asks the kernel for SIGKILL when its parent dies and then
   // checks that the parent is still this one (it may have died before the request), so no
   // worker outlives the front end. 0: no parent check (a worker run by hand).

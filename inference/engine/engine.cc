@@ -23,6 +23,7 @@ struct Engine::Sequence {
   int slot = -1;
   int64_t prefilled = 0;  // prompt tokens in the state, cached ones included
   int32_t cached = 0;
+  int32_t computed = 0;  // prompt tokens fed to the model
   int32_t generated = 0;
   int32_t last_token = -1;
   std::atomic<bool> cancelled{false};
@@ -36,8 +37,15 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::shared_ptr<model::Mo
   if (options.n_ctx < 2) return absl::InvalidArgumentError("n_ctx must be at least 2");
   if (options.prefill_chunk < 1)
     return absl::InvalidArgumentError("prefill_chunk must be positive");
+  if (options.snapshot_interval < 0)
+    return absl::InvalidArgumentError("snapshot_interval must not be negative");
   if (options.n_threads <= 0) options.n_threads = AvailableCores();
   std::unique_ptr<Engine> e(new Engine(std::move(model), options));
+  if (options.prefix_cache_bytes > 0) {
+    e->cache_ = std::make_unique<PrefixCache>(
+        options.prefix_cache_bytes,
+        model::SequenceState::SizeFor(e->model_->config(), options.n_ctx, options.kv_type));
+  }
   e->slots_.resize(options.n_slots);
   for (Slot& s : e->slots_) {
     ASSIGN_OR_RETURN(s.state, e->model_->NewState(options.n_ctx, options.kv_type));
@@ -49,6 +57,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::shared_ptr<model::Mo
         model::SequenceState::SizeFor(e->model_->config(), options.n_ctx, options.kv_type);
     e->stats_.state_bytes = (size.recurrent_bytes + size.conv_bytes) * options.n_slots;
     e->stats_.kv_bytes_reserved = size.kv_bytes_reserved * options.n_slots;
+    e->stats_.prefix_cache_enabled = e->cache_ != nullptr;
+    if (e->cache_ != nullptr) e->stats_.prefix_cache = e->cache_->stats();
   }
   e->thread_ = std::thread([engine = e.get()] { engine->Loop(); });
   return e;
@@ -156,18 +166,29 @@ EngineStats Engine::Stats() const {
   return s;
 }
 
+bool Engine::Caching(const Sequence& seq) const {
+  return cache_ != nullptr && seq.req.use_prefix_cache;
+}
+
+void Engine::Snapshot(const Sequence& seq, absl::Span<const int32_t> tokens) {
+  if (!Caching(seq)) return;
+  cache_->Insert(seq.req.cache_salt, tokens, *slots_[seq.slot].state);
+}
+
 void Engine::Admit() {
   while (!queue_.empty()) {
     // Best slot: a free one whose history the prompt extends (its state resumes there);
     // otherwise the free one holding the least.
-    const std::vector<int32_t>& p = queue_.front()->req.prompt;
+    const GenerationRequest& r = queue_.front()->req;
+    const std::vector<int32_t>& p = r.prompt;
     int best = -1, fallback = -1;
     size_t best_reuse = 0;
     for (size_t k = 0; k < slots_.size(); ++k) {
       const Slot& s = slots_[k];
       if (s.seq != nullptr) continue;
       const std::vector<int32_t>& h = s.history;
-      if (options_.reuse_prefix && !h.empty() && h.size() < p.size() && h.size() > best_reuse &&
+      if (options_.reuse_prefix && r.use_prefix_cache && s.salt == r.cache_salt && !h.empty() &&
+          h.size() < p.size() && h.size() > best_reuse &&
           std::equal(h.begin(), h.end(), p.begin())) {
         best = static_cast<int>(k);
         best_reuse = h.size();
@@ -179,15 +200,33 @@ void Engine::Admit() {
     if (fallback < 0) break;  // no free slot
     std::unique_ptr<Sequence> seq = std::move(queue_.front());
     queue_.pop_front();
-    const int chosen = best >= 0 ? best : fallback;
+    // The prefix cache wins when it holds more of the prompt than the best slot. At least one
+    // prompt token is always computed: its logits give the first output token.
+    PrefixCache::Match match;
+    if (Caching(*seq)) {
+      match = cache_->Lookup(r.cache_salt, p, static_cast<int64_t>(p.size()) - 1);
+      if (match.length <= static_cast<int64_t>(best_reuse)) match = {};
+    }
+    const int chosen = match.length > 0 ? fallback : best >= 0 ? best : fallback;
     Slot& s = slots_[chosen];
-    if (best < 0) {
+    int64_t reused = static_cast<int64_t>(best_reuse);
+    if (match.length > 0) {
+      cache_->Restore(match, *s.state);
+      s.history.assign(p.begin(), p.begin() + match.length);
+      reused = match.length;
+    } else if (best < 0) {
       s.state->Reset();
       s.history.clear();
     }
+    s.salt = seq->req.cache_salt;
+    if (seq->req.use_prefix_cache && (cache_ != nullptr || options_.reuse_prefix)) {
+      ++stats_.prefix_lookups;
+      if (reused > 0) ++stats_.prefix_hits;
+      stats_.prefix_cached_tokens += reused;
+    }
     seq->slot = chosen;
-    seq->cached = static_cast<int32_t>(best_reuse);
-    seq->prefilled = static_cast<int64_t>(best_reuse);
+    seq->cached = static_cast<int32_t>(reused);
+    seq->prefilled = reused;
     seq->admitted = absl::Now();
     s.seq = seq.get();
     running_.push_back(seq.get());
@@ -255,8 +294,14 @@ void Engine::Step() {
   for (Sequence* seq : running_) {
     if (seq->decoding()) continue;
     const int64_t remaining = static_cast<int64_t>(seq->req.prompt.size()) - seq->prefilled;
-    const int64_t n = std::min(remaining, budget);
+    int64_t n = std::min(remaining, budget);
     if (n <= 0) break;
+    if (Caching(*seq) && options_.snapshot_interval > 0) {
+      // Stop at the next snapshot position: the delta-net state exists only between chunks.
+      const int64_t next =
+          (seq->prefilled / options_.snapshot_interval + 1) * options_.snapshot_interval;
+      n = std::min(n, next - seq->prefilled);
+    }
     const bool completes = n == remaining;
     segments.push_back({slots_[seq->slot].state.get(),
                         absl::MakeConstSpan(seq->req.prompt.data() + seq->prefilled, n),
@@ -288,7 +333,12 @@ void Engine::Step() {
       slot.history.insert(slot.history.end(), seq->req.prompt.begin() + seq->prefilled,
                           seq->req.prompt.begin() + seq->prefilled + p.n);
       seq->prefilled += p.n;
+      seq->computed += static_cast<int32_t>(p.n);
       prefilled += p.n;
+      if (seq->decoding() ||
+          (options_.snapshot_interval > 0 && seq->prefilled % options_.snapshot_interval == 0)) {
+        Snapshot(*seq, absl::MakeConstSpan(seq->req.prompt.data(), seq->prefilled));
+      }
     }
     if (!p.sample) continue;
     const float* l = logits_.data() + row * V;
@@ -357,6 +407,7 @@ void Engine::Step() {
   size_t kv = 0;
   for (const Slot& s : slots_) kv += s.state->size().kv_bytes_per_token * s.state->n_past();
   stats_.kv_bytes_resident = kv;
+  if (cache_ != nullptr) stats_.prefix_cache = cache_->stats();
 }
 
 void Engine::Finish(Sequence* seq, FinishReason reason, absl::Status status, int32_t stop_token) {
@@ -368,6 +419,7 @@ void Engine::Finish(Sequence* seq, FinishReason reason, absl::Status status, int
   info.generated_tokens = seq->generated;
   info.cached_tokens = seq->cached;
   info.constraint_time = seq->constraint_time;
+  info.computed_prompt_tokens = seq->computed;
   const absl::Time now = absl::Now();
   info.queue_time = seq->admitted - seq->submitted;
   if (seq->generated > 0) {
@@ -379,6 +431,9 @@ void Engine::Finish(Sequence* seq, FinishReason reason, absl::Status status, int
     // Stopped mid-prompt (cancelled or failed): the state is not worth resuming.
     slot.state->Reset();
     slot.history.clear();
+  } else if (reason != FinishReason::kError) {
+    // The next turn of a conversation starts with this prompt and its answer.
+    Snapshot(*seq, slot.history);
   }
   slot.seq = nullptr;
   running_.erase(std::find(running_.begin(), running_.end(), seq));
@@ -393,6 +448,7 @@ void Engine::Finish(Sequence* seq, FinishReason reason, absl::Status status, int
     owned = std::move(*it);
     owned_running_.erase(it);
     stats_.active = static_cast<int>(running_.size());
+    if (cache_ != nullptr) stats_.prefix_cache = cache_->stats();
   }
   owned->sink->OnFinish(info);
 }

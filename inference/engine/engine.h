@@ -18,6 +18,7 @@
 #include "absl/types/span.h"
 #include "inference/common/thread_pool.h"
 #include "inference/grammar/matcher.h"
+#include "inference/engine/prefix_cache.h"
 #include "inference/model/model.h"
 #include "inference/ops/compute.h"
 #include "inference/sampling/sampler.h"
@@ -35,6 +36,11 @@ struct EngineOptions {
   int64_t prefill_chunk = 256;
   ops::MathMode math = ops::MathMode::kFast;
   bool reuse_prefix = true;  // resume a slot whose history is a prefix of a new prompt
+  // Prefix cache (prefix_cache.h): memory for snapshots of sequence states, 0 for none. Prompts
+  // are snapshotted at their end, at every multiple of `snapshot_interval` tokens inside them
+  // (prefill chunks stop there), and when their generation ends.
+  size_t prefix_cache_bytes = 0;
+  int64_t snapshot_interval = 512;
 };
 
 // One generation, in tokens (text and stop strings are the caller's business).
@@ -55,6 +61,11 @@ struct GenerationRequest {
   // output is a complete sentence of it. Each sequence runs its own matcher over the shared
   // grammar. Forced tokens must be allowed by it too.
   std::shared_ptr<grammar::CompiledGrammar> grammar;
+  // false: neither resume from cached state (prefix cache or a slot's history) nor leave any.
+  bool use_prefix_cache = true;
+  // Requests whose input is more than `prompt` (e.g. image embeddings behind placeholder tokens)
+  // set this to a hash of that input: cached state is only shared between equal salts.
+  uint64_t cache_salt = 0;
 };
 
 struct TokenOutput {
@@ -73,7 +84,8 @@ struct FinishInfo {
   int32_t stop_token = -1;  // with kStopToken
   int32_t prompt_tokens = 0;
   int32_t generated_tokens = 0;
-  int32_t cached_tokens = 0;           // prompt tokens reused from the slot's previous sequence
+  int32_t cached_tokens = 0;  // prompt tokens resumed from cached state (a slot or the cache)
+  int32_t computed_prompt_tokens = 0;  // prompt positions this request fed to the model
   absl::Duration queue_time;           // submitted -> admitted to a slot
   absl::Duration time_to_first_token;  // submitted -> first token
   absl::Duration decode_time;          // first token -> finish
@@ -104,6 +116,13 @@ struct EngineStats {
   size_t state_bytes = 0;        // delta-net and conv states of all slots
   size_t kv_bytes_resident = 0;  // KV cache of the tokens held
   size_t kv_bytes_reserved = 0;  // KV cache address space
+  // Prefix reuse, over requests that allow it: how many looked, how many resumed from cached
+  // state (a slot's history or the prefix cache), and the prompt tokens they skipped.
+  int64_t prefix_lookups = 0;
+  int64_t prefix_hits = 0;
+  int64_t prefix_cached_tokens = 0;
+  bool prefix_cache_enabled = false;
+  PrefixCacheStats prefix_cache;
 };
 
 // Runs requests on a model with `n_slots` sequences at once. A scheduler thread repeats a step:
@@ -111,6 +130,12 @@ struct EngineStats {
 // every decoding sequence plus chunks of pending prompts up to `prefill_chunk` tokens, so a
 // long prompt is prefilled in pieces while running sequences keep producing tokens; then sample,
 // report tokens and finish sequences. Sequences join and leave between steps.
+//
+// With a prefix cache (EngineOptions::prefix_cache_bytes), an admitted request resumes from the
+// longest cached snapshot of its prompt (or a free slot's own history, whichever holds more),
+// prefill chunks stop at multiples of snapshot_interval, and states are snapshotted there, at the
+// end of each prompt and when a sequence finishes. FinishInfo says how many prompt tokens were
+// resumed (cached_tokens) and fed to the model (computed_prompt_tokens).
 //
 // Thread-safe: Submit(), Cancel() and Stats() may be called from any thread. Sinks are called on
 // the scheduler thread.
@@ -135,6 +160,7 @@ class Engine {
   struct Slot {
     std::unique_ptr<model::SequenceState> state;
     std::vector<int32_t> history;  // tokens held in the state
+    uint64_t salt = 0;             // the cache_salt of the request that left them
     Sequence* seq = nullptr;
   };
 
@@ -143,6 +169,10 @@ class Engine {
   void Step();
   void Admit() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Finish(Sequence* seq, FinishReason reason, absl::Status status, int32_t stop_token = -1);
+  bool Caching(const Sequence& seq) const;
+  void Snapshot(const Sequence& seq, absl::Span<const int32_t> tokens);
+
+  std::unique_ptr<PrefixCache> cache_;  // scheduler thread only; null when disabled
 
   std::shared_ptr<model::Model> model_;
   const EngineOptions options_;

@@ -25,8 +25,10 @@ absl::StatusOr<ModelConfig> ModelConfig::FromGguf(const gguf::GgufFile& file) {
   if (arch != "qwen35") {
     return absl::InvalidArgumentError(
         absl::StrCat("unsupported architecture \"", arch,
-                     "\": this engine runs Qwen3.5 hybrid models (general.architecture = qwen35)"));
+                     "\": this engine runs Qwen3.5 hybrid models (general.architecture = qwen35); ",
+                     DescribeFile(file)));
   }
+  c.layout = DetectLayout(file);
   if (auto name = file.GetString("general.name"); name.ok()) c.name = std::string(*name);
   const std::string p = "qwen35.";
   auto key = [&p](absl::string_view k) { return absl::StrCat(p, k); };
@@ -46,6 +48,8 @@ absl::StatusOr<ModelConfig> ModelConfig::FromGguf(const gguf::GgufFile& file) {
   }
   c.n_layer = static_cast<int>(block_count - nextn);
   c.n_nextn = static_cast<int>(nextn);
+  // Ollama's block_count counts the trunk only; its MTP block is stored as mtp.* tensors.
+  if (c.layout == FileLayout::kOllama && nextn == 0) c.n_nextn = CountOllamaMtpBlocks(file);
   ASSIGN_OR_RETURN(uint32_t n_embd, file.GetU32(key("embedding_length")));
   ASSIGN_OR_RETURN(uint32_t n_ff, file.GetU32(key("feed_forward_length")));
   ASSIGN_OR_RETURN(uint32_t ctx, file.GetU32(key("context_length")));

@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "inference/gguf/gguf_file.h"
+#include "inference/model/layout.h"
 
 namespace qwen::model {
 
@@ -17,11 +18,12 @@ namespace qwen::model {
 struct ModelConfig {
   std::string architecture;  // "qwen35"
   std::string name;          // general.name, if any
+  FileLayout layout = FileLayout::kLlamaCpp;
   int64_t n_vocab = 0;
   int64_t n_embd = 0;
   int64_t n_ff = 0;
   int n_layer = 0;  // trunk blocks that the forward pass runs
-  int n_nextn = 0;  // MTP blocks stored after the trunk (never run here)
+  int n_nextn = 0;  // MTP blocks stored (llama.cpp: after the trunk; Ollama: mtp.*); never run
   int64_t context_length = 0;
   float rms_eps = 1e-6f;
 

@@ -48,7 +48,11 @@ std::string Blk(int il, absl::string_view name) { return absl::StrCat("blk.", il
 absl::StatusOr<std::unique_ptr<Model>> Model::Load(std::shared_ptr<const gguf::GgufFile> file) {
   std::unique_ptr<Model> m(new Model(std::move(file)));
   ASSIGN_OR_RETURN(m->config_, ModelConfig::FromGguf(*m->file_));
-  RETURN_IF_ERROR(m->LoadWeights());
+  if (absl::Status s = m->LoadWeights(); !s.ok()) {
+    // A missing tensor usually means a file in neither known layout: say what the file is.
+    if (s.code() != absl::StatusCode::kNotFound) return s;
+    return absl::Status(s.code(), absl::StrCat(s.message(), "; ", DescribeFile(*m->file_)));
+  }
   m->buffers_.resize(kNumBuffers);
   return m;
 }

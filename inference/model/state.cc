@@ -96,6 +96,44 @@ absl::Status SequenceState::CopyFrom(const SequenceState& other) {
   return absl::OkStatus();
 }
 
+void SequenceState::ExportKv(int64_t begin, int64_t end, uint8_t* dst) const {
+  for (int l = 0; l < n_attn_; ++l) {
+    const ops::KvView src = kv(l);
+    const size_t bytes = static_cast<size_t>(end - begin) * head_dim_ * src.elem_bytes();
+    for (const void* part : {src.k, src.v}) {
+      for (int g = 0; g < n_head_kv_; ++g) {
+        std::memcpy(dst, static_cast<const uint8_t*>(part) + src.offset(g, begin), bytes);
+        dst += bytes;
+      }
+    }
+  }
+}
+
+void SequenceState::ImportKv(int64_t begin, int64_t end, const uint8_t* src) {
+  for (int l = 0; l < n_attn_; ++l) {
+    const ops::KvView dst = kv(l);
+    const size_t bytes = static_cast<size_t>(end - begin) * head_dim_ * dst.elem_bytes();
+    for (void* part : {dst.k, dst.v}) {
+      for (int g = 0; g < n_head_kv_; ++g) {
+        std::memcpy(static_cast<uint8_t*>(part) + dst.offset(g, begin), src, bytes);
+        src += bytes;
+      }
+    }
+  }
+}
+
+void SequenceState::ExportRecurrent(uint8_t* dst) const {
+  const size_t conv = conv_floats_ * n_delta_ * sizeof(float);
+  std::memcpy(dst, conv_.get(), conv);
+  std::memcpy(dst + conv, ssm_.get(), ssm_floats_ * n_delta_ * sizeof(float));
+}
+
+void SequenceState::ImportRecurrent(const uint8_t* src) {
+  const size_t conv = conv_floats_ * n_delta_ * sizeof(float);
+  std::memcpy(conv_.get(), src, conv);
+  std::memcpy(ssm_.get(), src + conv, ssm_floats_ * n_delta_ * sizeof(float));
+}
+
 ops::KvView SequenceState::kv(int attn_index) const {
   ops::KvView v;
   uint8_t* base = static_cast<uint8_t*>(kv_mapping_) + 2 * attn_index * kv_layer_bytes_;

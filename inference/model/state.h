@@ -58,6 +58,17 @@ class SequenceState {
   float* recurrent_state(int delta_index) { return ssm_.get() + delta_index * ssm_floats_; }
   void Advance(int64_t n) { n_past_ += n; }
 
+  // Snapshots, for the prefix cache. KV rows are packed per attention layer, K then V, per KV
+  // head, position-major: kv_bytes_per_token * (end - begin) bytes. The recurrent part is every
+  // delta-net layer's conv state then its recurrent state: recurrent_bytes + conv_bytes bytes.
+  void ExportKv(int64_t begin, int64_t end, uint8_t* dst) const;
+  void ImportKv(int64_t begin, int64_t end, const uint8_t* src);
+  void ExportRecurrent(uint8_t* dst) const;
+  void ImportRecurrent(const uint8_t* src);
+  // Declares positions [0, n) filled (after ImportKv/ImportRecurrent of a prefix of n tokens);
+  // the next forward pass appends at n.
+  void SetPast(int64_t n) { n_past_ = n; }
+
  private:
   SequenceState() = default;
   struct FreeFloats {

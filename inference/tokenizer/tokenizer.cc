@@ -9,12 +9,21 @@
 
 #include "absl/hash/hash.h"
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "inference/common/status_macros.h"
 #include "inference/tokenizer/utf8.h"
 
 namespace qwen::tokenizer {
 namespace {
+
+// "[PAD<digits>]", the converters' name for the tokens that pad the vocabulary.
+bool IsPaddingPiece(absl::string_view piece) {
+  if (!absl::ConsumePrefix(&piece, "[PAD") || !absl::ConsumeSuffix(&piece, "]")) return false;
+  return !piece.empty() &&
+         std::all_of(piece.begin(), piece.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
 
 // GPT-2's byte-level alphabet: printable bytes stand for themselves, the rest are shifted to
 // U+0100.. so that every byte has a visible, non-space code point.
@@ -28,7 +37,8 @@ struct ByteLevelAlphabet {
     };
     int shifted = 0;
     for (int b = 0; b < 256; ++b) {
-      byte_to_cp[b] = printable(b) ? static_cast<char32_t>(b) : static_cast<char32_t>(256 + shifted++);
+      byte_to_cp[b] =
+          printable(b) ? static_cast<char32_t>(b) : static_cast<char32_t>(256 + shifted++);
       cp_to_byte[byte_to_cp[b]] = static_cast<uint8_t>(b);
     }
   }
@@ -124,9 +134,9 @@ std::string NormalizeNfc(absl::string_view text) {
     size_t j = i;
     while (j < n) {
       const auto b = static_cast<uint8_t>(text[j]);
-      if (b < 0x80) break;                                  // ASCII: below U+0300
-      if (b < 0xCC && b >= 0xC0) break;                     // 2-byte lead below U+0300
-      ++j;                                                  // high lead or continuation byte
+      if (b < 0x80) break;               // ASCII: below U+0300
+      if (b < 0xCC && b >= 0xC0) break;  // 2-byte lead below U+0300
+      ++j;                               // high lead or continuation byte
     }
     out.append(text.data() + pos, region_start - pos);
     out += NfcWithUtf8proc(text.substr(region_start, j - region_start));
@@ -189,17 +199,16 @@ Tokenizer::~Tokenizer() = default;
 
 absl::Status Tokenizer::Init(Vocabulary vocab, const TokenizerOptions& options) {
   if (vocab.model != "gpt2") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "unsupported tokenizer model \"", vocab.model, "\" (tokenizer.ggml.model); only gpt2 "
-        "(byte-level BPE) is implemented"));
+    return absl::InvalidArgumentError(absl::StrCat("unsupported tokenizer model \"", vocab.model,
+                                                   "\" (tokenizer.ggml.model); only gpt2 "
+                                                   "(byte-level BPE) is implemented"));
   }
   if (vocab.tokens.empty()) return absl::InvalidArgumentError("tokenizer has no tokens");
   if (vocab.tokens.size() > 0x7FFFFFFF) return absl::InvalidArgumentError("too many tokens");
   const size_t n = vocab.tokens.size();
   if (!vocab.types.empty() && vocab.types.size() != n) {
-    return absl::InvalidArgumentError(absl::StrCat("tokenizer.ggml.token_type has ",
-                                                   vocab.types.size(), " entries for ", n,
-                                                   " tokens"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tokenizer.ggml.token_type has ", vocab.types.size(), " entries for ", n, " tokens"));
   }
   const std::string pre_name =
       options.pre_tokenizer_override.empty() ? vocab.pre : options.pre_tokenizer_override;
@@ -223,9 +232,17 @@ absl::Status Tokenizer::Init(Vocabulary vocab, const TokenizerOptions& options) 
   pad_id_ = vocab.pad_id;
   add_bos_ = vocab.add_bos;
 
-  types_ = vocab.types.empty() ? std::vector<TokenType>(n, TokenType::kNormal)
-                               : std::move(vocab.types);
+  types_ =
+      vocab.types.empty() ? std::vector<TokenType>(n, TokenType::kNormal) : std::move(vocab.types);
   pieces_ = std::move(vocab.tokens);
+  for (size_t id = 0; id < n; ++id) {
+    // Ollama's converter pads the vocabulary with [PAD<k>] tokens typed user-defined, where
+    // llama.cpp's types them unused. The model's own tokenizer has no such tokens, so text
+    // that spells one must stay text.
+    if (types_[id] == TokenType::kUserDefined && IsPaddingPiece(pieces_[id])) {
+      types_[id] = TokenType::kUnused;
+    }
+  }
   bytes_.resize(n);
   piece_to_id_.reserve(n);
   for (size_t id = 0; id < n; ++id) {
@@ -243,9 +260,8 @@ absl::Status Tokenizer::Init(Vocabulary vocab, const TokenizerOptions& options) 
   for (auto& list : added_by_first_byte_) {
     // Longest first, so that the first match at a position is the longest (Hugging Face matches
     // added tokens leftmost-longest).
-    std::stable_sort(list.begin(), list.end(), [](const Added& a, const Added& b) {
-      return a.text.size() > b.text.size();
-    });
+    std::stable_sort(list.begin(), list.end(),
+                     [](const Added& a, const Added& b) { return a.text.size() > b.text.size(); });
   }
 
   const ByteLevelAlphabet& alphabet = Alphabet();
@@ -266,8 +282,8 @@ absl::Status Tokenizer::Init(Vocabulary vocab, const TokenizerOptions& options) 
     if (left == piece_to_id_.end() || right == piece_to_id_.end()) continue;
     auto merged = piece_to_id_.find(left->first + right->first);
     if (merged == piece_to_id_.end()) continue;
-    const uint64_t key = (static_cast<uint64_t>(left->second) << 32) |
-                         static_cast<uint32_t>(right->second);
+    const uint64_t key =
+        (static_cast<uint64_t>(left->second) << 32) | static_cast<uint32_t>(right->second);
     merges_.emplace(key, (static_cast<uint64_t>(rank) << 32) |
                              static_cast<uint32_t>(merged->second));  // lowest rank wins
   }
@@ -355,7 +371,8 @@ std::vector<int32_t> Tokenizer::Encode(absl::string_view text, bool parse_specia
   std::vector<int32_t> out;
   out.reserve(text.size() / 3 + 4);
   ForEachSegment(
-      text, parse_special, [&](absl::string_view segment) { EncodeText(segment, parse_special, &out); },
+      text, parse_special,
+      [&](absl::string_view segment) { EncodeText(segment, parse_special, &out); },
       [&](int32_t id, absl::string_view) { out.push_back(id); });
   return out;
 }
@@ -364,7 +381,8 @@ std::string Tokenizer::NormalizeForEncoding(absl::string_view text, bool parse_s
   const std::string valid = ToValidUtf8(text);
   std::string out;
   ForEachSegment(
-      valid, parse_special, [&](absl::string_view segment) {
+      valid, parse_special,
+      [&](absl::string_view segment) {
         if (parse_special) {
           out += NormalizeNfc(segment);
         } else {
@@ -432,8 +450,8 @@ void Tokenizer::Bpe(absl::string_view word, std::vector<int32_t>* out) const {
   symbols.clear();
   for (size_t k = 0; k < word.size(); ++k) {
     const int32_t id = byte_token_[static_cast<uint8_t>(word[k])];
-    symbols.push_back({id, static_cast<int32_t>(k) - 1,
-                       k + 1 < word.size() ? static_cast<int32_t>(k + 1) : -1});
+    symbols.push_back(
+        {id, static_cast<int32_t>(k) - 1, k + 1 < word.size() ? static_cast<int32_t>(k + 1) : -1});
   }
   heap.clear();
   const std::greater<Candidate> later;

@@ -9,6 +9,7 @@
 #include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/common/fake_ollama_store.h"
 #include "tests/common/test_util.h"
 #include "tests/model/reference_data.h"
 
@@ -82,6 +83,46 @@ TEST(Inspect, TruncatedFilesExitTwoWithOneLine) {
   CommandResult r = RunCommand(Qwen() + " inspect " + path + " 2>&1 >/dev/null");
   EXPECT_EQ(r.status, 2);
   EXPECT_TRUE(absl::StrContains(r.out, "magic")) << r.out;
+}
+
+TEST(Inspect, NamesTheLayout) {
+  CommandResult r = RunCommand(Qwen() + " inspect " + DataPath("models/tiny-qwen35-q3_k_m.gguf"));
+  EXPECT_TRUE(absl::StrContains(r.out, "layout:    llama.cpp\n")) << r.out;
+  r = RunCommand(Qwen() + " inspect --json " + DataPath("models/tiny-qwen35-ollama-q3_k_m.gguf"));
+  EXPECT_EQ(nlohmann::json::parse(r.out)["layout"], "ollama");
+}
+
+// `--model ollama:NAME:TAG` finds the blob in Ollama's store; its logits are those of the same
+// weights in llama.cpp's layout, bit for bit.
+TEST(Ollama, InspectAndGenerateResolveOllamaNames) {
+  FakeOllamaStore store(::testing::TempDir());
+  store.AddManifest(
+      "registry.ollama.ai/library/qwen3.5/4b",
+      {store.AddBlob(DataPath("models/tiny-qwen35-ollama-q3_k_m.gguf"), kOllamaModelMedia)});
+  const std::string env = absl::StrCat("OLLAMA_MODELS='", store.dir(), "' ");
+  CommandResult r = RunCommand(env + Qwen() + " inspect ollama:qwen3.5:4b");
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "file:      " + store.dir() + "/blobs/sha256-")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "layout:    ollama")) << r.out;
+
+  const std::string args =
+      " --tokens 1,2,3,40,50,60,700 --teacher-force 5,6,7,8,9 --threads 1 --dump-logits ";
+  const std::string ours = ::testing::TempDir() + "/ollama.f32";
+  const std::string theirs = ::testing::TempDir() + "/llama.f32";
+  r = RunCommand(env + Qwen() + " generate --model ollama:qwen3.5:4b" + args + ours + " 2>&1");
+  ASSERT_EQ(r.status, 0) << r.out;
+  r = RunCommand(Qwen() + " generate --model " + DataPath("models/tiny-qwen35-q3_k_m.gguf") + args +
+                 theirs + " 2>&1");
+  ASSERT_EQ(r.status, 0) << r.out;
+  const std::string a = ReadFile(ours);
+  EXPECT_EQ(a.size(), 12u * 1024 * sizeof(float));
+  EXPECT_TRUE(a == ReadFile(theirs));
+
+  r = RunCommand(env + Qwen() + " generate --model ollama:qwen3.5:0.8b --tokens 1 2>&1");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_TRUE(absl::StrContains(r.out, store.dir() + "/manifests/registry.ollama.ai/library/"
+                                                     "qwen3.5/0.8b"))
+      << r.out;
 }
 
 // Greedy generation reproduces llama.cpp's tokens on the F32 fixture.

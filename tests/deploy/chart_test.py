@@ -49,7 +49,8 @@ def memory_formula(values):
     kv = mem["kvBytesPerTokenF16"] * (2 if s["kvType"] == "f32" else 1)
     slot = mem["stateBytesPerSlot"] + kv * s["ctxSize"]
     return (mem["weightsBytes"] + s["workers"] * s["slots"] * slot
-            + s["workers"] * res["workerOverheadBytes"] + res["frontEndOverheadBytes"])
+            + s["workers"] * (s["prefixCacheMb"] * MiB + res["workerOverheadBytes"])
+            + res["frontEndOverheadBytes"])
 
 
 # Values that switch every optional feature on, to render every branch of the templates.

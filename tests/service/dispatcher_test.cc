@@ -1,5 +1,6 @@
 #include "service/dispatcher.h"
 
+#include <set>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -41,6 +42,43 @@ TEST(DispatcherTest, SpreadsOverTheLeastLoadedWorker) {
   EXPECT_EQ(log.started[2].second.index, 0);
   EXPECT_EQ(log.started[3].second.index, 1);
   EXPECT_EQ(d.GetStats().busy_slots, 4);
+}
+
+// Jobs with an affinity key go to the worker the key prefers while it has a free slot, whatever
+// the load elsewhere; then to the least busy one. Keys spread over the workers.
+TEST(DispatcherTest, AffinityPrefersOneWorkerUntilItIsFull) {
+  Dispatcher d(3, 8);
+  for (int k = 0; k < 3; ++k) d.WorkerUp(k, 1, 2);
+  std::vector<int32_t> prompt(100);
+  for (int i = 0; i < 100; ++i) prompt[i] = i;
+  const uint64_t key = Dispatcher::PromptAffinity(prompt.data(), prompt.size());
+  // Only the first kAffinityTokens tokens count: a longer conversation keeps its key.
+  prompt.resize(Dispatcher::kAffinityTokens);
+  EXPECT_EQ(Dispatcher::PromptAffinity(prompt.data(), prompt.size()), key);
+  prompt[3] = 999;
+  EXPECT_NE(Dispatcher::PromptAffinity(prompt.data(), prompt.size()), key);
+  Log log;
+  for (uint64_t id = 1; id <= 3; ++id) {
+    Dispatcher::Job j = MakeJob(id, &log);
+    j.affinity = key;
+    ASSERT_TRUE(d.Submit(std::move(j)).ok());
+  }
+  ASSERT_EQ(log.started.size(), 3u);
+  const int preferred = log.started[0].second.index;
+  EXPECT_EQ(log.started[1].second.index, preferred);  // though others are idle
+  EXPECT_NE(log.started[2].second.index, preferred);  // the preferred one is full
+  // When the preferred worker goes, its keys move to another live one, the rest stay.
+  std::set<int> used;
+  for (uint64_t k = 1; k <= 64; ++k) {
+    used.insert(Dispatcher::Preferred(k * 7919, 3, [](int) { return true; }));
+  }
+  EXPECT_EQ(used.size(), 3u);
+  for (uint64_t k = 1; k <= 64; ++k) {
+    const int all = Dispatcher::Preferred(k, 3, [](int) { return true; });
+    const int without = Dispatcher::Preferred(k, 3, [&](int w) { return w != preferred; });
+    if (all != preferred) EXPECT_EQ(without, all);
+    EXPECT_NE(without, preferred);
+  }
 }
 
 TEST(DispatcherTest, QueuesInFifoOrderAndStartsOnRelease) {

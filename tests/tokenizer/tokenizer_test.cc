@@ -306,6 +306,22 @@ TEST(TokenizerTest, EosTokenIdsEndGeneration) {
   EXPECT_TRUE((*ollama)->IsEndOfGeneration(998));
 }
 
+// Ollama's padding tokens are typed user-defined; text that spells one is still text.
+TEST(TokenizerTest, OllamasPaddingTokensAreNotMatchedInText) {
+  Vocabulary v;
+  v.tokens = {"[", "P", "A", "D", "0", "]", "<think>", "[PAD0]", "[PAD12]", "[PADx]"};
+  v.types = {TokenType::kNormal,      TokenType::kNormal,      TokenType::kNormal,
+             TokenType::kNormal,      TokenType::kNormal,      TokenType::kNormal,
+             TokenType::kUserDefined, TokenType::kUserDefined, TokenType::kUserDefined,
+             TokenType::kUserDefined};
+  v.pre = "qwen35";
+  auto t = Tokenizer::Create(v);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ((*t)->Encode("[PAD0]", true), (std::vector<int32_t>{0, 1, 2, 3, 4, 5}));
+  EXPECT_EQ((*t)->Encode("<think>", true), (std::vector<int32_t>{6}));  // still an added token
+  EXPECT_EQ((*t)->Encode("[PADx]", true), (std::vector<int32_t>{9}));   // not a padding name
+}
+
 TEST(TokenizerTest, OtherModelTypesAreAnError) {
   Vocabulary v;
   v.model = "llama";

@@ -88,7 +88,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/*
 Memory of one pod in bytes, the formula of values.yaml (resources):
-weights + workers x slots x (state + kvPerToken x ctx) + workers x workerOverhead + frontEndOverhead
+weights + workers x slots x (state + kvPerToken x ctx) + workers x (prefixCache + workerOverhead)
++ frontEndOverhead
 */}}
 {{- define "qwen-serve.memoryBytes" -}}
 {{- $s := .Values.server }}
@@ -97,7 +98,8 @@ weights + workers x slots x (state + kvPerToken x ctx) + workers x workerOverhea
 {{- if eq $s.kvType "f32" }}{{ $kvPerToken = mul $kvPerToken 2 }}{{ end }}
 {{- $slot := add (int64 $mem.stateBytesPerSlot) (mul $kvPerToken (int64 $s.ctxSize)) }}
 {{- $slots := mul (int64 $s.workers) (int64 $s.slots) $slot }}
-{{- $overhead := add (mul (int64 $s.workers) (int64 .Values.resources.workerOverheadBytes)) (int64 .Values.resources.frontEndOverheadBytes) }}
+{{- $perWorker := add (mul (int64 $s.prefixCacheMb) 1048576) (int64 .Values.resources.workerOverheadBytes) }}
+{{- $overhead := add (mul (int64 $s.workers) $perWorker) (int64 .Values.resources.frontEndOverheadBytes) }}
 {{- add (int64 $mem.weightsBytes) $slots $overhead }}
 {{- end }}
 
@@ -157,6 +159,8 @@ command line reads straight off values.yaml (strings are quoted: "--host=::" is 
 - --ctx_size={{ int64 $s.ctxSize }}
 - {{ printf "--kv_type=%s" $s.kvType | quote }}
 - --prefill_chunk={{ int64 $s.prefillChunk }}
+- --prefix_cache_mb={{ int64 $s.prefixCacheMb }}
+- --snapshot_interval={{ int64 $s.snapshotInterval }}
 - --queue_size={{ int64 $s.queueSize }}
 - --default_max_tokens={{ int64 $s.defaultMaxTokens }}
 - {{ printf "--socket_dir=%s" $s.socketDir | quote }}
