@@ -42,9 +42,10 @@ ABSL_FLAG(std::string, long_prompts, "",
           "Extra prefill lengths to measure once each, e.g. 8192,32768 (slow).");
 ABSL_FLAG(std::string, memory_workers, "1,4",
           "Worker process counts of the memory measurement (empty: skip).");
-ABSL_FLAG(std::string, only, "",
-          "Comma-separated subset of: load,prefill,decode,parallel,ttft,prefix,long,memory,structured "
-          "(structured runs only when named).");
+ABSL_FLAG(
+    std::string, only, "",
+    "Comma-separated subset of: load,prefill,decode,parallel,ttft,prefix,long,memory,structured "
+    "(structured runs only when named).");
 ABSL_FLAG(int32_t, structured_tokens, 256,
           "Tokens per pass of the structured-output measurement (decode with and without a JSON "
           "schema).");
