@@ -30,8 +30,10 @@
 #include "inference/common/thread_pool.h"
 #include "inference/engine/engine.h"
 #include "inference/gguf/gguf_file.h"
+#include "inference/grammar/spec.h"
 #include "inference/model/model.h"
 #include "inference/vision/vision.h"
+#include "inference/tokenizer/tokenizer.h"
 #include "nlohmann/json.hpp"
 
 ABSL_FLAG(int32_t, repeats, 3, "Repetitions of each measurement (median and spread reported).");
@@ -44,8 +46,11 @@ ABSL_FLAG(std::string, long_prompts, "",
 ABSL_FLAG(std::string, memory_workers, "1,4",
           "Worker process counts of the memory measurement (empty: skip).");
 ABSL_FLAG(std::string, only, "",
-          "Comma-separated subset of: load,prefill,decode,parallel,ttft,prefix,long,memory,vision "
-          "(vision needs --mmproj).");
+          "Comma-separated subset of: load,prefill,decode,parallel,ttft,prefix,long,memory,vision,"
+          "structured (vision needs --mmproj; structured runs only when named).");
+ABSL_FLAG(int32_t, structured_tokens, 256,
+          "Tokens per pass of the structured-output measurement (decode with and without a JSON "
+          "schema).");
 ABSL_FLAG(int32_t, conversation_tokens, 2000,
           "Prefix cache measurement: length of the conversation at its second turn.");
 ABSL_FLAG(int32_t, turn_tokens, 64,
@@ -500,7 +505,10 @@ void MeasureVision(const std::string& model_path, int threads, int repeats,
 bool Wanted(const std::string& what) {
   const std::string only = absl::GetFlag(FLAGS_only);
   if (what == "vision" && absl::GetFlag(FLAGS_mmproj).empty()) return false;
-  if (only.empty()) return what != "long" || !absl::GetFlag(FLAGS_long_prompts).empty();
+  if (only.empty()) {
+    if (what == "structured") return false;
+    return what != "long" || !absl::GetFlag(FLAGS_long_prompts).empty();
+  }
   for (absl::string_view p : absl::StrSplit(only, ',')) {
     if (p == what) return true;
   }
@@ -508,6 +516,111 @@ bool Wanted(const std::string& what) {
 }
 
 }  // namespace
+
+// A moderately complex schema: nested objects, an array of objects, enums, bounded numbers,
+// a pattern, a format, anyOf with null and a $ref.
+constexpr char kBenchSchema[] = R"({
+  "$defs": {"item": {"type": "object", "properties": {
+      "sku": {"type": "string", "pattern": "^[A-Z]{3}-[0-9]{4}$"},
+      "quantity": {"type": "integer", "minimum": 1, "maximum": 100},
+      "price": {"type": "number", "minimum": 0, "maximum": 10000},
+      "gift": {"type": "boolean"}},
+    "required": ["sku", "quantity", "price"]}},
+  "type": "object",
+  "properties": {
+    "order_id": {"type": "string", "maxLength": 12},
+    "customer": {"type": "object", "properties": {
+        "name": {"type": "string", "maxLength": 24},
+        "email": {"type": "string", "format": "email"},
+        "tier": {"enum": ["free", "pro", "enterprise"]}},
+      "required": ["name", "tier"]},
+    "items": {"type": "array", "items": {"$ref": "#/$defs/item"}, "minItems": 1, "maxItems": 4},
+    "status": {"enum": ["pending", "shipped", "delivered", "cancelled"]},
+    "created": {"type": "string", "format": "date"},
+    "note": {"anyOf": [{"type": "null"}, {"type": "string", "maxLength": 32}]}},
+  "required": ["order_id", "customer", "items", "status"]
+})";
+
+struct StructuredResult {
+  double step_s = 0;              // decode step, unconstrained (fastest pass)
+  double step_median_s = 0;       // and the median pass
+  double cold_s = 0;              // constraint time per token, first pass (empty mask caches)
+  double warm_s = 0;              // constraint time per token, later passes
+  double compile_s = 0;           // schema -> grammar -> prepared for the vocabulary
+  double constrained_step_s = 0;  // decode step with the constraint (end to end)
+  int64_t values = 0;             // complete JSON values produced
+};
+
+// Decode step time with and without the JSON schema above, and the constraint's own time per
+// token (mask computation, the masked sampling, the matcher's advance), measured in the engine.
+absl::StatusOr<StructuredResult> MeasureStructured(Bench& b, int tokens, int repeats) {
+  const int64_t V = b.model->config().n_vocab;
+  ASSIGN_OR_RETURN(std::unique_ptr<tokenizer::Tokenizer> tok,
+                   tokenizer::Tokenizer::FromGguf(b.model->file()));
+  StructuredResult out;
+  const auto t0 = Clock::now();
+  grammar::GrammarCache cache(grammar::TokenTableFromTokenizer(*tok, static_cast<int32_t>(V)));
+  grammar::ConstraintSpec spec;
+  spec.text = kBenchSchema;
+  ASSIGN_OR_RETURN(std::shared_ptr<grammar::CompiledGrammar> g, cache.Get(spec));
+  out.compile_s = Since(t0);
+
+  engine::EngineOptions o;
+  o.n_slots = 1;
+  o.n_ctx = 64 + tokens + 8;  // prompt of 16
+  o.n_threads = b.threads;
+  ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> e, engine::Engine::Create(b.model, o));
+  uint64_t id = 1;
+  auto run = [&](bool constrained, int max_tokens, uint32_t seed) {
+    engine::GenerationRequest r;
+    r.id = id++;
+    r.prompt = RandomTokens(16, V, seed);
+    r.max_tokens = max_tokens;
+    r.sampling.seed = seed;
+    if (constrained) {
+      r.grammar = g;
+      r.stop_tokens = tok->end_of_generation_ids();
+    }
+    auto sink = std::make_shared<TtftSink>();
+    (void)e->Submit(r, sink);
+    sink->done_.WaitForNotification();
+    return sink->info_;
+  };
+  // Passes alternate, so that both see the same load on a shared machine: an unconstrained
+  // one (the step time), then a constrained one of `tokens` tokens (several values when they
+  // finish early). The first constrained pass runs with cold caches.
+  Stat step, warm, csteps;
+  for (int pass = 0; pass <= repeats; ++pass) {
+    const engine::FinishInfo u = run(false, tokens, 11 + pass);
+    if (u.generated_tokens > 1) {
+      step.v.push_back(absl::ToDoubleSeconds(u.decode_time) / (u.generated_tokens - 1));
+    }
+    int64_t n = 0;
+    double ctime = 0, dtime = 0;
+    int64_t dsteps = 0;
+    uint32_t seed = 100 + pass * 1000;
+    while (n < tokens) {
+      const engine::FinishInfo f = run(true, tokens - static_cast<int>(n), seed++);
+      n += f.generated_tokens;
+      ctime += absl::ToDoubleSeconds(f.constraint_time);
+      dtime += absl::ToDoubleSeconds(f.decode_time);
+      dsteps += std::max(0, f.generated_tokens - 1);
+      if (f.reason == engine::FinishReason::kStopToken) ++out.values;
+    }
+    if (pass == 0) {
+      out.cold_s = ctime / n;
+    } else {
+      warm.v.push_back(ctime / n);
+    }
+    if (dsteps > 0) csteps.v.push_back(dtime / dsteps);
+  }
+  // The fastest step: the ratio is then an upper bound.
+  out.step_s = step.Min();
+  out.step_median_s = step.Median();
+  out.warm_s = warm.Median();
+  out.constrained_step_s = csteps.Median();
+  return out;
+}
 
 int RunBench(int argc, char** argv) {
   std::vector<std::string> args = ParseFlags(
@@ -670,6 +783,27 @@ int RunBench(int argc, char** argv) {
     rows.push_back(state);
   }
 
+  if (Wanted("structured")) {
+    absl::StatusOr<StructuredResult> st =
+        MeasureStructured(b, absl::GetFlag(FLAGS_structured_tokens), repeats);
+    if (!st.ok()) {
+      std::fprintf(stderr, "qwen bench: structured: %s\n",
+                   std::string(st.status().message()).c_str());
+      return 2;
+    }
+    auto row = [&](std::string name, std::string unit, double v) {
+      rows.push_back({std::move(name), std::move(unit), {{v}}});
+    };
+    row("structured: compile JSON schema for the vocabulary", "ms", st->compile_s * 1e3);
+    row("structured: decode step, unconstrained (fastest pass)", "ms", st->step_s * 1e3);
+    row("structured: decode step, unconstrained (median pass)", "ms", st->step_median_s * 1e3);
+    row("structured: decode step, JSON schema (end to end)", "ms", st->constrained_step_s * 1e3);
+    row("structured: constraint time per token, cold caches", "ms", st->cold_s * 1e3);
+    row("structured: constraint time per token, warm", "ms", st->warm_s * 1e3);
+    row("structured: constraint / fastest decode step, cold", "%", 100 * st->cold_s / st->step_s);
+    row("structured: constraint / fastest decode step, warm", "%", 100 * st->warm_s / st->step_s);
+    row("structured: JSON values completed", "count", static_cast<double>(st->values));
+  }
   if (Wanted("vision")) {
     // The text model is not needed: let its pages go before timing the encoder.
     b.ctx.reset();

@@ -21,6 +21,7 @@
 #include "inference/common/status_macros.h"
 #include "inference/common/thread_pool.h"
 #include "inference/gguf/gguf_file.h"
+#include "inference/grammar/spec.h"
 #include "inference/model/model.h"
 #include "inference/multimodal/image_prompt.h"
 #include "inference/sampling/sampler.h"
@@ -52,6 +53,15 @@ ABSL_FLAG(std::vector<std::string>, image, {},
           "Image files (JPEG, PNG, WebP; comma-separated), needs --mmproj. Each fills one image "
           "placeholder of the prompt in order: an image part ({\"type\": \"image\"}) of a --chat "
           "message, or <|vision_start|><|image_pad|><|vision_end|> in --prompt.");
+ABSL_FLAG(std::string, json_schema, "",
+          "Structured output: a JSON schema file; the output is an instance of it.");
+ABSL_FLAG(std::string, regex, "", "Structured output: the output matches this regular expression.");
+ABSL_FLAG(std::string, choices, "",
+          "Structured output: the output is one of these comma-separated strings.");
+ABSL_FLAG(std::string, grammar, "", "Structured output: a GBNF grammar file (start rule root).");
+ABSL_FLAG(std::string, tool_calls, "",
+          "Structured output with --chat and tools: \"required\" (tool calls only) or \"auto\" "
+          "(text, then valid tool calls).");
 
 namespace qwen::cli {
 namespace {
@@ -234,6 +244,69 @@ absl::Status Generate() {
   sampling::Sampler sampler(sp, V, prompt);
   const std::vector<int32_t> eog = tok ? tok->end_of_generation_ids() : EndOfGenerationIds(*file);
 
+  // Structured output: one of --json_schema, --regex, --choices, --grammar, --tool_calls.
+  std::unique_ptr<grammar::Matcher> matcher;
+  {
+    auto read_file = [](const std::string& flag,
+                        const std::string& path) -> absl::StatusOr<std::string> {
+      std::ifstream in(path, std::ios::binary);
+      if (!in) return absl::NotFoundError(absl::StrCat("--", flag, ": cannot read ", path));
+      std::stringstream ss;
+      ss << in.rdbuf();
+      return ss.str();
+    };
+    grammar::ConstraintSpec spec;
+    int formats = 0;
+    std::string flag;
+    if (!absl::GetFlag(FLAGS_json_schema).empty()) {
+      ++formats, flag = "json_schema";
+      spec.kind = grammar::ConstraintSpec::Kind::kJsonSchema;
+      ASSIGN_OR_RETURN(spec.text, read_file(flag, absl::GetFlag(FLAGS_json_schema)));
+    }
+    if (!absl::GetFlag(FLAGS_regex).empty()) {
+      ++formats, flag = "regex";
+      spec.kind = grammar::ConstraintSpec::Kind::kRegex;
+      spec.text = absl::GetFlag(FLAGS_regex);
+    }
+    if (!absl::GetFlag(FLAGS_choices).empty()) {
+      ++formats, flag = "choices";
+      spec.kind = grammar::ConstraintSpec::Kind::kChoices;
+      spec.choices = absl::StrSplit(absl::GetFlag(FLAGS_choices), ',');
+    }
+    if (!absl::GetFlag(FLAGS_grammar).empty()) {
+      ++formats, flag = "grammar";
+      spec.kind = grammar::ConstraintSpec::Kind::kGrammar;
+      ASSIGN_OR_RETURN(spec.text, read_file(flag, absl::GetFlag(FLAGS_grammar)));
+    }
+    if (!absl::GetFlag(FLAGS_tool_calls).empty()) {
+      ++formats, flag = "tool_calls";
+      const std::string mode = absl::GetFlag(FLAGS_tool_calls);
+      if (mode != "auto" && mode != "required") {
+        return absl::InvalidArgumentError("--tool_calls: must be auto or required");
+      }
+      if (!chat_request.contains("tools")) {
+        return absl::InvalidArgumentError("--tool_calls: needs --chat with tools");
+      }
+      spec.kind = grammar::ConstraintSpec::Kind::kToolCalls;
+      spec.tools_json = chat_request["tools"].dump();
+      spec.tool_calls_required = mode == "required";
+    }
+    if (formats > 1) {
+      return absl::InvalidArgumentError(
+          "give at most one of --json_schema, --regex, --choices, --grammar, --tool_calls");
+    }
+    if (formats == 1) {
+      if (!tok) return absl::InvalidArgumentError(absl::StrCat("--", flag, ": needs a tokenizer"));
+      spec.after_reasoning = !chat_path.empty() && chat::PromptOpensReasoning(rendered);
+      grammar::GrammarCache cache(grammar::TokenTableFromTokenizer(*tok, static_cast<int32_t>(V)));
+      absl::StatusOr<std::shared_ptr<grammar::CompiledGrammar>> g = cache.Get(spec);
+      if (!g.ok()) return absl::InvalidArgumentError(absl::StrCat("--", g.status().message()));
+      matcher = std::make_unique<grammar::Matcher>(*g);
+    }
+  }
+  std::vector<uint64_t> mask(matcher ? matcher->grammar().mask_words() : 0);
+  double constraint_s = 0;
+
   const std::string dump_path = absl::GetFlag(FLAGS_dump_logits);
   std::unique_ptr<FILE, int (*)(FILE*)> dump(nullptr, &std::fclose);
   if (!dump_path.empty()) {
@@ -272,7 +345,26 @@ absl::Status Generate() {
   std::string finish = "length";
   for (int32_t i = 0; i < max_tokens; ++i) {
     const float* last = logits.data() + logits.size() - V;
-    const int32_t next = teacher.empty() ? sampler.Sample(last) : teacher[i];
+    int32_t next;
+    if (matcher != nullptr && teacher.empty()) {
+      const auto t0 = std::chrono::steady_clock::now();
+      matcher->FillNextTokenMask(mask.data());
+      if (matcher->CanEnd() && !absl::GetFlag(FLAGS_ignore_eos)) {
+        for (int32_t t : eog) mask[t >> 6] |= uint64_t{1} << (t & 63);
+      }
+      if (std::all_of(mask.begin(), mask.end(), [](uint64_t w) { return w == 0; })) {
+        finish = "constraint_done";
+        break;
+      }
+      next = sampler.Sample(last, mask.data());
+      const bool end = std::find(eog.begin(), eog.end(), next) != eog.end();
+      if (!end && !matcher->AcceptToken(next)) {
+        return absl::InternalError("the sampled token is not allowed by the constraint");
+      }
+      constraint_s += Seconds(t0, std::chrono::steady_clock::now());
+    } else {
+      next = teacher.empty() ? sampler.Sample(last) : teacher[i];
+    }
     if (next < 0 || next >= V) {
       return absl::InvalidArgumentError(
           absl::StrCat("--teacher_force: token id ", next, " is outside the vocabulary"));
@@ -331,6 +423,7 @@ absl::Status Generate() {
     out["timings"] = {{"load_s", Seconds(t_start, t_loaded)},
                       {"prefill_tokens_per_s", prompt.size() / std::max(prefill_s, 1e-9)},
                       {"decode_tokens_per_s", generated.size() / std::max(decode_s, 1e-9)}};
+    if (matcher) out["timings"]["constraint_s"] = constraint_s;
     std::printf("%s\n",
                 out.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace).c_str());
   } else {
@@ -361,6 +454,8 @@ int RunGenerate(int argc, char** argv) {
       "qwen generate --model M (--prompt TEXT | --tokens 1,2,3 | --chat request.json)\n"
       "              [--max-tokens N] [--temperature T] [--seed S]\n"
       "              [--mmproj VISION.gguf --image a.png,b.jpg]\n"
+      "              [--json_schema FILE | --regex RE | --choices a,b | --grammar FILE |\n"
+      "               --tool_calls auto|required]\n"
       "Runs the model on the prompt and prints the continuation: token ids for --tokens, text\n"
       "for --prompt, {reasoning, content, tool_calls} for --chat (--json: all of it).",
       argc, argv, {"engine_flags"});

@@ -141,6 +141,8 @@ absl::Status OutputAssembler::Finish(const worker::v1::Finish& finish, absl::Tim
       reason = tool_calls_ > 0 ? v1::FINISH_REASON_TOOL_CALLS : v1::FINISH_REASON_EOS;
     }
     out->mutable_completion()->set_stop_token_id(id);
+  } else if (finish.reason() == worker::v1::Finish::REASON_GRAMMAR_DONE) {
+    reason = tool_calls_ > 0 ? v1::FINISH_REASON_TOOL_CALLS : v1::FINISH_REASON_EOS;
   } else if (finish.reason() == worker::v1::Finish::REASON_CANCELLED) {
     reason = v1::FINISH_REASON_CANCELLED;
   }

@@ -14,6 +14,7 @@
 #include "absl/synchronization/mutex.h"
 #include "inference/chat/chat_template.h"
 #include "inference/common/status_macros.h"
+#include "inference/grammar/spec.h"
 #include "inference/sampling/sampler.h"
 #include "inference/tokenizer/utf8.h"
 
@@ -636,6 +637,79 @@ absl::StatusOr<PreparedGenerate> PrepareGenerate(const v1::GenerateRequest& requ
   p.return_token_ids = o.return_token_ids();
   w.set_logprobs(p.logprobs ? p.top_logprobs : -1);
   w.set_no_prefix_cache(request.has_prefix_cache() && !request.prefix_cache());
+
+  // Structured output: checked here (so that a bad format fails before any work, naming the
+  // construct) and compiled again by the worker for the vocabulary.
+  if (request.has_response_format()) {
+    const v1::ResponseFormat& rf = request.response_format();
+    worker::v1::Constraint& c = *w.mutable_constraint();
+    grammar::ConstraintSpec spec;
+    std::string field = "response_format";
+    switch (rf.format_case()) {
+      case v1::ResponseFormat::kJsonSchema:
+        field = "response_format.json_schema";
+        RETURN_IF_ERROR(CheckText(rf.json_schema(), field));
+        spec.kind = grammar::ConstraintSpec::Kind::kJsonSchema;
+        spec.text = rf.json_schema();
+        c.set_kind(worker::v1::Constraint::KIND_JSON_SCHEMA);
+        break;
+      case v1::ResponseFormat::kJsonSchemaStruct:
+        field = "response_format.json_schema_struct";
+        spec.kind = grammar::ConstraintSpec::Kind::kJsonSchema;
+        spec.text = StructToJson(rf.json_schema_struct()).dump();
+        c.set_kind(worker::v1::Constraint::KIND_JSON_SCHEMA);
+        break;
+      case v1::ResponseFormat::kRegex:
+        field = "response_format.regex";
+        RETURN_IF_ERROR(CheckText(rf.regex(), field));
+        if (rf.regex().empty()) return Invalid(field, "is empty");
+        spec.kind = grammar::ConstraintSpec::Kind::kRegex;
+        spec.text = rf.regex();
+        c.set_kind(worker::v1::Constraint::KIND_REGEX);
+        break;
+      case v1::ResponseFormat::kChoices:
+        field = "response_format.choices";
+        for (int k = 0; k < rf.choices().choices_size(); ++k) {
+          RETURN_IF_ERROR(
+              CheckText(rf.choices().choices(k), absl::StrCat(field, ".choices[", k, "]")));
+          spec.choices.push_back(rf.choices().choices(k));
+        }
+        spec.kind = grammar::ConstraintSpec::Kind::kChoices;
+        c.set_kind(worker::v1::Constraint::KIND_CHOICES);
+        break;
+      case v1::ResponseFormat::kGrammar:
+        field = "response_format.grammar";
+        RETURN_IF_ERROR(CheckText(rf.grammar(), field));
+        spec.kind = grammar::ConstraintSpec::Kind::kGrammar;
+        spec.text = rf.grammar();
+        c.set_kind(worker::v1::Constraint::KIND_GRAMMAR);
+        break;
+      case v1::ResponseFormat::kToolCalls:
+        field = "response_format.tool_calls";
+        if (request.input_case() != v1::GenerateRequest::kChat || request.chat().tools().empty()) {
+          return Invalid(field, "needs chat input with tools");
+        }
+        spec.kind = grammar::ConstraintSpec::Kind::kToolCalls;
+        spec.tools_json = p.parser_options.tools.dump();
+        spec.tool_calls_required = rf.tool_calls().required();
+        c.set_kind(worker::v1::Constraint::KIND_TOOL_CALLS);
+        break;
+      default:
+        return Invalid(field,
+                       "set one of json_schema, json_schema_struct, regex, choices, "
+                       "grammar or tool_calls");
+    }
+    spec.after_reasoning =
+        request.input_case() == v1::GenerateRequest::kChat && p.parser_options.reasoning_open;
+    if (absl::StatusOr<grammar::Grammar> g = grammar::BuildGrammar(spec); !g.ok()) {
+      return Invalid(field, g.status().message());
+    }
+    c.set_text(spec.text);
+    for (const std::string& choice : spec.choices) c.add_choices(choice);
+    c.set_tools_json(spec.tools_json);
+    c.set_tool_calls_required(spec.tool_calls_required);
+    c.set_after_reasoning(spec.after_reasoning);
+  }
 
   if (forced_output != nullptr) {
     const std::vector<int32_t> forced = model.tokenizer().Encode(*forced_output, true);

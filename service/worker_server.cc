@@ -19,9 +19,11 @@
 #include "inference/common/status_macros.h"
 #include "inference/engine/engine.h"
 #include "inference/gguf/gguf_file.h"
+#include "inference/grammar/spec.h"
 #include "inference/model/model.h"
 #include "inference/multimodal/image_prompt.h"
 #include "inference/vision/vision.h"
+#include "inference/tokenizer/tokenizer.h"
 #include "qwen/worker/v1/worker.grpc.pb.h"
 #include "service/grpc_status.h"
 #include "service/log.h"
@@ -134,6 +136,9 @@ class Stream : public engine::RequestSink {
           f.set_reason(wpb::Finish::REASON_ERROR);
           f.set_error(std::string(info.status.message()));
           break;
+        case engine::FinishReason::kGrammarDone:
+          f.set_reason(wpb::Finish::REASON_GRAMMAR_DONE);
+          break;
       }
       f.set_prompt_tokens(info.prompt_tokens);
       f.set_generated_tokens(info.generated_tokens);
@@ -222,7 +227,8 @@ class Stream : public engine::RequestSink {
   void LogFinish(const engine::FinishInfo& info) {
     const bool error = info.reason == engine::FinishReason::kError;
     if (!LogEnabled(error ? LogLevel::kError : LogLevel::kDebug)) return;
-    static constexpr const char* kReasons[] = {"stop_token", "length", "cancelled", "error"};
+    static constexpr const char* kReasons[] = {"stop_token", "length", "cancelled", "error",
+                                               "grammar_done"};
     LogFields f = {{"request_id", request_id_},
                    {"reason", kReasons[static_cast<int>(info.reason)]},
                    {"prompt_tokens", info.prompt_tokens},
@@ -264,8 +270,59 @@ void GenerateReactor::OnDone() {
 class WorkerService final : public wpb::Worker::CallbackService {
  public:
   WorkerService(engine::Engine* engine, bool allow_forced,
-                std::shared_ptr<const vision::VisionEncoder> vision)
-      : engine_(engine), allow_forced_(allow_forced), vision_(std::move(vision)) {}
+                std::shared_ptr<const vision::VisionEncoder> vision,
+                std::shared_ptr<const gguf::GgufFile> file)
+      : engine_(engine),
+        allow_forced_(allow_forced),
+        vision_(std::move(vision)),
+        file_(std::move(file)) {}
+
+  // The compiled grammar of a request's constraint, from the cache. The vocabulary is read from
+  // the model file on first use (workers that never see a constraint never pay for it).
+  absl::StatusOr<std::shared_ptr<grammar::CompiledGrammar>> Grammar(const wpb::Constraint& c) {
+    grammar::GrammarCache* cache;
+    {
+      absl::MutexLock lock(&grammar_mu_);
+      if (grammars_ == nullptr) {
+        ASSIGN_OR_RETURN(std::unique_ptr<tokenizer::Tokenizer> tok,
+                         tokenizer::Tokenizer::FromGguf(*file_));
+        grammars_ = std::make_unique<grammar::GrammarCache>(grammar::TokenTableFromTokenizer(
+            *tok, static_cast<int32_t>(engine_->model().config().n_vocab)));
+      }
+      cache = grammars_.get();
+    }
+    grammar::ConstraintSpec spec;
+    switch (c.kind()) {
+      case wpb::Constraint::KIND_JSON_SCHEMA:
+        spec.kind = grammar::ConstraintSpec::Kind::kJsonSchema;
+        break;
+      case wpb::Constraint::KIND_REGEX:
+        spec.kind = grammar::ConstraintSpec::Kind::kRegex;
+        break;
+      case wpb::Constraint::KIND_CHOICES:
+        spec.kind = grammar::ConstraintSpec::Kind::kChoices;
+        break;
+      case wpb::Constraint::KIND_GRAMMAR:
+        spec.kind = grammar::ConstraintSpec::Kind::kGrammar;
+        break;
+      case wpb::Constraint::KIND_TOOL_CALLS:
+        spec.kind = grammar::ConstraintSpec::Kind::kToolCalls;
+        break;
+      default:
+        return absl::InvalidArgumentError("constraint.kind: unknown");
+    }
+    spec.text = c.text();
+    spec.choices.assign(c.choices().begin(), c.choices().end());
+    spec.tools_json = c.tools_json();
+    spec.tool_calls_required = c.tool_calls_required();
+    spec.after_reasoning = c.after_reasoning();
+    ASSIGN_OR_RETURN(std::shared_ptr<grammar::CompiledGrammar> g, cache->Get(spec));
+    // The first mask is computed here, on the gRPC thread, rather than on the engine's.
+    grammar::Matcher warm(g);
+    std::vector<uint64_t> mask(g->mask_words());
+    warm.FillNextTokenMask(mask.data());
+    return g;
+  }
 
   grpc::ServerWriteReactor<wpb::GenerateResponse>* Generate(
       grpc::CallbackServerContext* ctx, const wpb::GenerateRequest* req) override {
@@ -342,6 +399,15 @@ class WorkerService final : public wpb::Worker::CallbackService {
         r.images.push_back(std::move(pi));
       }
     }
+    if (req->has_constraint()) {
+      absl::StatusOr<std::shared_ptr<grammar::CompiledGrammar>> g = Grammar(req->constraint());
+      if (!g.ok()) {
+        stream->Fail(
+            absl::InvalidArgumentError(absl::StrCat("response_format: ", g.status().message())));
+        return reactor;
+      }
+      r.grammar = *std::move(g);
+    }
     absl::Status st = engine_->Submit(std::move(r), stream);
     if (!st.ok()) stream->Fail(st);
     return reactor;
@@ -378,6 +444,9 @@ class WorkerService final : public wpb::Worker::CallbackService {
   engine::Engine* engine_;
   const bool allow_forced_;
   std::shared_ptr<const vision::VisionEncoder> vision_;  // null without --mmproj
+  std::shared_ptr<const gguf::GgufFile> file_;
+  absl::Mutex grammar_mu_;
+  std::unique_ptr<grammar::GrammarCache> grammars_ ABSL_GUARDED_BY(grammar_mu_);
   std::atomic<uint64_t> next_id_{1};
 };
 
@@ -436,7 +505,7 @@ absl::Status RunWorker(const WorkerOptions& options) {
   }
   ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> engine, engine::Engine::Create(model, eo));
 
-  WorkerService service(engine.get(), options.allow_forced_tokens, vision);
+  WorkerService service(engine.get(), options.allow_forced_tokens, vision, shared_file);
   grpc::ServerBuilder builder;
   builder.AddListeningPort(absl::StrCat("unix:", options.socket_path),
                            grpc::InsecureServerCredentials());

@@ -14,6 +14,9 @@ struct Engine::Sequence {
   GenerationRequest req;
   std::shared_ptr<RequestSink> sink;
   std::unique_ptr<sampling::Sampler> sampler;
+  std::unique_ptr<grammar::Matcher> matcher;  // with a grammar
+  std::vector<uint64_t> mask;                 // allowed tokens, bit per id
+  absl::Duration constraint_time;
   absl::Time submitted;
   absl::Time admitted;
   absl::Time first_token;
@@ -160,6 +163,15 @@ absl::Status Engine::Submit(GenerationRequest req, std::shared_ptr<RequestSink> 
   }
   auto seq = std::make_unique<Sequence>();
   seq->positions = std::move(positions);
+  if (req.grammar != nullptr) {
+    if (req.grammar->vocab_size() != V) {
+      return absl::InvalidArgumentError(absl::StrCat("grammar: compiled for a vocabulary of ",
+                                                     req.grammar->vocab_size(),
+                                                     " tokens; the model has ", V));
+    }
+    seq->matcher = std::make_unique<grammar::Matcher>(req.grammar);
+    seq->mask.resize((V + 63) / 64);
+  }
   seq->sampler = std::make_unique<sampling::Sampler>(req.sampling, V, req.prompt);
   seq->req = std::move(req);
   seq->sink = std::move(sink);
@@ -430,8 +442,43 @@ void Engine::Step() {
     ++row;
     TokenOutput out;
     const auto& forced = seq->req.forced_tokens;
-    out.token = seq->generated < static_cast<int32_t>(forced.size()) ? forced[seq->generated]
-                                                                     : seq->sampler->Sample(l);
+    const auto& stops = seq->req.stop_tokens;
+    const bool is_forced = seq->generated < static_cast<int32_t>(forced.size());
+    if (seq->matcher != nullptr) {
+      // Structured output: mask, sample among the allowed, advance the matcher.
+      const absl::Time t0 = absl::Now();
+      grammar::Matcher& m = *seq->matcher;
+      if (is_forced) {
+        out.token = forced[seq->generated];
+      } else {
+        m.FillNextTokenMask(seq->mask.data());
+        if (m.CanEnd()) {
+          for (int32_t t : stops) seq->mask[t >> 6] |= uint64_t{1} << (t & 63);
+        }
+        const bool any =
+            std::any_of(seq->mask.begin(), seq->mask.end(), [](uint64_t w) { return w != 0; });
+        if (!any) {
+          seq->constraint_time += absl::Now() - t0;
+          Finish(seq, FinishReason::kError,
+                 absl::FailedPreconditionError(
+                     "the output constraint allows no token of the vocabulary here"));
+          continue;
+        }
+        out.token = seq->sampler->Sample(l, seq->mask.data());
+      }
+      const bool stop = std::find(stops.begin(), stops.end(), out.token) != stops.end();
+      if (!stop && !m.AcceptToken(out.token)) {
+        seq->constraint_time += absl::Now() - t0;
+        Finish(
+            seq, FinishReason::kError,
+            absl::InvalidArgumentError(absl::StrCat("forced_tokens: token ", out.token,
+                                                    " is not allowed by the output constraint")));
+        continue;
+      }
+      seq->constraint_time += absl::Now() - t0;
+    } else {
+      out.token = is_forced ? forced[seq->generated] : seq->sampler->Sample(l);
+    }
     if (seq->req.logprobs >= 0) {
       out.logprob = sampling::Sampler::Logprobs(l, V, out.token, seq->req.logprobs);
     }
@@ -440,9 +487,10 @@ void Engine::Step() {
     ++generated;
     seq->last_token = out.token;
     seq->sink->OnToken(out);
-    const auto& stops = seq->req.stop_tokens;
     if (std::find(stops.begin(), stops.end(), out.token) != stops.end()) {
       Finish(seq, FinishReason::kStopToken, absl::OkStatus(), out.token);
+    } else if (seq->matcher != nullptr && stops.empty() && seq->matcher->Done()) {
+      Finish(seq, FinishReason::kGrammarDone, absl::OkStatus());
     } else if (seq->generated >= seq->req.max_tokens ||
                slot.state->n_past() + 1 >= slot.state->capacity()) {
       Finish(seq, FinishReason::kLength, absl::OkStatus());
@@ -467,6 +515,7 @@ void Engine::Finish(Sequence* seq, FinishReason reason, absl::Status status, int
   info.prompt_tokens = static_cast<int32_t>(seq->req.prompt.size());
   info.generated_tokens = seq->generated;
   info.cached_tokens = seq->cached;
+  info.constraint_time = seq->constraint_time;
   info.computed_prompt_tokens = seq->computed;
   const absl::Time now = absl::Now();
   info.queue_time = seq->admitted - seq->submitted;

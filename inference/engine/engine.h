@@ -20,6 +20,7 @@
 #include "absl/types/span.h"
 #include "inference/common/thread_pool.h"
 #include "inference/engine/prefix_cache.h"
+#include "inference/grammar/matcher.h"
 #include "inference/model/model.h"
 #include "inference/ops/compute.h"
 #include "inference/sampling/sampler.h"
@@ -72,6 +73,11 @@ struct GenerationRequest {
   // tests drive text-level features (stop strings, tool-call parsing) through a model with
   // random weights, and lets a caller score a given continuation.
   std::vector<int32_t> forced_tokens;
+  // Structured output: when set, every sampled token keeps the output a valid prefix of this
+  // grammar (compiled for the model's vocabulary), and stop_tokens are allowed only once the
+  // output is a complete sentence of it. Each sequence runs its own matcher over the shared
+  // grammar. Forced tokens must be allowed by it too.
+  std::shared_ptr<grammar::CompiledGrammar> grammar;
   // false: neither resume from cached state (prefix cache or a slot's history) nor leave any.
   bool use_prefix_cache = true;
   // Requests whose input is more than `prompt` (e.g. image embeddings behind placeholder tokens)
@@ -89,7 +95,10 @@ struct TokenOutput {
   std::optional<sampling::TokenLogprob> logprob;
 };
 
-enum class FinishReason { kStopToken, kLength, kCancelled, kError };
+// kGrammarDone: the grammar's sentence is complete, nothing may follow and the request has no
+// stop token to end on (with stop tokens, the grammar allows only them and the sequence ends
+// with kStopToken).
+enum class FinishReason { kStopToken, kLength, kCancelled, kError, kGrammarDone };
 
 struct FinishInfo {
   FinishReason reason = FinishReason::kLength;
@@ -102,6 +111,9 @@ struct FinishInfo {
   absl::Duration queue_time;           // submitted -> admitted to a slot
   absl::Duration time_to_first_token;  // submitted -> first token
   absl::Duration decode_time;          // first token -> finish
+  // Structured output: time spent computing token masks and advancing the matcher, and in
+  // applying the mask (sampling with it minus nothing: the whole masked Sample call).
+  absl::Duration constraint_time;
 };
 
 // Receives a request's results, called on the engine's scheduler thread: keep it quick.

@@ -66,9 +66,20 @@ void Sampler::Transform(float* l) const {
   }
 }
 
-int32_t Sampler::Sample(const float* logits) {
+int32_t Sampler::Sample(const float* logits, const uint64_t* allowed) {
   float* l = work_.data();
   std::copy(logits, logits + n_vocab_, l);
+  if (allowed != nullptr) {
+    const int64_t words = (n_vocab_ + 63) / 64;
+    for (int64_t w = 0; w < words; ++w) {
+      const uint64_t bits = allowed[w];
+      if (bits == ~uint64_t{0}) continue;
+      const int64_t base = w * 64, end = std::min<int64_t>(base + 64, n_vocab_);
+      for (int64_t t = base; t < end; ++t) {
+        if (!((bits >> (t - base)) & 1)) l[t] = -INFINITY;
+      }
+    }
+  }
   Transform(l);
   int32_t chosen = 0;
   if (params_.temperature == 0.0f) {
@@ -76,11 +87,18 @@ int32_t Sampler::Sample(const float* logits) {
   } else {
     const float inv_t = 1.0f / params_.temperature;
     // Candidate set: all tokens, or the top k.
-    candidates_.resize(n_vocab_);
-    std::iota(candidates_.begin(), candidates_.end(), 0);
+    if (allowed != nullptr) {
+      candidates_.clear();
+      for (int64_t t = 0; t < n_vocab_; ++t) {
+        if ((allowed[t >> 6] >> (t & 63)) & 1) candidates_.push_back(static_cast<int32_t>(t));
+      }
+    } else {
+      candidates_.resize(n_vocab_);
+      std::iota(candidates_.begin(), candidates_.end(), 0);
+    }
     auto by_logit = [l](int32_t a, int32_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); };
     const bool need_sort = params_.top_p < 1.0f;
-    if (params_.top_k > 0 && params_.top_k < n_vocab_) {
+    if (params_.top_k > 0 && params_.top_k < static_cast<int64_t>(candidates_.size())) {
       std::nth_element(candidates_.begin(), candidates_.begin() + params_.top_k, candidates_.end(),
                        by_logit);
       candidates_.resize(params_.top_k);

@@ -37,6 +37,7 @@ struct TokenLogprob {
 };
 
 // Samples one sequence's tokens. The transforms run in this documented order:
+//   0. the allowed-token mask, when given (others get -inf);
 //   1. logit bias;
 //   2. repetition penalty over prompt and generated tokens (positive logits divided by it,
 //      negative ones multiplied, as in CTRL / Hugging Face);
@@ -52,7 +53,11 @@ class Sampler {
   Sampler(SamplingParams params, int64_t n_vocab, absl::Span<const int32_t> prompt);
 
   // Chooses the next token from `logits` [n_vocab] (not modified) and records it as generated.
-  int32_t Sample(const float* logits);
+  // With `allowed` (a bitset over the vocabulary, bit t of word t / 64), only tokens whose bit is
+  // set can be chosen: the others are removed before every transform, so bias, penalties,
+  // top-k/p, min-p and temperature 0 all act among the allowed tokens (structured output).
+  // At least one token must be allowed.
+  int32_t Sample(const float* logits, const uint64_t* allowed = nullptr);
 
   // log_softmax of the raw logits (before any transform) for `token`, with the `top_n`
   // highest alternatives.

@@ -268,5 +268,34 @@ TEST_F(RequestTest, ForcedOutputBecomesForcedTokens) {
   EXPECT_EQ(p->worker_request.forced_tokens(0), 1012);  // <tool_call>
 }
 
+TEST_F(RequestTest, ResponseFormatIsCheckedAndForwarded) {
+  absl::StatusOr<PreparedGenerate> p = Prepare(FromJson(R"({"prompt": "x",
+      "response_format": {"json_schema": "{\"type\": \"integer\", \"maximum\": 9}"}})"));
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->worker_request.constraint().kind(), worker::v1::Constraint::KIND_JSON_SCHEMA);
+  EXPECT_FALSE(p->worker_request.constraint().after_reasoning());
+
+  // Chat with thinking on: the constraint starts after the reasoning; tools travel along.
+  p = Prepare(FromJson(R"({"chat": {
+    "messages": [{"role": "user", "content": "Weather?"}],
+    "tools": [{"name": "get_weather", "parameters_json": "{\"type\": \"object\"}"}]},
+    "response_format": {"tool_calls": {"required": true}}})"),
+              LargeContext());
+  ASSERT_TRUE(p.ok()) << p.status();
+  const worker::v1::Constraint& c = p->worker_request.constraint();
+  EXPECT_EQ(c.kind(), worker::v1::Constraint::KIND_TOOL_CALLS);
+  EXPECT_TRUE(c.after_reasoning());
+  EXPECT_TRUE(c.tool_calls_required());
+  EXPECT_NE(c.tools_json().find("get_weather"), std::string::npos);
+
+  p = Prepare(FromJson(R"({"prompt": "x", "response_format": {"json_schema_struct":
+      {"type": "object", "properties": {"x": {"type": "string", "format": "hostname"}}}}})"));
+  ASSERT_FALSE(p.ok());
+  EXPECT_EQ(p.status().message(),
+            "response_format.json_schema_struct: unsupported format \"hostname\" at "
+            "#/properties/x");
+  EXPECT_FALSE(Prepare(FromJson(R"({"prompt": "x", "response_format": {}})")).ok());
+}
+
 }  // namespace
 }  // namespace qwen::service
