@@ -30,10 +30,11 @@
 #include "inference/common/thread_pool.h"
 #include "inference/engine/engine.h"
 #include "inference/gguf/gguf_file.h"
+#include "inference/grammar/bench_schema.h"
 #include "inference/grammar/spec.h"
 #include "inference/model/model.h"
-#include "inference/vision/vision.h"
 #include "inference/tokenizer/tokenizer.h"
+#include "inference/vision/vision.h"
 #include "nlohmann/json.hpp"
 
 ABSL_FLAG(int32_t, repeats, 3, "Repetitions of each measurement (median and spread reported).");
@@ -517,30 +518,6 @@ bool Wanted(const std::string& what) {
 
 }  // namespace
 
-// A moderately complex schema: nested objects, an array of objects, enums, bounded numbers,
-// a pattern, a format, anyOf with null and a $ref.
-constexpr char kBenchSchema[] = R"({
-  "$defs": {"item": {"type": "object", "properties": {
-      "sku": {"type": "string", "pattern": "^[A-Z]{3}-[0-9]{4}$"},
-      "quantity": {"type": "integer", "minimum": 1, "maximum": 100},
-      "price": {"type": "number", "minimum": 0, "maximum": 10000},
-      "gift": {"type": "boolean"}},
-    "required": ["sku", "quantity", "price"]}},
-  "type": "object",
-  "properties": {
-    "order_id": {"type": "string", "maxLength": 12},
-    "customer": {"type": "object", "properties": {
-        "name": {"type": "string", "maxLength": 24},
-        "email": {"type": "string", "format": "email"},
-        "tier": {"enum": ["free", "pro", "enterprise"]}},
-      "required": ["name", "tier"]},
-    "items": {"type": "array", "items": {"$ref": "#/$defs/item"}, "minItems": 1, "maxItems": 4},
-    "status": {"enum": ["pending", "shipped", "delivered", "cancelled"]},
-    "created": {"type": "string", "format": "date"},
-    "note": {"anyOf": [{"type": "null"}, {"type": "string", "maxLength": 32}]}},
-  "required": ["order_id", "customer", "items", "status"]
-})";
-
 struct StructuredResult {
   double step_s = 0;              // decode step, unconstrained (fastest pass)
   double step_median_s = 0;       // and the median pass
@@ -561,7 +538,7 @@ absl::StatusOr<StructuredResult> MeasureStructured(Bench& b, int tokens, int rep
   const auto t0 = Clock::now();
   grammar::GrammarCache cache(grammar::TokenTableFromTokenizer(*tok, static_cast<int32_t>(V)));
   grammar::ConstraintSpec spec;
-  spec.text = kBenchSchema;
+  spec.text = grammar::kBenchSchema;
   ASSIGN_OR_RETURN(std::shared_ptr<grammar::CompiledGrammar> g, cache.Get(spec));
   out.compile_s = Since(t0);
 

@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "inference/tokenizer/utf8.h"
 
 namespace qwen::grammar {
 
@@ -88,8 +89,8 @@ class Grammar {
   std::vector<Rule> rules_;
 };
 
-// Appends the UTF-8 encoding of code point `cp`.
-void AppendUtf8(uint32_t cp, std::string* out);
+// Appends the UTF-8 encoding of a code point (the tokenizer's).
+using ::qwen::tokenizer::AppendUtf8;
 
 }  // namespace qwen::grammar
 

@@ -179,7 +179,7 @@ TEST(GenerateImage, RefusalsSayWhy) {
       absl::StrCat(Qwen(), " generate --model ", DataPath("models/tiny-qwen35-f32.gguf"),
                    " --image ", DataPath("vision/img_128x128.png"), " --chat ", chat, " 2>&1"));
   EXPECT_EQ(r.status, 2);
-  EXPECT_TRUE(absl::StrContains(r.out, "--image needs --mmproj")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "--image needs a vision tower: --mmproj")) << r.out;
   // Not an image.
   const std::string junk = TempPath("junk.png");
   WriteFile(junk, "this is not an image at all");

@@ -9,33 +9,12 @@
 
 #include "benchmark/benchmark.h"
 #include "inference/gguf/gguf_file.h"
+#include "inference/grammar/bench_schema.h"
 #include "inference/grammar/spec.h"
 #include "inference/tokenizer/tokenizer.h"
 
 namespace qwen::grammar {
 namespace {
-
-constexpr char kSchema[] = R"({
-  "$defs": {"item": {"type": "object", "properties": {
-      "sku": {"type": "string", "pattern": "^[A-Z]{3}-[0-9]{4}$"},
-      "quantity": {"type": "integer", "minimum": 1, "maximum": 100},
-      "price": {"type": "number", "minimum": 0, "maximum": 10000},
-      "gift": {"type": "boolean"}},
-    "required": ["sku", "quantity", "price"]}},
-  "type": "object",
-  "properties": {
-    "order_id": {"type": "string", "maxLength": 12},
-    "customer": {"type": "object", "properties": {
-        "name": {"type": "string", "maxLength": 24},
-        "email": {"type": "string", "format": "email"},
-        "tier": {"enum": ["free", "pro", "enterprise"]}},
-      "required": ["name", "tier"]},
-    "items": {"type": "array", "items": {"$ref": "#/$defs/item"}, "minItems": 1, "maxItems": 4},
-    "status": {"enum": ["pending", "shipped", "delivered", "cancelled"]},
-    "created": {"type": "string", "format": "date"},
-    "note": {"anyOf": [{"type": "null"}, {"type": "string", "maxLength": 32}]}},
-  "required": ["order_id", "customer", "items", "status"]
-})";
 
 std::shared_ptr<const TokenTable> Vocab() {
   static std::shared_ptr<const TokenTable> table = [] {
@@ -54,7 +33,7 @@ std::shared_ptr<const TokenTable> Vocab() {
 void Walk(benchmark::State& state, bool cold) {
   auto vocab = Vocab();
   ConstraintSpec spec;
-  spec.text = kSchema;
+  spec.text = kBenchSchema;
   std::mt19937 rng(1);
   GrammarCache warm_cache(vocab);
   std::vector<uint64_t> mask;
