@@ -9,53 +9,16 @@
 
 #include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
+#include "tests/engine/collector.h"
 #include "tests/model/model_runner.h"
 #include "tests/model/reference_data.h"
 
 namespace qwen::engine {
 namespace {
 
+using ::qwen::testing::Collector;
 using ::qwen::testing::LoadModel;
 using ::qwen::testing::LoadReference;
-
-// Collects what the engine reports for one request.
-class Collector : public RequestSink {
- public:
-  void OnToken(const TokenOutput& t) override {
-    absl::MutexLock lock(&mu_);
-    tokens_.push_back(t.token);
-    if (t.logprob) logprobs_.push_back(*t.logprob);
-  }
-  void OnFinish(const FinishInfo& info) override {
-    {
-      absl::MutexLock lock(&mu_);
-      info_ = info;
-    }
-    done_.Notify();
-  }
-  bool Wait(absl::Duration d = absl::Seconds(60)) {
-    return done_.WaitForNotificationWithTimeout(d);
-  }
-  std::vector<int32_t> tokens() {
-    absl::MutexLock lock(&mu_);
-    return tokens_;
-  }
-  FinishInfo info() {
-    absl::MutexLock lock(&mu_);
-    return info_;
-  }
-  std::vector<sampling::TokenLogprob> logprobs() {
-    absl::MutexLock lock(&mu_);
-    return logprobs_;
-  }
-
- private:
-  absl::Mutex mu_;
-  std::vector<int32_t> tokens_;
-  std::vector<sampling::TokenLogprob> logprobs_;
-  FinishInfo info_;
-  absl::Notification done_;
-};
 
 class EngineTest : public ::testing::Test {
  protected:

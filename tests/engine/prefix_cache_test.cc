@@ -12,48 +12,14 @@
 #include "gtest/gtest.h"
 #include "inference/common/thread_pool.h"
 #include "inference/engine/engine.h"
+#include "tests/engine/collector.h"
 #include "tests/model/model_runner.h"
 
 namespace qwen::engine {
 namespace {
 
+using ::qwen::testing::Collector;
 using ::qwen::testing::LoadModel;
-
-class Collector : public RequestSink {
- public:
-  void OnToken(const TokenOutput& t) override {
-    absl::MutexLock lock(&mu_);
-    tokens_.push_back(t.token);
-    if (t.logprob) logprobs_.push_back(*t.logprob);
-  }
-  void OnFinish(const FinishInfo& info) override {
-    {
-      absl::MutexLock lock(&mu_);
-      info_ = info;
-    }
-    done_.Notify();
-  }
-  bool Wait() { return done_.WaitForNotificationWithTimeout(absl::Seconds(60)); }
-  std::vector<int32_t> tokens() {
-    absl::MutexLock lock(&mu_);
-    return tokens_;
-  }
-  std::vector<sampling::TokenLogprob> logprobs() {
-    absl::MutexLock lock(&mu_);
-    return logprobs_;
-  }
-  FinishInfo info() {
-    absl::MutexLock lock(&mu_);
-    return info_;
-  }
-
- private:
-  absl::Mutex mu_;
-  std::vector<int32_t> tokens_;
-  std::vector<sampling::TokenLogprob> logprobs_;
-  FinishInfo info_;
-  absl::Notification done_;
-};
 
 struct Result {
   std::vector<int32_t> tokens;

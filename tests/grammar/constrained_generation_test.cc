@@ -11,42 +11,15 @@
 #include "inference/grammar/spec.h"
 #include "inference/tokenizer/tokenizer.h"
 #include "nlohmann/json.hpp"
+#include "tests/engine/collector.h"
 #include "tests/model/model_runner.h"
 
 namespace qwen::grammar {
 namespace {
 
+using ::qwen::testing::Collector;
+
 using Json = nlohmann::ordered_json;
-
-class Collector : public engine::RequestSink {
- public:
-  void OnToken(const engine::TokenOutput& t) override {
-    absl::MutexLock lock(&mu_);
-    tokens_.push_back(t.token);
-  }
-  void OnFinish(const engine::FinishInfo& info) override {
-    {
-      absl::MutexLock lock(&mu_);
-      info_ = info;
-    }
-    done_.Notify();
-  }
-  void Wait() { ASSERT_TRUE(done_.WaitForNotificationWithTimeout(absl::Seconds(120))); }
-  std::vector<int32_t> tokens() {
-    absl::MutexLock lock(&mu_);
-    return tokens_;
-  }
-  engine::FinishInfo info() {
-    absl::MutexLock lock(&mu_);
-    return info_;
-  }
-
- private:
-  absl::Mutex mu_;
-  std::vector<int32_t> tokens_;
-  engine::FinishInfo info_;
-  absl::Notification done_;
-};
 
 // A JSON-schema validator for the subset the tests use, written apart from the compiler.
 bool Valid(const Json& v, const Json& s, const Json& root, std::string* why) {
@@ -214,7 +187,7 @@ class ConstrainedGenerationTest : public ::testing::Test {
     }
     std::vector<Run> runs;
     for (auto& s : sinks) {
-      s->Wait();
+      EXPECT_TRUE(s->Wait(absl::Seconds(120)));
       Run run{s->tokens(), s->info(), ""};
       std::vector<int32_t> body = run.tokens;
       if (run.info.reason == engine::FinishReason::kStopToken && !body.empty()) body.pop_back();
@@ -394,7 +367,7 @@ TEST_F(ConstrainedGenerationTest, ConstraintStartsAfterReasoning) {
     r.sampling.logit_bias = {{close, 8.0f}};
     auto sink = std::make_shared<Collector>();
     ASSERT_TRUE(engine_->Submit(std::move(r), sink).ok());
-    sink->Wait();
+    ASSERT_TRUE(sink->Wait(absl::Seconds(120)));
     if (sink->info().reason != engine::FinishReason::kStopToken) continue;
     ++finished;
     std::vector<int32_t> body = sink->tokens();
