@@ -38,14 +38,6 @@ const prometheus::Histogram::BucketBoundaries kDurationBuckets = {
 const prometheus::Histogram::BucketBoundaries kQueueBuckets = {
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
 
-MetricFamily Family(const std::string& name, const std::string& help, MetricType type) {
-  MetricFamily f;
-  f.name = name;
-  f.help = help;
-  f.type = type;
-  return f;
-}
-
 void Add(MetricFamily& f, std::vector<ClientMetric::Label> labels, double value) {
   ClientMetric m;
   m.label = std::move(labels);
@@ -66,72 +58,83 @@ class Metrics::PoolCollector : public prometheus::Collectable {
   explicit PoolCollector(const Metrics* m) : m_(m) {}
 
   std::vector<MetricFamily> Collect() const override {
-    MetricFamily queue =
-        Family("qwen_queue_depth", "Generate requests waiting for a slot.", MetricType::Gauge);
-    MetricFamily queue_cap =
-        Family("qwen_queue_capacity", "Generate requests that may wait (--queue_size).",
+    // The families live on the heap: this runs on the HTTP server's threads, whose stacks are
+    // small (an ASan build overflowed one when they were locals).
+    std::vector<MetricFamily> all;
+    all.reserve(24);
+    auto family = [&all](const char* name, const char* help, MetricType type) -> MetricFamily& {
+      MetricFamily& f = all.emplace_back();
+      f.name = name;
+      f.help = help;
+      f.type = type;
+      return f;
+    };
+    MetricFamily& queue =
+        family("qwen_queue_depth", "Generate requests waiting for a slot.", MetricType::Gauge);
+    MetricFamily& queue_cap =
+        family("qwen_queue_capacity", "Generate requests that may wait (--queue_size).",
                MetricType::Gauge);
-    MetricFamily running =
-        Family("qwen_running_sequences", "Generate requests holding a slot of the worker.",
+    MetricFamily& running =
+        family("qwen_running_sequences", "Generate requests holding a slot of the worker.",
                MetricType::Gauge);
-    MetricFamily slots = Family("qwen_worker_slots", "Slots (sequences at once) of a live worker.",
-                                MetricType::Gauge);
-    MetricFamily up = Family("qwen_worker_up", "1 while the worker is up and taking requests.",
-                             MetricType::Gauge);
-    MetricFamily state =
-        Family("qwen_worker_state",
+    MetricFamily& slots = family("qwen_worker_slots", "Slots (sequences at once) of a live worker.",
+                                 MetricType::Gauge);
+    MetricFamily& up = family("qwen_worker_up", "1 while the worker is up and taking requests.",
+                              MetricType::Gauge);
+    MetricFamily& state =
+        family("qwen_worker_state",
                "The worker's supervision state: 1 for the current one of starting, up, restarting, "
                "stopped.",
                MetricType::Gauge);
-    MetricFamily restarts =
-        Family("qwen_worker_restarts_total",
+    MetricFamily& restarts =
+        family("qwen_worker_restarts_total",
                "Times the worker process died or was killed and restarted.", MetricType::Counter);
-    MetricFamily queued = Family(
+    MetricFamily& queued = family(
         "qwen_worker_queued_sequences",
         "Sequences submitted to the worker's engine and waiting for a slot (last heartbeat).",
         MetricType::Gauge);
-    MetricFamily bytes = Family("qwen_worker_state_bytes",
-                                "Sequence state memory of the worker's engine (last heartbeat): "
-                                "recurrent (delta-net and conv states), kv_resident (KV cache of "
-                                "the tokens held), kv_reserved (KV cache address space).",
-                                MetricType::Gauge);
-    MetricFamily prefilled =
-        Family("qwen_worker_prefill_tokens_total",
+    MetricFamily& bytes = family("qwen_worker_state_bytes",
+                                 "Sequence state memory of the worker's engine (last heartbeat): "
+                                 "recurrent (delta-net and conv states), kv_resident (KV cache of "
+                                 "the tokens held), kv_reserved (KV cache address space).",
+                                 MetricType::Gauge);
+    MetricFamily& prefilled =
+        family("qwen_worker_prefill_tokens_total",
                "Prompt tokens the worker's engine computed (all incarnations, as of the last "
                "heartbeat).",
                MetricType::Counter);
-    MetricFamily decoded =
-        Family("qwen_worker_decode_tokens_total",
+    MetricFamily& decoded =
+        family("qwen_worker_decode_tokens_total",
                "Tokens the worker's engine generated (all incarnations, as of the last heartbeat).",
                MetricType::Counter);
-    MetricFamily cache_bytes = Family(
+    MetricFamily& cache_bytes = family(
         "qwen_prefix_cache_bytes",
         "The worker's prefix cache (last heartbeat): budget (--prefix_cache_mb) and used bytes.",
         MetricType::Gauge);
-    MetricFamily cache_entries =
-        Family("qwen_prefix_cache_entries", "State snapshots in the worker's prefix cache.",
+    MetricFamily& cache_entries =
+        family("qwen_prefix_cache_entries", "State snapshots in the worker's prefix cache.",
                MetricType::Gauge);
-    MetricFamily cache_lookups = Family(
+    MetricFamily& cache_lookups = family(
         "qwen_prefix_cache_lookups_total",
         "Requests that could resume from cached state (all incarnations).", MetricType::Counter);
-    MetricFamily cache_hits = Family(
+    MetricFamily& cache_hits = family(
         "qwen_prefix_cache_hits_total",
         "Requests that resumed from cached state, a prefix cache snapshot or the slot's previous "
         "sequence (all incarnations); hit rate = hits / lookups.",
         MetricType::Counter);
-    MetricFamily cache_tokens =
-        Family("qwen_prefix_cache_cached_tokens_total",
+    MetricFamily& cache_tokens =
+        family("qwen_prefix_cache_cached_tokens_total",
                "Prompt tokens not computed thanks to cached state (all incarnations).",
                MetricType::Counter);
-    MetricFamily cache_evictions = Family(
+    MetricFamily& cache_evictions = family(
         "qwen_prefix_cache_evictions_total",
         "Snapshots dropped to keep the prefix cache within its budget.", MetricType::Counter);
-    MetricFamily prefill_rate =
-        Family("qwen_prefill_tokens_per_second",
+    MetricFamily& prefill_rate =
+        family("qwen_prefill_tokens_per_second",
                "Prompt tokens the worker computed per second over the last rate window (~5 s).",
                MetricType::Gauge);
-    MetricFamily decode_rate =
-        Family("qwen_decode_tokens_per_second",
+    MetricFamily& decode_rate =
+        family("qwen_decode_tokens_per_second",
                "Tokens the worker generated per second over the last rate window (~5 s).",
                MetricType::Gauge);
 
