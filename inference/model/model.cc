@@ -45,7 +45,8 @@ std::string Blk(int il, absl::string_view name) { return absl::StrCat("blk.", il
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Model>> Model::Load(std::shared_ptr<const gguf::GgufFile> file) {
+absl::StatusOr<std::unique_ptr<Model>> Model::Load(std::shared_ptr<const gguf::GgufFile> file,
+                                                   const LoadOptions& options) {
   std::unique_ptr<Model> m(new Model(std::move(file)));
   ASSIGN_OR_RETURN(m->config_, ModelConfig::FromGguf(*m->file_));
   if (absl::Status s = m->LoadWeights(); !s.ok()) {
@@ -53,8 +54,50 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(std::shared_ptr<const gguf::G
     if (s.code() != absl::StatusCode::kNotFound) return s;
     return absl::Status(s.code(), absl::StrCat(s.message(), "; ", DescribeFile(*m->file_)));
   }
+  if (!options.packed_dir.empty()) {
+    m->packing_.requested = true;
+    m->packing_.status = m->UsePackedCopy(options);
+  }
   m->buffers_.resize(kNumBuffers);
   return m;
+}
+
+std::vector<ops::Weight*> Model::Matrices() {
+  // Not token_embd_: it is only looked up by rows (when tied, lm_head_ is its matrix use).
+  std::vector<ops::Weight*> out = {&lm_head_};
+  for (LayerWeights& L : layers_) {
+    for (ops::Weight* w : {&L.ffn_gate, &L.ffn_up, &L.ffn_down, &L.attn_q, &L.attn_k, &L.attn_v,
+                           &L.attn_output, &L.attn_qkv, &L.attn_gate, &L.ssm_alpha, &L.ssm_beta,
+                           &L.ssm_out}) {
+      if (w->data != nullptr) out.push_back(w);
+    }
+  }
+  return out;
+}
+
+absl::Status Model::UsePackedCopy(const LoadOptions& options) {
+  std::vector<ops::Weight*> weights;
+  std::vector<packing::PackRequest> requests;
+  for (ops::Weight* w : Matrices()) {
+    if (!packing::Packable(w->type, w->n_out)) continue;
+    weights.push_back(w);
+    requests.push_back({std::string(w->name), w->type, w->data, w->n_in, w->n_out, w->row_bytes,
+                        static_cast<uint64_t>(w->data - file_->base())});
+  }
+  if (requests.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the ", IsaName(quant::Kernels().isa),
+                     " kernels have no packed layout for this file's weight types"));
+  }
+  ASSIGN_OR_RETURN(packed_, packing::PackedStore::Open(file_->path(), requests,
+                                                       options.packed_dir, options.pool));
+  for (ops::Weight* w : weights) {
+    w->packed = packed_->Find(w->name);
+    packing_.packed_tensors += w->packed != nullptr;
+  }
+  packing_.packed_bytes = static_cast<int64_t>(packed_->info().bytes);
+  packing_.info = packed_->info();
+  return absl::OkStatus();
 }
 
 absl::StatusOr<ops::Weight> Model::Matrix(const std::string& name, int64_t n_in, int64_t n_out) {

@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "inference/gguf/gguf_file.h"
+#include "inference/packing/packed_store.h"
 #include "inference/model/config.h"
 #include "inference/model/state.h"
 #include "inference/ops/compute.h"
@@ -92,6 +93,25 @@ struct ForwardOptions {
   int64_t chunked_min_tokens = 16;
 };
 
+// How Load() prepares the weights.
+struct LoadOptions {
+  // Directory for the packed copy of the weight matrices (packing::PackedStore), shared by every
+  // process serving the same file; empty: the kernels read the file's own rows. When the copy
+  // cannot be made (no packed layout in these kernels, no space), the model falls back to the
+  // file's rows and says why in packing().
+  std::string packed_dir;
+  ThreadPool* pool = nullptr;  // packs in parallel when this process writes the copy
+};
+
+// What became of the packed copy, for start-up logs.
+struct PackingReport {
+  bool requested = false;        // LoadOptions::packed_dir was set
+  int packed_tensors = 0;        // matrices read from the packed copy
+  int64_t packed_bytes = 0;      // their bytes (the store file's size)
+  absl::Status status;           // why there is no packed copy, when requested and not made
+  packing::PackedStoreInfo info;  // the store, when made
+};
+
 // Loads the weights (views into the mapping: nothing large is copied) and runs forward passes.
 //
 // Load() checks every tensor the trunk needs against the configuration and refuses with an error
@@ -102,12 +122,14 @@ struct ForwardOptions {
 // run one Forward() at a time per Model (a worker runs one model on one scheduler thread).
 class Model {
  public:
-  static absl::StatusOr<std::unique_ptr<Model>> Load(std::shared_ptr<const gguf::GgufFile> file);
+  static absl::StatusOr<std::unique_ptr<Model>> Load(std::shared_ptr<const gguf::GgufFile> file,
+                                                      const LoadOptions& options = {});
 
   const ModelConfig& config() const { return config_; }
   const gguf::GgufFile& file() const { return *file_; }
   const std::vector<LayerWeights>& layers() const { return layers_; }
   ForwardOptions& options() { return options_; }
+  const PackingReport& packing() const { return packing_; }
 
   absl::StatusOr<std::unique_ptr<SequenceState>> NewState(int64_t n_ctx,
                                                           KvType kv_type = KvType::kF16) const {
@@ -125,6 +147,9 @@ class Model {
  private:
   explicit Model(std::shared_ptr<const gguf::GgufFile> file) : file_(std::move(file)) {}
   absl::Status LoadWeights();
+  // Points the weight matrices at a packed copy under options.packed_dir (see LoadOptions).
+  absl::Status UsePackedCopy(const LoadOptions& options);
+  std::vector<ops::Weight*> Matrices();
   absl::StatusOr<ops::Weight> Matrix(const std::string& name, int64_t n_in, int64_t n_out);
   absl::StatusOr<const float*> Vector(const std::string& name, int64_t n);
   absl::StatusOr<const float*> FindVector(std::initializer_list<std::string> names, int64_t n);
@@ -136,6 +161,8 @@ class Model {
   float* Buffer(int id, size_t n_floats);
 
   std::shared_ptr<const gguf::GgufFile> file_;
+  std::unique_ptr<packing::PackedStore> packed_;
+  PackingReport packing_;
   ModelConfig config_;
   ForwardOptions options_;
   ops::Weight token_embd_;

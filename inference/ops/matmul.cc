@@ -61,9 +61,17 @@ void FloatBlock(ComputeContext& ctx, int thread, const MatMulOut& o, int64_t r0,
 void QuantBlock(const MatMulOut& o, int64_t r0, int64_t r1, const uint8_t* qx, size_t qx_row_bytes,
                 int64_t n_tokens) {
   const Weight& w = *o.w;
-  quant::Kernels().dot_tile[static_cast<int>(w.type)](w.row(r0), w.row_bytes, r1 - r0, qx,
-                                                      qx_row_bytes, n_tokens, o.y + r0,
-                                                      static_cast<size_t>(w.n_out), w.n_in);
+  const int t = static_cast<int>(w.type);
+  if (w.packed != nullptr) {
+    // Units are whole 16-row groups (r0 and r1 multiples of 16; packed matrices have n_out a
+    // multiple of 16).
+    quant::Kernels().dot_tile_packed[t](w.packed + static_cast<size_t>(r0) * w.row_bytes,
+                                        (r1 - r0) / 16, qx, qx_row_bytes, n_tokens, o.y + r0,
+                                        static_cast<size_t>(w.n_out), w.n_in);
+    return;
+  }
+  quant::Kernels().dot_tile[t](w.row(r0), w.row_bytes, r1 - r0, qx, qx_row_bytes, n_tokens,
+                               o.y + r0, static_cast<size_t>(w.n_out), w.n_in);
 }
 
 }  // namespace

@@ -20,6 +20,10 @@ struct Weight {
   int64_t n_out = 0;
   size_t row_bytes = 0;
   absl::string_view name;
+  // The same rows in the kernels' packed layout (quant::KernelTable::pack16: group g of 16 rows
+  // at packed + 16 g row_bytes), or null. Set by the model when a packed copy exists; the fast
+  // integer path then reads only this, the reference path and GetRows only `data`.
+  const uint8_t* packed = nullptr;
 
   const uint8_t* row(int64_t r) const { return data + static_cast<size_t>(r) * row_bytes; }
 };

@@ -88,6 +88,17 @@ struct KernelTable {
   // Other types and levels: columns 8 (AVX2: 4) at a time over chunks of 8 rows, up to 32 KiB.
   void (*dot_tile[40])(const void* w, size_t w_stride, int64_t n_rows, const void* a,
                        size_t a_stride, int64_t n_cols, float* y, size_t y_stride, int64_t n) = {};
+
+  // Name of the packed layout of this level's pack16/dot_tile_packed (part of the key of any
+  // stored packed copy: a layout change must change it), nullptr if the level has none.
+  const char* packed_format = nullptr;
+  // Packs 16 rows (row r at w + r * w_stride, n weights each) into dst: exactly
+  // 16 * RowBytes(type, n) bytes, a pure function of the rows' bytes.
+  void (*pack16[40])(const void* w, size_t w_stride, int64_t n, void* dst) = {};
+  // dot_tile over 16 * n_groups rows stored as n_groups consecutive pack16 outputs: the same
+  // bits as dot_tile of the unpacked rows at this level, for every column count.
+  void (*dot_tile_packed[40])(const void* wp, int64_t n_groups, const void* a, size_t a_stride,
+                              int64_t n_cols, float* y, size_t y_stride, int64_t n) = {};
 };
 
 // The table for `isa`: exactly that level's kernels, or the highest level at or below it that
