@@ -367,7 +367,10 @@ int MemoryProbe() {
   if (!resolved.ok()) return 2;
   auto file = gguf::GgufFile::Open(resolved->model_path);
   if (!file.ok()) return 2;
-  auto model = model::Model::Load(std::shared_ptr<const gguf::GgufFile>(std::move(*file)));
+  model::LoadOptions load_options;
+  load_options.packed_dir = absl::GetFlag(FLAGS_packed_dir);
+  auto model =
+      model::Model::Load(std::shared_ptr<const gguf::GgufFile>(std::move(*file)), load_options);
   if (!model.ok()) return 2;
   ThreadPool pool(std::max(1, absl::GetFlag(FLAGS_threads)));
   ops::ComputeContext ctx(&pool, ops::MathMode::kFast);
@@ -632,7 +635,10 @@ int RunBench(int argc, char** argv) {
       std::fprintf(stderr, "qwen bench: %s\n", std::string(file.status().message()).c_str());
       return 2;
     }
-    auto model = model::Model::Load(std::shared_ptr<const gguf::GgufFile>(std::move(*file)));
+    model::LoadOptions load_options;
+    load_options.packed_dir = absl::GetFlag(FLAGS_packed_dir);
+    auto model =
+        model::Model::Load(std::shared_ptr<const gguf::GgufFile>(std::move(*file)), load_options);
     if (!model.ok()) {
       std::fprintf(stderr, "qwen bench: %s\n", std::string(model.status().message()).c_str());
       return 2;
@@ -790,6 +796,14 @@ int RunBench(int argc, char** argv) {
   }
 
   const uint64_t model_bytes = load_file_size;
+  // Which weights layout the measurements ran on: the packed copy or the file's own rows.
+  const model::PackingReport& packing = b.model->packing();
+  const std::string packed =
+      !packing.requested ? "off (--packed_dir empty)"
+      : packing.status.ok()
+          ? absl::StrFormat("%d matrices, %.1f MiB in %s", packing.packed_tensors,
+                            packing.packed_bytes / 1048576.0, packing.info.path)
+          : absl::StrCat("unavailable: ", packing.status.message());
   if (absl::GetFlag(FLAGS_json)) {
     nlohmann::ordered_json out;
     out["model"] = path;
@@ -797,6 +811,7 @@ int RunBench(int argc, char** argv) {
     out["threads"] = b.threads;
     out["isa"] = std::string(IsaName(ActiveIsa()));
     out["repeats"] = repeats;
+    out["packed_weights"] = packed;
     nlohmann::ordered_json results = nlohmann::ordered_json::array();
     for (const Row& r : rows) {
       results.push_back({{"name", r.name},
@@ -812,6 +827,7 @@ int RunBench(int argc, char** argv) {
     std::printf("model: %s (%.1f MiB), %d threads, kernels: %s, %d repeat(s)\n", path.c_str(),
                 model_bytes / 1048576.0, b.threads, std::string(IsaName(ActiveIsa())).c_str(),
                 repeats);
+    std::printf("packed weights: %s\n", packed.c_str());
     std::printf("%-55s %12s %12s %12s  %s\n", "measure", "median", "min", "max", "unit");
     for (const Row& r : rows) {
       std::printf("%-55s %12.3f %12.3f %12.3f  %s\n", r.name.c_str(), r.stat.Median(), r.stat.Min(),

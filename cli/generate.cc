@@ -117,7 +117,13 @@ absl::Status Generate() {
   const auto t_start = std::chrono::steady_clock::now();
   ASSIGN_OR_RETURN(std::unique_ptr<gguf::GgufFile> file_owned, gguf::GgufFile::Open(path));
   std::shared_ptr<const gguf::GgufFile> file = std::move(file_owned);
-  ASSIGN_OR_RETURN(std::unique_ptr<model::Model> model, model::Model::Load(file));
+  model::LoadOptions load_options;
+  load_options.packed_dir = absl::GetFlag(FLAGS_packed_dir);
+  ASSIGN_OR_RETURN(std::unique_ptr<model::Model> model, model::Model::Load(file, load_options));
+  if (const model::PackingReport& p = model->packing(); p.requested && !p.status.ok()) {
+    std::fprintf(stderr, "qwen generate: no packed copy of the weights (slower): %s\n",
+                 std::string(p.status.message()).c_str());
+  }
   const int64_t V = model->config().n_vocab;
 
   // The prompt: ids as given, or text through the tokenizer (after the chat template).

@@ -120,6 +120,7 @@ int RunServe(int argc, char** argv) {
   p.image_max_pixels = absl::GetFlag(FLAGS_image_max_pixels);
   p.prefix_cache_mb = absl::GetFlag(FLAGS_prefix_cache_mb);
   p.snapshot_interval = absl::GetFlag(FLAGS_snapshot_interval);
+  p.packed_dir = absl::GetFlag(FLAGS_packed_dir);
   p.socket_dir = absl::GetFlag(FLAGS_socket_dir);
   p.heartbeat_interval = absl::GetFlag(FLAGS_heartbeat_interval);
   p.heartbeat_timeout = absl::GetFlag(FLAGS_heartbeat_timeout);

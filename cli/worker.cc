@@ -53,6 +53,7 @@ int RunWorker(int argc, char** argv) {
   o.kv_type = absl::GetFlag(FLAGS_kv_type);
   o.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
   o.mmproj_path = VisionTowerPath(*model);
+  o.packed_dir = absl::GetFlag(FLAGS_packed_dir);
   o.prefix_cache_mb = absl::GetFlag(FLAGS_prefix_cache_mb);
   o.snapshot_interval = absl::GetFlag(FLAGS_snapshot_interval);
   o.parent_pid = absl::GetFlag(FLAGS_parent_pid);

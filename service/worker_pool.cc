@@ -189,6 +189,7 @@ absl::Status WorkerPool::SpawnLocked(Worker& w) {
       absl::StrCat("--prefill_chunk=", options_.prefill_chunk),
       absl::StrCat("--prefix_cache_mb=", options_.prefix_cache_mb),
       absl::StrCat("--snapshot_interval=", options_.snapshot_interval),
+      absl::StrCat("--packed_dir=", options_.packed_dir),
       absl::StrCat("--parent_pid=", getpid()),
       absl::StrCat("--log_level=", LogLevelName(GetLogLevel())),
       absl::StrCat("--log_format=", LogFormatName(GetLogFormat())),

@@ -450,6 +450,30 @@ class WorkerService final : public wpb::Worker::CallbackService {
   std::atomic<uint64_t> next_id_{1};
 };
 
+// One line on the packed copy of the weights: where it is and whether this worker wrote it, or
+// why there is none (a warning: batched decode and prefill are slower without it).
+void LogPacking(absl::string_view component, const model::PackingReport& p) {
+  if (!p.requested) return;
+  if (!p.status.ok()) {
+    LogWarning(component,
+               absl::StrCat("no packed copy of the weights (computing from the file's layout, "
+                            "slower): ",
+                            p.status.message()),
+               {{"event", "packed_weights_unavailable"}});
+    return;
+  }
+  LogInfo(component,
+          absl::StrCat(p.info.written ? "wrote" : "mapped", " the packed copy of ",
+                       p.packed_tensors, " weight matrices: ", p.info.path, " (",
+                       p.packed_bytes >> 20, " MiB, ",
+                       absl::FormatDuration(absl::Trunc(p.info.elapsed, absl::Milliseconds(1))),
+                       ")"),
+          {{"event", "packed_weights"},
+           {"path", p.info.path},
+           {"bytes", p.packed_bytes},
+           {"written", p.info.written}});
+}
+
 }  // namespace
 
 absl::Status RunWorker(const WorkerOptions& options) {
@@ -489,8 +513,14 @@ absl::Status RunWorker(const WorkerOptions& options) {
                         absl::StrCat(options.model_path, ": ", file.status().message()));
   }
   std::shared_ptr<const gguf::GgufFile> shared_file = std::move(*file);
-  ASSIGN_OR_RETURN(std::unique_ptr<model::Model> loaded, model::Model::Load(shared_file));
+  model::LoadOptions lo;
+  lo.packed_dir = options.packed_dir;
+  // Only for writing the packed copy, if this worker is the first; the engine has its own.
+  ThreadPool load_pool(options.threads > 0 ? options.threads : AvailableCores());
+  lo.pool = &load_pool;
+  ASSIGN_OR_RETURN(std::unique_ptr<model::Model> loaded, model::Model::Load(shared_file, lo));
   std::shared_ptr<model::Model> model = std::move(loaded);
+  LogPacking(component, model->packing());
   engine::EngineOptions eo;
   eo.n_slots = options.slots;
   eo.n_ctx = options.ctx_size;

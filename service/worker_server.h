@@ -22,6 +22,9 @@ struct WorkerOptions {
   int64_t prefill_chunk = 256;  // prompt tokens per engine step
   // The vision tower's GGUF; empty: requests with images fail (FAILED_PRECONDITION).
   std::string mmproj_path;
+  // Where the packed copy of the weights is shared between workers (model::LoadOptions); empty:
+  // none.
+  std::string packed_dir;
   int64_t prefix_cache_mb = 0;      // prefix cache budget; 0: none
   int64_t snapshot_interval = 512;  // prefix cache snapshots inside prompts every this many tokens
   // The front end's pid. The worker asks the kernel for SIGKILL when its parent dies and then
