@@ -83,6 +83,7 @@ MemoryEstimate EstimateMemory(const model::ModelConfig& config, int64_t file_byt
   const model::StateSize s = model::SequenceState::SizeFor(config, options.pool.ctx_size, kv);
   MemoryEstimate m;
   m.weights_bytes = file_bytes;
+  m.packed_bytes = options.pool.packed_dir.empty() ? 0 : file_bytes;
   m.state_bytes_per_slot = static_cast<int64_t>(s.recurrent_bytes + s.conv_bytes);
   m.kv_bytes_per_token = static_cast<int64_t>(s.kv_bytes_per_token);
   m.ctx_size = options.pool.ctx_size;
@@ -301,6 +302,7 @@ int CheckServeConfig(const service::FrontEndOptions& o, bool json,
       }
       out["memory"] = {
           {"weights_bytes", e.weights_bytes},
+          {"packed_bytes", e.packed_bytes},
           {"state_bytes_per_slot", e.state_bytes_per_slot},
           {"kv_bytes_per_token", e.kv_bytes_per_token},
           {"ctx_size", e.ctx_size},
@@ -312,8 +314,8 @@ int CheckServeConfig(const service::FrontEndOptions& o, bool json,
           {"front_end_overhead_bytes", e.front_end_overhead_bytes},
           {"total_bytes", e.total_bytes()},
           {"formula",
-           "weights + workers x slots x (state_per_slot + kv_per_token x ctx_size) + workers x "
-           "(prefix_cache + worker_overhead) + front_end_overhead"},
+           "weights + packed + workers x slots x (state_per_slot + kv_per_token x ctx_size) + "
+           "workers x (prefix_cache + worker_overhead) + front_end_overhead"},
       };
     }
   }
@@ -347,10 +349,10 @@ int CheckServeConfig(const service::FrontEndOptions& o, bool json,
       const nlohmann::json& mem = out["memory"];
       auto b = [&mem](const char* k) { return static_cast<long long>(mem[k].get<int64_t>()); };
       std::printf(
-          "memory: weights %lld + %d workers x %d slots x (state %lld + KV %lld/token x %lld "
-          "tokens) + %d workers x (prefix cache %lld + overhead %lld) + front end %lld = %lld "
-          "bytes (%s)\n",
-          b("weights_bytes"), o.pool.workers, o.pool.slots, b("state_bytes_per_slot"),
+          "memory: weights %lld + packed copy %lld + %d workers x %d slots x (state %lld + KV "
+          "%lld/token x %lld tokens) + %d workers x (prefix cache %lld + overhead %lld) + front "
+          "end %lld = %lld bytes (%s)\n",
+          b("weights_bytes"), b("packed_bytes"), o.pool.workers, o.pool.slots, b("state_bytes_per_slot"),
           b("kv_bytes_per_token"), b("ctx_size"), o.pool.workers, b("prefix_cache_bytes"),
           b("worker_overhead_bytes"), b("front_end_overhead_bytes"), b("total_bytes"),
           GiB(b("total_bytes")).c_str());

@@ -24,12 +24,16 @@ inline constexpr int64_t kFrontEndOverheadBytes = int64_t{256} << 20;
 
 // What a configuration needs at most, in bytes:
 //   weights (the file, mapped once and shared by every process)
+//   + packed copy (of the weight matrices in --packed_dir, shared likewise; at most the file)
 //   + workers x slots x (state_per_slot + kv_per_token x ctx_size)
 //   + workers x (prefix_cache + worker_overhead) + front_end_overhead.
 // A slot's KV cache is address space reserved for the whole context and committed as tokens
 // arrive, so this is the worst case: every slot holding a full context.
 struct MemoryEstimate {
   int64_t weights_bytes = 0;
+  // The packed copy of the weights (--packed_dir, a tmpfs: memory that is not reclaimable),
+  // counted as the file's size, which bounds it; 0 when --packed_dir is empty.
+  int64_t packed_bytes = 0;
   int64_t state_bytes_per_slot = 0;  // delta-net recurrent + conv states of one sequence
   int64_t kv_bytes_per_token = 0;    // K and V of every attention layer, at --kv_type
   int64_t ctx_size = 0;
@@ -41,7 +45,7 @@ struct MemoryEstimate {
 
   int64_t slot_bytes() const { return state_bytes_per_slot + kv_bytes_per_token * ctx_size; }
   int64_t total_bytes() const {
-    return weights_bytes + int64_t{workers} * slots * slot_bytes() +
+    return weights_bytes + packed_bytes + int64_t{workers} * slots * slot_bytes() +
            int64_t{workers} * (prefix_cache_bytes + worker_overhead_bytes) +
            front_end_overhead_bytes;
   }

@@ -48,7 +48,8 @@ def memory_formula(values):
     s, mem, res = values["server"], values["model"]["memory"], values["resources"]
     kv = mem["kvBytesPerTokenF16"] * (2 if s["kvType"] == "f32" else 1)
     slot = mem["stateBytesPerSlot"] + kv * s["ctxSize"]
-    return (mem["weightsBytes"] + s["workers"] * s["slots"] * slot
+    weights = mem["weightsBytes"] * (2 if s.get("packedWeights", True) else 1)
+    return (weights + s["workers"] * s["slots"] * slot
             + s["workers"] * (s["prefixCacheMb"] * MiB + res["workerOverheadBytes"])
             + res["frontEndOverheadBytes"])
 
@@ -497,7 +498,7 @@ class CheckConfigTest(unittest.TestCase):
         self.assertIn("valid", r.stdout.splitlines()[0])
         self.assertIn("  --workers=3", r.stdout)
         self.assertIn("  --ctx_size=1024", r.stdout)
-        self.assertRegex(r.stdout, r"memory: weights \d+ \+ 3 workers x 4 slots")
+        self.assertRegex(r.stdout, r"memory: weights \d+ \+ packed copy \d+ \+ 3 workers x 4 slots")
 
     def test_model_absent_or_not_given_is_a_note(self):
         for args in ((), ("--model=/nonexistent/model.gguf",)):

@@ -100,7 +100,9 @@ weights + workers x slots x (state + kvPerToken x ctx) + workers x (prefixCache 
 {{- $slots := mul (int64 $s.workers) (int64 $s.slots) $slot }}
 {{- $perWorker := add (mul (int64 $s.prefixCacheMb) 1048576) (int64 .Values.resources.workerOverheadBytes) }}
 {{- $overhead := add (mul (int64 $s.workers) $perWorker) (int64 .Values.resources.frontEndOverheadBytes) }}
-{{- add (int64 $mem.weightsBytes) $slots $overhead }}
+{{- $weights := int64 $mem.weightsBytes }}
+{{- if $s.packedWeights }}{{ $weights = mul $weights 2 }}{{ end }}
+{{- add $weights $slots $overhead }}
 {{- end }}
 
 {{- define "qwen-serve.memory" -}}
@@ -161,6 +163,11 @@ command line reads straight off values.yaml (strings are quoted: "--host=::" is 
 - --prefill_chunk={{ int64 $s.prefillChunk }}
 - --prefix_cache_mb={{ int64 $s.prefixCacheMb }}
 - --snapshot_interval={{ int64 $s.snapshotInterval }}
+{{- if $s.packedWeights }}
+- --packed_dir=/dev/shm
+{{- else }}
+- --packed_dir=
+{{- end }}
 - --queue_size={{ int64 $s.queueSize }}
 - --default_max_tokens={{ int64 $s.defaultMaxTokens }}
 - {{ printf "--socket_dir=%s" $s.socketDir | quote }}
