@@ -171,6 +171,10 @@ absl::StatusOr<std::pair<void*, size_t>> MapAndCheck(const Plan& p,
   }
   struct stat st;
   if (fstat(fd.fd, &st) != 0) return Errno("cannot stat", path);
+  if (st.st_uid != geteuid()) {
+    return absl::PermissionDeniedError(
+        absl::StrCat(path, ": belongs to user ", st.st_uid, ", not to this process's user"));
+  }
   const size_t size = static_cast<size_t>(st.st_size);
   if (size < p.header_bytes) {
     return absl::DataLossError(absl::StrCat(path, ": is ", size, " bytes, expected ", p.total));
@@ -274,10 +278,6 @@ bool Packable(quant::GgmlType type, int64_t n_out) {
   const int t = static_cast<int>(type);
   return k.packed_format != nullptr && k.pack16[t] != nullptr &&
          k.dot_tile_packed[t] != nullptr && n_out > 0 && n_out % static_cast<int64_t>(kRows) == 0;
-}
-
-size_t PackedStore::Bytes(absl::Span<const PackRequest> requests) {
-  return MakePlan("", requests).total;
 }
 
 absl::StatusOr<std::unique_ptr<PackedStore>> PackedStore::Open(

@@ -12,7 +12,8 @@
 // path, device, inode, size and modification time; the packed layout's name; the list of
 // tensors with their types, shapes and offsets), so a changed model file or a new layout gets a
 // new file and never a stale one. Writers take an exclusive lock on a lock file next to it; a
-// file is only ever renamed into place complete. Reading checks its header, its size, and
+// file is only ever renamed into place complete. Reading checks its owner (this process's
+// user: another user's file in a shared directory is never trusted), its header, its size, and
 // re-packs two groups of every tensor to compare them with what is stored.
 #ifndef QWEN_INFERENCE_PACKING_PACKED_STORE_H_
 #define QWEN_INFERENCE_PACKING_PACKED_STORE_H_
@@ -78,9 +79,6 @@ class PackedStore {
   const uint8_t* Find(absl::string_view name) const;
 
   const PackedStoreInfo& info() const { return info_; }
-
-  // Bytes a store of `requests` takes (header included), for sizing before it exists.
-  static size_t Bytes(absl::Span<const PackRequest> requests);
 
  private:
   PackedStore() = default;
