@@ -89,14 +89,26 @@ struct KernelTable {
   void (*dot_tile[40])(const void* w, size_t w_stride, int64_t n_rows, const void* a,
                        size_t a_stride, int64_t n_cols, float* y, size_t y_stride, int64_t n) = {};
 
-  // Name of the packed layout of this level's pack16/dot_tile_packed (part of the key of any
+  // Packed weights: a copy of a matrix made once at load, in which each 16 consecutive rows are
+  // rearranged so that dot_tile_packed loads its per-block vectors (rows in the lanes) instead of
+  // transposing 16 scattered rows on every call, and reads one sequential stream. Set only where
+  // that is faster (AVX-512: Q3_K, Q4_K, Q5_K, Q6_K); elsewhere the entries are null and callers
+  // use dot_tile on the file's rows.
+  //
+  // Name of the packed layout of this level's pack16 / dot_tile_packed (part of the key of any
   // stored packed copy: a layout change must change it), nullptr if the level has none.
   const char* packed_format = nullptr;
-  // Packs 16 rows (row r at w + r * w_stride, n weights each) into dst: exactly
-  // 16 * RowBytes(type, n) bytes, a pure function of the rows' bytes.
+
+  // Packs 16 rows (row r at w + r * w_stride, n weights each, n a multiple of the block size)
+  // into dst: exactly 16 * RowBytes(type, n) bytes (the same size as the rows), a pure function
+  // of the rows' bytes. dst need not be aligned, but dot_tile_packed is fastest when every
+  // group starts 64-byte aligned.
   void (*pack16[40])(const void* w, size_t w_stride, int64_t n, void* dst) = {};
-  // dot_tile over 16 * n_groups rows stored as n_groups consecutive pack16 outputs: the same
-  // bits as dot_tile of the unpacked rows at this level, for every column count.
+
+  // dot_tile over 16 * n_groups rows stored as n_groups consecutive pack16 outputs (group g at
+  // wp + g * 16 * RowBytes(type, n)): y[c * y_stride + r] = dot(row r, column c), the SAME BITS
+  // as dot_tile of the unpacked rows at this level, for every column count. Nothing outside
+  // the 16 n_groups x n_cols entries of y is written. Up to 96 KiB of stack.
   void (*dot_tile_packed[40])(const void* wp, int64_t n_groups, const void* a, size_t a_stride,
                               int64_t n_cols, float* y, size_t y_stride, int64_t n) = {};
 };

@@ -3,6 +3,9 @@
 //   dot_tile/<type>/<isa>/cols:<c>  the whole matrix against c activation rows (decode: 1-8)
 //   dot_tile_cached/...             rows that stay in cache (32, or 256 for 64+ columns): the
 //                                   compute ceiling, up to prefill-sized column counts
+//   dot_tile_packed/..., dot_tile_packed_cached/...
+//                                   the same with the weights packed (pack16, once, untimed) and
+//                                   multiplied by dot_tile_packed, where the level has it
 //   quantize/<type>/<isa>           activation quantization of 16 rows
 // Rates are per second of the benchmark thread's CPU time (the machine may be shared: wall
 // time would count other processes' time slices); MAC/s counts multiply-adds (rows x weights x
@@ -63,6 +66,24 @@ const Matrices& MatricesFor(GgmlType type) {
   return m;
 }
 
+// MatricesFor(type)'s copies, each packed 16 rows at a time by `k`.
+const Matrices& PackedMatricesFor(const KernelTable& k, GgmlType type) {
+  static Matrices p;
+  if (p.ready && p.type == type) return p;
+  const Matrices& m = MatricesFor(type);
+  p.type = type;
+  p.matrix_bytes = m.matrix_bytes;
+  p.copies = m.copies;
+  p.data.assign(m.data.size(), 0);
+  const size_t row_bytes = RowBytes(type, kK);
+  for (int64_t g = 0; g < kRows * m.copies / 16; ++g) {
+    k.pack16[static_cast<uint32_t>(type)](m.data.data() + g * 16 * row_bytes, row_bytes, kK,
+                                          p.data.data() + g * 16 * row_bytes);
+  }
+  p.ready = true;
+  return p;
+}
+
 void SetRates(benchmark::State& state, double bytes_per_iter, double elems_per_iter) {
   state.counters["wGB/s"] =
       benchmark::Counter(bytes_per_iter / 1e9, benchmark::Counter::kIsIterationInvariantRate);
@@ -89,9 +110,10 @@ void BM_Dequant(benchmark::State& state, GgmlType type, Isa isa) {
 
 // rows == kRows: the matrix streams from memory. rows < kRows: the first `rows` rows of one copy,
 // again and again, from cache: the kernel's compute ceiling.
-void BM_DotTile(benchmark::State& state, GgmlType type, Isa isa, int n_cols, int64_t rows) {
+void BM_DotTile(benchmark::State& state, GgmlType type, Isa isa, int n_cols, int64_t rows,
+                bool packed) {
   const KernelTable& k = KernelsFor(isa);
-  const Matrices& m = MatricesFor(type);
+  const Matrices& m = packed ? PackedMatricesFor(k, type) : MatricesFor(type);
   const size_t row_bytes = RowBytes(type, kK);
   const size_t a_bytes = ActivationRowBytes(type, kK);
   std::mt19937 rng(12);
@@ -103,8 +125,14 @@ void BM_DotTile(benchmark::State& state, GgmlType type, Isa isa, int n_cols, int
   std::vector<float> y(rows * n_cols);
   int i = 0;
   for (auto _ : state) {
-    k.dot_tile[static_cast<uint32_t>(type)](m.Copy(rows == kRows ? i++ : 0), row_bytes, rows,
-                                            a.data(), a_bytes, n_cols, y.data(), rows, kK);
+    const uint8_t* w = m.Copy(rows == kRows ? i++ : 0);
+    if (packed) {
+      k.dot_tile_packed[static_cast<uint32_t>(type)](w, rows / 16, a.data(), a_bytes, n_cols,
+                                                     y.data(), rows, kK);
+    } else {
+      k.dot_tile[static_cast<uint32_t>(type)](w, row_bytes, rows, a.data(), a_bytes, n_cols,
+                                              y.data(), rows, kK);
+    }
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
   }
@@ -142,19 +170,24 @@ int main(int argc, char** argv) {
       const std::string in(qwen::IsaName(isa));
       benchmark::RegisterBenchmark(("dequant/" + tn + "/" + in).c_str(), BM_Dequant, type, isa)
           ->Unit(benchmark::kMillisecond);
-      for (int cols : {1, 2, 4, 8}) {
-        benchmark::RegisterBenchmark(
-            ("dot_tile/" + tn + "/" + in + "/cols:" + std::to_string(cols)).c_str(), BM_DotTile,
-            type, isa, cols, kRows)
-            ->Unit(benchmark::kMillisecond);
-      }
-      for (int cols : {1, 4, 8, 16, 64, 256}) {
-        if (cols >= 64 && isa == qwen::Isa::kScalar) continue;
-        // 32 rows of K = 2560 stay in L1/L2; 256 rows for wide tiles (several row tiles).
-        benchmark::RegisterBenchmark(
-            ("dot_tile_cached/" + tn + "/" + in + "/cols:" + std::to_string(cols)).c_str(),
-            BM_DotTile, type, isa, cols, int64_t{cols >= 64 ? 256 : 32})
-            ->Unit(benchmark::kMicrosecond);
+      const bool has_packed = KernelsFor(isa).dot_tile_packed[static_cast<uint32_t>(type)];
+      for (bool packed : {false, true}) {
+        if (packed && !has_packed) continue;
+        const std::string kind = packed ? "dot_tile_packed" : "dot_tile";
+        for (int cols : {1, 2, 4, 8}) {
+          benchmark::RegisterBenchmark(
+              (kind + "/" + tn + "/" + in + "/cols:" + std::to_string(cols)).c_str(), BM_DotTile,
+              type, isa, cols, kRows, packed)
+              ->Unit(benchmark::kMillisecond);
+        }
+        for (int cols : {1, 2, 4, 8, 16, 64, 256, 512}) {
+          if (cols >= 64 && isa == qwen::Isa::kScalar) continue;
+          // 32 rows of K = 2560 stay in L1/L2; 256 rows for wide tiles (several row tiles).
+          benchmark::RegisterBenchmark(
+              (kind + "_cached/" + tn + "/" + in + "/cols:" + std::to_string(cols)).c_str(),
+              BM_DotTile, type, isa, cols, int64_t{cols >= 64 ? 256 : 32}, packed)
+              ->Unit(benchmark::kMicrosecond);
+        }
       }
     }
   }

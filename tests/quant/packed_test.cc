@@ -1,0 +1,187 @@
+// Packed weights (KernelTable::pack16 / dot_tile_packed) against dot_tile on the file's rows:
+// the same bits for every column count, nothing written outside y's entries, and a packed copy
+// that is a pure function of the rows.
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "inference/common/cpu_features.h"
+#include "inference/common/fp16.h"
+#include "inference/quant/kernels.h"
+#include "tests/quant/quant_test_util.h"
+
+namespace qwen::quant {
+namespace {
+
+using testing::Fill;
+using testing::RandomActivations;
+using testing::RandomWeights;
+
+uint32_t Id(GgmlType t) { return static_cast<uint32_t>(t); }
+
+const GgmlType kPackedTypes[] = {GgmlType::kQ3_K, GgmlType::kQ4_K, GgmlType::kQ5_K,
+                                 GgmlType::kQ6_K};
+
+constexpr float kGuard = -7.0f;
+
+class PackedTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (static_cast<int>(BestIsa()) < static_cast<int>(Isa::kAvx512)) {
+      GTEST_SKIP() << "CPU lacks AVX-512 VNNI (best: " << IsaName(BestIsa())
+                   << "): no level has packed kernels";
+    }
+  }
+  const KernelTable& k() const { return KernelsFor(Isa::kAvx512); }
+};
+
+// `n_rows` random rows of `type`, `w_stride` bytes apart, some blocks extreme.
+std::vector<uint8_t> RandomMatrix(GgmlType type, int64_t n, int64_t n_rows, size_t w_stride,
+                                  std::mt19937& rng) {
+  std::vector<uint8_t> w(w_stride * n_rows, 0xA5);
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const auto row = RandomWeights(type, n, r % 7 == 3 ? Fill::kExtreme : Fill::kRealistic, rng);
+    std::memcpy(&w[r * w_stride], row.data(), row.size());
+  }
+  return w;
+}
+
+// The packed copy of n_rows (a multiple of 16) rows, groups at `offset` + g * group bytes of a
+// buffer (offset 0 or not a multiple of 64, to exercise unaligned groups).
+std::vector<uint8_t> Pack(const KernelTable& k, GgmlType type, const uint8_t* w, size_t w_stride,
+                          int64_t n_rows, int64_t n, size_t offset) {
+  const size_t group = 16 * RowBytes(type, n);
+  std::vector<uint8_t> p(offset + group * (n_rows / 16) + 64, 0x5A);
+  for (int64_t g = 0; g < n_rows / 16; ++g) {
+    k.pack16[Id(type)](w + g * 16 * w_stride, w_stride, n, p.data() + offset + g * group);
+  }
+  return p;
+}
+
+TEST_F(PackedTest, TableHasPackedKernelsForTheKQuants) {
+  ASSERT_NE(k().packed_format, nullptr);
+  EXPECT_GT(std::strlen(k().packed_format), 0u);
+  for (GgmlType t : kPackedTypes) {
+    EXPECT_NE(k().pack16[Id(t)], nullptr) << TypeName(t);
+    EXPECT_NE(k().dot_tile_packed[Id(t)], nullptr) << TypeName(t);
+  }
+  // Levels without packed kernels say so (callers fall back to dot_tile).
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2}) {
+    EXPECT_EQ(KernelsFor(isa).packed_format, nullptr) << IsaName(isa);
+    for (GgmlType t : kPackedTypes) {
+      EXPECT_EQ(KernelsFor(isa).pack16[Id(t)], nullptr) << IsaName(isa) << " " << TypeName(t);
+      EXPECT_EQ(KernelsFor(isa).dot_tile_packed[Id(t)], nullptr)
+          << IsaName(isa) << " " << TypeName(t);
+    }
+  }
+  for (GgmlType t : {GgmlType::kQ8_0, GgmlType::kQ2_K, GgmlType::kF16}) {
+    EXPECT_EQ(k().pack16[Id(t)], nullptr) << TypeName(t);
+    EXPECT_EQ(k().dot_tile_packed[Id(t)], nullptr) << TypeName(t);
+  }
+}
+
+// pack16 writes exactly 16 * RowBytes bytes, depends only on the rows' bytes (not on the
+// stride's padding nor on what dst held), and is a permutation of the rows' bytes.
+TEST_F(PackedTest, Pack16IsSameSizeDeterministicPermutation) {
+  std::mt19937 rng(21);
+  for (GgmlType t : kPackedTypes) {
+    for (int64_t n : {int64_t{256}, int64_t{2560}}) {
+      const size_t row = RowBytes(t, n), group = 16 * row;
+      const auto w = RandomMatrix(t, n, 16, row, rng);
+      // The same rows with padding between them.
+      const size_t padded = row + 40;
+      std::vector<uint8_t> wp(padded * 16, 0x33);
+      for (int r = 0; r < 16; ++r) std::memcpy(&wp[r * padded], &w[r * row], row);
+      std::vector<uint8_t> a(group + 128, 0x00), b(group + 128, 0xFF);
+      k().pack16[Id(t)](w.data(), row, n, a.data() + 64);
+      k().pack16[Id(t)](wp.data(), padded, n, b.data() + 64);
+      for (int i = 0; i < 64; ++i) {
+        ASSERT_EQ(a[i], 0x00) << TypeName(t) << " wrote before dst";
+        ASSERT_EQ(a[64 + group + i], 0x00) << TypeName(t) << " wrote past 16 * RowBytes";
+        ASSERT_EQ(b[i], 0xFF) << TypeName(t) << " wrote before dst";
+        ASSERT_EQ(b[64 + group + i], 0xFF) << TypeName(t) << " wrote past 16 * RowBytes";
+      }
+      ASSERT_EQ(std::memcmp(a.data() + 64, b.data() + 64, group), 0) << TypeName(t) << " n=" << n;
+      // Every byte of the rows lands somewhere: the multisets of bytes agree.
+      std::vector<int64_t> hist_w(256), hist_p(256);
+      for (size_t i = 0; i < group; ++i) {
+        ++hist_w[w[i]];
+        ++hist_p[a[64 + i]];
+      }
+      EXPECT_EQ(hist_w, hist_p) << TypeName(t) << " n=" << n;
+    }
+  }
+}
+
+// dot_tile_packed == dot_tile on the same rows, bit for bit, for every column count; only y's
+// entries written; activation and output strides that are not multiples of anything; groups
+// at unaligned addresses. Also against the scalar level within the summation tolerance.
+TEST_F(PackedTest, DotTilePackedEqualsDotTileBitForBit) {
+  std::mt19937 rng(22);
+  const KernelTable& scalar = KernelsFor(Isa::kScalar);
+  for (GgmlType t : kPackedTypes) {
+    for (int64_t n : {int64_t{256}, int64_t{2560}, int64_t{9216}}) {
+      for (int64_t n_groups : {1, 2, 3, 4}) {
+        if (n == 9216 && n_groups != 2) continue;  // time: one large case per type
+        const int64_t n_rows = 16 * n_groups;
+        const size_t row = RowBytes(t, n), w_stride = row + (n_groups % 2 ? 0 : 24);
+        const auto w = RandomMatrix(t, n, n_rows, w_stride, rng);
+        const size_t offset = n_groups == 3 ? 32 : n_groups == 4 ? 7 : 0;
+        const auto packed = Pack(k(), t, w.data(), w_stride, n_rows, n, offset);
+        const size_t a_row = ActivationRowBytes(t, n), a_stride = a_row + 3;
+        for (int64_t n_cols : {1, 2, 3, 4, 5, 7, 8, 9, 16, 23, 24, 25, 33, 64, 200}) {
+          if (n == 9216 && n_cols > 64) continue;
+          if (n_groups > 2 && n_cols == 200) continue;
+          std::vector<uint8_t> a(a_stride * n_cols + 1);
+          for (int64_t c = 0; c < n_cols; ++c) {
+            const auto x =
+                RandomActivations(n, c % 5 == 4 ? Fill::kExtreme : Fill::kRealistic, rng);
+            k().quantize_activation[Id(t)](x.data(), &a[1 + c * a_stride], n);
+          }
+          const uint8_t* ap = &a[1];  // unaligned activation rows
+          const size_t y_stride = n_rows + 3;
+          std::vector<float> want(y_stride * n_cols + 5, kGuard);
+          std::vector<float> got(y_stride * n_cols + 5, kGuard);
+          k().dot_tile[Id(t)](w.data(), w_stride, n_rows, ap, a_stride, n_cols, want.data() + 1,
+                              y_stride, n);
+          k().dot_tile_packed[Id(t)](packed.data() + offset, n_groups, ap, a_stride, n_cols,
+                                     got.data() + 1, y_stride, n);
+          const std::string what = std::string(TypeName(t)) + " n=" + std::to_string(n) +
+                                   " groups=" + std::to_string(n_groups) +
+                                   " cols=" + std::to_string(n_cols);
+          for (size_t i = 0; i < got.size(); ++i) {
+            const int64_t j = static_cast<int64_t>(i) - 1;
+            const bool entry = j >= 0 && j / static_cast<int64_t>(y_stride) < n_cols &&
+                               j % static_cast<int64_t>(y_stride) < n_rows;
+            if (!entry) {
+              ASSERT_EQ(Fp32ToBits(got[i]), Fp32ToBits(kGuard)) << what << " wrote y[" << j << "]";
+            }
+          }
+          ASSERT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0) << what;
+          // Spot check against the scalar reference (same tolerance as kernels_test.cc).
+          for (int64_t c : {int64_t{0}, n_cols - 1}) {
+            for (int64_t r : {int64_t{0}, n_rows - 1}) {
+              const uint8_t* wr = &w[r * w_stride];
+              const uint8_t* ar = ap + c * a_stride;
+              const double ref = scalar.dot[Id(t)](wr, ar, n);
+              std::vector<float> wf(n), af(n);
+              scalar.dequantize[Id(t)](wr, wf.data(), n);
+              DequantizeActivationRow(t, ar, af.data(), n);
+              double mag = 0;
+              for (int64_t i = 0; i < n; ++i) mag += std::fabs(static_cast<double>(wf[i]) * af[i]);
+              ASSERT_NEAR(got[1 + c * y_stride + r], ref, 1e-5 * mag + 1e-30)
+                  << what << " r=" << r << " c=" << c;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace qwen::quant
