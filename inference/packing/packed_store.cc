@@ -190,12 +190,13 @@ absl::StatusOr<std::pair<void*, size_t>> MapAndCheck(const Plan& p,
 
 // Removes files of this model path made for other keys (an older file or layout) and temporary
 // files of crashed writers. Called under the lock; processes still mapping them keep them.
-void RemoveStale(const std::string& dir, const std::string& prefix, const std::string& keep) {
+void RemoveStale(const std::string& dir, const std::string& prefix, const std::string& keep,
+                 const std::string& lock) {
   DIR* d = opendir(dir.c_str());
   if (d == nullptr) return;
   while (dirent* e = readdir(d)) {
     const std::string name = e->d_name;
-    if (!absl::StartsWith(name, prefix) || name == keep || absl::EndsWith(name, ".lock")) continue;
+    if (!absl::StartsWith(name, prefix) || name == keep || name == lock) continue;
     unlink(absl::StrCat(dir, "/", name).c_str());
   }
   closedir(d);
@@ -307,7 +308,8 @@ absl::StatusOr<std::unique_ptr<PackedStore>> PackedStore::Open(
 
   // One writer at a time per model path; readers of a complete file need no lock, but taking
   // it makes a reader that arrives during the write wait for the result instead of writing too.
-  const std::string lock_path = absl::StrCat(dir, "/", prefix, "lock");
+  const std::string lock_name = absl::StrCat(prefix, "lock");
+  const std::string lock_path = absl::StrCat(dir, "/", lock_name);
   Fd lock{open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644)};
   if (lock.fd < 0) lock.fd = open(lock_path.c_str(), O_RDONLY | O_CLOEXEC);
   if (lock.fd < 0) return Errno("cannot open", lock_path);
@@ -322,7 +324,7 @@ absl::StatusOr<std::unique_ptr<PackedStore>> PackedStore::Open(
     unlink(path.c_str());
   }
   if (!mapped.ok()) {
-    RemoveStale(dir, prefix, name);
+    RemoveStale(dir, prefix, name, lock_name);
     RETURN_IF_ERROR(Write(plan, requests, dir, path, pool));
     store->info_.written = true;
     mapped = MapAndCheck(plan, requests, path);
