@@ -655,6 +655,9 @@ int RunBench(int argc, char** argv) {
     load.stat.v.push_back(Since(t0));
   }
   if (Wanted("load")) rows.push_back(load);
+  // Which weights layout the measurements ran on (the memory and vision measurements drop the
+  // model): the packed copy or the file's own rows.
+  const model::PackingReport packing = b.model->packing();
 
   if (Wanted("prefill")) {
     Row row{absl::StrCat("prefill, ", prompt_n, "-token prompt"), "tok/s", {}};
@@ -796,8 +799,6 @@ int RunBench(int argc, char** argv) {
   }
 
   const uint64_t model_bytes = load_file_size;
-  // Which weights layout the measurements ran on: the packed copy or the file's own rows.
-  const model::PackingReport& packing = b.model->packing();
   const std::string packed =
       !packing.requested ? "off (--packed_dir empty)"
       : packing.status.ok()
