@@ -801,10 +801,11 @@ int RunBench(int argc, char** argv) {
   const uint64_t model_bytes = load_file_size;
   const std::string packed =
       !packing.requested ? "off (--packed_dir empty)"
-      : packing.status.ok()
-          ? absl::StrFormat("%d matrices, %.1f MiB in %s", packing.packed_tensors,
-                            packing.packed_bytes / 1048576.0, packing.info.path)
-          : absl::StrCat("unavailable: ", packing.status.message());
+      : !packing.status.ok() ? absl::StrCat("unavailable: ", packing.status.message())
+      : packing.packed_tensors == 0
+          ? std::string("none (no packed layout for this file's types)")
+          : absl::StrFormat("%d matrices, %.1f MiB in %s", packing.packed_tensors,
+                            packing.packed_bytes / 1048576.0, packing.info.path);
   if (absl::GetFlag(FLAGS_json)) {
     nlohmann::ordered_json out;
     out["model"] = path;

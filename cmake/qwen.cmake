@@ -18,6 +18,11 @@ function(qwen_simd_sources)
   endforeach()
 endfunction()
 
+# The servers and commands that tests start keep their packed weight copies (--packed_dir)
+# here, not in the machine's /dev/shm, where every fresh clone's copies would stay behind.
+set(QWEN_TEST_PACKED_DIR ${CMAKE_BINARY_DIR}/test-packed)
+file(MAKE_DIRECTORY ${QWEN_TEST_PACKED_DIR})
+
 # qwen_test(NAME name LABEL unit|conformance|e2e|bench SOURCES ... LIBS ... [TIMEOUT s])
 # One gtest executable registered with ctest, run from the source tree so it finds tests/data.
 function(qwen_test)
@@ -34,7 +39,7 @@ function(qwen_test)
     math(EXPR T_TIMEOUT "${T_TIMEOUT} * 5")
   endif()
   set_tests_properties(${T_NAME} PROPERTIES LABELS "${T_LABEL}" TIMEOUT ${T_TIMEOUT}
-    ENVIRONMENT "QWEN_TEST_DATA=${PROJECT_SOURCE_DIR}/tests/data;QWEN_BIN_DIR=${CMAKE_BINARY_DIR}/bin")
+    ENVIRONMENT "QWEN_TEST_DATA=${PROJECT_SOURCE_DIR}/tests/data;QWEN_BIN_DIR=${CMAKE_BINARY_DIR}/bin;QWEN_PACKED_DIR=${QWEN_TEST_PACKED_DIR}")
 endfunction()
 
 # qwen_benchmark(NAME name SOURCES ... LIBS ...): a Google Benchmark program, labelled bench.

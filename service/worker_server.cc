@@ -462,6 +462,11 @@ void LogPacking(absl::string_view component, const model::PackingReport& p) {
                {{"event", "packed_weights_unavailable"}});
     return;
   }
+  if (p.packed_tensors == 0) {
+    LogInfo(component, "weights: no packed layout for this file's types; computing from the file",
+            {{"event", "packed_weights"}, {"bytes", 0}});
+    return;
+  }
   LogInfo(component,
           absl::StrCat(p.info.written ? "wrote" : "mapped", " the packed copy of ",
                        p.packed_tensors, " weight matrices: ", p.info.path, " (",

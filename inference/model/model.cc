@@ -84,11 +84,9 @@ absl::Status Model::UsePackedCopy(const LoadOptions& options) {
     requests.push_back({std::string(w->name), w->type, w->data, w->n_in, w->n_out, w->row_bytes,
                         static_cast<uint64_t>(w->data - file_->base())});
   }
-  if (requests.empty()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("the ", IsaName(quant::Kernels().isa),
-                     " kernels have no packed layout for this file's weight types"));
-  }
+  // Nothing to pack (float or Q8_0 weights, or kernels without a packed layout): the file's
+  // layout is all there is, not a fallback.
+  if (requests.empty()) return absl::OkStatus();
   ASSIGN_OR_RETURN(packed_, packing::PackedStore::Open(file_->path(), requests,
                                                        options.packed_dir, options.pool));
   for (ops::Weight* w : weights) {

@@ -106,7 +106,8 @@ struct LoadOptions {
 // What became of the packed copy, for start-up logs.
 struct PackingReport {
   bool requested = false;        // LoadOptions::packed_dir was set
-  int packed_tensors = 0;        // matrices read from the packed copy
+  int packed_tensors = 0;        // matrices read from the packed copy (0 with status OK: the
+                                 // file's types have no packed layout in these kernels)
   int64_t packed_bytes = 0;      // their bytes (the store file's size)
   absl::Status status;           // why there is no packed copy, when requested and not made
   packing::PackedStoreInfo info;  // the store, when made
