@@ -1,7 +1,10 @@
 // The forward pass against llama.cpp's and the exact references on the tiny fixtures.
 #include <cstdio>
+#include <cstdlib>
+#include <string>
 
 #include "gtest/gtest.h"
+#include "inference/quant/kernels.h"
 #include "tests/model/model_runner.h"
 #include "tests/model/reference_data.h"
 
@@ -13,14 +16,30 @@ struct Expectation {
   const char* reference;
   ops::MathMode mode;
   double max_rel_rms;
+  // Compute from the packed copy of the weights (the kernels' packed layout) instead of the
+  // file's rows.
+  bool packed = false;
 };
+
+// Where the packed copies go: the suite's directory (ctest sets it), else the test's temp dir.
+std::string PackedDir() {
+  const char* env = std::getenv("QWEN_PACKED_DIR");
+  return env != nullptr && *env != 0 ? env : ::testing::TempDir();
+}
 
 class ForwardConformance : public ::testing::TestWithParam<Expectation> {};
 
 TEST_P(ForwardConformance, TeacherForcedLogitsMatch) {
   const Expectation& e = GetParam();
-  LoadedModel m = LoadModel(e.model);
+  if (e.packed && quant::Kernels().packed_format == nullptr) {
+    GTEST_SKIP() << "these kernels have no packed layout (no AVX-512)";
+  }
+  LoadedModel m = LoadModel(e.model, e.packed ? PackedDir() : "");
   ASSERT_NE(m.model, nullptr);
+  if (e.packed) {
+    ASSERT_TRUE(m.model->packing().status.ok()) << m.model->packing().status;
+    ASSERT_GT(m.model->packing().packed_tensors, 0);
+  }
   ThreadPool pool(2);
   ops::ComputeContext ctx(&pool, e.mode);
   for (const ReferenceCase& c : LoadReference(e.reference)) {
@@ -68,10 +87,16 @@ INSTANTIATE_TEST_SUITE_P(
         Expectation{"models/tiny-qwen35-q4_k_m.gguf", "reference/exact/q4_k_m",
                     ops::MathMode::kFast, 0.2},
         Expectation{"models/tiny-qwen35-q3_k_m.gguf", "reference/exact/q3_k_m",
-                    ops::MathMode::kFast, 0.2}),
+                    ops::MathMode::kFast, 0.2},
+        // The same on the packed copy (what a server computes with on AVX-512).
+        Expectation{"models/tiny-qwen35-q4_k_m.gguf", "reference/exact/q4_k_m",
+                    ops::MathMode::kFast, 0.2, true},
+        Expectation{"models/tiny-qwen35-q3_k_m.gguf", "reference/exact/q3_k_m",
+                    ops::MathMode::kFast, 0.2, true}),
     [](const auto& info) {
       std::string s = std::string(info.param.reference) + "_" +
-                      (info.param.mode == ops::MathMode::kFast ? "fast" : "reference");
+                      (info.param.mode == ops::MathMode::kFast ? "fast" : "reference") +
+                      (info.param.packed ? "_packed" : "");
       for (char& ch : s) {
         if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
       }

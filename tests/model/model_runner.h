@@ -19,13 +19,16 @@ struct LoadedModel {
   std::unique_ptr<model::Model> model;
 };
 
-inline LoadedModel LoadModel(const std::string& rel) {
+// `packed_dir`: where to keep the packed copy of the weights (model::LoadOptions); empty: none.
+inline LoadedModel LoadModel(const std::string& rel, const std::string& packed_dir = "") {
   LoadedModel m;
   auto f = gguf::GgufFile::Open(DataPath(rel));
   EXPECT_TRUE(f.ok()) << f.status();
   if (!f.ok()) return m;
   m.file = std::move(*f);
-  auto model = model::Model::Load(m.file);
+  model::LoadOptions options;
+  options.packed_dir = packed_dir;
+  auto model = model::Model::Load(m.file, options);
   EXPECT_TRUE(model.ok()) << model.status();
   if (model.ok()) m.model = std::move(*model);
   return m;
