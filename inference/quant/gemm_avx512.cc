@@ -16,6 +16,15 @@
 // whose lane s holds 4 weights of sub-block s (the Q8_K interleave), with no transposes, and 16
 // rows' per-lane partial sums are then added across lanes into rows-in-lanes.
 //
+// Packed weights (pack16 / dot_tile_packed). A copy made once at load stores the blocks of
+// each 16 rows as the vectors that the tiles build with the transposes, so the tile kernels
+// merely load them, from one sequential stream. Every column count takes the tile kernels: with
+// nothing to transpose they do less work than the matrix-vector kernel from one column on
+// (quant_bench dot_tile_packed_cached: 30-50% less time at 1-2 columns). Streaming from memory
+// they are faster too, except Q6_K with one column (up to 25% slower than dot_tile's
+// matrix-vector kernel on Zen 4; on par at 2-4 columns). The same Raw feeds the same Group
+// functions, so the results are the same bits as dot_tile's.
+//
 // Every (row, column) result is computed by the same operations whatever the number of rows and
 // columns of the call and wherever the row falls in a tile, so a column's result does not
 // depend on the other columns batched with it. Per block, both paths compute
