@@ -16,6 +16,15 @@
 // whose lane s holds 4 weights of sub-block s (the Q8_K interleave), with no transposes, and 16
 // rows' per-lane partial sums are then added across lanes into rows-in-lanes.
 //
+// Packed weights (pack16 / dot_tile_packed). A copy made once at load stores the blocks of
+// each 16 rows as the vectors that the tiles build with the transposes, so the tile kernels
+// merely load them, from one sequential stream. Every column count takes the tile kernels: with
+// nothing to transpose they do less work than the matrix-vector kernel from one column on
+// (quant_bench dot_tile_packed_cached: 30-50% less time at 1-2 columns). Streaming from memory
+// they are faster too, except Q6_K with one column (up to 25% slower than dot_tile's
+// matrix-vector kernel on Zen 4; on par at 2-4 columns). The same Raw feeds the same Group
+// functions, so the results are the same bits as dot_tile's.
+//
 // Every (row, column) result is computed by the same operations whatever the number of rows and
 // columns of the call and wherever the row falls in a tile, so a column's result does not
 // depend on the other columns batched with it. Per block, both paths compute
@@ -974,7 +983,7 @@ void GemvCols(const uint8_t* wp, size_t w_stride, int64_t n_rows, const uint8_t*
   }
 }
 
-// ============================== Entry points ==============================
+// ============================== Tile loop ==============================
 
 // The blocks of one tile of 16 rows, from whichever source makes their Raw (Src::Unpack), with
 // the column loop shared: one copy of the logic for file rows and packed rows.
@@ -1060,9 +1069,9 @@ void Pack16(const void* w, size_t w_stride, int64_t n, void* dst) {
 }
 
 // Packed weights are prefetched into L2 this many bytes ahead of the block being unpacked (3-7
-// blocks). The stream is sequential, but the hardware prefetcher stops at every 4 KiB page and
-// fell behind: with 8 columns Q4_K took twice as long without this. Prefetching into L1 as
-// well was slower (measured with quant_bench, 4 KiB-48 KiB ahead).
+// blocks). The stream is sequential, but the hardware prefetcher did not keep up: with 8
+// columns Q4_K took twice as long without this. 12 KiB beat 4, 6, 8, 16, 24, 32 and 64 KiB, and
+// prefetching into L1 as well (near or far) was slower (quant_bench, Zen 4).
 constexpr int kPackedAhead = 12288;
 
 template <class T>
@@ -1071,13 +1080,17 @@ struct PackedSource {
   const uint8_t* tail;  // the group's tail
   int64_t group_bytes;
   QWEN_INLINE void Prefetch(int64_t b) const {
-    const uint8_t* q = p + b * T::kVecs * 64 + kPackedAhead;
+    // 16 * kBytes per block, not kVecs * 64: consecutive blocks, and the last block of a group
+    // and the first of the next, then prefetch adjoining ranges of the stream, tails included
+    // (prefetching only the vectors left 5 lines per group of Q3_K / Q6_K to demand misses,
+    // 30% of Q3_K's time with one column).
+    const uint8_t* q = p + b * kLanes * T::kBytes + kPackedAhead;
 #pragma GCC unroll 64
-    for (int o = 0; o < T::kVecs * 64; o += 64) {
+    for (int o = 0; o < kLanes * T::kBytes; o += 64) {
       _mm_prefetch(reinterpret_cast<const char*>(q + o), _MM_HINT_T1);
     }
-    // The tail of the next group (a second, short stream: one line per two blocks): Q3_K with
-    // one column lost 20% without it.
+    // The tail is read when its group starts but lies at the group's end: the next group's
+    // tail, one line per two blocks, a group ahead.
     if (T::kTail && b % 2 == 0) {
       _mm_prefetch(reinterpret_cast<const char*>(tail + b * T::kTail + group_bytes), _MM_HINT_T1);
     }

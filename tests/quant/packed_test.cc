@@ -162,12 +162,13 @@ TEST_F(PackedTest, DotTilePackedEqualsDotTileBitForBit) {
             }
           }
           ASSERT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0) << what;
-          // Spot check against the scalar reference (same tolerance as kernels_test.cc).
+          // Corners against the scalar level's dot_tile (the tolerance of kernels_test.cc).
           for (int64_t c : {int64_t{0}, n_cols - 1}) {
             for (int64_t r : {int64_t{0}, n_rows - 1}) {
               const uint8_t* wr = &w[r * w_stride];
               const uint8_t* ar = ap + c * a_stride;
-              const double ref = scalar.dot[Id(t)](wr, ar, n);
+              float ref;
+              scalar.dot_tile[Id(t)](wr, w_stride, 1, ar, a_stride, 1, &ref, 1, n);
               std::vector<float> wf(n), af(n);
               scalar.dequantize[Id(t)](wr, wf.data(), n);
               DequantizeActivationRow(t, ar, af.data(), n);

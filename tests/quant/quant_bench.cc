@@ -41,8 +41,9 @@ struct Matrices {
   size_t matrix_bytes = 0;
   int copies = 0;
   std::vector<uint8_t> data;
+  size_t offset = 0;  // of the first copy in data
 
-  const uint8_t* Copy(int i) const { return data.data() + (i % copies) * matrix_bytes; }
+  const uint8_t* Copy(int i) const { return data.data() + offset + (i % copies) * matrix_bytes; }
 };
 
 const Matrices& MatricesFor(GgmlType type) {
@@ -74,11 +75,13 @@ const Matrices& PackedMatricesFor(const KernelTable& k, GgmlType type) {
   p.type = type;
   p.matrix_bytes = m.matrix_bytes;
   p.copies = m.copies;
-  p.data.assign(m.data.size(), 0);
+  // 64-byte aligned, as the engine places packed tensors (page-aligned).
+  p.data.assign(m.data.size() + 64, 0);
+  p.offset = (64 - reinterpret_cast<uintptr_t>(p.data.data()) % 64) % 64;
   const size_t row_bytes = RowBytes(type, kK);
   for (int64_t g = 0; g < kRows * m.copies / 16; ++g) {
     k.pack16[static_cast<uint32_t>(type)](m.data.data() + g * 16 * row_bytes, row_bytes, kK,
-                                          p.data.data() + g * 16 * row_bytes);
+                                          p.data.data() + p.offset + g * 16 * row_bytes);
   }
   p.ready = true;
   return p;
