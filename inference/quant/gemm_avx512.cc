@@ -21,8 +21,8 @@
 // merely load them, from one sequential stream. Every column count takes the tile kernels: with
 // nothing to transpose they do less work than the matrix-vector kernel from one column on
 // (quant_bench dot_tile_packed_cached: 30-50% less time at 1-2 columns). Streaming from memory
-// they are faster too, except Q6_K with one column (up to 25% slower than dot_tile's
-// matrix-vector kernel on Zen 4; on par at 2-4 columns). The same Raw feeds the same Group
+// they are faster too (Zen 4: 15-40% at 1-2 columns, 20-35% at 8), except Q6_K with one column
+// (about 10% slower than dot_tile's matrix-vector kernel). The same Raw feeds the same Group
 // functions, so the results are the same bits as dot_tile's.
 //
 // Every (row, column) result is computed by the same operations whatever the number of rows and
@@ -63,6 +63,9 @@ constexpr int kGroup = 8;   // columns whose accumulators stay in registers
 // groups need not start 64-byte aligned, hence the unaligned vector type.
 struct alignas(64) Raw {
   const __m512i_u* v;
+  // Packed weights, up to kGroup columns, T::kSpreadPrefetch: the stretch of the stream
+  // (16 * kBytes bytes) that Group prefetches, a few lines per piece; nullptr for none.
+  const uint8_t* pf = nullptr;
   __m512i buf[48];
   __m512i sc[16];  // per-type sub-block scales (see each type)
   __m512i mn[4];   // Q4_K / Q5_K: pairs (mn_2i, mn_2i+1) as int16
@@ -248,6 +251,7 @@ QWEN_INLINE __m512i Select(__m512i sel, __m512i a, __m512i b) {
 // raw.v: [0, 8) hmask dwords, [8, 24) qs dwords, [24, 27) scales: dword j of the block.
 struct Q3K {
   static constexpr int kBytes = 110;
+  static constexpr bool kSpreadPrefetch = false;
   // Packed: per block of 16 rows, the 27 vectors of raw.v; d (16 halves) in the group's tail.
   static constexpr int kVecs = 27;
   static constexpr int kTail = 32;
@@ -345,6 +349,7 @@ struct Q3K {
 // (int16) with vpdpwssd; the minimums' sum M = sum mn_j (bsum_2j + bsum_2j+1) likewise.
 // raw.v: the 32 qs dwords.
 struct Q4K {
+  static constexpr bool kSpreadPrefetch = false;
   // Packed: per block of 16 rows, the 32 vectors of raw.v, then dwords 0-3 of the block (d,
   // dmin, scales).
   static constexpr int kVecs = 36;
@@ -394,6 +399,7 @@ struct Q4K {
 // Q5_K: u in [0, 31]; sums over quarter sub-blocks of 8 (|.| <= 31496) times sc_j.
 // raw.v: [0, 8) qh dwords, [8, 40) qs dwords.
 struct Q5K {
+  static constexpr bool kSpreadPrefetch = true;
   // Packed: per block of 16 rows, the 40 vectors of raw.v, then dwords 0-3 of the block.
   static constexpr int kVecs = 44;
   static constexpr int kTail = 0;
@@ -449,6 +455,7 @@ struct Q5K {
 // up to 65024 in magnitude: not an int16), so the signed scale is applied with vpmulld.
 // raw.v: [0, 32) ql dwords, [32, 48) qh dwords.
 struct Q6K {
+  static constexpr bool kSpreadPrefetch = true;
   // Packed: per block of 16 rows, the 48 vectors of raw.v, then the scales' 4 dwords; d (16
   // halves) in the group's tail.
   static constexpr int kVecs = 52;
@@ -558,8 +565,15 @@ void Group(const Raw& t, const Weights* w, const uint8_t* a, size_t a_stride, in
 #pragma GCC unroll 8
   for (int c = 0; c < NC; ++c) s[c] = _mm512_setzero_si512();
   constexpr int kPieces = 64 / T::kPiece;
+  constexpr int kLines = (16 * T::kBytes + 63) / 64;
 #pragma GCC unroll 32
   for (int p = 0; p < kPieces; ++p) {
+    if (t.pf != nullptr) {  // packed weights: this piece's share of the block's prefetches
+#pragma GCC unroll 8
+      for (int l = p * kLines / kPieces; l < (p + 1) * kLines / kPieces; ++l) {
+        _mm_prefetch(reinterpret_cast<const char*>(t.pf + 64 * l), _MM_HINT_T1);
+      }
+    }
     __m512i wv[T::kPiece];
 #pragma GCC unroll 4
     for (int x = 0; x < T::kPiece; ++x) {
@@ -992,8 +1006,9 @@ QWEN_INLINE void TileBlocks(const Src& src, int64_t nb, const uint8_t* ap, size_
                             int64_t n_cols, float* y, size_t y_stride, __mmask16 mask, Raw* t,
                             Weights* wv) {
   for (int64_t b = 0; b < nb; ++b) {
-    src.Prefetch(b);
-    src.Unpack(b, t);
+    const bool spread = T::kSpreadPrefetch && n_cols <= kGroup;
+    src.Prefetch(b, spread);
+    src.Unpack(b, spread, t);
     if (n_cols <= kGroup) {
       Groups<T, true>::kFns[n_cols](*t, nullptr, ap, a_stride, b, y, y_stride, mask, b == 0);
       continue;
@@ -1020,7 +1035,7 @@ struct RowSource {
   int64_t next_rows;  // rows after this tile
   int64_t nb;
 
-  QWEN_INLINE void Prefetch(int64_t b) const {
+  QWEN_INLINE void Prefetch(int64_t b, bool) const {
     // The next tile's rows, block b while this tile works on block b: a tile's worth of reads
     // ahead, where the hardware prefetcher has only 16 short streams to learn from.
     for (int r = 0; r < kLanes && r < next_rows; ++r) {
@@ -1038,7 +1053,7 @@ struct RowSource {
       }
     }
   }
-  QWEN_INLINE void Unpack(int64_t b, Raw* t) const { T::Unpack(rp, b * T::kBytes, t); }
+  QWEN_INLINE void Unpack(int64_t b, bool, Raw* t) const { T::Unpack(rp, b * T::kBytes, t); }
 };
 
 // ============================== Packed weights ==============================
@@ -1073,21 +1088,30 @@ void Pack16(const void* w, size_t w_stride, int64_t n, void* dst) {
 // columns Q4_K took twice as long without this. 12 KiB beat 4, 6, 8, 16, 24, 32 and 64 KiB, and
 // prefetching into L1 as well (near or far) was slower (quant_bench, Zen 4).
 constexpr int kPackedAhead = 12288;
+// Where the prefetches of a block are issued, per type (T::kSpreadPrefetch), measured with up
+// to 8 columns: as one burst before the block (Q3_K, Q4_K: 10-30% faster with one column), or
+// a few per piece inside Group (Q5_K, Q6_K, whose 44 and 53 lines per block in one burst
+// stalled the pipeline: Q6_K 1 / 2 / 8 columns took 0.97 / 1.04 / 2.2 ms instead of 0.87 /
+// 0.72 / 1.59). From 9 columns on, compute hides either; the burst is used.
 
 template <class T>
 struct PackedSource {
   const uint8_t* p;     // the group's first vector
   const uint8_t* tail;  // the group's tail
   int64_t group_bytes;
-  QWEN_INLINE void Prefetch(int64_t b) const {
+  // spread: Group issues the block's stream prefetches (t->pf), a few per piece, instead of
+  // one burst here (see kSpreadPrefetch).
+  QWEN_INLINE void Prefetch(int64_t b, bool spread) const {
     // 16 * kBytes per block, not kVecs * 64: consecutive blocks, and the last block of a group
     // and the first of the next, then prefetch adjoining ranges of the stream, tails included
     // (prefetching only the vectors left 5 lines per group of Q3_K / Q6_K to demand misses,
     // 30% of Q3_K's time with one column).
     const uint8_t* q = p + b * kLanes * T::kBytes + kPackedAhead;
+    if (!spread) {
 #pragma GCC unroll 64
-    for (int o = 0; o < kLanes * T::kBytes; o += 64) {
-      _mm_prefetch(reinterpret_cast<const char*>(q + o), _MM_HINT_T1);
+      for (int o = 0; o < kLanes * T::kBytes; o += 64) {
+        _mm_prefetch(reinterpret_cast<const char*>(q + o), _MM_HINT_T1);
+      }
     }
     // The tail is read when its group starts but lies at the group's end: the next group's
     // tail, one line per two blocks, a group ahead.
@@ -1095,8 +1119,9 @@ struct PackedSource {
       _mm_prefetch(reinterpret_cast<const char*>(tail + b * T::kTail + group_bytes), _MM_HINT_T1);
     }
   }
-  QWEN_INLINE void Unpack(int64_t b, Raw* t) const {
+  QWEN_INLINE void Unpack(int64_t b, bool spread, Raw* t) const {
     T::UnpackPacked(p + b * T::kVecs * 64, tail + b * T::kTail, t);
+    t->pf = spread ? p + b * kLanes * T::kBytes + kPackedAhead : nullptr;
   }
 };
 

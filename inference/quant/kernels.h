@@ -91,9 +91,10 @@ struct KernelTable {
 
   // Packed weights: a copy of a matrix made once at load, in which each 16 consecutive rows are
   // rearranged so that dot_tile_packed loads its per-block vectors (rows in the lanes) instead of
-  // transposing 16 scattered rows on every call, and reads one sequential stream. Set only where
-  // that is faster (AVX-512: Q3_K, Q4_K, Q5_K, Q6_K); elsewhere the entries are null and callers
-  // use dot_tile on the file's rows.
+  // transposing 16 scattered rows on every call, and reads one sequential stream. Set where that
+  // is faster (AVX-512: Q3_K, Q4_K, Q5_K, Q6_K; Q6_K with exactly one column is about 10% slower
+  // than dot_tile, see gemm_avx512.cc); elsewhere the entries are null and callers use dot_tile
+  // on the file's rows.
   //
   // Name of the packed layout of this level's pack16 / dot_tile_packed (part of the key of any
   // stored packed copy: a layout change must change it), nullptr if the level has none.
