@@ -800,7 +800,7 @@ int RunBench(int argc, char** argv) {
 
   const uint64_t model_bytes = load_file_size;
   const std::string packed =
-      !packing.requested ? "off (--packed_dir empty)"
+      !packing.requested     ? "off (--packed_dir empty)"
       : !packing.status.ok() ? absl::StrCat("unavailable: ", packing.status.message())
       : packing.packed_tensors == 0
           ? std::string("none (no packed layout for this file's types)")

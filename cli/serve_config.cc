@@ -352,10 +352,10 @@ int CheckServeConfig(const service::FrontEndOptions& o, bool json,
           "memory: weights %lld + packed copy %lld + %d workers x %d slots x (state %lld + KV "
           "%lld/token x %lld tokens) + %d workers x (prefix cache %lld + overhead %lld) + front "
           "end %lld = %lld bytes (%s)\n",
-          b("weights_bytes"), b("packed_bytes"), o.pool.workers, o.pool.slots, b("state_bytes_per_slot"),
-          b("kv_bytes_per_token"), b("ctx_size"), o.pool.workers, b("prefix_cache_bytes"),
-          b("worker_overhead_bytes"), b("front_end_overhead_bytes"), b("total_bytes"),
-          GiB(b("total_bytes")).c_str());
+          b("weights_bytes"), b("packed_bytes"), o.pool.workers, o.pool.slots,
+          b("state_bytes_per_slot"), b("kv_bytes_per_token"), b("ctx_size"), o.pool.workers,
+          b("prefix_cache_bytes"), b("worker_overhead_bytes"), b("front_end_overhead_bytes"),
+          b("total_bytes"), GiB(b("total_bytes")).c_str());
     }
   }
   return errors.empty() ? 0 : 2;

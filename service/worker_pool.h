@@ -34,7 +34,7 @@ struct WorkerPoolOptions {
   std::string mmproj_path;
   int64_t image_min_pixels = vision::PreprocessOptions().min_pixels;
   int64_t image_max_pixels = vision::PreprocessOptions().max_pixels;
-  int64_t prefix_cache_mb = 0;      // each worker's prefix cache budget; 0: none
+  int64_t prefix_cache_mb = 0;  // each worker's prefix cache budget; 0: none
   // Where the workers share the packed copy of the weights (--packed_dir); empty: none.
   std::string packed_dir;
   int64_t snapshot_interval = 512;  // prefix cache snapshot spacing inside prompts

@@ -467,16 +467,15 @@ void LogPacking(absl::string_view component, const model::PackingReport& p) {
             {{"event", "packed_weights"}, {"bytes", 0}});
     return;
   }
-  LogInfo(component,
-          absl::StrCat(p.info.written ? "wrote" : "mapped", " the packed copy of ",
-                       p.packed_tensors, " weight matrices: ", p.info.path, " (",
-                       p.packed_bytes >> 20, " MiB, ",
-                       absl::FormatDuration(absl::Trunc(p.info.elapsed, absl::Milliseconds(1))),
-                       ")"),
-          {{"event", "packed_weights"},
-           {"path", p.info.path},
-           {"bytes", p.packed_bytes},
-           {"written", p.info.written}});
+  LogInfo(
+      component,
+      absl::StrCat(p.info.written ? "wrote" : "mapped", " the packed copy of ", p.packed_tensors,
+                   " weight matrices: ", p.info.path, " (", p.packed_bytes >> 20, " MiB, ",
+                   absl::FormatDuration(absl::Trunc(p.info.elapsed, absl::Milliseconds(1))), ")"),
+      {{"event", "packed_weights"},
+       {"path", p.info.path},
+       {"bytes", p.packed_bytes},
+       {"written", p.info.written}});
 }
 
 }  // namespace

@@ -66,9 +66,9 @@ std::vector<ops::Weight*> Model::Matrices() {
   // Not token_embd_: it is only looked up by rows (when tied, lm_head_ is its matrix use).
   std::vector<ops::Weight*> out = {&lm_head_};
   for (LayerWeights& L : layers_) {
-    for (ops::Weight* w : {&L.ffn_gate, &L.ffn_up, &L.ffn_down, &L.attn_q, &L.attn_k, &L.attn_v,
-                           &L.attn_output, &L.attn_qkv, &L.attn_gate, &L.ssm_alpha, &L.ssm_beta,
-                           &L.ssm_out}) {
+    for (ops::Weight* w :
+         {&L.ffn_gate, &L.ffn_up, &L.ffn_down, &L.attn_q, &L.attn_k, &L.attn_v, &L.attn_output,
+          &L.attn_qkv, &L.attn_gate, &L.ssm_alpha, &L.ssm_beta, &L.ssm_out}) {
       if (w->data != nullptr) out.push_back(w);
     }
   }
@@ -87,8 +87,8 @@ absl::Status Model::UsePackedCopy(const LoadOptions& options) {
   // Nothing to pack (float or Q8_0 weights, or kernels without a packed layout): the file's
   // layout is all there is, not a fallback.
   if (requests.empty()) return absl::OkStatus();
-  ASSIGN_OR_RETURN(packed_, packing::PackedStore::Open(file_->path(), requests,
-                                                       options.packed_dir, options.pool));
+  ASSIGN_OR_RETURN(packed_, packing::PackedStore::Open(file_->path(), requests, options.packed_dir,
+                                                       options.pool));
   for (ops::Weight* w : weights) {
     w->packed = packed_->Find(w->name);
     packing_.packed_tensors += w->packed != nullptr;

@@ -11,11 +11,11 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "inference/gguf/gguf_file.h"
-#include "inference/packing/packed_store.h"
 #include "inference/model/config.h"
 #include "inference/model/state.h"
 #include "inference/ops/compute.h"
 #include "inference/ops/matmul.h"
+#include "inference/packing/packed_store.h"
 
 namespace qwen::model {
 
@@ -105,15 +105,17 @@ struct LoadOptions {
 
 // What became of the packed copy, for start-up logs.
 struct PackingReport {
-  bool requested = false;        // LoadOptions::packed_dir was set
-  int packed_tensors = 0;        // matrices read from the packed copy (0 with status OK: the
-                                 // file's types have no packed layout in these kernels)
-  int64_t packed_bytes = 0;      // their bytes (the store file's size)
-  absl::Status status;           // why there is no packed copy, when requested and not made
+  bool requested = false;         // LoadOptions::packed_dir was set
+  int packed_tensors = 0;         // matrices read from the packed copy (0 with status OK: the
+                                  // file's types have no packed layout in these kernels)
+  int64_t packed_bytes = 0;       // their bytes (the store file's size)
+  absl::Status status;            // why there is no packed copy, when requested and not made
   packing::PackedStoreInfo info;  // the store, when made
 };
 
-// Loads the weights (views into the mapping: nothing large is copied) and runs forward passes.
+// Loads the weights (views into the mapping, and into the packed copy when LoadOptions asks for
+// one, which is a file shared by every process: nothing large is copied per process) and runs
+// forward passes.
 //
 // Load() checks every tensor the trunk needs against the configuration and refuses with an error
 // naming the tensor when one is missing or has the wrong shape or an unsupported type. MTP and
@@ -124,7 +126,7 @@ struct PackingReport {
 class Model {
  public:
   static absl::StatusOr<std::unique_ptr<Model>> Load(std::shared_ptr<const gguf::GgufFile> file,
-                                                      const LoadOptions& options = {});
+                                                     const LoadOptions& options = {});
 
   const ModelConfig& config() const { return config_; }
   const gguf::GgufFile& file() const { return *file_; }

@@ -14,9 +14,9 @@
 #include <cstring>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/match.h"
 #include "inference/common/status_macros.h"
 #include "inference/common/thread_pool.h"
 #include "inference/quant/kernels.h"
@@ -73,10 +73,10 @@ size_t HeaderBytes(const std::string& key, size_t n) {
 
 Plan MakePlan(const std::string& identity, absl::Span<const PackRequest> requests) {
   Plan p;
-  p.key = absl::StrCat("layout=", quant::Kernels().packed_format != nullptr
-                                      ? quant::Kernels().packed_format
-                                      : "none",
-                       "\n", identity);
+  p.key = absl::StrCat(
+      "layout=",
+      quant::Kernels().packed_format != nullptr ? quant::Kernels().packed_format : "none", "\n",
+      identity);
   for (const PackRequest& r : requests) {
     absl::StrAppend(&p.key, r.name, " ", static_cast<int>(r.type), " ", r.n_in, " ", r.n_out, " ",
                     r.file_offset, "\n");
@@ -151,7 +151,7 @@ absl::Status Check(const Plan& p, absl::Span<const PackRequest> requests, const 
     scratch.resize(group_bytes);
     for (int64_t g : {int64_t{0}, groups - 1}) {
       quant::Kernels().pack16[static_cast<int>(r.type)](r.rows + g * group_bytes, r.row_bytes,
-                                                         r.n_in, scratch.data());
+                                                        r.n_in, scratch.data());
       if (std::memcmp(scratch.data(), base + p.offsets[i] + g * group_bytes, group_bytes) != 0) {
         return bad(absl::StrCat("group ", g, " of ", r.name, " differs from the model file's"));
       }
@@ -277,8 +277,8 @@ void DropSourcePages(absl::Span<const PackRequest> requests) {
 bool Packable(quant::GgmlType type, int64_t n_out) {
   const quant::KernelTable& k = quant::Kernels();
   const int t = static_cast<int>(type);
-  return k.packed_format != nullptr && k.pack16[t] != nullptr &&
-         k.dot_tile_packed[t] != nullptr && n_out > 0 && n_out % static_cast<int64_t>(kRows) == 0;
+  return k.packed_format != nullptr && k.pack16[t] != nullptr && k.dot_tile_packed[t] != nullptr &&
+         n_out > 0 && n_out % static_cast<int64_t>(kRows) == 0;
 }
 
 absl::StatusOr<std::unique_ptr<PackedStore>> PackedStore::Open(
@@ -297,9 +297,9 @@ absl::StatusOr<std::unique_ptr<PackedStore>> PackedStore::Open(
   if (realpath(model_path.c_str(), real) == nullptr) return Errno("cannot resolve", model_path);
   struct stat st;
   if (stat(real, &st) != 0) return Errno("cannot stat", real);
-  const std::string identity = absl::StrCat(
-      "file=", real, "\ndev=", st.st_dev, " ino=", st.st_ino, " size=", st.st_size,
-      " mtime=", st.st_mtim.tv_sec, ".", st.st_mtim.tv_nsec, "\n");
+  const std::string identity =
+      absl::StrCat("file=", real, "\ndev=", st.st_dev, " ino=", st.st_ino, " size=", st.st_size,
+                   " mtime=", st.st_mtim.tv_sec, ".", st.st_mtim.tv_nsec, "\n");
   const Plan plan = MakePlan(identity, requests);
 
   const std::string prefix = absl::StrFormat("qwen-packed-%016x-", Fnv1a(real));

@@ -110,7 +110,7 @@ TEST_F(PackedStoreTest, WritesOnceThenMapsWhatPack16Makes) {
     std::vector<uint8_t> expect(16 * r.row_bytes);
     for (int64_t g = 0; g < r.n_out / 16; ++g) {
       quant::Kernels().pack16[static_cast<int>(r.type)](r.rows + g * expect.size(), r.row_bytes,
-                                                         r.n_in, expect.data());
+                                                        r.n_in, expect.data());
       ASSERT_EQ(std::memcmp(expect.data(), p + g * expect.size(), expect.size()), 0)
           << r.name << " group " << g;
     }
