@@ -72,7 +72,8 @@ struct KernelTable {
   float (*dot[40])(const void* w, const void* a, int64_t n) = {};
 
   // Tile product: y[c * y_stride + r] = dot(w row r, a row c) for r < n_rows, c < n_cols, with
-  // weight rows `w_stride` bytes apart and activation rows `a_stride` bytes apart. Reads each
+  // weight rows `w_stride` bytes apart and activation rows `a_stride` bytes apart (activation
+  // rows 4-byte aligned: their blocks start with a float or half scale). Reads each
   // weight block once for all columns, which is what makes batched decode and prefill cheaper
   // than one dot per column. Any column count works, from 1 (decode) to a whole prefill chunk.
   // Nothing outside the n_rows x n_cols entries of y is written.

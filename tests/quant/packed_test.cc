@@ -118,8 +118,9 @@ TEST_F(PackedTest, Pack16IsSameSizeDeterministicPermutation) {
 }
 
 // dot_tile_packed == dot_tile on the same rows, bit for bit, for every column count; only y's
-// entries written; activation and output strides that are not multiples of anything; groups
-// at unaligned addresses. Also against the scalar level within the summation tolerance.
+// entries written; activation rows off the cache lines (4-byte aligned, as their float scales
+// need) and output strides that are not multiples of anything; groups at unaligned addresses.
+// Also against the scalar level within the summation tolerance.
 TEST_F(PackedTest, DotTilePackedEqualsDotTileBitForBit) {
   std::mt19937 rng(22);
   const KernelTable& scalar = KernelsFor(Isa::kScalar);
@@ -132,17 +133,17 @@ TEST_F(PackedTest, DotTilePackedEqualsDotTileBitForBit) {
         const auto w = RandomMatrix(t, n, n_rows, w_stride, rng);
         const size_t offset = n_groups == 3 ? 32 : n_groups == 4 ? 7 : 0;
         const auto packed = Pack(k(), t, w.data(), w_stride, n_rows, n, offset);
-        const size_t a_row = ActivationRowBytes(t, n), a_stride = a_row + 3;
+        const size_t a_row = ActivationRowBytes(t, n), a_stride = a_row + 4;
         for (int64_t n_cols : {1, 2, 3, 4, 5, 7, 8, 9, 16, 23, 24, 25, 33, 64, 200}) {
           if (n == 9216 && n_cols > 64) continue;
           if (n_groups > 2 && n_cols == 200) continue;
-          std::vector<uint8_t> a(a_stride * n_cols + 1);
+          std::vector<uint8_t> a(a_stride * n_cols + 4);
           for (int64_t c = 0; c < n_cols; ++c) {
             const auto x =
                 RandomActivations(n, c % 5 == 4 ? Fill::kExtreme : Fill::kRealistic, rng);
-            k().quantize_activation[Id(t)](x.data(), &a[1 + c * a_stride], n);
+            k().quantize_activation[Id(t)](x.data(), &a[4 + c * a_stride], n);
           }
-          const uint8_t* ap = &a[1];  // unaligned activation rows
+          const uint8_t* ap = &a[4];  // activation rows not 64-byte aligned
           const size_t y_stride = n_rows + 3;
           std::vector<float> want(y_stride * n_cols + 5, kGuard);
           std::vector<float> got(y_stride * n_cols + 5, kGuard);
