@@ -517,13 +517,16 @@ absl::Status RunWorker(const WorkerOptions& options) {
                         absl::StrCat(options.model_path, ": ", file.status().message()));
   }
   std::shared_ptr<const gguf::GgufFile> shared_file = std::move(*file);
-  model::LoadOptions lo;
-  lo.packed_dir = options.packed_dir;
-  // Only for writing the packed copy, if this worker is the first; the engine has its own.
-  ThreadPool load_pool(options.threads > 0 ? options.threads : AvailableCores());
-  lo.pool = &load_pool;
-  ASSIGN_OR_RETURN(std::unique_ptr<model::Model> loaded, model::Model::Load(shared_file, lo));
-  std::shared_ptr<model::Model> model = std::move(loaded);
+  std::shared_ptr<model::Model> model;
+  {
+    model::LoadOptions lo;
+    lo.packed_dir = options.packed_dir;
+    // Only for writing the packed copy, if this worker is the first; the engine has its own.
+    ThreadPool load_pool(options.threads > 0 ? options.threads : AvailableCores());
+    lo.pool = &load_pool;
+    ASSIGN_OR_RETURN(std::unique_ptr<model::Model> loaded, model::Model::Load(shared_file, lo));
+    model = std::move(loaded);
+  }
   LogPacking(component, model->packing());
   engine::EngineOptions eo;
   eo.n_slots = options.slots;
