@@ -22,6 +22,22 @@ void Split(ComputeContext& ctx, int64_t n, int64_t grain, int64_t work, Fn fn) {
   ctx.pool().ParallelFor(n, grain, [&](int64_t b, int64_t e, int) { fn(b, e); });
 }
 
+// Rotates the first 2 * half dimensions of each of one token's heads (NEOX pairing: i with
+// i + half) by the token's angles. Shared by RopeNeox and RopeMulti, so a token whose M-RoPE
+// streams are equal gets the same bits from both.
+void RotateHeads(float* x, int n_heads, int head_dim, int half, const float* cos_t,
+                 const float* sin_t) {
+  for (int h = 0; h < n_heads; ++h) {
+    float* v = x + h * static_cast<int64_t>(head_dim);
+    for (int i = 0; i < half; ++i) {
+      const float a = v[i];
+      const float b = v[i + half];
+      v[i] = a * cos_t[i] - b * sin_t[i];
+      v[i + half] = a * sin_t[i] + b * cos_t[i];
+    }
+  }
+}
+
 }  // namespace
 
 void RmsNorm(ComputeContext& ctx, const float* x, const float* w, int64_t n_rows, int64_t width,
@@ -77,15 +93,8 @@ void RopeNeox(float* x, int64_t n_tokens, int n_heads, int head_dim, int n_rot, 
       cos_t[i] = static_cast<float>(std::cos(angle));
       sin_t[i] = static_cast<float>(std::sin(angle));
     }
-    for (int h = 0; h < n_heads; ++h) {
-      float* v = x + (t * n_heads + h) * static_cast<int64_t>(head_dim);
-      for (int i = 0; i < half; ++i) {
-        const float a = v[i];
-        const float b = v[i + half];
-        v[i] = a * cos_t[i] - b * sin_t[i];
-        v[i + half] = a * sin_t[i] + b * cos_t[i];
-      }
-    }
+    RotateHeads(x + t * n_heads * static_cast<int64_t>(head_dim), n_heads, head_dim, half,
+                cos_t.data(), sin_t.data());
   }
 }
 
@@ -116,15 +125,8 @@ void RopeMulti(float* x, int64_t n_tokens, int n_heads, int head_dim, int n_rot,
       cos_t[i] = static_cast<float>(std::cos(angle));
       sin_t[i] = static_cast<float>(std::sin(angle));
     }
-    for (int h = 0; h < n_heads; ++h) {
-      float* v = x + (t * n_heads + h) * static_cast<int64_t>(head_dim);
-      for (int i = 0; i < half; ++i) {
-        const float a = v[i];
-        const float b = v[i + half];
-        v[i] = a * cos_t[i] - b * sin_t[i];
-        v[i + half] = a * sin_t[i] + b * cos_t[i];
-      }
-    }
+    RotateHeads(x + t * n_heads * static_cast<int64_t>(head_dim), n_heads, head_dim, half,
+                cos_t.data(), sin_t.data());
   }
 }
 
