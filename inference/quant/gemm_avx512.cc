@@ -201,6 +201,27 @@ QWEN_INLINE __m512i AddB(__m512i v, const void* p) {
   return v;
 }
 
+// Byte masks as {1to16} memory operands: the unpacking of the one- and few-column loops keeps
+// a block's packed vectors in registers, and GCC, short of registers for the masks too, rebuilt
+// each one from a GPR (mov + vpbroadcastd) at every use.
+alignas(4) constexpr uint32_t kMask03 = 0x03030303u;
+alignas(4) constexpr uint32_t kMask04 = 0x04040404u;
+alignas(4) constexpr uint32_t kMask0F = 0x0F0F0F0Fu;
+alignas(4) constexpr uint32_t kMask10 = 0x10101010u;
+alignas(4) constexpr uint32_t kMask30 = 0x30303030u;
+
+// v & mask.
+QWEN_INLINE __m512i AndB(__m512i v, const uint32_t& mask) {
+  __asm__("vpandd %1%{1to16%}, %0, %0" : "+v"(v) : "m"(mask));
+  return v;
+}
+
+// (mask & a) | (~mask & b), bitwise (Select with the mask from memory).
+QWEN_INLINE __m512i SelectB(const uint32_t& mask, __m512i a, __m512i b) {
+  __asm__("vpternlogd $0xE4, %2%{1to16%}, %1, %0" : "+v"(a) : "v"(b), "m"(mask));
+  return a;
+}
+
 // Q8_K value group g (values 4g .. 4g + 3) of an activation block. See BlockQ8_K: value
 // 16 s + 4 k + b is at qs[64 k + 4 s + b], so group g = 4 s + k is at 64 (g % 4) + 4 (g / 4).
 QWEN_INLINE const int8_t* Act(const BlockQ8_K* a, int g) {
@@ -239,9 +260,12 @@ QWEN_INLINE __m512i BitTo(__m512i v, int from, int to) {
                      : _mm512_srli_epi32(v, from - to);
 }
 
-// (sel & a) | (~sel & b), bitwise.
+// (sel & a) | (~sel & b), bitwise. vpternlogd overwrites its first operand, so that is `a` (a
+// fresh shift or load in the callers), not the constant `sel`: with `sel` first GCC copied the
+// constant before every call and, short of registers, rebuilt it from a GPR (a quarter of the
+// instructions of the one-column Q3_K loop).
 QWEN_INLINE __m512i Select(__m512i sel, __m512i a, __m512i b) {
-  return _mm512_ternarylogic_epi32(sel, a, b, 0xCA);
+  return _mm512_ternarylogic_epi32(a, b, sel, 0xE4);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -314,8 +338,8 @@ struct Q3K {
     const int h = g / 32, gg = (g % 32) / 8, m = g % 8;
     const __m512i q = t.v[8 + 8 * h + m];
     const __m512i lo = gg == 0 ? q : _mm512_srli_epi32(q, 2 * gg);
-    const __m512i hb = _mm512_and_si512(BitTo(t.v[m], 4 * h + gg, 2), Bytes(4));
-    return Select(Bytes(3), lo, hb);
+    const __m512i hb = AndB(BitTo(t.v[m], 4 * h + gg, 2), kMask04);
+    return SelectB(kMask03, lo, hb);
   }
 
   // Many columns: the scales folded into the weights, w'' = 128 - q (sc - 32) in [0, 252]
@@ -391,7 +415,7 @@ struct Q4K {
   static QWEN_INLINE __m512i W(const Raw& t, int g) {
     const int c = g / 16, hi = (g % 16) / 8, m = g % 8;
     const __m512i q = t.v[8 * c + m];
-    return _mm512_and_si512(hi ? _mm512_srli_epi32(q, 4) : q, Bytes(0x0F));
+    return AndB(hi ? _mm512_srli_epi32(q, 4) : q, kMask0F);
   }
 };
 
@@ -445,8 +469,8 @@ struct Q5K {
   static QWEN_INLINE __m512i W(const Raw& t, int g) {
     const int c = g / 16, hi = (g % 16) / 8, m = g % 8;
     const __m512i q = t.v[8 + 8 * c + m];
-    const __m512i hb = _mm512_and_si512(BitTo(t.v[m], 2 * c + hi, 4), Bytes(0x10));
-    return Select(Bytes(0x0F), hi ? _mm512_srli_epi32(q, 4) : q, hb);
+    const __m512i hb = AndB(BitTo(t.v[m], 2 * c + hi, 4), kMask10);
+    return SelectB(kMask0F, hi ? _mm512_srli_epi32(q, 4) : q, hb);
   }
 };
 
@@ -512,8 +536,8 @@ struct Q6K {
     const int hh = g / 32, gg = (g % 32) / 8, m = g % 8;
     const __m512i ql = t.v[16 * hh + 8 * (gg % 2) + m];
     const __m512i qh = t.v[32 + 8 * hh + m];
-    const __m512i hs = _mm512_and_si512(BitTo(qh, 2 * gg, 4), Bytes(0x30));
-    return Select(Bytes(0x0F), gg < 2 ? ql : _mm512_srli_epi32(ql, 4), hs);
+    const __m512i hs = AndB(BitTo(qh, 2 * gg, 4), kMask30);
+    return SelectB(kMask0F, gg < 2 ? ql : _mm512_srli_epi32(ql, 4), hs);
   }
 };
 
