@@ -377,8 +377,9 @@ class WorkerService final : public wpb::Worker::CallbackService {
         pi.rows = im.rows();
         pi.cols = im.cols();
         pi.key = im.key();
-        // Decoded and encoded on the engine's thread, with its compute threads, when the
-        // request's prompt is about to be fed.
+        // Decoded and encoded when the request's prompt is about to be fed: on the engine's
+        // compute threads, or on its encoder thread while other sequences run (the engine may
+        // call this from either; the encoder is safe with one context per caller).
         pi.encode = [vision = vision_, data = im.data(), field = im.field(),
                      options = vision::PreprocessOptions{im.min_pixels(), im.max_pixels()},
                      rows = im.rows(), cols = im.cols()](

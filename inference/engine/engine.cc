@@ -32,8 +32,25 @@ struct Engine::Sequence {
   std::vector<int32_t> positions;
   std::vector<const float*> rows;
   bool images_ready = false;
+  std::shared_ptr<EncodeJob> encoding;  // images under way on the encoder thread
 
   bool decoding() const { return prefilled == static_cast<int64_t>(req.prompt.size()); }
+};
+
+struct Engine::ImageToEncode {
+  size_t index;    // in the request's images
+  int64_t tokens;  // rows * cols
+  std::function<absl::StatusOr<std::vector<float>>(ops::ComputeContext&)> encode;
+};
+
+// Images of one sequence handed to the encoder thread. It holds copies of what encoding needs,
+// so a sequence that ends meanwhile (cancelled) leaves nothing dangling.
+struct Engine::EncodeJob {
+  std::vector<ImageToEncode> images;
+  // Written by the encoder thread, then `done`; all under the engine's mu_.
+  absl::StatusOr<std::vector<std::vector<float>>> result;
+  bool done = false;
+  bool abandoned = false;  // its sequence has ended: not worth starting
 };
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::shared_ptr<model::Model> model,
@@ -81,6 +98,7 @@ Engine::~Engine() {
     stop_ = true;
   }
   if (thread_.joinable()) thread_.join();
+  if (encoder_thread_.joinable()) encoder_thread_.join();  // after its current image, if any
   // Whatever was left ends as cancelled.
   std::vector<std::unique_ptr<Sequence>> left;
   {
@@ -198,6 +216,9 @@ EngineStats Engine::Stats() const {
   absl::MutexLock lock(&mu_);
   EngineStats s = stats_;
   s.layers_done = ctx_->layers_done();
+  if (const ops::ComputeContext* e = encoder_progress_.load(std::memory_order_acquire)) {
+    s.layers_done += e->layers_done();
+  }
   return s;
 }
 
@@ -328,46 +349,144 @@ void Engine::Loop() {
       info.queue_time = absl::Now() - seq->submitted;
       seq->sink->OnFinish(info);
     }
-    if (!running_.empty()) Step();
+    if (!running_.empty() && !Step()) {
+      // Every running sequence waits for its images: sleep until an encoding ends or a request
+      // arrives, polling for cancellations (Cancel() only flags the sequence).
+      absl::MutexLock lock(&mu_);
+      mu_.AwaitWithTimeout(absl::Condition(
+                               +[](Engine* e) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                                 return e->stop_ || e->encode_done_ || !e->queue_.empty();
+                               },
+                               this),
+                           absl::Milliseconds(5));
+    }
   }
 }
 
-void Engine::Step() {
+std::vector<Engine::ImageToEncode> Engine::ImagesToEncode(const Sequence& seq) {
+  std::vector<ImageToEncode> out;
+  for (size_t k = 0; k < seq.req.images.size(); ++k) {
+    const PromptImage& im = seq.req.images[k];
+    const int64_t tokens = int64_t{im.rows} * im.cols;
+    if (im.offset + tokens <= seq.prefilled) continue;  // resumed with the prompt's prefix
+    if (!im.embedding.empty()) continue;
+    out.push_back({k, tokens, im.encode});
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<std::vector<float>>> Engine::EncodeImages(
+    const std::vector<ImageToEncode>& images, int64_t n_embd, ops::ComputeContext& ctx) {
+  std::vector<std::vector<float>> out;
+  for (const ImageToEncode& im : images) {
+    absl::StatusOr<std::vector<float>> e = im.encode(ctx);
+    if (!e.ok()) return e.status();
+    if (e->size() != static_cast<size_t>(im.tokens * n_embd)) {
+      return absl::InternalError(absl::StrCat("image ", im.index, ": the encoder gave ", e->size(),
+                                              " values for ", im.tokens, " tokens of width ",
+                                              n_embd));
+    }
+    out.push_back(std::move(*e));
+  }
+  return out;
+}
+
+void Engine::AttachImages(Sequence* seq, const std::vector<ImageToEncode>& images,
+                          std::vector<std::vector<float>> encoded) {
+  for (size_t i = 0; i < images.size(); ++i) {
+    seq->req.images[images[i].index].embedding = std::move(encoded[i]);
+  }
+  const int64_t E = model_->config().n_embd;
+  seq->rows.assign(seq->req.prompt.size(), nullptr);
+  for (const PromptImage& im : seq->req.images) {
+    if (im.embedding.empty()) continue;  // resumed: its tokens are never fed
+    for (int64_t i = 0; i < int64_t{im.rows} * im.cols; ++i) {
+      seq->rows[im.offset + i] = im.embedding.data() + i * E;
+    }
+  }
+  seq->images_ready = true;
+}
+
+void Engine::PrepareImages() {
+  {
+    absl::MutexLock lock(&mu_);
+    encode_done_ = false;
+  }
+  auto ready = [](const Sequence* s) { return s->req.images.empty() || s->images_ready; };
+  const int64_t E = model_->config().n_embd;
+  for (Sequence* seq : std::vector<Sequence*>(running_)) {
+    if (ready(seq)) continue;
+    if (seq->encoding != nullptr) {
+      absl::StatusOr<std::vector<std::vector<float>>> result;
+      {
+        absl::MutexLock lock(&mu_);
+        if (!seq->encoding->done) continue;
+        result = std::move(seq->encoding->result);
+      }
+      const std::shared_ptr<EncodeJob> job = std::move(seq->encoding);
+      if (!result.ok()) {
+        Finish(seq, FinishReason::kError, result.status());
+      } else {
+        AttachImages(seq, job->images, std::move(*result));
+      }
+      continue;
+    }
+    std::vector<ImageToEncode> images = ImagesToEncode(*seq);
+    const bool others_compute = std::any_of(running_.begin(), running_.end(),
+                                            [&](Sequence* s) { return s != seq && ready(s); });
+    if (images.empty() || !others_compute) {
+      absl::StatusOr<std::vector<std::vector<float>>> encoded = EncodeImages(images, E, *ctx_);
+      if (!encoded.ok()) {
+        Finish(seq, FinishReason::kError, encoded.status());
+      } else {
+        AttachImages(seq, images, std::move(*encoded));
+      }
+      continue;
+    }
+    auto job = std::make_shared<EncodeJob>();
+    job->images = std::move(images);
+    seq->encoding = job;
+    if (!encoder_thread_.joinable()) {
+      encoder_pool_ = std::make_unique<ThreadPool>(std::max(1, options_.n_threads / 2));
+      encoder_ctx_ = std::make_unique<ops::ComputeContext>(encoder_pool_.get(), options_.math);
+      encoder_progress_.store(encoder_ctx_.get(), std::memory_order_release);
+      encoder_thread_ = std::thread([this] { EncoderLoop(); });
+    }
+    absl::MutexLock lock(&mu_);
+    encode_queue_.push_back(std::move(job));
+  }
+}
+
+void Engine::EncoderLoop() {
+  ops::ComputeContext& ctx = *encoder_ctx_;
+  const int64_t E = model_->config().n_embd;
+  while (true) {
+    std::shared_ptr<EncodeJob> job;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](Engine* e)
+               ABSL_NO_THREAD_SAFETY_ANALYSIS { return e->stop_ || !e->encode_queue_.empty(); },
+          this));
+      if (stop_) return;
+      job = std::move(encode_queue_.front());
+      encode_queue_.pop_front();
+      if (job->abandoned) continue;
+    }
+    absl::StatusOr<std::vector<std::vector<float>>> result = EncodeImages(job->images, E, ctx);
+    absl::MutexLock lock(&mu_);
+    job->result = std::move(result);
+    job->done = true;
+    encode_done_ = true;
+  }
+}
+
+bool Engine::Step() {
   for (Sequence* seq : std::vector<Sequence*>(running_)) {
     if (seq->cancelled.load()) Finish(seq, FinishReason::kCancelled, absl::OkStatus());
   }
-  // Images are encoded before their prompt's first chunk, on the compute threads.
-  for (Sequence* seq : std::vector<Sequence*>(running_)) {
-    if (seq->req.images.empty() || seq->images_ready) continue;
-    absl::Status status;
-    const int64_t E = model_->config().n_embd;
-    seq->rows.assign(seq->req.prompt.size(), nullptr);
-    for (size_t k = 0; k < seq->req.images.size() && status.ok(); ++k) {
-      PromptImage& im = seq->req.images[k];
-      if (im.offset + int64_t{im.rows} * im.cols <= seq->prefilled) continue;  // resumed
-      if (im.embedding.empty()) {
-        absl::StatusOr<std::vector<float>> e = im.encode(*ctx_);
-        if (!e.ok()) {
-          status = e.status();
-        } else if (e->size() != static_cast<size_t>(int64_t{im.rows} * im.cols * E)) {
-          status = absl::InternalError(absl::StrCat("image ", k, ": the encoder gave ", e->size(),
-                                                    " values for ", im.rows, "x", im.cols,
-                                                    " tokens of width ", E));
-        } else {
-          im.embedding = std::move(*e);
-        }
-      }
-      for (int64_t i = 0; status.ok() && i < int64_t{im.rows} * im.cols; ++i) {
-        seq->rows[im.offset + i] = im.embedding.data() + i * E;
-      }
-    }
-    if (!status.ok()) {
-      Finish(seq, FinishReason::kError, status);
-      continue;
-    }
-    seq->images_ready = true;
-  }
-  if (running_.empty()) return;
+  PrepareImages();
+  if (running_.empty()) return true;
 
   struct Planned {
     Sequence* seq;
@@ -377,6 +496,9 @@ void Engine::Step() {
   std::vector<Planned> plan;
   std::vector<model::Segment> segments;
   int64_t budget = options_.prefill_chunk;
+  auto waits_for_images = [](const Sequence* s) {
+    return !s->req.images.empty() && !s->images_ready;
+  };
   for (Sequence* seq : running_) {
     if (!seq->decoding()) continue;
     segments.push_back({slots_[seq->slot].state.get(), absl::MakeConstSpan(&seq->last_token, 1),
@@ -384,7 +506,7 @@ void Engine::Step() {
     plan.push_back({seq, 1, true});
   }
   for (Sequence* seq : running_) {
-    if (seq->decoding()) continue;
+    if (seq->decoding() || waits_for_images(seq)) continue;
     const int64_t remaining = static_cast<int64_t>(seq->req.prompt.size()) - seq->prefilled;
     int64_t n = std::min(remaining, budget);
     if (n <= 0) break;
@@ -406,6 +528,7 @@ void Engine::Step() {
     plan.push_back({seq, n, completes});
     budget -= n;
   }
+  if (segments.empty()) return false;
 
   const int64_t V = model_->config().n_vocab;
   logits_.resize(model::Model::LogitRows(segments) * V);
@@ -417,7 +540,7 @@ void Engine::Step() {
       slot.history.clear();
       Finish(p.seq, FinishReason::kError, status);
     }
-    return;
+    return true;
   }
 
   int64_t prefilled = 0, generated = 0, row = 0;
@@ -505,6 +628,7 @@ void Engine::Step() {
   for (const Slot& s : slots_) kv += s.state->size().kv_bytes_per_token * s.state->n_past();
   stats_.kv_bytes_resident = kv;
   if (cache_ != nullptr) stats_.prefix_cache = cache_->stats();
+  return true;
 }
 
 void Engine::Finish(Sequence* seq, FinishReason reason, absl::Status status, int32_t stop_token) {
@@ -544,6 +668,7 @@ void Engine::Finish(Sequence* seq, FinishReason reason, absl::Status status, int
                            [seq](const auto& p) { return p.get() == seq; });
     owned = std::move(*it);
     owned_running_.erase(it);
+    if (seq->encoding != nullptr) seq->encoding->abandoned = true;
     stats_.active = static_cast<int>(running_.size());
     if (cache_ != nullptr) stats_.prefix_cache = cache_->stats();
   }

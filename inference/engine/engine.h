@@ -2,6 +2,7 @@
 #ifndef QWEN_INFERENCE_ENGINE_ENGINE_H_
 #define QWEN_INFERENCE_ENGINE_ENGINE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -48,7 +49,9 @@ struct EngineOptions {
 // An image in a prompt: its rows * cols tokens are the prompt entries from `offset` (their ids
 // are placeholders, normally <|image_pad|>), fed as embedding rows with M-RoPE positions (see
 // model::MropePositions). The rows come from `embedding` or, when that is empty, from `encode`,
-// which the scheduler runs on its compute threads before the prompt's first chunk.
+// which the engine runs before the prompt's first chunk: on its compute threads when no other
+// sequence is computing, else on its encoder thread (see Engine), so `encode` must be safe to
+// call from either thread, on a context of its own pool.
 struct PromptImage {
   int64_t offset = 0;
   int rows = 0;
@@ -159,13 +162,20 @@ struct EngineStats {
 // end of each prompt and when a sequence finishes. FinishInfo says how many prompt tokens were
 // resumed (cached_tokens) and fed to the model (computed_prompt_tokens).
 //
+// Images (PromptImage::encode) are encoded before their prompt's first chunk. When other
+// sequences are computing, that happens on an encoder thread (started at the first such image,
+// with half the compute threads, at least one): the running sequences keep producing tokens,
+// sharing the cores with the encoder, instead of waiting for the whole image; the image's own
+// request takes part in steps once it is encoded. With nothing else running, the image is
+// encoded at once on the compute threads (all of them: the fastest first token).
+//
 // Thread-safe: Submit(), Cancel() and Stats() may be called from any thread. Sinks are called on
 // the scheduler thread.
 class Engine {
  public:
   static absl::StatusOr<std::unique_ptr<Engine>> Create(std::shared_ptr<model::Model> model,
                                                         EngineOptions options);
-  ~Engine();  // cancels what is running and joins the scheduler thread
+  ~Engine();  // cancels what is running and joins the scheduler and encoder threads
 
   // Queues a request. INVALID_ARGUMENT when it cannot run (empty prompt, prompt + max_tokens
   // over the context, token outside the vocabulary, bad sampling parameters, duplicate id).
@@ -193,9 +203,23 @@ class Engine {
     Sequence* seq = nullptr;
   };
 
+  struct ImageToEncode;
+  struct EncodeJob;
+
   Engine(std::shared_ptr<model::Model> model, EngineOptions options);
   void Loop();
-  void Step();
+  // One forward pass; false when no running sequence could take part (all wait for images).
+  bool Step();
+  // The images of `seq` that still need their rows computed, in order.
+  static std::vector<ImageToEncode> ImagesToEncode(const Sequence& seq);
+  static absl::StatusOr<std::vector<std::vector<float>>> EncodeImages(
+      const std::vector<ImageToEncode>& images, int64_t n_embd, ops::ComputeContext& ctx);
+  // Stores `encoded` in the request's images and points the prompt's embedding rows at them.
+  void AttachImages(Sequence* seq, const std::vector<ImageToEncode>& images,
+                    std::vector<std::vector<float>> encoded);
+  // Makes every running sequence's images ready or under way; scheduler thread.
+  void PrepareImages();
+  void EncoderLoop();
   void Admit() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Finish(Sequence* seq, FinishReason reason, absl::Status status, int32_t stop_token = -1);
   bool Caching(const Sequence& seq) const;
@@ -217,7 +241,16 @@ class Engine {
   std::vector<std::unique_ptr<Sequence>> owned_running_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   EngineStats stats_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::shared_ptr<EncodeJob>> encode_queue_ ABSL_GUARDED_BY(mu_);
+  bool encode_done_ ABSL_GUARDED_BY(mu_) = false;  // a job ended since the scheduler looked
   std::thread thread_;
+  // The encoder thread and its compute threads, made by the scheduler thread at the first
+  // background job. encoder_progress_ publishes the context to Stats(), whose layers_done
+  // counts the encoder's layers too (a long encode is progress, not a stuck engine).
+  std::unique_ptr<ThreadPool> encoder_pool_;
+  std::unique_ptr<ops::ComputeContext> encoder_ctx_;
+  std::atomic<const ops::ComputeContext*> encoder_progress_{nullptr};
+  std::thread encoder_thread_;
 };
 
 }  // namespace qwen::engine

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "tests/engine/collector.h"
 #include "tests/model/model_runner.h"
@@ -394,6 +395,80 @@ TEST_F(EngineTest, ImageAndTextSequencesShareSteps) {
     ASSERT_TRUE(sinks[i]->Wait());
     EXPECT_EQ(sinks[i]->tokens(), cases[i].greedy) << cases[i].name;
   }
+}
+
+// Polls until `sink` holds at least `n` tokens; false after 60 s.
+bool WaitForTokens(Collector& sink, size_t n) {
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  while (sink.tokens().size() < n) {
+    if (absl::Now() > deadline) return false;
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  return true;
+}
+
+// An image that arrives while another sequence decodes is encoded on the encoder thread: the
+// running sequence keeps producing tokens for as long as the encoder is busy (here held until
+// released), and both get their solo results. A request cancelled while its image encodes ends
+// at once.
+TEST_F(EngineTest, ImagesEncodeBesideRunningSequences) {
+  const ImagePrompt p = LoadImagePrompt();
+  const auto cases = LoadReference("reference/llama.cpp/f32");
+  auto engine = MakeEngine(3, 64);
+  GenerationRequest solo_image = Greedy(1, p.prompt, 8);
+  solo_image.images.push_back(p.image);
+  auto solo = std::make_shared<Collector>();
+  ASSERT_TRUE(engine->Submit(solo_image, solo).ok());
+  ASSERT_TRUE(solo->Wait());
+  ASSERT_EQ(solo->tokens().size(), 8u) << solo->info().status;
+
+  // A long text sequence: ids of a reference prompt, 1500 tokens to generate.
+  auto text = std::make_shared<Collector>();
+  ASSERT_TRUE(engine->Submit(Greedy(2, cases[0].prompt, 1500), text).ok());
+  ASSERT_TRUE(WaitForTokens(*text, 1));
+
+  absl::Notification entered, release;
+  std::atomic<int> calls{0};
+  GenerationRequest held = Greedy(3, p.prompt, 8);
+  held.images.push_back(p.image);
+  held.images[0].embedding.clear();
+  held.images[0].encode = [&, e = p.image.embedding](ops::ComputeContext& ctx) {
+    ++calls;
+    // Progress the supervisor sees (EngineStats::layers_done), as the vision encoder notes it.
+    for (int i = 0; i < 1000000; ++i) ctx.NoteLayerDone();
+    entered.Notify();
+    release.WaitForNotification();
+    return absl::StatusOr<std::vector<float>>(e);
+  };
+  auto image = std::make_shared<Collector>();
+  ASSERT_TRUE(engine->Submit(held, image).ok());
+  ASSERT_TRUE(entered.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  EXPECT_GE(engine->Stats().layers_done, 1000000);
+  // The encoder is held: the text sequence must still advance.
+  const size_t before = text->tokens().size();
+  EXPECT_TRUE(WaitForTokens(*text, before + 20)) << "the text sequence stopped while encoding";
+  EXPECT_TRUE(image->tokens().empty());
+
+  // Cancelled while the encoder holds its image: it ends without waiting for the encoder.
+  held.id = 4;
+  auto cancelled = std::make_shared<Collector>();
+  ASSERT_TRUE(engine->Submit(held, cancelled).ok());
+  engine->Cancel(4);
+  ASSERT_TRUE(cancelled->Wait(absl::Seconds(30)));
+  EXPECT_EQ(cancelled->info().reason, FinishReason::kCancelled);
+
+  release.Notify();
+  ASSERT_TRUE(image->Wait());
+  EXPECT_EQ(image->info().reason, FinishReason::kLength) << image->info().status;
+  EXPECT_EQ(image->tokens(), solo->tokens());
+  // The cancelled request's image was dropped before the encoder started it.
+  EXPECT_EQ(calls.load(), 1);
+  engine->Cancel(2);
+  ASSERT_TRUE(text->Wait());
+  const std::vector<int32_t> got = text->tokens();
+  ASSERT_GE(got.size(), cases[0].greedy.size());
+  EXPECT_EQ(std::vector<int32_t>(got.begin(), got.begin() + cases[0].greedy.size()),
+            cases[0].greedy);
 }
 
 // A later turn that repeats the conversation resumes the slot when its images have the same
