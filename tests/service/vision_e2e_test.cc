@@ -125,6 +125,42 @@ TEST_F(VisionE2eTest, ImageChatMatchesLlamaCpp) {
   EXPECT_LT(worst, 0.1);
 }
 
+// An image request beside a running stream on the same worker: the worker's engine encodes the
+// image on its encoder thread (the real vision tower, on a context of its own), the stream goes
+// on, and the image request gets what it gets alone.
+TEST_F(VisionE2eTest, ImageBesideARunningStreamGetsItsSoloResult) {
+  v1::GenerateRequest image;
+  *image.mutable_chat() = ImageChat(Bytes(Png("img_128x128")));
+  image.mutable_sampling()->set_temperature(0);
+  image.mutable_stopping()->set_max_tokens(12);
+  image.mutable_stopping()->set_ignore_eos(true);
+  image.mutable_output()->set_return_token_ids(true);
+  const GenerateResult alone = Generate(stub_.get(), image);
+  ASSERT_TRUE(alone.status.ok()) << alone.status.error_message();
+  ASSERT_EQ(alone.token_ids.size(), 12u);
+
+  v1::GenerateRequest text;
+  text.set_prompt("Tell me a long story.");
+  text.mutable_sampling()->set_temperature(0);
+  text.mutable_stopping()->set_max_tokens(2000);
+  text.mutable_stopping()->set_ignore_eos(true);
+  text.mutable_output()->set_return_token_ids(true);
+  BackgroundStream stream(stub_.get(), text);
+  ASSERT_TRUE(stream.WaitFirstMessage()) << stream.result().status.error_message();
+  const GenerateResult beside = Generate(stub_.get(), image);
+  ASSERT_TRUE(beside.status.ok()) << beside.status.error_message();
+  EXPECT_EQ(beside.token_ids, alone.token_ids);
+  EXPECT_FALSE(stream.done()) << "the stream ended first: the two requests did not run together";
+  const int before = stream.tokens();
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  while (stream.tokens() < before + 10 && !stream.done() && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  EXPECT_GE(stream.tokens(), before + 10) << "the stream stopped after the image request";
+  stream.Cancel();
+  ASSERT_TRUE(stream.WaitDone());
+}
+
 // The same image as a data: URL; RenderChat shows where its tokens are.
 TEST_F(VisionE2eTest, DataUrlAndRenderChatReportTokensAndPositions) {
   v1::Image url;
