@@ -35,6 +35,8 @@ struct Engine::Sequence {
   std::shared_ptr<EncodeJob> encoding;  // images under way on the encoder thread
 
   bool decoding() const { return prefilled == static_cast<int64_t>(req.prompt.size()); }
+  // Its prompt cannot be fed yet: its images are not encoded.
+  bool waits_for_images() const { return !req.images.empty() && !images_ready; }
 };
 
 struct Engine::ImageToEncode {
@@ -412,10 +414,9 @@ void Engine::PrepareImages() {
     absl::MutexLock lock(&mu_);
     encode_done_ = false;
   }
-  auto ready = [](const Sequence* s) { return s->req.images.empty() || s->images_ready; };
   const int64_t E = model_->config().n_embd;
   for (Sequence* seq : std::vector<Sequence*>(running_)) {
-    if (ready(seq)) continue;
+    if (!seq->waits_for_images()) continue;
     if (seq->encoding != nullptr) {
       absl::StatusOr<std::vector<std::vector<float>>> result;
       {
@@ -432,8 +433,9 @@ void Engine::PrepareImages() {
       continue;
     }
     std::vector<ImageToEncode> images = ImagesToEncode(*seq);
-    const bool others_compute = std::any_of(running_.begin(), running_.end(),
-                                            [&](Sequence* s) { return s != seq && ready(s); });
+    const bool others_compute = std::any_of(running_.begin(), running_.end(), [&](Sequence* s) {
+      return s != seq && !s->waits_for_images();
+    });
     if (images.empty() || !others_compute) {
       absl::StatusOr<std::vector<std::vector<float>>> encoded = EncodeImages(images, E, *ctx_);
       if (!encoded.ok()) {
@@ -496,9 +498,6 @@ bool Engine::Step() {
   std::vector<Planned> plan;
   std::vector<model::Segment> segments;
   int64_t budget = options_.prefill_chunk;
-  auto waits_for_images = [](const Sequence* s) {
-    return !s->req.images.empty() && !s->images_ready;
-  };
   for (Sequence* seq : running_) {
     if (!seq->decoding()) continue;
     segments.push_back({slots_[seq->slot].state.get(), absl::MakeConstSpan(&seq->last_token, 1),
@@ -506,7 +505,7 @@ bool Engine::Step() {
     plan.push_back({seq, 1, true});
   }
   for (Sequence* seq : running_) {
-    if (seq->decoding() || waits_for_images(seq)) continue;
+    if (seq->decoding() || seq->waits_for_images()) continue;
     const int64_t remaining = static_cast<int64_t>(seq->req.prompt.size()) - seq->prefilled;
     int64_t n = std::min(remaining, budget);
     if (n <= 0) break;
