@@ -34,16 +34,20 @@ struct BlockQ8_1 {
 };
 static_assert(sizeof(BlockQ8_1) == 36);
 
-// Q8_K: 256 values, a float scale and the sums of each 16 values (which fold the weight
-// formats' offsets and minimums into one multiply). For all k-quant weights. The values are
-// stored interleaved for the SIMD kernels, not in natural order: read them through
-// DequantizeActivationRow. bsums[s] sums values 16 s .. 16 s + 15 of the natural order.
+// Q8_K: 256 values, a float scale and sums of the values (which fold the weight formats'
+// offsets and minimums into a few multiplies). For all k-quant weights. The values are stored
+// interleaved for the SIMD kernels, not in natural order: read them through
+// DequantizeActivationRow. bsums[s] sums values 16 s .. 16 s + 15 of the natural order;
+// bsums32 and neg128_sum follow from bsums (FinishQ8K in kernels_internal.h) and are stored
+// because the many-column kernels would otherwise derive them again for every 16 weight rows.
 struct BlockQ8_K {
   float d;
   int8_t qs[256];
   int16_t bsums[16];
+  int16_t bsums32[8];  // bsums[2 j] + bsums[2 j + 1]: values 32 j .. 32 j + 31
+  int32_t neg128_sum;  // -128 times the sum of the 256 values
 };
-static_assert(sizeof(BlockQ8_K) == 292);
+static_assert(sizeof(BlockQ8_K) == 312);
 
 // The format a weight type's dot product wants its activations in. F32 for F32, F16 and BF16
 // weights (activations stay float), Q8_0 / Q8_1 / Q8_K for the quantized types.

@@ -227,6 +227,7 @@ void QuantizeQ8_K(const float* x, void* dst, int64_t n) {
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(qs + 128), _mm256_permute2x128_si256(lo01, lo23, 0x31));
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(qs + 192), _mm256_permute2x128_si256(hi01, hi23, 0x31));
     }
+    FinishQ8K(&out[blk]);
   }
 }
 

@@ -224,6 +224,7 @@ void QuantizeQ8_K(const float* x, void* dst, int64_t n) {
       const __m512i hi = _mm512_permutex2var_epi32(dm[2], idx, dm[3]);
       _mm512_storeu_si512(out[b].qs + 64 * k, _mm512_mask_blend_epi32(0xFF00, lo, hi));
     }
+    FinishQ8K(&out[b]);
   }
 }
 

@@ -118,6 +118,16 @@ static_assert(sizeof(BlockQ6_K) == 210);
 // through this mapping (Q8KSlot in kernels_scalar.cc); nothing outside inference/quant depends
 // on it.
 
+// The fields of a Q8_K block that follow from its bsums; every quantizer calls it last.
+inline void FinishQ8K(BlockQ8_K* b) {
+  int32_t sum = 0;
+  for (int j = 0; j < 8; ++j) {
+    b->bsums32[j] = static_cast<int16_t>(b->bsums[2 * j] + b->bsums[2 * j + 1]);
+    sum += b->bsums32[j];
+  }
+  b->neg128_sum = -128 * sum;
+}
+
 // Table filling, one per translation unit. Each overwrites the entries it implements faster
 // and leaves the others as they are (the scalar ones, filled first).
 void FillScalarKernels(KernelTable* table);

@@ -279,6 +279,7 @@ void QuantizeQ8_K(const float* x, void* dst, int64_t n) {
       }
       b.bsums[s] = static_cast<int16_t>(sum);
     }
+    FinishQ8K(&b);
   }
 }
 

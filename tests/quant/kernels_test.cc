@@ -355,7 +355,7 @@ TEST(ActivationFormat, TypesAndRowBytes) {
   EXPECT_EQ(ActivationRowBytes(GgmlType::kF16, 512), 2048u);
   EXPECT_EQ(ActivationRowBytes(GgmlType::kQ8_0, 512), 16u * 34);
   EXPECT_EQ(ActivationRowBytes(GgmlType::kQ4_1, 512), 16u * 36);
-  EXPECT_EQ(ActivationRowBytes(GgmlType::kQ6_K, 512), 2u * 292);
+  EXPECT_EQ(ActivationRowBytes(GgmlType::kQ6_K, 512), 2u * 312);
 }
 
 // Q8_K: bsums are the sums of each 16 consecutive values, and the scale maps amax to 127.
@@ -377,6 +377,34 @@ TEST(ActivationFormat, Q8KScaleAndBlockSums) {
     }
     for (int i = 0; i < 256; ++i) {
       EXPECT_LE(std::fabs(af[b * 256 + i] - x[b * 256 + i]), blocks[b].d / 2 * (1 + 1e-6));
+    }
+  }
+}
+
+// The sums the many-column kernels read (bsums32, neg128_sum) follow from bsums, on every ISA
+// level, and every level writes the same block bytes.
+TEST(ActivationFormat, Q8KDerivedSums) {
+  std::mt19937 rng(8);
+  const auto x = RandomActivations(1024, Fill::kRealistic, rng);
+  const auto ref = QuantizeActivation(KernelsFor(Isa::kScalar), GgmlType::kQ4_K, x);
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}) {
+    if (static_cast<int>(isa) > static_cast<int>(BestIsa())) continue;
+    const auto a = QuantizeActivation(KernelsFor(isa), GgmlType::kQ4_K, x);
+    EXPECT_EQ(a, ref) << IsaName(isa);
+    const auto* blocks = reinterpret_cast<const BlockQ8_K*>(a.data());
+    for (int b = 0; b < 4; ++b) {
+      int total = 0;
+      for (int j = 0; j < 8; ++j) {
+        const int s32 = blocks[b].bsums[2 * j] + blocks[b].bsums[2 * j + 1];
+        EXPECT_EQ(blocks[b].bsums32[j], s32) << IsaName(isa) << " " << b << " " << j;
+        total += s32;
+      }
+      int sum = 0;
+      std::vector<float> af(256);
+      DequantizeActivationRow(GgmlType::kQ4_K, a.data() + b * sizeof(BlockQ8_K), af.data(), 256);
+      for (float v : af) sum += static_cast<int>(std::lround(v / blocks[b].d));
+      EXPECT_EQ(sum, total) << IsaName(isa) << " " << b;
+      EXPECT_EQ(blocks[b].neg128_sum, -128 * sum) << IsaName(isa) << " " << b;
     }
   }
 }
