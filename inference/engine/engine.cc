@@ -52,7 +52,9 @@ struct Engine::EncodeJob {
   // Written by the encoder thread, then `done`; all under the engine's mu_.
   absl::StatusOr<std::vector<std::vector<float>>> result;
   bool done = false;
-  bool abandoned = false;  // its sequence has ended: not worth starting
+  // Its sequence has ended (or the engine is going away): not worth starting, and an encode
+  // under way gives up at its next layer (the encoder context's cancel flag points here).
+  std::atomic<bool> cancel{false};
 };
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::shared_ptr<model::Model> model,
@@ -98,9 +100,13 @@ Engine::~Engine() {
   {
     absl::MutexLock lock(&mu_);
     stop_ = true;
+    // An image being encoded, on the encoder thread or inline for a running sequence, stops at
+    // its next layer instead of holding the shutdown for seconds.
+    if (encoding_ != nullptr) encoding_->cancel.store(true);
+    for (auto& s : owned_running_) s->cancelled.store(true);
   }
   if (thread_.joinable()) thread_.join();
-  if (encoder_thread_.joinable()) encoder_thread_.join();  // after its current image, if any
+  if (encoder_thread_.joinable()) encoder_thread_.join();
   // Whatever was left ends as cancelled.
   std::vector<std::unique_ptr<Sequence>> left;
   {
@@ -425,7 +431,9 @@ void Engine::PrepareImages() {
         result = std::move(seq->encoding->result);
       }
       const std::shared_ptr<EncodeJob> job = std::move(seq->encoding);
-      if (!result.ok()) {
+      if (absl::IsCancelled(result.status())) {
+        Finish(seq, FinishReason::kCancelled, absl::OkStatus());
+      } else if (!result.ok()) {
         Finish(seq, FinishReason::kError, result.status());
       } else {
         AttachImages(seq, job->images, std::move(*result));
@@ -437,8 +445,13 @@ void Engine::PrepareImages() {
       return s != seq && !s->waits_for_images();
     });
     if (images.empty() || !others_compute) {
+      // Cancel() reaches an encode under way through the sequence's own flag.
+      ctx_->set_cancel_flag(&seq->cancelled);
       absl::StatusOr<std::vector<std::vector<float>>> encoded = EncodeImages(images, E, *ctx_);
-      if (!encoded.ok()) {
+      ctx_->set_cancel_flag(nullptr);
+      if (absl::IsCancelled(encoded.status())) {
+        Finish(seq, FinishReason::kCancelled, absl::OkStatus());
+      } else if (!encoded.ok()) {
         Finish(seq, FinishReason::kError, encoded.status());
       } else {
         AttachImages(seq, images, std::move(*encoded));
@@ -473,10 +486,14 @@ void Engine::EncoderLoop() {
       if (stop_) return;
       job = std::move(encode_queue_.front());
       encode_queue_.pop_front();
-      if (job->abandoned) continue;
+      if (job->cancel.load()) continue;
+      encoding_ = job;
     }
+    ctx.set_cancel_flag(&job->cancel);
     absl::StatusOr<std::vector<std::vector<float>>> result = EncodeImages(job->images, E, ctx);
+    ctx.set_cancel_flag(nullptr);
     absl::MutexLock lock(&mu_);
+    encoding_.reset();
     job->result = std::move(result);
     job->done = true;
     encode_done_ = true;
@@ -667,7 +684,7 @@ void Engine::Finish(Sequence* seq, FinishReason reason, absl::Status status, int
                            [seq](const auto& p) { return p.get() == seq; });
     owned = std::move(*it);
     owned_running_.erase(it);
-    if (seq->encoding != nullptr) seq->encoding->abandoned = true;
+    if (seq->encoding != nullptr) seq->encoding->cancel.store(true);
     stats_.active = static_cast<int>(running_.size());
     if (cache_ != nullptr) stats_.prefix_cache = cache_->stats();
   }

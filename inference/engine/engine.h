@@ -51,7 +51,8 @@ struct EngineOptions {
 // model::MropePositions). The rows come from `embedding` or, when that is empty, from `encode`,
 // which the engine runs before the prompt's first chunk: on its compute threads when no other
 // sequence is computing, else on its encoder thread (see Engine), so `encode` must be safe to
-// call from either thread, on a context of its own pool.
+// call from either thread, on a context of its own pool. A long `encode` should poll
+// ctx.cancelled() and return CANCELLED when it is set (the vision encoder does, per layer).
 struct PromptImage {
   int64_t offset = 0;
   int rows = 0;
@@ -167,7 +168,9 @@ struct EngineStats {
 // with half the compute threads, at least one): the running sequences keep producing tokens,
 // sharing the cores with the encoder, instead of waiting for the whole image; the image's own
 // request takes part in steps once it is encoded. With nothing else running, the image is
-// encoded at once on the compute threads (all of them: the fastest first token).
+// encoded at once on the compute threads (all of them: the fastest first token). Either way an
+// encode whose request is cancelled, or that the destructor finds under way, gives up at its
+// next layer (ComputeContext::cancelled(), polled by the encode function).
 //
 // Thread-safe: Submit(), Cancel() and Stats() may be called from any thread. Sinks are called on
 // the scheduler thread.
@@ -175,7 +178,7 @@ class Engine {
  public:
   static absl::StatusOr<std::unique_ptr<Engine>> Create(std::shared_ptr<model::Model> model,
                                                         EngineOptions options);
-  ~Engine();  // cancels what is running and joins the scheduler and encoder threads
+  ~Engine();  // cancels what is running (encodes too) and joins the scheduler and encoder threads
 
   // Queues a request. INVALID_ARGUMENT when it cannot run (empty prompt, prompt + max_tokens
   // over the context, token outside the vocabulary, bad sampling parameters, duplicate id).
@@ -242,6 +245,7 @@ class Engine {
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   EngineStats stats_ ABSL_GUARDED_BY(mu_);
   std::deque<std::shared_ptr<EncodeJob>> encode_queue_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<EncodeJob> encoding_ ABSL_GUARDED_BY(mu_);  // the encoder thread's job
   bool encode_done_ ABSL_GUARDED_BY(mu_) = false;  // a job ended since the scheduler looked
   std::thread thread_;
   // The encoder thread and its compute threads, made by the scheduler thread at the first

@@ -42,7 +42,8 @@ using Observer = std::function<void(absl::string_view name, const float* data, i
                                     int64_t row_width)>;
 
 // Execution context of one model instance: not thread-safe (one forward pass at a time), but
-// the ops it runs fan out over `pool`. Exception: layers_done() may be read from any thread.
+// the ops it runs fan out over `pool`. Exceptions: layers_done() may be read, and the flag of
+// set_cancel_flag() set, from any thread.
 class ComputeContext {
  public:
   ComputeContext(ThreadPool* pool, MathMode mode);
@@ -62,6 +63,14 @@ class ComputeContext {
   void NoteLayerDone() { layers_done_.fetch_add(1, std::memory_order_relaxed); }
   int64_t layers_done() const { return layers_done_.load(std::memory_order_relaxed); }
 
+  // A flag that long computations on this context (an image encode) poll between layers,
+  // giving up with CANCELLED once it is set; nullptr: none. The thread that runs computations on
+  // the context sets it between them; the flag itself may be set from any thread.
+  void set_cancel_flag(const std::atomic<bool>* flag) { cancel_flag_ = flag; }
+  bool cancelled() const {
+    return cancel_flag_ != nullptr && cancel_flag_->load(std::memory_order_relaxed);
+  }
+
   void set_observer(Observer observer) { observer_ = std::move(observer); }
   bool observing() const { return static_cast<bool>(observer_); }
   void Observe(absl::string_view name, const float* data, int64_t n_rows, int64_t width) {
@@ -76,6 +85,7 @@ class ComputeContext {
   std::vector<ScratchBuffer> shared_scratch_;               // [slot]
   Observer observer_;
   std::atomic<int64_t> layers_done_{0};
+  const std::atomic<bool>* cancel_flag_ = nullptr;
 };
 
 }  // namespace qwen::ops

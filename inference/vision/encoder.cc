@@ -709,6 +709,9 @@ absl::StatusOr<ImageEmbedding> VisionEncoder::EncodePixels(absl::Span<const floa
   const int64_t C3 = 3 * C;
   std::vector<float> h(n * C), qkv(n * C3), att(n * C), ff(n * c.n_ff);
   for (int il = 0; il < c.n_layer; ++il) {
+    // A large image takes seconds: a request that ends meanwhile (or a worker shutting down)
+    // should not keep the cores busy until the last layer.
+    if (ctx.cancelled()) return absl::CancelledError("the image encode was cancelled");
     const VisionLayer& l = w.layers[il];
     LayerNorm(ctx, x.data(), l.ln1_w.data(), l.ln1_b.data(), n, C, c.eps, h.data());
     int64_t col = 0;  // [n, q | k | v]

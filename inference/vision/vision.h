@@ -142,7 +142,7 @@ class VisionEncoder {
   size_t owned_bytes() const;
 
   // Normalised pixels, planar [3][height][width] (height and width multiples of align()) ->
-  // embeddings.
+  // embeddings. CANCELLED when ctx.cancelled() is found set before a ViT block.
   absl::StatusOr<ImageEmbedding> EncodePixels(absl::Span<const float> pixels, int height, int width,
                                               ops::ComputeContext& ctx) const;
   // Preprocess + EncodePixels.

@@ -477,6 +477,100 @@ TEST_F(EngineTest, ImagesEncodeBesideRunningSequences) {
             cases[0].greedy);
 }
 
+// An encode function as the vision encoder behaves: it works (here: waits) until the context's
+// cancel flag is set, then gives up with CANCELLED. `entered` is notified once it runs.
+std::function<absl::StatusOr<std::vector<float>>(ops::ComputeContext&)> EncodeUntilCancelled(
+    absl::Notification* entered, std::atomic<bool>* saw_cancel) {
+  return [entered, saw_cancel](ops::ComputeContext& ctx) -> absl::StatusOr<std::vector<float>> {
+    entered->Notify();
+    const absl::Time deadline = absl::Now() + absl::Seconds(60);
+    while (!ctx.cancelled()) {
+      if (absl::Now() > deadline) return absl::DeadlineExceededError("never cancelled");
+      absl::SleepFor(absl::Milliseconds(1));
+    }
+    saw_cancel->store(true);
+    return absl::CancelledError("the image encode was cancelled");
+  };
+}
+
+// Cancelling a request stops its image's encode under way, on the encoder thread (another
+// sequence running) and inline (alone); the request ends as cancelled and the engine goes on.
+TEST_F(EngineTest, CancellingARequestStopsItsImageEncode) {
+  const ImagePrompt p = LoadImagePrompt();
+  const auto cases = LoadReference("reference/llama.cpp/f32");
+  auto engine = MakeEngine(3, 64);
+  for (bool beside_text : {true, false}) {
+    SCOPED_TRACE(beside_text ? "encoder thread" : "inline");
+    std::shared_ptr<Collector> text;
+    if (beside_text) {
+      text = std::make_shared<Collector>();
+      ASSERT_TRUE(engine->Submit(Greedy(10, cases[0].prompt, 1500), text).ok());
+      ASSERT_TRUE(WaitForTokens(*text, 1));
+    }
+    absl::Notification entered;
+    std::atomic<bool> saw_cancel{false};
+    GenerationRequest r = Greedy(beside_text ? 11 : 12, p.prompt, 8);
+    r.images.push_back(p.image);
+    r.images[0].embedding.clear();
+    r.images[0].encode = EncodeUntilCancelled(&entered, &saw_cancel);
+    auto image = std::make_shared<Collector>();
+    ASSERT_TRUE(engine->Submit(r, image).ok());
+    ASSERT_TRUE(entered.WaitForNotificationWithTimeout(absl::Seconds(60)));
+    engine->Cancel(r.id);
+    ASSERT_TRUE(image->Wait(absl::Seconds(30)));
+    EXPECT_EQ(image->info().reason, FinishReason::kCancelled) << image->info().status;
+    // The request ends at once; the encoder thread's encode sees the flag at its next poll.
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    while (!saw_cancel.load() && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(1));
+    EXPECT_TRUE(saw_cancel.load()) << "the encode was not told to stop";
+    if (beside_text) {
+      const size_t before = text->tokens().size();
+      EXPECT_TRUE(WaitForTokens(*text, before + 5));
+      engine->Cancel(10);
+      ASSERT_TRUE(text->Wait());
+    }
+  }
+  // The engine still encodes images to completion.
+  GenerationRequest again = Greedy(13, p.prompt, 8);
+  again.images.push_back(p.image);
+  EXPECT_EQ(RunAlone(*engine, again).size(), 8u);
+}
+
+// Destroying the engine while an image encodes stops the encode at its next layer instead of
+// waiting for the whole image; its request ends as cancelled.
+TEST_F(EngineTest, DestroyingTheEngineStopsAnImageEncode) {
+  const ImagePrompt p = LoadImagePrompt();
+  const auto cases = LoadReference("reference/llama.cpp/f32");
+  for (bool beside_text : {true, false}) {
+    SCOPED_TRACE(beside_text ? "encoder thread" : "inline");
+    auto engine = MakeEngine(2, 64);
+    auto text = std::make_shared<Collector>();
+    if (beside_text) {
+      ASSERT_TRUE(engine->Submit(Greedy(1, cases[0].prompt, 1500), text).ok());
+      ASSERT_TRUE(WaitForTokens(*text, 1));
+    }
+    absl::Notification entered;
+    std::atomic<bool> saw_cancel{false};
+    GenerationRequest r = Greedy(2, p.prompt, 8);
+    r.images.push_back(p.image);
+    r.images[0].embedding.clear();
+    r.images[0].encode = EncodeUntilCancelled(&entered, &saw_cancel);
+    auto image = std::make_shared<Collector>();
+    ASSERT_TRUE(engine->Submit(r, image).ok());
+    ASSERT_TRUE(entered.WaitForNotificationWithTimeout(absl::Seconds(60)));
+    const absl::Time start = absl::Now();
+    engine.reset();
+    EXPECT_LT(absl::Now() - start, absl::Seconds(30));
+    EXPECT_TRUE(saw_cancel.load()) << "the encode was not told to stop";
+    ASSERT_TRUE(image->Wait(absl::Seconds(1)));
+    EXPECT_EQ(image->info().reason, FinishReason::kCancelled) << image->info().status;
+    if (beside_text) {
+      ASSERT_TRUE(text->Wait(absl::Seconds(1)));
+      EXPECT_EQ(text->info().reason, FinishReason::kCancelled);
+    }
+  }
+}
+
 // A later turn that repeats the conversation resumes the slot when its images have the same
 // keys at the same places, and gets what a fresh run gets; another image is not resumed.
 TEST_F(EngineTest, ImagePromptsResumeASlotOnlyWithTheSameImages) {

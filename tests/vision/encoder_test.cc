@@ -2,6 +2,7 @@
 // the errors a wrong or damaged file gives.
 #include <unistd.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <memory>
@@ -122,6 +123,33 @@ TEST(VisionEncoder, RefusesPixelGridsOffTheGrid) {
               HasSubstr("not a positive multiple of 32"));
   EXPECT_THAT((*enc)->EncodePixels(TestPixels(32, 32), 64, 64, ctx).status().message(),
               HasSubstr("pixel values"));
+}
+
+// A cancel flag set while the tower runs (here: once the first block is done) stops the encode
+// before the next block, with CANCELLED; with the flag clear the same context encodes again.
+TEST(VisionEncoder, StopsAtTheNextBlockWhenCancelled) {
+  auto enc = LoadSynth("f16");
+  ASSERT_TRUE(enc.ok()) << enc.status();
+  ThreadPool pool(2);
+  ops::ComputeContext ctx(&pool, ops::MathMode::kFast);
+  std::atomic<bool> cancel{false};
+  ctx.set_cancel_flag(&cancel);
+  ctx.set_observer([&](absl::string_view name, const float*, int64_t, int64_t) {
+    if (name == "layer_out-0") cancel.store(true);
+  });
+  const absl::StatusOr<ImageEmbedding> stopped =
+      (*enc)->EncodePixels(TestPixels(64, 64), 64, 64, ctx);
+  EXPECT_EQ(stopped.status().code(), absl::StatusCode::kCancelled) << stopped.status();
+  EXPECT_EQ(ctx.layers_done(), 1);
+
+  ctx.set_observer(nullptr);
+  cancel.store(false);
+  const absl::StatusOr<ImageEmbedding> again =
+      (*enc)->EncodePixels(TestPixels(64, 64), 64, 64, ctx);
+  ASSERT_TRUE(again.ok()) << again.status();
+  const absl::StatusOr<ImageEmbedding> fresh = Encode(**enc, 64, 64);
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  EXPECT_EQ(again->data, fresh->data);
 }
 
 TEST(VisionEncoder, EncodeResizesAnyImage) {
