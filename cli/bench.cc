@@ -47,8 +47,8 @@ ABSL_FLAG(std::string, long_prompts, "",
 ABSL_FLAG(std::string, memory_workers, "1,4",
           "Worker process counts of the memory measurement (empty: skip).");
 ABSL_FLAG(std::string, only, "",
-          "Comma-separated subset of: load,prefill,decode,parallel,ttft,prefix,long,memory,vision,"
-          "structured (vision needs --mmproj; structured runs only when named).");
+          "Comma-separated subset of: load,prefill,membw,decode,parallel,ttft,prefix,long,memory,"
+          "vision,structured (vision needs --mmproj; structured runs only when named).");
 ABSL_FLAG(int32_t, structured_tokens, 256,
           "Tokens per pass of the structured-output measurement (decode with and without a JSON "
           "schema).");
@@ -162,6 +162,48 @@ double DecodeSeconds(Bench& b, int n_seq, int steps) {
     }
   }
   return Since(t0);
+}
+
+// Bytes of weights one decode step reads whatever the batch: every tensor of the file but the
+// token embeddings, of which a step reads one row per token (unless the output head is tied to
+// them, when they are the head).
+uint64_t WeightBytesPerStep(const gguf::GgufFile& file) {
+  const bool tied = file.FindTensor("output.weight") == nullptr;
+  uint64_t bytes = 0;
+  for (const gguf::TensorInfo& t : file.tensors()) {
+    if (!tied && t.name == "token_embd.weight") continue;
+    bytes += t.n_bytes;
+  }
+  return bytes;
+}
+
+// What plain streaming reads of a 1 GiB buffer reach on `pool`'s threads at this moment (GB/s):
+// the memory bandwidth the machine gives the process now, which on a shared machine moves from
+// minute to minute; decode of one sequence can read its weights no faster.
+double ReadBandwidthGBs(ThreadPool& pool) {
+  constexpr int64_t kChunkWords = int64_t{1} << 17;  // 1 MiB
+  constexpr int64_t kChunks = 1024;
+  static std::vector<uint64_t>* buffer = [] {
+    auto* v = new std::vector<uint64_t>(kChunkWords * kChunks);
+    for (size_t i = 0; i < v->size(); ++i) (*v)[i] = i;
+    return v;
+  }();
+  std::vector<uint64_t> sums(pool.size(), 0);
+  const auto t0 = Clock::now();
+  pool.ParallelFor(kChunks, 1, [&](int64_t b, int64_t e, int thread) {
+    uint64_t acc[8] = {};
+    for (int64_t c = b; c < e; ++c) {
+      const uint64_t* p = buffer->data() + c * kChunkWords;
+      for (int64_t i = 0; i < kChunkWords; i += 8) {
+        for (int j = 0; j < 8; ++j) acc[j] += p[i + j];
+      }
+    }
+    for (uint64_t a : acc) sums[thread] += a;
+  });
+  const double s = Since(t0);
+  volatile uint64_t sink = 0;
+  for (uint64_t v : sums) sink = sink + v;
+  return static_cast<double>(buffer->size() * sizeof(uint64_t)) / s / 1e9;
 }
 
 class TtftSink : public engine::RequestSink {
@@ -665,11 +707,25 @@ int RunBench(int argc, char** argv) {
       row.stat.v.push_back(prompt_n / PrefillSeconds(b, prompt_n, r));
     rows.push_back(row);
   }
+  if (Wanted("membw")) {
+    Row row{
+        absl::StrCat("memory read, ", b.threads, " threads (plain loads of 1 GiB)"), "GB/s", {}};
+    for (int r = 0; r < repeats; ++r) row.stat.v.push_back(ReadBandwidthGBs(*b.pool));
+    rows.push_back(row);
+  }
   if (Wanted("decode")) {
     const int n = absl::GetFlag(FLAGS_decode_tokens);
     Row row{absl::StrCat("decode, 1 sequence, ", n, " tokens"), "tok/s", {}};
     for (int r = 0; r < repeats; ++r) row.stat.v.push_back(n / DecodeSeconds(b, 1, n));
     rows.push_back(row);
+    // The same runs as weight bytes read per second, to set beside the memory read row.
+    const double gb = static_cast<double>(WeightBytesPerStep(b.model->file())) / 1e9;
+    Row reads{absl::StrCat("decode, 1 sequence: weights read (", absl::StrFormat("%.2f", gb),
+                           " GB per token)"),
+              "GB/s",
+              {}};
+    for (double v : row.stat.v) reads.stat.v.push_back(v * gb);
+    rows.push_back(reads);
   }
   if (Wanted("parallel")) {
     const int steps = absl::GetFlag(FLAGS_parallel_steps);
