@@ -477,11 +477,15 @@ TEST_F(EngineTest, ImagesEncodeBesideRunningSequences) {
             cases[0].greedy);
 }
 
-// An encode function as the vision encoder behaves: it works (here: waits) until the context's
-// cancel flag is set, then gives up with CANCELLED. `entered` is notified once it runs.
-std::function<absl::StatusOr<std::vector<float>>(ops::ComputeContext&)> EncodeUntilCancelled(
-    absl::Notification* entered, std::atomic<bool>* saw_cancel) {
-  return [entered, saw_cancel](ops::ComputeContext& ctx) -> absl::StatusOr<std::vector<float>> {
+// Submits `r` with its (first) image encoded as the vision encoder behaves: working (here:
+// waiting) until the context's cancel flag is set, then giving up with CANCELLED, which sets
+// *saw_cancel. Returns the request's sink once the encode runs (null if it never started).
+std::shared_ptr<Collector> SubmitHeldImage(Engine& engine, GenerationRequest r,
+                                           std::shared_ptr<std::atomic<bool>> saw_cancel) {
+  auto entered = std::make_shared<absl::Notification>();
+  r.images[0].embedding.clear();
+  r.images[0].encode =
+      [entered, saw_cancel](ops::ComputeContext& ctx) -> absl::StatusOr<std::vector<float>> {
     entered->Notify();
     const absl::Time deadline = absl::Now() + absl::Seconds(60);
     while (!ctx.cancelled()) {
@@ -491,6 +495,10 @@ std::function<absl::StatusOr<std::vector<float>>(ops::ComputeContext&)> EncodeUn
     saw_cancel->store(true);
     return absl::CancelledError("the image encode was cancelled");
   };
+  auto sink = std::make_shared<Collector>();
+  if (!engine.Submit(r, sink).ok()) return nullptr;
+  if (!entered->WaitForNotificationWithTimeout(absl::Seconds(60))) return nullptr;
+  return sink;
 }
 
 // Cancelling a request stops its image's encode under way, on the encoder thread (another
@@ -507,22 +515,18 @@ TEST_F(EngineTest, CancellingARequestStopsItsImageEncode) {
       ASSERT_TRUE(engine->Submit(Greedy(10, cases[0].prompt, 1500), text).ok());
       ASSERT_TRUE(WaitForTokens(*text, 1));
     }
-    absl::Notification entered;
-    std::atomic<bool> saw_cancel{false};
     GenerationRequest r = Greedy(beside_text ? 11 : 12, p.prompt, 8);
     r.images.push_back(p.image);
-    r.images[0].embedding.clear();
-    r.images[0].encode = EncodeUntilCancelled(&entered, &saw_cancel);
-    auto image = std::make_shared<Collector>();
-    ASSERT_TRUE(engine->Submit(r, image).ok());
-    ASSERT_TRUE(entered.WaitForNotificationWithTimeout(absl::Seconds(60)));
+    auto saw_cancel = std::make_shared<std::atomic<bool>>(false);
+    const std::shared_ptr<Collector> image = SubmitHeldImage(*engine, r, saw_cancel);
+    ASSERT_NE(image, nullptr);
     engine->Cancel(r.id);
     ASSERT_TRUE(image->Wait(absl::Seconds(30)));
     EXPECT_EQ(image->info().reason, FinishReason::kCancelled) << image->info().status;
     // The request ends at once; the encoder thread's encode sees the flag at its next poll.
     const absl::Time deadline = absl::Now() + absl::Seconds(30);
-    while (!saw_cancel.load() && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(1));
-    EXPECT_TRUE(saw_cancel.load()) << "the encode was not told to stop";
+    while (!saw_cancel->load() && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(1));
+    EXPECT_TRUE(saw_cancel->load()) << "the encode was not told to stop";
     if (beside_text) {
       const size_t before = text->tokens().size();
       EXPECT_TRUE(WaitForTokens(*text, before + 5));
@@ -549,19 +553,15 @@ TEST_F(EngineTest, DestroyingTheEngineStopsAnImageEncode) {
       ASSERT_TRUE(engine->Submit(Greedy(1, cases[0].prompt, 1500), text).ok());
       ASSERT_TRUE(WaitForTokens(*text, 1));
     }
-    absl::Notification entered;
-    std::atomic<bool> saw_cancel{false};
     GenerationRequest r = Greedy(2, p.prompt, 8);
     r.images.push_back(p.image);
-    r.images[0].embedding.clear();
-    r.images[0].encode = EncodeUntilCancelled(&entered, &saw_cancel);
-    auto image = std::make_shared<Collector>();
-    ASSERT_TRUE(engine->Submit(r, image).ok());
-    ASSERT_TRUE(entered.WaitForNotificationWithTimeout(absl::Seconds(60)));
+    auto saw_cancel = std::make_shared<std::atomic<bool>>(false);
+    const std::shared_ptr<Collector> image = SubmitHeldImage(*engine, r, saw_cancel);
+    ASSERT_NE(image, nullptr);
     const absl::Time start = absl::Now();
     engine.reset();
     EXPECT_LT(absl::Now() - start, absl::Seconds(30));
-    EXPECT_TRUE(saw_cancel.load()) << "the encode was not told to stop";
+    EXPECT_TRUE(saw_cancel->load()) << "the encode was not told to stop";
     ASSERT_TRUE(image->Wait(absl::Seconds(1)));
     EXPECT_EQ(image->info().reason, FinishReason::kCancelled) << image->info().status;
     if (beside_text) {
