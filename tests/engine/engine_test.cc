@@ -21,6 +21,8 @@ using ::qwen::testing::Collector;
 using ::qwen::testing::LoadModel;
 using ::qwen::testing::LoadReference;
 
+struct ImagePrompt;
+
 class EngineTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -47,6 +49,8 @@ class EngineTest : public ::testing::Test {
     r.sampling.temperature = 0;
     return r;
   }
+  // Greedy() of the image prompt, with its image.
+  static GenerationRequest ImageRequest(uint64_t id, const ImagePrompt& p, int n);
   std::shared_ptr<const gguf::GgufFile> file_;
   std::shared_ptr<model::Model> model_;
 };
@@ -278,6 +282,12 @@ ImagePrompt LoadImagePrompt() {
   return p;
 }
 
+GenerationRequest EngineTest::ImageRequest(uint64_t id, const ImagePrompt& p, int n) {
+  GenerationRequest r = Greedy(id, p.prompt, n);
+  r.images.push_back(p.image);
+  return r;
+}
+
 // Tokens up to the first step whose reference top-2 margin is 0.1 or less: where a slightly
 // different implementation may legitimately pick the other token.
 size_t SureSteps(const ImagePrompt& p) {
@@ -299,8 +309,7 @@ TEST_F(EngineTest, ImagePromptGreedyMatchesLlamaCpp) {
   // first one's slot (same ids, but an image prompt is never matched by ids).
   auto engine = MakeEngine(1, 7);
   for (int run = 0; run < 2; ++run) {
-    GenerationRequest r = Greedy(1, p.prompt, 16);
-    r.images.push_back(p.image);
+    GenerationRequest r = ImageRequest(1, p, 16);
     auto sink = std::make_shared<Collector>();
     ASSERT_TRUE(engine->Submit(std::move(r), sink).ok());
     ASSERT_TRUE(sink->Wait());
@@ -352,8 +361,7 @@ TEST_F(EngineTest, TwoImagesAreEncodedOnTheSchedulerAndFailuresEndTheRequest) {
   EXPECT_EQ(failed->info().status.message(), "images[1]: cannot decode");
 
   // An image that does not fit the prompt, or has no rows, is refused at once.
-  GenerationRequest bad = Greedy(3, p.prompt, 4);
-  bad.images.push_back(p.image);
+  GenerationRequest bad = ImageRequest(3, p, 4);
   bad.images[0].offset = static_cast<int64_t>(p.prompt.size()) - 3;
   EXPECT_EQ(engine->Submit(bad, std::make_shared<Collector>()).code(),
             absl::StatusCode::kInvalidArgument);
@@ -378,8 +386,7 @@ TEST_F(EngineTest, ImageAndTextSequencesShareSteps) {
   const ImagePrompt p = LoadImagePrompt();
   const auto cases = LoadReference("reference/llama.cpp/f32");
   auto solo_engine = MakeEngine(1, 7);
-  GenerationRequest image = Greedy(1, p.prompt, 12);
-  image.images.push_back(p.image);
+  GenerationRequest image = ImageRequest(1, p, 12);
   const std::vector<int32_t> solo = RunAlone(*solo_engine, image);
   ASSERT_EQ(solo.size(), 12u);
   solo_engine.reset();
@@ -423,8 +430,7 @@ TEST_F(EngineTest, ImagesEncodeBesideRunningSequences) {
   const ImagePrompt p = LoadImagePrompt();
   const auto cases = LoadReference("reference/llama.cpp/f32");
   auto engine = MakeEngine(3, 64);
-  GenerationRequest solo_image = Greedy(1, p.prompt, 8);
-  solo_image.images.push_back(p.image);
+  GenerationRequest solo_image = ImageRequest(1, p, 8);
   const std::vector<int32_t> solo = RunAlone(*engine, solo_image);
   ASSERT_EQ(solo.size(), 8u);
 
@@ -435,8 +441,7 @@ TEST_F(EngineTest, ImagesEncodeBesideRunningSequences) {
 
   absl::Notification entered, release;
   std::atomic<int> calls{0};
-  GenerationRequest held = Greedy(3, p.prompt, 8);
-  held.images.push_back(p.image);
+  GenerationRequest held = ImageRequest(3, p, 8);
   held.images[0].embedding.clear();
   held.images[0].encode = [&, e = p.image.embedding](ops::ComputeContext& ctx) {
     ++calls;
@@ -515,8 +520,7 @@ TEST_F(EngineTest, CancellingARequestStopsItsImageEncode) {
       ASSERT_TRUE(engine->Submit(Greedy(10, cases[0].prompt, 1500), text).ok());
       ASSERT_TRUE(WaitForTokens(*text, 1));
     }
-    GenerationRequest r = Greedy(beside_text ? 11 : 12, p.prompt, 8);
-    r.images.push_back(p.image);
+    GenerationRequest r = ImageRequest(beside_text ? 11 : 12, p, 8);
     auto saw_cancel = std::make_shared<std::atomic<bool>>(false);
     const std::shared_ptr<Collector> image = SubmitHeldImage(*engine, r, saw_cancel);
     ASSERT_NE(image, nullptr);
@@ -535,8 +539,7 @@ TEST_F(EngineTest, CancellingARequestStopsItsImageEncode) {
     }
   }
   // The engine still encodes images to completion.
-  GenerationRequest again = Greedy(13, p.prompt, 8);
-  again.images.push_back(p.image);
+  GenerationRequest again = ImageRequest(13, p, 8);
   EXPECT_EQ(RunAlone(*engine, again).size(), 8u);
 }
 
@@ -553,8 +556,7 @@ TEST_F(EngineTest, DestroyingTheEngineStopsAnImageEncode) {
       ASSERT_TRUE(engine->Submit(Greedy(1, cases[0].prompt, 1500), text).ok());
       ASSERT_TRUE(WaitForTokens(*text, 1));
     }
-    GenerationRequest r = Greedy(2, p.prompt, 8);
-    r.images.push_back(p.image);
+    GenerationRequest r = ImageRequest(2, p, 8);
     auto saw_cancel = std::make_shared<std::atomic<bool>>(false);
     const std::shared_ptr<Collector> image = SubmitHeldImage(*engine, r, saw_cancel);
     ASSERT_NE(image, nullptr);
@@ -576,8 +578,7 @@ TEST_F(EngineTest, DestroyingTheEngineStopsAnImageEncode) {
 TEST_F(EngineTest, ImagePromptsResumeASlotOnlyWithTheSameImages) {
   const ImagePrompt p = LoadImagePrompt();
   auto engine = MakeEngine(1, 64);
-  GenerationRequest first = Greedy(1, p.prompt, 4);
-  first.images.push_back(p.image);
+  GenerationRequest first = ImageRequest(1, p, 4);
   first.images[0].key = "image-a";
   auto sink = std::make_shared<Collector>();
   ASSERT_TRUE(engine->Submit(first, sink).ok());
@@ -633,8 +634,7 @@ TEST_F(EngineTest, PrefixCacheResumesImagePromptsWithTheSameImages) {
     EXPECT_TRUE(sink->Wait());
     return sink;
   };
-  GenerationRequest first = Greedy(1, p.prompt, 4);
-  first.images.push_back(p.image);
+  GenerationRequest first = ImageRequest(1, p, 4);
   first.images[0].key = "image-a";
   const std::vector<int32_t> answer = run(*engine, first)->tokens();
   ASSERT_EQ(answer.size(), 4u);
