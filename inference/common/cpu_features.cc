@@ -40,6 +40,7 @@ CpuFeatures Detect() {
     f.avx512bw = (b >> 30) & 1;
     f.avx512vl = (b >> 31) & 1;
     f.avx512vnni = (c >> 11) & 1;
+    f.gfni = (c >> 8) & 1;
     unsigned a1 = 0, b1 = 0, c1 = 0, d1 = 0;
     __cpuid_count(7, 1, a1, b1, c1, d1);
     f.avx512bf16 = (a1 >> 5) & 1;
@@ -51,7 +52,7 @@ CpuFeatures Detect() {
 Isa ComputeBest(const CpuFeatures& f) {
   if (f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512vnni && f.avx2 && f.fma &&
       f.f16c) {
-    return Isa::kAvx512;
+    return f.gfni ? Isa::kAvx512Gfni : Isa::kAvx512;
   }
   if (f.avx2 && f.fma && f.f16c) return Isa::kAvx2;
   return Isa::kScalar;
@@ -79,6 +80,7 @@ Isa ActiveIsa() {
     if (v == "scalar") want = Isa::kScalar;
     if (v == "avx2") want = Isa::kAvx2;
     if (v == "avx512") want = Isa::kAvx512;
+    if (v == "avx512gfni") want = Isa::kAvx512Gfni;
     return static_cast<int>(want) < static_cast<int>(best) ? want : best;
   }();
   return active;
@@ -92,6 +94,8 @@ absl::string_view IsaName(Isa isa) {
       return "avx2";
     case Isa::kAvx512:
       return "avx512";
+    case Isa::kAvx512Gfni:
+      return "avx512gfni";
   }
   return "unknown";
 }
@@ -113,6 +117,7 @@ std::string CpuFeatureString() {
   add(f.avx512dq, "avx512dq");
   add(f.avx512vnni, "avx512vnni");
   add(f.avx512bf16, "avx512bf16");
+  add(f.gfni, "gfni");
   add(f.avxvnni, "avxvnni");
   return s.empty() ? "none" : s;
 }

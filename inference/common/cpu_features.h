@@ -13,7 +13,11 @@ namespace qwen {
 enum class Isa {
   kScalar = 0,  // portable C++, the reference every SIMD path is tested against
   kAvx2 = 1,    // AVX2 + FMA + F16C (Haswell, Zen 1 and later)
-  kAvx512 = 2,  // AVX-512 F/BW/VL/DQ + VNNI (Ice Lake, Zen 4 and later)
+  kAvx512 = 2,  // AVX-512 F/BW/VL/DQ + VNNI (Cascade Lake, Ice Lake, Zen 4 and later)
+  // kAvx512 + GFNI (Ice Lake, Zen 4 and later; not Cascade Lake): single-column Q3_K products
+  // on packed weights move the high bit of each weight with one vgf2p8affineqb instead of a
+  // shift and a mask. Same results, same packed layout.
+  kAvx512Gfni = 3,
 };
 
 struct CpuFeatures {
@@ -25,6 +29,7 @@ struct CpuFeatures {
   bool avx512vl = false;
   bool avx512dq = false;
   bool avx512vnni = false;
+  bool gfni = false;
   bool avx512bf16 = false;
   bool avxvnni = false;
 };
@@ -36,7 +41,8 @@ const CpuFeatures& GetCpuFeatures();
 Isa BestIsa();
 
 // The level kernels use: BestIsa(), lowered by the environment variable QWEN_ISA
-// (scalar | avx2 | avx512) when it is set. A request above what the CPU supports is clamped.
+// (scalar | avx2 | avx512 | avx512gfni) when it is set. A request above what the CPU supports is
+// clamped.
 Isa ActiveIsa();
 
 absl::string_view IsaName(Isa isa);

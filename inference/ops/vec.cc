@@ -17,7 +17,9 @@ const VecKernels& VecKernelsFor(Isa isa) {
     if (BestIsa() >= Isa::kAvx512) internal::FillAvx512(t[2]);
     return t;
   }();
-  const int level = std::min(static_cast<int>(isa), static_cast<int>(BestIsa()));
+  // No vector op gains from GFNI: that level uses the AVX-512 table.
+  const int level = std::min(
+      {static_cast<int>(isa), static_cast<int>(BestIsa()), static_cast<int>(Isa::kAvx512)});
   return tables[level];
 }
 

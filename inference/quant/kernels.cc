@@ -14,7 +14,7 @@ KernelTable MakeTable(Isa isa) {
   if (static_cast<int>(isa) >= static_cast<int>(Isa::kAvx2)) internal::FillAvx2Kernels(&t);
   if (static_cast<int>(isa) >= static_cast<int>(Isa::kAvx512)) {
     internal::FillAvx512Kernels(&t);
-    internal::FillAvx512GemmKernels(&t);
+    internal::FillAvx512GemmKernels(&t, isa == Isa::kAvx512Gfni);
   }
   t.isa = isa;
   return t;
@@ -61,6 +61,10 @@ const KernelTable& KernelsFor(Isa isa) {
   const int best = static_cast<int>(BestIsa());
   const int want = static_cast<int>(isa) < best ? static_cast<int>(isa) : best;
   switch (static_cast<Isa>(want)) {
+    case Isa::kAvx512Gfni: {
+      static const KernelTable avx512gfni = MakeTable(Isa::kAvx512Gfni);
+      return avx512gfni;
+    }
     case Isa::kAvx512: {
       static const KernelTable avx512 = MakeTable(Isa::kAvx512);
       return avx512;

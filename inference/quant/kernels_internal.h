@@ -134,7 +134,9 @@ void FillScalarKernels(KernelTable* table);
 void FillAvx2Kernels(KernelTable* table);
 void FillAvx512Kernels(KernelTable* table);
 // gemm_avx512.cc: the k-quant tiles with weight rows in the vector lanes (overrides dot_tile).
-void FillAvx512GemmKernels(KernelTable* table);
+// With `gfni` (only on a CPU that has it) the tiles move weight bits with GFNI; the results and
+// the packed layout are the same either way.
+void FillAvx512GemmKernels(KernelTable* table, bool gfni);
 
 // DequantizeActivationRow's body, with the activation type already resolved.
 void DequantizeActivationScalar(GgmlType activation_type, const void* a, float* dst, int64_t n);

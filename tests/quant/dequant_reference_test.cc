@@ -122,7 +122,8 @@ TEST_P(DequantReference, MatchesGgml) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Levels, DequantReference,
-                         ::testing::Values(Isa::kScalar, Isa::kAvx2, Isa::kAvx512),
+                         ::testing::Values(Isa::kScalar, Isa::kAvx2, Isa::kAvx512,
+                                           Isa::kAvx512Gfni),
                          [](const ::testing::TestParamInfo<Isa>& info) {
                            return std::string(IsaName(info.param));
                          });

@@ -244,11 +244,9 @@ TEST_P(SimdLevel, DotTileColumnsAreIndependentBitForBit) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Levels, SimdLevel,
-                         ::testing::Values(Isa::kScalar, Isa::kAvx2, Isa::kAvx512),
-                         [](const ::testing::TestParamInfo<Isa>& info) {
-                           return std::string(IsaName(info.param));
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Levels, SimdLevel, ::testing::Values(Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Gfni),
+    [](const ::testing::TestParamInfo<Isa>& info) { return std::string(IsaName(info.param)); });
 
 // The scalar reference's integer-folded dot products equal the plain float dot product of the
 // dequantized weights and dequantized activations: the folding of scales, offsets and minimums
@@ -387,7 +385,7 @@ TEST(ActivationFormat, Q8KDerivedSums) {
   std::mt19937 rng(8);
   const auto x = RandomActivations(1024, Fill::kRealistic, rng);
   const auto ref = QuantizeActivation(KernelsFor(Isa::kScalar), GgmlType::kQ4_K, x);
-  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}) {
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Gfni}) {
     if (static_cast<int>(isa) > static_cast<int>(BestIsa())) continue;
     const auto a = QuantizeActivation(KernelsFor(isa), GgmlType::kQ4_K, x);
     EXPECT_EQ(a, ref) << IsaName(isa);

@@ -28,15 +28,19 @@ const GgmlType kPackedTypes[] = {GgmlType::kQ3_K, GgmlType::kQ4_K, GgmlType::kQ5
 
 constexpr float kGuard = -7.0f;
 
-class PackedTest : public ::testing::Test {
+// Each level with packed kernels (AVX-512, and AVX-512 with GFNI). Both read one packed layout
+// and must give the AVX-512 level's bits.
+class PackedTest : public ::testing::TestWithParam<Isa> {
  protected:
   void SetUp() override {
-    if (static_cast<int>(BestIsa()) < static_cast<int>(Isa::kAvx512)) {
-      GTEST_SKIP() << "CPU lacks AVX-512 VNNI (best: " << IsaName(BestIsa())
-                   << "): no level has packed kernels";
+    if (static_cast<int>(BestIsa()) < static_cast<int>(GetParam())) {
+      GTEST_SKIP() << "CPU lacks " << IsaName(GetParam()) << " (best: " << IsaName(BestIsa())
+                   << ")";
     }
   }
-  const KernelTable& k() const { return KernelsFor(Isa::kAvx512); }
+  const KernelTable& k() const { return KernelsFor(GetParam()); }
+  // The level whose tiles every level's results must equal bit for bit.
+  const KernelTable& base() const { return KernelsFor(Isa::kAvx512); }
 };
 
 // `n_rows` random rows of `type`, `w_stride` bytes apart, some blocks extreme.
@@ -62,9 +66,10 @@ std::vector<uint8_t> Pack(const KernelTable& k, GgmlType type, const uint8_t* w,
   return p;
 }
 
-TEST_F(PackedTest, TableHasPackedKernelsForTheKQuants) {
+TEST_P(PackedTest, TableHasPackedKernelsForTheKQuants) {
   ASSERT_NE(k().packed_format, nullptr);
   EXPECT_GT(std::strlen(k().packed_format), 0u);
+  EXPECT_STREQ(k().packed_format, base().packed_format);
   for (GgmlType t : kPackedTypes) {
     EXPECT_NE(k().pack16[Id(t)], nullptr) << TypeName(t);
     EXPECT_NE(k().dot_tile_packed[Id(t)], nullptr) << TypeName(t);
@@ -86,7 +91,7 @@ TEST_F(PackedTest, TableHasPackedKernelsForTheKQuants) {
 
 // pack16 writes exactly 16 * RowBytes bytes, depends only on the rows' bytes (not on the
 // stride's padding nor on what dst held), and is a permutation of the rows' bytes.
-TEST_F(PackedTest, Pack16IsSameSizeDeterministicPermutation) {
+TEST_P(PackedTest, Pack16IsSameSizeDeterministicPermutation) {
   std::mt19937 rng(21);
   for (GgmlType t : kPackedTypes) {
     for (int64_t n : {int64_t{256}, int64_t{2560}}) {
@@ -106,6 +111,10 @@ TEST_F(PackedTest, Pack16IsSameSizeDeterministicPermutation) {
         ASSERT_EQ(b[64 + group + i], 0xFF) << TypeName(t) << " wrote past 16 * RowBytes";
       }
       ASSERT_EQ(std::memcmp(a.data() + 64, b.data() + 64, group), 0) << TypeName(t) << " n=" << n;
+      // One layout for every level: a copy written by one level serves the others.
+      std::vector<uint8_t> c(group);
+      base().pack16[Id(t)](w.data(), row, n, c.data());
+      ASSERT_EQ(std::memcmp(a.data() + 64, c.data(), group), 0) << TypeName(t) << " n=" << n;
       // Every byte of the rows lands somewhere: the multisets of bytes agree.
       std::vector<int64_t> hist_w(256), hist_p(256);
       for (size_t i = 0; i < group; ++i) {
@@ -117,11 +126,12 @@ TEST_F(PackedTest, Pack16IsSameSizeDeterministicPermutation) {
   }
 }
 
-// dot_tile_packed == dot_tile on the same rows, bit for bit, for every column count; only y's
+// dot_tile_packed and dot_tile of this level == the AVX-512 level's dot_tile on the same rows,
+// bit for bit, for every column count; only y's
 // entries written; activation rows off the cache lines (4-byte aligned, as their float scales
 // need) and output strides that are not multiples of anything; groups at unaligned addresses.
 // Also against the scalar level within the summation tolerance.
-TEST_F(PackedTest, DotTilePackedEqualsDotTileBitForBit) {
+TEST_P(PackedTest, DotTilePackedEqualsDotTileBitForBit) {
   std::mt19937 rng(22);
   const KernelTable& scalar = KernelsFor(Isa::kScalar);
   for (GgmlType t : kPackedTypes) {
@@ -147,7 +157,10 @@ TEST_F(PackedTest, DotTilePackedEqualsDotTileBitForBit) {
           const size_t y_stride = n_rows + 3;
           std::vector<float> want(y_stride * n_cols + 5, kGuard);
           std::vector<float> got(y_stride * n_cols + 5, kGuard);
-          k().dot_tile[Id(t)](w.data(), w_stride, n_rows, ap, a_stride, n_cols, want.data() + 1,
+          std::vector<float> tile(y_stride * n_cols + 5, kGuard);
+          base().dot_tile[Id(t)](w.data(), w_stride, n_rows, ap, a_stride, n_cols, want.data() + 1,
+                                 y_stride, n);
+          k().dot_tile[Id(t)](w.data(), w_stride, n_rows, ap, a_stride, n_cols, tile.data() + 1,
                               y_stride, n);
           k().dot_tile_packed[Id(t)](packed.data() + offset, n_groups, ap, a_stride, n_cols,
                                      got.data() + 1, y_stride, n);
@@ -163,6 +176,8 @@ TEST_F(PackedTest, DotTilePackedEqualsDotTileBitForBit) {
             }
           }
           ASSERT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0) << what;
+          ASSERT_EQ(std::memcmp(tile.data(), want.data(), got.size() * sizeof(float)), 0)
+              << what << " (dot_tile)";
           // Corners against the scalar level's dot_tile (the tolerance of kernels_test.cc).
           for (int64_t c : {int64_t{0}, n_cols - 1}) {
             for (int64_t r : {int64_t{0}, n_rows - 1}) {
@@ -184,6 +199,12 @@ TEST_F(PackedTest, DotTilePackedEqualsDotTileBitForBit) {
     }
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Avx512Levels, PackedTest,
+                         ::testing::Values(Isa::kAvx512, Isa::kAvx512Gfni),
+                         [](const ::testing::TestParamInfo<Isa>& info) {
+                           return std::string(IsaName(info.param));
+                         });
 
 }  // namespace
 }  // namespace qwen::quant
