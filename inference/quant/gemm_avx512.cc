@@ -223,16 +223,20 @@ QWEN_INLINE __m512 MulB(__m512 v, const float* p) {
 alignas(4) constexpr uint32_t kMask03 = 0x03030303u;
 alignas(4) constexpr uint32_t kMask0F = 0x0F0F0F0Fu;
 
-// v & mask.
+// v & mask. The result gets its own register: the unpacking reuses a packed vector for
+// several weight vectors, and an in-place form made GCC copy it before each use.
 QWEN_INLINE __m512i AndB(__m512i v, const uint32_t& mask) {
-  __asm__("vpandd %1%{1to16%}, %0, %0" : "+v"(v) : "m"(mask));
-  return v;
+  __m512i r;
+  __asm__("vpandd %2%{1to16%}, %1, %0" : "=v"(r) : "v"(v), "m"(mask));
+  return r;
 }
 
-// (mask & a) | (~mask & b), bitwise (Select with the mask from memory).
+// (mask & a) | (~mask & b), bitwise (Select with the mask from memory). vpternlogd overwrites
+// one of its inputs: b, which the callers compute fresh (the high bits), while a is often a
+// packed vector used again (the low bits at shift 0), which would need a copy first.
 QWEN_INLINE __m512i SelectB(const uint32_t& mask, __m512i a, __m512i b) {
-  __asm__("vpternlogd $0xE4, %2%{1to16%}, %1, %0" : "+v"(a) : "v"(b), "m"(mask));
-  return a;
+  __asm__("vpternlogd $0xD8, %2%{1to16%}, %1, %0" : "+v"(b) : "v"(a), "m"(mask));
+  return b;
 }
 
 // Q8_K value group g (values 4g .. 4g + 3) of an activation block. See BlockQ8_K: value
@@ -319,12 +323,14 @@ struct GfniBits {
     }
     alignas(8) static constexpr uint64_t kValue = Make();
   };
+  // Not in place (see AndB).
   template <int From, int To, int Count>
   static QWEN_INLINE __m512i MoveFrom(__m512i v) {
-    __asm__("vgf2p8affineqb $0, %1%{1to8%}, %0, %0"
-            : "+v"(v)
-            : "m"(Matrix<From, To, Count>::kValue));
-    return v;
+    __m512i r;
+    __asm__("vgf2p8affineqb $0, %2%{1to8%}, %1, %0"
+            : "=v"(r)
+            : "v"(v), "m"(Matrix<From, To, Count>::kValue));
+    return r;
   }
   template <int To, int Count>
   static QWEN_INLINE __m512i Move(__m512i v, int from) {
