@@ -286,10 +286,10 @@ QWEN_INLINE __m512i Select(__m512i sel, __m512i a, __m512i b) {
 }
 
 // How the tiles move a field of bits within every byte (the high bits of Q3_K, Q5_K and Q6_K
-// weights, to just above their low bits): Move<To, Count>(v, from) puts bits from .. from + Count -
-// 1 of every byte of v at bits To .. To + Count - 1 and clears the others; `from` is a constant
-// once the callers' loops are unrolled. The two give the same bytes, hence the same results,
-// and read the same packed layout.
+// weights, to just above their low bits): Move<To, Count>(v, from) moves the Count bits that
+// start at bit `from` of every byte of v to bit To and clears the other bits; `from` is a
+// constant once the callers' loops are unrolled. The two give the same bytes, hence the same
+// results, and read the same packed layout.
 //
 // ShiftBits: a shift and a mask (two instructions; AVX-512 F).
 struct ShiftBits {

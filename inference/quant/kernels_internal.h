@@ -134,8 +134,8 @@ void FillScalarKernels(KernelTable* table);
 void FillAvx2Kernels(KernelTable* table);
 void FillAvx512Kernels(KernelTable* table);
 // gemm_avx512.cc: the k-quant tiles with weight rows in the vector lanes (overrides dot_tile).
-// With `gfni` (only on a CPU that has it) the tiles move weight bits with GFNI; the results and
-// the packed layout are the same either way.
+// With `gfni` (only on a CPU that has it) the one-column Q3_K product on packed weights moves
+// weight bits with GFNI; the results and the packed layout are the same either way.
 void FillAvx512GemmKernels(KernelTable* table, bool gfni);
 
 // DequantizeActivationRow's body, with the activation type already resolved.
