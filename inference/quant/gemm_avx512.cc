@@ -40,6 +40,7 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -310,49 +311,31 @@ struct ShiftBits {
 // so are loops that are short of vpdpbusd slots already; see kGfniCols), so only the high bits
 // take this path.
 struct GfniBits {
-  // Output bit i of a byte is the parity of (matrix byte 7 - i) & (input byte). Bits past 7
-  // (From + Count > 8, a move no caller makes) are left out.
-  template <int From, int To, int Count>
-  struct Matrix {
-    static constexpr uint64_t Make() {
-      uint64_t m = 0;
-      for (int k = 0; k < Count && From + k < 8; ++k) {
-        m |= (uint64_t{1} << (From + k)) << (8 * (7 - (To + k)));
+  // kMatrix[from] moves Count bits from bit `from` to bit To. Output bit i of a byte is the
+  // parity of (matrix byte 7 - i) & (input byte). Bits past 7 (from + Count > 8, a move no
+  // caller makes) are left out.
+  template <int To, int Count>
+  struct Matrices {
+    static constexpr std::array<uint64_t, 8> Make() {
+      std::array<uint64_t, 8> m{};
+      for (int from = 0; from < 8; ++from) {
+        for (int k = 0; k < Count && from + k < 8; ++k) {
+          m[from] |= (uint64_t{1} << (from + k)) << (8 * (7 - (To + k)));
+        }
       }
       return m;
     }
-    alignas(8) static constexpr uint64_t kValue = Make();
+    alignas(64) static constexpr std::array<uint64_t, 8> kMatrix = Make();
   };
-  // Not in place (see AndB).
-  template <int From, int To, int Count>
-  static QWEN_INLINE __m512i MoveFrom(__m512i v) {
-    __m512i r;
-    __asm__("vgf2p8affineqb $0, %2%{1to8%}, %1, %0"
-            : "=v"(r)
-            : "v"(v), "m"(Matrix<From, To, Count>::kValue));
-    return r;
-  }
+  // Not in place (see AndB). With `from` a constant the matrix is a fixed address.
   template <int To, int Count>
   static QWEN_INLINE __m512i Move(__m512i v, int from) {
     static_assert(To + Count <= 8);
-    switch (from) {
-      case 0:
-        return MoveFrom<0, To, Count>(v);
-      case 1:
-        return MoveFrom<1, To, Count>(v);
-      case 2:
-        return MoveFrom<2, To, Count>(v);
-      case 3:
-        return MoveFrom<3, To, Count>(v);
-      case 4:
-        return MoveFrom<4, To, Count>(v);
-      case 5:
-        return MoveFrom<5, To, Count>(v);
-      case 6:
-        return MoveFrom<6, To, Count>(v);
-      default:
-        return MoveFrom<7, To, Count>(v);
-    }
+    __m512i r;
+    __asm__("vgf2p8affineqb $0, %2%{1to8%}, %1, %0"
+            : "=v"(r)
+            : "v"(v), "m"(Matrices<To, Count>::kMatrix[from]));
+    return r;
   }
 };
 
