@@ -55,6 +55,13 @@ struct Fd {
   }
 };
 
+// The model file's identity as the key records it: its resolved path on the first line, what
+// changes with its contents on the second.
+std::string Identity(const char* real, const struct stat& st) {
+  return absl::StrCat("file=", real, "\ndev=", st.st_dev, " ino=", st.st_ino, " size=", st.st_size,
+                      " mtime=", st.st_mtim.tv_sec, ".", st.st_mtim.tv_nsec, "\n");
+}
+
 // Where each tensor goes in the file: offsets after the header, page-aligned.
 struct Plan {
   std::string key;  // everything the contents depend on, stored in the header
@@ -202,6 +209,65 @@ void RemoveStale(const std::string& dir, const std::string& prefix, const std::s
   closedir(d);
 }
 
+// The key in the header of the copy at `path`, or "" when it is not a readable copy of ours.
+std::string ReadKey(const std::string& path) {
+  Fd fd{open(path.c_str(), O_RDONLY | O_CLOEXEC)};
+  if (fd.fd < 0) return "";
+  char head[sizeof(kMagic) + 4 + 8];
+  if (pread(fd.fd, head, sizeof(head), 0) != static_cast<ssize_t>(sizeof(head))) return "";
+  uint32_t version;
+  uint64_t key_len;
+  std::memcpy(&version, head + sizeof(kMagic), 4);
+  std::memcpy(&key_len, head + sizeof(kMagic) + 4, 8);
+  if (std::memcmp(head, kMagic, sizeof(kMagic)) != 0 || version != kVersion ||
+      key_len > (1u << 24)) {
+    return "";
+  }
+  std::string key(key_len, '\0');
+  if (pread(fd.fd, key.data(), key_len, sizeof(head)) != static_cast<ssize_t>(key_len)) return "";
+  return key;
+}
+
+// Removes this user's copies of other model paths whose model file is gone or has changed: no
+// process can map them again (a new file at that path gets a new key), and in a tmpfs their
+// memory is never reclaimed. Such copies are left by model files that were deleted or moved,
+// which a load of the same path (RemoveStale) never sees. Called before writing a new copy;
+// processes still mapping a removed copy keep it. Files that are not readable copies of this
+// version are left alone.
+void RemoveOrphans(const std::string& dir, const std::string& own_prefix) {
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) return;
+  while (dirent* e = readdir(d)) {
+    const std::string name = e->d_name;
+    if (!absl::StartsWith(name, "qwen-packed-") || !absl::EndsWith(name, ".bin") ||
+        absl::StartsWith(name, own_prefix)) {
+      continue;
+    }
+    const std::string path = absl::StrCat(dir, "/", name);
+    struct stat own;
+    if (lstat(path.c_str(), &own) != 0 || !S_ISREG(own.st_mode) || own.st_uid != geteuid()) {
+      continue;
+    }
+    const std::string key = ReadKey(path);
+    const size_t at = key.find("\nfile=");
+    if (at == std::string::npos) continue;
+    const size_t start = at + 1, end = key.find('\n', start);
+    if (end == std::string::npos) continue;
+    const std::string model = key.substr(start + 5, end - start - 5);
+    const size_t ident_end = key.find('\n', end + 1);
+    if (ident_end == std::string::npos || key.compare(end + 1, 4, "dev=") != 0) continue;
+    struct stat st;
+    bool orphan;
+    if (stat(model.c_str(), &st) == 0) {
+      orphan = Identity(model.c_str(), st) != key.substr(start, ident_end + 1 - start);  // changed
+    } else {
+      orphan = errno == ENOENT || errno == ENOTDIR;  // gone (on other errors: keep it)
+    }
+    if (orphan) unlink(path.c_str());
+  }
+  closedir(d);
+}
+
 absl::Status Write(const Plan& p, absl::Span<const PackRequest> requests, const std::string& dir,
                    const std::string& path, ThreadPool* pool) {
   struct statvfs vfs;
@@ -297,10 +363,7 @@ absl::StatusOr<std::unique_ptr<PackedStore>> PackedStore::Open(
   if (realpath(model_path.c_str(), real) == nullptr) return Errno("cannot resolve", model_path);
   struct stat st;
   if (stat(real, &st) != 0) return Errno("cannot stat", real);
-  const std::string identity =
-      absl::StrCat("file=", real, "\ndev=", st.st_dev, " ino=", st.st_ino, " size=", st.st_size,
-                   " mtime=", st.st_mtim.tv_sec, ".", st.st_mtim.tv_nsec, "\n");
-  const Plan plan = MakePlan(identity, requests);
+  const Plan plan = MakePlan(Identity(real, st), requests);
 
   const std::string prefix = absl::StrFormat("qwen-packed-%016x-", Fnv1a(real));
   const std::string name = absl::StrFormat("%s%016x.bin", prefix, Fnv1a(plan.key));
@@ -325,6 +388,7 @@ absl::StatusOr<std::unique_ptr<PackedStore>> PackedStore::Open(
   }
   if (!mapped.ok()) {
     RemoveStale(dir, prefix, name, lock_name);
+    RemoveOrphans(dir, prefix);
     RETURN_IF_ERROR(Write(plan, requests, dir, path, pool));
     store->info_.written = true;
     mapped = MapAndCheck(plan, requests, path);

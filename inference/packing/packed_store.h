@@ -12,9 +12,15 @@
 // path, device, inode, size and modification time; the packed layout's name; the list of
 // tensors with their types, shapes and offsets), so a changed model file or a new layout gets a
 // new file and never a stale one. Writers take an exclusive lock on a lock file next to it; a
-// file is only ever renamed into place complete. Reading checks its owner (this process's
-// user: another user's file in a shared directory is never trusted), its header, its size, and
-// re-packs two groups of every tensor to compare them with what is stored.
+// file is only ever renamed into place complete. Before writing, a writer removes the copies
+// that no process can map again: those of its model path made for other keys, and this user's
+// copies whose model file (the path recorded in their header) is gone or has changed, which a
+// tmpfs would otherwise keep until reboot. Processes that map a removed copy keep their mapping.
+// (A directory shared by processes that see different files at the same path, such as
+// containers with other mounts, would see each other's copies as orphans: give each its own.)
+// Reading checks its owner (this process's user: another user's file in a shared directory is
+// never trusted), its header, its size, and re-packs two groups of every tensor to compare them
+// with what is stored.
 #ifndef QWEN_INFERENCE_PACKING_PACKED_STORE_H_
 #define QWEN_INFERENCE_PACKING_PACKED_STORE_H_
 

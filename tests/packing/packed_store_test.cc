@@ -14,6 +14,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
@@ -166,6 +167,51 @@ TEST_F(PackedStoreTest, ChangedModelFileGetsANewCopy) {
   EXPECT_NE((*second)->info().path, old_path);
   EXPECT_FALSE(fs::exists(old_path));
   EXPECT_EQ(StoreFiles().size(), 2u);
+}
+
+// Writing a copy removes this user's copies of model files that were deleted or changed since
+// (no process can map them again), and keeps those of model files that are still there as well
+// as files that are not copies.
+TEST_F(PackedStoreTest, WritingACopyRemovesCopiesOfDeletedOrChangedModels) {
+  // Copies of three other model files (other paths).
+  std::map<std::string, std::string> copy_of;
+  for (const char* name : {"deleted.gguf", "changed.gguf", "kept.gguf"}) {
+    const std::string path = dir_.path() + "/" + name;
+    fs::copy_file(DataPath(kQ3), path);
+    auto f = gguf::GgufFile::Open(path);
+    ASSERT_TRUE(f.ok()) << f.status();
+    const auto requests = Requests(**f);
+    auto s = packing::PackedStore::Open(path, requests, store_dir_, nullptr);
+    ASSERT_TRUE(s.ok()) << s.status();
+    ASSERT_TRUE((*s)->info().written);
+    copy_of[name] = (*s)->info().path;
+  }
+  {
+    std::ofstream(store_dir_ + "/qwen-packed-0000000000000000-0000000000000000.bin")
+        << "not a copy";
+    std::ofstream(store_dir_ + "/notes.bin") << "not ours";
+  }
+  fs::remove(dir_.path() + "/deleted.gguf");
+  struct timespec times[2] = {{0, UTIME_OMIT}, {1000000000, 0}};
+  ASSERT_EQ(utimensat(AT_FDCWD, (dir_.path() + "/changed.gguf").c_str(), times, 0), 0);
+  for (const auto& [name, copy] : copy_of) ASSERT_TRUE(fs::exists(copy)) << name;
+
+  auto mine = Open();  // the fixture's model: a new copy is written
+  ASSERT_TRUE(mine.ok()) << mine.status();
+  ASSERT_TRUE((*mine)->info().written);
+  EXPECT_FALSE(fs::exists(copy_of["deleted.gguf"]));
+  EXPECT_FALSE(fs::exists(copy_of["changed.gguf"]));
+  EXPECT_TRUE(fs::exists(copy_of["kept.gguf"]));
+  EXPECT_TRUE(fs::exists(store_dir_ + "/qwen-packed-0000000000000000-0000000000000000.bin"));
+  EXPECT_TRUE(fs::exists(store_dir_ + "/notes.bin"));
+
+  // Mapping an existing copy removes nothing.
+  mine->reset();
+  fs::remove(dir_.path() + "/kept.gguf");
+  auto again = Open();
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_FALSE((*again)->info().written);
+  EXPECT_TRUE(fs::exists(copy_of["kept.gguf"]));
 }
 
 // A damaged copy (a bit flipped in a checked group) is detected and written again.
