@@ -400,9 +400,17 @@ absl::StatusOr<std::vector<std::vector<float>>> Engine::EncodeImages(
 }
 
 void Engine::AttachImages(Sequence* seq, const std::vector<ImageToEncode>& images,
-                          std::vector<std::vector<float>> encoded) {
+                          absl::StatusOr<std::vector<std::vector<float>>> encoded) {
+  if (absl::IsCancelled(encoded.status())) {
+    Finish(seq, FinishReason::kCancelled, absl::OkStatus());
+    return;
+  }
+  if (!encoded.ok()) {
+    Finish(seq, FinishReason::kError, encoded.status());
+    return;
+  }
   for (size_t i = 0; i < images.size(); ++i) {
-    seq->req.images[images[i].index].embedding = std::move(encoded[i]);
+    seq->req.images[images[i].index].embedding = std::move((*encoded)[i]);
   }
   const int64_t E = model_->config().n_embd;
   seq->rows.assign(seq->req.prompt.size(), nullptr);
@@ -431,13 +439,7 @@ void Engine::PrepareImages() {
         result = std::move(seq->encoding->result);
       }
       const std::shared_ptr<EncodeJob> job = std::move(seq->encoding);
-      if (absl::IsCancelled(result.status())) {
-        Finish(seq, FinishReason::kCancelled, absl::OkStatus());
-      } else if (!result.ok()) {
-        Finish(seq, FinishReason::kError, result.status());
-      } else {
-        AttachImages(seq, job->images, std::move(*result));
-      }
+      AttachImages(seq, job->images, std::move(result));
       continue;
     }
     std::vector<ImageToEncode> images = ImagesToEncode(*seq);
@@ -449,13 +451,7 @@ void Engine::PrepareImages() {
       ctx_->set_cancel_flag(&seq->cancelled);
       absl::StatusOr<std::vector<std::vector<float>>> encoded = EncodeImages(images, E, *ctx_);
       ctx_->set_cancel_flag(nullptr);
-      if (absl::IsCancelled(encoded.status())) {
-        Finish(seq, FinishReason::kCancelled, absl::OkStatus());
-      } else if (!encoded.ok()) {
-        Finish(seq, FinishReason::kError, encoded.status());
-      } else {
-        AttachImages(seq, images, std::move(*encoded));
-      }
+      AttachImages(seq, images, std::move(encoded));
       continue;
     }
     auto job = std::make_shared<EncodeJob>();

@@ -217,9 +217,10 @@ class Engine {
   static std::vector<ImageToEncode> ImagesToEncode(const Sequence& seq);
   static absl::StatusOr<std::vector<std::vector<float>>> EncodeImages(
       const std::vector<ImageToEncode>& images, int64_t n_embd, ops::ComputeContext& ctx);
-  // Stores `encoded` in the request's images and points the prompt's embedding rows at them.
+  // Stores `encoded` in the request's images and points the prompt's embedding rows at them;
+  // an encode that failed ends the request with its error, one that was cancelled as cancelled.
   void AttachImages(Sequence* seq, const std::vector<ImageToEncode>& images,
-                    std::vector<std::vector<float>> encoded);
+                    absl::StatusOr<std::vector<std::vector<float>>> encoded);
   // Makes every running sequence's images ready or under way; scheduler thread.
   void PrepareImages();
   void EncoderLoop();
