@@ -220,9 +220,14 @@ QWEN_INLINE __m512 MulB(__m512 v, const float* p) {
 
 // Byte masks as {1to16} memory operands: the unpacking of the one- and few-column loops keeps
 // a block's packed vectors in registers, and GCC, short of registers for the masks too, rebuilt
-// each one from a GPR (mov + vpbroadcastd) at every use.
-alignas(4) constexpr uint32_t kMask03 = 0x03030303u;
-alignas(4) constexpr uint32_t kMask0F = 0x0F0F0F0Fu;
+// each one from a GPR (mov + vpbroadcastd) at every use. ByteMask<To, Count>::kValue: bits
+// To .. To + Count - 1 of every byte.
+template <int To, int Count>
+struct ByteMask {
+  alignas(4) static constexpr uint32_t kValue = (((1u << Count) - 1) << To) * 0x01010101u;
+};
+constexpr const uint32_t& kMask03 = ByteMask<0, 2>::kValue;
+constexpr const uint32_t& kMask0F = ByteMask<0, 4>::kValue;
 
 // v & mask. The result gets its own register: the unpacking reuses a packed vector for
 // several weight vectors, and an in-place form made GCC copy it before each use.
@@ -295,12 +300,8 @@ QWEN_INLINE __m512i Select(__m512i sel, __m512i a, __m512i b) {
 // ShiftBits: a shift and a mask (two instructions; AVX-512 F).
 struct ShiftBits {
   template <int To, int Count>
-  struct Field {
-    alignas(4) static constexpr uint32_t kMask = (((1u << Count) - 1) << To) * 0x01010101u;
-  };
-  template <int To, int Count>
   static QWEN_INLINE __m512i Move(__m512i v, int from) {
-    return AndB(BitTo(v, from, To), Field<To, Count>::kMask);
+    return AndB(BitTo(v, from, To), ByteMask<To, Count>::kValue);
   }
 };
 
