@@ -356,7 +356,7 @@ struct Q3K {
   static constexpr int kTail = 32;
   static constexpr int kDOffset = 108;
   static constexpr int PackedDword(int j) { return 4 * j; }
-  static constexpr int kPiece = 4;         // k-groups per scale application
+  static constexpr int kPiece = 4;         // k-groups per piece (one int16 sum)
   static constexpr int kInit = -4;         // the integer sum of a sub-block starts at kInit * bsum
   static constexpr bool kPairable = true;  // Apply is a vpdpwssd of int16 sums (see PackWords)
   static constexpr int kPairFusedCols = kGroup + 1;  // never
@@ -678,9 +678,14 @@ QWEN_INLINE void PrefetchActs(const uint8_t* next, size_t a_stride, int piece, i
 // pairable types' t.sc hold their scale in the low word of each lane and 0 in the high one.
 
 // Lane r: the low word of a's lane r, then the low word of b's.
-alignas(4) constexpr uint32_t kLowWords = 0x0000FFFF;
+constexpr uint32_t kLowWords = 0x0000FFFF;
 QWEN_INLINE __m512i PackWords(__m512i a, __m512i b) {
   return SelectB(kLowWords, a, _mm512_slli_epi32(b, 16));
+}
+// The scales of pieces p - 1 and p (p odd) as the two words of each lane, to match PackWords.
+template <class T>
+QWEN_INLINE __m512i PairScales(const Raw& t, int p) {
+  return _mm512_or_si512(t.sc[T::ScaleIndex(p - 1)], _mm512_slli_epi32(t.sc[T::ScaleIndex(p)], 16));
 }
 
 // One block of one column group: the integer sums S (and M), then the float update of the 16
@@ -708,6 +713,7 @@ void Group(const Raw& t, const Weights* w, const uint8_t* a, size_t a_stride, in
   constexpr int kPieces = 64 / T::kPiece;
   constexpr int kLines = (16 * T::kBytes + 63) / 64;
   constexpr bool kPair = T::kPairable && (!kFused || NC >= T::kPairFusedCols);
+  static_assert(!kPair || kPieces % 2 == 0);
 #pragma GCC unroll 32
   for (int p = 0; p < kPieces; ++p) {
     if constexpr (!kFused) PrefetchActs<NC>(next, a_stride, p, kPieces);
@@ -722,11 +728,8 @@ void Group(const Raw& t, const Weights* w, const uint8_t* a, size_t a_stride, in
     for (int x = 0; x < T::kPiece; ++x) {
       wv[x] = kFused ? T::W(t, T::kPiece * p + x) : w->w[T::kPiece * p + x];
     }
-    // Paired: the scales of pieces p - 1 and p as the two words of each lane.
-    const __m512i sc = !kPair       ? t.sc[T::ScaleIndex(p)]
-                       : p % 2 == 1 ? _mm512_or_si512(t.sc[T::ScaleIndex(p - 1)],
-                                                      _mm512_slli_epi32(t.sc[T::ScaleIndex(p)], 16))
-                                    : _mm512_setzero_si512();
+    // Paired: the scales of this piece's pair (used after its second piece).
+    const __m512i sc = kPair ? PairScales<T>(t, p | 1) : t.sc[T::ScaleIndex(p)];
 #pragma GCC unroll 8
     for (int c = 0; c < NC; ++c) {
       __m512i i = DpbusdZ(wv[0], Act(ab[c], T::kPiece * p));
@@ -738,7 +741,7 @@ void Group(const Raw& t, const Weights* w, const uint8_t* a, size_t a_stride, in
       } else if (p % 2 == 0) {
         first_half[c] = i;
       } else {
-        s[c] = _mm512_dpwssd_epi32(s[c], PackWords(first_half[c], i), sc);
+        s[c] = T::Apply(s[c], PackWords(first_half[c], i), sc);
       }
     }
   }
@@ -1330,8 +1333,8 @@ void TilePacked(const void* w, int64_t n_groups, const void* a, size_t a_stride,
 // With GFNI, Q3_K with up to kGfniCols columns: there the unpacking limits the loop, and one
 // instruction less per weight vector made it 9-14% faster (quant_bench, one column, in cache and
 // from memory). With more columns the loop waits for vpdpbusd, whose pipes GFNI shares on Zen 4:
-// 4-7% slower at 8 columns; likewise Q5_K and Q6_K, whose loops carry more vpdpwssd per
-// vpdpbusd, were 3-12% slower at one column.
+// 4-7% slower at 8 columns; likewise Q5_K and Q6_K, whose loops carry more scale steps
+// (vpdpwssd, vpmulld) per vpdpbusd, were 3-12% slower at one column.
 constexpr int64_t kGfniCols = 1;
 
 template <class R, class TG>
