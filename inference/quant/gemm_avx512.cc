@@ -665,17 +665,18 @@ QWEN_INLINE void PrefetchActs(const uint8_t* next, size_t a_stride, int piece, i
 }
 
 // Paired scales: Group may apply the scales of two pieces with one vpdpwssd (types with
-// T::kPairable): the two pieces' sums, each an int16 already (what Apply's vpdpwssd needs of
-// one), become the two words of each lane, against their two scales. That is one instruction
-// on the pipes of vpdpbusd less per two pieces and column, for two that are not (a shift and a
-// select), so it pays where vpdpbusd's pipes limit the loop: with the weights read from the
-// buffer (more than kGroup columns), and with Q4_K's light unpacking from T::kPairFusedCols
-// columns on. Where the loop makes its weight vectors as it goes, the unpacking, on the other
-// pipes, limits it instead. quant_bench dot_tile_packed_cached, 5 alternated runs, Zen 4:
-// Q4_K 4 / 8 / 64 columns 7% / 9% / 8% faster, 2 columns 6% slower; Q5_K 64 columns 13%
-// faster, 2 / 8 columns 9% / 4% slower; Q3_K (from kFoldCols columns on, folded scales instead)
-// 16 columns 7% faster, 2-8 columns -3% to +1%. S is the same exact integer either way. The
-// pairable types' t.sc hold their scale in the low word of each lane and 0 in the high one.
+// T::kPairable): the two pieces' sums, each an int16 already (what Apply's vpdpwssd needs of one),
+// become the two words of each lane, against their two scales. That is one instruction on the pipes
+// of vpdpbusd less per two pieces and column, for two that are not (a shift and a select), so it
+// pays where vpdpbusd's pipes limit the loop: with the weights read from the buffer (more than
+// kGroup columns), and with Q4_K's light unpacking from T::kPairFusedCols columns on. Where the
+// loop makes its weight vectors as it goes, the unpacking, on the other pipes, limits it instead.
+// quant_bench dot_tile_packed_cached, 5 alternated runs, Zen 4: Q4_K 4 / 8 / 64 columns 7% / 9% /
+// 8% faster, 2 columns 6% slower (3 columns: +1% and +10% in two series of 6-8 pairs, the
+// crossover, so left unpaired); Q5_K 64 columns 13% faster, 2 / 8 columns 9% / 4% slower; Q3_K
+// (from kFoldCols columns on, folded scales instead) 16 columns 7% faster, 2-8 columns -3% to +1%.
+// S is the same exact integer either way. The pairable types' t.sc hold their scale in the low word
+// of each lane and 0 in the high one.
 
 // Lane r: the low word of a's lane r, then the low word of b's.
 constexpr uint32_t kLowWords = 0x0000FFFF;

@@ -184,7 +184,7 @@ int main(int argc, char** argv) {
               type, isa, cols, kRows, packed)
               ->Unit(benchmark::kMillisecond);
         }
-        for (int cols : {1, 2, 4, 8, 16, 64, 256, 512}) {
+        for (int cols : {1, 2, 3, 4, 8, 16, 64, 256, 512}) {
           if (cols >= 64 && isa == qwen::Isa::kScalar) continue;
           // 32 rows of K = 2560 stay in L1/L2; 256 rows for wide tiles (several row tiles).
           benchmark::RegisterBenchmark(
