@@ -321,9 +321,9 @@ exec:
   command:
     - /usr/local/bin/qwen
     - health
-    - --target=127.0.0.1:{{ int64 $.Values.probes.healthPort }}
     - --service={{ $.Values.probes.grpcService }}
-    - --timeout={{ max 1 (sub $timeout 1) }}s
+    - --probe_timeout={{ max 1 (sub $timeout 1) }}s
+    - 127.0.0.1:{{ int64 $.Values.probes.healthPort }}
 {{- else -}}
 grpc:
   port: {{ int64 $.Values.server.port }}
