@@ -8,7 +8,7 @@
 //
 //	helmrender chart DIR [-f values.yaml]... [--release NAME] [--namespace NS] [--kube-version V]
 //	    prints [{"source": "qwen-serve/templates/x.yaml", "content": "..."}] as JSON
-//	helmrender helmfile FILE.gotmpl [--state-values-file F]
+//	helmrender helmfile FILE.gotmpl [--state-values-file F]... [--state-values-set a.b=v]...
 //	    prints the rendered helmfile state (YAML), its parts rendered in order as helmfile
 //	    does: the state values of earlier parts (values:) under those of --state-values-file
 //
@@ -355,8 +355,9 @@ var partSeparator = regexp.MustCompile(`(?m)^---[ \t]*$`)
 
 func renderHelmfile(args []string) {
 	fs := flag.NewFlagSet("helmfile", flag.ExitOnError)
-	var stateFiles multiFlag
+	var stateFiles, stateSets multiFlag
 	fs.Var(&stateFiles, "state-values-file", "state values file (repeatable)")
+	fs.Var(&stateSets, "state-values-set", "a.b.c=value: one state value, a string (repeatable)")
 	if len(args) < 1 {
 		die("helmfile: missing file")
 	}
@@ -371,6 +372,18 @@ func renderHelmfile(args []string) {
 	overrides := map[string]interface{}{}
 	for _, f := range stateFiles {
 		overrides = coalesce(overrides, readYAMLMap(f))
+	}
+	for _, kv := range stateSets {
+		eq := strings.Index(kv, "=")
+		if eq <= 0 {
+			die("--state-values-set %q: not key=value", kv)
+		}
+		keys := strings.Split(kv[:eq], ".")
+		set := map[string]interface{}{keys[len(keys)-1]: kv[eq+1:]}
+		for i := len(keys) - 2; i >= 0; i-- {
+			set = map[string]interface{}{keys[i]: set}
+		}
+		overrides = coalesce(overrides, set)
 	}
 	defaults := map[string]interface{}{}
 	var rendered []string
