@@ -939,6 +939,10 @@ class CheckConfigTest(unittest.TestCase):
                 ("--max_concurrent_streams=0",): "--max_concurrent_streams",
                 ("--max_connection_age=720h",): "--max_connection_age",
                 ("--log_level=loud",): "--log_level",
+                # The probes' loopback port and the reloading of credential files.
+                ("--health_port=50051", "--port=50051"): "--health_port",
+                ("--health_port=70000",): "--health_port",
+                ("--credentials_reload_interval=-1s",): "--credentials_reload_interval",
                 # The worker's RLIMIT_DATA counts the KV cache reserved for every slot's context.
                 ("--model", d.TINY_MODEL, "--ctx_size=65536", "--worker_memory_limit=64M"):
                     "--worker_memory_limit",

@@ -756,13 +756,13 @@ std::vector<std::string> NewCertificate(const std::string& dir) {
   int status = 0;
   const std::string out = Popen(
       absl::StrCat(
-          "cd ", dir, " && ",
+          "(cd ", dir, " && ",
           "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 ",
           "-subj /CN=qwen-rotated-ca -addext basicConstraints=critical,CA:TRUE ",
           "-addext keyUsage=critical,keyCertSign,cRLSign && ",
           "openssl req -x509 -newkey rsa:2048 -nodes -keyout server.key -out server.pem -days 2 ",
           "-subj /CN=localhost -CA ca.pem -CAkey ca.key ",
-          "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>&1"),
+          "-addext subjectAltName=DNS:localhost,IP:127.0.0.1) 2>&1"),
       &status);
   EXPECT_EQ(status, 0) << out;
   return {ReadFile(dir + "/ca.pem"), ReadFile(dir + "/server.pem"),
