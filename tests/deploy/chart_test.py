@@ -626,10 +626,13 @@ class RenderTest(unittest.TestCase):
                                  self.defaults["resources"]["frontEndOverheadBytes"])
 
     def test_notes_render(self):
-        for name in ("defaults", "all-features"):
+        for name, want in (("defaults", "grpcurl -plaintext localhost:50051"),
+                           ("all-features", 'grpcurl -cacert ca.pem -cert client.pem -key '
+                                            'client.key -H "authorization: Bearer $TOKEN" '
+                                            'localhost:50051')):
             notes = d.render_notes(VARIANTS[name])
-            self.assertIn(f"port-forward service/qwen-qwen-serve", notes)
-            self.assertIn(f"localhost:{self.values[name]['service']['port']}", notes)
+            self.assertIn("port-forward service/qwen-qwen-serve", notes)
+            self.assertIn(want, notes)
 
     def test_every_object_matches_its_schema(self):
         """Every rendered object of every variant, Helm 3's and Helm 4's, against the schema of
