@@ -3,7 +3,8 @@
 // When the public port speaks TLS (or wants a token for health), the kubelet's native gRPC probes
 // cannot use it; the pod's probes then run `qwen health` inside the container against this port
 // instead. It listens on 127.0.0.1 only, so nothing outside the pod's network namespace reaches
-// it, and serves nothing but the health service (no API, no token, no TLS).
+// it, and serves the health service (plus server reflection, which gRPC adds to every server of
+// a process that enables it), no API, no token, no TLS.
 #ifndef QWEN_SERVICE_HEALTH_PORT_H_
 #define QWEN_SERVICE_HEALTH_PORT_H_
 

@@ -889,6 +889,16 @@ class RenderTest(unittest.TestCase):
                 self.assertFalse(dep["spec"]["selector"]["matchLabels"].items() <= labels.items())
                 self.assertEqual(job["spec"]["activeDeadlineSeconds"],
                                  v["model"]["download"]["budgetSeconds"])
+                # A Job's pod template cannot change: its name follows the template, so an
+                # upgrade with another image or download setting creates a new Job instead of
+                # failing on an immutable field, and the same values keep the same Job.
+                again = d.one(d.render_chart(values=VARIANTS[name]), "Job")
+                self.assertEqual(again["metadata"]["name"], job["metadata"]["name"])
+                for change in ({"image": {"tag": "9.9.9"}},
+                               {"model": {"download": {"extraEnv": [{"name": "NO_PROXY",
+                                                                     "value": ".svc"}]}}}):
+                    other = d.one(d.render_chart(values=VARIANTS[name] + [change]), "Job")
+                    self.assertNotEqual(other["metadata"]["name"], job["metadata"]["name"])
             # The rollout's deadline covers the download and the start.
             deadline = dep["spec"]["progressDeadlineSeconds"]
             self.assertGreaterEqual(deadline, v["model"]["download"]["budgetSeconds"]

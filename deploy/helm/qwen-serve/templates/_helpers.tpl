@@ -380,3 +380,63 @@ behavior:
         value: 1
         periodSeconds: 300
 {{- end }}
+
+{{/* The cluster cache's download Job: its pod template, and a name that changes with it. */}}
+{{- define "qwen-serve.fetchJobPod" -}}
+metadata:
+  labels:
+    {{- include "qwen-serve.fetchSelectorLabels" . | nindent 4 }}
+spec:
+  restartPolicy: OnFailure
+  serviceAccountName: {{ include "qwen-serve.serviceAccountName" . }}
+  automountServiceAccountToken: false
+  enableServiceLinks: false
+  {{- with .Values.image.pullSecrets }}
+  imagePullSecrets:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  securityContext:
+    runAsNonRoot: true
+    runAsUser: {{ int64 .Values.securityContext.runAsUser }}
+    runAsGroup: {{ int64 .Values.securityContext.runAsGroup }}
+    fsGroup: {{ int64 .Values.securityContext.fsGroup }}
+    fsGroupChangePolicy: OnRootMismatch
+    seccompProfile:
+      type: RuntimeDefault
+  {{- with .Values.nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  containers:
+    - name: fetch-model
+      image: {{ include "qwen-serve.image" . }}
+      imagePullPolicy: {{ .Values.image.pullPolicy }}
+      command:
+        - fetch-model
+        {{- include "qwen-serve.fetchArgs" . | nindent 8 }}
+      {{- include "qwen-serve.fetchEnv" . | nindent 6 }}
+      resources:
+        {{- include "qwen-serve.fetchResources" . | nindent 8 }}
+      securityContext:
+        {{- include "qwen-serve.containerSecurityContext" . | nindent 8 }}
+      volumeMounts:
+        - name: model
+          mountPath: /models
+        - name: tmp
+          mountPath: /tmp
+  volumes:
+    - name: model
+      persistentVolumeClaim:
+        claimName: {{ include "qwen-serve.fullname" . }}-model
+    - name: tmp
+      emptyDir:
+        sizeLimit: {{ .Values.volumes.tmpSizeLimit }}
+{{- end }}
+
+{{- define "qwen-serve.fetchJobName" -}}
+{{- printf "%s-fetch-%s" (include "qwen-serve.fullname" . | trunc 46 | trimSuffix "-") (include "qwen-serve.fetchJobPod" . | sha256sum | trunc 10) }}
+{{- end }}
