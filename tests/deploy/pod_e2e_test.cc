@@ -799,6 +799,17 @@ TEST_F(PodTest, RotatedCertificateAndTokensApplyWithoutDroppingStreams) {
   BackgroundStream stream(stream_stub.get(), Tokens(n));
   ASSERT_TRUE(stream.WaitFirstMessage()) << pod->Log();
 
+  // A token file that does not parse (here: empty, as a careless update leaves it) keeps the
+  // tokens the server has.
+  pod->UpdateSecret(kAuthMount, {{"tokens", ""}});
+  const absl::Time emptied = absl::Now();
+  while (!absl::StrContains(pod->Log(), "keeping the previous tokens") &&
+         absl::Now() - emptied < absl::Seconds(30)) {
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  ASSERT_TRUE(absl::StrContains(pod->Log(), "keeping the previous tokens")) << pod->Log();
+  ASSERT_TRUE(CallOnNewConnection(*pod, old_ca).ok()) << pod->Log();
+
   // The Secrets change as the kubelet changes them: a new certificate from another CA, and the
   // token list with the old token gone and a new one in.
   const std::string new_token = "pod-test-token-2";
