@@ -73,10 +73,11 @@ void CredentialsWatcher::Poll() {
                  {"flag", "--auth_tokens_file"},
                  {"tokens", static_cast<int64_t>(n)}});
       } else {
-        LogWarning(kComponent, absl::StrCat("--auth_tokens_file ", tokens_file_,
-                                            " changed but is not usable, keeping the previous "
-                                            "tokens: ",
-                                            tokens.status().message()),
+        LogWarning(kComponent,
+                   absl::StrCat("--auth_tokens_file ", tokens_file_,
+                                " changed but is not usable, keeping the previous "
+                                "tokens: ",
+                                tokens.status().message()),
                    {{"event", "credentials_reload_failed"}, {"flag", "--auth_tokens_file"}});
       }
     }

@@ -263,8 +263,7 @@ absl::Status RunFrontEnd(const FrontEndOptions& options) {
   // gRPC's file watcher counts whole seconds.
   tls.reload_interval_seconds = static_cast<int>(
       absl::ToInt64Seconds(absl::Ceil(options.credentials_reload_interval, absl::Seconds(1))));
-  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
-      MakeServerCredentials(tls);
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials = MakeServerCredentials(tls);
   if (!credentials.ok()) return credentials.status();
   std::unique_ptr<Authenticator> authenticator;
   if (!options.auth_tokens_file.empty()) {

@@ -42,9 +42,9 @@
 #include <vector>
 
 #include "absl/strings/match.h"
-#include "absl/strings/str_join.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -249,8 +249,8 @@ class Pod {
     const int fd = mkstemps(log, 4);
     pod->log_path_ = log;
     const pid_t parent = getpid();
-    pod->credentials_ = o.credentials != nullptr ? o.credentials
-                                                 : grpc::InsecureChannelCredentials();
+    pod->credentials_ =
+        o.credentials != nullptr ? o.credentials : grpc::InsecureChannelCredentials();
     const pid_t pid = fork();
     if (pid == 0) {
       prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -298,8 +298,7 @@ class Pod {
       *error = absl::StrCat("no port reported:\n", pod->Log());
       return pod;
     }
-    pod->channel_ =
-        grpc::CreateChannel(absl::StrCat("127.0.0.1:", pod->port_), pod->credentials_);
+    pod->channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", pod->port_), pod->credentials_);
     if (o.wait_serving && !pod->WaitHealth(Serving::SERVING, deadline - absl::Now())) {
       *error = absl::StrCat("not SERVING in time:\n", pod->Log());
     }
@@ -617,8 +616,7 @@ TEST_F(PodTest, StuckStreamsStillEndWithinTheTerminationGracePeriod) {
   EXPECT_EQ(stream.result().status.error_code(), grpc::StatusCode::UNAVAILABLE);
   std::printf("stuck stream: exit %.1f s after SIGTERM (grace %s, budget %d s)\n",
               absl::ToDoubleSeconds(took),
-              o.container["flags"]["grace_period"].get<std::string>().c_str(),
-              tgps - pre_stop);
+              o.container["flags"]["grace_period"].get<std::string>().c_str(), tgps - pre_stop);
 }
 
 TEST_F(PodTest, MaxConnectionAgeSendsGoawayWhileStreamsFinish) {
@@ -649,7 +647,6 @@ TEST_F(PodTest, MaxConnectionAgeSendsGoawayWhileStreamsFinish) {
   std::printf("a %.1f s stream across a 1 s connection age completed\n",
               absl::ToDoubleSeconds(took));
 }
-
 
 // TLS, mTLS and tokens as the chart mounts them: tests/data/tls's certificates and one token.
 constexpr char kToken[] = "pod-test-token-1";
@@ -723,8 +720,7 @@ TEST_F(PodTest, ProbesStayHealthChecksWithTls) {
     ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
     grpc::health::v1::HealthCheckRequest req;
     grpc::health::v1::HealthCheckResponse resp;
-    EXPECT_EQ(no_token->Check(&ctx, req, &resp).error_code(),
-              grpc::StatusCode::UNAUTHENTICATED);
+    EXPECT_EQ(no_token->Check(&ctx, req, &resp).error_code(), grpc::StatusCode::UNAUTHENTICATED);
   }
   auto stub = pod->Stub();
   GenerateResult r = Generate(stub.get(), Tokens(8));
@@ -765,8 +761,7 @@ std::vector<std::string> NewCertificate(const std::string& dir) {
           "-addext subjectAltName=DNS:localhost,IP:127.0.0.1) 2>&1"),
       &status);
   EXPECT_EQ(status, 0) << out;
-  return {ReadFile(dir + "/ca.pem"), ReadFile(dir + "/server.pem"),
-          ReadFile(dir + "/server.key")};
+  return {ReadFile(dir + "/ca.pem"), ReadFile(dir + "/server.pem"), ReadFile(dir + "/server.key")};
 }
 
 // GetModelInfo on a new connection: OK, or the failure.
@@ -823,16 +818,17 @@ TEST_F(PodTest, RotatedCertificateAndTokensApplyWithoutDroppingStreams) {
     absl::SleepFor(absl::Milliseconds(200));
   }
   ASSERT_TRUE(st.ok()) << "the new certificate and token are not in use after 30 s: "
-                       << st.error_message() << "\n" << pod->Log();
+                       << st.error_message() << "\n"
+                       << pod->Log();
   const bool stream_open = !stream.done();
   std::printf("rotation in use %.1f s after the update; stream at %d of %d tokens\n",
               absl::ToDoubleSeconds(absl::Now() - rotated), stream.tokens(), n);
   EXPECT_TRUE(stream_open) << "the stream ended before the rotation was seen: not exercised";
 
   // New connections get the new certificate only, and only the new token is accepted.
-  EXPECT_EQ(CallOnNewConnection(*pod, TlsCredentials(TlsData("ca.pem"), new_token, false))
-                .error_code(),
-            grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(
+      CallOnNewConnection(*pod, TlsCredentials(TlsData("ca.pem"), new_token, false)).error_code(),
+      grpc::StatusCode::UNAVAILABLE);
   EXPECT_EQ(CallOnNewConnection(*pod, TlsCredentials(next[0], kToken, false)).error_code(),
             grpc::StatusCode::UNAUTHENTICATED);
   // The stream opened before goes on to its end.
