@@ -131,6 +131,7 @@ int RunServe(int argc, char** argv) {
   p.threads = absl::GetFlag(FLAGS_threads);
   if (p.threads == 0) p.threads = std::max(1, AvailableCores() / std::max(1, p.workers));
   absl::Status limits = ApplyServeLimitFlags(&o);
+  ApplyServeProbeFlags(&o);
   if (!log_flags.ok()) limits = log_flags;
   if (!model_status.ok()) limits = model_status;
   // --check_config reports every problem itself; a real start stops at the first.
