@@ -39,7 +39,11 @@ namespace {
 
 constexpr int kQKK = 256;
 constexpr int kRows = 8;     // rows per image (lanes)
-constexpr int kRegCols = 4;  // columns whose sums stay in registers
+constexpr int kRegCols = 4;  // columns whose sums stay in registers, weights made on the fly
+#ifndef QWEN_AVX2_BUF_COLS
+#define QWEN_AVX2_BUF_COLS 8
+#endif
+constexpr int kBufCols = QWEN_AVX2_BUF_COLS;  // the same, weights read from the block's buffer
 
 QWEN_INLINE __m256i Bytes(int v) { return _mm256_set1_epi8(static_cast<char>(v)); }
 
@@ -130,8 +134,8 @@ QWEN_INLINE void Transpose8(__m256i* v) {
 //   activation sums (bsums, or bsums32 when PairBsums32), give the block's M or correction C;
 //   Fold(S, C-or-M, block, da, acc).
 
-// Q3_K: u = q + 4 in [0, 7]. Image: [0, 8) hmask dwords, [8, 24) qs dwords, [24, 27) scales,
-// then d. A sub-block's four products stay below 4 * 2 * 7 * 127 in int16; its scale word is
+// Q3_K: u = q + 4 in [0, 7]. Raw image: [0, 8) hmask dwords, [8, 24) qs dwords, [24, 27)
+// scales, then d; the stored image re-encodes the weights (Encode). A sub-block's four products stay below 4 * 2 * 7 * 127 in int16; its scale word is
 // 256 (sc - 32), so the int32 sum is 256 sum_s (sc_s - 32) sum u a, and the correction
 // C = sum_s (sc_s - 32) bsum_s removes the offset 4: 256 S = that - 1024 C (|.| < 2^31), and
 // d / 256 turns it back exactly.
@@ -173,13 +177,68 @@ struct Q3K {
                              reinterpret_cast<const __m128i*>(img + 32 * kVecs))),
                          _mm256_set1_ps(1.0f / 256.0f));
   }
-  // Weight 16 s + 4 k + b = 128 h + 32 g + l: low bits at bits 2 g of qs dword 8 h + l / 4,
-  // high bit at bit 4 h + g of hmask dword l / 4.
-  static QWEN_INLINE __m256i W(const __m256i_u* v, int s, int k) {
+  // The file's bits of weights 16 s + 4 k .. + 3 (= 128 h + 32 g + l): low bits at bits 2 g of
+  // qs dword 8 h + l / 4, high bit at bit 4 h + g of hmask dword l / 4, in the raw image.
+  static QWEN_INLINE __m256i RawW(const __m256i_u* v, int s, int k) {
     const int h = s / 8, g = (s % 8) / 2, m = 4 * (s % 2) + k;
     const __m256i q = Load(v, 8 + 8 * h + m);
     const __m256i lo = _mm256_and_si256(g == 0 ? q : _mm256_srli_epi16(q, 2 * g), Bytes(3));
     return _mm256_or_si256(lo, BitTo(Load(v, m), 4 * h + g, 2));
+  }
+  // Stored image: the 64 weight vectors w = 4 s + k as 3-bit fields, eight vectors (w = 8 G +
+  // j) in three byte planes P = vectors 3 G .. 3 G + 2 of the image:
+  //   P0 = u0 | u1 << 3 | u2 << 6 (low 2 bits),  P1 = u2 >> 2 | u3 << 1 | u4 << 4 | u5 << 7,
+  //   P2 = u5 >> 1 | u6 << 2 | u7 << 5,
+  // so a vector costs 2.6 operations to make instead of 4.75 from the file's planes; then the
+  // scale dwords (image vectors 24-26) and d, as in the raw image.
+  static QWEN_INLINE void Encode(const __m256i_u* raw, __m256i_u* out) {
+#pragma GCC unroll 8
+    for (int g = 0; g < 8; ++g) {
+      __m256i u[8];
+#pragma GCC unroll 8
+      for (int j = 0; j < 8; ++j) u[j] = RawW(raw, (8 * g + j) / 4, j % 4);
+      const __m256i p0 = _mm256_or_si256(
+          _mm256_or_si256(u[0], _mm256_slli_epi16(u[1], 3)),
+          _mm256_and_si256(_mm256_slli_epi16(u[2], 6), Bytes(0xC0)));
+      const __m256i p1 = _mm256_or_si256(
+          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(u[2], 2), Bytes(1)),
+                          _mm256_slli_epi16(u[3], 1)),
+          _mm256_or_si256(_mm256_slli_epi16(u[4], 4),
+                          _mm256_and_si256(_mm256_slli_epi16(u[5], 7), Bytes(0x80))));
+      const __m256i p2 = _mm256_or_si256(
+          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(u[5], 1), Bytes(3)),
+                          _mm256_slli_epi16(u[6], 2)),
+          _mm256_slli_epi16(u[7], 5));
+      _mm256_storeu_si256(out + 3 * g, p0);
+      _mm256_storeu_si256(out + 3 * g + 1, p1);
+      _mm256_storeu_si256(out + 3 * g + 2, p2);
+    }
+#pragma GCC unroll 3
+    for (int j = 24; j < 27; ++j) _mm256_storeu_si256(out + j, Load(raw, j));
+  }
+  static QWEN_INLINE __m256i W(const __m256i_u* v, int s, int k) {
+    const int w = 4 * s + k, g = w / 8, j = w % 8;
+    const __m256i m7 = Bytes(7);
+    switch (j) {
+      case 0:
+        return _mm256_and_si256(Load(v, 3 * g), m7);
+      case 1:
+        return _mm256_and_si256(_mm256_srli_epi16(Load(v, 3 * g), 3), m7);
+      case 2:
+        return _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(Load(v, 3 * g), 6), Bytes(3)),
+                               _mm256_and_si256(_mm256_slli_epi16(Load(v, 3 * g + 1), 2), Bytes(4)));
+      case 3:
+        return _mm256_and_si256(_mm256_srli_epi16(Load(v, 3 * g + 1), 1), m7);
+      case 4:
+        return _mm256_and_si256(_mm256_srli_epi16(Load(v, 3 * g + 1), 4), m7);
+      case 5:
+        return _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(Load(v, 3 * g + 1), 7), Bytes(1)),
+                               _mm256_and_si256(_mm256_slli_epi16(Load(v, 3 * g + 2), 1), Bytes(6)));
+      case 6:
+        return _mm256_and_si256(_mm256_srli_epi16(Load(v, 3 * g + 2), 2), m7);
+      default:
+        return _mm256_and_si256(_mm256_srli_epi16(Load(v, 3 * g + 2), 5), m7);
+    }
   }
   static QWEN_INLINE __m256i Scale(const Block& b, int s) { return b.sc[s]; }
   static QWEN_INLINE __m256i Pair(const Block& b, int p) { return b.pair[p]; }
@@ -321,8 +380,8 @@ struct Q5K {
 
 // Q6_K: u = q + 32 in [0, 63]: two products stay below 2 * 2 * 63 * 127 in int16, so a
 // sub-block takes two vpmaddwd by its signed scale (sign-extended words). The offset comes out
-// through C = sum_s sc_s bsum_s: S = sum - 32 C. Image: [0, 32) ql, [32, 48) qh, [48, 52)
-// scales, then d. Weight 16 s + 4 k + b = 128 hh + 32 gg + l: low 4 bits in nibble gg / 2 of ql
+// through C = sum_s sc_s bsum_s: S = sum - 32 C. Raw image: [0, 32) ql, [32, 48) qh, [48, 52)
+// scales, then d; the stored image re-encodes the weights (Encode). Weight 16 s + 4 k + b = 128 hh + 32 gg + l: low 4 bits in nibble gg / 2 of ql
 // dword 16 hh + 8 (gg % 2) + l / 4, high 2 bits at bits 2 gg of qh dword 8 hh + l / 4.
 struct Q6K {
   static constexpr int kBytes = 210;
@@ -353,7 +412,8 @@ struct Q6K {
     }
     b->d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(img + 32 * kVecs)));
   }
-  static QWEN_INLINE __m256i W(const __m256i_u* v, int s, int k) {
+  // The file's bits of weights 16 s + 4 k .. + 3, in the raw image.
+  static QWEN_INLINE __m256i RawW(const __m256i_u* v, int s, int k) {
     const int hh = s / 8, gg = (s % 8) / 2, m = 4 * (s % 2) + k;
     const __m256i ql = Load(v, 16 * hh + 8 * (gg % 2) + m);
     const __m256i lo = _mm256_and_si256(gg / 2 ? _mm256_srli_epi16(ql, 4) : ql, Bytes(0x0F));
@@ -363,6 +423,32 @@ struct Q6K {
                       : sh > 4 ? _mm256_srli_epi16(qh, sh - 4)
                                : qh;
     return _mm256_or_si256(lo, _mm256_and_si256(h, Bytes(0x30)));
+  }
+  // Stored image: sub-block s's four weight vectors (u0..u3, 6 bits) in three byte planes,
+  // vectors 3 s .. 3 s + 2: P_i = u_i | (bits 2 i, 2 i + 1 of u3) << 6, so u0..u2 are one AND
+  // each and u3 eight operations (2.75 a vector instead of 4.5 from the file's planes); then the
+  // scale dwords (image vectors 48-51) and d.
+  static QWEN_INLINE void Encode(const __m256i_u* raw, __m256i_u* out) {
+#pragma GCC unroll 16
+    for (int sb = 0; sb < 16; ++sb) {
+      const __m256i u3 = RawW(raw, sb, 3);
+#pragma GCC unroll 3
+      for (int i = 0; i < 3; ++i) {
+        const __m256i top = _mm256_and_si256(
+            i < 3 ? _mm256_slli_epi16(u3, 6 - 2 * i) : u3, Bytes(0xC0));
+        _mm256_storeu_si256(out + 3 * sb + i, _mm256_or_si256(RawW(raw, sb, i), top));
+      }
+    }
+#pragma GCC unroll 4
+    for (int j = 48; j < 52; ++j) _mm256_storeu_si256(out + j, Load(raw, j));
+  }
+  static QWEN_INLINE __m256i W(const __m256i_u* v, int s, int k) {
+    const __m256i m3f = Bytes(0x3F);
+    if (k < 3) return _mm256_and_si256(Load(v, 3 * s + k), m3f);
+    const __m256i b0 = _mm256_and_si256(_mm256_srli_epi16(Load(v, 3 * s), 6), Bytes(0x03));
+    const __m256i b1 = _mm256_and_si256(_mm256_srli_epi16(Load(v, 3 * s + 1), 4), Bytes(0x0C));
+    const __m256i b2 = _mm256_and_si256(_mm256_srli_epi16(Load(v, 3 * s + 2), 2), Bytes(0x30));
+    return _mm256_or_si256(_mm256_or_si256(b0, b1), b2);
   }
   static QWEN_INLINE __m256i Scale(const Block& b, int s) { return b.sc[s]; }
   static QWEN_INLINE __m256i Pair(const Block& b, int p) { return b.pair[p]; }
@@ -380,9 +466,20 @@ constexpr size_t ImageBytes() {
   return static_cast<size_t>(kRows) * T::kBytes;
 }
 
-// The image of block `off` (byte offset in each row) of 8 rows into dst (ImageBytes<T>()).
+// Types whose stored image re-encodes the weights (Q3_K, Q6_K) have Encode(raw, out).
+template <class T, class = void>
+struct HasEncode {
+  static constexpr bool value = false;
+};
 template <class T>
-QWEN_INLINE void MakeImage(const uint8_t* const* rows, int64_t off, uint8_t* dst) {
+struct HasEncode<T, decltype(void(T::Encode(nullptr, nullptr)))> {
+  static constexpr bool value = true;
+};
+
+// The raw image of block `off` (byte offset in each row) of 8 rows: vector j lane r = dword j
+// of row r's block, then (kTailOffset) the 8 rows' d.
+template <class T>
+QWEN_INLINE void MakeRawImage(const uint8_t* const* rows, int64_t off, uint8_t* dst) {
   auto* out = reinterpret_cast<__m256i_u*>(dst);
   int j = 0;
   for (; j + 8 <= T::kVecs; j += 8) {
@@ -401,7 +498,23 @@ QWEN_INLINE void MakeImage(const uint8_t* const* rows, int64_t off, uint8_t* dst
     _mm256_storeu_si256(out + j, _mm256_load_si256(reinterpret_cast<const __m256i*>(lane)));
   }
   if constexpr (T::kTailOffset >= 0) {
-    for (int r = 0; r < 8; ++r) std::memcpy(dst + 32 * T::kVecs + 2 * r, rows[r] + off + T::kTailOffset, 2);
+    for (int r = 0; r < 8; ++r) {
+      std::memcpy(dst + 32 * T::kVecs + 2 * r, rows[r] + off + T::kTailOffset, 2);
+    }
+  }
+}
+
+// The stored image (what the block kernel reads) of block `off` of 8 rows into dst
+// (ImageBytes<T>()).
+template <class T>
+QWEN_INLINE void MakeImage(const uint8_t* const* rows, int64_t off, uint8_t* dst) {
+  if constexpr (HasEncode<T>::value) {
+    alignas(32) uint8_t raw[ImageBytes<T>()];
+    MakeRawImage<T>(rows, off, raw);
+    T::Encode(reinterpret_cast<const __m256i_u*>(raw), reinterpret_cast<__m256i_u*>(dst));
+    if constexpr (T::kTailOffset >= 0) std::memcpy(dst + 32 * T::kVecs, raw + 32 * T::kVecs, 16);
+  } else {
+    MakeRawImage<T>(rows, off, dst);
   }
 }
 
@@ -518,17 +631,17 @@ void EightRows(const ImageSource<T>& src, int n_rows, const uint8_t* a, size_t a
     for (int c = 0; c < nc; ++c) StoreRows(y + c * y_stride, acc[c], n_rows);
     return;
   }
-  // Many columns: the weight vectors of each block once, then kRegCols columns at a time, the
+  // Many columns: the weight vectors of each block once, then kBufCols columns at a time, the
   // running sums kept in y (the n_rows x n_cols entries only).
   alignas(32) __m256i w[64];
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* img = src.Get(b, image);
     T::Setup(img, &blk);
     MakeWeights<T>(img, w);
-    for (int64_t c0 = 0; c0 < n_cols; c0 += kRegCols) {
-      const int nc = static_cast<int>(n_cols - c0 < kRegCols ? n_cols - c0 : kRegCols);
-      const BlockQ8_K* ab[kRegCols];
-      __m256 acc[kRegCols];
+    for (int64_t c0 = 0; c0 < n_cols; c0 += kBufCols) {
+      const int nc = static_cast<int>(n_cols - c0 < kBufCols ? n_cols - c0 : kBufCols);
+      const BlockQ8_K* ab[kBufCols];
+      __m256 acc[kBufCols];
       for (int c = 0; c < nc; ++c) {
         ab[c] = reinterpret_cast<const BlockQ8_K*>(a + (c0 + c) * a_stride) + b;
         if (b == 0) {
@@ -541,8 +654,8 @@ void EightRows(const ImageSource<T>& src, int n_rows, const uint8_t* a, size_t a
           acc[c] = _mm256_load_ps(t);
         }
       }
-      if (nc == kRegCols) {
-        BlockProduct<T, kRegCols>(img, blk, w, ab, acc);
+      if (nc == kBufCols) {
+        BlockProduct<T, kBufCols>(img, blk, w, ab, acc);
       } else {
         switch (nc) {
 #define QWEN_CASE(N) \
@@ -552,6 +665,10 @@ void EightRows(const ImageSource<T>& src, int n_rows, const uint8_t* a, size_t a
           QWEN_CASE(1)
           QWEN_CASE(2)
           QWEN_CASE(3)
+          QWEN_CASE(4)
+          QWEN_CASE(5)
+          QWEN_CASE(6)
+          QWEN_CASE(7)
 #undef QWEN_CASE
         }
       }
@@ -560,20 +677,29 @@ void EightRows(const ImageSource<T>& src, int n_rows, const uint8_t* a, size_t a
   }
 }
 
+// Columns per pass over the rows of a call: a pass's activations (64 columns x 10 blocks x 312
+// bytes for 2560 weights) stay in L2 while every row of the call meets them, instead of being
+// read again from L3 for every 8 rows.
+constexpr int64_t kColChunk = 64;
+
 template <class T>
 void Tile(const void* w, size_t w_stride, int64_t n_rows, const void* a, size_t a_stride,
           int64_t n_cols, float* y, size_t y_stride, int64_t n) {
   const auto* wp = static_cast<const uint8_t*>(w);
   const auto* ap = static_cast<const uint8_t*>(a);
   const int64_t nb = n / kQKK;
-  for (int64_t r0 = 0; r0 < n_rows; r0 += kRows) {
-    const int rows = static_cast<int>(n_rows - r0 < kRows ? n_rows - r0 : kRows);
-    const uint8_t* ptrs[kRows];
-    // Missing rows of a short last group repeat its first row; their results are not stored.
-    for (int r = 0; r < kRows; ++r) ptrs[r] = wp + (r0 + (r < rows ? r : 0)) * w_stride;
-    ImageSource<T> src;
-    src.rows = ptrs;
-    EightRows<T>(src, rows, ap, a_stride, n_cols, y + r0, y_stride, nb);
+  for (int64_t c0 = 0; c0 < n_cols; c0 += kColChunk) {
+    const int64_t nc = n_cols - c0 < kColChunk ? n_cols - c0 : kColChunk;
+    for (int64_t r0 = 0; r0 < n_rows; r0 += kRows) {
+      const int rows = static_cast<int>(n_rows - r0 < kRows ? n_rows - r0 : kRows);
+      const uint8_t* ptrs[kRows];
+      // Missing rows of a short last group repeat its first row; their results are not stored.
+      for (int r = 0; r < kRows; ++r) ptrs[r] = wp + (r0 + (r < rows ? r : 0)) * w_stride;
+      ImageSource<T> src;
+      src.rows = ptrs;
+      EightRows<T>(src, rows, ap + c0 * a_stride, a_stride, nc, y + c0 * y_stride + r0, y_stride,
+                   nb);
+    }
   }
 }
 
@@ -597,11 +723,15 @@ void TilePacked(const void* wp, int64_t n_groups, const void* a, size_t a_stride
                 float* y, size_t y_stride, int64_t n) {
   const int64_t nb = n / kQKK;
   const size_t half_bytes = static_cast<size_t>(nb) * ImageBytes<T>();
-  for (int64_t g = 0; g < 2 * n_groups; ++g) {
-    ImageSource<T> src;
-    src.images = static_cast<const uint8_t*>(wp) + g * half_bytes;
-    EightRows<T>(src, kRows, static_cast<const uint8_t*>(a), a_stride, n_cols, y + g * kRows,
-                 y_stride, nb);
+  const auto* ap = static_cast<const uint8_t*>(a);
+  for (int64_t c0 = 0; c0 < n_cols; c0 += kColChunk) {
+    const int64_t nc = n_cols - c0 < kColChunk ? n_cols - c0 : kColChunk;
+    for (int64_t g = 0; g < 2 * n_groups; ++g) {
+      ImageSource<T> src;
+      src.images = static_cast<const uint8_t*>(wp) + g * half_bytes;
+      EightRows<T>(src, kRows, ap + c0 * a_stride, a_stride, nc, y + c0 * y_stride + g * kRows,
+                   y_stride, nb);
+    }
   }
 }
 
@@ -623,7 +753,7 @@ void FillAvx2GemmKernels(KernelTable* t) {
   Set<Q4K>(t, GgmlType::kQ4_K, true);
   Set<Q5K>(t, GgmlType::kQ5_K, true);
   Set<Q6K>(t, GgmlType::kQ6_K, true);
-  t->packed_format = "avx2-rows8-v1";
+  t->packed_format = "avx2-rows8-v2";
 }
 
 }  // namespace qwen::quant::internal

@@ -93,9 +93,10 @@ TEST_P(PackedTest, TableHasPackedKernelsForTheKQuants) {
   }
 }
 
-// pack16 writes exactly 16 * RowBytes bytes, depends only on the rows' bytes (not on the
-// stride's padding nor on what dst held), and is a permutation of the rows' bytes.
-TEST_P(PackedTest, Pack16IsSameSizeDeterministicPermutation) {
+// pack16 writes exactly 16 * RowBytes bytes and depends only on the rows' bytes (not on the
+// stride's padding nor on what dst held). (That it keeps all of them is what the products below
+// check: AVX2 re-encodes Q3_K and Q6_K weights, so its copy is not a permutation of the bytes.)
+TEST_P(PackedTest, Pack16IsSameSizeAndDeterministic) {
   std::mt19937 rng(21);
   for (GgmlType t : kPackedTypes) {
     for (int64_t n : {int64_t{256}, int64_t{2560}}) {
@@ -126,13 +127,6 @@ TEST_P(PackedTest, Pack16IsSameSizeDeterministicPermutation) {
         ASSERT_EQ(std::memcmp(a.data() + 64, c.data(), group), 0)
             << TypeName(t) << " n=" << n << " " << IsaName(other);
       }
-      // Every byte of the rows lands somewhere: the multisets of bytes agree.
-      std::vector<int64_t> hist_w(256), hist_p(256);
-      for (size_t i = 0; i < group; ++i) {
-        ++hist_w[w[i]];
-        ++hist_p[a[64 + i]];
-      }
-      EXPECT_EQ(hist_w, hist_p) << TypeName(t) << " n=" << n;
     }
   }
 }
