@@ -40,10 +40,9 @@ namespace {
 constexpr int kQKK = 256;
 constexpr int kRows = 8;     // rows per image (lanes)
 constexpr int kRegCols = 4;  // columns whose sums stay in registers, weights made on the fly
-#ifndef QWEN_AVX2_BUF_COLS
-#define QWEN_AVX2_BUF_COLS 8
-#endif
-constexpr int kBufCols = QWEN_AVX2_BUF_COLS;  // the same, weights read from the block's buffer
+// Columns per pass when the weight vectors come from the block's buffer: T::kBufCols, 8 or 6
+// (Q4_K's lighter unpacking leaves it fastest at 6 in quant_bench; 8 would spill).
+constexpr int kMaxBufCols = 8;
 
 QWEN_INLINE __m256i Bytes(int v) { return _mm256_set1_epi8(static_cast<char>(v)); }
 
@@ -140,6 +139,7 @@ QWEN_INLINE void Transpose8(__m256i* v) {
 // C = sum_s (sc_s - 32) bsum_s removes the offset 4: 256 S = that - 1024 C (|.| < 2^31), and
 // d / 256 turns it back exactly.
 struct Q3K {
+  static constexpr int kBufCols = 8;
   static constexpr int kBytes = 110;
   static constexpr int kVecs = 27;
   static constexpr int kTailOffset = 108;
@@ -251,6 +251,7 @@ struct Q3K {
 // Q2_K: q in [0, 3]. Image: [0, 4) scales, [4, 20) qs, [20] d | dmin. S = sum_s (sc_s & 15)
 // sum q a (products below 4 * 2 * 3 * 127), M = sum_s (sc_s >> 4) bsum_s.
 struct Q2K {
+  static constexpr int kBufCols = 8;
   static constexpr int kBytes = 84;
   static constexpr int kVecs = 21;
   static constexpr int kTailOffset = -1;
@@ -326,6 +327,7 @@ struct K4Scales {
 // scales, [4, 36) qs. Weight 16 s + 4 k + b = 64 c + 32 hi + l: nibble hi of qs dword
 // 8 c + l / 4; scale j = s / 2.
 struct Q4K {
+  static constexpr int kBufCols = 6;
   static constexpr int kBytes = 144;
   static constexpr int kVecs = 36;
   static constexpr int kTailOffset = -1;
@@ -354,6 +356,7 @@ struct Q4K {
 // [1, 4) scales, [4, 12) qh, [12, 44) qs; bit 4 of weight 64 c + 32 hi + l is bit 2 c + hi of
 // qh byte l.
 struct Q5K {
+  static constexpr int kBufCols = 8;
   static constexpr int kBytes = 176;
   static constexpr int kVecs = 44;
   static constexpr int kTailOffset = -1;
@@ -384,6 +387,7 @@ struct Q5K {
 // scales, then d; the stored image re-encodes the weights (Encode). Weight 16 s + 4 k + b = 128 hh + 32 gg + l: low 4 bits in nibble gg / 2 of ql
 // dword 16 hh + 8 (gg % 2) + l / 4, high 2 bits at bits 2 gg of qh dword 8 hh + l / 4.
 struct Q6K {
+  static constexpr int kBufCols = 8;
   static constexpr int kBytes = 210;
   static constexpr int kVecs = 52;
   static constexpr int kTailOffset = 208;
@@ -631,17 +635,17 @@ void EightRows(const ImageSource<T>& src, int n_rows, const uint8_t* a, size_t a
     for (int c = 0; c < nc; ++c) StoreRows(y + c * y_stride, acc[c], n_rows);
     return;
   }
-  // Many columns: the weight vectors of each block once, then kBufCols columns at a time, the
+  // Many columns: the weight vectors of each block once, then T::kBufCols columns at a time, the
   // running sums kept in y (the n_rows x n_cols entries only).
   alignas(32) __m256i w[64];
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* img = src.Get(b, image);
     T::Setup(img, &blk);
     MakeWeights<T>(img, w);
-    for (int64_t c0 = 0; c0 < n_cols; c0 += kBufCols) {
-      const int nc = static_cast<int>(n_cols - c0 < kBufCols ? n_cols - c0 : kBufCols);
-      const BlockQ8_K* ab[kBufCols];
-      __m256 acc[kBufCols];
+    for (int64_t c0 = 0; c0 < n_cols; c0 += T::kBufCols) {
+      const int nc = static_cast<int>(n_cols - c0 < T::kBufCols ? n_cols - c0 : T::kBufCols);
+      const BlockQ8_K* ab[kMaxBufCols];
+      __m256 acc[kMaxBufCols];
       for (int c = 0; c < nc; ++c) {
         ab[c] = reinterpret_cast<const BlockQ8_K*>(a + (c0 + c) * a_stride) + b;
         if (b == 0) {
@@ -654,9 +658,9 @@ void EightRows(const ImageSource<T>& src, int n_rows, const uint8_t* a, size_t a
           acc[c] = _mm256_load_ps(t);
         }
       }
-      if (nc == kBufCols) {
-        BlockProduct<T, kBufCols>(img, blk, w, ab, acc);
-      } else {
+      if (nc == T::kBufCols) {
+        BlockProduct<T, T::kBufCols>(img, blk, w, ab, acc);
+      } else if (nc < T::kBufCols) {
         switch (nc) {
 #define QWEN_CASE(N) \
   case N:            \

@@ -127,63 +127,111 @@ void DequantFloat(const void* src, float* dst, int64_t n) {
   for (; i < n; ++i) dst[i] = Row::One(src, i);
 }
 
-// Float tiles: 8 rows in the lanes, one fused multiply-add per weight and column, in index
-// order, so entry (r, c) is exactly the chain acc = fma(w_ri, x_ci, acc) of the reference. A
-// chunk of the 8 rows is transposed into a panel (element i of the 8 rows as one vector), which
-// every column then reads; the running sums live in y between chunks.
+// Float tiles: rows in the lanes, one fused multiply-add per weight and column, in index order,
+// so entry (r, c) is exactly the chain acc = fma(w_ri, x_ci, acc) of the reference. A chunk of
+// 16 rows is transposed into two panels (element i of 8 rows as one vector), which every column
+// then reads; the running sums live in y between chunks.
 constexpr int64_t kFloatChunk = 256;
+constexpr int kFloatCols = 6;  // columns per register tile: 16 rows x 6 columns = 12 accumulators
+
+// Transposes 8 rows (ptrs) x elements [k0, k0 + kc) into panel[i][8] (row r in lane r).
+template <class Row>
+QWEN_INLINE void FillPanel(const uint8_t* const* ptrs, int64_t k0, int64_t kc, float* panel) {
+  int64_t i = 0;
+  for (; i + 8 <= kc; i += 8) {
+    __m256i v[8];
+    for (int r = 0; r < 8; ++r) v[r] = _mm256_castps_si256(Row::Load(ptrs[r], k0 + i));
+    Transpose8x8(v);
+    for (int j = 0; j < 8; ++j) _mm256_store_ps(panel + (i + j) * 8, _mm256_castsi256_ps(v[j]));
+  }
+  for (; i < kc; ++i) {
+    for (int r = 0; r < 8; ++r) panel[i * 8 + r] = Row::One(ptrs[r], k0 + i);
+  }
+}
+
+// The register tile: kH panels (8 rows each) x N columns over kc elements, from acc (in/out).
+template <int kH, int N>
+QWEN_INLINE void FloatKernel(const float* const* panels, const float* const* x, int64_t kc,
+                             __m256* acc_io) {
+  __m256 acc[kH][N];
+#pragma GCC unroll 8
+  for (int c = 0; c < N; ++c) {
+#pragma GCC unroll 2
+    for (int h = 0; h < kH; ++h) acc[h][c] = acc_io[c * 2 + h];
+  }
+  for (int64_t j = 0; j < kc; ++j) {
+    __m256 p[kH];
+#pragma GCC unroll 2
+    for (int h = 0; h < kH; ++h) p[h] = _mm256_load_ps(panels[h] + j * 8);
+#pragma GCC unroll 8
+    for (int c = 0; c < N; ++c) {
+      const __m256 xv = _mm256_broadcast_ss(x[c] + j);
+#pragma GCC unroll 2
+      for (int h = 0; h < kH; ++h) acc[h][c] = _mm256_fmadd_ps(p[h], xv, acc[h][c]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int c = 0; c < N; ++c) {
+#pragma GCC unroll 2
+    for (int h = 0; h < kH; ++h) acc_io[c * 2 + h] = acc[h][c];
+  }
+}
+
+template <int kH>
+QWEN_INLINE void FloatKernelN(int nc, const float* const* panels, const float* const* x,
+                              int64_t kc, __m256* acc) {
+  switch (nc) {
+    case 1: return FloatKernel<kH, 1>(panels, x, kc, acc);
+    case 2: return FloatKernel<kH, 2>(panels, x, kc, acc);
+    case 3: return FloatKernel<kH, 3>(panels, x, kc, acc);
+    case 4: return FloatKernel<kH, 4>(panels, x, kc, acc);
+    case 5: return FloatKernel<kH, 5>(panels, x, kc, acc);
+    default: return FloatKernel<kH, 6>(panels, x, kc, acc);
+  }
+}
 
 template <class Row>
 void FloatTile(const void* w, size_t w_stride, int64_t n_rows, const void* a, size_t a_stride,
                int64_t n_cols, float* y, size_t y_stride, int64_t n) {
   const auto* wp = static_cast<const uint8_t*>(w);
   const auto* ap = static_cast<const uint8_t*>(a);
-  alignas(32) float panel[kFloatChunk * 8];
-  for (int64_t r0 = 0; r0 < n_rows; r0 += 8) {
-    const int rows = static_cast<int>(n_rows - r0 < 8 ? n_rows - r0 : 8);
-    const uint8_t* ptrs[8];
-    for (int r = 0; r < 8; ++r) ptrs[r] = wp + (r0 + (r < rows ? r : 0)) * w_stride;
+  alignas(32) float panel[2][kFloatChunk * 8];
+  const float* panels[2] = {panel[0], panel[1]};
+  for (int64_t r0 = 0; r0 < n_rows; r0 += 16) {
+    // Up to two panels of 8 rows; missing rows of a panel repeat row r0 and are not stored.
+    int rows[2];
+    const uint8_t* ptrs[2][8];
+    for (int h = 0; h < 2; ++h) {
+      const int64_t left = n_rows - r0 - 8 * h;
+      rows[h] = static_cast<int>(left < 0 ? 0 : left < 8 ? left : 8);
+      for (int r = 0; r < 8; ++r) ptrs[h][r] = wp + (r0 + (r < rows[h] ? 8 * h + r : 0)) * w_stride;
+    }
+    const int halves = rows[1] > 0 ? 2 : 1;
     for (int64_t k0 = 0; k0 < n; k0 += kFloatChunk) {
       const int64_t kc = n - k0 < kFloatChunk ? n - k0 : kFloatChunk;
-      int64_t i = 0;
-      for (; i + 8 <= kc; i += 8) {
-        __m256i v[8];
-        for (int r = 0; r < 8; ++r) v[r] = _mm256_castps_si256(Row::Load(ptrs[r], k0 + i));
-        Transpose8x8(v);
-        for (int j = 0; j < 8; ++j) _mm256_store_ps(panel + (i + j) * 8, _mm256_castsi256_ps(v[j]));
-      }
-      for (; i < kc; ++i) {
-        for (int r = 0; r < 8; ++r) panel[i * 8 + r] = Row::One(ptrs[r], k0 + i);
-      }
-      for (int64_t c0 = 0; c0 < n_cols; c0 += 8) {
-        const int nc = static_cast<int>(n_cols - c0 < 8 ? n_cols - c0 : 8);
-        const float* x[8];
-        __m256 acc[8];
+      for (int h = 0; h < halves; ++h) FillPanel<Row>(ptrs[h], k0, kc, panel[h]);
+      for (int64_t c0 = 0; c0 < n_cols; c0 += kFloatCols) {
+        const int nc = static_cast<int>(n_cols - c0 < kFloatCols ? n_cols - c0 : kFloatCols);
+        const float* x[kFloatCols];
+        __m256 acc[2 * kFloatCols];  // [column][panel]
         for (int c = 0; c < nc; ++c) {
           x[c] = reinterpret_cast<const float*>(ap + (c0 + c) * a_stride) + k0;
-          acc[c] = k0 == 0 ? _mm256_setzero_ps() : LoadRows(y + (c0 + c) * y_stride + r0, rows);
+          for (int h = 0; h < halves; ++h) {
+            acc[2 * c + h] = k0 == 0 ? _mm256_setzero_ps()
+                                     : LoadRows(y + (c0 + c) * y_stride + r0 + 8 * h, rows[h]);
+          }
         }
-        switch (nc) {
-#define QWEN_CASE(N)                                                          \
-  case N:                                                                     \
-    for (int64_t j = 0; j < kc; ++j) {                                        \
-      const __m256 pv = _mm256_load_ps(panel + j * 8);                        \
-      _Pragma("GCC unroll 8") for (int c = 0; c < N; ++c) {                   \
-        acc[c] = _mm256_fmadd_ps(pv, _mm256_broadcast_ss(x[c] + j), acc[c]); \
-      }                                                                       \
-    }                                                                         \
-    break;
-          QWEN_CASE(1)
-          QWEN_CASE(2)
-          QWEN_CASE(3)
-          QWEN_CASE(4)
-          QWEN_CASE(5)
-          QWEN_CASE(6)
-          QWEN_CASE(7)
-          QWEN_CASE(8)
-#undef QWEN_CASE
+        // Every entry: acc = fma(w_ri, x_ci, acc) for i in order (the reference's chain).
+        if (halves == 2) {
+          FloatKernelN<2>(nc, panels, x, kc, acc);
+        } else {
+          FloatKernelN<1>(nc, panels, x, kc, acc);
         }
-        for (int c = 0; c < nc; ++c) StoreRows(y + (c0 + c) * y_stride + r0, acc[c], rows);
+        for (int c = 0; c < nc; ++c) {
+          for (int h = 0; h < halves; ++h) {
+            StoreRows(y + (c0 + c) * y_stride + r0 + 8 * h, acc[2 * c + h], rows[h]);
+          }
+        }
       }
     }
   }
