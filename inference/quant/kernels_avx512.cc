@@ -5,9 +5,9 @@
 // std:: templates or shared inline helpers whose AVX-512 copy the linker could hand to a caller
 // on another CPU. Only FillAvx512Kernels is visible outside, and it passes function pointers.
 //
-// Dequantization and activation quantization. The products: the k-quants Q3_K..Q6_K in
-// gemm_avx512.cc; float weights, the legacy blocks and Q2_K take the AVX2 kernels (the table
-// starts from the AVX2 one), which compute the same bits as every level (kernels.h).
+// Dequantization, activation quantization and the float tiles. The other products: the k-quants
+// Q3_K..Q6_K in gemm_avx512.cc; the legacy blocks and Q2_K take the AVX2 kernels (the table starts
+// from the AVX2 one). All compute the same bits as every level (kernels.h).
 //
 // GCC 12's AVX-512 headers implement unmasked intrinsics through a deliberately uninitialized
 // pass-through operand (GCC bug 105593, fixed in GCC 13), which -Wmaybe-uninitialized reports at
@@ -91,9 +91,155 @@ void DequantFloat(const void* src, float* dst, int64_t n) {
   }
 }
 
-// One weight row against NC float activation rows. Each weight vector is converted once and
-// multiplied into every column; U independent accumulators per column hide the FMA latency
-// when there are few columns.
+// Float tiles: the arithmetic of every level (kernels.h), entry (r, c) the chain
+// acc = fma(w_ri, x_ci, acc) in index order, with 16 rows in the lanes. A chunk of up to 32 rows
+// is transposed into two panels (element i of 16 rows as one vector: two 8 x 8 dword transposes
+// of 8 elements of rows 0-7 and 8-15), which every column reads; 32 rows x 8 columns of sums stay
+// in registers. The running sums live in y between chunks.
+constexpr int64_t kFloatChunk = 256;
+constexpr int kFloatCols = 8;
+
+// In place: v[i] lane j becomes v[j] lane i (8 x 8 dwords, ymm).
+QWEN_INLINE void Transpose8x8(__m256i* v) {
+  __m256i a[8], b[8];
+  for (int i = 0; i < 4; ++i) {
+    a[2 * i] = _mm256_unpacklo_epi32(v[2 * i], v[2 * i + 1]);
+    a[2 * i + 1] = _mm256_unpackhi_epi32(v[2 * i], v[2 * i + 1]);
+  }
+  for (int i = 0; i < 2; ++i) {
+    b[4 * i] = _mm256_unpacklo_epi64(a[4 * i], a[4 * i + 2]);
+    b[4 * i + 1] = _mm256_unpackhi_epi64(a[4 * i], a[4 * i + 2]);
+    b[4 * i + 2] = _mm256_unpacklo_epi64(a[4 * i + 1], a[4 * i + 3]);
+    b[4 * i + 3] = _mm256_unpackhi_epi64(a[4 * i + 1], a[4 * i + 3]);
+  }
+  for (int x = 0; x < 4; ++x) {
+    v[x] = _mm256_permute2x128_si256(b[x], b[4 + x], 0x20);
+    v[4 + x] = _mm256_permute2x128_si256(b[x], b[4 + x], 0x31);
+  }
+}
+
+// 16 rows (ptrs) x elements [k0, k0 + kc) into panel[i][16] (row r in lane r).
+template <class Row>
+QWEN_INLINE void FillPanel(const uint8_t* const* ptrs, int64_t k0, int64_t kc, float* panel) {
+  int64_t i = 0;
+  for (; i + 16 <= kc; i += 16) {
+    // Elements i .. i + 15 of the 16 rows, as two groups of 8 elements x 8 rows per half.
+    for (int e = 0; e < 2; ++e) {
+      for (int h = 0; h < 2; ++h) {
+        __m256i v[8];
+        for (int r = 0; r < 8; ++r) {
+          const __m512 x = Row::Load(ptrs[8 * h + r], k0 + i);
+          v[r] = _mm256_castps_si256(e == 0 ? _mm512_castps512_ps256(x)
+                                            : _mm512_extractf32x8_ps(x, 1));
+        }
+        Transpose8x8(v);
+        for (int j = 0; j < 8; ++j) {
+          _mm256_store_ps(panel + (i + 8 * e + j) * 16 + 8 * h, _mm256_castsi256_ps(v[j]));
+        }
+      }
+    }
+  }
+  for (; i < kc; ++i) {
+    for (int r = 0; r < 16; ++r) {
+      const __m512 x = Row::LoadMasked(ptrs[r], k0 + i, 1);
+      panel[i * 16 + r] = _mm512_cvtss_f32(x);
+    }
+  }
+}
+
+template <int kH, int N>
+QWEN_INLINE void FloatKernel(const float* const* panels, const float* const* x, int64_t kc,
+                             __m512* acc_io) {
+  __m512 acc[kH][N];
+#pragma GCC unroll 8
+  for (int c = 0; c < N; ++c) {
+#pragma GCC unroll 2
+    for (int h = 0; h < kH; ++h) acc[h][c] = acc_io[c * 2 + h];
+  }
+  for (int64_t j = 0; j < kc; ++j) {
+    __m512 p[kH];
+#pragma GCC unroll 2
+    for (int h = 0; h < kH; ++h) p[h] = _mm512_load_ps(panels[h] + j * 16);
+#pragma GCC unroll 8
+    for (int c = 0; c < N; ++c) {
+      const __m512 xv = _mm512_set1_ps(x[c][j]);
+#pragma GCC unroll 2
+      for (int h = 0; h < kH; ++h) acc[h][c] = _mm512_fmadd_ps(p[h], xv, acc[h][c]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int c = 0; c < N; ++c) {
+#pragma GCC unroll 2
+    for (int h = 0; h < kH; ++h) acc_io[c * 2 + h] = acc[h][c];
+  }
+}
+
+template <int kH>
+QWEN_INLINE void FloatKernelN(int nc, const float* const* panels, const float* const* x,
+                              int64_t kc, __m512* acc) {
+  switch (nc) {
+    case 1: return FloatKernel<kH, 1>(panels, x, kc, acc);
+    case 2: return FloatKernel<kH, 2>(panels, x, kc, acc);
+    case 3: return FloatKernel<kH, 3>(panels, x, kc, acc);
+    case 4: return FloatKernel<kH, 4>(panels, x, kc, acc);
+    case 5: return FloatKernel<kH, 5>(panels, x, kc, acc);
+    case 6: return FloatKernel<kH, 6>(panels, x, kc, acc);
+    case 7: return FloatKernel<kH, 7>(panels, x, kc, acc);
+    default: return FloatKernel<kH, 8>(panels, x, kc, acc);
+  }
+}
+
+template <class Row>
+void FloatTile(const void* w, size_t w_stride, int64_t n_rows, const void* a, size_t a_stride,
+               int64_t n_cols, float* y, size_t y_stride, int64_t n) {
+  const auto* wp = static_cast<const uint8_t*>(w);
+  const auto* ap = static_cast<const uint8_t*>(a);
+  alignas(64) float panel[2][kFloatChunk * 16];
+  const float* panels[2] = {panel[0], panel[1]};
+  for (int64_t r0 = 0; r0 < n_rows; r0 += 32) {
+    // Up to two panels of 16 rows; missing rows of a panel repeat row r0 and are not stored.
+    int rows[2];
+    const uint8_t* ptrs[2][16];
+    for (int h = 0; h < 2; ++h) {
+      const int64_t left = n_rows - r0 - 16 * h;
+      rows[h] = static_cast<int>(left < 0 ? 0 : left < 16 ? left : 16);
+      for (int r = 0; r < 16; ++r) {
+        ptrs[h][r] = wp + (r0 + (r < rows[h] ? 16 * h + r : 0)) * w_stride;
+      }
+    }
+    const int halves = rows[1] > 0 ? 2 : 1;
+    for (int64_t k0 = 0; k0 < n; k0 += kFloatChunk) {
+      const int64_t kc = n - k0 < kFloatChunk ? n - k0 : kFloatChunk;
+      for (int h = 0; h < halves; ++h) FillPanel<Row>(ptrs[h], k0, kc, panel[h]);
+      for (int64_t c0 = 0; c0 < n_cols; c0 += kFloatCols) {
+        const int nc = static_cast<int>(n_cols - c0 < kFloatCols ? n_cols - c0 : kFloatCols);
+        const float* x[kFloatCols];
+        __m512 acc[2 * kFloatCols];  // [column][panel]
+        for (int c = 0; c < nc; ++c) {
+          x[c] = reinterpret_cast<const float*>(ap + (c0 + c) * a_stride) + k0;
+          for (int h = 0; h < halves; ++h) {
+            acc[2 * c + h] =
+                k0 == 0 ? _mm512_setzero_ps()
+                        : _mm512_maskz_loadu_ps(TailMask16(rows[h]),
+                                                y + (c0 + c) * y_stride + r0 + 16 * h);
+          }
+        }
+        if (halves == 2) {
+          FloatKernelN<2>(nc, panels, x, kc, acc);
+        } else {
+          FloatKernelN<1>(nc, panels, x, kc, acc);
+        }
+        for (int c = 0; c < nc; ++c) {
+          for (int h = 0; h < halves; ++h) {
+            _mm512_mask_storeu_ps(y + (c0 + c) * y_stride + r0 + 16 * h, TailMask16(rows[h]),
+                                  acc[2 * c + h]);
+          }
+        }
+      }
+    }
+  }
+}
+
 // ============================== Activation quantization ==============================
 
 QWEN_INLINE __m512 AbsPs(__m512 x) {
@@ -571,6 +717,9 @@ void FillAvx512Kernels(KernelTable* t) {
   auto idx = [](GgmlType type) { return static_cast<uint32_t>(type); };
   t->dequantize[idx(GgmlType::kF16)] = DequantFloat<F16Row>;
   t->dequantize[idx(GgmlType::kBF16)] = DequantFloat<BF16Row>;
+  t->dot_tile[idx(GgmlType::kF32)] = FloatTile<F32Row>;
+  t->dot_tile[idx(GgmlType::kF16)] = FloatTile<F16Row>;
+  t->dot_tile[idx(GgmlType::kBF16)] = FloatTile<BF16Row>;
 
   t->quantize_activation[idx(GgmlType::kQ4_0)] = QuantizeQ8_0;
   t->quantize_activation[idx(GgmlType::kQ5_0)] = QuantizeQ8_0;
