@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include "inference/quant/kernels_internal.h"
@@ -132,6 +133,7 @@ void DequantFloat(const void* src, float* dst, int64_t n) {
 // 16 rows is transposed into two panels (element i of 8 rows as one vector), which every column
 // then reads; the running sums live in y between chunks.
 constexpr int64_t kFloatChunk = 256;
+constexpr int64_t kXStride = kFloatChunk + 16;  // floats between column copies
 constexpr int kFloatCols = 6;  // columns per register tile: 16 rows x 6 columns = 12 accumulators
 
 // Transposes 8 rows (ptrs) x elements [k0, k0 + kc) into panel[i][8] (row r in lane r).
@@ -197,6 +199,7 @@ void FloatTile(const void* w, size_t w_stride, int64_t n_rows, const void* a, si
   const auto* ap = static_cast<const uint8_t*>(a);
   alignas(32) float panel[2][kFloatChunk * 8];
   const float* panels[2] = {panel[0], panel[1]};
+  alignas(64) float xcopy[kFloatCols * kXStride];
   for (int64_t r0 = 0; r0 < n_rows; r0 += 16) {
     // Up to two panels of 8 rows; missing rows of a panel repeat row r0 and are not stored.
     int rows[2];
@@ -215,7 +218,11 @@ void FloatTile(const void* w, size_t w_stride, int64_t n_rows, const void* a, si
         const float* x[kFloatCols];
         __m256 acc[2 * kFloatCols];  // [column][panel]
         for (int c = 0; c < nc; ++c) {
-          x[c] = reinterpret_cast<const float*>(ap + (c0 + c) * a_stride) + k0;
+          // A copy of the column's chunk: activation rows a power of two apart (the vision
+          // tower's 1024 and 4096 floats) would otherwise share L1 sets and evict each other.
+          std::memcpy(xcopy + c * kXStride, ap + (c0 + c) * a_stride + k0 * sizeof(float),
+                      kc * sizeof(float));
+          x[c] = xcopy + c * kXStride;
           for (int h = 0; h < halves; ++h) {
             acc[2 * c + h] = k0 == 0 ? _mm256_setzero_ps()
                                      : LoadRows(y + (c0 + c) * y_stride + r0 + 8 * h, rows[h]);

@@ -19,6 +19,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "inference/quant/kernels_internal.h"
 
@@ -97,6 +98,7 @@ void DequantFloat(const void* src, float* dst, int64_t n) {
 // of 8 elements of rows 0-7 and 8-15), which every column reads; 32 rows x 8 columns of sums stay
 // in registers. The running sums live in y between chunks.
 constexpr int64_t kFloatChunk = 256;
+constexpr int64_t kXStride = kFloatChunk + 16;  // floats between column copies
 constexpr int kFloatCols = 8;
 
 // In place: v[i] lane j becomes v[j] lane i (8 x 8 dwords, ymm).
@@ -196,6 +198,7 @@ void FloatTile(const void* w, size_t w_stride, int64_t n_rows, const void* a, si
   const auto* ap = static_cast<const uint8_t*>(a);
   alignas(64) float panel[2][kFloatChunk * 16];
   const float* panels[2] = {panel[0], panel[1]};
+  alignas(64) float xcopy[kFloatCols * kXStride];
   for (int64_t r0 = 0; r0 < n_rows; r0 += 32) {
     // Up to two panels of 16 rows; missing rows of a panel repeat row r0 and are not stored.
     int rows[2];
@@ -216,7 +219,11 @@ void FloatTile(const void* w, size_t w_stride, int64_t n_rows, const void* a, si
         const float* x[kFloatCols];
         __m512 acc[2 * kFloatCols];  // [column][panel]
         for (int c = 0; c < nc; ++c) {
-          x[c] = reinterpret_cast<const float*>(ap + (c0 + c) * a_stride) + k0;
+          // A copy of the column's chunk: activation rows a power of two apart (the vision
+          // tower's 1024 and 4096 floats) would otherwise share L1 sets and evict each other.
+          std::memcpy(xcopy + c * kXStride, ap + (c0 + c) * a_stride + k0 * sizeof(float),
+                      kc * sizeof(float));
+          x[c] = xcopy + c * kXStride;
           for (int h = 0; h < halves; ++h) {
             acc[2 * c + h] =
                 k0 == 0 ? _mm512_setzero_ps()
