@@ -1,4 +1,4 @@
-// AVX2 dot_tile for the k-quants (Q2_K .. Q6_K) and their packed layout, for CPUs without
+// AVX2 dot_tile for the k-quants (Q2_K .. Q6_K) and Q8_0, and their packed layout, for CPUs without
 // AVX-512 (Zen 2 / Zen 3 EPYC, Intel client cores). No VNNI: products are vpmaddubsw (unsigned
 // weight bytes times signed activation bytes, summed in pairs to int16) and vpmaddwd (int16
 // pairs times int16 scales, summed to int32).
@@ -749,6 +749,132 @@ void Set(KernelTable* t, GgmlType type, bool packed) {
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Q8_0 weights (32 signed bytes and a half d per block) against Q8_0 activations, 8 rows in the
+// lanes. Image of a block of 8 rows: 8 vectors (lane r = qs dword j of row r), then the 8 rows'
+// d. Per column and block the exact S of each row comes from vpmaddubsw(|w|, a with w's sign)
+// (pairs at most 2 * 128 * 127) and vpmaddwd by ones; then acc = fma(float(S), d * da, acc).
+
+constexpr int kQ80Bytes = 34;
+constexpr size_t kQ80Image = 8 * kQ80Bytes;
+constexpr int kQ80Cols = 4;        // columns per pass (sums in registers)
+constexpr int64_t kQ80Chunk = 32;  // blocks imaged at a time from the file's rows
+
+QWEN_INLINE void MakeQ80Image(const uint8_t* const* rows, int64_t off, uint8_t* dst) {
+  __m256i v[8];
+#pragma GCC unroll 8
+  for (int r = 0; r < 8; ++r) {
+    v[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i_u*>(rows[r] + off + 2));
+  }
+  Transpose8(v);
+#pragma GCC unroll 8
+  for (int j = 0; j < 8; ++j) _mm256_storeu_si256(reinterpret_cast<__m256i_u*>(dst + 32 * j), v[j]);
+  for (int r = 0; r < 8; ++r) std::memcpy(dst + 256 + 2 * r, rows[r] + off, 2);
+}
+
+template <int N>
+QWEN_INLINE void Q80Blocks(const uint8_t* images, int64_t n_blocks, const BlockQ8_0* const* ab,
+                           __m256* acc) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    const uint8_t* img = images + b * kQ80Image;
+    const auto* v = reinterpret_cast<const __m256i_u*>(img);
+    __m256i s[N];
+#pragma GCC unroll 4
+    for (int c = 0; c < N; ++c) s[c] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j) {
+      const __m256i w = Load(v, j);
+      const __m256i mag = _mm256_abs_epi8(w);  // 128 for -128: right as an unsigned byte
+#pragma GCC unroll 4
+      for (int c = 0; c < N; ++c) {
+        const __m256i a = _mm256_sign_epi8(Bcast32(ab[c][b].qs + 4 * j), w);
+        s[c] = _mm256_add_epi32(s[c], _mm256_madd_epi16(_mm256_maddubs_epi16(mag, a), ones));
+      }
+    }
+    const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(img + 256)));
+#pragma GCC unroll 4
+    for (int c = 0; c < N; ++c) {
+      const __m256 da = _mm256_set1_ps(_cvtsh_ss(ab[c][b].d));
+      acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[c]), _mm256_mul_ps(d, da), acc[c]);
+    }
+  }
+}
+
+// Blocks [b0, b0 + nb) of 8 rows (images at `images`, n_rows valid) against every column; the
+// sums continue from y unless b0 == 0.
+QWEN_INLINE void Q80Pass(const uint8_t* images, int64_t b0, int64_t nb, int n_rows,
+                         const uint8_t* a, size_t a_stride, int64_t n_cols, float* y,
+                         size_t y_stride) {
+  for (int64_t c0 = 0; c0 < n_cols; c0 += kQ80Cols) {
+    const int nc = static_cast<int>(n_cols - c0 < kQ80Cols ? n_cols - c0 : kQ80Cols);
+    const BlockQ8_0* ab[kQ80Cols];
+    __m256 acc[kQ80Cols];
+    for (int c = 0; c < nc; ++c) {
+      ab[c] = reinterpret_cast<const BlockQ8_0*>(a + (c0 + c) * a_stride) + b0;
+      if (b0 == 0) {
+        acc[c] = _mm256_setzero_ps();
+      } else {
+        alignas(32) float t[8] = {};
+        for (int r = 0; r < n_rows; ++r) t[r] = y[(c0 + c) * y_stride + r];
+        acc[c] = _mm256_load_ps(t);
+      }
+    }
+    switch (nc) {
+      case 1: Q80Blocks<1>(images, nb, ab, acc); break;
+      case 2: Q80Blocks<2>(images, nb, ab, acc); break;
+      case 3: Q80Blocks<3>(images, nb, ab, acc); break;
+      default: Q80Blocks<4>(images, nb, ab, acc); break;
+    }
+    for (int c = 0; c < nc; ++c) StoreRows(y + (c0 + c) * y_stride, acc[c], n_rows);
+  }
+}
+
+void Q80Tile(const void* w, size_t w_stride, int64_t n_rows, const void* a, size_t a_stride,
+             int64_t n_cols, float* y, size_t y_stride, int64_t n) {
+  const auto* wp = static_cast<const uint8_t*>(w);
+  const auto* ap = static_cast<const uint8_t*>(a);
+  const int64_t nb = n / 32;
+  alignas(32) uint8_t images[kQ80Chunk * kQ80Image];
+  for (int64_t r0 = 0; r0 < n_rows; r0 += kRows) {
+    const int rows = static_cast<int>(n_rows - r0 < kRows ? n_rows - r0 : kRows);
+    const uint8_t* ptrs[kRows];
+    for (int r = 0; r < kRows; ++r) ptrs[r] = wp + (r0 + (r < rows ? r : 0)) * w_stride;
+    for (int64_t b0 = 0; b0 < nb; b0 += kQ80Chunk) {
+      const int64_t cb = nb - b0 < kQ80Chunk ? nb - b0 : kQ80Chunk;
+      for (int64_t b = 0; b < cb; ++b) MakeQ80Image(ptrs, (b0 + b) * kQ80Bytes, images + b * kQ80Image);
+      Q80Pass(images, b0, cb, rows, ap, a_stride, n_cols, y + r0, y_stride);
+    }
+  }
+}
+
+void Q80Pack16(const void* w, size_t w_stride, int64_t n, void* dst) {
+  const auto* wp = static_cast<const uint8_t*>(w);
+  auto* out = static_cast<uint8_t*>(dst);
+  const int64_t nb = n / 32;
+  for (int h = 0; h < 2; ++h) {
+    const uint8_t* ptrs[kRows];
+    for (int r = 0; r < kRows; ++r) ptrs[r] = wp + (8 * h + r) * w_stride;
+    for (int64_t b = 0; b < nb; ++b) {
+      MakeQ80Image(ptrs, b * kQ80Bytes, out + (h * nb + b) * kQ80Image);
+    }
+  }
+}
+
+void Q80TilePacked(const void* wp, int64_t n_groups, const void* a, size_t a_stride,
+                   int64_t n_cols, float* y, size_t y_stride, int64_t n) {
+  const int64_t nb = n / 32;
+  const auto* ap = static_cast<const uint8_t*>(a);
+  for (int64_t c0 = 0; c0 < n_cols; c0 += kColChunk) {
+    const int64_t nc = n_cols - c0 < kColChunk ? n_cols - c0 : kColChunk;
+    for (int64_t g = 0; g < 2 * n_groups; ++g) {
+      const uint8_t* images = static_cast<const uint8_t*>(wp) + g * nb * kQ80Image;
+      Q80Pass(images, 0, nb, kRows, ap + c0 * a_stride, a_stride, nc,
+              y + c0 * y_stride + g * kRows, y_stride);
+    }
+  }
+}
+
 }  // namespace
 
 void FillAvx2GemmKernels(KernelTable* t) {
@@ -757,7 +883,11 @@ void FillAvx2GemmKernels(KernelTable* t) {
   Set<Q4K>(t, GgmlType::kQ4_K, true);
   Set<Q5K>(t, GgmlType::kQ5_K, true);
   Set<Q6K>(t, GgmlType::kQ6_K, true);
-  t->packed_format = "avx2-rows8-v2";
+  const auto q80 = static_cast<uint32_t>(GgmlType::kQ8_0);
+  t->dot_tile[q80] = Q80Tile;
+  t->pack16[q80] = Q80Pack16;
+  t->dot_tile_packed[q80] = Q80TilePacked;
+  t->packed_format = "avx2-rows8-v3";
 }
 
 }  // namespace qwen::quant::internal

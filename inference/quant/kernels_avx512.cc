@@ -5,8 +5,9 @@
 // std:: templates or shared inline helpers whose AVX-512 copy the linker could hand to a caller
 // on another CPU. Only FillAvx512Kernels is visible outside, and it passes function pointers.
 //
-// Dequantization, activation quantization and the float tiles. The other products: the k-quants
-// Q3_K..Q6_K in gemm_avx512.cc; the legacy blocks and Q2_K take the AVX2 kernels (the table starts
+// Dequantization, activation quantization, the float tiles and Q8_0's tiles (with its packed
+// layout, part of gemm_avx512.cc's packed format). The other products: the k-quants Q3_K..Q6_K
+// in gemm_avx512.cc; the other legacy blocks and Q2_K take the AVX2 kernels (the table starts
 // from the AVX2 one). All compute the same bits as every level (kernels.h).
 //
 // GCC 12's AVX-512 headers implement unmasked intrinsics through a deliberately uninitialized
@@ -718,6 +719,142 @@ void DequantK(const void* src, float* dst, int64_t n) {
   }
 }
 
+// ============================== Q8_0 products ==============================
+//
+// Q8_0 weights against Q8_0 activations with 16 rows in the lanes and VNNI. The image of a block
+// of 16 rows: 8 vectors whose lane r holds qs dword j of row r, each byte offset by 128 (u = q +
+// 128, unsigned for vpdpbusd), then the 16 rows' d. Per column and block:
+// S = sum_j vpdpbusd(u_j, a dword j) - 128 * sum(a), the exact sum q a of every row, then
+// acc = fma(float(S), d * da, acc): the arithmetic of every level (kernels.h). The packed layout
+// (pack16, a group of 16 rows) stores exactly these images.
+
+constexpr int kQ80Bytes = 34;
+constexpr size_t kQ80Image = 16 * kQ80Bytes;
+constexpr int kQ80Cols = 8;
+constexpr int64_t kQ80Chunk = 16;  // blocks imaged at a time from the file's rows
+constexpr int64_t kQ80ColChunk = 64;
+
+QWEN_INLINE void MakeQ80Image(const uint8_t* const* rows, int64_t off, uint8_t* dst) {
+  const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
+  for (int h = 0; h < 2; ++h) {
+    __m256i v[8];
+    for (int r = 0; r < 8; ++r) {
+      v[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[8 * h + r] + off + 2));
+    }
+    Transpose8x8(v);
+    for (int j = 0; j < 8; ++j) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 64 * j + 32 * h),
+                          _mm256_xor_si256(v[j], flip));
+    }
+  }
+  for (int r = 0; r < 16; ++r) std::memcpy(dst + 512 + 2 * r, rows[r] + off, 2);
+}
+
+// The sum of a Q8_0 block's 32 values.
+QWEN_INLINE int32_t Q80Sum(const BlockQ8_0& a) {
+  const __m256i u = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.qs)),
+                                     _mm256_set1_epi8(static_cast<char>(0x80)));
+  const __m256i sad = _mm256_sad_epu8(u, _mm256_setzero_si256());
+  const __m128i t = _mm_add_epi64(_mm256_castsi256_si128(sad), _mm256_extracti128_si256(sad, 1));
+  return static_cast<int32_t>(_mm_cvtsi128_si64(_mm_add_epi64(t, _mm_unpackhi_epi64(t, t)))) -
+         32 * 128;
+}
+
+template <int N>
+QWEN_INLINE void Q80Blocks(const uint8_t* images, int64_t n_blocks, const BlockQ8_0* const* ab,
+                           __m512* acc) {
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    const uint8_t* img = images + b * kQ80Image;
+    __m512i s[N];
+#pragma GCC unroll 8
+    for (int c = 0; c < N; ++c) s[c] = _mm512_set1_epi32(-128 * Q80Sum(ab[c][b]));
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j) {
+      const __m512i u = _mm512_loadu_si512(img + 64 * j);
+#pragma GCC unroll 8
+      for (int c = 0; c < N; ++c) {
+        int32_t q;
+        std::memcpy(&q, ab[c][b].qs + 4 * j, 4);
+        s[c] = _mm512_dpbusd_epi32(s[c], u, _mm512_set1_epi32(q));
+      }
+    }
+    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(img + 512)));
+#pragma GCC unroll 8
+    for (int c = 0; c < N; ++c) {
+      const __m512 da = _mm512_set1_ps(Half(ab[c][b].d));
+      acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[c]), _mm512_mul_ps(d, da), acc[c]);
+    }
+  }
+}
+
+QWEN_INLINE void Q80Pass(const uint8_t* images, int64_t b0, int64_t nb, int n_rows,
+                         const uint8_t* a, size_t a_stride, int64_t n_cols, float* y,
+                         size_t y_stride) {
+  const __mmask16 m = TailMask16(n_rows);
+  for (int64_t c0 = 0; c0 < n_cols; c0 += kQ80Cols) {
+    const int nc = static_cast<int>(n_cols - c0 < kQ80Cols ? n_cols - c0 : kQ80Cols);
+    const BlockQ8_0* ab[kQ80Cols];
+    __m512 acc[kQ80Cols];
+    for (int c = 0; c < nc; ++c) {
+      ab[c] = reinterpret_cast<const BlockQ8_0*>(a + (c0 + c) * a_stride) + b0;
+      acc[c] = b0 == 0 ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m, y + (c0 + c) * y_stride);
+    }
+    switch (nc) {
+      case 1: Q80Blocks<1>(images, nb, ab, acc); break;
+      case 2: Q80Blocks<2>(images, nb, ab, acc); break;
+      case 3: Q80Blocks<3>(images, nb, ab, acc); break;
+      case 4: Q80Blocks<4>(images, nb, ab, acc); break;
+      case 5: Q80Blocks<5>(images, nb, ab, acc); break;
+      case 6: Q80Blocks<6>(images, nb, ab, acc); break;
+      case 7: Q80Blocks<7>(images, nb, ab, acc); break;
+      default: Q80Blocks<8>(images, nb, ab, acc); break;
+    }
+    for (int c = 0; c < nc; ++c) _mm512_mask_storeu_ps(y + (c0 + c) * y_stride, m, acc[c]);
+  }
+}
+
+void Q80Tile(const void* w, size_t w_stride, int64_t n_rows, const void* a, size_t a_stride,
+             int64_t n_cols, float* y, size_t y_stride, int64_t n) {
+  const auto* wp = static_cast<const uint8_t*>(w);
+  const auto* ap = static_cast<const uint8_t*>(a);
+  const int64_t nb = n / 32;
+  alignas(64) uint8_t images[kQ80Chunk * kQ80Image];
+  for (int64_t r0 = 0; r0 < n_rows; r0 += 16) {
+    const int rows = static_cast<int>(n_rows - r0 < 16 ? n_rows - r0 : 16);
+    const uint8_t* ptrs[16];
+    for (int r = 0; r < 16; ++r) ptrs[r] = wp + (r0 + (r < rows ? r : 0)) * w_stride;
+    for (int64_t b0 = 0; b0 < nb; b0 += kQ80Chunk) {
+      const int64_t cb = nb - b0 < kQ80Chunk ? nb - b0 : kQ80Chunk;
+      for (int64_t b = 0; b < cb; ++b) {
+        MakeQ80Image(ptrs, (b0 + b) * kQ80Bytes, images + b * kQ80Image);
+      }
+      Q80Pass(images, b0, cb, rows, ap, a_stride, n_cols, y + r0, y_stride);
+    }
+  }
+}
+
+void Q80Pack16(const void* w, size_t w_stride, int64_t n, void* dst) {
+  const auto* wp = static_cast<const uint8_t*>(w);
+  const uint8_t* ptrs[16];
+  for (int r = 0; r < 16; ++r) ptrs[r] = wp + r * w_stride;
+  for (int64_t b = 0; b < n / 32; ++b) {
+    MakeQ80Image(ptrs, b * kQ80Bytes, static_cast<uint8_t*>(dst) + b * kQ80Image);
+  }
+}
+
+void Q80TilePacked(const void* wp, int64_t n_groups, const void* a, size_t a_stride,
+                   int64_t n_cols, float* y, size_t y_stride, int64_t n) {
+  const int64_t nb = n / 32;
+  const auto* ap = static_cast<const uint8_t*>(a);
+  for (int64_t c0 = 0; c0 < n_cols; c0 += kQ80ColChunk) {
+    const int64_t nc = n_cols - c0 < kQ80ColChunk ? n_cols - c0 : kQ80ColChunk;
+    for (int64_t g = 0; g < n_groups; ++g) {
+      Q80Pass(static_cast<const uint8_t*>(wp) + g * nb * kQ80Image, 0, nb, 16,
+              ap + c0 * a_stride, a_stride, nc, y + c0 * y_stride + 16 * g, y_stride);
+    }
+  }
+}
+
 }  // namespace
 
 void FillAvx512Kernels(KernelTable* t) {
@@ -727,6 +864,9 @@ void FillAvx512Kernels(KernelTable* t) {
   t->dot_tile[idx(GgmlType::kF32)] = FloatTile<F32Row>;
   t->dot_tile[idx(GgmlType::kF16)] = FloatTile<F16Row>;
   t->dot_tile[idx(GgmlType::kBF16)] = FloatTile<BF16Row>;
+  t->dot_tile[idx(GgmlType::kQ8_0)] = Q80Tile;
+  t->pack16[idx(GgmlType::kQ8_0)] = Q80Pack16;
+  t->dot_tile_packed[idx(GgmlType::kQ8_0)] = Q80TilePacked;
 
   t->quantize_activation[idx(GgmlType::kQ4_0)] = QuantizeQ8_0;
   t->quantize_activation[idx(GgmlType::kQ5_0)] = QuantizeQ8_0;

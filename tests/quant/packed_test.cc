@@ -23,8 +23,18 @@ using testing::RandomWeights;
 
 uint32_t Id(GgmlType t) { return static_cast<uint32_t>(t); }
 
+// Every level with packed kernels has them for these; some have more (AVX2: Q8_0).
 const GgmlType kPackedTypes[] = {GgmlType::kQ3_K, GgmlType::kQ4_K, GgmlType::kQ5_K,
                                  GgmlType::kQ6_K};
+
+// The types this level packs.
+std::vector<GgmlType> PackedTypesOf(const KernelTable& k) {
+  std::vector<GgmlType> out;
+  for (GgmlType t : testing::ComputableTypes()) {
+    if (k.pack16[static_cast<uint32_t>(t)] != nullptr) out.push_back(t);
+  }
+  return out;
+}
 
 constexpr float kGuard = -7.0f;
 
@@ -79,9 +89,12 @@ TEST_P(PackedTest, TableHasPackedKernelsForTheKQuants) {
     EXPECT_EQ(KernelsFor(Isa::kScalar).pack16[Id(t)], nullptr) << TypeName(t);
     EXPECT_EQ(KernelsFor(Isa::kScalar).dot_tile_packed[Id(t)], nullptr) << TypeName(t);
   }
-  for (GgmlType t : {GgmlType::kQ8_0, GgmlType::kQ2_K, GgmlType::kF16}) {
+  for (GgmlType t : testing::ComputableTypes()) {
+    // pack16 and dot_tile_packed come together.
+    EXPECT_EQ(k().pack16[Id(t)] == nullptr, k().dot_tile_packed[Id(t)] == nullptr) << TypeName(t);
+  }
+  for (GgmlType t : {GgmlType::kQ2_K, GgmlType::kF16, GgmlType::kF32}) {
     EXPECT_EQ(k().pack16[Id(t)], nullptr) << TypeName(t);
-    EXPECT_EQ(k().dot_tile_packed[Id(t)], nullptr) << TypeName(t);
   }
   // The layouts' names tell them apart (they key the stored copies): AVX-512 with and without
   // GFNI share one, AVX2's differs.
@@ -98,7 +111,7 @@ TEST_P(PackedTest, TableHasPackedKernelsForTheKQuants) {
 // check: AVX2 re-encodes Q3_K and Q6_K weights, so its copy is not a permutation of the bytes.)
 TEST_P(PackedTest, Pack16IsSameSizeAndDeterministic) {
   std::mt19937 rng(21);
-  for (GgmlType t : kPackedTypes) {
+  for (GgmlType t : PackedTypesOf(k())) {
     for (int64_t n : {int64_t{256}, int64_t{2560}}) {
       const size_t row = RowBytes(t, n), group = 16 * row;
       const auto w = RandomMatrix(t, n, 16, row, rng);
@@ -137,7 +150,7 @@ TEST_P(PackedTest, Pack16IsSameSizeAndDeterministic) {
 // need) and output strides that are not multiples of anything; groups at unaligned addresses.
 TEST_P(PackedTest, DotTilePackedEqualsDotTileBitForBit) {
   std::mt19937 rng(22);
-  for (GgmlType t : kPackedTypes) {
+  for (GgmlType t : PackedTypesOf(k())) {
     for (int64_t n : {int64_t{256}, int64_t{2560}, int64_t{9216}}) {
       for (int64_t n_groups : {1, 2, 3, 4}) {
         if (n == 9216 && n_groups != 2) continue;  // time: one large case per type
