@@ -59,7 +59,7 @@ struct VecKernels {
   //   out_c = fma(kq, delta, decay * w_c) * scale
   //   S[r][c] = fma(k[r], delta, S[r][c] * decay)      for every r
   // which equals out = S_newᵀ q * scale without a third pass over S. Columns are independent,
-  // so the SIMD versions keep a block of columns in L1 across all tokens of the call; a token
+  // so the SIMD versions keep a block of columns in cache across all tokens of the call; a token
   // gets the same bits whether it comes alone (decode) or in a prompt of any length.
   struct DeltaTokens {
     int64_t n_tokens = 0;

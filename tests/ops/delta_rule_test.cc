@@ -150,7 +150,7 @@ TEST_P(DeltaRule, MatchesTheFormula) {
 INSTANTIATE_TEST_SUITE_P(
     Shapes, DeltaRule,
     ::testing::Values(Case{2, 4, 128, 1, 1.0f, true},     // a single token
-                      Case{2, 4, 128, 130, 1.0f, true},   // past a 64-token group
+                      Case{2, 4, 128, 130, 1.0f, true},   // past a 128-token group
                       Case{2, 4, 128, 130, 1.0f, false},  // grouped head mapping
                       Case{1, 3, 32, 100, 8.0f, true},    // strong decay
                       Case{4, 8, 64, 70, 0.01f, true},    // almost no decay

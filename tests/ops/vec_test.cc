@@ -162,7 +162,9 @@ TEST_P(VecLevels, SignedZeroPartialsSurviveTails) {
     const float db = ref().dot(a.data(), b.data(), n);
     ASSERT_EQ(Bits(da), Bits(db)) << n;
     // Every lane holds -0 once it has a product (a lane without one is +0).
-    if (n % 16 == 0) EXPECT_EQ(Bits(db), Bits(-0.0f)) << n;
+    if (n % 16 == 0) {
+      EXPECT_EQ(Bits(db), Bits(-0.0f)) << n;
+    }
   }
 }
 
@@ -244,7 +246,7 @@ VecKernels::DeltaTokens Tokens(const DeltaInputs& in, std::vector<float>& out, i
 // All tokens in one call, and the same tokens one call each (decode): the same bits, and the
 // same as the scalar definition.
 TEST_P(VecLevels, DeltaRuleEqualsScalarAndSingleSteps) {
-  for (int d : {128, 37, 16, 20, 48, 64, 8, 3}) {
+  for (int d : {128, 37, 16, 20, 48, 64, 8, 3, 72, 150, 256}) {
     for (int64_t n : {1, 2, 5, 64, 65, 150}) {
       const DeltaInputs in = MakeDelta(d, n, 100 + d + static_cast<uint32_t>(n));
       const float scale = 1.0f / std::sqrt(static_cast<float>(d));
