@@ -29,6 +29,19 @@ void LoadRows(const KvView& kv, const void* base, int head, int64_t pos, int64_t
   }
 }
 
+// The largest of m and s[0..n): eight running maxima, so that the comparisons do not wait on
+// each other (the maximum is the same value in any order).
+float TileMax(const float* s, int64_t n, float m) {
+  float p[8] = {m, m, m, m, m, m, m, m};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    for (int l = 0; l < 8; ++l) p[l] = std::max(p[l], s[j + l]);
+  }
+  for (; j < n; ++j) p[0] = std::max(p[0], s[j]);
+  for (int l = 1; l < 8; ++l) p[0] = std::max(p[0], p[l]);
+  return p[0];
+}
+
 }  // namespace
 
 void KvStore(const KvView& kv, const float* k, const float* v, int64_t pos0, int64_t n_tokens) {
@@ -71,10 +84,11 @@ void CausalAttention(ComputeContext& ctx, const float* q, int64_t n_tokens, int 
       float* qs = ctx.ThreadScratch(thread, 0, static_cast<size_t>(rows) * hd);
       float* acc = ctx.ThreadScratch(thread, 1, static_cast<size_t>(rows) * hd);
       float* scores = ctx.ThreadScratch(thread, 2, static_cast<size_t>(rows) * kAttentionKeyTile);
-      float* stats = ctx.ThreadScratch(thread, 3, 4 * static_cast<size_t>(rows));
-      float* row_max = stats;
-      float* row_sum = stats + rows;
-      int64_t* visible = reinterpret_cast<int64_t*>(stats + 2 * rows);
+      float* stats = ctx.ThreadScratch(thread, 3, 5 * static_cast<size_t>(rows));
+      int64_t* visible = reinterpret_cast<int64_t*>(stats);  // keys of the tile each row sees
+      float* row_max = stats + 2 * rows;
+      float* row_sum = stats + 3 * rows;
+      float* rescale = stats + 4 * rows;  // the softmax correction of each row's acc
       const bool convert = kv.f16 && rows > kConvertMinRows;
       float* ktile = nullptr;
       float* vtile = nullptr;
@@ -114,24 +128,36 @@ void CausalAttention(ComputeContext& ctx, const float* q, int64_t n_tokens, int 
           const int64_t pos = pos0 + t0 + r / group;
           const int64_t n_vis = std::clamp<int64_t>(pos - k0 + 1, 0, nk);
           visible[r] = n_vis;
+          rescale[r] = 1.0f;
           if (n_vis == 0) continue;
           float* s = scores + static_cast<int64_t>(r) * kAttentionKeyTile;
           const float old_max = row_max[r];
-          float m = old_max;
-          for (int64_t j = 0; j < n_vis; ++j) m = std::max(m, s[j]);
-          // Tile 0 is every query's first: nothing to correct yet.
+          const float m = TileMax(s, n_vis, old_max);
+          // Tile 0 is every query's first: nothing to correct yet. The accumulator's correction
+          // is applied by attn_accumulate as it loads the row.
           if (k0 > 0) {
             const float correction = internal::ExpRef(old_max - m);
             if (correction != 1.0f) {
-              float* a = acc + static_cast<int64_t>(r) * hd;
-              for (int i = 0; i < hd; ++i) a[i] = a[i] * correction;
+              rescale[r] = correction;
               row_sum[r] = row_sum[r] * correction;
             }
           }
           row_max[r] = m;
           row_sum[r] = row_sum[r] + vec.exp_sub_sum(s, m, n_vis);
         }
-        vec.attn_accumulate(scores, kAttentionKeyTile, visible, rows, vt, f16, hd, hd, acc, hd);
+        VecKernels::AttnValues values;
+        values.p = scores;
+        values.p_stride = kAttentionKeyTile;
+        values.n_keys = visible;
+        values.rescale = rescale;
+        values.n_rows = rows;
+        values.v = vt;
+        values.v_f16 = f16;
+        values.v_stride = hd;
+        values.hd = hd;
+        values.acc = acc;
+        values.acc_stride = hd;
+        vec.attn_accumulate(values);
       }
       for (int64_t t = 0; t < nt; ++t) {
         for (int hl = 0; hl < group; ++hl) {

@@ -81,12 +81,25 @@ struct VecKernels {
   void (*attn_scores)(const float* q, int64_t q_stride, int n_rows, const void* k, bool k_f16,
                       int64_t k_stride, int64_t n_keys, int hd, float* s,
                       int64_t s_stride) = nullptr;
-  // Attention values: for r < n_rows, for j = 0..n_keys[r]-1 in order, for i < hd:
+  // Attention values, for r < n_rows: first, when rescale is set and rescale[r] != 1,
+  //   acc[r * acc_stride + i] = acc[r * acc_stride + i] * rescale[r]      (every i < hd)
+  // then for j = 0..n_keys[r]-1 in order, for i < hd:
   //   acc[r * acc_stride + i] = fma(p[r * p_stride + j], V_j[i], acc[r * acc_stride + i])
   // with V_j the j-th value row, `v_stride` elements apart, in float or (v_f16) IEEE half.
-  void (*attn_accumulate)(const float* p, int64_t p_stride, const int64_t* n_keys, int n_rows,
-                          const void* v, bool v_f16, int64_t v_stride, int hd, float* acc,
-                          int64_t acc_stride) = nullptr;
+  struct AttnValues {
+    const float* p = nullptr;
+    int64_t p_stride = 0;
+    const int64_t* n_keys = nullptr;  // per row
+    const float* rescale = nullptr;   // per row, or null
+    int n_rows = 0;
+    const void* v = nullptr;
+    bool v_f16 = false;
+    int64_t v_stride = 0;
+    int hd = 0;
+    float* acc = nullptr;
+    int64_t acc_stride = 0;
+  };
+  void (*attn_accumulate)(const AttnValues& a) = nullptr;
 };
 
 // The table for exactly `isa`, or the highest level at or below it that the CPU supports.

@@ -186,6 +186,7 @@ template <int NV>
 void DeltaBlock(float* S, int d, int c0, float scale, const VecKernels::DeltaTokens& t, int64_t t0,
                 int64_t t1, const float* kq) {
   __m256 u[NV], w[NV], delta[NV];
+#pragma GCC unroll 16
   for (int c = 0; c < NV; ++c) u[c] = w[c] = _mm256_setzero_ps();
   {
     const float* k = t.k + t0 * t.in_stride;
@@ -194,6 +195,7 @@ void DeltaBlock(float* S, int d, int c0, float scale, const VecKernels::DeltaTok
       const __m256 kr = _mm256_set1_ps(k[r]);
       const __m256 qr = _mm256_set1_ps(q[r]);
       const float* Sr = S + static_cast<int64_t>(r) * d + c0;
+#pragma GCC unroll 16
       for (int c = 0; c < NV; ++c) {
         const __m256 s = _mm256_loadu_ps(Sr + 8 * c);
         u[c] = _mm256_fmadd_ps(s, kr, u[c]);
@@ -208,6 +210,7 @@ void DeltaBlock(float* S, int d, int c0, float scale, const VecKernels::DeltaTok
     const __m256 kqv = _mm256_set1_ps(kq[tok - t0]);
     const float* v = t.v + tok * t.in_stride + c0;
     float* out = t.out + tok * t.out_stride + c0;
+#pragma GCC unroll 16
     for (int c = 0; c < NV; ++c) {
       delta[c] = _mm256_mul_ps(_mm256_fnmadd_ps(dec, u[c], _mm256_loadu_ps(v + 8 * c)), bet);
       _mm256_storeu_ps(out + 8 * c,
@@ -217,12 +220,14 @@ void DeltaBlock(float* S, int d, int c0, float scale, const VecKernels::DeltaTok
     if (tok + 1 < t1) {
       const float* kn = k + t.in_stride;
       const float* qn = t.q + (tok + 1) * t.in_stride;
+#pragma GCC unroll 16
       for (int c = 0; c < NV; ++c) u[c] = w[c] = _mm256_setzero_ps();
       for (int r = 0; r < d; ++r) {
         const __m256 kr = _mm256_set1_ps(k[r]);
         const __m256 knr = _mm256_set1_ps(kn[r]);
         const __m256 qnr = _mm256_set1_ps(qn[r]);
         float* Sr = S + static_cast<int64_t>(r) * d + c0;
+#pragma GCC unroll 16
         for (int c = 0; c < NV; ++c) {
           const __m256 s =
               _mm256_fmadd_ps(kr, delta[c], _mm256_mul_ps(_mm256_loadu_ps(Sr + 8 * c), dec));
@@ -235,6 +240,7 @@ void DeltaBlock(float* S, int d, int c0, float scale, const VecKernels::DeltaTok
       for (int r = 0; r < d; ++r) {
         const __m256 kr = _mm256_set1_ps(k[r]);
         float* Sr = S + static_cast<int64_t>(r) * d + c0;
+#pragma GCC unroll 16
         for (int c = 0; c < NV; ++c) {
           _mm256_storeu_ps(
               Sr + 8 * c,
@@ -304,44 +310,58 @@ inline float Scalar(const void* base, int64_t offset) {
   }
 }
 
-// Scores of R rows x K keys (R * K == 4): four 16-lane accumulators in eight registers. Rows and
+// Scores of R rows x K keys (R * K == 8). Lanes 0-7 and 8-15 of the sixteen partial sums are
+// independent, so they are computed in two passes over the tile (each reads half of every
+// 16-element chunk): eight accumulators and the R + K vectors they multiply fit the sixteen
+// registers, where all sixteen lanes at once would reload every operand from memory. Rows and
 // keys past the ends are computed on the last real ones and not stored.
 template <int R, int K, bool F16>
 void ScoreTile(const float* q, int64_t q_stride, int n_rows, const void* k, int64_t k_stride,
                int64_t n_keys, int hd, float* s, int64_t s_stride, int r0, int64_t j0) {
-  static_assert(R * K == 4);
+  static_assert(R * K == 8);
   const float* qr[R];
   int64_t kj[K];
+#pragma GCC unroll 16
   for (int a = 0; a < R; ++a) qr[a] = q + std::min(r0 + a, n_rows - 1) * q_stride;
+#pragma GCC unroll 16
   for (int b = 0; b < K; ++b) kj[b] = std::min<int64_t>(j0 + b, n_keys - 1) * k_stride;
-  __m256 lo[4], hi[4];
-  for (int x = 0; x < 4; ++x) lo[x] = hi[x] = _mm256_setzero_ps();
-  int i = 0;
-  for (; i + 16 <= hd; i += 16) {
-    __m256 kl[K], kh[K];
-    for (int b = 0; b < K; ++b) {
-      kl[b] = Load8<F16>(k, kj[b] + i);
-      kh[b] = Load8<F16>(k, kj[b] + i + 8);
-    }
-    for (int a = 0; a < R; ++a) {
-      const __m256 ql = _mm256_loadu_ps(qr[a] + i);
-      const __m256 qh = _mm256_loadu_ps(qr[a] + i + 8);
+  const int full = hd / 16 * 16;
+  __m256 half[2][8];
+#pragma GCC unroll 2
+  for (int h = 0; h < 2; ++h) {  // lanes 0-7, then 8-15
+    __m256 acc[8];
+#pragma GCC unroll 16
+    for (int x = 0; x < 8; ++x) acc[x] = _mm256_setzero_ps();
+    for (int i = 8 * h; i < full; i += 16) {
+      __m256 kv[K];
+#pragma GCC unroll 16
       for (int b = 0; b < K; ++b) {
-        lo[a * K + b] = _mm256_fmadd_ps(ql, kl[b], lo[a * K + b]);
-        hi[a * K + b] = _mm256_fmadd_ps(qh, kh[b], hi[a * K + b]);
+        kv[b] = Load8<F16>(k, kj[b] + i);
+        // In a register: else the compiler folds the load into each row's multiply-add, and
+        // the loads, not the multiply-adds, set the pace.
+        asm("" : "+x"(kv[b]));
+      }
+#pragma GCC unroll 16
+      for (int a = 0; a < R; ++a) {
+        const __m256 qv = _mm256_loadu_ps(qr[a] + i);
+#pragma GCC unroll 16
+        for (int b = 0; b < K; ++b) acc[a * K + b] = _mm256_fmadd_ps(qv, kv[b], acc[a * K + b]);
       }
     }
+#pragma GCC unroll 16
+    for (int x = 0; x < 8; ++x) half[h][x] = acc[x];
   }
-  float res[4];
-  if (i == hd) {
-    _mm_storeu_ps(res, Tree4(lo, hi));
+  float res[8];
+  if (full == hd) {
+    _mm_storeu_ps(res, Tree4(half[0], half[1]));
+    _mm_storeu_ps(res + 4, Tree4(half[0] + 4, half[1] + 4));
   } else {
     for (int a = 0; a < R; ++a) {
       for (int b = 0; b < K; ++b) {
         float p[16];
-        _mm256_storeu_ps(p, lo[a * K + b]);
-        _mm256_storeu_ps(p + 8, hi[a * K + b]);
-        for (int ii = i; ii < hd; ++ii) {
+        _mm256_storeu_ps(p, half[0][a * K + b]);
+        _mm256_storeu_ps(p + 8, half[1][a * K + b]);
+        for (int ii = full; ii < hd; ++ii) {
           p[ii % 16] = std::fma(qr[a][ii], Scalar<F16>(k, kj[b] + ii), p[ii % 16]);
         }
         res[a * K + b] = Tree16(p);
@@ -358,13 +378,13 @@ void Scores(const float* q, int64_t q_stride, int n_rows, const void* k, int64_t
             int64_t n_keys, int hd, float* s, int64_t s_stride) {
   int r0 = 0;
   for (; r0 + 2 <= n_rows; r0 += 2) {
-    for (int64_t j0 = 0; j0 < n_keys; j0 += 2) {
-      ScoreTile<2, 2, F16>(q, q_stride, n_rows, k, k_stride, n_keys, hd, s, s_stride, r0, j0);
+    for (int64_t j0 = 0; j0 < n_keys; j0 += 4) {
+      ScoreTile<2, 4, F16>(q, q_stride, n_rows, k, k_stride, n_keys, hd, s, s_stride, r0, j0);
     }
   }
   for (; r0 < n_rows; ++r0) {
-    for (int64_t j0 = 0; j0 < n_keys; j0 += 4) {
-      ScoreTile<1, 4, F16>(q, q_stride, n_rows, k, k_stride, n_keys, hd, s, s_stride, r0, j0);
+    for (int64_t j0 = 0; j0 < n_keys; j0 += 8) {
+      ScoreTile<1, 8, F16>(q, q_stride, n_rows, k, k_stride, n_keys, hd, s, s_stride, r0, j0);
     }
   }
 }
@@ -379,86 +399,105 @@ void AttnScores(const float* q, int64_t q_stride, int n_rows, const void* k, boo
   }
 }
 
-// acc rows r0..r0+R-1, columns [i0, i0 + 8 CH): keys every row sees together, then each row's
-// own remainder.
+// acc rows r0..r0+R-1, columns [i0, i0 + 8 CH): rescaled, then the keys every row sees
+// together, then each row's own remainder.
 template <int R, int CH, bool F16>
-void AccTile(const float* p, int64_t p_stride, const int64_t* n_keys, const void* v,
-             int64_t v_stride, float* acc, int64_t acc_stride, int r0, int i0) {
-  __m256 a[R][CH];
-  int64_t common = n_keys[r0], most = n_keys[r0];
+void AccTile(const VecKernels::AttnValues& x, int r0, int i0) {
+  // Everything the loops read, in locals: the accumulators must stay in registers.
+  const float* prow[R];
+  int64_t n[R];
+  __m256 a[R * CH];  // one dimension: GCC keeps it in registers
+  int64_t common = x.n_keys[r0], most = x.n_keys[r0];
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r) {
-    common = std::min(common, n_keys[r0 + r]);
-    most = std::max(most, n_keys[r0 + r]);
-    for (int c = 0; c < CH; ++c)
-      a[r][c] = _mm256_loadu_ps(acc + (r0 + r) * acc_stride + i0 + 8 * c);
+    prow[r] = x.p + (r0 + r) * x.p_stride;
+    n[r] = x.n_keys[r0 + r];
+    common = std::min(common, n[r]);
+    most = std::max(most, n[r]);
+    const float* row = x.acc + (r0 + r) * x.acc_stride + i0;
+#pragma GCC unroll 16
+    for (int c = 0; c < CH; ++c) a[r * CH + c] = _mm256_loadu_ps(row + 8 * c);
+    if (x.rescale != nullptr && x.rescale[r0 + r] != 1.0f) {
+      const __m256 sc = _mm256_set1_ps(x.rescale[r0 + r]);
+#pragma GCC unroll 16
+      for (int c = 0; c < CH; ++c) a[r * CH + c] = _mm256_mul_ps(a[r * CH + c], sc);
+    }
   }
+  const void* const v = x.v;
+  const int64_t v_stride = x.v_stride;
   int64_t j = 0;
   for (; j < common; ++j) {
     __m256 vv[CH];
+#pragma GCC unroll 16
     for (int c = 0; c < CH; ++c) vv[c] = Load8<F16>(v, j * v_stride + i0 + 8 * c);
+#pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
-      const __m256 pr = _mm256_broadcast_ss(p + (r0 + r) * p_stride + j);
-      for (int c = 0; c < CH; ++c) a[r][c] = _mm256_fmadd_ps(pr, vv[c], a[r][c]);
+      const __m256 pr = _mm256_broadcast_ss(prow[r] + j);
+#pragma GCC unroll 16
+      for (int c = 0; c < CH; ++c) a[r * CH + c] = _mm256_fmadd_ps(pr, vv[c], a[r * CH + c]);
     }
   }
+  // Keys only some rows see: the others keep their accumulators (blended back, not skipped,
+  // so that the loop has no branch and the accumulators stay in registers).
   for (; j < most; ++j) {
     __m256 vv[CH];
+#pragma GCC unroll 16
     for (int c = 0; c < CH; ++c) vv[c] = Load8<F16>(v, j * v_stride + i0 + 8 * c);
+#pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
-      if (j >= n_keys[r0 + r]) continue;
-      const __m256 pr = _mm256_broadcast_ss(p + (r0 + r) * p_stride + j);
-      for (int c = 0; c < CH; ++c) a[r][c] = _mm256_fmadd_ps(pr, vv[c], a[r][c]);
-    }
-  }
-  for (int r = 0; r < R; ++r) {
-    for (int c = 0; c < CH; ++c)
-      _mm256_storeu_ps(acc + (r0 + r) * acc_stride + i0 + 8 * c, a[r][c]);
-  }
-}
-
-template <int R, bool F16>
-void AccRows(const float* p, int64_t p_stride, const int64_t* n_keys, const void* v,
-             int64_t v_stride, int hd, float* acc, int64_t acc_stride, int r0) {
-  constexpr int CH = 8 / R;  // eight accumulators
-  int i0 = 0;
-  for (; i0 + 8 * CH <= hd; i0 += 8 * CH) {
-    AccTile<R, CH, F16>(p, p_stride, n_keys, v, v_stride, acc, acc_stride, r0, i0);
-  }
-  for (; i0 + 8 <= hd; i0 += 8) {
-    AccTile<R, 1, F16>(p, p_stride, n_keys, v, v_stride, acc, acc_stride, r0, i0);
-  }
-  for (int r = r0; r < r0 + R; ++r) {
-    for (int64_t j = 0; j < n_keys[r]; ++j) {
-      const float pj = p[r * p_stride + j];
-      for (int i = i0; i < hd; ++i) {
-        acc[r * acc_stride + i] =
-            std::fma(pj, Scalar<F16>(v, j * v_stride + i), acc[r * acc_stride + i]);
+      const __m256 keep = _mm256_castsi256_ps(_mm256_set1_epi32(j < n[r] ? -1 : 0));
+      const __m256 pr = _mm256_broadcast_ss(prow[r] + (j < n[r] ? j : 0));
+#pragma GCC unroll 16
+      for (int c = 0; c < CH; ++c) {
+        a[r * CH + c] =
+            _mm256_blendv_ps(a[r * CH + c], _mm256_fmadd_ps(pr, vv[c], a[r * CH + c]), keep);
       }
     }
   }
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) {
+    float* row = x.acc + (r0 + r) * x.acc_stride + i0;
+#pragma GCC unroll 16
+    for (int c = 0; c < CH; ++c) _mm256_storeu_ps(row + 8 * c, a[r * CH + c]);
+  }
 }
 
-template <bool F16>
-void Accumulate(const float* p, int64_t p_stride, const int64_t* n_keys, int n_rows, const void* v,
-                int64_t v_stride, int hd, float* acc, int64_t acc_stride) {
+// Every row group over one column range.
+template <int CH, bool F16>
+void AccColumns(const VecKernels::AttnValues& x, int i0) {
   int r0 = 0;
-  for (; r0 + 4 <= n_rows; r0 += 4) {
-    AccRows<4, F16>(p, p_stride, n_keys, v, v_stride, hd, acc, acc_stride, r0);
-  }
-  for (; r0 + 2 <= n_rows; r0 += 2) {
-    AccRows<2, F16>(p, p_stride, n_keys, v, v_stride, hd, acc, acc_stride, r0);
-  }
-  for (; r0 < n_rows; ++r0)
-    AccRows<1, F16>(p, p_stride, n_keys, v, v_stride, hd, acc, acc_stride, r0);
+  for (; r0 + 4 <= x.n_rows; r0 += 4) AccTile<4, CH, F16>(x, r0, i0);
+  for (; r0 + 2 <= x.n_rows; r0 += 2) AccTile<2, CH, F16>(x, r0, i0);
+  for (; r0 < x.n_rows; ++r0) AccTile<1, CH, F16>(x, r0, i0);
 }
 
-void AttnAccumulate(const float* p, int64_t p_stride, const int64_t* n_keys, int n_rows,
-                    const void* v, bool v_f16, int64_t v_stride, int hd, float* acc,
-                    int64_t acc_stride) {
-  if (v_f16) {
-    Accumulate<true>(p, p_stride, n_keys, n_rows, v, v_stride, hd, acc, acc_stride);
+// Column ranges outer, row groups inner: the range's slice of the value tile stays in L1 while
+// every row group passes over it. Columns past the last multiple of 8 by the scalar formula.
+template <bool F16>
+void Accumulate(const VecKernels::AttnValues& x) {
+  int i0 = 0;
+  for (; i0 + 16 <= x.hd; i0 += 16) AccColumns<2, F16>(x, i0);
+  for (; i0 + 8 <= x.hd; i0 += 8) AccColumns<1, F16>(x, i0);
+  if (i0 == x.hd) return;
+  for (int r = 0; r < x.n_rows; ++r) {
+    float* a = x.acc + r * x.acc_stride;
+    if (x.rescale != nullptr && x.rescale[r] != 1.0f) {
+      for (int i = i0; i < x.hd; ++i) a[i] = a[i] * x.rescale[r];
+    }
+    for (int64_t j = 0; j < x.n_keys[r]; ++j) {
+      const float pj = x.p[r * x.p_stride + j];
+      for (int i = i0; i < x.hd; ++i)
+        a[i] = std::fma(pj, Scalar<F16>(x.v, j * x.v_stride + i), a[i]);
+    }
+  }
+}
+
+void AttnAccumulate(const VecKernels::AttnValues& x) {
+  if (x.n_rows <= 0) return;
+  if (x.v_f16) {
+    Accumulate<true>(x);
   } else {
-    Accumulate<false>(p, p_stride, n_keys, n_rows, v, v_stride, hd, acc, acc_stride);
+    Accumulate<false>(x);
   }
 }
 

@@ -59,6 +59,7 @@ inline __m512 Tree16x16(const __m512* a) {
     v1[m] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * m], a[2 * m + 1], 0x44),
                           _mm512_shuffle_f32x4(a[2 * m], a[2 * m + 1], 0xEE));
   }
+#pragma GCC unroll 16
   for (int m = 0; m < 4; ++m) {  // + [l + 4]: quarter k holds key 4m + k
     v2[m] = _mm512_add_ps(_mm512_shuffle_f32x4(v1[2 * m], v1[2 * m + 1], 0x88),
                           _mm512_shuffle_f32x4(v1[2 * m], v1[2 * m + 1], 0xDD));
@@ -158,8 +159,10 @@ template <int NV>
 void DeltaBlock(float* S, int d, int c0, float scale, const VecKernels::DeltaTokens& t, int64_t t0,
                 int64_t t1, const float* kq) {
   __mmask16 m[NV];
+#pragma GCC unroll 16
   for (int c = 0; c < NV; ++c) m[c] = Tail(d - c0 - 16 * c);
   __m512 u[NV], w[NV], delta[NV];
+#pragma GCC unroll 16
   for (int c = 0; c < NV; ++c) u[c] = w[c] = _mm512_setzero_ps();
   {
     const float* k = t.k + t0 * t.in_stride;
@@ -168,6 +171,7 @@ void DeltaBlock(float* S, int d, int c0, float scale, const VecKernels::DeltaTok
       const __m512 kr = _mm512_set1_ps(k[r]);
       const __m512 qr = _mm512_set1_ps(q[r]);
       const float* Sr = S + static_cast<int64_t>(r) * d + c0;
+#pragma GCC unroll 16
       for (int c = 0; c < NV; ++c) {
         const __m512 s = _mm512_maskz_loadu_ps(m[c], Sr + 16 * c);
         u[c] = _mm512_fmadd_ps(s, kr, u[c]);
@@ -182,6 +186,7 @@ void DeltaBlock(float* S, int d, int c0, float scale, const VecKernels::DeltaTok
     const __m512 kqv = _mm512_set1_ps(kq[tok - t0]);
     const float* v = t.v + tok * t.in_stride + c0;
     float* out = t.out + tok * t.out_stride + c0;
+#pragma GCC unroll 16
     for (int c = 0; c < NV; ++c) {
       delta[c] =
           _mm512_mul_ps(_mm512_fnmadd_ps(dec, u[c], _mm512_maskz_loadu_ps(m[c], v + 16 * c)), bet);
@@ -193,12 +198,14 @@ void DeltaBlock(float* S, int d, int c0, float scale, const VecKernels::DeltaTok
     if (tok + 1 < t1) {
       const float* kn = k + t.in_stride;
       const float* qn = t.q + (tok + 1) * t.in_stride;
+#pragma GCC unroll 16
       for (int c = 0; c < NV; ++c) u[c] = w[c] = _mm512_setzero_ps();
       for (int r = 0; r < d; ++r) {
         const __m512 kr = _mm512_set1_ps(k[r]);
         const __m512 knr = _mm512_set1_ps(kn[r]);
         const __m512 qnr = _mm512_set1_ps(qn[r]);
         float* Sr = S + static_cast<int64_t>(r) * d + c0;
+#pragma GCC unroll 16
         for (int c = 0; c < NV; ++c) {
           const __m512 s = _mm512_fmadd_ps(
               kr, delta[c], _mm512_mul_ps(_mm512_maskz_loadu_ps(m[c], Sr + 16 * c), dec));
@@ -211,6 +218,7 @@ void DeltaBlock(float* S, int d, int c0, float scale, const VecKernels::DeltaTok
       for (int r = 0; r < d; ++r) {
         const __m512 kr = _mm512_set1_ps(k[r]);
         float* Sr = S + static_cast<int64_t>(r) * d + c0;
+#pragma GCC unroll 16
         for (int c = 0; c < NV; ++c) {
           _mm512_mask_storeu_ps(
               Sr + 16 * c, m[c],
@@ -267,25 +275,34 @@ void ScoreTile(const float* q, int64_t q_stride, int n_rows, const void* k, int6
   static_assert(R * K == 16);
   const float* qr[R];
   int64_t kj[K];
+#pragma GCC unroll 16
   for (int a = 0; a < R; ++a) qr[a] = q + std::min(r0 + a, n_rows - 1) * q_stride;
+#pragma GCC unroll 16
   for (int b = 0; b < K; ++b) kj[b] = std::min<int64_t>(j0 + b, n_keys - 1) * k_stride;
   __m512 acc[16];
+#pragma GCC unroll 16
   for (int x = 0; x < 16; ++x) acc[x] = _mm512_setzero_ps();
   int i = 0;
   for (; i + 16 <= hd; i += 16) {
     __m512 kv[K];
+#pragma GCC unroll 16
     for (int b = 0; b < K; ++b) kv[b] = Load16<F16>(k, kj[b] + i);
+#pragma GCC unroll 16
     for (int a = 0; a < R; ++a) {
       const __m512 qv = _mm512_loadu_ps(qr[a] + i);
+#pragma GCC unroll 16
       for (int b = 0; b < K; ++b) acc[a * K + b] = _mm512_fmadd_ps(qv, kv[b], acc[a * K + b]);
     }
   }
   if (i < hd) {
     const __mmask16 m = Tail(hd - i);
     __m512 kv[K];
+#pragma GCC unroll 16
     for (int b = 0; b < K; ++b) kv[b] = Load16<F16>(k, kj[b] + i, m);
+#pragma GCC unroll 16
     for (int a = 0; a < R; ++a) {
       const __m512 qv = _mm512_maskz_loadu_ps(m, qr[a] + i);
+#pragma GCC unroll 16
       for (int b = 0; b < K; ++b) {
         acc[a * K + b] = _mm512_mask3_fmadd_ps(qv, kv[b], acc[a * K + b], m);
       }
@@ -329,82 +346,94 @@ void AttnScores(const float* q, int64_t q_stride, int n_rows, const void* k, boo
   }
 }
 
-// acc rows r0..r0+R-1, columns [i0, i0 + 16 CH) (masked past hd): keys every row sees together,
-// then each row's own remainder.
+// acc rows r0..r0+R-1, columns [i0, i0 + 16 CH) (masked past hd): rescaled, then the keys every
+// row sees together, then each row's own remainder.
 template <int R, int CH, bool F16>
-void AccTile(const float* p, int64_t p_stride, const int64_t* n_keys, const void* v,
-             int64_t v_stride, int hd, float* acc, int64_t acc_stride, int r0, int i0) {
+void AccTile(const VecKernels::AttnValues& x, int r0, int i0) {
+  // Everything the loops read, in locals: the accumulators must stay in registers.
   __mmask16 m[CH];
-  for (int c = 0; c < CH; ++c) m[c] = Tail(hd - i0 - 16 * c);
-  __m512 a[R][CH];
-  int64_t common = n_keys[r0], most = n_keys[r0];
+#pragma GCC unroll 16
+  for (int c = 0; c < CH; ++c) m[c] = Tail(x.hd - i0 - 16 * c);
+  const float* prow[R];
+  int64_t n[R];
+  __m512 a[R * CH];  // one dimension: GCC keeps it in registers
+  int64_t common = x.n_keys[r0], most = x.n_keys[r0];
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r) {
-    common = std::min(common, n_keys[r0 + r]);
-    most = std::max(most, n_keys[r0 + r]);
-    for (int c = 0; c < CH; ++c) {
-      a[r][c] = _mm512_maskz_loadu_ps(m[c], acc + (r0 + r) * acc_stride + i0 + 16 * c);
+    prow[r] = x.p + (r0 + r) * x.p_stride;
+    n[r] = x.n_keys[r0 + r];
+    common = std::min(common, n[r]);
+    most = std::max(most, n[r]);
+    const float* row = x.acc + (r0 + r) * x.acc_stride + i0;
+#pragma GCC unroll 16
+    for (int c = 0; c < CH; ++c) a[r * CH + c] = _mm512_maskz_loadu_ps(m[c], row + 16 * c);
+    if (x.rescale != nullptr && x.rescale[r0 + r] != 1.0f) {
+      const __m512 sc = _mm512_set1_ps(x.rescale[r0 + r]);
+#pragma GCC unroll 16
+      for (int c = 0; c < CH; ++c) a[r * CH + c] = _mm512_mul_ps(a[r * CH + c], sc);
     }
   }
+  const void* const v = x.v;
+  const int64_t v_stride = x.v_stride;
   int64_t j = 0;
   for (; j < common; ++j) {
     __m512 vv[CH];
+#pragma GCC unroll 16
     for (int c = 0; c < CH; ++c) vv[c] = Load16<F16>(v, j * v_stride + i0 + 16 * c, m[c]);
+#pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
-      const __m512 pr = _mm512_set1_ps(p[(r0 + r) * p_stride + j]);
-      for (int c = 0; c < CH; ++c) a[r][c] = _mm512_fmadd_ps(pr, vv[c], a[r][c]);
+      const __m512 pr = _mm512_set1_ps(prow[r][j]);
+#pragma GCC unroll 16
+      for (int c = 0; c < CH; ++c) a[r * CH + c] = _mm512_fmadd_ps(pr, vv[c], a[r * CH + c]);
     }
   }
+  // Keys only some rows see: the others keep their accumulators (masked, not skipped, so that
+  // the loop has no branch and the accumulators stay in registers).
   for (; j < most; ++j) {
     __m512 vv[CH];
+#pragma GCC unroll 16
     for (int c = 0; c < CH; ++c) vv[c] = Load16<F16>(v, j * v_stride + i0 + 16 * c, m[c]);
+#pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
-      if (j >= n_keys[r0 + r]) continue;
-      const __m512 pr = _mm512_set1_ps(p[(r0 + r) * p_stride + j]);
-      for (int c = 0; c < CH; ++c) a[r][c] = _mm512_fmadd_ps(pr, vv[c], a[r][c]);
+      const __mmask16 keep = j < n[r] ? 0xFFFF : 0;
+      const __m512 pr = _mm512_set1_ps(prow[r][j < n[r] ? j : 0]);
+#pragma GCC unroll 16
+      for (int c = 0; c < CH; ++c)
+        a[r * CH + c] = _mm512_mask3_fmadd_ps(pr, vv[c], a[r * CH + c], keep);
     }
   }
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r) {
-    for (int c = 0; c < CH; ++c) {
-      _mm512_mask_storeu_ps(acc + (r0 + r) * acc_stride + i0 + 16 * c, m[c], a[r][c]);
-    }
+    float* row = x.acc + (r0 + r) * x.acc_stride + i0;
+#pragma GCC unroll 16
+    for (int c = 0; c < CH; ++c) _mm512_mask_storeu_ps(row + 16 * c, m[c], a[r * CH + c]);
   }
 }
 
-template <int R, bool F16>
-void AccRows(const float* p, int64_t p_stride, const int64_t* n_keys, const void* v,
-             int64_t v_stride, int hd, float* acc, int64_t acc_stride, int r0) {
-  constexpr int CH = 16 / R;  // sixteen accumulators
-  int i0 = 0;
-  for (; i0 + 16 * CH <= hd; i0 += 16 * CH) {
-    AccTile<R, CH, F16>(p, p_stride, n_keys, v, v_stride, hd, acc, acc_stride, r0, i0);
-  }
-  for (; i0 < hd; i0 += 16) {
-    AccTile<R, 1, F16>(p, p_stride, n_keys, v, v_stride, hd, acc, acc_stride, r0, i0);
-  }
-}
-
-template <bool F16>
-void Accumulate(const float* p, int64_t p_stride, const int64_t* n_keys, int n_rows, const void* v,
-                int64_t v_stride, int hd, float* acc, int64_t acc_stride) {
+// Every row group over one column range.
+template <int CH, bool F16>
+void AccColumns(const VecKernels::AttnValues& x, int i0) {
   int r0 = 0;
-  for (; r0 + 4 <= n_rows; r0 += 4) {
-    AccRows<4, F16>(p, p_stride, n_keys, v, v_stride, hd, acc, acc_stride, r0);
-  }
-  for (; r0 + 2 <= n_rows; r0 += 2) {
-    AccRows<2, F16>(p, p_stride, n_keys, v, v_stride, hd, acc, acc_stride, r0);
-  }
-  for (; r0 < n_rows; ++r0) {
-    AccRows<1, F16>(p, p_stride, n_keys, v, v_stride, hd, acc, acc_stride, r0);
-  }
+  for (; r0 + 4 <= x.n_rows; r0 += 4) AccTile<4, CH, F16>(x, r0, i0);
+  for (; r0 + 2 <= x.n_rows; r0 += 2) AccTile<2, CH, F16>(x, r0, i0);
+  for (; r0 < x.n_rows; ++r0) AccTile<1, CH, F16>(x, r0, i0);
 }
 
-void AttnAccumulate(const float* p, int64_t p_stride, const int64_t* n_keys, int n_rows,
-                    const void* v, bool v_f16, int64_t v_stride, int hd, float* acc,
-                    int64_t acc_stride) {
-  if (v_f16) {
-    Accumulate<true>(p, p_stride, n_keys, n_rows, v, v_stride, hd, acc, acc_stride);
+// Column ranges outer, row groups inner: the range's slice of the value tile (64 columns of up
+// to 64 keys: 16 KiB in float) stays in L1 while every row group passes over it.
+template <bool F16>
+void Accumulate(const VecKernels::AttnValues& x) {
+  int i0 = 0;
+  for (; i0 + 64 <= x.hd; i0 += 64) AccColumns<4, F16>(x, i0);
+  for (; i0 < x.hd; i0 += 16) AccColumns<1, F16>(x, i0);
+}
+
+void AttnAccumulate(const VecKernels::AttnValues& x) {
+  if (x.n_rows <= 0) return;
+  if (x.v_f16) {
+    Accumulate<true>(x);
   } else {
-    Accumulate<false>(p, p_stride, n_keys, n_rows, v, v_stride, hd, acc, acc_stride);
+    Accumulate<false>(x);
   }
 }
 

@@ -100,14 +100,15 @@ void AttnScores(const float* q, int64_t q_stride, int n_rows, const void* k, boo
   }
 }
 
-void AttnAccumulate(const float* p, int64_t p_stride, const int64_t* n_keys, int n_rows,
-                    const void* v, bool v_f16, int64_t v_stride, int hd, float* acc,
-                    int64_t acc_stride) {
-  for (int r = 0; r < n_rows; ++r) {
-    float* a = acc + r * acc_stride;
-    for (int64_t j = 0; j < n_keys[r]; ++j) {
-      const float pj = p[r * p_stride + j];
-      for (int i = 0; i < hd; ++i) a[i] = std::fma(pj, At(v, v_f16, v_stride, j, i), a[i]);
+void AttnAccumulate(const VecKernels::AttnValues& x) {
+  for (int r = 0; r < x.n_rows; ++r) {
+    float* a = x.acc + r * x.acc_stride;
+    if (x.rescale != nullptr && x.rescale[r] != 1.0f) {
+      for (int i = 0; i < x.hd; ++i) a[i] = a[i] * x.rescale[r];
+    }
+    for (int64_t j = 0; j < x.n_keys[r]; ++j) {
+      const float pj = x.p[r * x.p_stride + j];
+      for (int i = 0; i < x.hd; ++i) a[i] = std::fma(pj, At(x.v, x.v_f16, x.v_stride, j, i), a[i]);
     }
   }
 }

@@ -339,11 +339,25 @@ TEST_P(VecLevels, AttentionKernelsEqualScalarBitForBit) {
           std::vector<int64_t> seen(rows);
           for (int r = 0; r < rows; ++r) seen[r] = std::max<int64_t>(0, keys - (rows - 1 - r));
           auto p = Random(rows * s_stride, 0.3f, 5 + rows);
+          // Some rows rescaled first (a softmax correction), others not.
+          std::vector<float> rescale(rows, 1.0f);
+          for (int r = 0; r < rows; r += 2) rescale[r] = 0.5f + 0.1f * r;
           std::vector<float> aa = Random(rows * acc_stride, 1.0f, 6 + hd), ab = aa;
-          simd().attn_accumulate(p.data(), s_stride, seen.data(), rows, v, f16, k_stride, hd,
-                                 aa.data(), acc_stride);
-          ref().attn_accumulate(p.data(), s_stride, seen.data(), rows, v, f16, k_stride, hd,
-                                ab.data(), acc_stride);
+          VecKernels::AttnValues x;
+          x.p = p.data();
+          x.p_stride = s_stride;
+          x.n_keys = seen.data();
+          x.rescale = rescale.data();
+          x.n_rows = rows;
+          x.v = v;
+          x.v_f16 = f16;
+          x.v_stride = k_stride;
+          x.hd = hd;
+          x.acc = aa.data();
+          x.acc_stride = acc_stride;
+          simd().attn_accumulate(x);
+          x.acc = ab.data();
+          ref().attn_accumulate(x);
           ASSERT_TRUE(SameBits(aa.data(), ab.data(), aa.size()))
               << "accumulate hd=" << hd << " rows=" << rows << " keys=" << keys << " f16=" << f16;
         }
