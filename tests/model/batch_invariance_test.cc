@@ -20,6 +20,8 @@ struct Fixture {
   const char* path;
 };
 
+void PrintTo(const Fixture& f, std::ostream* os) { *os << f.path; }
+
 constexpr int64_t kPromptTokens = 203;
 
 std::vector<int32_t> RandomTokens(int64_t n, uint32_t seed, int32_t vocab) {
@@ -132,7 +134,7 @@ TEST_P(ForwardInvariance, SameBitsHoweverTheSequenceIsCut) {
     Seq a = NewSeq(prompt_);
     Seq b = NewSeq(RandomTokens(40, 7, static_cast<int32_t>(V_)));
     Seq c = NewSeq(RandomTokens(40, 8, static_cast<int32_t>(V_)));
-    Seq d = NewSeq(RandomTokens(300, 9, static_cast<int32_t>(V_)));
+    Seq d = NewSeq(RandomTokens(230, 9, static_cast<int32_t>(V_)));
     while (a.fed < a.tokens.size()) Step({&b, &c, &a, &d}, {1, 1, 64, 33});
     ExpectSame(a.logits, whole, level_ + ", beside decoding sequences and a longer prompt");
   }
@@ -165,24 +167,19 @@ TEST_P(ForwardInvariance, DISABLED_WriteLogits) {
       std::string(reinterpret_cast<const char*>(whole.data()), whole.size() * sizeof(float)));
 }
 
-// Every level the CPU has, each in a child process (a process picks its level once): the
-// invariance above holds at each, and all give the scalar level's bits.
+// Every level the CPU has, each in a child process (a process picks its level once), gives the
+// scalar level's bits. That the invariance above holds at every level is checked by running this
+// binary with QWEN_ISA set: tests/model/CMakeLists.txt registers it once per level.
 TEST_P(ForwardInvariance, SameBitsAtEveryLevel) {
   if (ChildOutputPath() != nullptr) GTEST_SKIP() << "in a child";
-  const std::string name = GetParam().name;
   const std::string at_level =
-      absl::StrCat("Fixtures/ForwardInvariance.DISABLED_WriteLogits/", name);
-  const std::string cut =
-      absl::StrCat("Fixtures/ForwardInvariance.SameBitsHoweverTheSequenceIsCut/", name);
+      absl::StrCat("Fixtures/ForwardInvariance.DISABLED_WriteLogits/", GetParam().name);
   const std::vector<float> own = Chunked(kPromptTokens);  // at this process's level
   const std::string own_bytes(reinterpret_cast<const char*>(own.data()),
                               own.size() * sizeof(float));
   std::string scalar;
   for (Isa isa : SupportedIsas()) {
-    // This process's own level was checked by SameBitsHoweverTheSequenceIsCut already.
-    const bool own_level = isa == ActiveIsa();
-    const std::string bytes =
-        own_level ? own_bytes : RunAtIsa(isa, absl::StrCat(at_level, ":", cut));
+    const std::string bytes = isa == ActiveIsa() ? own_bytes : RunAtIsa(isa, at_level);
     if (bytes.size() != own_bytes.size()) {
       ADD_FAILURE() << IsaName(isa) << " wrote no logits";
       continue;
