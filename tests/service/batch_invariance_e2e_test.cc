@@ -16,6 +16,11 @@
 #include "inference/common/cpu_features.h"
 #include "tests/service/server_process.h"
 
+namespace qwen {
+// Test names and failure messages show the level by name.
+void PrintTo(Isa isa, std::ostream* os) { *os << IsaName(isa); }
+}  // namespace qwen
+
 namespace qwen::testing {
 namespace {
 
@@ -118,8 +123,8 @@ TEST_P(BatchInvarianceE2e, SameTokensAndLogprobsHoweverTheWorkerBatches) {
   ASSERT_NE(server, nullptr) << error;
 
   constexpr int kTokens = 12;
-  const std::vector<int32_t> prompt = Tokens(403, 1);
-  const std::vector<int32_t> others[3] = {Tokens(97, 2), Tokens(31, 3), Tokens(333, 4)};
+  const std::vector<int32_t> prompt = Tokens(211, 1);
+  const std::vector<int32_t> others[3] = {Tokens(97, 2), Tokens(31, 3), Tokens(260, 4)};
   // Alone, and without the prefix cache, so that nothing is resumed.
   const GenerateResult alone = Together(*server, {Greedy(prompt, kTokens, false)})[0];
   ASSERT_TRUE(alone.status.ok()) << alone.status.error_message();
@@ -154,7 +159,8 @@ TEST_P(BatchInvarianceE2e, SameTokensAndLogprobsHoweverTheWorkerBatches) {
   if (first.count(model) == 0) {
     first[model] = alone;
   } else {
-    EXPECT_TRUE(Same(alone, first[model])) << IsaName(isa) << " against the first level run";
+    EXPECT_TRUE(Same(alone, first[model]))
+        << IsaName(isa) << " against the first level run (scalar unless filtered out)";
   }
 }
 
