@@ -168,8 +168,8 @@ TEST_P(ForwardInvariance, DISABLED_WriteLogits) {
 }
 
 // Every level the CPU has, each in a child process (a process picks its level once), gives the
-// scalar level's bits. That the invariance above holds at every level is checked by running this
-// binary with QWEN_ISA set: tests/model/CMakeLists.txt registers it once per level.
+// scalar level's bits. (That the invariance above holds at every level is checked by running
+// this binary with QWEN_ISA set, as scripts/test does for avx2 and scalar.)
 TEST_P(ForwardInvariance, SameBitsAtEveryLevel) {
   if (ChildOutputPath() != nullptr) GTEST_SKIP() << "in a child";
   const std::string at_level =
