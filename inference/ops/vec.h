@@ -31,6 +31,9 @@ namespace qwen::ops {
 //   p[l] = p[l] + p[l + 4] (l < 4), p[l] = p[l] + p[l + 2] (l < 2), result p[0] + p[1].
 //   (AVX-512 holds p in one zmm, AVX2 in two ymm: lanes 0-7 and 8-15.)
 // Dot16(a, b, n) = Reduce16 of the products a_i b_i.
+//
+// Function table of one level. The functions write only their outputs and keep no state: they
+// are thread-safe for calls on disjoint outputs.
 struct VecKernels {
   Isa isa = Isa::kScalar;
   // out[i] = (gate[i] * Sigmoid(gate[i])) * up[i]; out may alias gate or up.
