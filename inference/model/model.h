@@ -138,11 +138,10 @@ class Model {
   // segment order. Segments must belong to different sequences. Fails (changing nothing) when a
   // token is out of the vocabulary or a sequence would exceed its capacity.
   //
-  // Every op outside the matrix products computes a position from its own row and its sequence's
-  // state alone, in an order fixed by the kernels (ops/vec.h): the same bits whatever other
-  // segments share the call, however a sequence's tokens are split between calls, and at every
-  // kernel level. Logits are invariant in this way where the matrix products are too (a
-  // column's result independent of the other columns: ops/matmul.h).
+  // Every op computes a position from its own row and its sequence's state alone, in an order
+  // fixed by the kernels (ops/vec.h, ops/matmul.h): a row's logits are the same bits whatever
+  // other segments share the call, however its sequence's tokens are split between calls, and
+  // at every kernel level (tests/model/batch_invariance_test.cc).
   absl::Status Forward(ops::ComputeContext& ctx, absl::Span<const Segment> segments, float* logits);
 
  private:
