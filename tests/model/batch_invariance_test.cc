@@ -1,6 +1,7 @@
 // A sequence's logits do not depend on how it is scheduled: one segment, chunks of any size,
-// token by token, beside other sequences' segments, resumed from a snapshot of its state, and at
-// every kernel level: the same bits for every row, on every tiny fixture model.
+// token by token, beside other sequences' segments, on other thread counts, resumed from a
+// snapshot of its state, and at every kernel level: the same bits for every row, on every tiny
+// fixture model.
 #include <cstring>
 #include <random>
 #include <string>
@@ -60,7 +61,8 @@ class ForwardInvariance : public ::testing::TestWithParam<Fixture> {
   }
 
   // One forward pass with the next `take[i]` tokens of each sequence i (0: not in this pass).
-  void Step(std::vector<Seq*> seqs, const std::vector<int64_t>& take) {
+  void Step(std::vector<Seq*> seqs, const std::vector<int64_t>& take,
+            ops::ComputeContext* ctx = nullptr) {
     std::vector<model::Segment> segs;
     std::vector<Seq*> in;
     for (size_t i = 0; i < seqs.size(); ++i) {
@@ -72,7 +74,7 @@ class ForwardInvariance : public ::testing::TestWithParam<Fixture> {
       in.push_back(seqs[i]);
     }
     std::vector<float> out(model::Model::LogitRows(segs) * V_);
-    ASSERT_TRUE(m_.model->Forward(ctx_, segs, out.data()).ok());
+    ASSERT_TRUE(m_.model->Forward(ctx != nullptr ? *ctx : ctx_, segs, out.data()).ok());
     int64_t row = 0;
     for (size_t i = 0; i < in.size(); ++i) {
       const int64_t n = static_cast<int64_t>(segs[i].tokens.size());
@@ -137,6 +139,16 @@ TEST_P(ForwardInvariance, SameBitsHoweverTheSequenceIsCut) {
     Seq d = NewSeq(RandomTokens(213, 9, static_cast<int32_t>(V_)));
     while (a.fed < a.tokens.size()) Step({&b, &c, &a, &d}, {1, 1, 64, 33});
     ExpectSame(a.logits, whole, level_ + ", beside decoding sequences and a longer prompt");
+  }
+
+  // Other thread counts: the products, attention and the delta rule split their work
+  // differently over 1 and 3 threads, which must not change a bit.
+  for (int threads : {1, 3}) {
+    ThreadPool pool(threads);
+    ops::ComputeContext ctx(&pool, ops::MathMode::kFast);
+    Seq a = NewSeq(prompt_);
+    while (a.fed < a.tokens.size()) Step({&a}, {64}, &ctx);
+    ExpectSame(a.logits, whole, absl::StrCat(level_, ", ", threads, " thread(s)"));
   }
 
   // Resumed from a snapshot, as the prefix cache stores them: KV rows and recurrent state.

@@ -27,8 +27,13 @@
 #include "inference/ops/vec.h"
 #include "inference/quant/kernels.h"
 
+extern "C" void openblas_set_num_threads(int);
+
 namespace qwen::ops {
 namespace {
+
+// The former OpenBLAS versions run single-threaded, as the engine ran them inside its pool.
+void InitBlas() { openblas_set_num_threads(1); }
 
 constexpr int kHeads = 16, kKvHeads = 4, kHd = 256;
 

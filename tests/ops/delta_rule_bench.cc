@@ -23,8 +23,13 @@
 #include "inference/ops/matmul.h"
 #include "inference/ops/vec.h"
 
+extern "C" void openblas_set_num_threads(int);
+
 namespace qwen::ops {
 namespace {
+
+// The former OpenBLAS versions run single-threaded, as the engine ran them inside its pool.
+void InitBlas() { openblas_set_num_threads(1); }
 
 constexpr int kNk = 16, kNv = 32, kD = 128;
 
