@@ -327,7 +327,9 @@ TEST_F(ConstrainedGenerationTest, ToolCallArgumentsValidate) {
       po.reasoning_open = false;
       po.tools = tools;
       const chat::ParsedOutput out = chat::OutputParser::Parse(r.text, po);
-      if (required) EXPECT_FALSE(out.tool_calls.empty()) << r.text;
+      if (required) {
+        EXPECT_FALSE(out.tool_calls.empty()) << r.text;
+      }
       for (const chat::ToolCall& c : out.tool_calls) {
         ++calls;
         ASSERT_TRUE(c.valid) << c.error << ": " << c.raw;
@@ -341,7 +343,9 @@ TEST_F(ConstrainedGenerationTest, ToolCallArgumentsValidate) {
             << why << ": " << c.raw;
       }
     }
-    if (required) EXPECT_GT(calls, 20);
+    if (required) {
+      EXPECT_GT(calls, 20);
+    }
   }
 }
 
