@@ -662,7 +662,7 @@ int RunBench(int argc, char** argv) {
       "qwen bench --model FILE [--mmproj FILE [--llama_mtmd_cli PATH]] [--json]: prefill, decode, "
       "batched decode, time to first token, start-up time and memory, and with --mmproj the "
       "time to encode an image, each repeated (median and spread).",
-      argc, argv);
+      argc, argv, {"model_flag", "json_flag", "threads_flag", "mmproj_flag", "packed_dir_flag"});
   if (absl::GetFlag(FLAGS_memory_probe)) return MemoryProbe();
   if (absl::GetFlag(FLAGS_model).empty()) {
     std::fprintf(stderr, "usage: qwen bench --model FILE [--json]\n");

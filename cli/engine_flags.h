@@ -1,4 +1,6 @@
-// Flags of the commands that run the model (generate, serve, worker), defined once.
+// Flags of the commands that run the model (generate, serve, worker), defined once: in
+// engine_flags.cc, and --mmproj and --packed_dir in files of their own (bench and synth take them
+// without the rest).
 #ifndef QWEN_CLI_ENGINE_FLAGS_H_
 #define QWEN_CLI_ENGINE_FLAGS_H_
 

@@ -464,7 +464,8 @@ int RunGenerate(int argc, char** argv) {
       "               --tool_calls auto|required]\n"
       "Runs the model on the prompt and prints the continuation: token ids for --tokens, text\n"
       "for --prompt, {reasoning, content, tool_calls} for --chat (--json: all of it).",
-      argc, argv, {"engine_flags"});
+      argc, argv, {"model_flag", "json_flag", "threads_flag", "tokens_flag", "engine_flags",
+                       "mmproj_flag", "packed_dir_flag"});
   if (!args.empty()) {
     std::fprintf(stderr, "qwen generate: unexpected argument \"%s\"\n", args[0].c_str());
     return 2;

@@ -29,7 +29,7 @@ int RunRender(int argc, char** argv) {
       "or standard input and prints the prompt exactly (no newline added). --json prints\n"
       "{\"prompt\": ..., \"reasoning_open\": bool}. An invalid conversation exits with status 2\n"
       "and the template's own message on stderr.",
-      argc, argv);
+      argc, argv, {"model_flag", "json_flag"});
   const std::string model = absl::GetFlag(FLAGS_model);
   const std::string template_path = absl::GetFlag(FLAGS_chat_template);
   if ((model.empty() == template_path.empty()) || positional.size() > 1) {

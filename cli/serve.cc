@@ -66,15 +66,12 @@ ABSL_FLAG(bool, testing_allow_forced_output, false,
 namespace qwen::cli {
 
 int RunServe(int argc, char** argv) {
-  if (WantsCheckConfig(argc, argv)) {
-    if (const int rc = CheckUnknownFlags(argc, argv); rc != 0) return rc;
-  }
   std::vector<std::string> args = ParseFlags(
       "serve",
       "qwen serve --model M.gguf [--workers N] [--port P] [--slots S] ...\n\n"
       "Serves the model over gRPC (qwen.v1.Qwen, grpc.health.v1.Health, reflection) with a pool\n"
       "of worker processes. Stops on SIGTERM or SIGINT after the running streams finish.",
-      argc, argv, {"engine_flags", "serving_flags", "log_flags", "metrics_flags"});
+      argc, argv, ServeFlagFiles());
   if (!args.empty()) {
     std::fprintf(stderr, "qwen serve: unexpected argument \"%s\"\n", args[0].c_str());
     return 2;

@@ -33,17 +33,14 @@ ABSL_FLAG(bool, check_config, false,
 namespace qwen::cli {
 namespace {
 
-// The files whose flags `qwen serve` takes (as in its --help), and flags that say nothing about
-// the server's configuration.
-constexpr const char* kServeFlagFiles[] = {"cli/serve",        "cli/common_flags",
-                                           "cli/engine_flags", "cli/serving_flags",
-                                           "cli/log_flags",    "cli/metrics_flags"};
-constexpr const char* kNotConfiguration[] = {"check_config", "json", "tokens"};
+// Flags that say nothing about the server's configuration.
+constexpr const char* kNotConfiguration[] = {"check_config", "json"};
 
 bool IsServeFlag(const absl::CommandLineFlag& flag) {
   const std::string file = flag.Filename();
-  for (const char* f : kServeFlagFiles) {
-    if (absl::StrContains(file, f)) return true;
+  if (absl::StrContains(file, "cli/serve")) return true;
+  for (const std::string& f : ServeFlagFiles()) {
+    if (absl::StrContains(file, absl::StrCat("cli/", f))) return true;
   }
   return false;
 }
@@ -134,43 +131,6 @@ absl::Status ValidateServeOptions(const service::FrontEndOptions& o) {
   }
   // The security and limit flags, as the front end checks them before serving.
   return service::ValidateFrontEndOptions(o);
-}
-
-bool WantsCheckConfig(int argc, char** argv) {
-  for (int i = 1; i < argc; ++i) {
-    const absl::string_view a = argv[i];
-    if (a == "--") break;
-    if (a == "--check_config" || a == "--check-config" || a == "--check_config=true" ||
-        a == "--check-config=true") {
-      return true;
-    }
-  }
-  return false;
-}
-
-int CheckUnknownFlags(int argc, char** argv) {
-  // Abseil's own flags, handled by its parser.
-  static const char* const kBuiltin[] = {"help",    "helpfull",  "helpshort",       "helppackage",
-                                         "version", "flagfile",  "fromenv",         "tryfromenv",
-                                         "undefok", "helpmatch", "only_check_args", "helpon"};
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--") break;
-    if (a.size() < 3 || a[0] != '-' || a[1] != '-') continue;
-    std::string name =
-        a.substr(2, a.find('=') == std::string::npos ? std::string::npos : a.find('=') - 2);
-    std::replace(name.begin(), name.end(), '-', '_');
-    if (std::find(std::begin(kBuiltin), std::end(kBuiltin), name) != std::end(kBuiltin)) continue;
-    if (absl::FindCommandLineFlag(name) != nullptr) continue;
-    // --noflag is how Abseil spells a false boolean.
-    if (absl::StartsWith(name, "no")) {
-      const absl::CommandLineFlag* f = absl::FindCommandLineFlag(name.substr(2));
-      if (f != nullptr && f->IsOfType<bool>()) continue;
-    }
-    std::fprintf(stderr, "qwen serve --check_config: unknown flag --%s\n", name.c_str());
-    return 2;
-  }
-  return 0;
 }
 
 int CheckServeConfig(const service::FrontEndOptions& o, bool json,

@@ -29,7 +29,7 @@ int RunSynth(int argc, char** argv) {
       "qwen synth --shape qwen3.5-4b --mmproj FILE [--mmproj_type f16]\n"
       "Writes a GGUF with the model's real shapes, metadata and type mix and random weights: "
       "the text model (--out) and/or its vision tower (--mmproj).",
-      argc, argv);
+      argc, argv, {"mmproj_flag"});
   const std::string out = absl::GetFlag(FLAGS_out);
   const std::string mmproj = absl::GetFlag(FLAGS_mmproj);
   if ((out.empty() && mmproj.empty()) || !args.empty()) {
