@@ -395,20 +395,33 @@ absl::Status RunFrontEnd(const FrontEndOptions& options) {
       break;
     }
   }
+  // From here the server exits within kExitBound (front_end.h): nothing left is worth waiting
+  // for, and each step below is bounded.
+  const absl::Time grace_end = absl::Now();
   std::vector<std::shared_ptr<GenerateCall>> left = service.registry().Snapshot();
   if (!left.empty()) {
     LogWarning(kComponent, absl::StrCat("cancelling ", left.size(), " streams still running"));
     for (auto& call : left) call->Abort(absl::UnavailableError("the server is shutting down"));
   }
   left.clear();
-  // What is left are unary calls (quick) and health Watch streams (endless); and gRPC would
-  // otherwise wait out the whole deadline for clients that keep idle connections open.
+  // What is left are unary calls (quick: a tokenization, a render) and health Watch streams
+  // (endless); they get kUnaryDrain, then are cancelled. gRPC also waits out the whole deadline
+  // for clients that keep idle connections open, so the deadline is short.
   health->Shutdown();
-  server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
+  server->Shutdown(absl::ToChronoTime(absl::Now() + kUnaryDrain));
   server->Wait();
-  (*pool)->Stop(absl::Seconds(5));
+  // The metrics endpoint stops in milliseconds (Metrics::StopServing); the workers, whose
+  // streams were all cancelled, exit at once on SIGTERM and are killed after kWorkerStop.
+  metrics.StopServing();
+  (*pool)->Stop(kWorkerStop);
   metrics.SetSources(&dispatcher, nullptr);
-  LogInfo(kComponent, "stopped", {{"event", "stopped"}});
+  LogInfo(kComponent,
+          absl::StrCat("stopped ",
+                       absl::FormatDuration(absl::Trunc(absl::Now() - grace_end,
+                                                        absl::Milliseconds(1))),
+                       " after the grace period"),
+          {{"event", "stopped"},
+           {"after_grace_ms", absl::ToDoubleMilliseconds(absl::Now() - grace_end)}});
   return absl::OkStatus();
 }
 

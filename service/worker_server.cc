@@ -596,8 +596,10 @@ absl::Status RunWorker(const WorkerOptions& options) {
     }
   }
   // Calls still running are cancelled (their reactors cancel the engine's sequences); then the
-  // engine stops.
-  server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
+  // engine stops. The front end sends SIGTERM after it has cancelled its streams, so nothing is
+  // worth a wait (and gRPC would wait out the whole deadline for the front end's idle channel):
+  // the front end kills a worker that is not gone within kWorkerStop (front_end.h).
+  server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Milliseconds(100)));
   server->Wait();
   engine.reset();
   return absl::OkStatus();
