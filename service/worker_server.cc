@@ -135,6 +135,7 @@ class Stream : public engine::RequestSink {
         case engine::FinishReason::kError:
           f.set_reason(wpb::Finish::REASON_ERROR);
           f.set_error(std::string(info.status.message()));
+          f.set_error_code(static_cast<int32_t>(info.status.code()));
           break;
         case engine::FinishReason::kGrammarDone:
           f.set_reason(wpb::Finish::REASON_GRAMMAR_DONE);
@@ -223,10 +224,18 @@ class Stream : public engine::RequestSink {
     }
   }
 
-  // The engine's account of the sequence: debug, or an error line for an engine failure.
+  // The engine's account of the sequence: debug; an error line for an engine failure of ours,
+  // an info line for one that was the request's fault (an image that does not decode).
   void LogFinish(const engine::FinishInfo& info) {
     const bool error = info.reason == engine::FinishReason::kError;
-    if (!LogEnabled(error ? LogLevel::kError : LogLevel::kDebug)) return;
+    const absl::StatusCode code = info.status.code();
+    const bool requests_fault = code == absl::StatusCode::kInvalidArgument ||
+                                code == absl::StatusCode::kFailedPrecondition ||
+                                code == absl::StatusCode::kOutOfRange;
+    const LogLevel level = !error          ? LogLevel::kDebug
+                           : requests_fault ? LogLevel::kInfo
+                                            : LogLevel::kError;
+    if (!LogEnabled(level)) return;
     static constexpr const char* kReasons[] = {"stop_token", "length", "cancelled", "error",
                                                "grammar_done"};
     LogFields f = {{"request_id", request_id_},
