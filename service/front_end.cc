@@ -21,6 +21,8 @@
 #include "service/log.h"
 #include "service/metrics.h"
 #include "service/model_info.h"
+#include "service/prefix_cache_budget.h"
+#include "service/reflection_v1.h"
 #include "service/request.h"
 #include "service/rpc_observer.h"
 #include "service/text_model.h"
@@ -293,6 +295,8 @@ absl::Status RunFrontEnd(const FrontEndOptions& options) {
   const std::string address = ListenAddress(options.host, options.port);
   builder.AddListeningPort(address, *credentials, &port);
   builder.RegisterService(&service);
+  ReflectionV1Service reflection_v1;
+  builder.RegisterService(&reflection_v1);
   // The transport refuses what is far too big before buffering it; Admit() refuses, with
   // INVALID_ARGUMENT, what is over --max_message_bytes.
   builder.SetMaxReceiveMessageSize(TransportMessageLimit(options.max_message_bytes));
@@ -320,6 +324,9 @@ absl::Status RunFrontEnd(const FrontEndOptions& options) {
   if (server == nullptr || port == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", address));
   }
+  // What v1alpha lists too: ours, the default health service, and both reflection versions.
+  reflection_v1.SetServices({"grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
+                             "grpc.reflection.v1alpha.ServerReflection", kServiceName});
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   std::atomic<bool> draining{false};
   absl::Mutex health_mu;
