@@ -9,6 +9,7 @@
 
 #include "absl/flags/declare.h"
 #include "cli/common_flags.h"
+#include "inference/model/state.h"
 
 ABSL_DECLARE_FLAG(int32_t, ctx_size);
 ABSL_DECLARE_FLAG(std::string, kv_type);
@@ -18,6 +19,9 @@ ABSL_DECLARE_FLAG(int64_t, image_min_pixels);
 ABSL_DECLARE_FLAG(int64_t, image_max_pixels);
 
 namespace qwen::cli {
+
+// --kv_type, parsed (model::ParseKvType: the one parser, one default).
+absl::StatusOr<model::KvType> KvTypeFlag();
 
 // The vision tower's file: --mmproj when given; else the projector layer of an Ollama model; else
 // the model file itself when it bundles a tower (Ollama's own files carry it as v.* tensors).

@@ -22,6 +22,7 @@
 #include "inference/model/state.h"
 #include "inference/multimodal/image_prompt.h"
 #include "nlohmann/json.hpp"
+#include "service/prefix_cache_budget.h"
 #include "service/text_model.h"
 
 ABSL_FLAG(bool, check_config, false,
@@ -75,8 +76,7 @@ absl::Status InRange(absl::string_view flag, int64_t v, int64_t lo, int64_t hi) 
 
 MemoryEstimate EstimateMemory(const model::ModelConfig& config, int64_t file_bytes,
                               const service::FrontEndOptions& options) {
-  const model::KvType kv =
-      options.pool.kv_type == "f32" ? model::KvType::kF32 : model::KvType::kF16;
+  const model::KvType kv = options.pool.kv_type;
   const model::StateSize s = model::SequenceState::SizeFor(config, options.pool.ctx_size, kv);
   MemoryEstimate m;
   m.weights_bytes = file_bytes;
@@ -98,7 +98,8 @@ absl::Status ValidateServeOptions(const service::FrontEndOptions& o) {
       InRange("threads", p.threads, 0, 4096),
       InRange("ctx_size", p.ctx_size, 2, int64_t{1} << 24),
       InRange("prefill_chunk", p.prefill_chunk, 1, int64_t{1} << 16),
-      InRange("prefix_cache_mb", p.prefix_cache_mb, 0, int64_t{1} << 30),
+      InRange("prefix_cache_mb", p.prefix_cache_mb, service::kAutoPrefixCacheMb,
+              int64_t{1} << 30),
       InRange("snapshot_interval", p.snapshot_interval, 1, int64_t{1} << 24),
       InRange("port", o.port, 0, 65535),
       InRange("metrics_port", o.metrics_port, 0, 65535),
@@ -115,10 +116,6 @@ absl::Status ValidateServeOptions(const service::FrontEndOptions& o) {
   };
   for (const absl::Status& s : checks) {
     if (!s.ok()) return s;
-  }
-  if (p.kv_type != "f16" && p.kv_type != "f32") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--kv_type must be f16 or f32, not \"", p.kv_type, "\""));
   }
   if (p.restart_backoff_max < p.restart_backoff_min) {
     return absl::InvalidArgumentError(
@@ -188,7 +185,6 @@ int CheckServeConfig(const service::FrontEndOptions& o, bool json,
                                   ") is not writable by this user (uid ", getuid(),
                                   "): the workers' sockets are made there"));
   }
-  out["effective"] = effective;
 
   // Files the front end reads at start-up: when they exist here, they must be readable by this
   // user (a deployment that mounts them elsewhere gets a note, as for the model).
@@ -249,7 +245,20 @@ int CheckServeConfig(const service::FrontEndOptions& o, bool json,
                                      " exceeds the model's trained context of ", c.context_length,
                                      " tokens"));
       }
-      const MemoryEstimate e = EstimateMemory(c, static_cast<int64_t>((*m)->file().file_size()), o);
+      // --prefix_cache_mb=auto, as the server will size it on this machine.
+      service::FrontEndOptions resolved = o;
+      if (o.pool.prefix_cache_mb == service::kAutoPrefixCacheMb) {
+        const service::PrefixCacheBudget budget = service::AutoPrefixCacheBudget(
+            c, o.pool.ctx_size, o.pool.kv_type, o.pool.slots, o.pool.workers,
+            service::AvailableMemoryBytes());
+        resolved.pool.prefix_cache_mb = budget.mb;
+        effective["prefix_cache_mb"] = budget.mb;
+        effective["prefix_cache_mb_from"] = absl::StrCat("auto: ", budget.reason);
+        notes.push_back(absl::StrCat("--prefix_cache_mb=auto: ", budget.mb, " MiB per worker (",
+                                     budget.reason, ") on this machine"));
+      }
+      const MemoryEstimate e =
+          EstimateMemory(c, static_cast<int64_t>((*m)->file().file_size()), resolved);
       // RLIMIT_DATA counts the KV cache's address space when it is reserved at start-up, not as
       // tokens arrive: a limit below the slots' worst case makes every worker fail to start.
       const int64_t worker_needs = int64_t{e.slots} * e.slot_bytes() + e.worker_overhead_bytes;
@@ -279,6 +288,7 @@ int CheckServeConfig(const service::FrontEndOptions& o, bool json,
       };
     }
   }
+  out["effective"] = effective;
   out["model"] = model;
   if (!model["checked"].get<bool>()) {
     notes.push_back("memory: needs the model's metadata; not estimated");

@@ -170,7 +170,7 @@ class QwenService final : public v1::Qwen::CallbackService {
     pc->set_snapshot_interval(static_cast<uint32_t>(options_->pool.snapshot_interval));
     const model::StateSize size = model::SequenceState::SizeFor(
         model_->config(), options_->pool.ctx_size,
-        options_->pool.kv_type == "f32" ? model::KvType::kF32 : model::KvType::kF16);
+        options_->pool.kv_type);
     pc->set_state_bytes_per_snapshot(size.recurrent_bytes + size.conv_bytes);
     pc->set_kv_bytes_per_token(size.kv_bytes_per_token);
     if (env_.metrics != nullptr) {
@@ -233,7 +233,8 @@ absl::Status ValidateFrontEndOptions(const FrontEndOptions& options) {
   return ValidateTlsOptions(options.tls);
 }
 
-absl::Status RunFrontEnd(const FrontEndOptions& options) {
+absl::Status RunFrontEnd(const FrontEndOptions& given) {
+  FrontEndOptions options = given;  // with --prefix_cache_mb=auto resolved below
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
@@ -269,9 +270,22 @@ absl::Status RunFrontEnd(const FrontEndOptions& options) {
   vision_options.mmproj_path = options.pool.mmproj_path;
   vision_options.preprocess.min_pixels = options.pool.image_min_pixels;
   vision_options.preprocess.max_pixels = options.pool.image_max_pixels;
+  vision_options.decode = options.image_limits;
   absl::StatusOr<std::unique_ptr<TextModel>> model =
       TextModel::Load(options.pool.model_path, vision_options);
   if (!model.ok()) return model.status();
+  if (options.pool.prefix_cache_mb == kAutoPrefixCacheMb) {
+    const PrefixCacheBudget budget = AutoPrefixCacheBudget(
+        (*model)->config(), options.pool.ctx_size, options.pool.kv_type, options.pool.slots,
+        options.pool.workers, AvailableMemoryBytes());
+    options.pool.prefix_cache_mb = budget.mb;
+    LogInfo(kComponent,
+            absl::StrCat("prefix cache: ", budget.mb, " MiB per worker (auto: ", budget.reason,
+                         ")"),
+            {{"event", "prefix_cache_budget"},
+             {"prefix_cache_mb", budget.mb},
+             {"reason", budget.reason}});
+  }
 
   if (options.metrics_port < 0 || options.metrics_port > 65535) {
     return absl::InvalidArgumentError("--metrics_port must be in [0, 65535]");

@@ -26,6 +26,7 @@
 #include "inference/vision/vision.h"
 #include "qwen/worker/v1/worker.grpc.pb.h"
 #include "service/grpc_status.h"
+#include "service/prefix_cache_budget.h"
 #include "service/log.h"
 
 namespace qwen::service {
@@ -517,9 +518,6 @@ absl::Status RunWorker(const WorkerOptions& options) {
   std::set_new_handler(&OnOutOfMemory);
 
   if (options.socket_path.empty()) return absl::InvalidArgumentError("--socket is required");
-  if (options.kv_type != "f16" && options.kv_type != "f32") {
-    return absl::InvalidArgumentError("--kv_type must be f16 or f32");
-  }
   const absl::Time t0 = absl::Now();
   auto file = gguf::GgufFile::Open(options.model_path);
   if (!file.ok()) {
@@ -542,9 +540,16 @@ absl::Status RunWorker(const WorkerOptions& options) {
   eo.n_slots = options.slots;
   eo.n_ctx = options.ctx_size;
   eo.n_threads = options.threads;
-  eo.kv_type = options.kv_type == "f32" ? model::KvType::kF32 : model::KvType::kF16;
+  eo.kv_type = options.kv_type;
   eo.prefill_chunk = options.prefill_chunk;
-  eo.prefix_cache_bytes = static_cast<size_t>(options.prefix_cache_mb) << 20;
+  int64_t prefix_cache_mb = options.prefix_cache_mb;
+  if (prefix_cache_mb == kAutoPrefixCacheMb) {
+    // A worker started by hand; `qwen serve` passes the number it resolved.
+    prefix_cache_mb = AutoPrefixCacheBudget(model->config(), options.ctx_size, options.kv_type,
+                                            options.slots, 1, AvailableMemoryBytes())
+                          .mb;
+  }
+  eo.prefix_cache_bytes = static_cast<size_t>(prefix_cache_mb) << 20;
   eo.snapshot_interval = options.snapshot_interval;
   std::shared_ptr<const vision::VisionEncoder> vision;
   if (!options.mmproj_path.empty()) {
@@ -574,8 +579,8 @@ absl::Status RunWorker(const WorkerOptions& options) {
                        absl::FormatDuration(absl::Trunc(absl::Now() - t0, absl::Milliseconds(1))),
                        "); memory: sequence states ", mib(stats.state_bytes),
                        " MiB + KV cache up to ", mib(stats.kv_bytes_reserved), " MiB (",
-                       options.kv_type, ") + weights ", mib(shared_file->file_size()),
-                       " MiB mapped shared + prefix cache up to ", options.prefix_cache_mb, " MiB"),
+                       model::KvTypeName(options.kv_type), ") + weights ", mib(shared_file->file_size()),
+                       " MiB mapped shared + prefix cache up to ", prefix_cache_mb, " MiB"),
           {{"event", "worker_ready"},
            {"state_bytes", static_cast<int64_t>(stats.state_bytes)},
            {"kv_bytes_reserved", static_cast<int64_t>(stats.kv_bytes_reserved)},
