@@ -224,6 +224,12 @@ absl::Status ValidateFrontEndOptions(const FrontEndOptions& options) {
   if (options.limits.max_tools < 0 || options.limits.max_stop_strings < 0) {
     return absl::InvalidArgumentError("--max_tools and --max_stop_strings must be >= 0");
   }
+  if (options.image_limits.max_bytes < 1024) {
+    return absl::InvalidArgumentError("--max_image_bytes must be at least 1024");
+  }
+  if (options.image_limits.max_pixels < 16 * 16) {
+    return absl::InvalidArgumentError("--max_image_megapixels must allow at least 16x16 pixels");
+  }
   // gRPC takes the connection age in int milliseconds.
   constexpr absl::Duration kMaxAge = absl::Milliseconds(std::numeric_limits<int>::max());
   if (options.max_connection_age > kMaxAge || options.max_connection_age_grace > kMaxAge) {

@@ -6,6 +6,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "inference/vision/image.h"
 #include "service/limits.h"
 #include "service/request.h"
 #include "service/tls.h"

@@ -249,7 +249,8 @@ class Stream : public engine::RequestSink {
                    {"decode_ms", absl::ToDoubleMilliseconds(info.decode_time)}};
     if (error) {
       f["error"] = std::string(info.status.message());
-      LogError(kComponent, "generation failed", f);
+      f["code"] = absl::StatusCodeToString(code);
+      Log(level, kComponent, "generation failed", f);
     } else {
       LogDebug(kComponent, "generation finished", f);
     }
@@ -390,15 +391,20 @@ class WorkerService final : public wpb::Worker::CallbackService {
         // Decoded and encoded when the request's prompt is about to be fed: on the engine's
         // compute threads, or on its encoder thread while other sequences run (the engine may
         // call this from either; the encoder is safe with one context per caller).
-        pi.encode = [vision = vision_, data = im.data(), field = im.field(),
+        vision::DecodeLimits limits;
+        if (im.max_bytes() > 0) limits.max_bytes = static_cast<size_t>(im.max_bytes());
+        if (im.max_decoded_pixels() > 0) limits.max_pixels = im.max_decoded_pixels();
+        pi.encode = [vision = vision_, data = im.data(), field = im.field(), limits,
                      options = vision::PreprocessOptions{im.min_pixels(), im.max_pixels()},
                      rows = im.rows(), cols = im.cols()](
                         ops::ComputeContext& ctx) -> absl::StatusOr<std::vector<float>> {
+          // A body that is corrupt after a good header is found here (the front end read only
+          // the header): INVALID_ARGUMENT naming the field, which reaches the client as such.
           ASSIGN_OR_RETURN(
               vision::RgbImage rgb,
               vision::DecodeImage(
                   absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(data.data()), data.size()),
-                  {}, field));
+                  limits, field));
           ASSIGN_OR_RETURN(vision::ImageEmbedding e, vision->Encode(rgb, options, ctx));
           if (e.grid.rows() != rows || e.grid.cols() != cols) {
             return absl::InternalError(
