@@ -58,12 +58,26 @@ TEST(Inspect, JsonHasMetadataTensorsAndBytesByType) {
   EXPECT_EQ(sum, tensors);
 }
 
+// Every fixture's full description, against the expected text in tests/data/inspect/ (the
+// metadata, layout, tensor table and totals; reviewed when they were written). After a change
+// to the output that is meant, rewrite them with
+//   (cd tests/data && for f in ...; do ../../build/bin/qwen inspect $f > inspect/NAME.txt; done)
+// and read the diff.
 TEST(Inspect, ReadsEveryFixture) {
-  for (const char* rel :
-       {"models/tiny-qwen35-f32.gguf", "models/tiny-qwen35-mtp-q3_k_m.gguf",
-        "models/tiny-qwen35-ollama-q3_k_m.gguf", "models/mmproj-tiny-qwen35-f16.gguf",
-        "tokenizer/qwen3-vocab-qwen35pre.gguf"}) {
-    EXPECT_EQ(RunCommand(Qwen() + " inspect " + DataPath(rel) + " > /dev/null").status, 0) << rel;
+  const std::pair<const char*, const char*> cases[] = {
+      {"models/tiny-qwen35-f32.gguf", "inspect/tiny-qwen35-f32.txt"},
+      {"models/tiny-qwen35-mtp-q3_k_m.gguf", "inspect/tiny-qwen35-mtp-q3_k_m.txt"},
+      {"models/tiny-qwen35-ollama-q3_k_m.gguf", "inspect/tiny-qwen35-ollama-q3_k_m.txt"},
+      {"models/mmproj-tiny-qwen35-f16.gguf", "inspect/mmproj-tiny-qwen35-f16.txt"},
+      {"tokenizer/qwen3-vocab-qwen35pre.gguf", "inspect/qwen3-vocab-qwen35pre.txt"}};
+  for (const auto& [file, expected] : cases) {
+    // From the data folder, so that the "file:" line is the same relative path everywhere.
+    CommandResult r = RunCommand(absl::StrCat("cd '", DataPath(""), "' && ", Qwen(), " inspect ",
+                                              file, " 2>&1"));
+    ASSERT_EQ(r.status, 0) << file << ": " << r.out;
+    const std::string want = ReadFile(DataPath(expected));
+    ASSERT_FALSE(want.empty()) << expected;
+    EXPECT_EQ(r.out, want) << file;
   }
 }
 
@@ -215,7 +229,8 @@ TEST(Flags, ACommandRefusesFlagsOfOtherCommands) {
        "--workers is not a flag of qwen tokenize"},
       {"generate --model " + model + " --tokens 1 --slots 3",
        "--slots is not a flag of qwen generate"},
-      {"inspect --nothreads " + model, "--threads is not a flag of qwen inspect"},
+      {"inspect --noignore_eos " + model, "--ignore_eos is not a flag of qwen inspect"},
+      {"inspect --threads 2 " + model, "--threads is not a flag of qwen inspect"},
       {"synth --shape tiny --out /dev/null --kv_type f32",
        "--kv_type is not a flag of qwen synth"},
   };
