@@ -30,7 +30,7 @@
 #include "inference/common/thread_pool.h"
 #include "inference/engine/engine.h"
 #include "inference/gguf/gguf_file.h"
-#include "inference/grammar/bench_schema.h"
+#include "cli/bench_schema.h"
 #include "inference/grammar/spec.h"
 #include "inference/model/model.h"
 #include "inference/tokenizer/tokenizer.h"

@@ -11,7 +11,6 @@
 #include "cli/common_flags.h"
 #include "cli/flags_util.h"
 #include "inference/chat/chat_template.h"
-#include "inference/chat/jinja.h"
 #include "inference/gguf/gguf_file.h"
 #include "nlohmann/json.hpp"
 

@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "inference/chat/fuzz_entry.h"
+#include "tests/fuzz/chat_fuzz_entry.h"
 #include "nlohmann/json.hpp"
 #include "tests/common/test_util.h"
 

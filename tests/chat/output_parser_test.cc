@@ -5,7 +5,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "inference/chat/fuzz_entry.h"
+#include "tests/fuzz/chat_fuzz_entry.h"
 #include "nlohmann/json.hpp"
 
 namespace qwen::chat {

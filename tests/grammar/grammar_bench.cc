@@ -9,7 +9,7 @@
 
 #include "benchmark/benchmark.h"
 #include "inference/gguf/gguf_file.h"
-#include "inference/grammar/bench_schema.h"
+#include "cli/bench_schema.h"
 #include "inference/grammar/spec.h"
 #include "inference/tokenizer/tokenizer.h"
 

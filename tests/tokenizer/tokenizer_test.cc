@@ -10,7 +10,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "inference/tokenizer/fuzz_entry.h"
+#include "tests/fuzz/tokenizer_fuzz_entry.h"
 #include "inference/tokenizer/utf8.h"
 #include "nlohmann/json.hpp"
 #include "tests/common/test_util.h"

@@ -1,4 +1,4 @@
-#include "inference/tokenizer/fuzz_entry.h"
+#include "tests/fuzz/tokenizer_fuzz_entry.h"
 
 #include <string>
 #include <vector>
