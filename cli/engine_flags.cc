@@ -19,7 +19,9 @@ ABSL_FLAG(int64_t, image_max_pixels, 1024 * 32 * 32,
 
 namespace qwen::cli {
 
-absl::StatusOr<model::KvType> KvTypeFlag() { return model::ParseKvType(absl::GetFlag(FLAGS_kv_type)); }
+absl::StatusOr<model::KvType> KvTypeFlag() {
+  return model::ParseKvType(absl::GetFlag(FLAGS_kv_type));
+}
 
 std::string VisionTowerPath(const ModelFiles& model) {
   if (std::string flag = absl::GetFlag(FLAGS_mmproj); !flag.empty()) return flag;

@@ -35,8 +35,8 @@ bool IsAbseilFlag(absl::string_view name) {
 
 // The first flag of `argv` (before "--") that `command` does not take, with the reason; empty when
 // all belong to it. `files` as ParseFlags builds them ("cli/serve", ...).
-std::string FlagNotTaken(absl::string_view command, const std::vector<std::string>& files,
-                         int argc, char** argv) {
+std::string FlagNotTaken(absl::string_view command, const std::vector<std::string>& files, int argc,
+                         char** argv) {
   for (int i = 1; i < argc; ++i) {
     const absl::string_view a = argv[i];
     if (a == "--") break;
@@ -59,8 +59,8 @@ std::string FlagNotTaken(absl::string_view command, const std::vector<std::strin
     }
     if (flag == nullptr) return absl::StrCat("unknown flag --", name);
     if (!InFiles(flag->Filename(), files)) {
-      return absl::StrCat("--", negated ? name.substr(2) : name, " is not a flag of qwen ",
-                          command, " (see qwen ", command, " --help)");
+      return absl::StrCat("--", negated ? name.substr(2) : name, " is not a flag of qwen ", command,
+                          " (see qwen ", command, " --help)");
     }
     // "--name value": the value is the next argument, whatever it looks like.
     if (eq == absl::string_view::npos && !flag->IsOfType<bool>()) ++i;

@@ -360,15 +360,14 @@ absl::Status Generate() {
     pi.rows = spans[k].rows;
     pi.cols = spans[k].cols;
     pi.encode = [encoder = shared_encoder, image = std::make_shared<vision::RgbImage>(images[k]),
-                 image_options, encode_seconds, rows = pi.rows, cols = pi.cols](
-                    ops::ComputeContext& ctx) -> absl::StatusOr<std::vector<float>> {
+                 image_options, encode_seconds, rows = pi.rows,
+                 cols = pi.cols](ops::ComputeContext& ctx) -> absl::StatusOr<std::vector<float>> {
       const auto t0 = std::chrono::steady_clock::now();
       ASSIGN_OR_RETURN(vision::ImageEmbedding e, encoder->Encode(*image, image_options, ctx));
       if (e.grid.rows() != rows || e.grid.cols() != cols) {
         return absl::InternalError("--image: the encoder's grid differs from the plan");
       }
-      encode_seconds->store(encode_seconds->load() +
-                            Seconds(t0, std::chrono::steady_clock::now()));
+      encode_seconds->store(encode_seconds->load() + Seconds(t0, std::chrono::steady_clock::now()));
       return std::move(e.data);
     };
     req.images.push_back(std::move(pi));
@@ -467,8 +466,9 @@ int RunGenerate(int argc, char** argv) {
       "               --tool_calls auto|required]\n"
       "Runs the model on the prompt and prints the continuation: token ids for --tokens, text\n"
       "for --prompt, {reasoning, content, tool_calls} for --chat (--json: all of it).",
-      argc, argv, {"model_flag", "json_flag", "threads_flag", "tokens_flag", "engine_flags",
-                       "mmproj_flag", "packed_dir_flag"});
+      argc, argv,
+      {"model_flag", "json_flag", "threads_flag", "tokens_flag", "engine_flags", "mmproj_flag",
+       "packed_dir_flag"});
   if (!args.empty()) {
     std::fprintf(stderr, "qwen generate: unexpected argument \"%s\"\n", args[0].c_str());
     return 2;

@@ -98,8 +98,7 @@ absl::Status ValidateServeOptions(const service::FrontEndOptions& o) {
       InRange("threads", p.threads, 0, 4096),
       InRange("ctx_size", p.ctx_size, 2, int64_t{1} << 24),
       InRange("prefill_chunk", p.prefill_chunk, 1, int64_t{1} << 16),
-      InRange("prefix_cache_mb", p.prefix_cache_mb, service::kAutoPrefixCacheMb,
-              int64_t{1} << 30),
+      InRange("prefix_cache_mb", p.prefix_cache_mb, service::kAutoPrefixCacheMb, int64_t{1} << 30),
       InRange("snapshot_interval", p.snapshot_interval, 1, int64_t{1} << 24),
       InRange("port", o.port, 0, 65535),
       InRange("metrics_port", o.metrics_port, 0, 65535),
@@ -248,9 +247,9 @@ int CheckServeConfig(const service::FrontEndOptions& o, bool json,
       // --prefix_cache_mb=auto, as the server will size it on this machine.
       service::FrontEndOptions resolved = o;
       if (o.pool.prefix_cache_mb == service::kAutoPrefixCacheMb) {
-        const service::PrefixCacheBudget budget = service::AutoPrefixCacheBudget(
-            c, o.pool.ctx_size, o.pool.kv_type, o.pool.slots, o.pool.workers,
-            service::AvailableMemoryBytes());
+        const service::PrefixCacheBudget budget =
+            service::AutoPrefixCacheBudget(c, o.pool.ctx_size, o.pool.kv_type, o.pool.slots,
+                                           o.pool.workers, service::AvailableMemoryBytes());
         resolved.pool.prefix_cache_mb = budget.mb;
         effective["prefix_cache_mb"] = budget.mb;
         effective["prefix_cache_mb_from"] = absl::StrCat("auto: ", budget.reason);

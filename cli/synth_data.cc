@@ -13,11 +13,13 @@ __asm__(
     ".pushsection .rodata\n"
     ".balign 64\n"
     "qwen_synth_vocab_begin:\n"
-    ".incbin \"" QWEN_SYNTH_VOCAB_FILE "\"\n"
+    ".incbin \"" QWEN_SYNTH_VOCAB_FILE
+    "\"\n"
     "qwen_synth_vocab_end:\n"
     ".balign 64\n"
     "qwen_synth_template_begin:\n"
-    ".incbin \"" QWEN_SYNTH_TEMPLATE_FILE "\"\n"
+    ".incbin \"" QWEN_SYNTH_TEMPLATE_FILE
+    "\"\n"
     "qwen_synth_template_end:\n"
     ".popsection\n");
 
@@ -35,8 +37,9 @@ absl::Span<const uint8_t> BuiltinVocabGguf() {
 }
 
 absl::string_view BuiltinChatTemplate() {
-  return absl::string_view(qwen_synth_template_begin,
-                           static_cast<size_t>(qwen_synth_template_end - qwen_synth_template_begin));
+  return absl::string_view(
+      qwen_synth_template_begin,
+      static_cast<size_t>(qwen_synth_template_end - qwen_synth_template_begin));
 }
 
 }  // namespace qwen::cli

@@ -1,7 +1,5 @@
 #include "cli/synthetic_model.h"
 
-#include "cli/synth_data.h"
-
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -10,6 +8,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "cli/synth_data.h"
 #include "inference/common/fp16.h"
 #include "inference/common/status_macros.h"
 #include "inference/gguf/gguf_file.h"

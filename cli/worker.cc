@@ -29,8 +29,9 @@ int RunWorker(int argc, char** argv) {
       "qwen worker --model M.gguf --socket PATH [--slots S] [--threads T] ...\n\n"
       "One worker process of `qwen serve`: runs the model's engine and serves the internal\n"
       "qwen.worker.v1.Worker protocol on a Unix domain socket until SIGTERM.",
-      argc, argv, {"model_flag", "threads_flag", "engine_flags", "mmproj_flag", "packed_dir_flag",
-                       "serving_flags", "log_flags"});
+      argc, argv,
+      {"model_flag", "threads_flag", "engine_flags", "mmproj_flag", "packed_dir_flag",
+       "serving_flags", "log_flags"});
   if (!args.empty()) {
     std::fprintf(stderr, "qwen worker: unexpected argument \"%s\"\n", args[0].c_str());
     return 2;

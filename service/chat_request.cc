@@ -28,7 +28,7 @@ absl::StatusOr<Json> ChatToTemplateInput(const v1::Chat& chat, const std::string
     }
     if (m.role() == "system" && i > 0) {
       return FieldError(absl::StrCat(path, ".role"),
-                     "a system message must be the first message of the chat");
+                        "a system message must be the first message of the chat");
     }
     RETURN_IF_ERROR(CheckText(m.content(), absl::StrCat(path, ".content")));
     RETURN_IF_ERROR(CheckText(m.reasoning_content(), absl::StrCat(path, ".reasoning_content")));
@@ -64,7 +64,8 @@ absl::StatusOr<Json> ChatToTemplateInput(const v1::Chat& chat, const std::string
     }
     if (!m.reasoning_content().empty()) {
       if (m.role() != "assistant") {
-        return FieldError(absl::StrCat(path, ".reasoning_content"), "only assistant messages have it");
+        return FieldError(absl::StrCat(path, ".reasoning_content"),
+                          "only assistant messages have it");
       }
       jm["reasoning_content"] = m.reasoning_content();
     }
@@ -99,8 +100,9 @@ absl::StatusOr<Json> ChatToTemplateInput(const v1::Chat& chat, const std::string
   }
   in["messages"] = std::move(messages);
   if (chat.tools_size() > max_tools) {
-    return FieldError(absl::StrCat(field, ".tools"),
-                   absl::StrCat(chat.tools_size(), " tools; at most ", max_tools, " are allowed"));
+    return FieldError(
+        absl::StrCat(field, ".tools"),
+        absl::StrCat(chat.tools_size(), " tools; at most ", max_tools, " are allowed"));
   }
   if (!chat.tools().empty()) {
     Json tools = Json::array();
@@ -111,11 +113,11 @@ absl::StatusOr<Json> ChatToTemplateInput(const v1::Chat& chat, const std::string
       if (tool.name().empty()) return FieldError(absl::StrCat(tpath, ".name"), "is empty");
       if (!IsToolName(tool.name())) {
         return FieldError(absl::StrCat(tpath, ".name"),
-                       "must be 1 to 64 characters of A-Z, a-z, 0-9, _, - and .");
+                          "must be 1 to 64 characters of A-Z, a-z, 0-9, _, - and .");
       }
       if (!names.insert(tool.name()).second) {
         return FieldError(absl::StrCat(tpath, ".name"),
-                       absl::StrCat("\"", tool.name(), "\" names an earlier tool too"));
+                          absl::StrCat("\"", tool.name(), "\" names an earlier tool too"));
       }
       RETURN_IF_ERROR(CheckText(tool.description(), absl::StrCat(tpath, ".description")));
       RETURN_IF_ERROR(CheckText(tool.parameters_json(), absl::StrCat(tpath, ".parameters_json")));

@@ -169,8 +169,7 @@ class QwenService final : public v1::Qwen::CallbackService {
     pc->set_budget_bytes_per_worker(static_cast<uint64_t>(options_->pool.prefix_cache_mb) << 20);
     pc->set_snapshot_interval(static_cast<uint32_t>(options_->pool.snapshot_interval));
     const model::StateSize size = model::SequenceState::SizeFor(
-        model_->config(), options_->pool.ctx_size,
-        options_->pool.kv_type);
+        model_->config(), options_->pool.ctx_size, options_->pool.kv_type);
     pc->set_state_bytes_per_snapshot(size.recurrent_bytes + size.conv_bytes);
     pc->set_kv_bytes_per_token(size.kv_bytes_per_token);
     if (env_.metrics != nullptr) {
@@ -281,16 +280,16 @@ absl::Status RunFrontEnd(const FrontEndOptions& given) {
       TextModel::Load(options.pool.model_path, vision_options);
   if (!model.ok()) return model.status();
   if (options.pool.prefix_cache_mb == kAutoPrefixCacheMb) {
-    const PrefixCacheBudget budget = AutoPrefixCacheBudget(
-        (*model)->config(), options.pool.ctx_size, options.pool.kv_type, options.pool.slots,
-        options.pool.workers, AvailableMemoryBytes());
+    const PrefixCacheBudget budget =
+        AutoPrefixCacheBudget((*model)->config(), options.pool.ctx_size, options.pool.kv_type,
+                              options.pool.slots, options.pool.workers, AvailableMemoryBytes());
     options.pool.prefix_cache_mb = budget.mb;
-    LogInfo(kComponent,
-            absl::StrCat("prefix cache: ", budget.mb, " MiB per worker (auto: ", budget.reason,
-                         ")"),
-            {{"event", "prefix_cache_budget"},
-             {"prefix_cache_mb", budget.mb},
-             {"reason", budget.reason}});
+    LogInfo(
+        kComponent,
+        absl::StrCat("prefix cache: ", budget.mb, " MiB per worker (auto: ", budget.reason, ")"),
+        {{"event", "prefix_cache_budget"},
+         {"prefix_cache_mb", budget.mb},
+         {"reason", budget.reason}});
   }
 
   if (options.metrics_port < 0 || options.metrics_port > 65535) {
@@ -443,10 +442,10 @@ absl::Status RunFrontEnd(const FrontEndOptions& given) {
   (*pool)->Stop(kWorkerStop);
   metrics.SetSources(&dispatcher, nullptr);
   LogInfo(kComponent,
-          absl::StrCat("stopped ",
-                       absl::FormatDuration(absl::Trunc(absl::Now() - grace_end,
-                                                        absl::Milliseconds(1))),
-                       " after the grace period"),
+          absl::StrCat(
+              "stopped ",
+              absl::FormatDuration(absl::Trunc(absl::Now() - grace_end, absl::Milliseconds(1))),
+              " after the grace period"),
           {{"event", "stopped"},
            {"after_grace_ms", absl::ToDoubleMilliseconds(absl::Now() - grace_end)}});
   return absl::OkStatus();

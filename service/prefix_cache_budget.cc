@@ -29,14 +29,14 @@ PrefixCacheBudget AutoPrefixCacheBudget(const model::ModelConfig& config, int64_
                                         model::KvType kv_type, int slots, int workers,
                                         int64_t available_bytes) {
   const model::StateSize s = model::SequenceState::SizeFor(config, ctx_size, kv_type);
-  const int64_t snapshot = static_cast<int64_t>(s.recurrent_bytes + s.conv_bytes +
-                                                s.kv_bytes_per_token * ctx_size);
+  const int64_t snapshot =
+      static_cast<int64_t>(s.recurrent_bytes + s.conv_bytes + s.kv_bytes_per_token * ctx_size);
   const int64_t by_state = int64_t{kAutoSnapshotsPerSlot} * std::max(1, slots) * snapshot;
   PrefixCacheBudget b;
   int64_t bytes = by_state;
-  b.reason = absl::StrFormat("%d snapshots per slot x %d slots x %.2f MiB (state + KV of %d tokens)",
-                             kAutoSnapshotsPerSlot, slots,
-                             static_cast<double>(snapshot) / kMiB, ctx_size);
+  b.reason =
+      absl::StrFormat("%d snapshots per slot x %d slots x %.2f MiB (state + KV of %d tokens)",
+                      kAutoSnapshotsPerSlot, slots, static_cast<double>(snapshot) / kMiB, ctx_size);
   if (bytes > kAutoMaxMb * kMiB) {
     bytes = kAutoMaxMb * kMiB;
     b.reason = absl::StrCat("the auto cap of ", kAutoMaxMb, " MiB");

@@ -52,8 +52,7 @@ refl::ServerReflectionResponse ReflectionV1Service::Answer(
     case refl::ServerReflectionRequest::kFileByFilename: {
       const pb::FileDescriptor* file = pool_->FindFileByName(request.file_by_filename());
       if (file == nullptr) {
-        SetError(absl::NotFoundError(
-                     absl::StrCat("file not found: ", request.file_by_filename())),
+        SetError(absl::NotFoundError(absl::StrCat("file not found: ", request.file_by_filename())),
                  &response);
       } else {
         AddFileAndImports(file, &sent, response.mutable_file_descriptor_response());

@@ -21,9 +21,8 @@ namespace qwen::service {
 // Thread-safe: calls run on gRPC's threads; SetServices may be called while they do.
 class ReflectionV1Service final : public grpc::reflection::v1::ServerReflection::Service {
  public:
-  explicit ReflectionV1Service(
-      const google::protobuf::DescriptorPool* pool =
-          google::protobuf::DescriptorPool::generated_pool());
+  explicit ReflectionV1Service(const google::protobuf::DescriptorPool* pool =
+                                   google::protobuf::DescriptorPool::generated_pool());
 
   // The full names list_services answers with (the services the server registered).
   void SetServices(std::vector<std::string> services);

@@ -37,7 +37,8 @@ absl::StatusOr<PreparedGenerate> PrepareGenerate(const v1::GenerateRequest& requ
                                                  const std::string* forced_output) {
   PreparedGenerate p;
   RETURN_IF_ERROR(CheckText(request.request_id(), "request_id"));
-  if (request.request_id().size() > 256) return FieldError("request_id", "is longer than 256 bytes");
+  if (request.request_id().size() > 256)
+    return FieldError("request_id", "is longer than 256 bytes");
   p.request_id =
       request.request_id().empty() ? absl::StrCat("req-", request_number) : request.request_id();
   const int32_t vocab = model.vocab_size();
@@ -90,9 +91,10 @@ absl::StatusOr<PreparedGenerate> PrepareGenerate(const v1::GenerateRequest& requ
   p.prompt_tokens = static_cast<int32_t>(prompt.size());
   const int64_t n_prompt = static_cast<int64_t>(prompt.size());
   if (n_prompt >= limits.slot_context) {
-    return FieldError(input_field,
-                   absl::StrCat("the prompt has ", n_prompt, " tokens; the context size is ",
-                                limits.slot_context, " tokens, which leaves no room to generate"));
+    return FieldError(
+        input_field,
+        absl::StrCat("the prompt has ", n_prompt, " tokens; the context size is ",
+                     limits.slot_context, " tokens, which leaves no room to generate"));
   }
   w.mutable_prompt()->Assign(prompt.begin(), prompt.end());
 
@@ -140,7 +142,8 @@ absl::StatusOr<PreparedGenerate> PrepareGenerate(const v1::GenerateRequest& requ
   }
   w.set_max_tokens(static_cast<int32_t>(max_tokens));
   if (st.stop_size() > limits.max_stop_strings) {
-    return FieldError("stopping.stop", absl::StrCat("at most ", limits.max_stop_strings, " strings"));
+    return FieldError("stopping.stop",
+                      absl::StrCat("at most ", limits.max_stop_strings, " strings"));
   }
   for (int k = 0; k < st.stop_size(); ++k) {
     const std::string field = absl::StrCat("stopping.stop[", k, "]");
@@ -238,8 +241,8 @@ absl::StatusOr<PreparedGenerate> PrepareGenerate(const v1::GenerateRequest& requ
         break;
       default:
         return FieldError(field,
-                       "set one of json_schema, json_schema_struct, regex, choices, "
-                       "grammar or tool_calls");
+                          "set one of json_schema, json_schema_struct, regex, choices, "
+                          "grammar or tool_calls");
     }
     spec.after_reasoning =
         request.input_case() == v1::GenerateRequest::kChat && p.parser_options.reasoning_open;

@@ -24,8 +24,8 @@ absl::StatusOr<std::string> ImageBytes(const v1::Image& image, const std::string
     const std::string& url = image.url();
     if (!absl::StartsWithIgnoreCase(url, "data:")) {
       return FieldError(absl::StrCat(field, ".url"),
-                     "only data: URLs are accepted (the server does not fetch URLs); send the "
-                     "image's bytes in data or as data:image/png;base64,...");
+                        "only data: URLs are accepted (the server does not fetch URLs); send the "
+                        "image's bytes in data or as data:image/png;base64,...");
     }
     const size_t comma = url.find(',');
     if (comma == std::string::npos) return FieldError(absl::StrCat(field, ".url"), "has no comma");
@@ -37,7 +37,7 @@ absl::StatusOr<std::string> ImageBytes(const v1::Image& image, const std::string
     if (!meta.empty()) {
       if (!mime.empty() && !absl::EqualsIgnoreCase(mime, meta)) {
         return FieldError(absl::StrCat(field, ".mime_type"),
-                       absl::StrCat("\"", mime, "\" differs from the URL's \"", meta, "\""));
+                          absl::StrCat("\"", mime, "\" differs from the URL's \"", meta, "\""));
       }
       mime = std::string(meta);
     }
@@ -53,13 +53,13 @@ absl::StatusOr<std::string> ImageBytes(const v1::Image& image, const std::string
                                                              : nullptr;
     if (want == nullptr) {
       return FieldError(absl::StrCat(field, ".mime_type"),
-                     absl::StrCat("\"", mime, "\" is not image/jpeg, image/png or image/webp"));
+                        absl::StrCat("\"", mime, "\" is not image/jpeg, image/png or image/webp"));
     }
     const absl::string_view sniffed = vision::SniffImageFormat(
         absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
     if (!sniffed.empty() && sniffed != want) {
       return FieldError(absl::StrCat(field, ".mime_type"),
-                     absl::StrCat("says ", mime, " but the data is ", sniffed));
+                        absl::StrCat("says ", mime, " but the data is ", sniffed));
     }
   }
   return bytes;

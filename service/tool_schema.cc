@@ -36,7 +36,7 @@ absl::Status ValidateSchemaAt(const Json& schema, const std::string& path, int d
         }
       } else if (!IsTypeName(value)) {
         return FieldError(sub("type"),
-                       "must be one of object, array, string, number, integer, boolean, null");
+                          "must be one of object, array, string, number, integer, boolean, null");
       }
     } else if (key == "properties" || key == "$defs" || key == "definitions" ||
                key == "patternProperties") {
@@ -94,7 +94,7 @@ absl::Status ValidateToolSchema(const Json& schema, const std::string& field) {
   if (!schema.is_object()) return FieldError(field, "must be a JSON object (a JSON schema)");
   if (schema.contains("type") && schema["type"] != "object") {
     return FieldError(absl::StrCat(field, ".type"),
-                   "the parameters of a tool must be an object schema (\"type\": \"object\")");
+                      "the parameters of a tool must be an object schema (\"type\": \"object\")");
   }
   return ValidateSchemaAt(schema, field, 0);
 }

@@ -26,8 +26,8 @@
 #include "inference/vision/vision.h"
 #include "qwen/worker/v1/worker.grpc.pb.h"
 #include "service/grpc_status.h"
-#include "service/prefix_cache_budget.h"
 #include "service/log.h"
+#include "service/prefix_cache_budget.h"
 
 namespace qwen::service {
 namespace {
@@ -233,7 +233,7 @@ class Stream : public engine::RequestSink {
     const bool requests_fault = code == absl::StatusCode::kInvalidArgument ||
                                 code == absl::StatusCode::kFailedPrecondition ||
                                 code == absl::StatusCode::kOutOfRange;
-    const LogLevel level = !error          ? LogLevel::kDebug
+    const LogLevel level = !error           ? LogLevel::kDebug
                            : requests_fault ? LogLevel::kInfo
                                             : LogLevel::kError;
     if (!LogEnabled(level)) return;
@@ -578,19 +578,20 @@ absl::Status RunWorker(const WorkerOptions& options) {
   // context sees the cost before the first long prompt does.
   const engine::EngineStats stats = engine->Stats();
   const auto mib = [](size_t b) { return static_cast<int64_t>(b >> 20); };
-  LogInfo(component,
-          absl::StrCat("serving ", options.model_path, " on unix:", options.socket_path, " with ",
-                       options.slots, " slots of ", options.ctx_size, " tokens, ",
-                       engine->options().n_threads, " threads (ready in ",
-                       absl::FormatDuration(absl::Trunc(absl::Now() - t0, absl::Milliseconds(1))),
-                       "); memory: sequence states ", mib(stats.state_bytes),
-                       " MiB + KV cache up to ", mib(stats.kv_bytes_reserved), " MiB (",
-                       model::KvTypeName(options.kv_type), ") + weights ", mib(shared_file->file_size()),
-                       " MiB mapped shared + prefix cache up to ", prefix_cache_mb, " MiB"),
-          {{"event", "worker_ready"},
-           {"state_bytes", static_cast<int64_t>(stats.state_bytes)},
-           {"kv_bytes_reserved", static_cast<int64_t>(stats.kv_bytes_reserved)},
-           {"weights_bytes", static_cast<int64_t>(shared_file->file_size())}});
+  LogInfo(
+      component,
+      absl::StrCat("serving ", options.model_path, " on unix:", options.socket_path, " with ",
+                   options.slots, " slots of ", options.ctx_size, " tokens, ",
+                   engine->options().n_threads, " threads (ready in ",
+                   absl::FormatDuration(absl::Trunc(absl::Now() - t0, absl::Milliseconds(1))),
+                   "); memory: sequence states ", mib(stats.state_bytes), " MiB + KV cache up to ",
+                   mib(stats.kv_bytes_reserved), " MiB (", model::KvTypeName(options.kv_type),
+                   ") + weights ", mib(shared_file->file_size()),
+                   " MiB mapped shared + prefix cache up to ", prefix_cache_mb, " MiB"),
+      {{"event", "worker_ready"},
+       {"state_bytes", static_cast<int64_t>(stats.state_bytes)},
+       {"kv_bytes_reserved", static_cast<int64_t>(stats.kv_bytes_reserved)},
+       {"weights_bytes", static_cast<int64_t>(shared_file->file_size())}});
 
   // Wait for SIGTERM/SIGINT. The timeout lets a worker notice a vanished parent even if the
   // death signal were lost (it is not, on Linux, but a check costs nothing).

@@ -90,7 +90,8 @@ absl::StatusOr<std::unique_ptr<Template>> Template::Parse(absl::string_view sour
                                                      options.limits.max_template_bytes, " bytes"));
   }
   ASSIGN_OR_RETURN(std::vector<Token> tokens, Lex(source, options));
-  ASSIGN_OR_RETURN(std::unique_ptr<SequenceNode> root, ParseTokens(std::move(tokens), options.limits));
+  ASSIGN_OR_RETURN(std::unique_ptr<SequenceNode> root,
+                   ParseTokens(std::move(tokens), options.limits));
   std::unique_ptr<Template> t(new Template());
   t->options_ = options;
   t->root_ = std::move(root);

@@ -101,7 +101,10 @@ class IndexExpr : public Expr {
 class SliceExpr : public Expr {
  public:
   SliceExpr(int line, ExprPtr obj, ExprPtr start, ExprPtr stop, ExprPtr step)
-      : Expr(line), obj_(std::move(obj)), start_(std::move(start)), stop_(std::move(stop)),
+      : Expr(line),
+        obj_(std::move(obj)),
+        start_(std::move(start)),
+        stop_(std::move(stop)),
         step_(std::move(step)) {}
   absl::StatusOr<Value> Eval(Interpreter& in) const override;
 
@@ -138,7 +141,10 @@ class FilterExpr : public Expr {
 class TestExpr : public Expr {
  public:
   TestExpr(int line, ExprPtr input, std::string name, std::vector<Arg> args, bool negated)
-      : Expr(line), input_(std::move(input)), name_(std::move(name)), args_(std::move(args)),
+      : Expr(line),
+        input_(std::move(input)),
+        name_(std::move(name)),
+        args_(std::move(args)),
         negated_(negated) {}
   absl::StatusOr<Value> Eval(Interpreter& in) const override;
 
@@ -172,7 +178,9 @@ class AndOrExpr : public Expr {
 class CondExpr : public Expr {
  public:
   CondExpr(int line, ExprPtr then, ExprPtr cond, ExprPtr otherwise)
-      : Expr(line), then_(std::move(then)), cond_(std::move(cond)),
+      : Expr(line),
+        then_(std::move(then)),
+        cond_(std::move(cond)),
         otherwise_(std::move(otherwise)) {}
   absl::StatusOr<Value> Eval(Interpreter& in) const override;
 

@@ -63,8 +63,9 @@ namespace {
 
 absl::StatusOr<Value> GetAttr(const Value& obj, const std::string& name, int line) {
   if (obj.is_undefined()) {
-    return EvalError(line, absl::StrCat("'", obj.undefined_name().empty() ? "value" : obj.undefined_name(),
-                                        "' is undefined (reading its attribute '", name, "')"));
+    return EvalError(
+        line, absl::StrCat("'", obj.undefined_name().empty() ? "value" : obj.undefined_name(),
+                           "' is undefined (reading its attribute '", name, "')"));
   }
   if (obj.is_object()) {
     const Value* v = obj.object().Find(name);
@@ -90,8 +91,9 @@ namespace {
 
 absl::StatusOr<Value> GetItem(const Value& obj, const Value& key, int line) {
   if (obj.is_undefined()) {
-    return EvalError(line, absl::StrCat("'", obj.undefined_name().empty() ? "value" : obj.undefined_name(),
-                                        "' is undefined (indexing it)"));
+    return EvalError(
+        line, absl::StrCat("'", obj.undefined_name().empty() ? "value" : obj.undefined_name(),
+                           "' is undefined (indexing it)"));
   }
   if (obj.is_object()) {
     if (!key.is_string()) return Value::Undefined();
@@ -193,7 +195,8 @@ absl::StatusOr<Value> CallExpr::Eval(Interpreter& in) const {
   return Invoke(in, fn, args, name != nullptr ? name->name : "expression");
 }
 
-absl::StatusOr<Value> CallExpr::Invoke(Interpreter& in, const Value& fn, const CallArgs& args, const std::string& what) const {
+absl::StatusOr<Value> CallExpr::Invoke(Interpreter& in, const Value& fn, const CallArgs& args,
+                                       const std::string& what) const {
   if (!fn.is_callable()) {
     if (fn.is_undefined()) return EvalError(line, absl::StrCat("'", what, "' is undefined"));
     return EvalError(line, absl::StrCat("'", what, "' (a ", fn.TypeName(), ") is not callable"));
@@ -242,8 +245,8 @@ absl::StatusOr<Value> CondExpr::Eval(Interpreter& in) const {
 absl::StatusOr<Value> UnaryExpr::Eval(Interpreter& in) const {
   ASSIGN_OR_RETURN(Value v, x_->Eval(in));
   if (!v.is_number() && !v.is_bool()) {
-    return EvalError(line, absl::StrCat("bad operand type for unary ", std::string(1, op_), ": ",
-                                        v.TypeName()));
+    return EvalError(
+        line, absl::StrCat("bad operand type for unary ", std::string(1, op_), ": ", v.TypeName()));
   }
   if (op_ == '+') return v.is_bool() ? Value::Int(v.as_int()) : v;
   if (v.is_float()) return Value::Float(-v.as_double());
@@ -290,7 +293,8 @@ absl::StatusOr<Value> Arithmetic(Interpreter& in, const std::string& op, const V
       return Value::String(std::move(s));
     }
     Value::Array items;
-    for (int64_t k = 0; k < times; ++k) items.insert(items.end(), a.array().begin(), a.array().end());
+    for (int64_t k = 0; k < times; ++k)
+      items.insert(items.end(), a.array().begin(), a.array().end());
     return Value::MakeArray(std::move(items));
   }
   if (!num_a || !num_b) return type_error();
@@ -416,8 +420,8 @@ absl::Status Bind(Interpreter& in, const std::vector<std::string>& targets, cons
     return absl::OkStatus();
   }
   if (!v.is_array() || v.array().size() != targets.size()) {
-    return EvalError(line, absl::StrCat("cannot unpack ", v.TypeName(), " into ", targets.size(),
-                                        " names"));
+    return EvalError(
+        line, absl::StrCat("cannot unpack ", v.TypeName(), " into ", targets.size(), " names"));
   }
   for (size_t k = 0; k < targets.size(); ++k) in.Set(targets[k], v.array()[k]);
   return absl::OkStatus();
@@ -468,13 +472,14 @@ absl::Status ForNode::Exec(Interpreter& in, std::string* out) const {
     lo.Set("depth0", Value::Int(0));
     if (i > 0) lo.Set("previtem", items[i - 1]);
     if (i + 1 < n) lo.Set("nextitem", items[i + 1]);
-    lo.Set("cycle", Value::MakeCallable("loop.cycle", [i](Interpreter&, const CallArgs& args)
-                                                            -> absl::StatusOr<Value> {
-             if (args.positional.empty()) {
-               return absl::InvalidArgumentError("loop.cycle() needs at least one argument");
-             }
-             return args.positional[i % args.positional.size()];
-           }));
+    lo.Set("cycle",
+           Value::MakeCallable(
+               "loop.cycle", [i](Interpreter&, const CallArgs& args) -> absl::StatusOr<Value> {
+                 if (args.positional.empty()) {
+                   return absl::InvalidArgumentError("loop.cycle() needs at least one argument");
+                 }
+                 return args.positional[i % args.positional.size()];
+               }));
     in.Set("loop", loop);
     absl::Status st = Bind(in, targets, items[i], line);
     if (st.ok()) st = ExecBody(in, body, out);
@@ -528,8 +533,8 @@ absl::StatusOr<Value> MacroNode::Call(Interpreter& in, const CallArgs& args) con
         "macro calls nested deeper than ", in.limits().max_call_depth, " (in '", name, "')"));
   }
   if (args.positional.size() > params.size()) {
-    return EvalError(line, absl::StrCat("macro '", name, "' takes not more than ",
-                                        params.size(), " argument(s)"));
+    return EvalError(line, absl::StrCat("macro '", name, "' takes not more than ", params.size(),
+                                        " argument(s)"));
   }
   Scope* saved = in.scope();
   // Macros see the template's top-level names, not their caller's locals.

@@ -82,8 +82,8 @@ class Lexer {
       }
       tokens_.push_back({kind == '{' ? Tok::kVarBegin : Tok::kBlockBegin, "", line});
       size_t block_start = tokens_.size();
-      ASSIGN_OR_RETURN(size_t after, LexTag(inner, kind == '{' ? '}' : '%', &strip_next_all,
-                                            &trim_next_newline));
+      ASSIGN_OR_RETURN(size_t after,
+                       LexTag(inner, kind == '{' ? '}' : '%', &strip_next_all, &trim_next_newline));
       if (kind == '{') trim_next_newline = false;  // trim_blocks is for block tags only
       pos = after;
       // {% raw %}...{% endraw %}: the body is text.
@@ -168,16 +168,35 @@ class Lexer {
             char e = src_[p + 1];
             p += 2;
             switch (e) {
-              case 'n': value.push_back('\n'); break;
-              case 't': value.push_back('\t'); break;
-              case 'r': value.push_back('\r'); break;
-              case 'b': value.push_back('\b'); break;
-              case 'f': value.push_back('\f'); break;
-              case '0': value.push_back('\0'); break;
-              case '\\': value.push_back('\\'); break;
-              case '\'': value.push_back('\''); break;
-              case '"': value.push_back('"'); break;
-              case '\n': break;
+              case 'n':
+                value.push_back('\n');
+                break;
+              case 't':
+                value.push_back('\t');
+                break;
+              case 'r':
+                value.push_back('\r');
+                break;
+              case 'b':
+                value.push_back('\b');
+                break;
+              case 'f':
+                value.push_back('\f');
+                break;
+              case '0':
+                value.push_back('\0');
+                break;
+              case '\\':
+                value.push_back('\\');
+                break;
+              case '\'':
+                value.push_back('\'');
+                break;
+              case '"':
+                value.push_back('"');
+                break;
+              case '\n':
+                break;
               case 'u':
               case 'x': {
                 const int digits = e == 'u' ? 4 : 2;
@@ -212,8 +231,8 @@ class Lexer {
       }
       if (absl::ascii_isdigit(static_cast<unsigned char>(c))) {
         size_t p = pos;
-        while (p < src_.size() && (absl::ascii_isdigit(static_cast<unsigned char>(src_[p])) ||
-                                   src_[p] == '_')) {
+        while (p < src_.size() &&
+               (absl::ascii_isdigit(static_cast<unsigned char>(src_[p])) || src_[p] == '_')) {
           ++p;
         }
         bool is_float = false;
@@ -253,17 +272,17 @@ class Lexer {
       }
       if (absl::ascii_isalpha(static_cast<unsigned char>(c)) || c == '_') {
         size_t p = pos;
-        while (p < src_.size() && (absl::ascii_isalnum(static_cast<unsigned char>(src_[p])) ||
-                                   src_[p] == '_')) {
+        while (p < src_.size() &&
+               (absl::ascii_isalnum(static_cast<unsigned char>(src_[p])) || src_[p] == '_')) {
           ++p;
         }
         tokens_.push_back({Tok::kName, std::string(src_.substr(pos, p - pos)), line});
         pos = p;
         continue;
       }
-      static const char* const kOps[] = {"**", "//", "==", "!=", "<=", ">=", "+", "-", "*", "/",
-                                         "%",  "~",  "<",  ">",  "=",  "(",  ")", "[", "]", "{",
-                                         "}",  ",",  ".",  ":",  "|"};
+      static const char* const kOps[] = {"**", "//", "==", "!=", "<=", ">=", "+", "-", "*",
+                                         "/",  "%",  "~",  "<",  ">",  "=",  "(", ")", "[",
+                                         "]",  "{",  "}",  ",",  ".",  ":",  "|"};
       bool matched = false;
       for (const char* op : kOps) {
         const size_t len = std::char_traits<char>::length(op);

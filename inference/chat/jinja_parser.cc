@@ -46,12 +46,23 @@ class Parser {
     const Token& t = Peek();
     std::string got;
     switch (t.type) {
-      case Tok::kEof: got = "end of template"; break;
-      case Tok::kBlockEnd: got = "end of tag"; break;
-      case Tok::kVarEnd: got = "end of expression"; break;
-      case Tok::kText: got = "text"; break;
-      case Tok::kString: got = "a string"; break;
-      default: got = absl::StrCat("'", t.text, "'");
+      case Tok::kEof:
+        got = "end of template";
+        break;
+      case Tok::kBlockEnd:
+        got = "end of tag";
+        break;
+      case Tok::kVarEnd:
+        got = "end of expression";
+        break;
+      case Tok::kText:
+        got = "text";
+        break;
+      case Tok::kString:
+        got = "a string";
+        break;
+      default:
+        got = absl::StrCat("'", t.text, "'");
     }
     return SyntaxError(t.line, absl::StrCat(what, ", got ", got));
   }
@@ -89,8 +100,8 @@ class Parser {
       switch (t.type) {
         case Tok::kEof:
           if (!ends.empty()) {
-            return SyntaxError(t.line, absl::StrCat("unexpected end of template, expected '",
-                                                    ends.back(), "'"));
+            return SyntaxError(
+                t.line, absl::StrCat("unexpected end of template, expected '", ends.back(), "'"));
           }
           return absl::OkStatus();
         case Tok::kText:
@@ -134,10 +145,11 @@ class Parser {
     if (name == "set") return ParseSet(tag.line);
     if (name == "macro") return ParseMacro(tag.line);
     if (name == "break" || name == "continue") {
-      if (loop_depth_ == 0) return SyntaxError(tag.line, absl::StrCat("'", name, "' outside a loop"));
+      if (loop_depth_ == 0)
+        return SyntaxError(tag.line, absl::StrCat("'", name, "' outside a loop"));
       RETURN_IF_ERROR(ExpectBlockEnd());
-      return NodePtr(std::make_unique<FlowNode>(tag.line, name == "break" ? Flow::kBreak
-                                                                          : Flow::kContinue));
+      return NodePtr(
+          std::make_unique<FlowNode>(tag.line, name == "break" ? Flow::kBreak : Flow::kContinue));
     }
     if (name == "generation") {
       RETURN_IF_ERROR(ExpectBlockEnd());
@@ -301,8 +313,8 @@ class Parser {
         Next();
         ASSIGN_OR_RETURN(otherwise, ParseExpression());
       }
-      return ExprPtr(std::make_unique<CondExpr>(line, std::move(e), std::move(cond),
-                                                std::move(otherwise)));
+      return ExprPtr(
+          std::make_unique<CondExpr>(line, std::move(e), std::move(cond), std::move(otherwise)));
     }
     return e;
   }
@@ -344,9 +356,9 @@ class Parser {
     std::vector<std::pair<std::string, ExprPtr>> rest;
     while (true) {
       std::string op;
-      if (Peek().type == Tok::kOp && (Peek().text == "==" || Peek().text == "!=" ||
-                                      Peek().text == "<" || Peek().text == ">" ||
-                                      Peek().text == "<=" || Peek().text == ">=")) {
+      if (Peek().type == Tok::kOp &&
+          (Peek().text == "==" || Peek().text == "!=" || Peek().text == "<" || Peek().text == ">" ||
+           Peek().text == "<=" || Peek().text == ">=")) {
         op = Next().text;
       } else if (IsName("in")) {
         Next();
@@ -379,12 +391,16 @@ class Parser {
       e = std::make_unique<BinaryExpr>(line, matched, std::move(e), std::move(r));
     }
   }
-  absl::StatusOr<ExprPtr> ParseMath1() { return ParseBinaryLevel({"+", "-"}, &Parser::ParseConcat); }
+  absl::StatusOr<ExprPtr> ParseMath1() {
+    return ParseBinaryLevel({"+", "-"}, &Parser::ParseConcat);
+  }
   absl::StatusOr<ExprPtr> ParseConcat() { return ParseBinaryLevel({"~"}, &Parser::ParseMath2); }
   absl::StatusOr<ExprPtr> ParseMath2() {
     return ParseBinaryLevel({"*", "/", "//", "%"}, &Parser::ParsePow);
   }
-  absl::StatusOr<ExprPtr> ParsePow() { return ParseBinaryLevel({"**"}, &Parser::ParseUnaryFiltered); }
+  absl::StatusOr<ExprPtr> ParsePow() {
+    return ParseBinaryLevel({"**"}, &Parser::ParseUnaryFiltered);
+  }
   absl::StatusOr<ExprPtr> ParseUnaryFiltered() { return ParseUnary(true); }
 
   absl::StatusOr<ExprPtr> ParseUnary(bool with_filter) {
@@ -428,8 +444,9 @@ class Parser {
       if (IsOp(".")) {
         Next();
         if (Peek().type == Tok::kInt) {
-          e = std::make_unique<IndexExpr>(line, std::move(e),
-                                          std::make_unique<LiteralExpr>(line, Value::Int(Next().int_value)));
+          e = std::make_unique<IndexExpr>(
+              line, std::move(e),
+              std::make_unique<LiteralExpr>(line, Value::Int(Next().int_value)));
           continue;
         }
         ASSIGN_OR_RETURN(std::string name, ExpectName());
@@ -492,9 +509,8 @@ class Parser {
           ASSIGN_OR_RETURN(args, ParseCallArgs());
         } else if (Peek().type == Tok::kString || Peek().type == Tok::kInt ||
                    Peek().type == Tok::kFloat ||
-                   (Peek().type == Tok::kName && !IsName("and") && !IsName("or") &&
-                    !IsName("if") && !IsName("else") && !IsName("is") && !IsName("in") &&
-                    !IsName("not"))) {
+                   (Peek().type == Tok::kName && !IsName("and") && !IsName("or") && !IsName("if") &&
+                    !IsName("else") && !IsName("is") && !IsName("in") && !IsName("not"))) {
           // One argument without parentheses: `x is divisibleby 3`, `x is sameas none`.
           Arg a;
           ASSIGN_OR_RETURN(a.value, ParsePrimary());

@@ -16,9 +16,7 @@ constexpr char kToolName[] = "qwen_capability_probe_tool";
 constexpr char kParameterName[] = "qwen_capability_probe_parameter";
 constexpr char kReasoning[] = "qwen capability probe reasoning";
 
-Json UserTurn() {
-  return Json::array({Json{{"role", "user"}, {"content", "Hello."}}});
-}
+Json UserTurn() { return Json::array({Json{{"role", "user"}, {"content", "Hello."}}}); }
 
 std::string RenderOrEmpty(const ChatTemplate& t, const Json& request) {
   absl::StatusOr<std::string> prompt = t.Render(request);
@@ -34,8 +32,8 @@ bool RendersTools(const ChatTemplate& t) {
                   {{"type", "object"},
                    {"properties", {{kParameterName, {{"type", "string"}}}}},
                    {"required", Json::array({kParameterName})}}}}}};
-  const std::string with = RenderOrEmpty(
-      t, Json{{"messages", UserTurn()}, {"tools", Json::array({tool})}});
+  const std::string with =
+      RenderOrEmpty(t, Json{{"messages", UserTurn()}, {"tools", Json::array({tool})}});
   const std::string without = RenderOrEmpty(t, Json{{"messages", UserTurn()}});
   return absl::StrContains(with, kToolName) && absl::StrContains(with, kParameterName) &&
          !absl::StrContains(without, kToolName);

@@ -617,13 +617,13 @@ bool Engine::Step() {
         // A forced token is the caller's; a sampled one was drawn from the mask, so the mask and
         // the matcher disagree: our bug, not the client's, and reported as such.
         Finish(seq, FinishReason::kError,
-               is_forced ? absl::InvalidArgumentError(absl::StrCat(
-                               "forced_tokens[", seq->generated, "]: token ", out.token,
-                               " is not allowed by the output constraint"))
-                         : absl::InternalError(absl::StrCat(
-                               "the output constraint's matcher refused token ", out.token,
-                               ", which its token mask allowed (after ", seq->generated,
-                               " generated tokens)")));
+               is_forced ? absl::InvalidArgumentError(
+                               absl::StrCat("forced_tokens[", seq->generated, "]: token ",
+                                            out.token, " is not allowed by the output constraint"))
+                         : absl::InternalError(
+                               absl::StrCat("the output constraint's matcher refused token ",
+                                            out.token, ", which its token mask allowed (after ",
+                                            seq->generated, " generated tokens)")));
         continue;
       }
       seq->constraint_time += absl::Now() - t0;

@@ -247,8 +247,8 @@ absl::StatusOr<RgbImage> DecodeImage(absl::Span<const uint8_t> bytes, const Deco
       absl::StrCat(name, ": unknown image format (supported: JPEG, PNG, WebP)"));
 }
 
-absl::StatusOr<ImageInfo> ReadImageInfo(absl::Span<const uint8_t> bytes,
-                                        const DecodeLimits& limits, absl::string_view name) {
+absl::StatusOr<ImageInfo> ReadImageInfo(absl::Span<const uint8_t> bytes, const DecodeLimits& limits,
+                                        absl::string_view name) {
   if (bytes.empty()) return absl::InvalidArgumentError(absl::StrCat(name, ": no image data"));
   if (bytes.size() > limits.max_bytes) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -256,12 +256,11 @@ absl::StatusOr<ImageInfo> ReadImageInfo(absl::Span<const uint8_t> bytes,
   }
   const absl::string_view format = SniffImageFormat(bytes);
   absl::StatusOr<ImageInfo> info =
-      format == "jpeg"  ? JpegInfo(bytes, name)
-      : format == "png" ? PngInfo(bytes, name)
-      : format == "webp"
-          ? WebpInfo(bytes, name)
-          : absl::InvalidArgumentError(
-                absl::StrCat(name, ": unknown image format (supported: JPEG, PNG, WebP)"));
+      format == "jpeg"   ? JpegInfo(bytes, name)
+      : format == "png"  ? PngInfo(bytes, name)
+      : format == "webp" ? WebpInfo(bytes, name)
+                         : absl::InvalidArgumentError(absl::StrCat(
+                               name, ": unknown image format (supported: JPEG, PNG, WebP)"));
   if (!info.ok()) return info.status();
   const char* label = format == "jpeg" ? "JPEG" : format == "png" ? "PNG" : "WebP";
   if (absl::Status st = CheckSize(info->width, info->height, limits, name, label); !st.ok()) {

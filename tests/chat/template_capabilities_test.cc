@@ -47,10 +47,10 @@ TEST(TemplateCapabilities, ATemplateThatRendersToolsHasTools) {
   EXPECT_TRUE(ProbeCapabilities(*t).tools);
   EXPECT_FALSE(ProbeCapabilities(*t).reasoning);
   // Listing tool names without their parameters is not enough to call them.
-  auto names_only = Template(
-      std::string("{%- if tools %}{% for tool in tools %}{{ tool.function.name }} "
-                  "{% endfor %}{%- endif %}") +
-      kTurns);
+  auto names_only =
+      Template(std::string("{%- if tools %}{% for tool in tools %}{{ tool.function.name }} "
+                           "{% endfor %}{%- endif %}") +
+               kTurns);
   ASSERT_NE(names_only, nullptr);
   EXPECT_FALSE(ProbeCapabilities(*names_only).tools);
 }

@@ -72,8 +72,8 @@ TEST(Inspect, ReadsEveryFixture) {
       {"tokenizer/qwen3-vocab-qwen35pre.gguf", "inspect/qwen3-vocab-qwen35pre.txt"}};
   for (const auto& [file, expected] : cases) {
     // From the data folder, so that the "file:" line is the same relative path everywhere.
-    CommandResult r = RunCommand(absl::StrCat("cd '", DataPath(""), "' && ", Qwen(), " inspect ",
-                                              file, " 2>&1"));
+    CommandResult r =
+        RunCommand(absl::StrCat("cd '", DataPath(""), "' && ", Qwen(), " inspect ", file, " 2>&1"));
     ASSERT_EQ(r.status, 0) << file << ": " << r.out;
     const std::string want = ReadFile(DataPath(expected));
     ASSERT_FALSE(want.empty()) << expected;
@@ -231,8 +231,7 @@ TEST(Flags, ACommandRefusesFlagsOfOtherCommands) {
        "--slots is not a flag of qwen generate"},
       {"inspect --noignore_eos " + model, "--ignore_eos is not a flag of qwen inspect"},
       {"inspect --threads 2 " + model, "--threads is not a flag of qwen inspect"},
-      {"synth --shape tiny --out /dev/null --kv_type f32",
-       "--kv_type is not a flag of qwen synth"},
+      {"synth --shape tiny --out /dev/null --kv_type f32", "--kv_type is not a flag of qwen synth"},
   };
   for (const Case& c : cases) {
     CommandResult r = RunCommand(absl::StrCat(Qwen(), " ", c.args, " 2>&1"));
@@ -256,9 +255,9 @@ TEST(Flags, ACommandRefusesFlagsOfOtherCommands) {
 TEST(Synth, WorksFromAnyDirectory) {
   const std::string dir = ::testing::TempDir() + "/synth-elsewhere";
   const std::string out = dir + "/tiny.gguf";
-  CommandResult r = RunCommand(absl::StrCat("mkdir -p '", dir, "' && cd '", dir, "' && ", Qwen(),
-                                            " synth --shape tiny --type q8_0 --out ", out,
-                                            " 2>&1"));
+  CommandResult r =
+      RunCommand(absl::StrCat("mkdir -p '", dir, "' && cd '", dir, "' && ", Qwen(),
+                              " synth --shape tiny --type q8_0 --out ", out, " 2>&1"));
   ASSERT_EQ(r.status, 0) << r.out;
   r = RunCommand(absl::StrCat(Qwen(), " inspect --json ", out));
   ASSERT_EQ(r.status, 0) << r.out;

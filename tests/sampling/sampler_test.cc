@@ -143,8 +143,7 @@ TEST(Sampler, TemperatureSharpensAndFlattens) {
   // At temperature T the probabilities are p^(1/T), renormalised.
   p.temperature = 0.5f;
   const double z = 0.36 + 0.09 + 0.01;
-  ExpectFrequencies(Histogram(l, p, kDraws), {{0, 0.36 / z}, {1, 0.09 / z}, {2, 0.01 / z}},
-                    kDraws);
+  ExpectFrequencies(Histogram(l, p, kDraws), {{0, 0.36 / z}, {1, 0.09 / z}, {2, 0.01 / z}}, kDraws);
   p.temperature = 2.0f;
   const double a = std::sqrt(0.6), b = std::sqrt(0.3), c = std::sqrt(0.1);
   ExpectFrequencies(Histogram(l, p, kDraws),

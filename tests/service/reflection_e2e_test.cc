@@ -150,16 +150,16 @@ TEST_F(ReflectionE2eTest, ANodeClientDiscoversAndCallsTheApiThroughV1) {
   // Installed once per build folder; npm keeps it there between runs.
   const std::string dir = BinPath("../npm/reflection-client");
   const std::string src = DataPath("../service/reflection_client");
-  std::string out = RunCommand(
-      absl::StrCat("mkdir -p '", dir, "' && cp '", src, "/package.json' '", src, "/reflect.js' '",
-                   dir, "/' && cd '", dir,
-                   "' && (test -d node_modules/grpc-js-reflection-client || npm install "
-                   "--no-audit --no-fund --loglevel=error) 2>&1"),
-      &code);
+  std::string out =
+      RunCommand(absl::StrCat("mkdir -p '", dir, "' && cp '", src, "/package.json' '", src,
+                              "/reflect.js' '", dir, "/' && cd '", dir,
+                              "' && (test -d node_modules/grpc-js-reflection-client || npm install "
+                              "--no-audit --no-fund --loglevel=error) 2>&1"),
+                 &code);
   ASSERT_EQ(code, 0) << out;
-  out = RunCommand(absl::StrCat("cd '", dir, "' && timeout 120 node reflect.js ",
-                                server_->address(), " 2>&1"),
-                   &code);
+  out = RunCommand(
+      absl::StrCat("cd '", dir, "' && timeout 120 node reflect.js ", server_->address(), " 2>&1"),
+      &code);
   ASSERT_EQ(code, 0) << out;
   const nlohmann::json got = nlohmann::json::parse(out, nullptr, false);
   ASSERT_FALSE(got.is_discarded()) << out;

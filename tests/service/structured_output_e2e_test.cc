@@ -202,8 +202,7 @@ TEST_F(StructuredOutputE2eTest, ASampledToolCallRoundTripsThroughTheNextTurn) {
   ASSERT_TRUE(args["city"].is_string()) << call.arguments();
   // maxLength counts code points: the UTF-8 bytes that do not continue one.
   const std::string city = args["city"].get<std::string>();
-  EXPECT_LE(std::count_if(city.begin(), city.end(), [](char c) { return (c & 0xC0) != 0x80; }),
-            12)
+  EXPECT_LE(std::count_if(city.begin(), city.end(), [](char c) { return (c & 0xC0) != 0x80; }), 12)
       << city;
   ASSERT_TRUE(args["days"].is_number_integer()) << call.arguments();
 
@@ -222,9 +221,8 @@ TEST_F(StructuredOutputE2eTest, ASampledToolCallRoundTripsThroughTheNextTurn) {
   grpc::ClientContext ctx;
   ASSERT_TRUE(stub_->RenderChat(&ctx, rr, &rendered).ok());
   EXPECT_THAT(rendered.prompt(), ::testing::HasSubstr("<function=get_weather>"));
-  EXPECT_THAT(rendered.prompt(),
-              ::testing::HasSubstr(absl::StrCat("<parameter=city>\n",
-                                                args["city"].get<std::string>())));
+  EXPECT_THAT(rendered.prompt(), ::testing::HasSubstr(absl::StrCat(
+                                     "<parameter=city>\n", args["city"].get<std::string>())));
   EXPECT_THAT(rendered.prompt(), ::testing::HasSubstr(R"({"temperature_c": 21})"));
   v1::GenerateRequest next;
   *next.mutable_chat() = chat;
@@ -232,8 +230,7 @@ TEST_F(StructuredOutputE2eTest, ASampledToolCallRoundTripsThroughTheNextTurn) {
   next.mutable_stopping()->set_max_tokens(8);
   GenerateResult r = Generate(stub_.get(), next, absl::Seconds(60));
   EXPECT_TRUE(r.status.ok()) << r.status.error_message();
-  EXPECT_EQ(r.completion.usage().prompt_tokens(),
-            static_cast<uint32_t>(rendered.token_ids_size()));
+  EXPECT_EQ(r.completion.usage().prompt_tokens(), static_cast<uint32_t>(rendered.token_ids_size()));
 }
 
 TEST_F(StructuredOutputE2eTest, WithThinkingTheConstraintAppliesToTheAnswer) {

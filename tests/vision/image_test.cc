@@ -161,9 +161,8 @@ TEST(DecodeImage, TinyImagesAreRefused) {
 // refusals; a body cut after the header passes (the decode refuses it later).
 TEST(ReadImageInfo, SizeFromTheHeaderAsTheDecoderSeesIt) {
   const RgbImage im = Gradient(64, 48);
-  for (const auto& [bytes, format] :
-       {std::pair{Png(im), "png"}, std::pair{Jpeg(im, 90), "jpeg"},
-        std::pair{WebpLossless(im), "webp"}}) {
+  for (const auto& [bytes, format] : {std::pair{Png(im), "png"}, std::pair{Jpeg(im, 90), "jpeg"},
+                                      std::pair{WebpLossless(im), "webp"}}) {
     auto info = ReadImageInfo(bytes);
     ASSERT_TRUE(info.ok()) << info.status();
     EXPECT_EQ(info->format, format);
@@ -187,8 +186,7 @@ TEST(ReadImageInfo, RefusesWhatDecodeImageRefusesBeforeDecoding) {
   const auto png = Png(Gradient(100, 100));
   DecodeLimits bytes_limit;
   bytes_limit.max_bytes = 100;
-  EXPECT_THAT(ReadImageInfo(png, bytes_limit).status().message(),
-              HasSubstr("bytes is too large"));
+  EXPECT_THAT(ReadImageInfo(png, bytes_limit).status().message(), HasSubstr("bytes is too large"));
   DecodeLimits pixel_limit;
   pixel_limit.max_pixels = 9999;
   for (const auto& bytes : {png, Jpeg(Gradient(100, 100), 80), WebpLossless(Gradient(100, 100))}) {
@@ -198,8 +196,8 @@ TEST(ReadImageInfo, RefusesWhatDecodeImageRefusesBeforeDecoding) {
   }
   EXPECT_THAT(ReadImageInfo(Png(Gradient(100, 3))).status().message(), HasSubstr("too small"));
   const std::string gif = "GIF89a\x01\x00\x01\x00";
-  EXPECT_THAT(ReadImageInfo(absl::Span<const uint8_t>(
-                                reinterpret_cast<const uint8_t*>(gif.data()), gif.size()))
+  EXPECT_THAT(ReadImageInfo(absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(gif.data()),
+                                                      gif.size()))
                   .status()
                   .message(),
               HasSubstr("unknown image format"));
