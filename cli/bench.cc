@@ -880,6 +880,8 @@ int RunBench(int argc, char** argv) {
     out["model"] = path;
     out["model_bytes"] = model_bytes;
     out["threads"] = b.threads;
+    out["cpu"] = CpuModelName();
+    out["cpu_features"] = CpuFeatureString();
     out["isa"] = std::string(IsaName(ActiveIsa()));
     out["repeats"] = repeats;
     out["packed_weights"] = packed;
@@ -895,6 +897,7 @@ int RunBench(int argc, char** argv) {
     out["results"] = results;
     std::printf("%s\n", out.dump(2).c_str());
   } else {
+    std::printf("cpu: %s (%s)\n", CpuModelName().c_str(), CpuFeatureString().c_str());
     std::printf("model: %s (%.1f MiB), %d threads, kernels: %s, %d repeat(s)\n", path.c_str(),
                 model_bytes / 1048576.0, b.threads, std::string(IsaName(ActiveIsa())).c_str(),
                 repeats);

@@ -17,6 +17,7 @@ int RunServe(int argc, char** argv);
 int RunWorker(int argc, char** argv);
 int RunClient(int argc, char** argv);
 int RunLoad(int argc, char** argv);
+int RunHealth(int argc, char** argv);
 
 }  // namespace qwen::cli
 

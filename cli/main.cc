@@ -27,6 +27,7 @@ constexpr Command kCommands[] = {
     {"worker", qwen::cli::RunWorker, "one worker process of `qwen serve` (started by it)"},
     {"client", qwen::cli::RunClient, "stream a generation or a chat from a qwen serve"},
     {"load", qwen::cli::RunLoad, "bounded load on a local qwen serve: errors, latency, memory"},
+    {"health", qwen::cli::RunHealth, "ask a server's grpc.health.v1 service (for probes)"},
 };
 
 void PrintUsage(FILE* out) {

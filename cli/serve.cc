@@ -138,6 +138,7 @@ int RunServe(int argc, char** argv) {
   if (p.threads == 0) p.threads = std::max(1, AvailableCores() / std::max(1, p.workers));
   absl::Status limits = ApplyServeLimitFlags(&o);
   if (!parse_status.ok()) limits = parse_status;
+  ApplyServeProbeFlags(&o);
   if (!log_flags.ok()) limits = log_flags;
   if (!model_status.ok()) limits = model_status;
   // --check_config reports every problem itself; a real start stops at the first.

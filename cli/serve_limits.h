@@ -12,6 +12,10 @@ namespace qwen::cli {
 // a value out of range.
 absl::Status ApplyServeLimitFlags(service::FrontEndOptions* options);
 
+// Copies the flags of cli/serve_probes.cc (--health_port, --credentials_reload_interval) into
+// `options`; ValidateFrontEndOptions checks them.
+void ApplyServeProbeFlags(service::FrontEndOptions* options);
+
 }  // namespace qwen::cli
 
 #endif  // QWEN_CLI_SERVE_LIMITS_H_

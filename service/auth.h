@@ -23,6 +23,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/support/server_interceptor.h"
 
@@ -43,11 +44,15 @@ absl::StatusOr<std::vector<std::string>> LoadAuthTokens(const std::string& path)
 // length) and the digests compared with OpenSSL's CRYPTO_memcmp, which has no early exit.
 bool ConstantTimeEquals(absl::string_view presented, absl::string_view expected);
 
-// The accepted tokens and which methods need none. Immutable after construction: thread-safe.
+// The accepted tokens and which methods need none. Thread-safe: SetTokens() may replace the
+// tokens while calls are checked (a check sees the old set or the new one, never a mix).
 class Authenticator {
  public:
   // `exempt_probes`: grpc.health.v1.Health and server reflection need no token.
   Authenticator(std::vector<std::string> tokens, bool exempt_probes);
+
+  // The tokens from now on (the token file changed). Calls already admitted are not affected.
+  void SetTokens(std::vector<std::string> tokens);
 
   // Whether the method ("/package.Service/Method") may be called without a token.
   bool IsExempt(absl::string_view method) const;
@@ -56,7 +61,8 @@ class Authenticator {
   absl::Status Check(const std::vector<absl::string_view>& authorization_values) const;
 
  private:
-  const std::vector<std::string> tokens_;
+  mutable absl::Mutex mu_;
+  std::shared_ptr<const std::vector<std::string>> tokens_ ABSL_GUARDED_BY(mu_);
   const bool exempt_probes_;
 };
 

@@ -15,9 +15,11 @@
 #include "inference/model/state.h"
 #include "qwen/v1/qwen.grpc.pb.h"
 #include "service/auth.h"
+#include "service/credentials_watcher.h"
 #include "service/dispatcher.h"
 #include "service/generate_call.h"
 #include "service/grpc_status.h"
+#include "service/health_port.h"
 #include "service/log.h"
 #include "service/metrics.h"
 #include "service/model_info.h"
@@ -235,6 +237,18 @@ absl::Status ValidateFrontEndOptions(const FrontEndOptions& options) {
     return absl::InvalidArgumentError(
         "--max_connection_age and --max_connection_age_grace must be at most 24 days");
   }
+  if (options.health_port < -1 || options.health_port > 65535) {
+    return absl::InvalidArgumentError("--health_port must be -1 (none) or in [0, 65535]");
+  }
+  if (options.health_port > 0 &&
+      (options.health_port == options.port || options.health_port == options.metrics_port)) {
+    return absl::InvalidArgumentError("--health_port must differ from --port and --metrics_port");
+  }
+  if (options.credentials_reload_interval < absl::ZeroDuration() ||
+      options.credentials_reload_interval > absl::Hours(24)) {
+    return absl::InvalidArgumentError(
+        "--credentials_reload_interval must be in [0, 24h] (0: read the files once)");
+  }
   return ValidateTlsOptions(options.tls);
 }
 
@@ -253,8 +267,11 @@ absl::Status RunFrontEnd(const FrontEndOptions& given) {
 
   if (options.pool.model_path.empty()) return absl::InvalidArgumentError("--model is required");
   if (absl::Status st = ValidateFrontEndOptions(options); !st.ok()) return st;
-  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
-      MakeServerCredentials(options.tls);
+  TlsOptions tls = options.tls;
+  // gRPC's file watcher counts whole seconds.
+  tls.reload_interval_seconds = static_cast<int>(
+      absl::ToInt64Seconds(absl::Ceil(options.credentials_reload_interval, absl::Seconds(1))));
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials = MakeServerCredentials(tls);
   if (!credentials.ok()) return credentials.status();
   std::unique_ptr<Authenticator> authenticator;
   if (!options.auth_tokens_file.empty()) {
@@ -270,6 +287,20 @@ absl::Status RunFrontEnd(const FrontEndOptions& given) {
                  "--tls_cert and --tls_key unless a TLS proxy or a private network carries it");
     }
     authenticator = std::make_unique<Authenticator>(std::move(*tokens), options.auth_exempt_probes);
+  }
+  std::unique_ptr<CredentialsWatcher> credentials_watcher;
+  if (options.credentials_reload_interval > absl::ZeroDuration() &&
+      (authenticator != nullptr || options.tls.enabled())) {
+    std::vector<CredentialsWatcher::File> tls_files;
+    if (options.tls.enabled()) {
+      tls_files = {{"--tls_cert", options.tls.cert_file}, {"--tls_key", options.tls.key_file}};
+      if (!options.tls.client_ca_file.empty()) {
+        tls_files.push_back({"--tls_client_ca", options.tls.client_ca_file});
+      }
+    }
+    credentials_watcher = std::make_unique<CredentialsWatcher>(
+        options.auth_tokens_file, authenticator.get(), std::move(tls_files),
+        options.credentials_reload_interval);
   }
   TextModel::VisionOptions vision_options;
   vision_options.mmproj_path = options.pool.mmproj_path;
@@ -347,6 +378,20 @@ absl::Status RunFrontEnd(const FrontEndOptions& given) {
   reflection_v1.SetServices({"grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
                              "grpc.reflection.v1alpha.ServerReflection", kServiceName});
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  std::unique_ptr<LocalHealthServer> local_health;
+  if (options.health_port >= 0) {
+    absl::StatusOr<std::unique_ptr<LocalHealthServer>> h =
+        LocalHealthServer::Start(options.health_port, {kServiceName});
+    if (!h.ok()) {
+      server->Shutdown();
+      return h.status();
+    }
+    local_health = std::move(*h);
+    LogInfo(kComponent,
+            absl::StrCat("health on 127.0.0.1:", local_health->port(),
+                         " (plaintext grpc.health.v1, for probes)"),
+            {{"event", "health_listening"}, {"health_port", local_health->port()}});
+  }
   std::atomic<bool> draining{false};
   absl::Mutex health_mu;
   auto set_serving = [&](bool serving) {
@@ -354,6 +399,7 @@ absl::Status RunFrontEnd(const FrontEndOptions& given) {
     if (draining.load()) serving = false;
     health->SetServingStatus("", serving);
     health->SetServingStatus(kServiceName, serving);
+    if (local_health != nullptr) local_health->SetServing(serving);
   };
   set_serving(false);
 
@@ -434,6 +480,8 @@ absl::Status RunFrontEnd(const FrontEndOptions& given) {
   // (endless); they get kUnaryDrain, then are cancelled. gRPC also waits out the whole deadline
   // for clients that keep idle connections open, so the deadline is short.
   health->Shutdown();
+  // The probes' plaintext health port has nothing worth a wait either (a probe retries).
+  if (local_health != nullptr) local_health->Shutdown(absl::ZeroDuration());
   server->Shutdown(absl::ToChronoTime(absl::Now() + kUnaryDrain));
   server->Wait();
   // The metrics endpoint stops in milliseconds (Metrics::StopServing); the workers, whose

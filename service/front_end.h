@@ -41,6 +41,12 @@ struct FrontEndOptions {
   // An uploaded image's encoded bytes and decoded pixels at most (--max_image_bytes,
   // --max_image_megapixels), checked from its header before anything is decoded.
   vision::DecodeLimits image_limits;
+  // How often the TLS files and the token file are looked at for changes, which then apply
+  // without a restart (service/credentials_watcher.h); zero: read once at start-up.
+  absl::Duration credentials_reload_interval = absl::Seconds(10);
+  // A plaintext grpc.health.v1 server on 127.0.0.1:health_port for probes that cannot speak TLS
+  // or send a token (service/health_port.h); -1: none, 0: any free port (the log says which).
+  int health_port = -1;
 };
 
 // The checks of the options that need neither the model nor any file: INVALID_ARGUMENT naming the

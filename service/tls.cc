@@ -10,6 +10,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "grpcpp/security/server_credentials.h"
+#include "grpcpp/security/tls_certificate_provider.h"
+#include "grpcpp/security/tls_credentials_options.h"
 #include "service/log.h"
 
 namespace qwen::service {
@@ -66,14 +68,30 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
                                         " is readable by every user of this machine; make it "
                                         "readable by the server's user only (chmod 600)"));
   }
-  pair.cert_chain = std::move(*cert);
-  pair.private_key = std::move(*key);
-  ssl.pem_key_cert_pairs.push_back(std::move(pair));
+  std::string ca_pem;
   if (!o.client_ca_file.empty()) {
     absl::StatusOr<std::string> ca = ReadPem("--tls_client_ca", o.client_ca_file, "CERTIFICATE");
     if (!ca.ok()) return ca.status();
-    ssl.pem_root_certs = std::move(*ca);
+    ca_pem = std::move(*ca);
   }
+  if (o.reload_interval_seconds > 0) {
+    // gRPC's watcher reads the files now and every interval; each handshake uses the latest
+    // certificate, key and CA bundle it read.
+    auto provider = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+        o.key_file, o.cert_file, o.client_ca_file,
+        static_cast<unsigned int>(o.reload_interval_seconds));
+    grpc::experimental::TlsServerCredentialsOptions tls(provider);
+    tls.watch_identity_key_cert_pairs();
+    if (!o.client_ca_file.empty()) tls.watch_root_certs();
+    tls.set_cert_request_type(o.client_ca_file.empty()
+                                  ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                                  : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+    return grpc::experimental::TlsServerCredentials(tls);
+  }
+  pair.cert_chain = std::move(*cert);
+  pair.private_key = std::move(*key);
+  ssl.pem_key_cert_pairs.push_back(std::move(pair));
+  if (!o.client_ca_file.empty()) ssl.pem_root_certs = std::move(ca_pem);
   return grpc::SslServerCredentials(ssl);
 }
 

@@ -14,6 +14,10 @@ struct TlsOptions {
   std::string cert_file;       // PEM certificate chain (--tls_cert)
   std::string key_file;        // PEM private key (--tls_key)
   std::string client_ca_file;  // PEM CA bundle; set: clients must present a certificate it signs
+  // > 0: the files are read again this often and a changed certificate, key or CA bundle is used
+  // for new connections (established ones keep theirs), so that a renewed certificate (a mounted
+  // Secret updated in place) needs no restart. 0: read once at start-up.
+  int reload_interval_seconds = 0;
   bool enabled() const { return !cert_file.empty() || !key_file.empty(); }
 };
 

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 
 namespace qwen {
@@ -98,6 +99,24 @@ absl::string_view IsaName(Isa isa) {
       return "avx512gfni";
   }
   return "unknown";
+}
+
+std::string CpuModelName() {
+  // The brand string from CPUID leaves 0x80000002-4 (what /proc/cpuinfo's "model name" shows).
+  unsigned int eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (__get_cpuid(0x80000000u, &eax, &ebx, &ecx, &edx) == 0 || eax < 0x80000004u) return "unknown";
+  char brand[49] = {};
+  for (unsigned int leaf = 0; leaf < 3; ++leaf) {
+    __get_cpuid(0x80000002u + leaf, &eax, &ebx, &ecx, &edx);
+    std::memcpy(brand + 16 * leaf, &eax, 4);
+    std::memcpy(brand + 16 * leaf + 4, &ebx, 4);
+    std::memcpy(brand + 16 * leaf + 8, &ecx, 4);
+    std::memcpy(brand + 16 * leaf + 12, &edx, 4);
+  }
+  std::string name(brand);
+  const size_t first = name.find_first_not_of(' ');
+  const size_t last = name.find_last_not_of(' ');
+  return first == std::string::npos ? "unknown" : name.substr(first, last - first + 1);
 }
 
 std::string CpuFeatureString() {

@@ -47,6 +47,10 @@ Isa ActiveIsa();
 
 absl::string_view IsaName(Isa isa);
 
+// The CPU's model name (CPUID brand string, e.g. "AMD EPYC 7B13 64-Core Processor"), or
+// "unknown".
+std::string CpuModelName();
+
 // Human-readable feature list, e.g. "avx2 fma f16c avx512f ... avx512vnni".
 std::string CpuFeatureString();
 

@@ -1,7 +1,5 @@
 #include "inference/ops/matmul.h"
 
-#include <cblas.h>
-
 #include <algorithm>
 #include <mutex>
 #include <vector>
@@ -36,24 +34,20 @@ void FloatBlock(ComputeContext& ctx, int thread, const MatMulOut& o, int64_t r0,
                 const float* x, int64_t n_tokens) {
   const Weight& w = *o.w;
   const int64_t rows = r1 - r0;
-  const float* tile;
-  if (w.type == GgmlType::kF32) {
-    tile = reinterpret_cast<const float*>(w.row(r0));
-  } else {
-    float* buf = ctx.ThreadScratch(thread, 0, static_cast<size_t>(rows * w.n_in));
-    const auto dequant = quant::Kernels().dequantize[static_cast<int>(w.type)];
-    for (int64_t r = 0; r < rows; ++r) dequant(w.row(r0 + r), buf + r * w.n_in, w.n_in);
-    tile = buf;
-  }
-  if (n_tokens == 1) {
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(rows), static_cast<int>(w.n_in), 1.0f,
-                tile, static_cast<int>(w.n_in), x, 1, 0.0f, o.y + r0, 1);
+  const quant::KernelTable& k = quant::Kernels();
+  const size_t x_stride = static_cast<size_t>(w.n_in) * sizeof(float);
+  if (IsFloatType(w.type)) {
+    k.dot_tile[static_cast<int>(w.type)](w.row(r0), w.row_bytes, rows, x, x_stride, n_tokens,
+                                         o.y + r0, static_cast<size_t>(w.n_out), w.n_in);
     return;
   }
-  // y[t][r0 + r] = sum_i x[t][i] * tile[r][i]
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n_tokens),
-              static_cast<int>(rows), static_cast<int>(w.n_in), 1.0f, x, static_cast<int>(w.n_in),
-              tile, static_cast<int>(w.n_in), 0.0f, o.y + r0, static_cast<int>(w.n_out));
+  // The reference: float32 weights without rounding error, float32 products.
+  float* buf = ctx.ThreadScratch(thread, 0, static_cast<size_t>(rows * w.n_in));
+  const auto dequant = k.dequantize[static_cast<int>(w.type)];
+  for (int64_t r = 0; r < rows; ++r) dequant(w.row(r0 + r), buf + r * w.n_in, w.n_in);
+  k.dot_tile[static_cast<int>(quant::GgmlType::kF32)](buf, x_stride, rows, x, x_stride, n_tokens,
+                                                      o.y + r0, static_cast<size_t>(w.n_out),
+                                                      w.n_in);
 }
 
 // All columns in one call: the tile kernels unpack each weight block once for every column, and

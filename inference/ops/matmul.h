@@ -38,12 +38,15 @@ struct MatMulOut {
 //
 // Fusing products that share an input (q/k/v/gate; ffn gate/up) quantizes x once and splits all
 // their rows over the threads in one parallel section. Paths:
-// - reference mode, and float weights (F32/F16/BF16): dequantized tiles of rows times x with
-//   OpenBLAS sgemm (single-threaded inside each pool thread);
+// - float weights (F32/F16/BF16): the kernels' float dot_tile;
+// - reference mode, quantized weights: tiles of rows dequantized to float32, then the F32
+//   dot_tile;
 // - fast mode, quantized weights: x rounded to 8-bit blocks once per call, then the kernels'
 //   dot_tile over units of rows with every token at once: each weight block is read (and
-//   unpacked) once per call. A token's outputs are the same bits whatever other tokens share
-//   the call (tests/quant/matmul_test.cc).
+//   unpacked) once per call.
+// Every path computes a token's outputs with the same bits whatever other tokens share the call,
+// however the rows are split over threads, and at every instruction-set level
+// (quant/kernels.h; tests/quant/matmul_test.cc).
 void MatMul(ComputeContext& ctx, const float* x, int64_t n_tokens,
             std::initializer_list<MatMulOut> outs);
 

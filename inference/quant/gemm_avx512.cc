@@ -1225,7 +1225,7 @@ struct RowSource {
 // multiple of 4 bytes, the tail: per block the 16 rows' half-precision d (32 bytes). Keeping the
 // tails apart keeps the vectors 64-byte aligned when the group is and the vector stream
 // contiguous. The layout's name is kPackedFormat: change it with the layout.
-constexpr const char* kPackedFormat = "avx512-k16-v1";
+constexpr const char* kPackedFormat = "avx512-k16-v2";  // v2: with Q8_0 (kernels_avx512.cc)
 
 template <class T>
 void Pack16(const void* w, size_t w_stride, int64_t n, void* dst) {

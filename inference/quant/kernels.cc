@@ -13,6 +13,10 @@ KernelTable MakeTable(Isa isa) {
   internal::FillScalarKernels(&t);
   if (static_cast<int>(isa) >= static_cast<int>(Isa::kAvx2)) internal::FillAvx2Kernels(&t);
   if (static_cast<int>(isa) >= static_cast<int>(Isa::kAvx512)) {
+    // AVX-512 has its own packed layout: none of AVX2's may remain in its table.
+    t.packed_format = nullptr;
+    for (auto& f : t.pack16) f = nullptr;
+    for (auto& f : t.dot_tile_packed) f = nullptr;
     internal::FillAvx512Kernels(&t);
     internal::FillAvx512GemmKernels(&t, isa == Isa::kAvx512Gfni);
   }
@@ -87,6 +91,12 @@ const KernelTable& Kernels() {
 
 void DequantizeRow(GgmlType type, const void* src, float* dst, int64_t n) {
   Kernels().dequantize[static_cast<uint32_t>(type)](src, dst, n);
+}
+
+float Dot(const KernelTable& k, GgmlType type, const void* w, const void* a, int64_t n) {
+  float y = 0.0f;
+  k.dot_tile[static_cast<uint32_t>(type)](w, 0, 1, a, 0, 1, &y, 1, n);
+  return y;
 }
 
 void DequantizeActivationRow(GgmlType weight_type, const void* a, float* dst, int64_t n) {

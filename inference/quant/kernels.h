@@ -1,12 +1,24 @@
 // Row kernels for every weight type the engine computes with: dequantization, activation
 // quantization and dot products. One interface; a scalar reference and SIMD versions behind it.
 //
-// What the levels promise relative to the scalar reference (tests/quant/kernels_test.cc):
-// dequantize is bit-exact (and equals ggml's dequantization), quantize_activation writes the
-// same bytes, dot and dot_tile agree to float summation order (within 1e-5 of sum |w_i a_i|).
-// A quantized dot differs from the float dot sum w_i x_i only by the activation rounding: at
-// most sum over activation blocks of (d_a / 2) * sum |w_i| (d_a = the block's scale), plus for
-// Q8_1 the half-precision rounding of its s.
+// What the levels promise (tests/quant/kernels_test.cc checks every level against the scalar
+// reference, bit for bit): dequantize is bit-exact (and equals ggml's dequantization),
+// quantize_activation writes the same bytes, and dot, dot_tile and dot_tile_packed give the
+// SAME BITS at every level, for every row and column of every call whatever the other rows and
+// columns of the call. So a sequence's products do not depend on what is batched with it nor on
+// the CPU's instruction set. The arithmetic, which the scalar reference spells out:
+// - F32, F16, BF16 weights (activations stay float): one fused multiply-add chain in index
+//   order, acc = fma(w_i, x_i, acc) from acc = +0.
+// - Quantized weights: per block, exact integers S (and M for types with minimums), then
+//   acc = fma(float(S), d * da, acc) (and acc = fma(float(M), -dmin * da, acc)), blocks in order
+//   from acc = 0; Q4_1 / Q5_1 add acc = fma(m, s_a, acc) after S. d, dmin, m are the weight
+//   block's scales, da (and s_a) the activation block's. S is the block's sum over sub-blocks of
+//   integer scale times integer dot product (Q3_K: (sc - 32) with q in [-4, 3]; Q6_K: signed sc
+//   with q in [-32, 31]; Q4_K / Q5_K: sc_j over 32 weights; Q2_K: sc & 15), M the sum of
+//   integer minimums times the activation sums of their sub-blocks.
+// A quantized dot differs from the float dot sum w_i x_i by the activation rounding: at most sum
+// over activation blocks of (d_a / 2) * sum |w_i| (d_a = the block's scale), plus for Q8_1 the
+// half-precision rounding of its s, plus float rounding.
 #ifndef QWEN_INFERENCE_QUANT_KERNELS_H_
 #define QWEN_INFERENCE_QUANT_KERNELS_H_
 
@@ -71,35 +83,28 @@ struct KernelTable {
   // activation types this is a plain copy.
   void (*quantize_activation[40])(const float* x, void* dst, int64_t n) = {};
 
-  // Dot product of one weight row of `type` with one activation row already quantized with
-  // quantize_activation[type].
-  float (*dot[40])(const void* w, const void* a, int64_t n) = {};
-
-  // Tile product: y[c * y_stride + r] = dot(w row r, a row c) for r < n_rows, c < n_cols, with
+  // Tile product: y[c * y_stride + r] = the dot product of weight row r with activation row c
+  // (quantized with quantize_activation[type]) for r < n_rows, c < n_cols, with
   // weight rows `w_stride` bytes apart and activation rows `a_stride` bytes apart (activation
   // rows 4-byte aligned: their blocks start with a float or half scale). Reads each
   // weight block once for all columns, which is what makes batched decode and prefill cheaper
   // than one dot per column. Any column count works, from 1 (decode) to a whole prefill chunk.
   // Nothing outside the n_rows x n_cols entries of y is written.
   //
-  // For the quantized types a column's results are the same bits whatever the other columns of
-  // the call and wherever its rows start (tests/quant/kernels_test.cc checks it): batched and
-  // unbatched decoding agree exactly. They agree with `dot` only to summation order.
+  // Every entry is the same bits whatever the rest of the call (see the top of this file).
   //
   // AVX-512, Q3_K..Q6_K (gemm_avx512.cc): 1-4 columns run a matrix-vector kernel (rows
   // unpacked one at a time, lanes = sub-blocks), more columns a tile kernel (16 rows per
-  // unpack, lanes = rows, one vpdpbusd per 4 weights x 16 rows x column); both end every block
-  // in the same exact integers and apply the same float operations. Up to 96 KiB of stack.
-  // Other types and levels: columns 8 (AVX2: 4) at a time over chunks of 8 rows, up to 32 KiB.
+  // unpack, lanes = rows, one vpdpbusd per 4 weights x 16 rows x column). AVX2
+  // (kernels_avx2.cc, gemm_avx2.cc): 8 rows in the lanes. Up to 96 KiB of stack.
   void (*dot_tile[40])(const void* w, size_t w_stride, int64_t n_rows, const void* a,
                        size_t a_stride, int64_t n_cols, float* y, size_t y_stride, int64_t n) = {};
 
   // Packed weights: a copy of a matrix made once at load, in which each 16 consecutive rows are
   // rearranged so that dot_tile_packed loads its per-block vectors (rows in the lanes) instead of
-  // transposing 16 scattered rows on every call, and reads one sequential stream. Set where that
-  // is faster (AVX-512: Q3_K, Q4_K, Q5_K, Q6_K; Q6_K with exactly one column is about 10% slower
-  // than dot_tile, see gemm_avx512.cc); elsewhere the entries are null and callers use dot_tile
-  // on the file's rows.
+  // transposing scattered rows on every call, and reads sequential streams. Set where that is
+  // faster (Q3_K, Q4_K, Q5_K, Q6_K at AVX2 and AVX-512, each level with its own layout);
+  // elsewhere the entries are null and callers use dot_tile on the file's rows.
   //
   // Name of the packed layout of this level's pack16 / dot_tile_packed (part of the key of any
   // stored packed copy: a layout change must change it), nullptr if the level has none.
@@ -112,8 +117,8 @@ struct KernelTable {
   void (*pack16[40])(const void* w, size_t w_stride, int64_t n, void* dst) = {};
 
   // dot_tile over 16 * n_groups rows stored as n_groups consecutive pack16 outputs (group g at
-  // wp + g * 16 * RowBytes(type, n)): y[c * y_stride + r] = dot(row r, column c), the SAME BITS
-  // as dot_tile of the unpacked rows at this level, for every column count. Nothing outside
+  // wp + g * 16 * RowBytes(type, n)): y[c * y_stride + r] = dot(row r, column c), the same bits
+  // as dot_tile, for every column count. Nothing outside
   // the 16 n_groups x n_cols entries of y is written. Up to 96 KiB of stack.
   void (*dot_tile_packed[40])(const void* wp, int64_t n_groups, const void* a, size_t a_stride,
                               int64_t n_cols, float* y, size_t y_stride, int64_t n) = {};
@@ -128,6 +133,9 @@ const KernelTable& Kernels();
 
 // Convenience wrappers over Kernels().
 void DequantizeRow(GgmlType type, const void* src, float* dst, int64_t n);
+
+// One row times one column with `k`'s dot_tile (tests and debugging).
+float Dot(const KernelTable& k, GgmlType type, const void* w, const void* a, int64_t n);
 
 // The float values an activation row quantized by quantize_activation[weight_type] stands for
 // (value times its block's scale), in natural order. Scalar code, for tests and debugging: the

@@ -4,15 +4,15 @@
 // Everything lives in an anonymous namespace and uses intrinsics and plain loops only (see
 // kernels_avx512.cc for why); only FillAvx2Kernels is visible outside.
 //
-// The k-quant dot products follow the AVX-512 design at half width: a super-block unpacks into
-// eight 32-byte pieces (k < 4, half h < 2) whose 32-bit lane s' holds 4 weights of sub-block
-// 8 h + s', matching the interleaved Q8_K layout, so per column and half one integer vector
-// collects eight sub-block sums. Without VNNI the products are vpmaddubsw (u8 x s8 -> s16
-// pairs, which cannot saturate: weights < 64, |activations| <= 127) and vpmaddwd with ones.
+// Float weights, legacy 32-weight blocks, activation quantization and the k-quants'
+// dequantization. The k-quant products are in gemm_avx2.cc. Every product computes the
+// reference's arithmetic exactly (kernels.h): the same bits as the scalar level.
 #include <immintrin.h>
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
 
 #include "inference/quant/kernels_internal.h"
 
@@ -23,8 +23,6 @@ namespace {
 
 constexpr int kQK = 32;
 constexpr int kQKK = 256;
-constexpr int kMaxCols = 4;  // accumulators per column are two ymm; 16 registers in all
-constexpr int64_t kRowChunk = 8;
 constexpr int kPrefetchBytes = 1024;
 
 QWEN_INLINE float Half(uint16_t h) { return _cvtsh_ss(h); }
@@ -50,6 +48,44 @@ QWEN_INLINE float HorizontalMax(__m256 v) {
   m = _mm_max_ps(m, _mm_movehl_ps(m, m));
   m = _mm_max_ss(m, _mm_movehdup_ps(m));
   return _mm_cvtss_f32(m);
+}
+
+// In place: v[i] lane j becomes v[j] lane i (8 x 8 dwords).
+QWEN_INLINE void Transpose8x8(__m256i* v) {
+  __m256i a[8], b[8];
+  for (int i = 0; i < 4; ++i) {
+    a[2 * i] = _mm256_unpacklo_epi32(v[2 * i], v[2 * i + 1]);
+    a[2 * i + 1] = _mm256_unpackhi_epi32(v[2 * i], v[2 * i + 1]);
+  }
+  for (int i = 0; i < 2; ++i) {
+    b[4 * i] = _mm256_unpacklo_epi64(a[4 * i], a[4 * i + 2]);
+    b[4 * i + 1] = _mm256_unpackhi_epi64(a[4 * i], a[4 * i + 2]);
+    b[4 * i + 2] = _mm256_unpacklo_epi64(a[4 * i + 1], a[4 * i + 3]);
+    b[4 * i + 3] = _mm256_unpackhi_epi64(a[4 * i + 1], a[4 * i + 3]);
+  }
+  for (int x = 0; x < 4; ++x) {
+    v[x] = _mm256_permute2x128_si256(b[x], b[4 + x], 0x20);
+    v[4 + x] = _mm256_permute2x128_si256(b[x], b[4 + x], 0x31);
+  }
+}
+
+// The first `rows` (of 8) floats at y, the others zero.
+QWEN_INLINE __m256 LoadRows(const float* y, int rows) {
+  if (rows == 8) return _mm256_loadu_ps(y);
+  alignas(32) float t[8] = {};
+  for (int r = 0; r < rows; ++r) t[r] = y[r];
+  return _mm256_load_ps(t);
+}
+
+// Writes the first `rows` (of 8) lanes of v to y.
+QWEN_INLINE void StoreRows(float* y, __m256 v, int rows) {
+  if (rows == 8) {
+    _mm256_storeu_ps(y, v);
+    return;
+  }
+  alignas(32) float t[8];
+  _mm256_store_ps(t, v);
+  for (int r = 0; r < rows; ++r) y[r] = t[r];
 }
 
 // ============================== Float weights ==============================
@@ -92,42 +128,119 @@ void DequantFloat(const void* src, float* dst, int64_t n) {
   for (; i < n; ++i) dst[i] = Row::One(src, i);
 }
 
-template <class Row, int NC>
-void FloatRow(const void* w, const uint8_t* a, size_t a_stride, const float*, float* y,
-              size_t y_stride, int64_t n) {
-  constexpr int U = NC == 1 ? 4 : NC == 2 ? 2 : 1;
-  __m256 acc[NC][U];
-  const float* ac[NC];
-#pragma GCC unroll 8
-  for (int c = 0; c < NC; ++c) {
-    ac[c] = reinterpret_cast<const float*>(a + c * a_stride);
-#pragma GCC unroll 4
-    for (int u = 0; u < U; ++u) acc[c][u] = _mm256_setzero_ps();
-  }
+// Float tiles: rows in the lanes, one fused multiply-add per weight and column, in index order,
+// so entry (r, c) is exactly the chain acc = fma(w_ri, x_ci, acc) of the reference. A chunk of
+// 16 rows is transposed into two panels (element i of 8 rows as one vector), which every column
+// then reads; the running sums live in y between chunks.
+constexpr int64_t kFloatChunk = 256;
+constexpr int64_t kXStride = kFloatChunk + 16;  // floats between column copies
+constexpr int kFloatCols = 6;  // columns per register tile: 16 rows x 6 columns = 12 accumulators
+
+// Transposes 8 rows (ptrs) x elements [k0, k0 + kc) into panel[i][8] (row r in lane r).
+template <class Row>
+QWEN_INLINE void FillPanel(const uint8_t* const* ptrs, int64_t k0, int64_t kc, float* panel) {
   int64_t i = 0;
-  for (; i + 8 * U <= n; i += 8 * U) {
-#pragma GCC unroll 4
-    for (int u = 0; u < U; ++u) {
-      const __m256 wv = Row::Load(w, i + 8 * u);
+  for (; i + 8 <= kc; i += 8) {
+    __m256i v[8];
+    for (int r = 0; r < 8; ++r) v[r] = _mm256_castps_si256(Row::Load(ptrs[r], k0 + i));
+    Transpose8x8(v);
+    for (int j = 0; j < 8; ++j) _mm256_store_ps(panel + (i + j) * 8, _mm256_castsi256_ps(v[j]));
+  }
+  for (; i < kc; ++i) {
+    for (int r = 0; r < 8; ++r) panel[i * 8 + r] = Row::One(ptrs[r], k0 + i);
+  }
+}
+
+// The register tile: kH panels (8 rows each) x N columns over kc elements, from acc (in/out).
+template <int kH, int N>
+QWEN_INLINE void FloatKernel(const float* const* panels, const float* const* x, int64_t kc,
+                             __m256* acc_io) {
+  __m256 acc[kH][N];
 #pragma GCC unroll 8
-      for (int c = 0; c < NC; ++c) {
-        acc[c][u] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(ac[c] + i + 8 * u), acc[c][u]);
-      }
+  for (int c = 0; c < N; ++c) {
+#pragma GCC unroll 2
+    for (int h = 0; h < kH; ++h) acc[h][c] = acc_io[c * 2 + h];
+  }
+  for (int64_t j = 0; j < kc; ++j) {
+    __m256 p[kH];
+#pragma GCC unroll 2
+    for (int h = 0; h < kH; ++h) p[h] = _mm256_load_ps(panels[h] + j * 8);
+#pragma GCC unroll 8
+    for (int c = 0; c < N; ++c) {
+      const __m256 xv = _mm256_broadcast_ss(x[c] + j);
+#pragma GCC unroll 2
+      for (int h = 0; h < kH; ++h) acc[h][c] = _mm256_fmadd_ps(p[h], xv, acc[h][c]);
     }
   }
-  for (; i + 8 <= n; i += 8) {
-    const __m256 wv = Row::Load(w, i);
 #pragma GCC unroll 8
-    for (int c = 0; c < NC; ++c) acc[c][0] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(ac[c] + i), acc[c][0]);
+  for (int c = 0; c < N; ++c) {
+#pragma GCC unroll 2
+    for (int h = 0; h < kH; ++h) acc_io[c * 2 + h] = acc[h][c];
   }
-#pragma GCC unroll 8
-  for (int c = 0; c < NC; ++c) {
-    __m256 s = acc[c][0];
-#pragma GCC unroll 4
-    for (int u = 1; u < U; ++u) s = _mm256_add_ps(s, acc[c][u]);
-    float total = HorizontalSum(s);
-    for (int64_t j = i; j < n; ++j) total += Row::One(w, j) * ac[c][j];
-    y[c * y_stride] = total;
+}
+
+template <int kH>
+QWEN_INLINE void FloatKernelN(int nc, const float* const* panels, const float* const* x,
+                              int64_t kc, __m256* acc) {
+  switch (nc) {
+    case 1: return FloatKernel<kH, 1>(panels, x, kc, acc);
+    case 2: return FloatKernel<kH, 2>(panels, x, kc, acc);
+    case 3: return FloatKernel<kH, 3>(panels, x, kc, acc);
+    case 4: return FloatKernel<kH, 4>(panels, x, kc, acc);
+    case 5: return FloatKernel<kH, 5>(panels, x, kc, acc);
+    default: return FloatKernel<kH, 6>(panels, x, kc, acc);
+  }
+}
+
+template <class Row>
+void FloatTile(const void* w, size_t w_stride, int64_t n_rows, const void* a, size_t a_stride,
+               int64_t n_cols, float* y, size_t y_stride, int64_t n) {
+  const auto* wp = static_cast<const uint8_t*>(w);
+  const auto* ap = static_cast<const uint8_t*>(a);
+  alignas(32) float panel[2][kFloatChunk * 8];
+  const float* panels[2] = {panel[0], panel[1]};
+  alignas(64) float xcopy[kFloatCols * kXStride];
+  for (int64_t r0 = 0; r0 < n_rows; r0 += 16) {
+    // Up to two panels of 8 rows; missing rows of a panel repeat row r0 and are not stored.
+    int rows[2];
+    const uint8_t* ptrs[2][8];
+    for (int h = 0; h < 2; ++h) {
+      const int64_t left = n_rows - r0 - 8 * h;
+      rows[h] = static_cast<int>(left < 0 ? 0 : left < 8 ? left : 8);
+      for (int r = 0; r < 8; ++r) ptrs[h][r] = wp + (r0 + (r < rows[h] ? 8 * h + r : 0)) * w_stride;
+    }
+    const int halves = rows[1] > 0 ? 2 : 1;
+    for (int64_t k0 = 0; k0 < n; k0 += kFloatChunk) {
+      const int64_t kc = n - k0 < kFloatChunk ? n - k0 : kFloatChunk;
+      for (int h = 0; h < halves; ++h) FillPanel<Row>(ptrs[h], k0, kc, panel[h]);
+      for (int64_t c0 = 0; c0 < n_cols; c0 += kFloatCols) {
+        const int nc = static_cast<int>(n_cols - c0 < kFloatCols ? n_cols - c0 : kFloatCols);
+        const float* x[kFloatCols];
+        __m256 acc[2 * kFloatCols];  // [column][panel]
+        for (int c = 0; c < nc; ++c) {
+          // A copy of the column's chunk: activation rows a power of two apart (the vision
+          // tower's 1024 and 4096 floats) would otherwise share L1 sets and evict each other.
+          std::memcpy(xcopy + c * kXStride, ap + (c0 + c) * a_stride + k0 * sizeof(float),
+                      kc * sizeof(float));
+          x[c] = xcopy + c * kXStride;
+          for (int h = 0; h < halves; ++h) {
+            acc[2 * c + h] = k0 == 0 ? _mm256_setzero_ps()
+                                     : LoadRows(y + (c0 + c) * y_stride + r0 + 8 * h, rows[h]);
+          }
+        }
+        // Every entry: acc = fma(w_ri, x_ci, acc) for i in order (the reference's chain).
+        if (halves == 2) {
+          FloatKernelN<2>(nc, panels, x, kc, acc);
+        } else {
+          FloatKernelN<1>(nc, panels, x, kc, acc);
+        }
+        for (int c = 0; c < nc; ++c) {
+          for (int h = 0; h < halves; ++h) {
+            StoreRows(y + (c0 + c) * y_stride + r0 + 8 * h, acc[2 * c + h], rows[h]);
+          }
+        }
+      }
+    }
   }
 }
 
@@ -260,6 +373,8 @@ struct LegacyMin {
   __m256i q;
   float d, m;
 };
+QWEN_INLINE float LegacyM(const LegacyMin& u) { return u.m; }
+QWEN_INLINE float LegacyM(const LegacySigned&) { return 0.0f; }
 
 struct Q4_0T {
   static constexpr int kBytes = 18;
@@ -335,56 +450,48 @@ QWEN_INLINE __m256i Dot4(__m256i u8, __m256i s8) {
   return _mm256_madd_epi16(_mm256_maddubs_epi16(u8, s8), _mm256_set1_epi16(1));
 }
 
-template <class T, int NC>
-void LegacySignedRow(const uint8_t* w, const uint8_t* a, size_t a_stride, const float*, float* y,
-                     size_t y_stride, int64_t n) {
-  const int64_t nb = n / kQK;
-  __m256 acc[NC];
-#pragma GCC unroll 8
-  for (int c = 0; c < NC; ++c) acc[c] = _mm256_setzero_ps();
-  for (int64_t b = 0; b < nb; ++b) {
-    _mm_prefetch(reinterpret_cast<const char*>(w + b * T::kBytes + kPrefetchBytes), _MM_HINT_T0);
-    const LegacySigned u = T::Unpack(w + b * T::kBytes);
-    // |w| (128 for -128, fine as unsigned) times a with w's sign; maddubs pairs stay below
-    // 2 * 128 * 127 < 32768.
-    const __m256i mag = _mm256_sign_epi8(u.q, u.q);
-#pragma GCC unroll 8
-    for (int c = 0; c < NC; ++c) {
-      const auto* ab = reinterpret_cast<const BlockQ8_0*>(a + c * a_stride) + b;
-      const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab->qs));
-      const __m256i dot = Dot4(mag, _mm256_sign_epi8(av, u.q));
-      acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(u.d * Half(ab->d)), acc[c]);
-    }
-  }
-#pragma GCC unroll 8
-  for (int c = 0; c < NC; ++c) y[c * y_stride] = HorizontalSum(acc[c]);
+// acc + S d da with one rounding (kernels.h), in scalar registers.
+QWEN_INLINE float Fold(float acc, int32_t s, float d, float da) {
+  return _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(static_cast<float>(s)), _mm_set_ss(d * da),
+                                    _mm_set_ss(acc)));
 }
 
-template <class T, int NC>
-void LegacyMinRow(const uint8_t* w, const uint8_t* a, size_t a_stride, const float*, float* y,
-                  size_t y_stride, int64_t n) {
+QWEN_INLINE float Fma(float a, float b, float c) {
+  return _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(a), _mm_set_ss(b), _mm_set_ss(c)));
+}
+
+// Legacy 32-weight blocks. Row by row; each block is unpacked once for up to 8 columns, each of
+// which folds its exact integer sum into its own accumulator.
+template <class T, bool kMin>
+void LegacyTile(const void* w, size_t w_stride, int64_t n_rows, const void* a, size_t a_stride,
+                int64_t n_cols, float* y, size_t y_stride, int64_t n) {
+  const auto* wp = static_cast<const uint8_t*>(w);
+  const auto* ap = static_cast<const uint8_t*>(a);
   const int64_t nb = n / kQK;
-  __m256 acc[NC];
-  float msum[NC];
-#pragma GCC unroll 8
-  for (int c = 0; c < NC; ++c) {
-    acc[c] = _mm256_setzero_ps();
-    msum[c] = 0.0f;
-  }
-  for (int64_t b = 0; b < nb; ++b) {
-    _mm_prefetch(reinterpret_cast<const char*>(w + b * T::kBytes + kPrefetchBytes), _MM_HINT_T0);
-    const LegacyMin u = T::Unpack(w + b * T::kBytes);
-#pragma GCC unroll 8
-    for (int c = 0; c < NC; ++c) {
-      const auto* ab = reinterpret_cast<const BlockQ8_1*>(a + c * a_stride) + b;
-      const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab->qs));
-      acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(Dot4(u.q, av)),
-                               _mm256_set1_ps(u.d * Half(ab->d)), acc[c]);
-      msum[c] += u.m * Half(ab->s);
+  using ABlock = std::conditional_t<kMin, BlockQ8_1, BlockQ8_0>;
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const uint8_t* row = wp + r * w_stride;
+    for (int64_t c0 = 0; c0 < n_cols; c0 += 8) {
+      const int nc = static_cast<int>(n_cols - c0 < 8 ? n_cols - c0 : 8);
+      float acc[8] = {};
+      for (int64_t b = 0; b < nb; ++b) {
+        _mm_prefetch(reinterpret_cast<const char*>(row + b * T::kBytes + kPrefetchBytes),
+                     _MM_HINT_T0);
+        const auto u = T::Unpack(row + b * T::kBytes);
+        // Signed weights: |w| (128 for -128, fine as unsigned) times a with w's sign; maddubs
+        // pairs stay below 2 * 128 * 127 < 32768.
+        const __m256i mag = kMin ? u.q : _mm256_sign_epi8(u.q, u.q);
+        for (int c = 0; c < nc; ++c) {
+          const auto* ab = reinterpret_cast<const ABlock*>(ap + (c0 + c) * a_stride) + b;
+          const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab->qs));
+          const int32_t s = HorizontalSumI32(Dot4(mag, kMin ? av : _mm256_sign_epi8(av, u.q)));
+          acc[c] = Fold(acc[c], s, u.d, Half(ab->d));
+          if constexpr (kMin) acc[c] = Fma(LegacyM(u), Half(ab->s), acc[c]);
+        }
+      }
+      for (int c = 0; c < nc; ++c) y[(c0 + c) * y_stride + r] = acc[c];
     }
   }
-#pragma GCC unroll 8
-  for (int c = 0; c < NC; ++c) y[c * y_stride] = HorizontalSum(acc[c]) + msum[c];
 }
 
 // ============================== K-quants ==============================
@@ -658,118 +765,15 @@ void DequantK(const void* src, float* dst, int64_t n) {
   }
 }
 
-template <class T, int NC>
-void KRow(const uint8_t* w, const uint8_t* a, size_t a_stride, const float*, float* y,
-          size_t y_stride, int64_t n) {
-  const int64_t nb = n / kQKK;
-  const __m256i ones = _mm256_set1_epi16(1);
-  __m256 acc[NC];
-#pragma GCC unroll 8
-  for (int c = 0; c < NC; ++c) acc[c] = _mm256_setzero_ps();
-  for (int64_t b = 0; b < nb; ++b) {
-    const uint8_t* wb = w + b * T::kBytes;
-    _mm_prefetch(reinterpret_cast<const char*>(wb + kPrefetchBytes), _MM_HINT_T0);
-    KBlock k;
-    T::Unpack(wb, &k);
-#pragma GCC unroll 8
-    for (int c = 0; c < NC; ++c) {
-      const auto* ab = reinterpret_cast<const BlockQ8_K*>(a + c * a_stride) + b;
-      const __m256 da = _mm256_set1_ps(ab->d);
-      const __m128i bs16 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(ab->bsums));
-      const __m128i bs16_hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(ab->bsums + 8));
-#pragma GCC unroll 2
-      for (int h = 0; h < 2; ++h) {
-        __m256i p0 = _mm256_maddubs_epi16(k.w[h][0], _mm256_loadu_si256(
-                                                         reinterpret_cast<const __m256i*>(ab->qs + 32 * h)));
-        __m256i p1 = _mm256_maddubs_epi16(k.w[h][1], _mm256_loadu_si256(
-                                                         reinterpret_cast<const __m256i*>(ab->qs + 64 + 32 * h)));
-        // Pairs of s16 products of two pieces still fit: 2 * 2 * 63 * 127 < 32768.
-        p0 = _mm256_add_epi16(p0, _mm256_maddubs_epi16(k.w[h][2], _mm256_loadu_si256(
-                                                                      reinterpret_cast<const __m256i*>(ab->qs + 128 + 32 * h))));
-        p1 = _mm256_add_epi16(p1, _mm256_maddubs_epi16(k.w[h][3], _mm256_loadu_si256(
-                                                                      reinterpret_cast<const __m256i*>(ab->qs + 192 + 32 * h))));
-        const __m256i isum =
-            _mm256_add_epi32(_mm256_madd_epi16(p0, ones), _mm256_madd_epi16(p1, ones));
-        const __m256 bsums = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(h == 0 ? bs16 : bs16_hi));
-        __m256 t = _mm256_mul_ps(_mm256_cvtepi32_ps(isum), k.dsc[h]);
-        t = _mm256_fnmadd_ps(k.bias[h], bsums, t);
-        acc[c] = _mm256_fmadd_ps(t, da, acc[c]);
-      }
-    }
-  }
-#pragma GCC unroll 8
-  for (int c = 0; c < NC; ++c) y[c * y_stride] = HorizontalSum(acc[c]);
-}
-
-// ============================== Tiles and tables ==============================
-
-using RowFn = void (*)(const uint8_t* w, const uint8_t* a, size_t a_stride, const float* prep,
-                       float* y, size_t y_stride, int64_t n);
-
-template <template <int> class R>
-struct RowTable {
-  static constexpr RowFn kFns[kMaxCols + 1] = {nullptr, R<1>::Run, R<2>::Run, R<3>::Run, R<4>::Run};
-};
-
-#define QWEN_ROW_ADAPTER(Name, Fn)                                                         \
-  template <class T>                                                                       \
-  struct Name {                                                                            \
-    template <int NC>                                                                      \
-    struct R {                                                                             \
-      static void Run(const uint8_t* w, const uint8_t* a, size_t as, const float* prep,   \
-                      float* y, size_t ys, int64_t n) {                                    \
-        Fn<T, NC>(w, a, as, prep, y, ys, n);                                               \
-      }                                                                                    \
-    };                                                                                     \
-  };
-QWEN_ROW_ADAPTER(KR, KRow)
-QWEN_ROW_ADAPTER(LSR, LegacySignedRow)
-QWEN_ROW_ADAPTER(LMR, LegacyMinRow)
-QWEN_ROW_ADAPTER(FR, FloatRow)
-#undef QWEN_ROW_ADAPTER
-
-template <class Table>
-void Tile(const void* w, size_t w_stride, int64_t n_rows, const void* a, size_t a_stride,
-          int64_t n_cols, float* y, size_t y_stride, int64_t n) {
-  const auto* wp = static_cast<const uint8_t*>(w);
-  const auto* ap = static_cast<const uint8_t*>(a);
-  for (int64_t r0 = 0; r0 < n_rows; r0 += kRowChunk) {
-    const int64_t r1 = r0 + kRowChunk < n_rows ? r0 + kRowChunk : n_rows;
-    for (int64_t c0 = 0; c0 < n_cols; c0 += kMaxCols) {
-      const int64_t nc = n_cols - c0 < kMaxCols ? n_cols - c0 : kMaxCols;
-      const RowFn fn = Table::kFns[nc];
-      for (int64_t r = r0; r < r1; ++r) {
-        fn(wp + r * w_stride, ap + c0 * a_stride, a_stride, nullptr, y + c0 * y_stride + r,
-           y_stride, n);
-      }
-    }
-  }
-}
-
-template <class Table>
-float Dot(const void* w, const void* a, int64_t n) {
-  float y;
-  Table::kFns[1](static_cast<const uint8_t*>(w), static_cast<const uint8_t*>(a), 0, nullptr, &y,
-                 0, n);
-  return y;
-}
-
-template <class Table>
-void SetDot(KernelTable* t, GgmlType type) {
-  const auto i = static_cast<uint32_t>(type);
-  t->dot[i] = Dot<Table>;
-  t->dot_tile[i] = Tile<Table>;
-}
-
 }  // namespace
 
 void FillAvx2Kernels(KernelTable* t) {
   auto idx = [](GgmlType type) { return static_cast<uint32_t>(type); };
   t->dequantize[idx(GgmlType::kF16)] = DequantFloat<F16Row>;
   t->dequantize[idx(GgmlType::kBF16)] = DequantFloat<BF16Row>;
-  SetDot<RowTable<FR<F32Row>::R>>(t, GgmlType::kF32);
-  SetDot<RowTable<FR<F16Row>::R>>(t, GgmlType::kF16);
-  SetDot<RowTable<FR<BF16Row>::R>>(t, GgmlType::kBF16);
+  t->dot_tile[idx(GgmlType::kF32)] = FloatTile<F32Row>;
+  t->dot_tile[idx(GgmlType::kF16)] = FloatTile<F16Row>;
+  t->dot_tile[idx(GgmlType::kBF16)] = FloatTile<BF16Row>;
 
   t->quantize_activation[idx(GgmlType::kQ4_0)] = QuantizeQ8_0;
   t->quantize_activation[idx(GgmlType::kQ5_0)] = QuantizeQ8_0;
@@ -781,25 +785,22 @@ void FillAvx2Kernels(KernelTable* t) {
   t->dequantize[idx(GgmlType::kQ8_0)] = DequantLegacySigned<Q8_0T>;
   t->dequantize[idx(GgmlType::kQ4_1)] = DequantLegacyMin<Q4_1T>;
   t->dequantize[idx(GgmlType::kQ5_1)] = DequantLegacyMin<Q5_1T>;
-  SetDot<RowTable<LSR<Q4_0T>::R>>(t, GgmlType::kQ4_0);
-  SetDot<RowTable<LSR<Q5_0T>::R>>(t, GgmlType::kQ5_0);
-  SetDot<RowTable<LSR<Q8_0T>::R>>(t, GgmlType::kQ8_0);
-  SetDot<RowTable<LMR<Q4_1T>::R>>(t, GgmlType::kQ4_1);
-  SetDot<RowTable<LMR<Q5_1T>::R>>(t, GgmlType::kQ5_1);
+  t->dot_tile[idx(GgmlType::kQ4_0)] = LegacyTile<Q4_0T, false>;
+  t->dot_tile[idx(GgmlType::kQ5_0)] = LegacyTile<Q5_0T, false>;
+  t->dot_tile[idx(GgmlType::kQ8_0)] = LegacyTile<Q8_0T, false>;
+  t->dot_tile[idx(GgmlType::kQ4_1)] = LegacyTile<Q4_1T, true>;
+  t->dot_tile[idx(GgmlType::kQ5_1)] = LegacyTile<Q5_1T, true>;
 
   const GgmlType k_quants[] = {GgmlType::kQ2_K, GgmlType::kQ3_K, GgmlType::kQ4_K, GgmlType::kQ5_K,
                                GgmlType::kQ6_K};
-  for (int i = 0; i < 5; ++i) t->quantize_activation[idx(k_quants[i])] = QuantizeQ8_K;
+  for (GgmlType k : k_quants) t->quantize_activation[idx(k)] = QuantizeQ8_K;
   t->dequantize[idx(GgmlType::kQ2_K)] = DequantK<Q2KT>;
   t->dequantize[idx(GgmlType::kQ3_K)] = DequantK<Q3KT>;
   t->dequantize[idx(GgmlType::kQ4_K)] = DequantK<Q4KT>;
   t->dequantize[idx(GgmlType::kQ5_K)] = DequantK<Q5KT>;
   t->dequantize[idx(GgmlType::kQ6_K)] = DequantK<Q6KT>;
-  SetDot<RowTable<KR<Q2KT>::R>>(t, GgmlType::kQ2_K);
-  SetDot<RowTable<KR<Q3KT>::R>>(t, GgmlType::kQ3_K);
-  SetDot<RowTable<KR<Q4KT>::R>>(t, GgmlType::kQ4_K);
-  SetDot<RowTable<KR<Q5KT>::R>>(t, GgmlType::kQ5_K);
-  SetDot<RowTable<KR<Q6KT>::R>>(t, GgmlType::kQ6_K);
+  // The k-quant products and their packed layout: gemm_avx2.cc.
+  FillAvx2GemmKernels(t);
 }
 
 }  // namespace qwen::quant::internal

@@ -5,15 +5,10 @@
 // std:: templates or shared inline helpers whose AVX-512 copy the linker could hand to a caller
 // on another CPU. Only FillAvx512Kernels is visible outside, and it passes function pointers.
 //
-// The k-quant dot products rest on the interleaved Q8_K layout (kernels_internal.h): each
-// weight block is unpacked once into four 64-byte vectors of unsigned integers whose 32-bit lane
-// s holds 4 weights of sub-block s, so one vpdpbusd chain per column leaves sub-block s's
-// integer sum in lane s, and the sub-block scales, offsets and minimums are applied as 16-lane
-// float vectors: sum = da * sum_s (dsc_s * I_s - bias_s * bsum_s). Per column and block that is
-// four vpdpbusd and three float operations; unpacking costs 2 (Q4_K, Q2_K) to 6 (Q3_K, Q6_K)
-// operations per 64 weights, shared by all columns. The weight unit may differ per lane (a
-// field left in place is 16 q or 4^g q) as long as that lane's dsc is divided by the same power
-// of two, which is exact.
+// Dequantization, activation quantization, the float tiles and Q8_0's tiles (with its packed
+// layout, part of gemm_avx512.cc's packed format). The other products: the k-quants Q3_K..Q6_K
+// in gemm_avx512.cc; the other legacy blocks and Q2_K take the AVX2 kernels (the table starts
+// from the AVX2 one). All compute the same bits as every level (kernels.h).
 //
 // GCC 12's AVX-512 headers implement unmasked intrinsics through a deliberately uninitialized
 // pass-through operand (GCC bug 105593, fixed in GCC 13), which -Wmaybe-uninitialized reports at
@@ -25,6 +20,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "inference/quant/kernels_internal.h"
 
@@ -35,11 +31,6 @@ namespace {
 
 constexpr int kQK = 32;
 constexpr int kQKK = 256;
-// Column tiles are processed at most this many columns at a time (accumulators in registers).
-constexpr int kMaxCols = 8;
-// Rows per chunk of a wide tile: the chunk's weights and one column group's activations both
-// stay in L2 while every (row, column group) pair of the chunk is computed.
-constexpr int64_t kRowChunk = 8;
 
 QWEN_INLINE float Half(uint16_t h) { return _cvtsh_ss(h); }
 QWEN_INLINE uint16_t ToHalf(float f) {
@@ -102,47 +93,158 @@ void DequantFloat(const void* src, float* dst, int64_t n) {
   }
 }
 
-// One weight row against NC float activation rows. Each weight vector is converted once and
-// multiplied into every column; U independent accumulators per column hide the FMA latency
-// when there are few columns.
-template <class Row, int NC>
-void FloatRow(const void* w, const uint8_t* a, size_t a_stride, float* y, size_t y_stride,
-              int64_t n) {
-  constexpr int U = NC == 1 ? 4 : NC <= 3 ? 2 : 1;
-  __m512 acc[NC][U];
-#pragma GCC unroll 16
-  for (int c = 0; c < NC; ++c) {
-#pragma GCC unroll 4
-    for (int u = 0; u < U; ++u) acc[c][u] = _mm512_setzero_ps();
+// Float tiles: the arithmetic of every level (kernels.h), entry (r, c) the chain
+// acc = fma(w_ri, x_ci, acc) in index order, with 16 rows in the lanes. A chunk of up to 32 rows
+// is transposed into two panels (element i of 16 rows as one vector: two 8 x 8 dword transposes
+// of 8 elements of rows 0-7 and 8-15), which every column reads; 32 rows x 8 columns of sums stay
+// in registers. The running sums live in y between chunks.
+constexpr int64_t kFloatChunk = 256;
+constexpr int64_t kXStride = kFloatChunk + 16;  // floats between column copies
+constexpr int kFloatCols = 8;
+
+// In place: v[i] lane j becomes v[j] lane i (8 x 8 dwords, ymm).
+QWEN_INLINE void Transpose8x8(__m256i* v) {
+  __m256i a[8], b[8];
+  for (int i = 0; i < 4; ++i) {
+    a[2 * i] = _mm256_unpacklo_epi32(v[2 * i], v[2 * i + 1]);
+    a[2 * i + 1] = _mm256_unpackhi_epi32(v[2 * i], v[2 * i + 1]);
   }
-  const float* ac[NC];
-#pragma GCC unroll 16
-  for (int c = 0; c < NC; ++c) ac[c] = reinterpret_cast<const float*>(a + c * a_stride);
+  for (int i = 0; i < 2; ++i) {
+    b[4 * i] = _mm256_unpacklo_epi64(a[4 * i], a[4 * i + 2]);
+    b[4 * i + 1] = _mm256_unpackhi_epi64(a[4 * i], a[4 * i + 2]);
+    b[4 * i + 2] = _mm256_unpacklo_epi64(a[4 * i + 1], a[4 * i + 3]);
+    b[4 * i + 3] = _mm256_unpackhi_epi64(a[4 * i + 1], a[4 * i + 3]);
+  }
+  for (int x = 0; x < 4; ++x) {
+    v[x] = _mm256_permute2x128_si256(b[x], b[4 + x], 0x20);
+    v[4 + x] = _mm256_permute2x128_si256(b[x], b[4 + x], 0x31);
+  }
+}
+
+// 16 rows (ptrs) x elements [k0, k0 + kc) into panel[i][16] (row r in lane r).
+template <class Row>
+QWEN_INLINE void FillPanel(const uint8_t* const* ptrs, int64_t k0, int64_t kc, float* panel) {
   int64_t i = 0;
-  for (; i + 16 * U <= n; i += 16 * U) {
-#pragma GCC unroll 4
-    for (int u = 0; u < U; ++u) {
-      const __m512 wv = Row::Load(w, i + 16 * u);
-#pragma GCC unroll 16
-      for (int c = 0; c < NC; ++c) {
-        acc[c][u] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(ac[c] + i + 16 * u), acc[c][u]);
+  for (; i + 16 <= kc; i += 16) {
+    // Elements i .. i + 15 of the 16 rows, as two groups of 8 elements x 8 rows per half.
+    for (int e = 0; e < 2; ++e) {
+      for (int h = 0; h < 2; ++h) {
+        __m256i v[8];
+        for (int r = 0; r < 8; ++r) {
+          const __m512 x = Row::Load(ptrs[8 * h + r], k0 + i);
+          v[r] = _mm256_castps_si256(e == 0 ? _mm512_castps512_ps256(x)
+                                            : _mm512_extractf32x8_ps(x, 1));
+        }
+        Transpose8x8(v);
+        for (int j = 0; j < 8; ++j) {
+          _mm256_store_ps(panel + (i + 8 * e + j) * 16 + 8 * h, _mm256_castsi256_ps(v[j]));
+        }
       }
     }
   }
-  for (; i < n; i += 16) {
-    const __mmask16 m = TailMask16(n - i);
-    const __m512 wv = Row::LoadMasked(w, i, m);
-#pragma GCC unroll 16
-    for (int c = 0; c < NC; ++c) {
-      acc[c][0] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, ac[c] + i), acc[c][0]);
+  for (; i < kc; ++i) {
+    for (int r = 0; r < 16; ++r) {
+      const __m512 x = Row::LoadMasked(ptrs[r], k0 + i, 1);
+      panel[i * 16 + r] = _mm512_cvtss_f32(x);
     }
   }
-#pragma GCC unroll 16
-  for (int c = 0; c < NC; ++c) {
-    __m512 s = acc[c][0];
-#pragma GCC unroll 4
-    for (int u = 1; u < U; ++u) s = _mm512_add_ps(s, acc[c][u]);
-    y[c * y_stride] = _mm512_reduce_add_ps(s);
+}
+
+template <int kH, int N>
+QWEN_INLINE void FloatKernel(const float* const* panels, const float* const* x, int64_t kc,
+                             __m512* acc_io) {
+  __m512 acc[kH][N];
+#pragma GCC unroll 8
+  for (int c = 0; c < N; ++c) {
+#pragma GCC unroll 2
+    for (int h = 0; h < kH; ++h) acc[h][c] = acc_io[c * 2 + h];
+  }
+  for (int64_t j = 0; j < kc; ++j) {
+    __m512 p[kH];
+#pragma GCC unroll 2
+    for (int h = 0; h < kH; ++h) p[h] = _mm512_load_ps(panels[h] + j * 16);
+#pragma GCC unroll 8
+    for (int c = 0; c < N; ++c) {
+      const __m512 xv = _mm512_set1_ps(x[c][j]);
+#pragma GCC unroll 2
+      for (int h = 0; h < kH; ++h) acc[h][c] = _mm512_fmadd_ps(p[h], xv, acc[h][c]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int c = 0; c < N; ++c) {
+#pragma GCC unroll 2
+    for (int h = 0; h < kH; ++h) acc_io[c * 2 + h] = acc[h][c];
+  }
+}
+
+template <int kH>
+QWEN_INLINE void FloatKernelN(int nc, const float* const* panels, const float* const* x,
+                              int64_t kc, __m512* acc) {
+  switch (nc) {
+    case 1: return FloatKernel<kH, 1>(panels, x, kc, acc);
+    case 2: return FloatKernel<kH, 2>(panels, x, kc, acc);
+    case 3: return FloatKernel<kH, 3>(panels, x, kc, acc);
+    case 4: return FloatKernel<kH, 4>(panels, x, kc, acc);
+    case 5: return FloatKernel<kH, 5>(panels, x, kc, acc);
+    case 6: return FloatKernel<kH, 6>(panels, x, kc, acc);
+    case 7: return FloatKernel<kH, 7>(panels, x, kc, acc);
+    default: return FloatKernel<kH, 8>(panels, x, kc, acc);
+  }
+}
+
+template <class Row>
+void FloatTile(const void* w, size_t w_stride, int64_t n_rows, const void* a, size_t a_stride,
+               int64_t n_cols, float* y, size_t y_stride, int64_t n) {
+  const auto* wp = static_cast<const uint8_t*>(w);
+  const auto* ap = static_cast<const uint8_t*>(a);
+  alignas(64) float panel[2][kFloatChunk * 16];
+  const float* panels[2] = {panel[0], panel[1]};
+  alignas(64) float xcopy[kFloatCols * kXStride];
+  for (int64_t r0 = 0; r0 < n_rows; r0 += 32) {
+    // Up to two panels of 16 rows; missing rows of a panel repeat row r0 and are not stored.
+    int rows[2];
+    const uint8_t* ptrs[2][16];
+    for (int h = 0; h < 2; ++h) {
+      const int64_t left = n_rows - r0 - 16 * h;
+      rows[h] = static_cast<int>(left < 0 ? 0 : left < 16 ? left : 16);
+      for (int r = 0; r < 16; ++r) {
+        ptrs[h][r] = wp + (r0 + (r < rows[h] ? 16 * h + r : 0)) * w_stride;
+      }
+    }
+    const int halves = rows[1] > 0 ? 2 : 1;
+    for (int64_t k0 = 0; k0 < n; k0 += kFloatChunk) {
+      const int64_t kc = n - k0 < kFloatChunk ? n - k0 : kFloatChunk;
+      for (int h = 0; h < halves; ++h) FillPanel<Row>(ptrs[h], k0, kc, panel[h]);
+      for (int64_t c0 = 0; c0 < n_cols; c0 += kFloatCols) {
+        const int nc = static_cast<int>(n_cols - c0 < kFloatCols ? n_cols - c0 : kFloatCols);
+        const float* x[kFloatCols];
+        __m512 acc[2 * kFloatCols];  // [column][panel]
+        for (int c = 0; c < nc; ++c) {
+          // A copy of the column's chunk: activation rows a power of two apart (the vision
+          // tower's 1024 and 4096 floats) would otherwise share L1 sets and evict each other.
+          std::memcpy(xcopy + c * kXStride, ap + (c0 + c) * a_stride + k0 * sizeof(float),
+                      kc * sizeof(float));
+          x[c] = xcopy + c * kXStride;
+          for (int h = 0; h < halves; ++h) {
+            acc[2 * c + h] =
+                k0 == 0 ? _mm512_setzero_ps()
+                        : _mm512_maskz_loadu_ps(TailMask16(rows[h]),
+                                                y + (c0 + c) * y_stride + r0 + 16 * h);
+          }
+        }
+        if (halves == 2) {
+          FloatKernelN<2>(nc, panels, x, kc, acc);
+        } else {
+          FloatKernelN<1>(nc, panels, x, kc, acc);
+        }
+        for (int c = 0; c < nc; ++c) {
+          for (int h = 0; h < halves; ++h) {
+            _mm512_mask_storeu_ps(y + (c0 + c) * y_stride + r0 + 16 * h, TailMask16(rows[h]),
+                                  acc[2 * c + h]);
+          }
+        }
+      }
+    }
   }
 }
 
@@ -330,65 +432,6 @@ void DequantLegacyMin(const void* src, float* dst, int64_t n) {
 
 // Signed weights times signed activations through vpdpbusd (unsigned x signed): |w| times a with
 // w's sign moved onto a.
-template <class T, int NC>
-void LegacySignedRow(const uint8_t* w, const uint8_t* a, size_t a_stride, float* y,
-                     size_t y_stride, int64_t nb) {
-  __m256 acc[NC];
-#pragma GCC unroll 16
-  for (int c = 0; c < NC; ++c) acc[c] = _mm256_setzero_ps();
-  for (int64_t b = 0; b < nb; ++b) {
-    _mm_prefetch(reinterpret_cast<const char*>(w + (b + 16) * T::kBytes), _MM_HINT_T0);
-    const LegacySigned u = T::Unpack(w + b * T::kBytes);
-    const __m256i mag = _mm256_abs_epi8(u.q);
-    const __mmask32 neg = _mm256_movepi8_mask(u.q);
-#pragma GCC unroll 16
-    for (int c = 0; c < NC; ++c) {
-      const auto* ab = reinterpret_cast<const BlockQ8_0*>(a + c * a_stride) + b;
-      const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab->qs));
-      const __m256i sv = _mm256_mask_sub_epi8(av, neg, _mm256_setzero_si256(), av);
-      const __m256i dot = _mm256_dpbusd_epi32(_mm256_setzero_si256(), mag, sv);
-      acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(u.d * Half(ab->d)), acc[c]);
-    }
-  }
-#pragma GCC unroll 16
-  for (int c = 0; c < NC; ++c) {
-    const __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc[c]), _mm256_extractf128_ps(acc[c], 1));
-    const __m128 s2 = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    y[c * y_stride] = _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
-  }
-}
-
-// d q + m weights: sum = d da sum(q qa) + m s, with s = da sum(qa) from the Q8_1 block.
-template <class T, int NC>
-void LegacyMinRow(const uint8_t* w, const uint8_t* a, size_t a_stride, float* y, size_t y_stride,
-                  int64_t nb) {
-  __m256 acc[NC];
-  float msum[NC];
-#pragma GCC unroll 16
-  for (int c = 0; c < NC; ++c) {
-    acc[c] = _mm256_setzero_ps();
-    msum[c] = 0.0f;
-  }
-  for (int64_t b = 0; b < nb; ++b) {
-    _mm_prefetch(reinterpret_cast<const char*>(w + (b + 16) * T::kBytes), _MM_HINT_T0);
-    const LegacyMin u = T::Unpack(w + b * T::kBytes);
-#pragma GCC unroll 16
-    for (int c = 0; c < NC; ++c) {
-      const auto* ab = reinterpret_cast<const BlockQ8_1*>(a + c * a_stride) + b;
-      const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab->qs));
-      const __m256i dot = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u.q, av);
-      acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(u.d * Half(ab->d)), acc[c]);
-      msum[c] += u.m * Half(ab->s);
-    }
-  }
-#pragma GCC unroll 16
-  for (int c = 0; c < NC; ++c) {
-    const __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc[c]), _mm256_extractf128_ps(acc[c], 1));
-    const __m128 s2 = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    y[c * y_stride] = _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2))) + msum[c];
-  }
-}
-
 // ============================== K-quants ==============================
 
 // One unpacked super-block: w[k] lane s = the 4 unsigned weights 16 s + 4 k .. 16 s + 4 k + 3;
@@ -455,8 +498,6 @@ QWEN_INLINE void Q4KNibbles(const uint8_t* qs, __m512i* w) {
 
 struct Q4KT {
   static constexpr int kBytes = 144;
-  // The bias is this multiple of dsc (0: an independent minimum), see KRow.
-  static constexpr int kOffset = 0;
   // Value d sc q - dmin mn: dsc = d sc, bias = dmin mn. For the dot product the high nibbles are
   // left in place (16 q, still an unsigned byte) and their lanes' dsc divided by 16, exactly:
   // one AND per piece instead of a shift and an AND.
@@ -487,8 +528,6 @@ struct Q4KT {
 
 struct Q5KT {
   static constexpr int kBytes = 176;
-  // The bias is this multiple of dsc (0: an independent minimum), see KRow.
-  static constexpr int kOffset = 0;
   // Q4_K plus bit 4 of lane s at bit s / 2 of qh dword 4 (s % 2) + k.
   static QWEN_INLINE void UnpackExact(const uint8_t* p, KBlock* k) { Unpack(p, k); }
   static QWEN_INLINE void Unpack(const uint8_t* p, KBlock* k) {
@@ -513,8 +552,6 @@ struct Q5KT {
 
 struct Q6KT {
   static constexpr int kBytes = 210;
-  // The bias is this multiple of dsc (0: an independent minimum), see KRow.
-  static constexpr int kOffset = 32;
   // Unsigned u = q + 32 (the stored 6 bits): value d sc (u - 32); dsc = d sc, bias = 32 dsc.
   // Lane s of piece k: low 4 bits from ql dword 16 (s / 8) + 8 (g % 2) + 4 (s % 2) + k, nibble
   // g / 2, with g = (s / 2) % 4; high 2 bits at bits 2g of qh dword 8 (s / 8) + 4 (s % 2) + k,
@@ -568,8 +605,6 @@ QWEN_INLINE void TwoBitPieces(const uint8_t* qs, __m512i* w) {
 
 struct Q3KT {
   static constexpr int kBytes = 110;
-  // The bias is this multiple of dsc (0: an independent minimum), see KRow.
-  static constexpr int kOffset = 4;
   // Unsigned u = q + 4 = low 2 bits + 4 * hmask bit: value d (sc - 32) (u - 4); dsc =
   // d (sc - 32), bias = 4 dsc. The hmask bit of lane s is bit 4 (s / 8) + g of hmask dword
   // 4 (s % 2) + k.
@@ -611,8 +646,6 @@ struct Q3KT {
 
 struct Q2KT {
   static constexpr int kBytes = 84;
-  // The bias is this multiple of dsc (0: an independent minimum), see KRow.
-  static constexpr int kOffset = 0;
   // Value d (sc & 15) q - dmin (sc >> 4). For the dot product each 2-bit field stays in place
   // (4^g q, at most 192) and its lanes' dsc is divided by 4^g, exactly.
   static QWEN_INLINE void Unpack(const uint8_t* p, KBlock* k) {
@@ -686,215 +719,140 @@ void DequantK(const void* src, float* dst, int64_t n) {
   }
 }
 
-// Weights are prefetched this many bytes ahead of the block being unpacked: about memory
-// latency times one core's bandwidth (100 ns x 20-30 GB/s).
-constexpr int kPrefetchBytes = 2048;
+// ============================== Q8_0 products ==============================
+//
+// Q8_0 weights against Q8_0 activations with 16 rows in the lanes and VNNI. The image of a block
+// of 16 rows: 8 vectors whose lane r holds qs dword j of row r, each byte offset by 128 (u = q +
+// 128, unsigned for vpdpbusd), then the 16 rows' d. Per column and block:
+// S = sum_j vpdpbusd(u_j, a dword j) - 128 * sum(a), the exact sum q a of every row, then
+// acc = fma(float(S), d * da, acc): the arithmetic of every level (kernels.h). The packed layout
+// (pack16, a group of 16 rows) stores exactly these images.
 
-// Per column group of a tile, what the rows need from each activation block beyond its values,
-// computed once instead of once per row. Layout [column][block][16 lanes]:
-//   kOffset == 0: da * bsum_s as floats (the minimum's term, accumulated separately);
-//   kOffset != 0: -kOffset * bsum_s as int32 (the starting value of the integer sum, so that the
-//                 sum is directly sum_s (u - kOffset) a over the sub-block).
-constexpr int64_t kMaxPreparedBlocks = 64;  // rows of up to 16384 weights
+constexpr int kQ80Bytes = 34;
+constexpr size_t kQ80Image = 16 * kQ80Bytes;
+constexpr int kQ80Cols = 8;
+constexpr int64_t kQ80Chunk = 16;  // blocks imaged at a time from the file's rows
+constexpr int64_t kQ80ColChunk = 64;
 
-template <class T>
-void PrepareK(const uint8_t* a, size_t a_stride, int64_t nc, int64_t nb, float* out) {
-  for (int64_t c = 0; c < nc; ++c) {
-    for (int64_t b = 0; b < nb; ++b) {
-      const auto* ab = reinterpret_cast<const BlockQ8_K*>(a + c * a_stride) + b;
-      const __m512i bs =
-          _mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab->bsums)));
-      float* dst = out + (c * nb + b) * 16;
-      if constexpr (T::kOffset != 0) {
-        _mm512_store_si512(dst, _mm512_mullo_epi32(bs, _mm512_set1_epi32(-T::kOffset)));
-      } else {
-        _mm512_store_ps(dst, _mm512_mul_ps(_mm512_cvtepi32_ps(bs), _mm512_set1_ps(ab->d)));
+QWEN_INLINE void MakeQ80Image(const uint8_t* const* rows, int64_t off, uint8_t* dst) {
+  const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
+  for (int h = 0; h < 2; ++h) {
+    __m256i v[8];
+    for (int r = 0; r < 8; ++r) {
+      v[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[8 * h + r] + off + 2));
+    }
+    Transpose8x8(v);
+    for (int j = 0; j < 8; ++j) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 64 * j + 32 * h),
+                          _mm256_xor_si256(v[j], flip));
+    }
+  }
+  for (int r = 0; r < 16; ++r) std::memcpy(dst + 512 + 2 * r, rows[r] + off, 2);
+}
+
+// The sum of a Q8_0 block's 32 values.
+QWEN_INLINE int32_t Q80Sum(const BlockQ8_0& a) {
+  const __m256i u = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.qs)),
+                                     _mm256_set1_epi8(static_cast<char>(0x80)));
+  const __m256i sad = _mm256_sad_epu8(u, _mm256_setzero_si256());
+  const __m128i t = _mm_add_epi64(_mm256_castsi256_si128(sad), _mm256_extracti128_si256(sad, 1));
+  return static_cast<int32_t>(_mm_cvtsi128_si64(_mm_add_epi64(t, _mm_unpackhi_epi64(t, t)))) -
+         32 * 128;
+}
+
+template <int N>
+QWEN_INLINE void Q80Blocks(const uint8_t* images, int64_t n_blocks, const BlockQ8_0* const* ab,
+                           __m512* acc) {
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    const uint8_t* img = images + b * kQ80Image;
+    __m512i s[N];
+#pragma GCC unroll 8
+    for (int c = 0; c < N; ++c) s[c] = _mm512_set1_epi32(-128 * Q80Sum(ab[c][b]));
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j) {
+      const __m512i u = _mm512_loadu_si512(img + 64 * j);
+#pragma GCC unroll 8
+      for (int c = 0; c < N; ++c) {
+        int32_t q;
+        std::memcpy(&q, ab[c][b].qs + 4 * j, 4);
+        s[c] = _mm512_dpbusd_epi32(s[c], u, _mm512_set1_epi32(q));
       }
+    }
+    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(img + 512)));
+#pragma GCC unroll 8
+    for (int c = 0; c < N; ++c) {
+      const __m512 da = _mm512_set1_ps(Half(ab[c][b].d));
+      acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[c]), _mm512_mul_ps(d, da), acc[c]);
     }
   }
 }
 
-// One weight row of super-blocks against NC Q8_K activation rows:
-//   y_c = sum over blocks of da * sum_s (dsc_s I_s - bias_s bsum_s),
-// with I_s the integer product of sub-block s. `prep` is PrepareK's output or null (then the
-// bsums are converted here, as for a single dot product).
-template <class T, int NC>
-void KRow(const uint8_t* w, const uint8_t* a, size_t a_stride, const float* prep, float* y,
-          size_t y_stride, int64_t nb) {
-  __m512 acc[NC];
-#pragma GCC unroll 16
-  for (int c = 0; c < NC; ++c) acc[c] = _mm512_setzero_ps();
-  for (int64_t b = 0; b < nb; ++b) {
-    const uint8_t* wb = w + b * T::kBytes;
-    _mm_prefetch(reinterpret_cast<const char*>(wb + kPrefetchBytes), _MM_HINT_T0);
-    KBlock k;
-    T::Unpack(wb, &k);
-#pragma GCC unroll 16
-    for (int c = 0; c < NC; ++c) {
-      const auto* ab = reinterpret_cast<const BlockQ8_K*>(a + c * a_stride) + b;
-      const float* pb = prep + (c * nb + b) * 16;
-      // One dependent chain per block and column: blocks are independent, so out-of-order
-      // execution overlaps the chains of consecutive blocks.
-      __m512i i0 = prep != nullptr && T::kOffset != 0 ? _mm512_load_si512(pb)
-                                                      : _mm512_setzero_si512();
-      i0 = _mm512_dpbusd_epi32(i0, k.w[0], _mm512_loadu_si512(ab->qs));
-      i0 = _mm512_dpbusd_epi32(i0, k.w[1], _mm512_loadu_si512(ab->qs + 64));
-      i0 = _mm512_dpbusd_epi32(i0, k.w[2], _mm512_loadu_si512(ab->qs + 128));
-      i0 = _mm512_dpbusd_epi32(i0, k.w[3], _mm512_loadu_si512(ab->qs + 192));
-      const __m512 da = _mm512_set1_ps(ab->d);
-      if (prep != nullptr) {
-        acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0), _mm512_mul_ps(k.dsc, da), acc[c]);
-        if (T::kOffset == 0) acc[c] = _mm512_fnmadd_ps(k.bias, _mm512_load_ps(pb), acc[c]);
-      } else {
-        const __m512 bsums = _mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(
-            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab->bsums))));
-        __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(i0), k.dsc);
-        t = _mm512_fnmadd_ps(k.bias, bsums, t);
-        acc[c] = _mm512_fmadd_ps(t, da, acc[c]);
-      }
+QWEN_INLINE void Q80Pass(const uint8_t* images, int64_t b0, int64_t nb, int n_rows,
+                         const uint8_t* a, size_t a_stride, int64_t n_cols, float* y,
+                         size_t y_stride) {
+  const __mmask16 m = TailMask16(n_rows);
+  for (int64_t c0 = 0; c0 < n_cols; c0 += kQ80Cols) {
+    const int nc = static_cast<int>(n_cols - c0 < kQ80Cols ? n_cols - c0 : kQ80Cols);
+    const BlockQ8_0* ab[kQ80Cols];
+    __m512 acc[kQ80Cols];
+    for (int c = 0; c < nc; ++c) {
+      ab[c] = reinterpret_cast<const BlockQ8_0*>(a + (c0 + c) * a_stride) + b0;
+      acc[c] = b0 == 0 ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m, y + (c0 + c) * y_stride);
     }
+    switch (nc) {
+      case 1: Q80Blocks<1>(images, nb, ab, acc); break;
+      case 2: Q80Blocks<2>(images, nb, ab, acc); break;
+      case 3: Q80Blocks<3>(images, nb, ab, acc); break;
+      case 4: Q80Blocks<4>(images, nb, ab, acc); break;
+      case 5: Q80Blocks<5>(images, nb, ab, acc); break;
+      case 6: Q80Blocks<6>(images, nb, ab, acc); break;
+      case 7: Q80Blocks<7>(images, nb, ab, acc); break;
+      default: Q80Blocks<8>(images, nb, ab, acc); break;
+    }
+    for (int c = 0; c < nc; ++c) _mm512_mask_storeu_ps(y + (c0 + c) * y_stride, m, acc[c]);
   }
-#pragma GCC unroll 16
-  for (int c = 0; c < NC; ++c) y[c * y_stride] = _mm512_reduce_add_ps(acc[c]);
 }
 
-// ============================== Tiles and tables ==============================
-
-using RowFn = void (*)(const uint8_t* w, const uint8_t* a, size_t a_stride, const float* prep,
-                       float* y, size_t y_stride, int64_t n);
-
-// A row kernel for each column count 1..kMaxCols; n_units is blocks (or elements for floats).
-using PrepareFn = void (*)(const uint8_t* a, size_t a_stride, int64_t nc, int64_t nb, float* out);
-
-// Row kernels for each column count 1..kMaxCols, and the tile-level preparation (or null).
-template <template <int> class R, PrepareFn kPrep = nullptr>
-struct RowTable {
-  static constexpr RowFn kFns[kMaxCols + 1] = {nullptr, R<1>::Run, R<2>::Run, R<3>::Run,
-                                               R<4>::Run, R<5>::Run, R<6>::Run, R<7>::Run,
-                                               R<8>::Run};
-  static constexpr PrepareFn kPrepare = kPrep;
-};
-
-template <class T>
-struct KR {
-  template <int NC>
-  struct R {
-    static void Run(const uint8_t* w, const uint8_t* a, size_t as, const float* prep, float* y,
-                    size_t ys, int64_t n) {
-      KRow<T, NC>(w, a, as, prep, y, ys, n / kQKK);
-    }
-  };
-};
-
-template <class T>
-struct LSR {
-  template <int NC>
-  struct R {
-    static void Run(const uint8_t* w, const uint8_t* a, size_t as, const float*, float* y,
-                    size_t ys, int64_t n) {
-      LegacySignedRow<T, NC>(w, a, as, y, ys, n / kQK);
-    }
-  };
-};
-
-template <class T>
-struct LMR {
-  template <int NC>
-  struct R {
-    static void Run(const uint8_t* w, const uint8_t* a, size_t as, const float*, float* y,
-                    size_t ys, int64_t n) {
-      LegacyMinRow<T, NC>(w, a, as, y, ys, n / kQK);
-    }
-  };
-};
-
-template <class Row>
-struct FR {
-  template <int NC>
-  struct R {
-    static void Run(const uint8_t* w, const uint8_t* a, size_t as, const float*, float* y,
-                    size_t ys, int64_t n) {
-      FloatRow<Row, NC>(w, a, as, y, ys, n);
-    }
-  };
-};
-
-// Rows in chunks, columns in groups of up to kMaxCols: every weight block is read from memory
-// once, and re-read from cache only when there are more than kMaxCols columns. The k-quants'
-// bsums are prepared once per (row chunk, column group) instead of once per row.
-template <class Table>
-void Tile(const void* w, size_t w_stride, int64_t n_rows, const void* a, size_t a_stride,
-          int64_t n_cols, float* y, size_t y_stride, int64_t n) {
+void Q80Tile(const void* w, size_t w_stride, int64_t n_rows, const void* a, size_t a_stride,
+             int64_t n_cols, float* y, size_t y_stride, int64_t n) {
   const auto* wp = static_cast<const uint8_t*>(w);
   const auto* ap = static_cast<const uint8_t*>(a);
-  const int64_t nb = n / kQKK;
-  constexpr bool kPrepares = Table::kPrepare != nullptr;
-  const bool prepare = kPrepares && n_rows >= 4 && nb <= kMaxPreparedBlocks;
-  alignas(64) float prep[kPrepares ? kMaxCols * kMaxPreparedBlocks * 16 : 1];
-  for (int64_t r0 = 0; r0 < n_rows; r0 += kRowChunk) {
-    const int64_t r1 = r0 + kRowChunk < n_rows ? r0 + kRowChunk : n_rows;
-    for (int64_t c0 = 0; c0 < n_cols; c0 += kMaxCols) {
-      const int64_t nc = n_cols - c0 < kMaxCols ? n_cols - c0 : kMaxCols;
-      const RowFn fn = Table::kFns[nc];
-      if (prepare) Table::kPrepare(ap + c0 * a_stride, a_stride, nc, nb, prep);
-      for (int64_t r = r0; r < r1; ++r) {
-        fn(wp + r * w_stride, ap + c0 * a_stride, a_stride, prepare ? prep : nullptr,
-           y + c0 * y_stride + r, y_stride, n);
+  const int64_t nb = n / 32;
+  alignas(64) uint8_t images[kQ80Chunk * kQ80Image];
+  for (int64_t r0 = 0; r0 < n_rows; r0 += 16) {
+    const int rows = static_cast<int>(n_rows - r0 < 16 ? n_rows - r0 : 16);
+    const uint8_t* ptrs[16];
+    for (int r = 0; r < 16; ++r) ptrs[r] = wp + (r0 + (r < rows ? r : 0)) * w_stride;
+    for (int64_t b0 = 0; b0 < nb; b0 += kQ80Chunk) {
+      const int64_t cb = nb - b0 < kQ80Chunk ? nb - b0 : kQ80Chunk;
+      for (int64_t b = 0; b < cb; ++b) {
+        MakeQ80Image(ptrs, (b0 + b) * kQ80Bytes, images + b * kQ80Image);
       }
+      Q80Pass(images, b0, cb, rows, ap, a_stride, n_cols, y + r0, y_stride);
     }
   }
 }
 
-// Float activations are 4 bytes per weight: with several columns a whole row's worth of them
-// outgrows L1. Wider tiles therefore walk the row in pieces of kFloatChunk weights, each piece
-// serving every row of the row chunk from L1 (16 KiB of activations for 8 columns), and add
-// the partial sums into y.
-constexpr int64_t kFloatChunk = 512;
-
-template <class Row>
-void FloatTile(const void* w, size_t w_stride, int64_t n_rows, const void* a, size_t a_stride,
-               int64_t n_cols, float* y, size_t y_stride, int64_t n) {
-  using Table = RowTable<FR<Row>::template R>;
-  if (n_cols == 1 || n <= kFloatChunk) {
-    Tile<Table>(w, w_stride, n_rows, a, a_stride, n_cols, y, y_stride, n);
-    return;
-  }
+void Q80Pack16(const void* w, size_t w_stride, int64_t n, void* dst) {
   const auto* wp = static_cast<const uint8_t*>(w);
-  const auto* ap = static_cast<const uint8_t*>(a);
-  for (int64_t r0 = 0; r0 < n_rows; r0 += kRowChunk) {
-    const int64_t r1 = r0 + kRowChunk < n_rows ? r0 + kRowChunk : n_rows;
-    for (int64_t k0 = 0; k0 < n; k0 += kFloatChunk) {
-      const int64_t kc = n - k0 < kFloatChunk ? n - k0 : kFloatChunk;
-      for (int64_t c0 = 0; c0 < n_cols; c0 += kMaxCols) {
-        const int64_t nc = n_cols - c0 < kMaxCols ? n_cols - c0 : kMaxCols;
-        const RowFn fn = Table::kFns[nc];
-        for (int64_t r = r0; r < r1; ++r) {
-          float part[kMaxCols];
-          fn(wp + r * w_stride + k0 * Row::kBytes, ap + c0 * a_stride + k0 * 4, a_stride, nullptr,
-             part, 1, kc);
-          float* yr = y + c0 * y_stride + r;
-          for (int64_t c = 0; c < nc; ++c) {
-            yr[c * y_stride] = k0 == 0 ? part[c] : yr[c * y_stride] + part[c];
-          }
-        }
-      }
-    }
+  const uint8_t* ptrs[16];
+  for (int r = 0; r < 16; ++r) ptrs[r] = wp + r * w_stride;
+  for (int64_t b = 0; b < n / 32; ++b) {
+    MakeQ80Image(ptrs, b * kQ80Bytes, static_cast<uint8_t*>(dst) + b * kQ80Image);
   }
 }
 
-template <class Table>
-float Dot(const void* w, const void* a, int64_t n) {
-  float y;
-  Table::kFns[1](static_cast<const uint8_t*>(w), static_cast<const uint8_t*>(a), 0, nullptr, &y,
-                 0, n);
-  return y;
-}
-
-template <class Table>
-void SetDot(KernelTable* t, GgmlType type) {
-  const auto i = static_cast<uint32_t>(type);
-  t->dot[i] = Dot<Table>;
-  t->dot_tile[i] = Tile<Table>;
+void Q80TilePacked(const void* wp, int64_t n_groups, const void* a, size_t a_stride,
+                   int64_t n_cols, float* y, size_t y_stride, int64_t n) {
+  const int64_t nb = n / 32;
+  const auto* ap = static_cast<const uint8_t*>(a);
+  for (int64_t c0 = 0; c0 < n_cols; c0 += kQ80ColChunk) {
+    const int64_t nc = n_cols - c0 < kQ80ColChunk ? n_cols - c0 : kQ80ColChunk;
+    for (int64_t g = 0; g < n_groups; ++g) {
+      Q80Pass(static_cast<const uint8_t*>(wp) + g * nb * kQ80Image, 0, nb, 16,
+              ap + c0 * a_stride, a_stride, nc, y + c0 * y_stride + 16 * g, y_stride);
+    }
+  }
 }
 
 }  // namespace
@@ -903,12 +861,12 @@ void FillAvx512Kernels(KernelTable* t) {
   auto idx = [](GgmlType type) { return static_cast<uint32_t>(type); };
   t->dequantize[idx(GgmlType::kF16)] = DequantFloat<F16Row>;
   t->dequantize[idx(GgmlType::kBF16)] = DequantFloat<BF16Row>;
-  SetDot<RowTable<FR<F32Row>::R>>(t, GgmlType::kF32);
-  SetDot<RowTable<FR<F16Row>::R>>(t, GgmlType::kF16);
-  SetDot<RowTable<FR<BF16Row>::R>>(t, GgmlType::kBF16);
   t->dot_tile[idx(GgmlType::kF32)] = FloatTile<F32Row>;
   t->dot_tile[idx(GgmlType::kF16)] = FloatTile<F16Row>;
   t->dot_tile[idx(GgmlType::kBF16)] = FloatTile<BF16Row>;
+  t->dot_tile[idx(GgmlType::kQ8_0)] = Q80Tile;
+  t->pack16[idx(GgmlType::kQ8_0)] = Q80Pack16;
+  t->dot_tile_packed[idx(GgmlType::kQ8_0)] = Q80TilePacked;
 
   t->quantize_activation[idx(GgmlType::kQ4_0)] = QuantizeQ8_0;
   t->quantize_activation[idx(GgmlType::kQ5_0)] = QuantizeQ8_0;
@@ -920,11 +878,6 @@ void FillAvx512Kernels(KernelTable* t) {
   t->dequantize[idx(GgmlType::kQ8_0)] = DequantLegacySigned<Q8_0T>;
   t->dequantize[idx(GgmlType::kQ4_1)] = DequantLegacyMin<Q4_1T>;
   t->dequantize[idx(GgmlType::kQ5_1)] = DequantLegacyMin<Q5_1T>;
-  SetDot<RowTable<LSR<Q4_0T>::R>>(t, GgmlType::kQ4_0);
-  SetDot<RowTable<LSR<Q5_0T>::R>>(t, GgmlType::kQ5_0);
-  SetDot<RowTable<LSR<Q8_0T>::R>>(t, GgmlType::kQ8_0);
-  SetDot<RowTable<LMR<Q4_1T>::R>>(t, GgmlType::kQ4_1);
-  SetDot<RowTable<LMR<Q5_1T>::R>>(t, GgmlType::kQ5_1);
 
   const GgmlType k_quants[] = {GgmlType::kQ2_K, GgmlType::kQ3_K, GgmlType::kQ4_K, GgmlType::kQ5_K,
                                GgmlType::kQ6_K};
@@ -934,11 +887,6 @@ void FillAvx512Kernels(KernelTable* t) {
   t->dequantize[idx(GgmlType::kQ4_K)] = DequantK<Q4KT>;
   t->dequantize[idx(GgmlType::kQ5_K)] = DequantK<Q5KT>;
   t->dequantize[idx(GgmlType::kQ6_K)] = DequantK<Q6KT>;
-  SetDot<RowTable<KR<Q2KT>::R, PrepareK<Q2KT>>>(t, GgmlType::kQ2_K);
-  SetDot<RowTable<KR<Q3KT>::R, PrepareK<Q3KT>>>(t, GgmlType::kQ3_K);
-  SetDot<RowTable<KR<Q4KT>::R, PrepareK<Q4KT>>>(t, GgmlType::kQ4_K);
-  SetDot<RowTable<KR<Q5KT>::R, PrepareK<Q5KT>>>(t, GgmlType::kQ5_K);
-  SetDot<RowTable<KR<Q6KT>::R, PrepareK<Q6KT>>>(t, GgmlType::kQ6_K);
 }
 
 }  // namespace qwen::quant::internal

@@ -132,6 +132,8 @@ inline void FinishQ8K(BlockQ8_K* b) {
 // and leaves the others as they are (the scalar ones, filled first).
 void FillScalarKernels(KernelTable* table);
 void FillAvx2Kernels(KernelTable* table);
+// gemm_avx2.cc: the k-quant products (8 rows in the lanes) and their packed layout.
+void FillAvx2GemmKernels(KernelTable* table);
 void FillAvx512Kernels(KernelTable* table);
 // gemm_avx512.cc: the k-quant tiles with weight rows in the vector lanes (overrides dot_tile).
 // With `gfni` (only on a CPU that has it) the one-column Q3_K product on packed weights moves

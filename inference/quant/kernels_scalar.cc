@@ -1,8 +1,8 @@
-// The scalar reference kernels: written for clarity, one weight at a time, and what every SIMD
-// level is tested against. Dequantization follows ggml's float expressions operation for
-// operation (so that its results match ggml's to the last bit); dot products sum each
-// sub-block's integer products exactly and apply the float scales per sub-block, accumulating
-// in double.
+// The scalar reference kernels: written for clarity, one weight at a time. They define the bits
+// every SIMD level must produce (kernels.h). Dequantization follows ggml's float expressions
+// operation for operation (so that its results match ggml's to the last bit); dot products sum
+// each block's integer products exactly and fold each block into a float accumulator with
+// fused multiply-adds, in block order.
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -284,193 +284,185 @@ void QuantizeQ8_K(const float* x, void* dst, int64_t n) {
 }
 
 // ---- Dot products ----
+//
+// These define what every level computes (kernels.h): float weights as one fused multiply-add
+// chain in index order; quantized weights as exact integers per block, folded into the result
+// with one or two fused multiply-adds per block, blocks in order.
+
+template <typename Load>
+float FloatChain(Load w, const float* x, int64_t n) {
+  float acc = 0.0f;
+  for (int64_t i = 0; i < n; ++i) acc = std::fma(w(i), x[i], acc);
+  return acc;
+}
 
 float DotF32(const void* w, const void* a, int64_t n) {
   const auto* wf = static_cast<const float*>(w);
-  const auto* af = static_cast<const float*>(a);
-  double sum = 0;
-  for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(wf[i]) * af[i];
-  return static_cast<float>(sum);
+  return FloatChain([&](int64_t i) { return wf[i]; }, static_cast<const float*>(a), n);
 }
 
 float DotF16(const void* w, const void* a, int64_t n) {
   const auto* wh = static_cast<const uint16_t*>(w);
-  const auto* af = static_cast<const float*>(a);
-  double sum = 0;
-  for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(Fp16ToFp32(wh[i])) * af[i];
-  return static_cast<float>(sum);
+  return FloatChain([&](int64_t i) { return Fp16ToFp32(wh[i]); }, static_cast<const float*>(a),
+                    n);
 }
 
 float DotBF16(const void* w, const void* a, int64_t n) {
   const auto* wh = static_cast<const uint16_t*>(w);
-  const auto* af = static_cast<const float*>(a);
-  double sum = 0;
-  for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(Bf16ToFp32(wh[i])) * af[i];
-  return static_cast<float>(sum);
+  return FloatChain([&](int64_t i) { return Bf16ToFp32(wh[i]); }, static_cast<const float*>(a),
+                    n);
+}
+
+// One block's contribution: acc + S d da (one rounding).
+float Fold(float acc, int32_t s, float d, float da) {
+  return std::fma(static_cast<float>(s), d * da, acc);
+}
+
+// Q8_0 activations against signed 32-weight blocks: S = sum q_i a_i.
+template <typename Block, typename QuantFn>
+float DotLegacySigned(const void* w, const void* a, int64_t n, QuantFn q) {
+  const auto* wb = static_cast<const Block*>(w);
+  const auto* ab = static_cast<const BlockQ8_0*>(a);
+  float acc = 0.0f;
+  for (int64_t ib = 0; ib < n / kQK; ++ib) {
+    int32_t s = 0;
+    for (int i = 0; i < kQK; ++i) s += q(wb[ib], i) * ab[ib].qs[i];
+    acc = Fold(acc, s, F16(wb[ib].d), F16(ab[ib].d));
+  }
+  return acc;
 }
 
 float DotQ4_0(const void* w, const void* a, int64_t n) {
-  const auto* wb = static_cast<const BlockQ4_0*>(w);
-  const auto* ab = static_cast<const BlockQ8_0*>(a);
-  double sum = 0;
-  for (int64_t ib = 0; ib < n / kQK; ++ib) {
-    int isum = 0;
-    for (int i = 0; i < kQK; ++i) isum += (Q4_0Quant(wb[ib], i) - 8) * ab[ib].qs[i];
-    sum += static_cast<double>(F16(wb[ib].d)) * F16(ab[ib].d) * isum;
-  }
-  return static_cast<float>(sum);
-}
-
-// Q4_1 and Q5_1: sum (d q + m) a = d da sum(q qa) + m (da sum(qa)), the last factor being the
-// activation block's precomputed s.
-float DotQ4_1(const void* w, const void* a, int64_t n) {
-  const auto* wb = static_cast<const BlockQ4_1*>(w);
-  const auto* ab = static_cast<const BlockQ8_1*>(a);
-  double sum = 0;
-  for (int64_t ib = 0; ib < n / kQK; ++ib) {
-    const BlockQ4_1& b = wb[ib];
-    int isum = 0;
-    for (int i = 0; i < kQK; ++i) {
-      const int q = i < 16 ? (b.qs[i] & 0xF) : (b.qs[i - 16] >> 4);
-      isum += q * ab[ib].qs[i];
-    }
-    sum += static_cast<double>(F16(b.d)) * F16(ab[ib].d) * isum +
-           static_cast<double>(F16(b.m)) * F16(ab[ib].s);
-  }
-  return static_cast<float>(sum);
+  return DotLegacySigned<BlockQ4_0>(
+      w, a, n, [](const BlockQ4_0& b, int i) { return Q4_0Quant(b, i) - 8; });
 }
 
 float DotQ5_0(const void* w, const void* a, int64_t n) {
-  const auto* wb = static_cast<const BlockQ5_0*>(w);
-  const auto* ab = static_cast<const BlockQ8_0*>(a);
-  double sum = 0;
-  for (int64_t ib = 0; ib < n / kQK; ++ib) {
-    int isum = 0;
-    for (int i = 0; i < kQK; ++i) isum += (Q5Quant(wb[ib].qs, wb[ib].qh, i) - 16) * ab[ib].qs[i];
-    sum += static_cast<double>(F16(wb[ib].d)) * F16(ab[ib].d) * isum;
-  }
-  return static_cast<float>(sum);
-}
-
-float DotQ5_1(const void* w, const void* a, int64_t n) {
-  const auto* wb = static_cast<const BlockQ5_1*>(w);
-  const auto* ab = static_cast<const BlockQ8_1*>(a);
-  double sum = 0;
-  for (int64_t ib = 0; ib < n / kQK; ++ib) {
-    const BlockQ5_1& b = wb[ib];
-    int isum = 0;
-    for (int i = 0; i < kQK; ++i) isum += Q5Quant(b.qs, b.qh, i) * ab[ib].qs[i];
-    sum += static_cast<double>(F16(b.d)) * F16(ab[ib].d) * isum +
-           static_cast<double>(F16(b.m)) * F16(ab[ib].s);
-  }
-  return static_cast<float>(sum);
+  return DotLegacySigned<BlockQ5_0>(
+      w, a, n, [](const BlockQ5_0& b, int i) { return Q5Quant(b.qs, b.qh, i) - 16; });
 }
 
 float DotQ8_0(const void* w, const void* a, int64_t n) {
-  const auto* wb = static_cast<const BlockQ8_0*>(w);
-  const auto* ab = static_cast<const BlockQ8_0*>(a);
-  double sum = 0;
-  for (int64_t ib = 0; ib < n / kQK; ++ib) {
-    int isum = 0;
-    for (int i = 0; i < kQK; ++i) isum += wb[ib].qs[i] * ab[ib].qs[i];
-    sum += static_cast<double>(F16(wb[ib].d)) * F16(ab[ib].d) * isum;
-  }
-  return static_cast<float>(sum);
+  return DotLegacySigned<BlockQ8_0W>(w, a, n,
+                                     [](const BlockQ8_0W& b, int i) { return int{b.qs[i]}; });
 }
 
-// Integer product of weights q(i) with Q8_K values over sub-block range [lo, hi).
+// Q4_1 and Q5_1: sum (d q + m) a = d da sum(q qa) + m (da sum(qa)), the last factor being the
+// activation block's precomputed s: acc = fma(S, d da, acc), then acc = fma(m, s, acc).
+template <typename Block, typename QuantFn>
+float DotLegacyMin(const void* w, const void* a, int64_t n, QuantFn q) {
+  const auto* wb = static_cast<const Block*>(w);
+  const auto* ab = static_cast<const BlockQ8_1*>(a);
+  float acc = 0.0f;
+  for (int64_t ib = 0; ib < n / kQK; ++ib) {
+    int32_t s = 0;
+    for (int i = 0; i < kQK; ++i) s += q(wb[ib], i) * ab[ib].qs[i];
+    acc = Fold(acc, s, F16(wb[ib].d), F16(ab[ib].d));
+    acc = std::fma(F16(wb[ib].m), F16(ab[ib].s), acc);
+  }
+  return acc;
+}
+
+float DotQ4_1(const void* w, const void* a, int64_t n) {
+  return DotLegacyMin<BlockQ4_1>(w, a, n, [](const BlockQ4_1& b, int i) {
+    return i < 16 ? (b.qs[i] & 0xF) : (b.qs[i - 16] >> 4);
+  });
+}
+
+float DotQ5_1(const void* w, const void* a, int64_t n) {
+  return DotLegacyMin<BlockQ5_1>(
+      w, a, n, [](const BlockQ5_1& b, int i) { return Q5Quant(b.qs, b.qh, i); });
+}
+
+// Integer product of weights q(i) with Q8_K values over [lo, hi).
 template <typename QuantFn>
-int SubBlockDot(QuantFn q, const BlockQ8_K& a, int lo, int hi) {
-  int isum = 0;
+int32_t RangeDot(QuantFn q, const BlockQ8_K& a, int lo, int hi) {
+  int32_t isum = 0;
   for (int i = lo; i < hi; ++i) isum += q(i) * a.qs[Q8KSlot(i)];
   return isum;
 }
 
-// Q2_K: sum over sub-blocks of d sc da isum - dmin mn da (sum of the sub-block's activations).
+// The k-quants. Per block, with sub-block scales sc and minimums mn (integers):
+//   S = sum_s sc_s sum_{i in s} q_i a_i,   M = sum_s mn_s (sum of the activations of s),
+//   acc = fma(float(S), d da, acc);  acc = fma(float(M), -dmin da, acc)  (types with minimums).
 float DotQ2_K(const void* w, const void* a, int64_t n) {
   const auto* wb = static_cast<const BlockQ2_K*>(w);
   const auto* ab = static_cast<const BlockQ8_K*>(a);
-  double sum = 0;
+  float acc = 0.0f;
   for (int64_t ib = 0; ib < n / kQKK; ++ib) {
     const BlockQ2_K& b = wb[ib];
-    const double d = F16(b.d) * static_cast<double>(ab[ib].d);
-    const double dmin = F16(b.dmin) * static_cast<double>(ab[ib].d);
-    for (int s = 0; s < 16; ++s) {
-      const int isum = SubBlockDot([&](int i) { return Q2KQuant(b, i); }, ab[ib], 16 * s, 16 * s + 16);
-      sum += d * (b.scales[s] & 0xF) * isum - dmin * (b.scales[s] >> 4) * ab[ib].bsums[s];
+    int32_t s = 0, m = 0;
+    for (int sb = 0; sb < 16; ++sb) {
+      s += (b.scales[sb] & 0xF) *
+           RangeDot([&](int i) { return Q2KQuant(b, i); }, ab[ib], 16 * sb, 16 * sb + 16);
+      m += (b.scales[sb] >> 4) * ab[ib].bsums[sb];
     }
+    acc = Fold(acc, s, F16(b.d), ab[ib].d);
+    acc = Fold(acc, m, -F16(b.dmin), ab[ib].d);
   }
-  return static_cast<float>(sum);
+  return acc;
 }
 
 float DotQ3_K(const void* w, const void* a, int64_t n) {
   const auto* wb = static_cast<const BlockQ3_K*>(w);
   const auto* ab = static_cast<const BlockQ8_K*>(a);
-  double sum = 0;
+  float acc = 0.0f;
   for (int64_t ib = 0; ib < n / kQKK; ++ib) {
     const BlockQ3_K& b = wb[ib];
-    const double d = F16(b.d) * static_cast<double>(ab[ib].d);
-    for (int s = 0; s < 16; ++s) {
-      const int isum = SubBlockDot([&](int i) { return Q3KQuant(b, i); }, ab[ib], 16 * s, 16 * s + 16);
-      sum += d * (Q3KScale(b, s) - 32) * isum;
+    int32_t s = 0;
+    for (int sb = 0; sb < 16; ++sb) {
+      s += (Q3KScale(b, sb) - 32) *
+           RangeDot([&](int i) { return Q3KQuant(b, i); }, ab[ib], 16 * sb, 16 * sb + 16);
     }
+    acc = Fold(acc, s, F16(b.d), ab[ib].d);
   }
-  return static_cast<float>(sum);
+  return acc;
+}
+
+template <typename Block, typename QuantFn>
+float DotK4(const void* w, const void* a, int64_t n, QuantFn q) {
+  const auto* wb = static_cast<const Block*>(w);
+  const auto* ab = static_cast<const BlockQ8_K*>(a);
+  float acc = 0.0f;
+  for (int64_t ib = 0; ib < n / kQKK; ++ib) {
+    const Block& b = wb[ib];
+    int32_t s = 0, m = 0;
+    for (int j = 0; j < 8; ++j) {
+      int sc, mn;
+      K4ScaleMin(b.scales, j, &sc, &mn);
+      s += sc * RangeDot([&](int i) { return q(b, i); }, ab[ib], 32 * j, 32 * j + 32);
+      m += mn * (ab[ib].bsums[2 * j] + ab[ib].bsums[2 * j + 1]);
+    }
+    acc = Fold(acc, s, F16(b.d), ab[ib].d);
+    acc = Fold(acc, m, -F16(b.dmin), ab[ib].d);
+  }
+  return acc;
 }
 
 float DotQ4_K(const void* w, const void* a, int64_t n) {
-  const auto* wb = static_cast<const BlockQ4_K*>(w);
-  const auto* ab = static_cast<const BlockQ8_K*>(a);
-  double sum = 0;
-  for (int64_t ib = 0; ib < n / kQKK; ++ib) {
-    const BlockQ4_K& b = wb[ib];
-    const double d = F16(b.d) * static_cast<double>(ab[ib].d);
-    const double dmin = F16(b.dmin) * static_cast<double>(ab[ib].d);
-    for (int j = 0; j < 8; ++j) {
-      int sc, mn;
-      K4ScaleMin(b.scales, j, &sc, &mn);
-      const int isum = SubBlockDot([&](int i) { return Q4KQuant(b, i); }, ab[ib], 32 * j, 32 * j + 32);
-      sum += d * sc * isum - dmin * mn * (ab[ib].bsums[2 * j] + ab[ib].bsums[2 * j + 1]);
-    }
-  }
-  return static_cast<float>(sum);
+  return DotK4<BlockQ4_K>(w, a, n, Q4KQuant);
 }
 
 float DotQ5_K(const void* w, const void* a, int64_t n) {
-  const auto* wb = static_cast<const BlockQ5_K*>(w);
-  const auto* ab = static_cast<const BlockQ8_K*>(a);
-  double sum = 0;
-  for (int64_t ib = 0; ib < n / kQKK; ++ib) {
-    const BlockQ5_K& b = wb[ib];
-    const double d = F16(b.d) * static_cast<double>(ab[ib].d);
-    const double dmin = F16(b.dmin) * static_cast<double>(ab[ib].d);
-    for (int j = 0; j < 8; ++j) {
-      int sc, mn;
-      K4ScaleMin(b.scales, j, &sc, &mn);
-      const int isum = SubBlockDot([&](int i) { return Q5KQuant(b, i); }, ab[ib], 32 * j, 32 * j + 32);
-      sum += d * sc * isum - dmin * mn * (ab[ib].bsums[2 * j] + ab[ib].bsums[2 * j + 1]);
-    }
-  }
-  return static_cast<float>(sum);
+  return DotK4<BlockQ5_K>(w, a, n, Q5KQuant);
 }
 
 float DotQ6_K(const void* w, const void* a, int64_t n) {
   const auto* wb = static_cast<const BlockQ6_K*>(w);
   const auto* ab = static_cast<const BlockQ8_K*>(a);
-  double sum = 0;
+  float acc = 0.0f;
   for (int64_t ib = 0; ib < n / kQKK; ++ib) {
     const BlockQ6_K& b = wb[ib];
-    const double d = F16(b.d) * static_cast<double>(ab[ib].d);
-    for (int s = 0; s < 16; ++s) {
-      const int isum = SubBlockDot([&](int i) { return Q6KQuant(b, i); }, ab[ib], 16 * s, 16 * s + 16);
-      sum += d * b.scales[s] * isum;
+    int32_t s = 0;
+    for (int sb = 0; sb < 16; ++sb) {
+      s += b.scales[sb] *
+           RangeDot([&](int i) { return Q6KQuant(b, i); }, ab[ib], 16 * sb, 16 * sb + 16);
     }
+    acc = Fold(acc, s, F16(b.d), ab[ib].d);
   }
-  return static_cast<float>(sum);
+  return acc;
 }
 
-// The reference tile: one dot per (row, column). Only the SIMD levels read a weight block once
-// for all columns; this defines what they must compute.
 template <float (*Dot)(const void*, const void*, int64_t)>
 void TileOfDots(const void* w, size_t w_stride, int64_t n_rows, const void* a, size_t a_stride,
                 int64_t n_cols, float* y, size_t y_stride, int64_t n) {
@@ -489,7 +481,6 @@ void Set(KernelTable* t, GgmlType type, void (*deq)(const void*, float*, int64_t
   const auto i = static_cast<uint32_t>(type);
   t->dequantize[i] = deq;
   t->quantize_activation[i] = quant;
-  t->dot[i] = Dot;
   t->dot_tile[i] = TileOfDots<Dot>;
 }
 

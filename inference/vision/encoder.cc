@@ -313,34 +313,33 @@ void LayerNorm(ops::ComputeContext& ctx, const float* x, const float* w, const f
 
 // y[t][o] (row stride ldy) = sum_i x[t][i] W[o][i] + b[o] (b may be null), for all n tokens.
 //
-// The encoder's products are prefill-shaped (hundreds to thousands of tokens), so they run as
-// OpenBLAS sgemm: the output rows are cut into chunks handed to the pool's threads, each chunk's
-// weight rows converted to F32 in the thread's scratch (F16/BF16/Q8_0; F32 is used in place) and
-// multiplied with all tokens at once. Converting per call instead of once at load keeps the
-// resident tower at its file size (0.64 GB in F16 for Qwen3.5-4B, not 1.3 GB): the conversion
-// reads each weight once per image, against n_tokens multiply-adds per weight, i.e. < 1% of the
-// time for a 448x448 image. Chunks of 256 rows keep sgemm's packing of x (once per call)
-// small against its arithmetic.
+// The kernels' float tiles (quant::KernelTable::dot_tile): each output is one fused multiply-add
+// chain over i, whatever the matrix's shape, so a tower whose q, k and v are one matrix (llama.cpp's
+// mmproj) and one whose are three (Ollama's bundled tower) give the same bits, as do all CPUs.
+// The output rows are cut into chunks handed to the pool's threads. Float weights (F32, F16,
+// BF16) are read in place; other types (Q8_0) are converted to F32 per chunk in the thread's
+// scratch, which keeps the resident tower at its file size.
 void Linear(ops::ComputeContext& ctx, const ops::Weight& w, const float* b, const float* x,
             int64_t n, float* y, int64_t ldy) {
-  constexpr int64_t kChunk = 256;
+  constexpr int64_t kChunk = 64;
   const int64_t n_chunks = (w.n_out + kChunk - 1) / kChunk;
-  const auto dequant = quant::Kernels().dequantize[static_cast<int>(w.type)];
+  const quant::KernelTable& k = quant::Kernels();
+  const bool in_place =
+      w.type == GgmlType::kF32 || w.type == GgmlType::kF16 || w.type == GgmlType::kBF16;
+  const size_t x_stride = static_cast<size_t>(w.n_in) * sizeof(float);
   ctx.pool().ParallelFor(n_chunks, 1, [&](int64_t c0, int64_t c1, int thread) {
     for (int64_t c = c0; c < c1; ++c) {
       const int64_t r0 = c * kChunk, rows = std::min(kChunk, w.n_out - r0);
-      const float* tile;
-      if (w.type == GgmlType::kF32) {
-        tile = reinterpret_cast<const float*>(w.row(r0));
+      if (in_place) {
+        k.dot_tile[static_cast<int>(w.type)](w.row(r0), w.row_bytes, rows, x, x_stride, n, y + r0,
+                                             static_cast<size_t>(ldy), w.n_in);
       } else {
         float* buf = ctx.ThreadScratch(thread, 0, static_cast<size_t>(rows * w.n_in));
+        const auto dequant = k.dequantize[static_cast<int>(w.type)];
         for (int64_t r = 0; r < rows; ++r) dequant(w.row(r0 + r), buf + r * w.n_in, w.n_in);
-        tile = buf;
+        k.dot_tile[static_cast<int>(GgmlType::kF32)](buf, x_stride, rows, x, x_stride, n, y + r0,
+                                                     static_cast<size_t>(ldy), w.n_in);
       }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n),
-                  static_cast<int>(rows), static_cast<int>(w.n_in), 1.0f, x,
-                  static_cast<int>(w.n_in), tile, static_cast<int>(w.n_in), 0.0f, y + r0,
-                  static_cast<int>(ldy));
       if (b != nullptr) {
         for (int64_t t = 0; t < n; ++t) {
           float* yt = y + t * ldy + r0;

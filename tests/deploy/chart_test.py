@@ -1,14 +1,17 @@
 """The deployment files agree with each other and with the server (label unit).
 
-Parses every YAML file under deploy/, validates the chart's values and every per-model values
-file against values.schema.json, renders the chart and the helmfile with tests/deploy/helmrender
-(Go text/template + Sprig, Helm's engine), and checks the rendered manifests against
+Real Helm is the test: the chart is linted (`helm lint --strict`) and rendered (`helm template`)
+with Helm 3.17 and Helm 4.1 (scripts/deploy-tools) for the defaults, the chart's own values.yaml
+passed back with -f, every per-model values file (as the helmfile passes it), every optional
+feature on, and a table of bad values that both must refuse. Every rendered object is validated
+against its Kubernetes (or CRD) schema with a strict field check (validate_manifests.mjs), the
+pod's QoS class is computed by Kubernetes' rule, and the manifests are checked against
 `qwen serve --help` / `--check_config` (flag names and values), against each other (ports,
-probes, Services) and against what the server writes (socket directory, TMPDIR on writable
-volumes; model read-only; non-root user of the Dockerfile).
+probes, Services, NetworkPolicy, autoscaler, routes) and against what the server writes (socket
+directory, TMPDIR on writable volumes; model read-only; non-root user of the Dockerfile). The
+helmfile is rendered by tests/deploy/helmrender (no helmfile binary is at hand).
 """
 
-import copy
 import glob
 import json
 import math
@@ -18,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import unittest
+from fractions import Fraction
 
 import jsonschema
 import yaml
@@ -57,33 +61,63 @@ def memory_formula(values):
 # Values that switch every optional feature on, to render every branch of the templates.
 ALL_FEATURES = {
     "tls": {"enabled": True, "secretName": "qwen-tls", "clientCA": True},
-    "auth": {"enabled": True, "secretName": "qwen-tokens"},
+    "auth": {"enabled": True, "secretName": "qwen-tokens", "exemptProbes": False},
     "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
-    "autoscaling": {"enabled": True},
+    "autoscaling": {"enabled": True, "provider": "hpa"},
     "logging": {"level": "info"},
     "server": {"limits": {"maxMessageBytes": 4194304, "maxConcurrentStreams": 100,
                           "maxTools": 64, "maxStopStrings": 16},
                "extraArgs": ["--max_retries=3"], "host": "::"},
+    "model": {"download": {"cache": "cluster",
+                           "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
+                           "envFrom": [{"secretRef": {"name": "hf-token"}}]}},
+    "route": {"enabled": True, "parentRefs": [{"name": "gateway", "namespace": "gw"}],
+              "hostnames": ["qwen.example.com"], "sessionAffinity": {"enabled": True}},
+    "ingress": {"enabled": True, "className": "nginx", "hosts": ["qwen.example.com"],
+                "tls": [{"secretName": "qwen-example-tls", "hosts": ["qwen.example.com"]}]},
+    "lifecycle": {"terminationGracePeriodSeconds": 100, "progressDeadlineSeconds": 2400},
     "podAnnotations": {"a": "b"},
     "nodeSelector": {"kubernetes.io/arch": "amd64"},
+    "image": {"pullSecrets": [{"name": "registry"}]},
 }
 
 VARIANTS = {
     "defaults": [],
     "all-features": [ALL_FEATURES],
+    "keda": [{"autoscaling": {"enabled": True, "provider": "keda"},
+              "route": {"enabled": True, "kind": "HTTPRoute",
+                        "parentRefs": [{"name": "gateway"}]}}],
+    "tls-only": [{"tls": {"enabled": True, "secretName": "qwen-tls"}}],
+    "auth-only": [{"auth": {"enabled": True, "secretName": "qwen-tokens"}}],
+    "node-cache": [{"model": {"download": {"cache": "node"}}}],
+    "node-cache-prepared": [{"model": {"download": {"cache": "node",
+                                                    "nodePathSetOwner": False}}}],
     "pvc": [{"model": {"source": "pvc", "pvc": {"claimName": "models", "subPath": "qwen"}}}],
     "image": [{"model": {"source": "image"}}],
     "metrics-off": [{"metrics": {"enabled": False}}],
+    "no-network-policy": [{"networkPolicy": {"enabled": False}}],
     "f32-big": [{"server": {"kvType": "f32", "ctxSize": 262144, "workers": 1, "slots": 1,
                             "threads": 8}}],
+    "burstable": [{"resources": {"limitCpu": False}}],
 }
+
+
+def values_of(overrides):
+    v = d.chart_defaults()
+    for o in overrides:
+        v = d.merge(v, o)
+    return v
+
+
+def pod_downloads(v):
+    return v["model"]["source"] == "url" and v["model"]["download"]["cache"] != "cluster"
 
 
 class YamlFilesTest(unittest.TestCase):
     def test_every_yaml_file_parses(self):
         files = [p for p in glob.glob(os.path.join(d.DEPLOY, "**", "*.y*ml"), recursive=True)
                  if "/templates/" not in p]
-        self.assertGreaterEqual(len(files), 5, files)
+        self.assertGreaterEqual(len(files), 6, files)
         for p in files:
             with self.subTest(file=os.path.relpath(p, d.ROOT)):
                 with open(p) as f:
@@ -133,42 +167,130 @@ class SchemaTest(unittest.TestCase):
                 self.validator.validate(v)
 
     def test_rejects_nonsense(self):
-        bad = {
-            "zero workers": {"server": {"workers": 0}},
-            "port out of range": {"server": {"port": 70000}},
-            "port as text": {"server": {"port": "grpc"}},
-            "unknown kv type": {"server": {"kvType": "q8_0"}},
-            "tiny context": {"server": {"ctxSize": 1}},
-            "auto threads": {"server": {"threads": 0}},
-            "relative socket dir": {"server": {"socketDir": "run/qwen"}},
-            "socket dir too long": {"server": {"socketDir": "/" + "a" * 80}},
-            "argument that is not a flag": {"server": {"extraArgs": ["rm -rf /"]}},
-            "unknown model source": {"model": {"source": "ftp"}},
-            "short checksum": {"model": {"sha256": "abc"}},
-            "upper-case checksum": {"model": {"sha256": "D" * 64}},
-            "url without checksum": {"model": {"sha256": ""}},
-            "url source without url": {"model": {"url": ""}},
-            "pvc without claim": {"model": {"source": "pvc"}},
-            "file with a directory": {"model": {"file": "../x.gguf"}},
-            "not a gguf": {"model": {"file": "model.bin"}},
-            "no weights size": {"model": {"memory": {"weightsBytes": 0}}},
-            "root user": {"securityContext": {"runAsUser": 0}},
-            "unknown key": {"server": {"wokers": 2}},
-            "unknown top-level key": {"replicas": 3},
-            "memory in words": {"resources": {"memory": "lots"}},
-            "tls without secret": {"tls": {"enabled": True}},
-            "auth without secret": {"auth": {"enabled": True}},
-            "negative grace": {"server": {"gracePeriodSeconds": -1}},
-            "log format": {"logging": {"format": "xml"}},
-            "no replicas": {"replicaCount": 0},
-            "hpa over 100%": {"autoscaling": {"targetCPUUtilizationPercentage": 150}},
-            "service type": {"service": {"type": "ExternalName"}},
-            "tmp size not in Mi": {"volumes": {"tmpSizeLimit": "1Gi"}},
-        }
-        for name, override in bad.items():
+        """The schema alone (Python's jsonschema) refuses every schema case of BAD_VALUES."""
+        for name, (override, _, template_only) in BAD_VALUES.items():
+            if template_only:
+                continue
             with self.subTest(case=name):
                 errors = list(self.validator.iter_errors(d.merge(self.defaults, override)))
                 self.assertTrue(errors, f"{name}: accepted {override}")
+
+
+# Values Helm must refuse: (override, a word its message must contain, whether only the
+# templates (not the schema) can see the problem).
+BAD_VALUES = {
+    "zero workers": ({"server": {"workers": 0}}, "workers", False),
+    "port out of range": ({"server": {"port": 70000}}, "port", False),
+    "port as text": ({"server": {"port": "grpc"}}, "port", False),
+    "unknown kv type": ({"server": {"kvType": "q8_0"}}, "kvType", False),
+    "tiny context": ({"server": {"ctxSize": 1}}, "ctxSize", False),
+    "auto threads": ({"server": {"threads": 0}}, "threads", False),
+    "relative socket dir": ({"server": {"socketDir": "run/qwen"}}, "socketDir", False),
+    "socket dir too long": ({"server": {"socketDir": "/" + "a" * 80}}, "socketDir", False),
+    "argument that is not a flag": ({"server": {"extraArgs": ["rm -rf /"]}}, "extraArgs", False),
+    "message limit below 1 KiB": ({"server": {"limits": {"maxMessageBytes": 10}}},
+                                  "maxMessageBytes", False),
+    "misspelled limit": ({"server": {"limits": {"maxToolz": 3}}}, "maxToolz", False),
+    "unknown model source": ({"model": {"source": "ftp"}}, "source", False),
+    "short checksum": ({"model": {"sha256": "abc"}}, "sha256", False),
+    "upper-case checksum": ({"model": {"sha256": "D" * 64}}, "sha256", False),
+    "url without checksum": ({"model": {"sha256": ""}}, "sha256", False),
+    "url source without url": ({"model": {"url": ""}}, "url", False),
+    "pvc without claim": ({"model": {"source": "pvc"}}, "claimName", False),
+    "file with a directory": ({"model": {"file": "../x.gguf"}}, "file", False),
+    "not a gguf": ({"model": {"file": "model.bin"}}, "file", False),
+    "no weights size": ({"model": {"memory": {"weightsBytes": 0}}}, "weightsBytes", False),
+    "unknown cache": ({"model": {"download": {"cache": "disk"}}}, "cache", False),
+    "node cache in /etc": ({"model": {"download": {"cache": "node", "nodePath": "/etc/qwen"}}},
+                           "nodePath", False),
+    "relative node path": ({"model": {"download": {"nodePath": "var/qwen"}}}, "nodePath", False),
+    "cache without a download": ({"model": {"source": "image", "download": {"cache": "node"}}},
+                                 "download.cache", True),
+    "download cpu deleted with null": ({"model": {"download": {"resources": {"cpu": None}}}},
+                                       "cpu", False),
+    "download env without a name": ({"model": {"download": {"extraEnv": [{"value": "x"}]}}},
+                                     "extraEnv", False),
+    "root user": ({"securityContext": {"runAsUser": 0}}, "runAsUser", False),
+    "unknown key": ({"server": {"wokers": 2}}, "wokers", False),
+    "unknown top-level key": ({"replicas": 3}, "replicas", False),
+    "memory in words": ({"resources": {"memory": "lots"}}, "memory", False),
+    "tls without secret": ({"tls": {"enabled": True}}, "secretName", False),
+    "auth without secret": ({"auth": {"enabled": True}}, "secretName", False),
+    "negative grace": ({"server": {"gracePeriodSeconds": -1}}, "gracePeriodSeconds", False),
+    "negative reload interval": ({"credentialsReloadSeconds": -1}, "credentialsReloadSeconds",
+                                 False),
+    "log format": ({"logging": {"format": "xml"}}, "format", False),
+    "no replicas": ({"replicaCount": 0}, "replicaCount", False),
+    "scale to zero": ({"autoscaling": {"enabled": True, "minReplicas": 0}}, "minReplicas",
+                      False),
+    "autoscaler max below min": ({"autoscaling": {"enabled": True, "minReplicas": 4,
+                                                  "maxReplicas": 2}}, "maxReplicas", True),
+    "autoscaling without metrics": ({"autoscaling": {"enabled": True},
+                                     "metrics": {"enabled": False}}, "metrics.enabled", True),
+    "unknown autoscaler": ({"autoscaling": {"provider": "cpu"}}, "provider", False),
+    "slot target over 100%": ({"autoscaling": {"targetSlotUtilizationPercent": 150}},
+                              "targetSlotUtilizationPercent", False),
+    "zero queue target": ({"autoscaling": {"targetQueueDepth": 0}}, "targetQueueDepth", False),
+    "keda without a Prometheus URL": ({"autoscaling": {"keda": {"serverAddress": "prometheus"}}},
+                                      "serverAddress", False),
+    "old CPU target key": ({"autoscaling": {"targetCPUUtilizationPercentage": 75}},
+                           "targetCPUUtilizationPercentage", False),
+    "service type": ({"service": {"type": "ExternalName"}}, "type", False),
+    "tmp size not in Mi": ({"volumes": {"tmpSizeLimit": "1Gi"}}, "tmpSizeLimit", False),
+    "metrics on the gRPC port": ({"metrics": {"port": 50051}}, "metrics.port", True),
+    "health port on the gRPC port": ({"tls": {"enabled": True, "secretName": "t"},
+                                      "probes": {"healthPort": 50051}}, "healthPort", True),
+    "termination grace shorter than the drain": (
+        {"lifecycle": {"terminationGracePeriodSeconds": 30}}, "terminationGracePeriodSeconds",
+        True),
+    "progress deadline shorter than download and start": (
+        {"lifecycle": {"progressDeadlineSeconds": 600}}, "progressDeadlineSeconds", True),
+    "route without a gateway": ({"route": {"enabled": True}}, "parentRefs", False),
+    "route kind": ({"route": {"kind": "TCPRoute"}}, "kind", False),
+    "affinity on the authorization header": ({"route": {"sessionAffinity": {
+        "header": "authorization"}}}, "header", False),
+    "ingress without hosts": ({"ingress": {"enabled": True}}, "hosts", False),
+    "no download ports": ({"networkPolicy": {"downloadPorts": []}}, "downloadPorts", False),
+    "misspelled peer": ({"networkPolicy": {"apiFrom": [{"podSelectr": {}}]}}, "podSelectr",
+                        False),
+}
+
+
+class HelmTest(unittest.TestCase):
+    """Helm 3 and Helm 4 themselves: lint, render, refuse."""
+
+    def test_lint_and_render_on_helm_3_and_4(self):
+        cases = {name: ([], overrides) for name, overrides in VARIANTS.items()}
+        # The chart's own values.yaml passed back: Helm 3 drops its null keys, so none may be
+        # null where the schema wants a value.
+        cases["values.yaml with -f"] = ([os.path.join(d.CHART, "values.yaml")], [])
+        for p in d.model_values_files():
+            _, chart_values = d.helmfile_release(p)
+            cases[os.path.relpath(p, d.MODEL_VALUES_DIR)] = ([], [chart_values])
+        for name, (files, overrides) in cases.items():
+            outputs = {}
+            for helm in ("3", "4"):
+                with self.subTest(case=name, helm=helm):
+                    code, out = d.lint_chart(files, overrides, helm=helm)
+                    self.assertEqual(code, 0, f"helm{helm} lint --strict, {name}:\n{out}")
+                    self.assertIn("0 chart(s) failed", out)
+                    outputs[helm] = d.render_chart(files, overrides, helm=helm)
+            with self.subTest(case=name, check="helm 3 and 4 render the same"):
+                self.assertEqual(outputs["3"], outputs["4"])
+
+    def test_bad_values_are_refused_naming_the_field(self):
+        for name, (override, word, template_only) in BAD_VALUES.items():
+            for helm in ("3", "4"):
+                with self.subTest(case=name, helm=helm):
+                    with self.assertRaises(d.RenderError) as e:
+                        d.render_chart(values=[override], helm=helm)
+                    self.assertIn(word, str(e.exception), f"{name}: {e.exception}")
+                    # Lint checks the schema; it turns the templates' `fail` into a note.
+                    code, out = d.lint_chart(values=[override], helm=helm)
+                    if template_only:
+                        self.assertIn(word, out)
+                    else:
+                        self.assertNotEqual(code, 0, f"helm{helm} lint passed {name}")
 
 
 class RenderTest(unittest.TestCase):
@@ -181,18 +303,18 @@ class RenderTest(unittest.TestCase):
         assert "check_config" in cls.known_flags, "qwen serve --help lists no --check_config"
         cls.rendered = {}
         cls.values = {}
+        cls.namespaces = {}
         for name, overrides in VARIANTS.items():
             cls.rendered[name] = d.render_chart(values=overrides)
-            v = cls.defaults
-            for o in overrides:
-                v = d.merge(v, o)
-            cls.values[name] = v
+            cls.values[name] = values_of(overrides)
+            cls.namespaces[name] = "qwen"
         for p in d.model_values_files():
             rel, chart_values = d.helmfile_release(p)
             name = os.path.relpath(p, d.MODEL_VALUES_DIR)
             cls.rendered[name] = d.render_chart(values=[chart_values],
                                                 release=rel["name"], namespace=rel["namespace"])
             cls.values[name] = d.merge(cls.defaults, chart_values)
+            cls.namespaces[name] = rel["namespace"]
 
     def each(self):
         for name in self.rendered:
@@ -203,10 +325,23 @@ class RenderTest(unittest.TestCase):
         for name, r, v in self.each():
             kinds = sorted(m["kind"] for _, m in r if isinstance(m, dict))
             want = ["Deployment", "PodDisruptionBudget", "Service", "Service", "ServiceAccount"]
+            if v["networkPolicy"]["enabled"]:
+                want.append("NetworkPolicy")
             if v["autoscaling"]["enabled"]:
-                want.append("HorizontalPodAutoscaler")
+                want.append({"hpa": "HorizontalPodAutoscaler",
+                             "keda": "ScaledObject"}[v["autoscaling"]["provider"]])
             if v["metrics"]["enabled"] and v["metrics"]["serviceMonitor"]["enabled"]:
                 want.append("ServiceMonitor")
+            if v["model"]["source"] == "url" and v["model"]["download"]["cache"] == "cluster":
+                want += ["PersistentVolumeClaim", "Job"]
+                if v["networkPolicy"]["enabled"]:
+                    want.append("NetworkPolicy")
+            if v["route"]["enabled"]:
+                want.append(v["route"]["kind"])
+            if v["route"]["sessionAffinity"]["enabled"]:
+                want.append("DestinationRule")
+            if v["ingress"]["enabled"]:
+                want.append("Ingress")
             self.assertEqual(kinds, sorted(want))
             for _, m in r:
                 if isinstance(m, dict):
@@ -218,17 +353,15 @@ class RenderTest(unittest.TestCase):
             c = d.server_container(d.one(r, "Deployment"))
             sub, flags = d.parse_args(c["args"])
             self.assertEqual(sub, "serve")
-            usable, pending = d.split_known(flags, self.known_flags)
-            if pending:
-                print(f"\n  {name}: not checked yet, added by other branches: "
-                      + ", ".join(f"--{k} ({b})" for k, b in sorted(pending.items())),
-                      file=sys.stderr)
+            # Every flag the chart passes is one this `qwen serve` lists: none is skipped.
+            self.assertEqual(d.unknown_flags(flags, self.known_flags), [], name)
+            usable = flags
             # As rendered: the model and /run/qwen are not on this machine (noted, not checked).
             code, out, err = d.check_config(usable)
             self.assertEqual(code, 0, f"{name}: {err}\n{out}")
             for k, val in usable.items():
                 got = out["flags"][k]
-                if k.endswith(("period", "timeout", "age", "age_grace")):
+                if k.endswith(("period", "timeout", "age", "age_grace", "reload_interval")):
                     self.assertEqual(duration_seconds(val), duration_seconds(got), k)
                 else:
                     self.assertEqual(got, val, k)
@@ -260,6 +393,14 @@ class RenderTest(unittest.TestCase):
                 self.assertEqual(flags.get(k), want, k)
             self.assertEqual("tls_cert" in flags, v["tls"]["enabled"])
             self.assertEqual("auth_tokens_file" in flags, v["auth"]["enabled"])
+            # Rotated Secrets are picked up without a restart.
+            self.assertEqual("credentials_reload_interval" in flags,
+                             v["tls"]["enabled"] or v["auth"]["enabled"])
+            for key, flag in (("maxMessageBytes", "max_message_bytes"),
+                              ("maxConcurrentStreams", "max_concurrent_streams"),
+                              ("maxTools", "max_tools"), ("maxStopStrings", "max_stop_strings")):
+                self.assertEqual(flags.get(flag), str(s["limits"][key])
+                                 if key in s["limits"] else None, flag)
 
     def test_ports_services_and_probes_agree(self):
         for name, r, v in self.each():
@@ -291,12 +432,25 @@ class RenderTest(unittest.TestCase):
                 self.assertEqual(grpc["port"], v["service"]["port"])
                 self.assertEqual(grpc["appProtocol"], "grpc")
             self.assertFalse(headless["spec"].get("publishNotReadyAddresses", False))
-            # Probes: gRPC health on the server's port and service name, or TCP under TLS.
+            # Probes: always a gRPC health check of the probes' service: the kubelet's own on
+            # the server's port, or, when that port speaks TLS or wants a token, `qwen health`
+            # in the container against the loopback health port the server is told to open.
+            health_port = v["tls"]["enabled"] or (v["auth"]["enabled"]
+                                                  and not v["auth"]["exemptProbes"])
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
                 p = c[probe]
-                if v["tls"]["enabled"]:
-                    self.assertEqual(p["tcpSocket"]["port"], "grpc")
+                self.assertNotIn("tcpSocket", p)
+                if health_port:
+                    cmd = p["exec"]["command"]
+                    self.assertEqual(cmd[:2], ["/usr/local/bin/qwen", "health"])
+                    self.assertIn(f"--service={v['probes']['grpcService']}", cmd)
+                    self.assertEqual(cmd[-1], f"127.0.0.1:{flags['health_port']}")
+                    self.assertEqual(int(flags["health_port"]), v["probes"]["healthPort"])
+                    timeout = [a for a in cmd if a.startswith("--probe_timeout=")][0]
+                    self.assertLess(duration_seconds(timeout.split("=")[1]), p["timeoutSeconds"])
+                    self.assertNotIn(v["probes"]["healthPort"], ports.values())
                 else:
+                    self.assertNotIn("health_port", flags)
                     self.assertEqual(p["grpc"]["port"], ports["grpc"])
                     self.assertEqual(p["grpc"]["service"], v["probes"]["grpcService"])
             # ServiceMonitor scrapes the main Service's metrics port.
@@ -357,6 +511,12 @@ class RenderTest(unittest.TestCase):
             containers = pod["containers"] + pod.get("initContainers", [])
             for c in containers:
                 sc = c["securityContext"]
+                if c["name"] == "model-dir-owner":
+                    # The one root container (cache node): a chown with CAP_CHOWN alone
+                    # (test_model_caches).
+                    self.assertEqual(sc["runAsUser"], 0)
+                    self.assertEqual(sc["capabilities"]["add"], ["CHOWN"])
+                    continue
                 self.assertTrue(sc["readOnlyRootFilesystem"])
                 self.assertFalse(sc["allowPrivilegeEscalation"])
                 self.assertEqual(sc["capabilities"]["drop"], ["ALL"])
@@ -389,9 +549,13 @@ class RenderTest(unittest.TestCase):
                     mount, vol = d.mount_for(c, pod, flags[flag])
                     self.assertTrue(mount["readOnly"])
                     self.assertIn("secret", vol)
-            # The download: the init container writes the model volume and nothing else.
-            inits = pod.get("initContainers", [])
-            self.assertEqual(bool(inits), v["model"]["source"] == "url")
+            # The download: the init container writes the model volume and nothing else (with
+            # the cluster cache the Job writes it, and the pod only waits for it, read-only).
+            inits = [c_ for c_ in pod.get("initContainers", []) if c_["name"] == "fetch-model"]
+            self.assertEqual(bool(inits), pod_downloads(v))
+            for w in pod.get("initContainers", []):
+                if w["name"] == "wait-for-model":
+                    self.assertTrue(w["volumeMounts"][0]["readOnly"])
             for ic in inits:
                 cmd = ic["command"]
                 self.assertEqual(cmd[0], "fetch-model")
@@ -403,9 +567,10 @@ class RenderTest(unittest.TestCase):
                 self.assertEqual(mount["name"], d.mount_for(c, pod, flags["model"])[0]["name"])
                 self.assertEqual(os.path.join(out_dir, cmd[cmd.index("--file") + 1]),
                                  flags["model"])
-                size_limit = vol["emptyDir"]["sizeLimit"]
-                self.assertGreater(int(size_limit.rstrip("Mi")) * MiB,
-                                   v["model"]["memory"]["weightsBytes"])
+                if "emptyDir" in vol:
+                    size_limit = vol["emptyDir"]["sizeLimit"]
+                    self.assertGreater(int(size_limit.rstrip("Mi")) * MiB,
+                                       v["model"]["memory"]["weightsBytes"])
 
     def test_resources_follow_the_memory_formula(self):
         for name, r, v in self.each():
@@ -418,7 +583,7 @@ class RenderTest(unittest.TestCase):
             # The node must have disk for the emptyDirs: the downloaded model and /tmp.
             disk = int(req["ephemeral-storage"].rstrip("Mi")) * MiB
             want = int(v["volumes"]["tmpSizeLimit"].rstrip("Mi")) * MiB
-            if v["model"]["source"] == "url":
+            if v["model"]["source"] == "url" and v["model"]["download"]["cache"] == "pod":
                 want += v["model"]["memory"]["weightsBytes"]
             self.assertGreaterEqual(disk, want)
 
@@ -462,27 +627,284 @@ class RenderTest(unittest.TestCase):
                 self.assertEqual(m["front_end_overhead_bytes"],
                                  self.defaults["resources"]["frontEndOverheadBytes"])
 
-    def test_template_failures(self):
-        cases = {
-            "auth without probe exemption": {"auth": {"enabled": True, "secretName": "t",
-                                                      "exemptProbes": False}},
-            "metrics on the gRPC port": {"metrics": {"port": 50051}},
-            "termination grace shorter than the drain": {
-                "lifecycle": {"terminationGracePeriodSeconds": 30}},
-            "hpa max below min": {"autoscaling": {"enabled": True, "minReplicas": 4,
-                                                  "maxReplicas": 2}},
-            "url source without checksum": {"model": {"sha256": ""}},
-        }
-        for name, values in cases.items():
-            with self.subTest(case=name):
-                with self.assertRaises(d.RenderError):
-                    d.render_chart(values=[values])
-
     def test_notes_render(self):
+        for name, want in (("defaults", "grpcurl -plaintext localhost:50051"),
+                           ("all-features", 'grpcurl -cacert ca.pem -cert client.pem -key '
+                                            'client.key -H "authorization: Bearer $TOKEN" '
+                                            'localhost:50051')):
+            notes = d.render_notes(VARIANTS[name])
+            self.assertIn("port-forward service/qwen-qwen-serve", notes)
+            self.assertIn(want, notes)
+
+    def test_every_object_matches_its_schema(self):
+        """Every rendered object of every variant, Helm 3's and Helm 4's, against the schema of
+        its kind with the strict field check; and the check's own negative controls."""
+        objects = []
         for name, r, v in self.each():
-            notes = [m for src, m in r if src.endswith("NOTES.txt")]
-            self.assertEqual(len(notes), 1)
-            self.assertIn(f"grpcurl -plaintext localhost:{v['service']['port']}", notes[0])
+            for i, (src, m) in enumerate(r):
+                objects.append((f"{name}:{src}#{i}", m))
+        for name, overrides in (("all-features", [ALL_FEATURES]), ("keda", VARIANTS["keda"])):
+            for i, (src, m) in enumerate(d.render_chart(values=overrides, helm="4")):
+                objects.append((f"helm4 {name}:{src}#{i}", m))
+        errors = d.validate_objects(objects)
+        self.assertEqual(errors, [])
+        kinds = {m["kind"] for _, m in objects}
+        self.assertGreaterEqual(kinds, {"Deployment", "Service", "NetworkPolicy", "Job",
+                                        "PersistentVolumeClaim", "HorizontalPodAutoscaler",
+                                        "ScaledObject", "ServiceMonitor", "GRPCRoute",
+                                        "HTTPRoute", "DestinationRule", "Ingress",
+                                        "PodDisruptionBudget", "ServiceAccount"})
+
+    def test_schema_check_catches_misspellings_and_wrong_types(self):
+        dep = d.one(self.rendered["all-features"], "Deployment")
+        so = d.one(d.render_chart(values=VARIANTS["keda"]), "ScaledObject")
+
+        def changed(obj, edit):
+            o = json.loads(json.dumps(obj))
+            edit(o)
+            return o
+        pod = lambda o: o["spec"]["template"]["spec"]  # noqa: E731
+        cases = {
+            "misspelled container field": changed(
+                dep, lambda o: pod(o)["containers"][0].update(imagePullPolice="Always")),
+            "misspelled field deep in a probe": changed(
+                dep, lambda o: pod(o)["containers"][0]["livenessProbe"].update(periodSecond=3)),
+            "misspelled spec field": changed(dep, lambda o: o["spec"].update(replicass=2)),
+            "misspelled CRD field": changed(
+                so, lambda o: o["spec"]["triggers"][0].update(metadta={})),
+            "wrong type": changed(dep, lambda o: o["spec"].update(replicas="two")),
+            "missing required field": changed(
+                dep, lambda o: pod(o)["containers"][0].pop("name")),
+            "unknown kind": {"apiVersion": "example.com/v1", "kind": "Thing",
+                             "metadata": {"name": "x"}},
+        }
+        for name, obj in cases.items():
+            with self.subTest(case=name):
+                self.assertTrue(d.validate_objects([(name, obj)]), f"{name} passed")
+
+    def test_qos_class_is_guaranteed_where_the_chart_claims_it(self):
+        for name, r, v in self.each():
+            pod = d.one(r, "Deployment")["spec"]["template"]["spec"]
+            want = "Guaranteed" if v["resources"]["limitCpu"] else "Burstable"
+            self.assertEqual(d.qos_class(pod), want, name)
+            if want == "Guaranteed":
+                # Whole cores for the static CPU manager: an integer CPU count.
+                cpu = d.server_container(d.one(r, "Deployment"))["resources"]["limits"]["cpu"]
+                self.assertEqual(d.quantity(cpu).denominator, 1, cpu)
+        for job in (m for name, r, v in self.each() for m in d.manifests_of(r, "Job")):
+            self.assertEqual(d.qos_class(job["spec"]["template"]["spec"]), "Guaranteed")
+
+    def test_qos_rule(self):
+        """The rule itself, on the cases Kubernetes' own tests name."""
+        def c(req=None, lim=None):
+            return {"name": "c", "resources": {"requests": req or {}, "limits": lim or {}}}
+        g = {"cpu": "1", "memory": "1Gi"}
+        cases = [
+            ({"containers": [c()]}, "BestEffort"),
+            ({"containers": [c(g, g)]}, "Guaranteed"),
+            ({"containers": [c(None, g)]}, "Guaranteed"),  # requests default to limits
+            ({"containers": [c({"cpu": "1000m", "memory": "1024Mi"}, g)]}, "Guaranteed"),
+            ({"containers": [c(g, {"memory": "1Gi"})]}, "Burstable"),
+            ({"containers": [c({"cpu": "500m", "memory": "1Gi"}, g)]}, "Burstable"),
+            # The first chart's pod: the init container asked 100m / 64Mi, limited only memory.
+            ({"containers": [c(g, g)],
+              "initContainers": [c({"cpu": "100m", "memory": "64Mi"}, {"memory": "512Mi"})]},
+             "Burstable"),
+            ({"containers": [c(g, g)], "initContainers": [c(g, g)]}, "Guaranteed"),
+        ]
+        for spec, want in cases:
+            self.assertEqual(d.qos_class(spec), want, spec)
+
+    def test_network_policy(self):
+        for name, r, v in self.each():
+            nps = {m["metadata"]["name"]: m for m in d.manifests_of(r, "NetworkPolicy")}
+            if not v["networkPolicy"]["enabled"]:
+                self.assertEqual(nps, {})
+                continue
+            dep = d.one(r, "Deployment")
+            c = d.server_container(dep)
+            np = nps[dep["metadata"]["name"]]
+            self.assertEqual(np["spec"]["podSelector"]["matchLabels"],
+                             dep["spec"]["selector"]["matchLabels"])
+            self.assertEqual(sorted(np["spec"]["policyTypes"]), ["Egress", "Ingress"])
+            # Ingress: only named container ports, the API to apiFrom (anyone by default) and
+            # the metrics to the monitoring namespace.
+            ports = {p["name"] for p in c["ports"]}
+            rules = {r_["ports"][0]["port"]: r_ for r_ in np["spec"]["ingress"]}
+            self.assertEqual(set(rules), ports)
+            self.assertNotIn("from", rules["grpc"])
+            if "metrics" in rules:
+                self.assertEqual(rules["metrics"]["from"], v["networkPolicy"]["metricsFrom"])
+                self.assertEqual(rules["metrics"]["from"][0]["namespaceSelector"]["matchLabels"],
+                                 {"kubernetes.io/metadata.name": "monitoring"})
+            # Egress: DNS and HTTPS while the pod downloads, nothing otherwise.
+            egress = np["spec"]["egress"]
+            if pod_downloads(v):
+                self.assertEqual(len(egress), 2)
+                self.assertEqual({p["port"] for p in egress[0]["ports"]}, {53})
+                self.assertEqual([p["port"] for p in egress[1]["ports"]], [443])
+            else:
+                self.assertEqual(egress, [])
+            for job in d.manifests_of(r, "Job"):
+                labels = job["spec"]["template"]["metadata"]["labels"]
+                fetch = [m for m in nps.values()
+                         if m["spec"]["podSelector"]["matchLabels"].items() <= labels.items()]
+                self.assertEqual(len(fetch), 1)
+                self.assertEqual(fetch[0]["spec"]["ingress"], [])
+                self.assertEqual(len(fetch[0]["spec"]["egress"]), 2)
+
+    def test_autoscaler_reads_the_servers_gauges(self):
+        with open(os.path.join(d.ROOT, "service", "metrics.cc")) as f:
+            exported = set(re.findall(r'"(qwen_[a-z_]+)"', f.read()))
+        adapter = d.load_yaml(os.path.join(d.DEPLOY, "prometheus-adapter", "values.yaml"))
+        adapter_metrics = {r["name"]["as"]: r for r in adapter["rules"]["custom"]}
+        for rule in adapter["rules"]["custom"]:
+            for series in re.findall(r"\b(qwen_[a-z_]+)\{", rule["seriesQuery"]
+                                     + rule["metricsQuery"]):
+                self.assertIn(series, exported, rule)
+        seen = set()
+        for name, r, v in self.each():
+            a = v["autoscaling"]
+            dep = d.one(r, "Deployment")
+            if not a["enabled"]:
+                self.assertIn("replicas", dep["spec"])
+                continue
+            self.assertNotIn("replicas", dep["spec"], "the autoscaler owns the count")
+            if a["provider"] == "hpa":
+                hpa = d.one(r, "HorizontalPodAutoscaler")
+                target = hpa["spec"]["scaleTargetRef"]
+                self.assertEqual(hpa["spec"]["minReplicas"], a["minReplicas"])
+                metrics = {m["pods"]["metric"]["name"]: m["pods"]["target"]["averageValue"]
+                           for m in hpa["spec"]["metrics"]}
+                self.assertEqual(set(metrics), set(adapter_metrics))
+                self.assertEqual(d.quantity(metrics["qwen_queue_depth"]),
+                                 Fraction(str(a["targetQueueDepth"])))
+                self.assertEqual(d.quantity(metrics["qwen_slot_utilization"]),
+                                 Fraction(a["targetSlotUtilizationPercent"], 100))
+                behavior = hpa["spec"]["behavior"]
+            else:
+                so = d.one(r, "ScaledObject")
+                target = so["spec"]["scaleTargetRef"]
+                self.assertGreaterEqual(so["spec"]["minReplicaCount"], 1, "no scale to zero")
+                slots = v["server"]["workers"] * v["server"]["slots"]
+                svc = dep["metadata"]["name"]
+                for t in so["spec"]["triggers"]:
+                    q = t["metadata"]["query"]
+                    for series in re.findall(r"\b(qwen_[a-z_]+)\{", q):
+                        self.assertIn(series, exported)
+                    self.assertIn(f'namespace="{self.namespaces[name]}"', q)
+                    self.assertIn(f'service="{svc}"', q)
+                    self.assertEqual(t["metricType"], "AverageValue")
+                thresholds = {t["name"]: float(t["metadata"]["threshold"])
+                              for t in so["spec"]["triggers"]}
+                self.assertEqual(thresholds["queue-depth"], a["targetQueueDepth"])
+                self.assertAlmostEqual(thresholds["busy-slots"],
+                                       slots * a["targetSlotUtilizationPercent"] / 100)
+                behavior = so["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+            self.assertEqual((target["kind"], target["name"]), ("Deployment", dep["metadata"]["name"]))
+            self.assertEqual(behavior["scaleDown"]["stabilizationWindowSeconds"],
+                             a["scaleDownStabilizationSeconds"])
+            seen.add(a["provider"])
+        self.assertEqual(seen, {"hpa", "keda"})
+
+    def test_routes_and_session_affinity(self):
+        for name, r, v in self.each():
+            main = [s_ for s_ in d.manifests_of(r, "Service")
+                    if s_["spec"].get("clusterIP") != "None"][0]
+            for kind in ("GRPCRoute", "HTTPRoute"):
+                for route in d.manifests_of(r, kind):
+                    self.assertEqual(route["spec"]["parentRefs"], v["route"]["parentRefs"])
+                    for rule in route["spec"]["rules"]:
+                        for b in rule["backendRefs"]:
+                            self.assertEqual(b["name"], main["metadata"]["name"])
+                            self.assertEqual(b["port"], main["spec"]["ports"][0]["port"])
+                    if kind == "GRPCRoute":
+                        services = {m["method"]["service"] for m in route["spec"]["rules"][0]["matches"]}
+                        self.assertIn(v["probes"]["grpcService"], services)
+            for dr in d.manifests_of(r, "DestinationRule"):
+                self.assertEqual(dr["spec"]["host"], f"{main['metadata']['name']}."
+                                 f"{self.namespaces[name]}.svc.cluster.local")
+                self.assertEqual(
+                    dr["spec"]["trafficPolicy"]["loadBalancer"]["consistentHash"],
+                    {"httpHeaderName": v["route"]["sessionAffinity"]["header"]})
+            for ing in d.manifests_of(r, "Ingress"):
+                backend = ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+                self.assertEqual(backend, {"name": main["metadata"]["name"],
+                                           "port": {"name": "grpc"}})
+
+    def test_model_caches(self):
+        for name, r, v in self.each():
+            dep = d.one(r, "Deployment")
+            pod = dep["spec"]["template"]["spec"]
+            inits = {c["name"]: c for c in pod.get("initContainers", [])}
+            c = d.server_container(dep)
+            _, flags = d.parse_args(c["args"])
+            mount, vol = d.mount_for(c, pod, flags["model"]) or (None, None)
+            if v["model"]["source"] != "url":
+                self.assertEqual(inits, {})
+                continue
+            cache = v["model"]["download"]["cache"]
+            # The download's environment (proxy, token) wherever it runs.
+            for fetch in [inits.get("fetch-model")] + [
+                    j["spec"]["template"]["spec"]["containers"][0]
+                    for j in d.manifests_of(r, "Job")]:
+                if fetch is None:
+                    continue
+                self.assertEqual(fetch["env"][1:], v["model"]["download"]["extraEnv"])
+                self.assertEqual(fetch.get("envFrom", []), v["model"]["download"]["envFrom"])
+            if cache == "pod":
+                self.assertEqual(list(inits), ["fetch-model"])
+                self.assertIn("emptyDir", vol)
+            elif cache == "node":
+                self.assertEqual(vol["hostPath"]["path"], v["model"]["download"]["nodePath"])
+                want = ["fetch-model"]
+                if v["model"]["download"]["nodePathSetOwner"]:
+                    want.insert(0, "model-dir-owner")
+                    sc = inits["model-dir-owner"]["securityContext"]
+                    # Root for one chown, with CAP_CHOWN alone.
+                    self.assertEqual(sc["capabilities"], {"drop": ["ALL"], "add": ["CHOWN"]})
+                    self.assertFalse(sc["allowPrivilegeEscalation"])
+                    self.assertTrue(sc["readOnlyRootFilesystem"])
+                    self.assertEqual(inits["model-dir-owner"]["command"][-1], "/models")
+                self.assertEqual(list(inits), want)
+                self.assertEqual(c["resources"]["requests"]["ephemeral-storage"],
+                                 v["volumes"]["tmpSizeLimit"], "the model is not on the pod's disk")
+            else:
+                self.assertEqual(list(inits), ["wait-for-model"])
+                cmd = inits["wait-for-model"]["command"]
+                self.assertEqual(cmd[:3], ["fetch-model", "--wait",
+                                           str(v["model"]["download"]["budgetSeconds"])])
+                self.assertTrue(inits["wait-for-model"]["volumeMounts"][0]["readOnly"])
+                pvc = d.one(r, "PersistentVolumeClaim")
+                self.assertEqual(vol["persistentVolumeClaim"]["claimName"], pvc["metadata"]["name"])
+                self.assertEqual(pvc["metadata"]["annotations"]["helm.sh/resource-policy"], "keep")
+                job = d.one(r, "Job")
+                jpod = job["spec"]["template"]["spec"]
+                [jc] = jpod["containers"]
+                self.assertEqual(jc["command"][0], "fetch-model")
+                self.assertEqual(jc["command"][jc["command"].index("--sha256") + 1],
+                                 v["model"]["sha256"])
+                self.assertEqual(jpod["volumes"][0]["persistentVolumeClaim"]["claimName"],
+                                 pvc["metadata"]["name"])
+                # No Service, PDB or NetworkPolicy of the server selects the download's pod.
+                labels = job["spec"]["template"]["metadata"]["labels"]
+                self.assertFalse(dep["spec"]["selector"]["matchLabels"].items() <= labels.items())
+                self.assertEqual(job["spec"]["activeDeadlineSeconds"],
+                                 v["model"]["download"]["budgetSeconds"])
+                # A Job's pod template cannot change: its name follows the template, so an
+                # upgrade with another image or download setting creates a new Job instead of
+                # failing on an immutable field, and the same values keep the same Job.
+                again = d.one(d.render_chart(values=VARIANTS[name]), "Job")
+                self.assertEqual(again["metadata"]["name"], job["metadata"]["name"])
+                for change in ({"image": {"tag": "9.9.9"}},
+                               {"model": {"download": {"extraEnv": [{"name": "NO_PROXY",
+                                                                     "value": ".svc"}]}}}):
+                    other = d.one(d.render_chart(values=VARIANTS[name] + [change]), "Job")
+                    self.assertNotEqual(other["metadata"]["name"], job["metadata"]["name"])
+            # The rollout's deadline covers the download and the start.
+            deadline = dep["spec"]["progressDeadlineSeconds"]
+            self.assertGreaterEqual(deadline, v["model"]["download"]["budgetSeconds"]
+                                    + v["probes"]["startup"]["budgetSeconds"])
 
 
 class CheckConfigTest(unittest.TestCase):
@@ -532,6 +954,10 @@ class CheckConfigTest(unittest.TestCase):
                 ("--max_concurrent_streams=0",): "--max_concurrent_streams",
                 ("--max_connection_age=720h",): "--max_connection_age",
                 ("--log_level=loud",): "--log_level",
+                # The probes' loopback port and the reloading of credential files.
+                ("--health_port=50051", "--port=50051"): "--health_port",
+                ("--health_port=70000",): "--health_port",
+                ("--credentials_reload_interval=-1s",): "--credentials_reload_interval",
                 # The worker's RLIMIT_DATA counts the KV cache reserved for every slot's context.
                 ("--model", d.TINY_MODEL, "--ctx_size=65536", "--worker_memory_limit=64M"):
                     "--worker_memory_limit",
@@ -569,7 +995,9 @@ class HelmfileTest(unittest.TestCase):
                 self.assertEqual(os.path.normpath(os.path.join(d.DEPLOY, rel["chart"])), d.CHART)
                 self.assertEqual(rel["name"], state["release"]["name"])
                 self.assertEqual(rel["namespace"], state["release"]["namespace"])
-                self.assertEqual(values, state["chartValues"])
+                # The file's chart values, and the image from --state-values-set.
+                self.assertEqual(values, d.merge(state["chartValues"], {
+                    "image": {"repository": "registry.example.com/qwen-serve"}}))
 
     def test_empty_or_foreign_state_values_fail(self):
         """`<(curl -fsSL ...)` of a 404 is an empty file: helmfile must fail, not deploy."""
@@ -589,9 +1017,48 @@ class HelmfileTest(unittest.TestCase):
             with self.assertRaises((d.RenderError, yaml.YAMLError, AssertionError)):
                 d.helmfile_release(html)
 
+    def test_image_repository_is_required(self):
+        """Without it the pods would wait 30 minutes on an image that exists nowhere."""
+        for p in d.model_values_files():
+            with self.subTest(file=os.path.relpath(p, d.ROOT)):
+                self.assertNotIn("repository", d.load_yaml(p)["chartValues"].get("image", {}))
+                with self.assertRaises(d.RenderError) as e:
+                    d.render_helmfile(p, sets=())
+                self.assertIn("chartValues.image.repository is not set", str(e.exception))
+                rel, values = d.helmfile_release(p, sets=(
+                    ("chartValues.image.repository", "registry.example.com/qwen-serve"),))
+                self.assertEqual(values["image"]["repository"], "registry.example.com/qwen-serve")
+
+    def test_wait_outlasts_the_progress_deadline(self):
+        for p in d.model_values_files():
+            with self.subTest(file=os.path.relpath(p, d.ROOT)):
+                rel, values = d.helmfile_release(p)
+                dep = d.one(d.render_chart(values=[values]), "Deployment")
+                self.assertTrue(rel["wait"])
+                self.assertGreater(int(rel["timeout"]), dep["spec"]["progressDeadlineSeconds"])
+
+    def test_prometheus_adapter_release(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            state = os.path.join(tmp, "state.yaml")
+            with open(state, "w") as f:
+                yaml.safe_dump(d.merge(d.load_yaml(d.model_values_files()[0]),
+                                       {"prometheusAdapter": {"enabled": True}}), f)
+            docs = d.render_helmfile(state)
+        releases = {r["name"]: r for doc in docs for r in doc.get("releases", [])}
+        adapter = releases["prometheus-adapter"]
+        self.assertEqual(adapter["chart"], "prometheus-community/prometheus-adapter")
+        repos = [r["name"] for doc in docs for r in doc.get("repositories", [])]
+        self.assertIn("prometheus-community", repos)
+        self.assertTrue(os.path.exists(os.path.join(d.DEPLOY, adapter["values"][0])))
+        # Off by default.
+        docs = d.render_helmfile(d.model_values_files()[0])
+        self.assertEqual([r["name"] for doc in docs for r in doc.get("releases", [])],
+                         [d.load_yaml(d.model_values_files()[0])["release"]["name"]])
+
     def test_docs_use_curl_fail(self):
         texts = []
-        for p in (d.HELMFILE, os.path.join(d.ROOT, "README.md")):
+        for p in (d.HELMFILE, os.path.join(d.ROOT, "README.md"),
+                  os.path.join(d.ROOT, "docs", "deploy.md")):
             with open(p) as f:
                 texts.append((p, f.read()))
         seen = False
@@ -627,6 +1094,15 @@ class ModelFilesTest(unittest.TestCase):
         for k in ("file", "url", "sha256", "memory"):
             self.assertEqual(defaults[k], q3["chartValues"]["model"][k], k)
 
+    def test_production_values_turn_auth_on(self):
+        for p in d.model_values_files():
+            with self.subTest(file=os.path.relpath(p, d.ROOT)):
+                auth = d.load_yaml(p)["chartValues"]["auth"]
+                self.assertTrue(auth["enabled"])
+                self.assertTrue(auth["secretName"])
+                with open(p) as f:
+                    self.assertIn(f"create secret generic {auth['secretName']}", f.read())
+
     def test_architecture_sizes_agree_across_quantizations(self):
         """State and KV sizes depend on the architecture, not on the quantization."""
         sizes = set()
@@ -659,11 +1135,30 @@ class DockerfileTest(unittest.TestCase):
 
     def test_stages(self):
         froms = [s[0] for s in self.stages]
-        self.assertRegex(froms[0], r"^FROM debian:\$\{DEBIAN_RELEASE\} AS build$")
-        self.assertRegex(froms[-1], r"^FROM debian:\$\{DEBIAN_RELEASE\}-slim AS runtime$")
-        self.assertIn("ARG DEBIAN_RELEASE=bookworm", self.instructions)
+        self.assertEqual(froms[0], "FROM ${BUILD_IMAGE} AS build")
+        self.assertEqual(froms[-1], "FROM ${RUNTIME_IMAGE} AS runtime")
         build = " ".join(self.stage("build"))
         self.assertIn("scripts/setup.sh", build, "the build stage uses the README's set-up script")
+
+    def test_base_images_pinned_by_digest(self):
+        args = dict(re.findall(r"^ARG (BUILD_IMAGE|RUNTIME_IMAGE)=(\S+)$", self.text, re.M))
+        self.assertRegex(args["BUILD_IMAGE"], r"^debian:bookworm@sha256:[0-9a-f]{64}$")
+        self.assertRegex(args["RUNTIME_IMAGE"], r"^debian:bookworm-slim@sha256:[0-9a-f]{64}$")
+        # Every stage starts from one of them, and the file says how to update them.
+        for s_ in self.stages:
+            self.assertRegex(s_[0], r"^FROM \$\{(BUILD|RUNTIME)_IMAGE\} AS \w+$")
+        self.assertIn("docker buildx imagetools inspect debian:bookworm-slim", self.text)
+
+    def test_documented_build_tags_the_charts_version(self):
+        app = str(d.load_yaml(os.path.join(d.CHART, "Chart.yaml"))["appVersion"])
+        with open(os.path.join(d.ROOT, "docs", "deploy.md")) as f:
+            doc = f.read()
+        for tool in ("docker", "podman"):
+            self.assertRegex(doc, rf"{tool} build -f deploy/docker/Dockerfile -t \S+/qwen-serve:"
+                             + re.escape(app) + " ")
+        self.assertIn("helm-diff", doc)
+        with open(os.path.join(d.ROOT, "README.md")) as f:
+            self.assertIn("docs/deploy.md", f.read())
 
     def test_runtime_user_and_entrypoint(self):
         rt = self.stage("runtime")

@@ -1,18 +1,24 @@
-"""Helpers of the deployment tests: render the chart and the helmfile, read what the manifests
-ask of the server. Also a command line for the C++ e2e tests:
+"""Helpers of the deployment tests: render and lint the chart with real Helm (3 and 4), render
+the helmfile, validate rendered objects against Kubernetes schemas, compute a pod's QoS class,
+read what the manifests ask of the server. Also a command line for the C++ e2e tests:
 
     python3 deploy_lib.py container [-f values.yaml]... [--json '{"server": {...}}']...
 
 prints the qwen-serve container of the rendered Deployment as the e2e tests need it (JSON).
+
+The tools come from scripts/deploy-tools (npm packages in the build tree, $QWEN_DEPLOY_TOOLS):
+bin/helm3 (Helm 3.17), bin/helm4 (Helm 4.1), and the schema packages for
+validate_manifests.mjs. The helmfile is rendered by tests/deploy/helmrender (Go text/template
+with Sprig, as helmfile does), since no helmfile binary comes from a registry reachable here.
 """
 
 import json
 import os
 import re
-import shlex
 import subprocess
 import sys
 import tempfile
+from fractions import Fraction
 
 import yaml
 
@@ -25,19 +31,11 @@ DOCKERFILE = os.path.join(DEPLOY, "docker", "Dockerfile")
 BIN_DIR = os.environ.get("QWEN_BIN_DIR", os.path.join(ROOT, "build", "bin"))
 QWEN = os.path.join(BIN_DIR, "qwen")
 HELMRENDER = os.environ.get("QWEN_HELMRENDER", os.path.join(BIN_DIR, "tests", "helmrender"))
+TOOLS = os.environ.get("QWEN_DEPLOY_TOOLS", os.path.join(ROOT, "build", "deploy-tools"))
+HELMS = {"3": os.path.join(TOOLS, "bin", "helm3"), "4": os.path.join(TOOLS, "bin", "helm4")}
+NODE = os.environ.get("QWEN_NODE", "node")
+VALIDATOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "validate_manifests.mjs")
 TINY_MODEL = os.path.join(ROOT, "tests", "data", "models", "tiny-qwen35-q3_k_m.gguf")
-
-# Flags the chart passes that other branches add to `qwen serve` (ops: metrics and logging;
-# reliability: TLS, tokens, limits). Until they are merged, the binary does not know them: the
-# tests skip those names (saying so) instead of failing. Once the binary knows a name it is
-# checked like every other flag.
-PENDING_FLAGS = {
-    "metrics_port": "ops", "log_level": "ops", "log_format": "ops",
-    "tls_cert": "reliability", "tls_key": "reliability", "tls_client_ca": "reliability",
-    "auth_tokens_file": "reliability", "auth_exempt_probes": "reliability",
-    "max_message_bytes": "reliability", "max_concurrent_streams": "reliability",
-    "max_tools": "reliability", "max_stop_strings": "reliability",
-}
 
 
 class RenderError(Exception):
@@ -84,53 +82,126 @@ def _need_renderer():
             "golang-github-masterminds-sprig-dev)")
 
 
-def render_chart(value_files=(), values=(), release="qwen", namespace="qwen"):
-    """Renders the chart with the files and dicts given (later wins); returns a list of
-    (source, manifest) for every YAML document. Raises RenderError with the renderer's message
-    when a template fails."""
-    _need_renderer()
-    with tempfile.TemporaryDirectory() as tmp:
-        args = [HELMRENDER, "chart", CHART, "--release", release, "--namespace", namespace]
-        for f in value_files:
-            args += ["-f", f]
-        for i, v in enumerate(values):
-            p = os.path.join(tmp, f"values-{i}.yaml")
-            with open(p, "w") as f:
-                yaml.safe_dump(v, f)
-            args += ["-f", p]
-        r = subprocess.run(args, capture_output=True, text=True)
-        if r.returncode != 0:
-            raise RenderError(r.stderr.strip())
+def helm_binary(version):
+    path = HELMS[version]
+    if not os.access(path, os.X_OK):
+        raise RenderError(f"{path} is missing: scripts/deploy-tools fetches Helm into "
+                          f"{TOOLS} (ctest runs it as deploy_tools_fetch)")
+    return path
+
+
+_HELM_HOME = tempfile.mkdtemp(prefix="qwen-helm-home-")
+
+
+def _helm(version, args):
+    """Runs Helm with a private home and no cluster (nothing of the user's is read or written)."""
+    env = dict(os.environ, HOME=_HELM_HOME, KUBECONFIG=os.devnull,
+               HELM_CACHE_HOME=os.path.join(_HELM_HOME, "cache"),
+               HELM_CONFIG_HOME=os.path.join(_HELM_HOME, "config"),
+               HELM_DATA_HOME=os.path.join(_HELM_HOME, "data"))
+    return subprocess.run([helm_binary(version)] + args, capture_output=True, text=True,
+                          env=env, timeout=120)
+
+
+def _values_args(tmp, value_files, values):
+    args = []
+    for f in value_files:
+        args += ["-f", f]
+    for i, v in enumerate(values):
+        p = os.path.join(tmp, f"values-{i}.yaml")
+        with open(p, "w") as f:
+            yaml.safe_dump(v, f)
+        args += ["-f", p]
+    return args
+
+
+def split_manifests(text):
+    """`helm template` output as [(source, manifest)]: each YAML document with the template it
+    came from (Helm's "# Source:" line)."""
     out = []
-    for item in json.loads(r.stdout):
-        if item["source"].endswith("NOTES.txt"):
-            out.append((item["source"], item["content"]))
+    for doc in re.split(r"(?m)^---\s*$", text):
+        m = re.search(r"^# Source: (\S+)", doc, re.M)
+        obj = yaml.safe_load(doc)
+        if obj is None:
             continue
-        for doc in yaml.safe_load_all(item["content"]):
-            if doc is not None:
-                out.append((item["source"], doc))
+        out.append((m.group(1) if m else "?", obj))
     return out
 
 
-def render_helmfile(state_values_file):
-    """Renders deploy/helmfile.yaml.gotmpl as helmfile would with --state-values-file; returns
-    the parsed documents. Raises RenderError when it fails."""
+def render_chart(value_files=(), values=(), release="qwen", namespace="qwen", helm="3"):
+    """Renders the chart with `helm template` of Helm `helm` ("3" or "4") and the files and
+    dicts given (later wins); returns [(source, manifest)]. Raises RenderError with Helm's
+    message when a template fails or the values break the schema."""
+    with tempfile.TemporaryDirectory() as tmp:
+        args = ["template", release, CHART, "--namespace", namespace]
+        args += _values_args(tmp, value_files, values)
+        r = _helm(helm, args)
+    if r.returncode != 0:
+        raise RenderError(r.stderr.strip())
+    return split_manifests(r.stdout)
+
+
+def lint_chart(value_files=(), values=(), helm="3"):
+    """`helm lint --strict` with the values; returns (exit code, output)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        r = _helm(helm, ["lint", "--strict", CHART] + _values_args(tmp, value_files, values))
+    return r.returncode, r.stdout + r.stderr
+
+
+def render_notes(values=(), release="qwen", namespace="qwen"):
+    """NOTES.txt as `helm install` prints it, from Helm 4's client-side dry run (Helm 3's dry
+    run needs a cluster)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        args = ["install", release, CHART, "--namespace", namespace, "--dry-run=client",
+                "-o", "json"] + _values_args(tmp, (), values)
+        r = _helm("4", args)
+    if r.returncode != 0:
+        raise RenderError(r.stderr.strip())
+    return json.loads(r.stdout)["info"]["notes"]
+
+
+def validate_objects(named_objects):
+    """Schema and strict field check of [(name, object)] with validate_manifests.mjs; returns
+    the list of errors (empty: all valid)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump([{"name": n, "object": o} for n, o in named_objects], f)
+        path = f.name
+    try:
+        r = subprocess.run([NODE, VALIDATOR, TOOLS, path], capture_output=True, text=True,
+                           timeout=300)
+    finally:
+        os.unlink(path)
+    if r.returncode != 0:
+        raise AssertionError(f"validate_manifests.mjs failed: {r.stderr}")
+    out = json.loads(r.stdout)
+    assert out["checked"] == len(named_objects), out
+    return out["errors"]
+
+
+def render_helmfile(state_values_file, sets=(("chartValues.image.repository",
+                                             "registry.example.com/qwen-serve"),)):
+    """Renders deploy/helmfile.yaml.gotmpl as helmfile would with --state-values-file and
+    --state-values-set KEY=VALUE (by default the image repository, which the helmfile
+    requires); returns the parsed documents. Raises RenderError when it fails."""
     _need_renderer()
     args = [HELMRENDER, "helmfile", HELMFILE]
     if state_values_file is not None:
         args += ["--state-values-file", state_values_file]
+    for k, v in sets:
+        args += ["--state-values-set", f"{k}={v}"]
     r = subprocess.run(args, capture_output=True, text=True)
     if r.returncode != 0:
         raise RenderError(r.stderr.strip())
     return [d for d in yaml.safe_load_all(r.stdout) if d is not None]
 
 
-def helmfile_release(state_values_file):
-    """The one release of the helmfile and the chart values it passes."""
-    docs = render_helmfile(state_values_file)
-    releases = [r for d in docs for r in d.get("releases", [])]
+def helmfile_release(state_values_file, **kwargs):
+    """The qwen-serve release of the helmfile and the chart values it passes."""
+    docs = render_helmfile(state_values_file, **kwargs)
+    releases = [r for d in docs for r in d.get("releases", [])
+                if r.get("chart") == "./helm/qwen-serve"]
     if len(releases) != 1:
-        raise AssertionError(f"expected one release, got {len(releases)}")
+        raise AssertionError(f"expected one qwen-serve release, got {len(releases)}")
     rel = releases[0]
     values = {}
     for v in rel.get("values", []):
@@ -177,17 +248,9 @@ def serve_help_flags():
     return set(re.findall(r"^\s+--([a-z0-9_]+) \(", text, re.M))
 
 
-def split_known(flags, known):
-    """(flags the binary knows, {pending name: branch}); raises for a flag nobody adds."""
-    usable, pending = {}, {}
-    for k, v in flags.items():
-        if k in known:
-            usable[k] = v
-        elif k in PENDING_FLAGS:
-            pending[k] = PENDING_FLAGS[k]
-        else:
-            raise AssertionError(f"--{k} is neither a qwen serve flag nor one a branch adds")
-    return usable, pending
+def unknown_flags(flags, known):
+    """The flags the chart passes that this `qwen serve` does not list in --help."""
+    return sorted(k for k in flags if k not in known)
 
 
 def check_config(flags, extra=(), env=None):
@@ -222,6 +285,63 @@ def mount_for(container, pod_spec, path):
     return best, volume_of(pod_spec, best["name"])
 
 
+def probe_service(probe):
+    """The grpc.health.v1 service a probe asks about (native gRPC or `qwen health`)."""
+    if "grpc" in probe:
+        return probe["grpc"].get("service", "")
+    for a in probe.get("exec", {}).get("command", []):
+        if a.startswith("--service="):
+            return a.split("=", 1)[1]
+    return ""
+
+
+QUANTITY_SUFFIXES = {"": 1, "m": Fraction(1, 1000), "k": 1000, "M": 10**6, "G": 10**9,
+                     "T": 10**12, "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40}
+
+
+def quantity(q):
+    """A Kubernetes resource quantity ("500m", "4", "11689Mi") as an exact Fraction."""
+    m = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)(m|k|M|G|T|Ki|Mi|Gi|Ti)?", str(q))
+    if not m:
+        raise AssertionError(f"not a quantity: {q!r}")
+    return Fraction(m.group(1)) * QUANTITY_SUFFIXES[m.group(2) or ""]
+
+
+def qos_class(pod_spec):
+    """The pod's QoS class by Kubernetes' rule (pkg/apis/core/helper/qos, GetPodQOS), applied
+    to the pod as the API server stores it (a container's missing request defaults to its
+    limit): for every container, init containers included, requests and limits of cpu and
+    memory are summed; no request or limit anywhere: BestEffort; every container limiting both
+    cpu and memory and the sums of requests equal to those of limits: Guaranteed; else
+    Burstable."""
+    requests, limits = {}, {}
+    guaranteed = True
+    for c in pod_spec.get("containers", []) + pod_spec.get("initContainers", []):
+        res = c.get("resources", {}) or {}
+        lim = {k: quantity(v) for k, v in (res.get("limits") or {}).items()
+               if k in ("cpu", "memory")}
+        req = {k: quantity(v) for k, v in (res.get("requests") or {}).items()
+               if k in ("cpu", "memory")}
+        for k, v in lim.items():
+            req.setdefault(k, v)  # the API server's defaulting
+        for k, v in req.items():
+            if v > 0:
+                requests[k] = requests.get(k, 0) + v
+        found = set()
+        for k, v in lim.items():
+            if v > 0:
+                found.add(k)
+                limits[k] = limits.get(k, 0) + v
+        if found != {"cpu", "memory"}:
+            guaranteed = False
+    if not requests and not limits:
+        return "BestEffort"
+    if guaranteed and all(limits.get(k) == v for k, v in requests.items()) \
+            and len(requests) == len(limits):
+        return "Guaranteed"
+    return "Burstable"
+
+
 def container_summary(rendered):
     """What the e2e tests need of the server container (see the module docstring)."""
     dep = one(rendered, "Deployment")
@@ -236,15 +356,14 @@ def container_summary(rendered):
                        "volume": kind})
     pre_stop = c["lifecycle"]["preStop"]["exec"]["command"]
     known = serve_help_flags()
-    usable, pending = split_known(flags, known)
+    unknown = unknown_flags(flags, known)
+    if unknown:
+        raise AssertionError(f"the chart passes flags qwen serve does not know: {unknown}")
     sec = dict(pod.get("securityContext", {}))
     sec.update(c.get("securityContext", {}))
     return {
         "args": c["args"],
         "flags": flags,
-        # The flags this build of qwen serve knows, and those other branches add (skipped).
-        "known_flags": usable,
-        "pending_flags": pending,
         "binary_knows": sorted(known),
         "env": {e["name"]: e["value"] for e in c.get("env", [])},
         "run_as_user": sec["runAsUser"],
@@ -254,7 +373,10 @@ def container_summary(rendered):
         "termination_grace_period_seconds": pod["terminationGracePeriodSeconds"],
         "pre_stop_sleep_seconds": int(pre_stop[-1]) if pre_stop[0].endswith("sleep") else 0,
         "grpc_port": next(p["containerPort"] for p in c["ports"] if p["name"] == "grpc"),
-        "probe_service": c["readinessProbe"].get("grpc", {}).get("service", ""),
+        "probe_service": probe_service(c["readinessProbe"]),
+        # The probes' check: {"grpc": {...}} (the kubelet's own) or {"exec": {"command": [...]}}.
+        "readiness_probe": {k: v for k, v in c["readinessProbe"].items()
+                            if k in ("grpc", "exec", "tcpSocket")},
         "liveness_window_seconds": c["livenessProbe"]["periodSeconds"]
         * c["livenessProbe"]["failureThreshold"],
     }

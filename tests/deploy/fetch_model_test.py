@@ -1,6 +1,7 @@
 """scripts/fetch-model against a local HTTP server on 127.0.0.1 (label e2e): a good download,
 a checksum mismatch, resuming, a missing checksum, an existing wrong file, a 404, a GGUF of
-another architecture."""
+another architecture, two runs on one directory (a node's cache), waiting for another's
+download (a cluster's cache)."""
 
 import hashlib
 import http.server
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -33,7 +35,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self):
         Handler.requests.append((self.path, self.headers.get("Range")))
-        src = FILES.get(self.path)
+        path = self.path
+        if path.startswith("/slow/"):  # a download that takes a while
+            time.sleep(2)
+            path = path[len("/slow"):]
+        src = FILES.get(path)
         if src is None:
             self.send_error(404)
             return
@@ -167,6 +173,53 @@ class FetchModelTest(unittest.TestCase):
         r = self.fetch("--url", self.base + "/other-arch.gguf", "--sha256", sha256(src),
                        "--no-check")
         self.assertEqual(r.returncode, 0, r.stderr)
+
+    def test_two_runs_on_one_directory_take_turns(self):
+        """Pods on one node share its cache: the second waits for the first's download, then
+        finds the file and only checks it (one download, no clobbered partial file)."""
+        url = self.base + "/slow/tiny.gguf"
+        cmd = [SCRIPT, "--out", self.out, "--url", url, "--sha256", self.tiny_sha,
+               "--file", "tiny.gguf", "--no-check"]
+        first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env=self.env)
+        deadline = time.time() + 30
+        while not Handler.requests and time.time() < deadline:
+            time.sleep(0.05)
+        second = subprocess.run(cmd, capture_output=True, text=True, env=self.env, timeout=120)
+        out, err = first.communicate(timeout=120)
+        self.assertEqual(first.returncode, 0, err)
+        self.assertEqual(second.returncode, 0, second.stderr)
+        self.assertIn("waiting for it", second.stderr)
+        self.assertEqual(Handler.requests, [("/slow/tiny.gguf", None)])
+        self.assertEqual(sha256(os.path.join(self.out, "tiny.gguf")), self.tiny_sha)
+        self.assertEqual(os.listdir(self.out), ["tiny.gguf"], "no lock or partial file is left")
+
+    def test_wait_for_another_download(self):
+        size = str(os.path.getsize(d.TINY_MODEL))
+        args = ["--url", self.base + "/tiny.gguf", "--sha256", self.tiny_sha, "--size", size]
+        # Nothing appears: it gives up after its budget, naming the file; nothing is fetched.
+        start = time.time()
+        r = self.fetch(*args, "--wait", "2")
+        self.assertEqual(r.returncode, 1)
+        self.assertGreaterEqual(time.time() - start, 2)
+        self.assertIn("did not appear within 2s", r.stderr)
+        self.assertEqual(Handler.requests, [])
+        # The file appears (under its final name, as a finished download puts it): ready.
+        target = os.path.join(self.out, "tiny.gguf")
+
+        def finish_download():
+            shutil.copy(d.TINY_MODEL, target + ".part")
+            os.replace(target + ".part", target)
+        threading.Timer(1, finish_download).start()
+        r = self.fetch(*args, "--wait", "60")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.strip(), target)
+        self.assertEqual(Handler.requests, [])
+        # A file of the wrong size is refused.
+        r = self.fetch("--url", self.base + "/tiny.gguf", "--sha256", self.tiny_sha,
+                       "--size", "12", "--wait", "5")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("expected 12", r.stderr)
 
     def test_known_files_are_pinned(self):
         for quant in ("q3_k_m", "q4_k_m", "q8_0"):

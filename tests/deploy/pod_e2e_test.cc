@@ -11,11 +11,18 @@
 // and spinning compute threads on oversubscribed cores crawl) and turns off the fixed metrics
 // port when the build has one.
 //
+// Secret volumes (TLS, tokens) are laid out as the kubelet lays them out (files are links
+// through a ..data link to a timestamped directory, replaced atomically on an update), with the
+// test's certificates (tests/data/tls) and tokens.
+//
 // Checks: the server serves as that user with only the chart's writable paths (and fails
 // clearly without them); readiness (health of the probes' service) is SERVING only while
 // workers are up; SIGTERM drains running streams and the process exits within the pod's
 // termination grace period minus the preStop sleep, even when streams cannot finish; the
-// server-side connection age sends clients a GOAWAY while their streams finish.
+// server-side connection age sends clients a GOAWAY while their streams finish; with TLS (and
+// tokens that health needs too) the rendered probes' own command succeeds against the pod and
+// fails while it drains; rotating the certificate and the tokens in the Secret volumes (as the
+// kubelet does) makes new connections use the new ones while an open stream goes on.
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -37,6 +44,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -58,6 +66,12 @@ std::string Popen(const std::string& command, int* status) {
   const int st = pclose(p);
   *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
   return out;
+}
+
+void RunShellOk(const std::string& cmd) {
+  int status = 0;
+  const std::string out = Popen(cmd + " 2>&1", &status);
+  EXPECT_EQ(status, 0) << cmd << "\n" << out;
 }
 
 // The rendered qwen-serve container, with `values` (JSON) over the chart's defaults.
@@ -103,15 +117,49 @@ std::string Uids(pid_t pid) {
   return "";
 }
 
+// Files of a Secret volume: name -> contents.
+using SecretFiles = std::map<std::string, std::string>;
+
+// The kubelet's layout of a Secret volume at `dir` (AtomicWriter): the data in a new
+// directory ..<version>, the link ..data to it replaced in one rename, and each file a link
+// through ..data, so that readers see the old set or the new one. Files are mode 0440, group
+// `gid` (defaultMode 0440 with the pod's fsGroup).
+void WriteSecretVolume(const std::string& dir, const SecretFiles& files, int version, int gid) {
+  const std::string data = absl::StrCat("..v", version);
+  const std::string data_dir = absl::StrCat(dir, "/", data);
+  ASSERT_EQ(mkdir(data_dir.c_str(), 0755), 0) << data_dir;
+  for (const auto& [name, contents] : files) {
+    const std::string path = absl::StrCat(data_dir, "/", name);
+    std::ofstream(path, std::ios::binary) << contents;
+    ASSERT_EQ(chown(path.c_str(), 0, gid), 0);
+    ASSERT_EQ(chmod(path.c_str(), 0440), 0);
+  }
+  const std::string tmp = absl::StrCat(dir, "/..data_tmp");
+  unlink(tmp.c_str());
+  ASSERT_EQ(symlink(data.c_str(), tmp.c_str()), 0);
+  ASSERT_EQ(rename(tmp.c_str(), absl::StrCat(dir, "/..data").c_str()), 0);
+  for (const auto& [name, contents] : files) {
+    const std::string link = absl::StrCat(dir, "/", name);
+    struct stat st;
+    if (lstat(link.c_str(), &st) != 0) {
+      ASSERT_EQ(symlink(absl::StrCat("..data/", name).c_str(), link.c_str()), 0);
+    }
+  }
+}
+
 // A pod: the server in its own mount namespace, as the manifest says (see the file comment).
 class Pod {
  public:
   struct Options {
     json container;
     bool mount_empty_dirs = true;            // false: the emptyDirs stay read-only directories
-    std::map<std::string, std::string> set;  // flags to change (only if this build knows them)
+    std::map<std::string, std::string> set;  // flags to change (this build must know them)
     absl::Duration timeout = absl::Seconds(120);
     bool wait_serving = true;
+    // Contents of the Secret volumes by mount path (e.g. "/etc/qwen/tls").
+    std::map<std::string, SecretFiles> secrets;
+    // How the test's client connects (TLS, a token); default plaintext.
+    std::shared_ptr<grpc::ChannelCredentials> credentials;
   };
 
   static std::unique_ptr<Pod> Start(const Options& o, std::string* error) {
@@ -134,23 +182,37 @@ class Pod {
       const std::string path = r + m["path"].get<std::string>();
       RunShell(absl::StrCat("mkdir -p ", path));
       if (m["volume"] == "emptyDir" && !m["read_only"].get<bool>()) empty_dirs.push_back(path);
+      if (m["volume"] == "secret") {
+        auto it = o.secrets.find(m["path"].get<std::string>());
+        if (it == o.secrets.end()) {
+          *error = absl::StrCat("no contents for the Secret volume at ", m["path"].dump());
+          return nullptr;
+        }
+        WriteSecretVolume(path, it->second, 1, pod->c_["run_as_group"].get<int>());
+      }
     }
-    const std::string model = pod->c_["known_flags"]["model"];
+    const std::string model = pod->c_["flags"]["model"];
     RunShell(absl::StrCat("mkdir -p $(dirname ", r, model, ") && cp ",
                           DataPath("models/tiny-qwen35-q3_k_m.gguf"), " ", r, model,
                           " && chmod 0444 ", r, model, " && chmod 0555 $(dirname ", r, model, ")"));
     // Arguments: the chart's, with container paths under the root.
     std::vector<std::string> args = {"serve"};
     std::map<std::string, std::string> flags;
-    for (auto& [k, v] : pod->c_["known_flags"].items()) flags[k] = v.get<std::string>();
+    for (auto& [k, v] : pod->c_["flags"].items()) flags[k] = v.get<std::string>();
     const std::set<std::string> knows = pod->c_["binary_knows"].get<std::set<std::string>>();
     flags["host"] = "127.0.0.1";
     flags["port"] = "0";
     flags["threads"] = "1";
-    if (knows.count("metrics_port")) flags["metrics_port"] = "0";
-    if (knows.count("log_format")) flags["log_format"] = "text";
+    flags["metrics_port"] = "0";
+    flags["log_format"] = "text";
+    // The loopback health port, when the chart asks for one: any free port (the log says it).
+    if (flags.count("health_port")) flags["health_port"] = "0";
     for (const auto& [k, v] : o.set) {
-      if (knows.count(k)) flags[k] = v;
+      if (!knows.count(k)) {
+        *error = absl::StrCat("qwen serve does not know --", k);
+        return nullptr;
+      }
+      flags[k] = v;
     }
     for (auto& [k, v] : flags) {
       if (absl::StartsWith(v, "/")) v = r + v;
@@ -187,6 +249,8 @@ class Pod {
     const int fd = mkstemps(log, 4);
     pod->log_path_ = log;
     const pid_t parent = getpid();
+    pod->credentials_ =
+        o.credentials != nullptr ? o.credentials : grpc::InsecureChannelCredentials();
     const pid_t pid = fork();
     if (pid == 0) {
       prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -212,6 +276,13 @@ class Pod {
         int port = 0;
         if (absl::SimpleAtoi(text.substr(start, end - start), &port)) pod->port_ = port;
       }
+      const size_t h = text.find("health on 127.0.0.1:");
+      if (h != std::string::npos && pod->health_port_ == 0) {
+        const size_t start = h + std::string("health on 127.0.0.1:").size();
+        size_t end = start;
+        while (end < text.size() && isdigit(static_cast<unsigned char>(text[end]))) ++end;
+        absl::SimpleAtoi(text.substr(start, end - start), &pod->health_port_);
+      }
       if (pod->port_ == 0) {
         int status = 0;
         if (waitpid(pid, &status, WNOHANG) == pid) {
@@ -227,8 +298,7 @@ class Pod {
       *error = absl::StrCat("no port reported:\n", pod->Log());
       return pod;
     }
-    pod->channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", pod->port_),
-                                        grpc::InsecureChannelCredentials());
+    pod->channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", pod->port_), pod->credentials_);
     if (o.wait_serving && !pod->WaitHealth(Serving::SERVING, deadline - absl::Now())) {
       *error = absl::StrCat("not SERVING in time:\n", pod->Log());
     }
@@ -271,6 +341,18 @@ class Pod {
 
   pid_t pid() const { return pid_; }
   int port() const { return port_; }
+  int health_port() const { return health_port_; }
+  // A new channel (a new connection) to the public port with `credentials`.
+  std::shared_ptr<grpc::Channel> NewChannel(
+      std::shared_ptr<grpc::ChannelCredentials> credentials) const {
+    grpc::ChannelArguments args;
+    args.SetInt("grpc.use_local_subchannel_pool", 1);  // no connection shared across channels
+    return grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", port_), credentials, args);
+  }
+  // Replaces the files of the Secret volume mounted at `mount_path` the way the kubelet does.
+  void UpdateSecret(const std::string& mount_path, const SecretFiles& files) {
+    WriteSecretVolume(root_ + mount_path, files, ++secret_version_, c_["run_as_group"].get<int>());
+  }
   const json& container() const { return c_; }
   const std::string& root() const { return root_; }
   std::string Log() const { return ReadFile(log_path_); }
@@ -320,6 +402,9 @@ class Pod {
   pid_t pid_ = 0;
   int exit_status_ = -1;
   int port_ = 0;
+  int health_port_ = 0;
+  int secret_version_ = 1;
+  std::shared_ptr<grpc::ChannelCredentials> credentials_;
   std::shared_ptr<grpc::Channel> channel_;
 };
 
@@ -344,10 +429,6 @@ TEST_F(PodTest, ServesAsTheManifestsUserWithOnlyItsWritableVolumes) {
   std::string error;
   Pod::Options o;
   o.container = RenderContainer();
-  if (!o.container["pending_flags"].empty()) {
-    std::printf("note: flags added by other branches, not passed: %s\n",
-                o.container["pending_flags"].dump().c_str());
-  }
   ASSERT_TRUE(o.container["read_only_root"].get<bool>());
   auto pod = Pod::Start(o, &error);
   ASSERT_TRUE(pod != nullptr && error.empty()) << error;
@@ -535,8 +616,7 @@ TEST_F(PodTest, StuckStreamsStillEndWithinTheTerminationGracePeriod) {
   EXPECT_EQ(stream.result().status.error_code(), grpc::StatusCode::UNAVAILABLE);
   std::printf("stuck stream: exit %.1f s after SIGTERM (grace %s, budget %d s)\n",
               absl::ToDoubleSeconds(took),
-              o.container["known_flags"]["grace_period"].get<std::string>().c_str(),
-              tgps - pre_stop);
+              o.container["flags"]["grace_period"].get<std::string>().c_str(), tgps - pre_stop);
 }
 
 TEST_F(PodTest, MaxConnectionAgeSendsGoawayWhileStreamsFinish) {
@@ -546,7 +626,7 @@ TEST_F(PodTest, MaxConnectionAgeSendsGoawayWhileStreamsFinish) {
   std::string error;
   Pod::Options o;
   o.container = RenderContainer();
-  ASSERT_TRUE(o.container["known_flags"].contains("max_connection_age"));
+  ASSERT_TRUE(o.container["flags"].contains("max_connection_age"));
   o.set = {{"max_connection_age", "1s"}};
   auto pod = Pod::Start(o, &error);
   ASSERT_TRUE(pod != nullptr && error.empty()) << error;
@@ -566,6 +646,201 @@ TEST_F(PodTest, MaxConnectionAgeSendsGoawayWhileStreamsFinish) {
   EXPECT_TRUE(again.status.ok()) << again.status.error_message() << "\n" << pod->Log();
   std::printf("a %.1f s stream across a 1 s connection age completed\n",
               absl::ToDoubleSeconds(took));
+}
+
+// TLS, mTLS and tokens as the chart mounts them: tests/data/tls's certificates and one token.
+constexpr char kToken[] = "pod-test-token-1";
+constexpr char kTlsMount[] = "/etc/qwen/tls";
+constexpr char kAuthMount[] = "/etc/qwen/auth";
+
+std::string TlsData(const std::string& name) { return ReadFile(DataPath("tls/" + name)); }
+
+std::shared_ptr<grpc::ChannelCredentials> TlsCredentials(const std::string& ca_pem,
+                                                         const std::string& token,
+                                                         bool client_cert) {
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = ca_pem;
+  if (client_cert) {
+    ssl.pem_cert_chain = TlsData("client.pem");
+    ssl.pem_private_key = TlsData("client.key");
+  }
+  auto creds = grpc::SslCredentials(ssl);
+  if (token.empty()) return creds;
+  return grpc::CompositeChannelCredentials(creds, grpc::AccessTokenCredentials(token));
+}
+
+// Runs a probe's exec command (the container's program is this build's qwen), with the health
+// port the pod's log reported. Returns the exit status and prints the output.
+int RunProbe(const json& probe, int health_port) {
+  std::vector<std::string> cmd = probe["exec"]["command"].get<std::vector<std::string>>();
+  EXPECT_EQ(cmd[0], "/usr/local/bin/qwen");
+  cmd[0] = BinPath("qwen");
+  EXPECT_TRUE(absl::StartsWith(cmd.back(), "127.0.0.1:")) << cmd.back();
+  cmd.back() = absl::StrCat("127.0.0.1:", health_port);
+  std::string line;
+  for (const std::string& a : cmd) absl::StrAppend(&line, "'", a, "' ");
+  int status = 0;
+  const std::string out = Popen(line + "2>&1", &status);
+  std::printf("probe: %s-> %d: %s", line.c_str(), status, out.c_str());
+  return status;
+}
+
+// Renders the chart with TLS, mTLS and tokens that health needs too, and starts the pod with
+// the test's certificates in its Secret volumes.
+std::unique_ptr<Pod> StartTlsPod(std::map<std::string, std::string> set, bool client_ca,
+                                 std::string* error) {
+  Pod::Options o;
+  o.container = RenderContainer(absl::StrCat(
+      R"({"tls": {"enabled": true, "secretName": "qwen-tls", "clientCA": )",
+      client_ca ? "true" : "false",
+      R"(}, "auth": {"enabled": true, "secretName": "qwen-tokens", "exemptProbes": false}})"));
+  EXPECT_TRUE(o.container["flags"].contains("health_port")) << o.container.dump();
+  EXPECT_TRUE(o.container["readiness_probe"].contains("exec")) << o.container.dump();
+  SecretFiles tls = {{"tls.crt", TlsData("server.pem")}, {"tls.key", TlsData("server.key")}};
+  if (client_ca) tls["ca.crt"] = TlsData("ca.pem");
+  o.secrets = {{kTlsMount, tls}, {kAuthMount, {{"tokens", absl::StrCat(kToken, "\n")}}}};
+  o.credentials = TlsCredentials(TlsData("ca.pem"), kToken, client_ca);
+  o.set = std::move(set);
+  return Pod::Start(o, error);
+}
+
+TEST_F(PodTest, ProbesStayHealthChecksWithTls) {
+  std::string error;
+  auto pod = StartTlsPod({}, /*client_ca=*/true, &error);
+  ASSERT_TRUE(pod != nullptr && error.empty()) << error;
+  ASSERT_GT(pod->health_port(), 0) << pod->Log();
+  const json& c = pod->container();
+  // The public port speaks mTLS and wants a token, for health too.
+  auto plain = v1::Qwen::NewStub(pod->NewChannel(grpc::InsecureChannelCredentials()));
+  EXPECT_FALSE(Generate(plain.get(), Tokens(2), absl::Seconds(5)).status.ok());
+  auto no_token = grpc::health::v1::Health::NewStub(
+      pod->NewChannel(TlsCredentials(TlsData("ca.pem"), "", true)));
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+    grpc::health::v1::HealthCheckRequest req;
+    grpc::health::v1::HealthCheckResponse resp;
+    EXPECT_EQ(no_token->Check(&ctx, req, &resp).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  }
+  auto stub = pod->Stub();
+  GenerateResult r = Generate(stub.get(), Tokens(8));
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message() << "\n" << pod->Log();
+  // The probes' own command, as the kubelet runs it in the container: SERVING.
+  EXPECT_EQ(RunProbe(c["readiness_probe"], pod->health_port()), 0) << pod->Log();
+  // While the pod drains, the same command fails (readiness drops at once).
+  BackgroundStream stream(stub.get(), Tokens(3000));
+  ASSERT_TRUE(stream.WaitFirstMessage()) << pod->Log();
+  kill(pod->pid(), SIGTERM);
+  const absl::Time until = absl::Now() + absl::Seconds(10);
+  int status = 0;
+  while ((status = RunProbe(c["readiness_probe"], pod->health_port())) == 0 &&
+         absl::Now() < until) {
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_NE(status, 0) << "the probe still succeeds while the pod drains";
+  if (stream.done()) std::printf("note: the stream ended before the probe saw the drain\n");
+  ASSERT_TRUE(stream.WaitDone(absl::Seconds(120)));
+  EXPECT_TRUE(stream.result().status.ok()) << stream.result().status.error_message();
+  const int exit_status = pod->Wait(absl::Seconds(120));
+  ASSERT_TRUE(WIFEXITED(exit_status)) << pod->Log();
+  EXPECT_EQ(WEXITSTATUS(exit_status), 0);
+}
+
+// A second CA and a server certificate it signs (for 127.0.0.1 and localhost), made with
+// openssl: what a renewal by another issuer looks like. Returns {ca, cert, key} PEMs.
+std::vector<std::string> NewCertificate(const std::string& dir) {
+  int status = 0;
+  const std::string out = Popen(
+      absl::StrCat(
+          "(cd ", dir, " && ",
+          "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 ",
+          "-subj /CN=qwen-rotated-ca -addext basicConstraints=critical,CA:TRUE ",
+          "-addext keyUsage=critical,keyCertSign,cRLSign && ",
+          "openssl req -x509 -newkey rsa:2048 -nodes -keyout server.key -out server.pem -days 2 ",
+          "-subj /CN=localhost -CA ca.pem -CAkey ca.key ",
+          "-addext subjectAltName=DNS:localhost,IP:127.0.0.1) 2>&1"),
+      &status);
+  EXPECT_EQ(status, 0) << out;
+  return {ReadFile(dir + "/ca.pem"), ReadFile(dir + "/server.pem"), ReadFile(dir + "/server.key")};
+}
+
+// GetModelInfo on a new connection: OK, or the failure.
+grpc::Status CallOnNewConnection(const Pod& pod,
+                                 std::shared_ptr<grpc::ChannelCredentials> credentials) {
+  auto stub = v1::Qwen::NewStub(pod.NewChannel(credentials));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+  v1::GetModelInfoResponse info;
+  return stub->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info);
+}
+
+TEST_F(PodTest, RotatedCertificateAndTokensApplyWithoutDroppingStreams) {
+  char dir[] = "/tmp/qwen-rotate-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::vector<std::string> next = NewCertificate(dir);
+  RunShellOk(absl::StrCat("rm -rf ", dir));
+  ASSERT_FALSE(next[0].empty());
+
+  std::string error;
+  // TLS without client certificates here: a renewal changes the server's certificate.
+  auto pod = StartTlsPod({{"credentials_reload_interval", "1s"}}, /*client_ca=*/false, &error);
+  ASSERT_TRUE(pod != nullptr && error.empty()) << error;
+  const auto old_ca = TlsCredentials(TlsData("ca.pem"), kToken, false);
+  ASSERT_TRUE(CallOnNewConnection(*pod, old_ca).ok()) << pod->Log();
+
+  // A stream on the old certificate and the old token, running across the rotation.
+  auto stream_stub = v1::Qwen::NewStub(pod->NewChannel(old_ca));
+  const int n = 12000;
+  BackgroundStream stream(stream_stub.get(), Tokens(n));
+  ASSERT_TRUE(stream.WaitFirstMessage()) << pod->Log();
+
+  // A token file that does not parse (here: empty, as a careless update leaves it) keeps the
+  // tokens the server has.
+  pod->UpdateSecret(kAuthMount, {{"tokens", ""}});
+  const absl::Time emptied = absl::Now();
+  while (!absl::StrContains(pod->Log(), "keeping the previous tokens") &&
+         absl::Now() - emptied < absl::Seconds(30)) {
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  ASSERT_TRUE(absl::StrContains(pod->Log(), "keeping the previous tokens")) << pod->Log();
+  ASSERT_TRUE(CallOnNewConnection(*pod, old_ca).ok()) << pod->Log();
+
+  // The Secrets change as the kubelet changes them: a new certificate from another CA, and the
+  // token list with the old token gone and a new one in.
+  const std::string new_token = "pod-test-token-2";
+  pod->UpdateSecret(kTlsMount, {{"tls.crt", next[1]}, {"tls.key", next[2]}});
+  pod->UpdateSecret(kAuthMount, {{"tokens", absl::StrCat("# rotated\n", new_token, "\n")}});
+  const auto new_ca = TlsCredentials(next[0], new_token, false);
+  const absl::Time rotated = absl::Now();
+  grpc::Status st;
+  while (!(st = CallOnNewConnection(*pod, new_ca)).ok() &&
+         absl::Now() - rotated < absl::Seconds(30)) {
+    absl::SleepFor(absl::Milliseconds(200));
+  }
+  ASSERT_TRUE(st.ok()) << "the new certificate and token are not in use after 30 s: "
+                       << st.error_message() << "\n"
+                       << pod->Log();
+  const bool stream_open = !stream.done();
+  std::printf("rotation in use %.1f s after the update; stream at %d of %d tokens\n",
+              absl::ToDoubleSeconds(absl::Now() - rotated), stream.tokens(), n);
+  EXPECT_TRUE(stream_open) << "the stream ended before the rotation was seen: not exercised";
+
+  // New connections get the new certificate only, and only the new token is accepted.
+  EXPECT_EQ(
+      CallOnNewConnection(*pod, TlsCredentials(TlsData("ca.pem"), new_token, false)).error_code(),
+      grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(CallOnNewConnection(*pod, TlsCredentials(next[0], kToken, false)).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  // The stream opened before goes on to its end.
+  ASSERT_TRUE(stream.WaitDone(absl::Seconds(300)));
+  GenerateResult r = stream.result();
+  EXPECT_TRUE(r.status.ok()) << r.status.error_message() << "\n" << pod->Log();
+  EXPECT_EQ(static_cast<int>(r.token_ids.size()), n);
+  const std::string log = pod->Log();
+  EXPECT_TRUE(absl::StrContains(log, "--auth_tokens_file")) << log;
+  EXPECT_TRUE(absl::StrContains(log, "changed: 1 tokens from now on")) << log;
+  EXPECT_TRUE(absl::StrContains(log, "--tls_cert")) << log;
+  EXPECT_EQ(WEXITSTATUS(pod->Stop(absl::Seconds(60))), 0);
 }
 
 }  // namespace

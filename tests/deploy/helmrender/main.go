@@ -1,18 +1,16 @@
-// helmrender renders the qwen-serve chart and helmfile the way Helm and helmfile do, for tests on
-// machines without helm, helmfile or a cluster. It is Go's text/template with the Sprig library
-// (the engine and function library Helm uses, from Debian's packages) plus Helm's own functions
-// (include, tpl, required, toYaml, fromYaml, toJson, fromJson, lookup), Helm's values handling
-// (YAML read through JSON, so numbers are float64; chart defaults coalesced with the given files,
-// null deleting a key), Helm's options (missingkey=zero, "<no value>" removed from the output)
-// and Chart.yaml's kubeVersion constraint.
+// helmrender renders the qwen-serve helmfile the way helmfile does, for the deployment tests on
+// machines without helmfile or a cluster (the chart itself is rendered by real Helm 3 and 4,
+// tests/deploy/deploy_lib.py). It is Go's text/template with the Sprig library (helmfile's
+// function library, from Debian's packages) plus helmfile's get/getOrNil and Helm's
+// include, tpl, required, toYaml, fromYaml, toJson, fromJson (YAML read through JSON, so
+// numbers are float64; null deleting a key when values are coalesced).
 //
-//	helmrender chart DIR [-f values.yaml]... [--release NAME] [--namespace NS] [--kube-version V]
-//	    prints [{"source": "qwen-serve/templates/x.yaml", "content": "..."}] as JSON
-//	helmrender helmfile FILE.gotmpl [--state-values-file F]
+//	helmrender helmfile FILE.gotmpl [--state-values-file F]... [--state-values-set a.b=v]...
 //	    prints the rendered helmfile state (YAML), its parts rendered in order as helmfile
 //	    does: the state values of earlier parts (values:) under those of --state-values-file
+//	    and --state-values-set (a string)
 //
-// What it does not do: talk to a cluster (lookup returns an empty map), .Files, subcharts, hooks.
+// What it does not do: talk to a cluster, helmfile's environments and .Files.
 package main
 
 import (
@@ -24,11 +22,9 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strings"
 	"text/template"
 
-	"github.com/Masterminds/semver"
 	"github.com/Masterminds/sprig"
 	"github.com/ghodss/yaml"
 )
@@ -37,18 +33,6 @@ type multiFlag []string
 
 func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
 func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
-
-// apiVersions is .Capabilities.APIVersions, with Helm's Has method.
-type apiVersions []string
-
-func (a apiVersions) Has(v string) bool {
-	for _, x := range a {
-		if x == v {
-			return true
-		}
-	}
-	return false
-}
 
 func die(format string, args ...interface{}) {
 	fmt.Fprintf(os.Stderr, "helmrender: "+format+"\n", args...)
@@ -187,141 +171,6 @@ func bindIncludeAndTpl(t *template.Template, missingKey string) {
 	})
 }
 
-var chartFieldNames = map[string]string{
-	"apiVersion": "APIVersion", "appVersion": "AppVersion", "kubeVersion": "KubeVersion",
-}
-
-func chartMetadata(meta map[string]interface{}) map[string]interface{} {
-	out := map[string]interface{}{}
-	for k, v := range meta {
-		name, ok := chartFieldNames[k]
-		if !ok {
-			name = strings.ToUpper(k[:1]) + k[1:]
-		}
-		out[name] = v
-	}
-	return out
-}
-
-func renderChart(args []string) {
-	fs := flag.NewFlagSet("chart", flag.ExitOnError)
-	var valueFiles multiFlag
-	fs.Var(&valueFiles, "f", "values file (repeatable, later files win)")
-	release := fs.String("release", "qwen", "release name")
-	namespace := fs.String("namespace", "default", "release namespace")
-	kubeVersion := fs.String("kube-version", "v1.30.0", "Kubernetes version of .Capabilities")
-	if len(args) < 1 {
-		die("chart: missing chart directory")
-	}
-	dir := args[0]
-	if err := fs.Parse(args[1:]); err != nil {
-		die("%v", err)
-	}
-
-	meta := readYAMLMap(filepath.Join(dir, "Chart.yaml"))
-	name, _ := meta["name"].(string)
-	if name == "" {
-		die("Chart.yaml: no name")
-	}
-	kv, err := semver.NewVersion(*kubeVersion)
-	if err != nil {
-		die("--kube-version: %v", err)
-	}
-	if c, ok := meta["kubeVersion"].(string); ok && c != "" {
-		constraint, err := semver.NewConstraint(c)
-		if err != nil {
-			die("Chart.yaml kubeVersion: %v", err)
-		}
-		if !constraint.Check(kv) {
-			die("chart requires kubeVersion: %s which is incompatible with Kubernetes %s", c, *kubeVersion)
-		}
-	}
-
-	values := readYAMLMap(filepath.Join(dir, "values.yaml"))
-	for _, f := range valueFiles {
-		values = coalesce(values, readYAMLMap(f))
-	}
-
-	// Every file under templates/ joins one template set named "<chart>/templates/<file>".
-	t := template.New("gotpl").Funcs(funcMap())
-	t.Option("missingkey=zero")
-	var files []string
-	err = filepath.Walk(filepath.Join(dir, "templates"), func(p string, info os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		if !info.IsDir() {
-			files = append(files, p)
-		}
-		return nil
-	})
-	if err != nil {
-		die("%v", err)
-	}
-	sort.Strings(files)
-	for _, p := range files {
-		rel, _ := filepath.Rel(dir, p)
-		data, err := os.ReadFile(p)
-		if err != nil {
-			die("%v", err)
-		}
-		if _, err := t.New(filepath.ToSlash(filepath.Join(name, rel))).Parse(string(data)); err != nil {
-			die("%v", err)
-		}
-	}
-	bindIncludeAndTpl(t, "zero")
-
-	top := map[string]interface{}{
-		"Values": values,
-		"Chart":  chartMetadata(meta),
-		"Release": map[string]interface{}{
-			"Name": *release, "Namespace": *namespace, "Service": "Helm",
-			"IsInstall": true, "IsUpgrade": false, "Revision": 1,
-		},
-		"Capabilities": map[string]interface{}{
-			"KubeVersion": map[string]interface{}{
-				"Version": "v" + kv.String(), "GitVersion": "v" + kv.String(),
-				"Major": fmt.Sprint(kv.Major()), "Minor": fmt.Sprint(kv.Minor()),
-			},
-			"APIVersions": apiVersions{"v1", "apps/v1", "policy/v1", "autoscaling/v2",
-				"networking.k8s.io/v1"},
-			"HelmVersion": map[string]interface{}{"Version": "v3.14.0"},
-		},
-		"Files": map[string]interface{}{},
-	}
-
-	type output struct {
-		Source  string `json:"source"`
-		Content string `json:"content"`
-	}
-	outputs := []output{}
-	for _, p := range files {
-		rel, _ := filepath.Rel(dir, p)
-		base := filepath.Base(p)
-		if strings.HasPrefix(base, "_") {
-			continue
-		}
-		tname := filepath.ToSlash(filepath.Join(name, rel))
-		top["Template"] = map[string]interface{}{
-			"Name": tname, "BasePath": filepath.ToSlash(filepath.Join(name, "templates")),
-		}
-		var buf bytes.Buffer
-		if err := t.ExecuteTemplate(&buf, tname, top); err != nil {
-			die("%v", err)
-		}
-		content := strings.ReplaceAll(buf.String(), "<no value>", "")
-		if strings.TrimSpace(content) == "" {
-			continue
-		}
-		outputs = append(outputs, output{Source: tname, Content: content})
-	}
-	enc := json.NewEncoder(os.Stdout)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(outputs); err != nil {
-		die("%v", err)
-	}
-}
-
 // get is helmfile's: a value at a dotted path of a map, or the default.
 func get(path string, varArgs ...interface{}) (interface{}, error) {
 	var def interface{}
@@ -355,8 +204,9 @@ var partSeparator = regexp.MustCompile(`(?m)^---[ \t]*$`)
 
 func renderHelmfile(args []string) {
 	fs := flag.NewFlagSet("helmfile", flag.ExitOnError)
-	var stateFiles multiFlag
+	var stateFiles, stateSets multiFlag
 	fs.Var(&stateFiles, "state-values-file", "state values file (repeatable)")
+	fs.Var(&stateSets, "state-values-set", "a.b.c=value: one state value, a string (repeatable)")
 	if len(args) < 1 {
 		die("helmfile: missing file")
 	}
@@ -371,6 +221,18 @@ func renderHelmfile(args []string) {
 	overrides := map[string]interface{}{}
 	for _, f := range stateFiles {
 		overrides = coalesce(overrides, readYAMLMap(f))
+	}
+	for _, kv := range stateSets {
+		eq := strings.Index(kv, "=")
+		if eq <= 0 {
+			die("--state-values-set %q: not key=value", kv)
+		}
+		keys := strings.Split(kv[:eq], ".")
+		set := map[string]interface{}{keys[len(keys)-1]: kv[eq+1:]}
+		for i := len(keys) - 2; i >= 0; i-- {
+			set = map[string]interface{}{keys[i]: set}
+		}
+		overrides = coalesce(overrides, set)
 	}
 	defaults := map[string]interface{}{}
 	var rendered []string
@@ -416,11 +278,9 @@ func renderHelmfile(args []string) {
 
 func main() {
 	if len(os.Args) < 2 {
-		die("usage: helmrender chart DIR [flags] | helmrender helmfile FILE [flags]")
+		die("usage: helmrender helmfile FILE [--state-values-file F]... [--state-values-set a.b=v]...")
 	}
 	switch os.Args[1] {
-	case "chart":
-		renderChart(os.Args[2:])
 	case "helmfile":
 		renderHelmfile(os.Args[2:])
 	default:

@@ -61,29 +61,122 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if and (eq $m.source "pvc") (not $m.pvc.claimName) }}
 {{- fail "model.source pvc needs model.pvc.claimName" }}
 {{- end }}
+{{- if and (ne $m.source "url") (ne $m.download.cache "pod") }}
+{{- fail (printf "model.download.cache %s is where downloads are kept: it needs model.source url (not %s)" $m.download.cache $m.source) }}
+{{- end }}
 {{- if and .Values.tls.enabled (not .Values.tls.secretName) }}
 {{- fail "tls.enabled needs tls.secretName" }}
 {{- end }}
 {{- if and .Values.auth.enabled (not .Values.auth.secretName) }}
 {{- fail "auth.enabled needs auth.secretName" }}
 {{- end }}
-{{- if and .Values.auth.enabled (not .Values.auth.exemptProbes) (not .Values.tls.enabled) }}
-{{- fail "auth.exemptProbes false would fail the kubelet's gRPC probes, which send no token" }}
-{{- end }}
 {{- if and .Values.metrics.enabled (eq (int64 .Values.metrics.port) (int64 .Values.server.port)) }}
 {{- fail "metrics.port must differ from server.port" }}
 {{- end }}
-{{- if and .Values.autoscaling.enabled (lt (int64 .Values.autoscaling.maxReplicas) (int64 .Values.autoscaling.minReplicas)) }}
+{{- if and (include "qwen-serve.useHealthPort" .) (or (eq (int64 .Values.probes.healthPort) (int64 .Values.server.port)) (and .Values.metrics.enabled (eq (int64 .Values.probes.healthPort) (int64 .Values.metrics.port)))) }}
+{{- fail "probes.healthPort must differ from server.port and metrics.port" }}
+{{- end }}
+{{- if .Values.autoscaling.enabled }}
+{{- if lt (int64 .Values.autoscaling.maxReplicas) (int64 .Values.autoscaling.minReplicas) }}
 {{- fail "autoscaling.maxReplicas must be at least autoscaling.minReplicas" }}
 {{- end }}
-{{- if not (kindIs "invalid" .Values.lifecycle.terminationGracePeriodSeconds) }}
+{{- if not .Values.metrics.enabled }}
+{{- fail "autoscaling.enabled needs metrics.enabled: it scales on the server's queue and slot gauges" }}
+{{- end }}
+{{- end }}
+{{- if hasKey .Values.lifecycle "terminationGracePeriodSeconds" }}
 {{- if lt (int64 .Values.lifecycle.terminationGracePeriodSeconds) (add (int64 .Values.lifecycle.preStopSleepSeconds) (int64 .Values.server.gracePeriodSeconds) 6) }}
 {{- fail "lifecycle.terminationGracePeriodSeconds must cover preStopSleepSeconds + server.gracePeriodSeconds + 6 s (gRPC close and worker stop), or streams are killed mid-drain" }}
+{{- end }}
+{{- end }}
+{{- if hasKey .Values.lifecycle "progressDeadlineSeconds" }}
+{{- if lt (int64 .Values.lifecycle.progressDeadlineSeconds) (int64 (include "qwen-serve.startBudgetSeconds" .)) }}
+{{- fail (printf "lifecycle.progressDeadlineSeconds must cover the download and the startup budget (%s s), or a first rollout that is still downloading is reported as failed" (include "qwen-serve.startBudgetSeconds" .)) }}
 {{- end }}
 {{- end }}
 {{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.enabled) }}
 {{- fail "metrics.serviceMonitor.enabled needs metrics.enabled" }}
 {{- end }}
+{{- if and .Values.route.enabled (not .Values.route.parentRefs) }}
+{{- fail "route.enabled needs route.parentRefs (the Gateway to attach to)" }}
+{{- end }}
+{{- if and .Values.ingress.enabled (not .Values.ingress.hosts) }}
+{{- fail "ingress.enabled needs ingress.hosts" }}
+{{- end }}
+{{- end }}
+
+{{/*
+Whether the probes use the loopback health port (`qwen health` in the container): the kubelet's
+native gRPC probes speak neither TLS nor send a token.
+*/}}
+{{- define "qwen-serve.useHealthPort" -}}
+{{- if or .Values.tls.enabled (and .Values.auth.enabled (not .Values.auth.exemptProbes)) }}true{{ end }}
+{{- end }}
+
+{{/* Whether the pod downloads the model itself (an init container running fetch-model). */}}
+{{- define "qwen-serve.podDownloads" -}}
+{{- if and (eq .Values.model.source "url") (ne .Values.model.download.cache "cluster") }}true{{ end }}
+{{- end }}
+
+{{/* Seconds from a pod's creation to its readiness at worst: its download (or its wait for the
+cluster's) and the startup probe's budget. */}}
+{{- define "qwen-serve.startBudgetSeconds" -}}
+{{- $download := 0 }}
+{{- if eq .Values.model.source "url" }}{{ $download = int64 .Values.model.download.budgetSeconds }}{{ end }}
+{{- add $download (int64 .Values.probes.startup.budgetSeconds) }}
+{{- end }}
+
+{{- define "qwen-serve.progressDeadlineSeconds" -}}
+{{- if hasKey .Values.lifecycle "progressDeadlineSeconds" }}
+{{- int64 .Values.lifecycle.progressDeadlineSeconds }}
+{{- else }}
+{{- add (int64 (include "qwen-serve.startBudgetSeconds" .)) 60 }}
+{{- end }}
+{{- end }}
+
+{{/* Labels of the cluster cache's download Job: not the server's selector (no Service, PDB or
+NetworkPolicy of the server selects it). */}}
+{{- define "qwen-serve.fetchSelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-model-fetch" (include "qwen-serve.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* The download's environment: TMPDIR, then model.download.extraEnv. */}}
+{{- define "qwen-serve.fetchEnv" -}}
+env:
+  - name: TMPDIR
+    value: /tmp
+  {{- with .Values.model.download.extraEnv }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- with .Values.model.download.envFrom }}
+envFrom:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* requests = limits: Guaranteed QoS needs every container, init containers too, so. */}}
+{{- define "qwen-serve.fetchResources" -}}
+requests:
+  cpu: {{ .Values.model.download.resources.cpu | quote }}
+  memory: {{ .Values.model.download.resources.memory | quote }}
+limits:
+  cpu: {{ .Values.model.download.resources.cpu | quote }}
+  memory: {{ .Values.model.download.resources.memory | quote }}
+{{- end }}
+
+{{/* fetch-model's arguments for the model. */}}
+{{- define "qwen-serve.fetchArgs" -}}
+- --url
+- {{ .Values.model.url | quote }}
+- --sha256
+- {{ .Values.model.sha256 | quote }}
+- --size
+- {{ int64 .Values.model.memory.weightsBytes | quote }}
+- --out
+- /models
+- --file
+- {{ .Values.model.file | quote }}
 {{- end }}
 
 {{/*
@@ -122,15 +215,15 @@ weights + workers x slots x (state + kvPerToken x ctx) + workers x (prefixCache 
 {{- end }}
 {{- end }}
 
-{{/* The download volume: the file plus 64 MiB. */}}
+{{/* The download volume (pod cache) or claim (cluster cache): the file plus 64 MiB. */}}
 {{- define "qwen-serve.modelVolumeSize" -}}
 {{- printf "%dMi" (add (div (add (int64 .Values.model.memory.weightsBytes) 1048575) 1048576) 64) }}
 {{- end }}
 
-{{/* Node disk the pod's emptyDirs may use: the downloaded model (source url) and /tmp. */}}
+{{/* Node disk the pod's emptyDirs may use: the downloaded model (cache pod) and /tmp. */}}
 {{- define "qwen-serve.ephemeralStorage" -}}
 {{- $tmp := int64 (regexReplaceAll "Mi$" .Values.volumes.tmpSizeLimit "") }}
-{{- if eq .Values.model.source "url" }}
+{{- if and (eq .Values.model.source "url") (eq .Values.model.download.cache "pod") }}
 {{- printf "%dMi" (add (int64 (trimSuffix "Mi" (include "qwen-serve.modelVolumeSize" .))) $tmp) }}
 {{- else }}
 {{- printf "%dMi" $tmp }}
@@ -138,10 +231,10 @@ weights + workers x slots x (state + kvPerToken x ctx) + workers x (prefixCache 
 {{- end }}
 
 {{- define "qwen-serve.terminationGracePeriodSeconds" -}}
-{{- if kindIs "invalid" .Values.lifecycle.terminationGracePeriodSeconds }}
-{{- add (int64 .Values.lifecycle.preStopSleepSeconds) (int64 .Values.server.gracePeriodSeconds) 15 }}
-{{- else }}
+{{- if hasKey .Values.lifecycle "terminationGracePeriodSeconds" }}
 {{- int64 .Values.lifecycle.terminationGracePeriodSeconds }}
+{{- else }}
+{{- add (int64 .Values.lifecycle.preStopSleepSeconds) (int64 .Values.server.gracePeriodSeconds) 15 }}
 {{- end }}
 {{- end }}
 
@@ -191,34 +284,50 @@ command line reads straight off values.yaml (strings are quoted: "--host=::" is 
 - {{ printf "--auth_tokens_file=/etc/qwen/auth/%s" .Values.auth.secretKey | quote }}
 - --auth_exempt_probes={{ .Values.auth.exemptProbes }}
 {{- end }}
-{{- with $s.limits }}
-{{- if not (kindIs "invalid" .maxMessageBytes) }}
-- --max_message_bytes={{ int64 .maxMessageBytes }}
+{{- if or .Values.tls.enabled .Values.auth.enabled }}
+- --credentials_reload_interval={{ int64 .Values.credentialsReloadSeconds }}s
 {{- end }}
-{{- if not (kindIs "invalid" .maxConcurrentStreams) }}
-- --max_concurrent_streams={{ int64 .maxConcurrentStreams }}
+{{- if include "qwen-serve.useHealthPort" . }}
+- --health_port={{ int64 .Values.probes.healthPort }}
 {{- end }}
-{{- if not (kindIs "invalid" .maxTools) }}
-- --max_tools={{ int64 .maxTools }}
+{{- $limits := $s.limits | default dict }}
+{{- if hasKey $limits "maxMessageBytes" }}
+- --max_message_bytes={{ int64 $limits.maxMessageBytes }}
 {{- end }}
-{{- if not (kindIs "invalid" .maxStopStrings) }}
-- --max_stop_strings={{ int64 .maxStopStrings }}
+{{- if hasKey $limits "maxConcurrentStreams" }}
+- --max_concurrent_streams={{ int64 $limits.maxConcurrentStreams }}
 {{- end }}
+{{- if hasKey $limits "maxTools" }}
+- --max_tools={{ int64 $limits.maxTools }}
+{{- end }}
+{{- if hasKey $limits "maxStopStrings" }}
+- --max_stop_strings={{ int64 $limits.maxStopStrings }}
 {{- end }}
 {{- range $s.extraArgs }}
 - {{ . | quote }}
 {{- end }}
 {{- end }}
 
-{{/* A probe's check: gRPC health, or a TCP connect when the port speaks TLS (see tls). */}}
+{{/*
+A probe's check: the kubelet's gRPC health check on the public port, or, when that port speaks
+TLS or wants a token (see useHealthPort), `qwen health` in the container against the plaintext
+health port on the pod's loopback. `timeout` is the probe's timeoutSeconds.
+*/}}
 {{- define "qwen-serve.probeCheck" -}}
-{{- if .Values.tls.enabled -}}
-tcpSocket:
-  port: grpc
+{{- $ := index . 0 }}
+{{- $timeout := int64 (index . 1) }}
+{{- if include "qwen-serve.useHealthPort" $ -}}
+exec:
+  command:
+    - /usr/local/bin/qwen
+    - health
+    - --service={{ $.Values.probes.grpcService }}
+    - --probe_timeout={{ max 1 (sub $timeout 1) }}s
+    - 127.0.0.1:{{ int64 $.Values.probes.healthPort }}
 {{- else -}}
 grpc:
-  port: {{ int64 .Values.server.port }}
-  service: {{ .Values.probes.grpcService }}
+  port: {{ int64 $.Values.server.port }}
+  service: {{ $.Values.probes.grpcService }}
 {{- end -}}
 {{- end }}
 
@@ -233,4 +342,101 @@ capabilities:
   drop: ["ALL"]
 seccompProfile:
   type: RuntimeDefault
+{{- end }}
+
+{{/* NetworkPolicy egress rules of a download: DNS, and the download's address and ports. */}}
+{{- define "qwen-serve.downloadEgress" -}}
+{{- $np := .Values.networkPolicy -}}
+- to:
+    {{- toYaml $np.dnsTo | nindent 4 }}
+  ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
+- to:
+    {{- toYaml $np.downloadTo | nindent 4 }}
+  ports:
+    {{- range $np.downloadPorts }}
+    - port: {{ int64 . }}
+      protocol: TCP
+    {{- end }}
+{{- end }}
+
+{{/* The autoscaler's pace: up at once (a queue is waiting), down slowly (a new pod takes
+minutes to download and load the model). */}}
+{{- define "qwen-serve.hpaBehavior" -}}
+behavior:
+  scaleUp:
+    stabilizationWindowSeconds: 0
+    policies:
+      - type: Pods
+        value: 2
+        periodSeconds: 60
+  scaleDown:
+    stabilizationWindowSeconds: {{ int64 .Values.autoscaling.scaleDownStabilizationSeconds }}
+    policies:
+      - type: Pods
+        value: 1
+        periodSeconds: 300
+{{- end }}
+
+{{/* The cluster cache's download Job: its pod template, and a name that changes with it. */}}
+{{- define "qwen-serve.fetchJobPod" -}}
+metadata:
+  labels:
+    {{- include "qwen-serve.fetchSelectorLabels" . | nindent 4 }}
+spec:
+  restartPolicy: OnFailure
+  serviceAccountName: {{ include "qwen-serve.serviceAccountName" . }}
+  automountServiceAccountToken: false
+  enableServiceLinks: false
+  {{- with .Values.image.pullSecrets }}
+  imagePullSecrets:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  securityContext:
+    runAsNonRoot: true
+    runAsUser: {{ int64 .Values.securityContext.runAsUser }}
+    runAsGroup: {{ int64 .Values.securityContext.runAsGroup }}
+    fsGroup: {{ int64 .Values.securityContext.fsGroup }}
+    fsGroupChangePolicy: OnRootMismatch
+    seccompProfile:
+      type: RuntimeDefault
+  {{- with .Values.nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  containers:
+    - name: fetch-model
+      image: {{ include "qwen-serve.image" . }}
+      imagePullPolicy: {{ .Values.image.pullPolicy }}
+      command:
+        - fetch-model
+        {{- include "qwen-serve.fetchArgs" . | nindent 8 }}
+      {{- include "qwen-serve.fetchEnv" . | nindent 6 }}
+      resources:
+        {{- include "qwen-serve.fetchResources" . | nindent 8 }}
+      securityContext:
+        {{- include "qwen-serve.containerSecurityContext" . | nindent 8 }}
+      volumeMounts:
+        - name: model
+          mountPath: /models
+        - name: tmp
+          mountPath: /tmp
+  volumes:
+    - name: model
+      persistentVolumeClaim:
+        claimName: {{ include "qwen-serve.fullname" . }}-model
+    - name: tmp
+      emptyDir:
+        sizeLimit: {{ .Values.volumes.tmpSizeLimit }}
+{{- end }}
+
+{{- define "qwen-serve.fetchJobName" -}}
+{{- printf "%s-fetch-%s" (include "qwen-serve.fullname" . | trunc 46 | trimSuffix "-") (include "qwen-serve.fetchJobPod" . | sha256sum | trunc 10) }}
 {{- end }}
