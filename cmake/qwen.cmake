@@ -34,11 +34,10 @@ endfunction()
 set(QWEN_TEST_PACKED_DIR ${CMAKE_BINARY_DIR}/test-packed)
 file(MAKE_DIRECTORY ${QWEN_TEST_PACKED_DIR})
 
-# qwen_test(NAME name LABEL unit|conformance|e2e|bench[ kernels] SOURCES ... LIBS ... [TIMEOUT s])
+# qwen_test(NAME name LABEL unit|conformance|e2e|bench [kernels] SOURCES ... LIBS ... [TIMEOUT s])
 # One gtest executable registered with ctest, run from the source tree so it finds tests/data.
+# LABEL takes several labels (LABEL "unit;kernels" arrives as two arguments).
 function(qwen_test)
-  # LABEL takes several ("unit;kernels"): a one-value keyword kept only the first, and
-  # `ctest -L kernels` (scripts/test's scalar pass) silently found no test.
   cmake_parse_arguments(T "" "NAME;TIMEOUT" "LABEL;SOURCES;LIBS" ${ARGN})
   add_executable(${T_NAME} ${T_SOURCES})
   target_link_libraries(${T_NAME} PRIVATE ${T_LIBS} GTest::gtest GTest::gmock GTest::gtest_main)
