@@ -125,6 +125,14 @@ absl::Status OutputAssembler::Finish(const worker::v1::Finish& finish, absl::Tim
   worker_queue_ms_ = finish.queue_ms();
   cached_tokens_ = finish.cached_tokens();
   if (finish.reason() == worker::v1::Finish::REASON_ERROR) {
+    // The request's own faults keep their code and message (which names the field); anything
+    // else is ours: INTERNAL, logged at error level and counted under that code.
+    const int32_t code = finish.error_code();
+    if (code == static_cast<int32_t>(absl::StatusCode::kInvalidArgument) ||
+        code == static_cast<int32_t>(absl::StatusCode::kFailedPrecondition) ||
+        code == static_cast<int32_t>(absl::StatusCode::kOutOfRange)) {
+      return absl::Status(static_cast<absl::StatusCode>(code), finish.error());
+    }
     return absl::InternalError(absl::StrCat("generation failed in the worker: ", finish.error()));
   }
   Drain(/*include_held_text=*/true, out);

@@ -30,6 +30,9 @@ class TextModel {
   struct VisionOptions {
     std::string mmproj_path;  // empty: no image input
     vision::PreprocessOptions preprocess;
+    // What an uploaded image may be before it is decoded (--max_image_bytes,
+    // --max_image_megapixels).
+    vision::DecodeLimits decode;
   };
 
   // Opens the file and builds the tokenizer and (when the file has one) the chat template.

@@ -27,6 +27,7 @@
 #include "qwen/worker/v1/worker.grpc.pb.h"
 #include "service/grpc_status.h"
 #include "service/log.h"
+#include "service/prefix_cache_budget.h"
 
 namespace qwen::service {
 namespace {
@@ -135,6 +136,7 @@ class Stream : public engine::RequestSink {
         case engine::FinishReason::kError:
           f.set_reason(wpb::Finish::REASON_ERROR);
           f.set_error(std::string(info.status.message()));
+          f.set_error_code(static_cast<int32_t>(info.status.code()));
           break;
         case engine::FinishReason::kGrammarDone:
           f.set_reason(wpb::Finish::REASON_GRAMMAR_DONE);
@@ -223,10 +225,18 @@ class Stream : public engine::RequestSink {
     }
   }
 
-  // The engine's account of the sequence: debug, or an error line for an engine failure.
+  // The engine's account of the sequence: debug; an error line for an engine failure of ours,
+  // an info line for one that was the request's fault (an image that does not decode).
   void LogFinish(const engine::FinishInfo& info) {
     const bool error = info.reason == engine::FinishReason::kError;
-    if (!LogEnabled(error ? LogLevel::kError : LogLevel::kDebug)) return;
+    const absl::StatusCode code = info.status.code();
+    const bool requests_fault = code == absl::StatusCode::kInvalidArgument ||
+                                code == absl::StatusCode::kFailedPrecondition ||
+                                code == absl::StatusCode::kOutOfRange;
+    const LogLevel level = !error           ? LogLevel::kDebug
+                           : requests_fault ? LogLevel::kInfo
+                                            : LogLevel::kError;
+    if (!LogEnabled(level)) return;
     static constexpr const char* kReasons[] = {"stop_token", "length", "cancelled", "error",
                                                "grammar_done"};
     LogFields f = {{"request_id", request_id_},
@@ -239,7 +249,8 @@ class Stream : public engine::RequestSink {
                    {"decode_ms", absl::ToDoubleMilliseconds(info.decode_time)}};
     if (error) {
       f["error"] = std::string(info.status.message());
-      LogError(kComponent, "generation failed", f);
+      f["code"] = absl::StatusCodeToString(code);
+      Log(level, kComponent, "generation failed", f);
     } else {
       LogDebug(kComponent, "generation finished", f);
     }
@@ -380,15 +391,20 @@ class WorkerService final : public wpb::Worker::CallbackService {
         // Decoded and encoded when the request's prompt is about to be fed: on the engine's
         // compute threads, or on its encoder thread while other sequences run (the engine may
         // call this from either; the encoder is safe with one context per caller).
-        pi.encode = [vision = vision_, data = im.data(), field = im.field(),
+        vision::DecodeLimits limits;
+        if (im.max_bytes() > 0) limits.max_bytes = static_cast<size_t>(im.max_bytes());
+        if (im.max_decoded_pixels() > 0) limits.max_pixels = im.max_decoded_pixels();
+        pi.encode = [vision = vision_, data = im.data(), field = im.field(), limits,
                      options = vision::PreprocessOptions{im.min_pixels(), im.max_pixels()},
                      rows = im.rows(), cols = im.cols()](
                         ops::ComputeContext& ctx) -> absl::StatusOr<std::vector<float>> {
+          // A body that is corrupt after a good header is found here (the front end read only
+          // the header): INVALID_ARGUMENT naming the field, which reaches the client as such.
           ASSIGN_OR_RETURN(
               vision::RgbImage rgb,
               vision::DecodeImage(
                   absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(data.data()), data.size()),
-                  {}, field));
+                  limits, field));
           ASSIGN_OR_RETURN(vision::ImageEmbedding e, vision->Encode(rgb, options, ctx));
           if (e.grid.rows() != rows || e.grid.cols() != cols) {
             return absl::InternalError(
@@ -508,9 +524,6 @@ absl::Status RunWorker(const WorkerOptions& options) {
   std::set_new_handler(&OnOutOfMemory);
 
   if (options.socket_path.empty()) return absl::InvalidArgumentError("--socket is required");
-  if (options.kv_type != "f16" && options.kv_type != "f32") {
-    return absl::InvalidArgumentError("--kv_type must be f16 or f32");
-  }
   const absl::Time t0 = absl::Now();
   auto file = gguf::GgufFile::Open(options.model_path);
   if (!file.ok()) {
@@ -533,9 +546,16 @@ absl::Status RunWorker(const WorkerOptions& options) {
   eo.n_slots = options.slots;
   eo.n_ctx = options.ctx_size;
   eo.n_threads = options.threads;
-  eo.kv_type = options.kv_type == "f32" ? model::KvType::kF32 : model::KvType::kF16;
+  eo.kv_type = options.kv_type;
   eo.prefill_chunk = options.prefill_chunk;
-  eo.prefix_cache_bytes = static_cast<size_t>(options.prefix_cache_mb) << 20;
+  int64_t prefix_cache_mb = options.prefix_cache_mb;
+  if (prefix_cache_mb == kAutoPrefixCacheMb) {
+    // A worker started by hand; `qwen serve` passes the number it resolved.
+    prefix_cache_mb = AutoPrefixCacheBudget(model->config(), options.ctx_size, options.kv_type,
+                                            options.slots, 1, AvailableMemoryBytes())
+                          .mb;
+  }
+  eo.prefix_cache_bytes = static_cast<size_t>(prefix_cache_mb) << 20;
   eo.snapshot_interval = options.snapshot_interval;
   std::shared_ptr<const vision::VisionEncoder> vision;
   if (!options.mmproj_path.empty()) {
@@ -558,19 +578,20 @@ absl::Status RunWorker(const WorkerOptions& options) {
   // context sees the cost before the first long prompt does.
   const engine::EngineStats stats = engine->Stats();
   const auto mib = [](size_t b) { return static_cast<int64_t>(b >> 20); };
-  LogInfo(component,
-          absl::StrCat("serving ", options.model_path, " on unix:", options.socket_path, " with ",
-                       options.slots, " slots of ", options.ctx_size, " tokens, ",
-                       engine->options().n_threads, " threads (ready in ",
-                       absl::FormatDuration(absl::Trunc(absl::Now() - t0, absl::Milliseconds(1))),
-                       "); memory: sequence states ", mib(stats.state_bytes),
-                       " MiB + KV cache up to ", mib(stats.kv_bytes_reserved), " MiB (",
-                       options.kv_type, ") + weights ", mib(shared_file->file_size()),
-                       " MiB mapped shared + prefix cache up to ", options.prefix_cache_mb, " MiB"),
-          {{"event", "worker_ready"},
-           {"state_bytes", static_cast<int64_t>(stats.state_bytes)},
-           {"kv_bytes_reserved", static_cast<int64_t>(stats.kv_bytes_reserved)},
-           {"weights_bytes", static_cast<int64_t>(shared_file->file_size())}});
+  LogInfo(
+      component,
+      absl::StrCat("serving ", options.model_path, " on unix:", options.socket_path, " with ",
+                   options.slots, " slots of ", options.ctx_size, " tokens, ",
+                   engine->options().n_threads, " threads (ready in ",
+                   absl::FormatDuration(absl::Trunc(absl::Now() - t0, absl::Milliseconds(1))),
+                   "); memory: sequence states ", mib(stats.state_bytes), " MiB + KV cache up to ",
+                   mib(stats.kv_bytes_reserved), " MiB (", model::KvTypeName(options.kv_type),
+                   ") + weights ", mib(shared_file->file_size()),
+                   " MiB mapped shared + prefix cache up to ", prefix_cache_mb, " MiB"),
+      {{"event", "worker_ready"},
+       {"state_bytes", static_cast<int64_t>(stats.state_bytes)},
+       {"kv_bytes_reserved", static_cast<int64_t>(stats.kv_bytes_reserved)},
+       {"weights_bytes", static_cast<int64_t>(shared_file->file_size())}});
 
   // Wait for SIGTERM/SIGINT. The timeout lets a worker notice a vanished parent even if the
   // death signal were lost (it is not, on Linux, but a check costs nothing).
@@ -596,8 +617,10 @@ absl::Status RunWorker(const WorkerOptions& options) {
     }
   }
   // Calls still running are cancelled (their reactors cancel the engine's sequences); then the
-  // engine stops.
-  server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
+  // engine stops. The front end sends SIGTERM after it has cancelled its streams, so nothing is
+  // worth a wait (and gRPC would wait out the whole deadline for the front end's idle channel):
+  // the front end kills a worker that is not gone within kWorkerStop (front_end.h).
+  server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Milliseconds(100)));
   server->Wait();
   engine.reset();
   return absl::OkStatus();

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "inference/model/state.h"
 
 namespace qwen::service {
 
@@ -18,7 +19,7 @@ struct WorkerOptions {
   int slots = 4;            // sequences at once
   int threads = 0;          // compute threads; 0: the cores this process may use
   int64_t ctx_size = 4096;  // context per slot
-  std::string kv_type = "f16";
+  model::KvType kv_type = model::kDefaultKvType;
   int64_t prefill_chunk = 256;  // prompt tokens per engine step
   // The vision tower's GGUF; empty: requests with images fail (FAILED_PRECONDITION).
   std::string mmproj_path;
