@@ -1,8 +1,9 @@
 // One dot_tile call of a chosen type, level and shape, for counting the instructions a kernel
-// executes under an emulator (scripts/arm64-insn-count): run it with 0 rows and with R rows and
-// the difference is the call's work. Not a test and not a benchmark: it measures no time.
+// executes under an emulator (scripts/arm64-insn-count): run it as is and with --no-call (the
+// same data made, no call), and the difference is the call's work. Not a test and not a
+// benchmark: it measures no time.
 //
-//   quant_insn_count TYPE LEVEL ROWS COLS [N]      e.g. quant_insn_count q4_K neondot 16 1 2560
+//   quant_insn_count TYPE LEVEL ROWS COLS N [--no-call]   e.g. quant_insn_count q4_K neondot 16 1 2560
 #include <cstdio>
 #include <cstdlib>
 #include <random>
@@ -17,8 +18,8 @@
 int main(int argc, char** argv) {
   using namespace qwen;
   using namespace qwen::quant;
-  if (argc < 5) {
-    std::fprintf(stderr, "usage: %s TYPE LEVEL ROWS COLS [N]\n", argv[0]);
+  if (argc < 6) {
+    std::fprintf(stderr, "usage: %s TYPE LEVEL ROWS COLS N [--no-call]\n", argv[0]);
     return 2;
   }
   GgmlType type = GgmlType::kF32;
@@ -35,7 +36,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   const int64_t rows = std::atoll(argv[3]), cols = std::atoll(argv[4]);
-  const int64_t n = argc > 5 ? std::atoll(argv[5]) : 2560;
+  const int64_t n = std::atoll(argv[5]);
+  const bool call = !(argc > 6 && std::string(argv[6]) == "--no-call");
   const KernelTable& k = KernelsFor(isa);
   if (k.isa != isa) {
     std::fprintf(stderr, "this CPU lacks %s\n", argv[2]);
@@ -54,10 +56,10 @@ int main(int argc, char** argv) {
         x.data(), a.data() + c * a_row, n);
   }
   std::vector<float> y(rows * cols + 1);
-  if (rows > 0) {
+  if (call && rows > 0) {
     k.dot_tile[static_cast<uint32_t>(type)](w.data(), w_row, rows, a.data(), a_row, cols, y.data(),
                                             rows, n);
   }
-  std::printf("%g\n", rows > 0 ? y[0] : 0.0);
+  std::printf("%g\n", call && rows > 0 ? y[0] : 0.0);
   return 0;
 }
