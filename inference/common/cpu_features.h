@@ -33,7 +33,8 @@ enum class Isa {
 // Every level of this architecture, lowest (scalar) first, whether or not this CPU has it.
 std::vector<Isa> AllIsas();
 
-// The level named `name` (IsaName's spelling) in this architecture, or false.
+// Sets *isa to this architecture's level named `name` (IsaName's spelling) and returns true;
+// returns false, leaving *isa as it was, for any other name.
 bool ParseIsa(absl::string_view name, Isa* isa);
 
 // Feature bits read from CPUID (x86-64) or the kernel's HWCAP words (aarch64). The fields of the
