@@ -1,7 +1,46 @@
 # Shared helpers for the project's CMake files.
 
-# Compile flags per SIMD level. Kernels for a level live in files named *_avx2.cc / *_avx512.cc;
-# only those files get the flags, and dispatch picks one at run time.
+# The architecture the build targets (the compiler's, which a cross build's toolchain file sets):
+# QWEN_ARCH is x86_64 or aarch64; anything else is refused here rather than half-built.
+if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64)$")
+  set(QWEN_ARCH x86_64)
+elseif(CMAKE_SYSTEM_PROCESSOR MATCHES "^(aarch64|arm64|ARM64)$")
+  set(QWEN_ARCH aarch64)
+else()
+  message(FATAL_ERROR "qwen-serve builds for x86_64 and aarch64, not ${CMAKE_SYSTEM_PROCESSOR}")
+endif()
+
+if(QWEN_ARCH STREQUAL "aarch64")
+  # C++ code is compiled with -ffp-contract=fast by default, so GCC fuses a * b + c into one
+  # multiply-add wherever the target has the instruction, and every ARMv8 core has it, while the
+  # x86-64 baseline has none. inference/ turns contraction off for its libraries on every
+  # architecture (docs/numerics.md); on aarch64 the rest (the service, the CLI, the tests'
+  # expectations) is built so too, so that no float expression rounds differently from x86-64.
+  add_compile_options(-ffp-contract=off)
+endif()
+
+# qwen_arch_sources(out src...): the sources of `src` that belong to this architecture: files
+# named *_avx2.cc / *_avx512.cc only on x86-64, *_neon.cc / *_neondot.cc only on aarch64.
+function(qwen_arch_sources out)
+  set(kept)
+  foreach(src ${ARGN})
+    if(src MATCHES "_(avx2|avx512)\\.cc$" AND NOT QWEN_ARCH STREQUAL "x86_64")
+      continue()
+    endif()
+    if(src MATCHES "_(neon|neondot)\\.cc$" AND NOT QWEN_ARCH STREQUAL "aarch64")
+      continue()
+    endif()
+    list(APPEND kept ${src})
+  endforeach()
+  set(${out} ${kept} PARENT_SCOPE)
+endfunction()
+
+# Compile flags per SIMD level. Kernels for a level live in files named *_avx2.cc / *_avx512.cc
+# (x86-64) or *_neon.cc / *_neondot.cc (aarch64); only those files get the flags, the rest of the
+# program is built for the architecture's baseline (x86-64; ARMv8.0-A, whose Advanced SIMD the
+# NEON level needs nothing more for), and dispatch picks one level at run time.
+set(QWEN_NEON_FLAGS -march=armv8-a)
+set(QWEN_NEONDOT_FLAGS -march=armv8.2-a+dotprod)
 set(QWEN_AVX2_FLAGS -mavx2 -mfma -mf16c -mbmi2)
 set(QWEN_AVX512_FLAGS -mavx2 -mfma -mf16c -mbmi2 -mavx512f -mavx512bw -mavx512vl -mavx512dq
     -mavx512vnni -mavx512bf16
@@ -19,6 +58,10 @@ function(qwen_simd_sources)
       set(flags ${QWEN_AVX512_FLAGS})
     elseif(src MATCHES "_avx2\\.cc$")
       set(flags ${QWEN_AVX2_FLAGS})
+    elseif(src MATCHES "_neondot\\.cc$")
+      set(flags ${QWEN_NEONDOT_FLAGS})
+    elseif(src MATCHES "_neon\\.cc$")
+      set(flags ${QWEN_NEON_FLAGS})
     else()
       continue()
     endif()
@@ -50,8 +93,17 @@ function(qwen_test)
   if(QWEN_SANITIZE)
     math(EXPR T_TIMEOUT "${T_TIMEOUT} * 5")
   endif()
+  # Cross builds run their tests under an emulator (cmake/aarch64-linux-gnu.cmake): 10-30 times
+  # slower (the model's conformance cases take minutes each, docs/arm64.md), and the tests start
+  # this build's programs through it (QWEN_TEST_EMULATOR).
+  set(env "QWEN_TEST_DATA=${PROJECT_SOURCE_DIR}/tests/data;QWEN_BIN_DIR=${CMAKE_BINARY_DIR}/bin;QWEN_PACKED_DIR=${QWEN_TEST_PACKED_DIR}")
+  if(CMAKE_CROSSCOMPILING_EMULATOR)
+    math(EXPR T_TIMEOUT "${T_TIMEOUT} * 10")
+    list(JOIN CMAKE_CROSSCOMPILING_EMULATOR " " emulator)
+    list(APPEND env "QWEN_TEST_EMULATOR=${emulator}")
+  endif()
   set_tests_properties(${T_NAME} PROPERTIES LABELS "${T_LABEL}" TIMEOUT ${T_TIMEOUT}
-    ENVIRONMENT "QWEN_TEST_DATA=${PROJECT_SOURCE_DIR}/tests/data;QWEN_BIN_DIR=${CMAKE_BINARY_DIR}/bin;QWEN_PACKED_DIR=${QWEN_TEST_PACKED_DIR}")
+    ENVIRONMENT "${env}")
 endfunction()
 
 # qwen_benchmark(NAME name SOURCES ... LIBS ...): a Google Benchmark program, labelled bench.

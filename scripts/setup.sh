@@ -6,15 +6,20 @@
 #   scripts/setup.sh                   everything: build, run and test
 #   scripts/setup.sh --no-test-tools   without Node.js and npm, which only the deployment tests use
 #                                      (the container image's build stage)
+#   scripts/setup.sh --cross-aarch64   also the aarch64 cross build's: Debian's cross compiler,
+#                                      qemu-user and the arm64 -dev packages side by side with the
+#                                      host's (multiarch; scripts/cross-aarch64, docs/arm64.md)
 #
 # The deployment tests' own tools (Helm 3 and 4, Kubernetes schemas) come from the npm registry
 # into the build tree: scripts/deploy-tools, run by ctest before those tests (never committed).
 set -euo pipefail
 
 test_tools=1
+cross_aarch64=0
 for arg in "$@"; do
   case "$arg" in
     --no-test-tools) test_tools=0 ;;
+    --cross-aarch64) cross_aarch64=1 ;;
     *) echo "setup: unknown argument \"$arg\"" >&2; exit 2 ;;
   esac
 done
@@ -39,6 +44,32 @@ PACKAGES=(
 # them from elsewhere (e.g. a newer Node.js) keeps its own: Debian's npm would conflict with it.
 if [ "$test_tools" = 1 ] && ! command -v npm >/dev/null 2>&1; then
   PACKAGES+=(nodejs npm)
+fi
+
+# The aarch64 cross build: the same libraries for arm64 (Multi-Arch: same, so they install beside
+# the host's). prometheus-cpp-dev:arm64 is not among them: it depends on the civetweb program,
+# whose arm64 package would replace the host's (and with it the host's prometheus-cpp-dev);
+# scripts/cross-aarch64 unpacks its CMake files and headers into the build tree instead.
+if [ "$cross_aarch64" = 1 ]; then
+  PACKAGES+=(
+    g++-aarch64-linux-gnu qemu-user-static
+    libgrpc++-dev:arm64 libprotobuf-dev:arm64 libabsl-dev:arm64 libopenblas-dev:arm64
+    libgtest-dev:arm64 libgmock-dev:arm64 libbenchmark-dev:arm64
+    libpcre2-dev:arm64 libutf8proc-dev:arm64
+    libjpeg62-turbo-dev:arm64 libpng-dev:arm64 libwebp-dev:arm64 libssl-dev:arm64 zlib1g-dev:arm64
+    libprometheus-cpp-core1.0:arm64 libprometheus-cpp-pull1.0:arm64 libprometheus-cpp-push1.0:arm64
+    libcivetweb-dev:arm64 libcurl4-openssl-dev:arm64
+  )
+  if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    if [ "$(id -u)" -eq 0 ]; then
+      dpkg --add-architecture arm64
+    elif command -v sudo >/dev/null 2>&1; then
+      sudo dpkg --add-architecture arm64
+    else
+      echo "setup: run as root: dpkg --add-architecture arm64" >&2
+      exit 1
+    fi
+  fi
 fi
 
 missing=()

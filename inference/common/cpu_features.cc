@@ -1,14 +1,51 @@
 #include "inference/common/cpu_features.h"
 
-#include <cpuid.h>
-
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+#if defined(__aarch64__)
+#include <asm/hwcap.h>
+#include <sys/auxv.h>
+#elif defined(__x86_64__)
+#include <cpuid.h>
+#else
+#error "qwen-serve builds for x86-64 and aarch64"
+#endif
 
 namespace qwen {
 namespace {
+
+#if defined(__aarch64__)
+
+// The kernel's HWCAP words say what EL0 may use (and under qemu-user, what the emulated CPU has).
+CpuFeatures Detect() {
+  CpuFeatures f;
+  const unsigned long hw = getauxval(AT_HWCAP);
+  const unsigned long hw2 = getauxval(AT_HWCAP2);
+  f.asimd = (hw & HWCAP_ASIMD) != 0;
+  f.asimddp = (hw & HWCAP_ASIMDDP) != 0;
+  f.sve = (hw & HWCAP_SVE) != 0;
+#ifdef HWCAP2_I8MM
+  f.i8mm = (hw2 & HWCAP2_I8MM) != 0;
+#else
+  f.i8mm = (hw2 & (1UL << 13)) != 0;
+#endif
+  return f;
+}
+
+Isa ComputeBest(const CpuFeatures& f) {
+  if (f.asimd && f.asimddp) return Isa::kNeonDot;
+  if (f.asimd) return Isa::kNeon;
+  return Isa::kScalar;
+}
+
+#else  // x86-64
 
 uint64_t ReadXcr0() {
   uint32_t eax = 0, edx = 0;
@@ -59,6 +96,8 @@ Isa ComputeBest(const CpuFeatures& f) {
   return Isa::kScalar;
 }
 
+#endif
+
 }  // namespace
 
 const CpuFeatures& GetCpuFeatures() {
@@ -76,31 +115,89 @@ Isa ActiveIsa() {
     Isa best = BestIsa();
     const char* env = std::getenv("QWEN_ISA");
     if (env == nullptr) return best;
-    std::string v(env);
     Isa want = best;
-    if (v == "scalar") want = Isa::kScalar;
-    if (v == "avx2") want = Isa::kAvx2;
-    if (v == "avx512") want = Isa::kAvx512;
-    if (v == "avx512gfni") want = Isa::kAvx512Gfni;
+    if (!ParseIsa(env, &want)) want = best;
     return static_cast<int>(want) < static_cast<int>(best) ? want : best;
   }();
   return active;
+}
+
+std::vector<Isa> AllIsas() {
+  std::vector<Isa> out;
+  for (int i = 0; i <= static_cast<int>(Isa::kMaxIsa); ++i) out.push_back(static_cast<Isa>(i));
+  return out;
+}
+
+bool ParseIsa(absl::string_view name, Isa* isa) {
+  for (Isa i : AllIsas()) {
+    if (IsaName(i) == name) {
+      *isa = i;
+      return true;
+    }
+  }
+  return false;
 }
 
 absl::string_view IsaName(Isa isa) {
   switch (isa) {
     case Isa::kScalar:
       return "scalar";
+#if defined(__aarch64__)
+    case Isa::kNeon:
+      return "neon";
+    case Isa::kNeonDot:
+      return "neondot";
+#else
     case Isa::kAvx2:
       return "avx2";
     case Isa::kAvx512:
       return "avx512";
     case Isa::kAvx512Gfni:
       return "avx512gfni";
+#endif
   }
   return "unknown";
 }
 
+#if defined(__aarch64__)
+// Names of the cores a server is likely to have, by MIDR implementer and part number.
+std::string ArmCoreName(unsigned implementer, unsigned part) {
+  struct Core {
+    unsigned implementer, part;
+    const char* name;
+  };
+  static constexpr Core kCores[] = {
+      {0x41, 0xd03, "ARM Cortex-A53"},    {0x41, 0xd07, "ARM Cortex-A57"},
+      {0x41, 0xd08, "ARM Cortex-A72"},    {0x41, 0xd0b, "ARM Cortex-A76"},
+      {0x41, 0xd0c, "ARM Neoverse-N1"},   {0x41, 0xd40, "ARM Neoverse-V1"},
+      {0x41, 0xd49, "ARM Neoverse-N2"},   {0x41, 0xd4f, "ARM Neoverse-V2"},
+      {0x41, 0xd84, "ARM Neoverse-V3"},   {0x41, 0xd8e, "ARM Neoverse-N3"},
+      {0xc0, 0xac3, "Ampere AmpereOne"},  {0x61, 0x022, "Apple M1"},
+  };
+  for (const Core& c : kCores) {
+    if (c.implementer == implementer && c.part == part) return c.name;
+  }
+  return absl::StrFormat("implementer 0x%02x part 0x%03x", implementer, part);
+}
+
+std::string CpuModelName() {
+  // /proc/cpuinfo's "CPU implementer" and "CPU part" of the first core (the kernel's copy of
+  // MIDR_EL1). Under qemu-user the file is the host's, which has neither: "unknown".
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  long implementer = -1, part = -1;
+  while (std::getline(in, line) && (implementer < 0 || part < 0)) {
+    const size_t colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    const std::string key = line.substr(0, line.find_last_not_of(" \t", colon - 1) + 1);
+    const long value = std::strtol(line.c_str() + colon + 1, nullptr, 0);
+    if (key == "CPU implementer" && implementer < 0) implementer = value;
+    if (key == "CPU part" && part < 0) part = value;
+  }
+  if (implementer < 0 || part < 0) return "unknown";
+  return ArmCoreName(static_cast<unsigned>(implementer), static_cast<unsigned>(part));
+}
+#else
 std::string CpuModelName() {
   // The brand string from CPUID leaves 0x80000002-4 (what /proc/cpuinfo's "model name" shows).
   unsigned int eax = 0, ebx = 0, ecx = 0, edx = 0;
@@ -118,6 +215,7 @@ std::string CpuModelName() {
   const size_t last = name.find_last_not_of(' ');
   return first == std::string::npos ? "unknown" : name.substr(first, last - first + 1);
 }
+#endif
 
 std::string CpuFeatureString() {
   const CpuFeatures& f = GetCpuFeatures();
@@ -127,6 +225,10 @@ std::string CpuFeatureString() {
     if (!s.empty()) s += ' ';
     s += name;
   };
+  add(f.asimd, "asimd");
+  add(f.asimddp, "asimddp");
+  add(f.i8mm, "i8mm");
+  add(f.sve, "sve");
   add(f.avx2, "avx2");
   add(f.fma, "fma");
   add(f.f16c, "f16c");

@@ -1,7 +1,10 @@
 #include "inference/common/thread_pool.h"
 
-#include <immintrin.h>
 #include <sched.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include <algorithm>
 
@@ -18,10 +21,20 @@ namespace {
 constexpr int kSpinIterations = 1 << 8;
 constexpr int kYieldIterations = 1 << 10;
 
+// The CPU's spin-wait hint: x86's pause; aarch64's yield (a hint to SMT siblings, a no-op
+// elsewhere; the yields to the scheduler below do the real sharing).
+inline void CpuRelax() {
+#if defined(__x86_64__)
+  _mm_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield" ::: "memory");
+#endif
+}
+
 // One step of waiting: true while the caller should keep polling, false when it should sleep.
 inline bool SpinOrYield(int spin) {
   if (spin < kSpinIterations) {
-    _mm_pause();
+    CpuRelax();
     return true;
   }
   if (spin < kSpinIterations + kYieldIterations) {

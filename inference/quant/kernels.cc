@@ -11,6 +11,10 @@ namespace {
 KernelTable MakeTable(Isa isa) {
   KernelTable t;
   internal::FillScalarKernels(&t);
+#if defined(__aarch64__)
+  if (static_cast<int>(isa) >= static_cast<int>(Isa::kNeon)) internal::FillNeonKernels(&t);
+  if (static_cast<int>(isa) >= static_cast<int>(Isa::kNeonDot)) internal::FillNeonDotKernels(&t);
+#else
   if (static_cast<int>(isa) >= static_cast<int>(Isa::kAvx2)) internal::FillAvx2Kernels(&t);
   if (static_cast<int>(isa) >= static_cast<int>(Isa::kAvx512)) {
     // AVX-512 has its own packed layout: none of AVX2's may remain in its table.
@@ -20,6 +24,7 @@ KernelTable MakeTable(Isa isa) {
     internal::FillAvx512Kernels(&t);
     internal::FillAvx512GemmKernels(&t, isa == Isa::kAvx512Gfni);
   }
+#endif
   t.isa = isa;
   return t;
 }
@@ -65,6 +70,16 @@ const KernelTable& KernelsFor(Isa isa) {
   const int best = static_cast<int>(BestIsa());
   const int want = static_cast<int>(isa) < best ? static_cast<int>(isa) : best;
   switch (static_cast<Isa>(want)) {
+#if defined(__aarch64__)
+    case Isa::kNeonDot: {
+      static const KernelTable neondot = MakeTable(Isa::kNeonDot);
+      return neondot;
+    }
+    case Isa::kNeon: {
+      static const KernelTable neon = MakeTable(Isa::kNeon);
+      return neon;
+    }
+#else
     case Isa::kAvx512Gfni: {
       static const KernelTable avx512gfni = MakeTable(Isa::kAvx512Gfni);
       return avx512gfni;
@@ -77,6 +92,7 @@ const KernelTable& KernelsFor(Isa isa) {
       static const KernelTable avx2 = MakeTable(Isa::kAvx2);
       return avx2;
     }
+#endif
     default: {
       static const KernelTable scalar = MakeTable(Isa::kScalar);
       return scalar;

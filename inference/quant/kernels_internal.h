@@ -140,6 +140,11 @@ void FillAvx512Kernels(KernelTable* table);
 // weight bits with GFNI; the results and the packed layout are the same either way.
 void FillAvx512GemmKernels(KernelTable* table, bool gfni);
 
+// aarch64 (kernels_neon.cc, kernels_neondot.cc): the quantized and float products for the
+// ARMv8.0 Advanced SIMD baseline, and the same with SDOT (ARMv8.2 dot product). No packed layout.
+void FillNeonKernels(KernelTable* table);
+void FillNeonDotKernels(KernelTable* table);
+
 // DequantizeActivationRow's body, with the activation type already resolved.
 void DequantizeActivationScalar(GgmlType activation_type, const void* a, float* dst, int64_t n);
 

@@ -18,7 +18,8 @@
 namespace qwen::testing {
 namespace {
 
-std::string Qwen() { return BinPath("qwen"); }
+// The program, through the emulator in a cross build tested under qemu-user.
+std::string Qwen() { return EmulatorPrefix() + BinPath("qwen"); }
 
 void WriteFile(const std::string& path, const std::string& bytes) {
   FILE* f = std::fopen(path.c_str(), "wb");

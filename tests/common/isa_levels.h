@@ -55,7 +55,7 @@ inline std::string RunAtIsa(Isa isa, const std::string& filter) {
   }
   close(fd);
   const CommandResult r = RunCommand(absl::StrCat(
-      "QWEN_ISA=", IsaName(isa), " QWEN_TEST_CHILD_OUT=", out_path, " '", exe,
+      "QWEN_ISA=", IsaName(isa), " QWEN_TEST_CHILD_OUT=", out_path, " ", EmulatorPrefix(), "'", exe,
       "' '--gtest_filter=", filter, "' --gtest_also_run_disabled_tests --gtest_brief=1 2>&1"));
   std::string bytes = ReadFile(out_path);
   unlink(out_path);

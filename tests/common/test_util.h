@@ -32,6 +32,14 @@ inline std::string BinPath(absl::string_view name) {
   return base + "/" + std::string(name);
 }
 
+// What to put before a program of this build in a shell command: nothing natively; in a cross
+// build tested under qemu-user, the emulator and a space (ctest passes it as QWEN_TEST_EMULATOR:
+// without binfmt_misc the kernel cannot start the target's programs itself).
+inline std::string EmulatorPrefix() {
+  const char* e = std::getenv("QWEN_TEST_EMULATOR");
+  return e != nullptr && *e != '\0' ? std::string(e) + " " : std::string();
+}
+
 inline std::string ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   std::stringstream ss;

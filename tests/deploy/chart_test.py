@@ -321,6 +321,16 @@ class RenderTest(unittest.TestCase):
             with self.subTest(variant=name):
                 yield name, self.rendered[name], self.values[name]
 
+    def test_schedules_on_any_architecture(self):
+        """The image is built for linux/amd64 and linux/arm64 (docs/arm64.md), so no variant nor
+        model file ties pods to one architecture: a node selector or affinity on
+        kubernetes.io/arch is the user's to add."""
+        for name, r, v in self.each():
+            if "kubernetes.io/arch" in json.dumps(v):
+                continue  # the values ask for it (the all-features variant does)
+            text = json.dumps([m for _, m in r if isinstance(m, dict)])
+            self.assertNotIn("kubernetes.io/arch", text)
+
     def test_kinds(self):
         for name, r, v in self.each():
             kinds = sorted(m["kind"] for _, m in r if isinstance(m, dict))
@@ -1183,6 +1193,13 @@ class DockerfileTest(unittest.TestCase):
         image_dir = d.chart_defaults()["model"]["image"]["dir"]
         self.assertIn(f"COPY --from=model {image_dir} {image_dir}", rt)
         self.assertIn("fetch-model", " ".join(self.stage("build")))
+
+    def test_no_architecture_named(self):
+        """One Dockerfile for linux/amd64 and linux/arm64: no instruction names an architecture
+        or a package only one of them has (libquadmath0 exists on amd64 only)."""
+        for ins in self.instructions:
+            self.assertNotRegex(ins, r"amd64|x86_64|x86-64|arm64|aarch64|quadmath", ins)
+        self.assertIn("--platform linux/amd64,linux/arm64", self.text)
 
     def runtime_packages(self):
         rt = " ".join(self.stage("runtime"))

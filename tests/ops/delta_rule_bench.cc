@@ -237,7 +237,11 @@ void BM_Chunked(benchmark::State& state) {
 }
 
 void Register() {
-  for (Isa isa : {Isa::kAvx2, Isa::kAvx512}) {
+  for (Isa isa : AllIsas()) {
+    if (isa == Isa::kScalar) continue;
+#if defined(__x86_64__)
+    if (isa == Isa::kAvx512Gfni) continue;  // the AVX-512 vector ops
+#endif
     benchmark::RegisterBenchmark(("delta_rule/" + std::string(IsaName(isa))).c_str(), BM_DeltaRule,
                                  isa)
         ->ArgName("tokens")

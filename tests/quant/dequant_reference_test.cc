@@ -122,8 +122,7 @@ TEST_P(DequantReference, MatchesGgml) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Levels, DequantReference,
-                         ::testing::Values(Isa::kScalar, Isa::kAvx2, Isa::kAvx512,
-                                           Isa::kAvx512Gfni),
+                         ::testing::ValuesIn(AllIsas()),
                          [](const ::testing::TestParamInfo<Isa>& info) {
                            return std::string(IsaName(info.param));
                          });

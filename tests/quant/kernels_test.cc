@@ -221,7 +221,7 @@ TEST_P(SimdLevel, DotTileColumnsAreIndependentBitForBit) {
 }
 
 INSTANTIATE_TEST_SUITE_P(
-    Levels, SimdLevel, ::testing::Values(Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Gfni),
+    Levels, SimdLevel, ::testing::ValuesIn(AllIsas()),
     [](const ::testing::TestParamInfo<Isa>& info) { return std::string(IsaName(info.param)); });
 
 // The scalar reference's integer-folded dot products equal the plain float dot product of the
@@ -361,7 +361,7 @@ TEST(ActivationFormat, Q8KDerivedSums) {
   std::mt19937 rng(8);
   const auto x = RandomActivations(1024, Fill::kRealistic, rng);
   const auto ref = QuantizeActivation(KernelsFor(Isa::kScalar), GgmlType::kQ4_K, x);
-  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Gfni}) {
+  for (Isa isa : AllIsas()) {
     if (static_cast<int>(isa) > static_cast<int>(BestIsa())) continue;
     const auto a = QuantizeActivation(KernelsFor(isa), GgmlType::kQ4_K, x);
     EXPECT_EQ(a, ref) << IsaName(isa);

@@ -23,6 +23,24 @@ using testing::RandomWeights;
 
 uint32_t Id(GgmlType t) { return static_cast<uint32_t>(t); }
 
+#if defined(__aarch64__)
+
+// The aarch64 levels have no packed layout: the engine's callers use dot_tile on the file's rows
+// (which kernels_test.cc compares with the scalar reference). A level that gains one must come
+// with the tests below.
+TEST(PackedLevels, NoAarch64LevelHasPackedKernels) {
+  for (Isa isa : AllIsas()) {
+    const KernelTable& k = KernelsFor(isa);
+    EXPECT_EQ(k.packed_format, nullptr) << IsaName(isa);
+    for (GgmlType t : testing::ComputableTypes()) {
+      EXPECT_EQ(k.pack16[Id(t)], nullptr) << IsaName(isa) << " " << TypeName(t);
+      EXPECT_EQ(k.dot_tile_packed[Id(t)], nullptr) << IsaName(isa) << " " << TypeName(t);
+    }
+  }
+}
+
+#else  // x86-64
+
 // Every level with packed kernels has them for these; some have more (AVX2: Q8_0).
 const GgmlType kPackedTypes[] = {GgmlType::kQ3_K, GgmlType::kQ4_K, GgmlType::kQ5_K,
                                  GgmlType::kQ6_K};
@@ -205,6 +223,8 @@ INSTANTIATE_TEST_SUITE_P(PackedLevels, PackedTest,
                          [](const ::testing::TestParamInfo<Isa>& info) {
                            return std::string(IsaName(info.param));
                          });
+
+#endif
 
 }  // namespace
 }  // namespace qwen::quant

@@ -164,8 +164,7 @@ void BM_Quantize(benchmark::State& state, GgmlType type, Isa isa) {
 int main(int argc, char** argv) {
   using namespace qwen::quant;
   std::vector<qwen::Isa> levels;
-  for (qwen::Isa isa :
-       {qwen::Isa::kScalar, qwen::Isa::kAvx2, qwen::Isa::kAvx512, qwen::Isa::kAvx512Gfni}) {
+  for (qwen::Isa isa : qwen::AllIsas()) {
     if (static_cast<int>(isa) <= static_cast<int>(qwen::BestIsa())) levels.push_back(isa);
   }
   for (GgmlType type : testing::ComputableTypes()) {

@@ -167,7 +167,7 @@ TEST_P(BatchInvarianceE2e, SameTokensAndLogprobsHoweverTheWorkerBatches) {
 INSTANTIATE_TEST_SUITE_P(
     Models, BatchInvarianceE2e,
     ::testing::Combine(::testing::Values("tiny-qwen35-q3_k_m.gguf", "tiny-qwen35-q4_k_m.gguf"),
-                       ::testing::Values(Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Gfni)),
+                       ::testing::ValuesIn(AllIsas())),
     [](const auto& info) {
       std::string name = std::get<0>(info.param).substr(12);  // after "tiny-qwen35-"
       return name.substr(0, name.find('.')) + "_" + std::string(IsaName(std::get<1>(info.param)));
