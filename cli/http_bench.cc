@@ -136,7 +136,8 @@ int RunBenchHttp(int argc, char** argv) {
       "the per-token time of concurrent streams through the HTTP API's Server-Sent Events\n"
       "against gRPC streams, and requests per second of GET /v1/models and of 1-token\n"
       "completions. Prints one JSON object.",
-      argc, argv);
+      // Its flags live in cli/http_bench.cc (a file named bench_* would lend them to `qwen bench`).
+      argc, argv, {"http_bench"});
   if (!args.empty()) {
     std::fprintf(stderr, "qwen bench-http: unexpected argument \"%s\"\n", args[0].c_str());
     return 2;
