@@ -130,6 +130,8 @@ class Metrics {
   prometheus::Counter* prompt_tokens_;
   prometheus::Counter* generated_tokens_;
   prometheus::Counter* cached_tokens_;
+  prometheus::Counter* drafted_tokens_;
+  prometheus::Counter* accepted_tokens_;
   prometheus::Counter* retries_;
   // The request histograms of one protocol (label `protocol`).
   struct Histograms {
