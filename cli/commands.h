@@ -18,6 +18,7 @@ int RunWorker(int argc, char** argv);
 int RunClient(int argc, char** argv);
 int RunLoad(int argc, char** argv);
 int RunHealth(int argc, char** argv);
+int RunBenchHttp(int argc, char** argv);
 
 }  // namespace qwen::cli
 

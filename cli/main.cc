@@ -28,6 +28,8 @@ constexpr Command kCommands[] = {
     {"client", qwen::cli::RunClient, "stream a generation or a chat from a qwen serve"},
     {"load", qwen::cli::RunLoad, "bounded load on a local qwen serve: errors, latency, memory"},
     {"health", qwen::cli::RunHealth, "ask a server's grpc.health.v1 service (for probes)"},
+    {"bench-http", qwen::cli::RunBenchHttp,
+     "the HTTP API's cost against gRPC on a running qwen serve"},
 };
 
 void PrintUsage(FILE* out) {

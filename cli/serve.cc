@@ -140,6 +140,7 @@ int RunServe(int argc, char** argv) {
   absl::Status limits = ApplyServeLimitFlags(&o);
   if (!parse_status.ok()) limits = parse_status;
   ApplyServeProbeFlags(&o);
+  ApplyServeHttpFlags(&o);
   if (!log_flags.ok()) limits = log_flags;
   if (!model_status.ok()) limits = model_status;
   // --check_config reports every problem itself; a real start stops at the first.

@@ -16,6 +16,10 @@ absl::Status ApplyServeLimitFlags(service::FrontEndOptions* options);
 // `options`; ValidateFrontEndOptions checks them.
 void ApplyServeProbeFlags(service::FrontEndOptions* options);
 
+// Copies the flags of cli/serve_http.cc (--http_port, --served_model_name) into `options`;
+// ValidateFrontEndOptions checks them.
+void ApplyServeHttpFlags(service::FrontEndOptions* options);
+
 }  // namespace qwen::cli
 
 #endif  // QWEN_CLI_SERVE_LIMITS_H_

@@ -30,6 +30,8 @@ PACKAGES=(
   libabsl-dev libopenblas-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libpcre2-dev libutf8proc-dev nlohmann-json3-dev prometheus-cpp-dev
+  # the OpenAI-compatible HTTP API (service/http_front_end.h; docs/api.md says why this library)
+  libcpp-httplib-dev
   # image input (inference/vision): JPEG, PNG and WebP decoders
   libjpeg62-turbo-dev libpng-dev libwebp-dev
   python3 python3-yaml

@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "absl/cleanup/cleanup.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -20,6 +21,7 @@
 #include "service/generate_call.h"
 #include "service/grpc_status.h"
 #include "service/health_port.h"
+#include "service/http_front_end.h"
 #include "service/log.h"
 #include "service/metrics.h"
 #include "service/model_info.h"
@@ -244,6 +246,15 @@ absl::Status ValidateFrontEndOptions(const FrontEndOptions& options) {
       (options.health_port == options.port || options.health_port == options.metrics_port)) {
     return absl::InvalidArgumentError("--health_port must differ from --port and --metrics_port");
   }
+  if (options.http_port < -1 || options.http_port > 65535) {
+    return absl::InvalidArgumentError("--http_port must be 0 (off), -1 (any free port) or a port");
+  }
+  if (options.http_port > 0 &&
+      (options.http_port == options.port || options.http_port == options.metrics_port ||
+       options.http_port == options.health_port)) {
+    return absl::InvalidArgumentError(
+        "--http_port must differ from --port, --metrics_port and --health_port");
+  }
   if (options.credentials_reload_interval < absl::ZeroDuration() ||
       options.credentials_reload_interval > absl::Hours(24)) {
     return absl::InvalidArgumentError(
@@ -393,15 +404,63 @@ absl::Status RunFrontEnd(const FrontEndOptions& given) {
             {{"event", "health_listening"}, {"health_port", local_health->port()}});
   }
   std::atomic<bool> draining{false};
+  std::atomic<bool> serving_now{false};
   absl::Mutex health_mu;
   auto set_serving = [&](bool serving) {
     absl::MutexLock lock(&health_mu);
     if (draining.load()) serving = false;
+    serving_now.store(serving);
     health->SetServingStatus("", serving);
     health->SetServingStatus(kServiceName, serving);
     if (local_health != nullptr) local_health->SetServing(serving);
   };
   set_serving(false);
+
+  // The HTTP API runs its requests on the gRPC server's in-process channel: the same handlers,
+  // interceptors (tokens, request log, metrics), queue and workers.
+  std::unique_ptr<HttpFrontEnd> http;
+  if (options.http_port != 0) {
+    HttpFrontEndOptions h;
+    h.host = options.host;
+    h.port = options.http_port;
+    h.tls = options.tls;
+    h.max_body_bytes = options.max_message_bytes;
+    // A thread per connection: every slot streaming and the queue full, and room to refuse more.
+    h.threads = options.pool.workers * options.pool.slots + options.queue_size + 16;
+    h.authenticator = authenticator.get();
+    h.auth_exempt_probes = options.auth_exempt_probes;
+    h.context_length = options.pool.ctx_size;
+    const std::string file = options.pool.model_path.substr(
+        options.pool.model_path.find_last_of('/') == std::string::npos
+            ? 0
+            : options.pool.model_path.find_last_of('/') + 1);
+    std::string stem = file;
+    if (absl::EndsWith(stem, ".gguf")) stem.resize(stem.size() - 5);
+    h.model_id = !options.served_model_name.empty() ? options.served_model_name
+                 : !options.model_name.empty()      ? options.model_name
+                                                    : stem;
+    for (const std::string& alias :
+         {stem, file, options.model_name, options.pool.model_path, (*model)->config().name}) {
+      if (!alias.empty() && alias != h.model_id) h.model_aliases.push_back(alias);
+    }
+    // Responses the HTTP front end reads (a long generation's tokens with logprobs, a long
+    // text's pieces) are bounded by the request limits, not by gRPC's 4 MiB client default.
+    grpc::ChannelArguments channel_args;
+    channel_args.SetMaxReceiveMessageSize(-1);
+    absl::StatusOr<std::unique_ptr<HttpFrontEnd>> started = HttpFrontEnd::Start(
+        h, server->InProcessChannel(channel_args),
+        [&serving_now] { return serving_now.load(); }, [&draining] { return draining.load(); });
+    if (!started.ok()) {
+      server->Shutdown();
+      return started.status();
+    }
+    http = std::move(*started);
+    const std::string scheme = options.tls.enabled() ? "https" : "http";
+    LogInfo(kComponent, absl::StrCat("OpenAI-compatible HTTP API on ", scheme, "://",
+                                     ListenAddress(options.host, http->port()),
+                                     " (model id \"", h.model_id, "\")"),
+            {{"event", "http_listening"}, {"http_port", http->port()}, {"model_id", h.model_id}});
+  }
 
   WorkerPoolOptions pool_options = options.pool;
   pool_options.allow_forced_tokens = options.allow_forced_output;
@@ -416,6 +475,7 @@ absl::Status RunFrontEnd(const FrontEndOptions& given) {
         set_serving(live > 0);
       });
   if (!pool.ok()) {
+    if (http != nullptr) http->Stop(kUnaryDrain);
     server->Shutdown();
     return pool.status();
   }
@@ -482,6 +542,9 @@ absl::Status RunFrontEnd(const FrontEndOptions& given) {
   health->Shutdown();
   // The probes' plaintext health port has nothing worth a wait either (a probe retries).
   if (local_health != nullptr) local_health->Shutdown(absl::ZeroDuration());
+  // HTTP requests are gRPC calls (ended above); its threads finish their last writes, and idle
+  // keep-alive connections are not waited for.
+  if (http != nullptr) http->Stop(kUnaryDrain);
   server->Shutdown(absl::ToChronoTime(absl::Now() + kUnaryDrain));
   server->Wait();
   // The metrics endpoint stops in milliseconds (Metrics::StopServing); the workers, whose

@@ -32,6 +32,12 @@ struct FrontEndOptions {
   absl::Duration max_connection_age_grace = absl::ZeroDuration();
   bool allow_forced_output = false;  // honour the testing metadata (see generate_call.h)
   int metrics_port = 9090;           // Prometheus /metrics over HTTP on host:port; 0: off
+  // The OpenAI-compatible HTTP API (service/http_front_end.h) on host:http_port, with the same
+  // TLS, tokens and limits as the gRPC port; 0: off, -1: any free port (the log says which).
+  int http_port = 0;
+  // The model's id in the HTTP API (/v1/models, `model` of requests). Empty: model_name when
+  // set, else the file name without .gguf.
+  std::string served_model_name;
   // Security and explicit limits of the public port (see docs/serving.md, "Security and limits").
   TlsOptions tls;
   std::string auth_tokens_file;    // empty: no authentication

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "service/api_names.h"
@@ -33,6 +34,13 @@ void Append(v1::GenerateResponse* dst, v1::GenerateResponse&& src) {
   dst->mutable_token_ids()->MergeFrom(src.token_ids());
   for (auto& l : *src.mutable_logprobs()) *dst->add_logprobs() = std::move(l);
   if (src.has_completion()) *dst->mutable_completion() = std::move(*src.mutable_completion());
+}
+
+// gRPC's peer string of a call on the server's in-process channel (the HTTP API's calls): no
+// network address ("ipv4:", "ipv6:", "unix:"), which every call from outside has.
+bool IsInProcessPeer(const std::string& peer) {
+  return !absl::StartsWith(peer, "ipv4:") && !absl::StartsWith(peer, "ipv6:") &&
+         !absl::StartsWith(peer, "unix:");
 }
 
 // Statuses a worker returns about the request itself rather than about its own health.
@@ -139,6 +147,14 @@ void GenerateCall::Start(const v1::GenerateRequest& request) {
     if (it != md.end()) request_id_.assign(it->second.data(), it->second.size());
   }
   if (request_id_.empty()) request_id_ = absl::StrCat("req-", job_id_);
+  if (auto it = ctx_->client_metadata().find(kProtocolMetadata);
+      it != ctx_->client_metadata().end() && it->second == "http" && IsInProcessPeer(peer_)) {
+    protocol_ = "http";
+    if (auto peer = ctx_->client_metadata().find(kHttpPeerMetadata);
+        peer != ctx_->client_metadata().end()) {
+      peer_.assign(peer->second.data(), peer->second.size());
+    }
+  }
   if (absl::Status st = CheckAuthenticated(*ctx_); !st.ok()) {
     EndWith(st);
     return;
@@ -168,6 +184,12 @@ void GenerateCall::Start(const v1::GenerateRequest& request) {
     return;
   }
   prepared_ = std::move(*prepared);
+  if (protocol_ == "http") {
+    if (auto it = ctx_->client_metadata().find(kFirstChoiceMetadata);
+        it != ctx_->client_metadata().end() && it->second == "1") {
+      prepared_.worker_request.set_snapshot_before_last(true);
+    }
+  }
   prepared_.request_id = request_id_;  // the metadata's, when the field is empty
   prepared_.worker_request.set_request_id(request_id_);
   {
@@ -276,10 +298,10 @@ void GenerateCall::OnWorkerMessage(WorkerCall* call, const wpb::GenerateResponse
       if (before == 0) first_token_at_ = now;
       if (env_->metrics != nullptr) {
         if (before == 0) {
-          env_->metrics->ObserveTimeToFirstToken(now - arrival_);
-          env_->metrics->ObserveInterTokenLatency(absl::ZeroDuration(), added - 1);
+          env_->metrics->ObserveTimeToFirstToken(now - arrival_, protocol_);
+          env_->metrics->ObserveInterTokenLatency(absl::ZeroDuration(), added - 1, protocol_);
         } else {
-          env_->metrics->ObserveInterTokenLatency(now - last_token_at_, added);
+          env_->metrics->ObserveInterTokenLatency(now - last_token_at_, added, protocol_);
         }
       }
       last_token_at_ = now;
@@ -442,6 +464,7 @@ void GenerateCall::LogEndLocked(const absl::Status& status) {
   r.method = "Generate";
   r.request_id = request_id_;
   r.peer = peer_;
+  r.protocol = protocol_;
   r.status = status;
   // A deadline reaches the server as a cancellation, often the client's RST_STREAM arriving just
   // before the server's own copy of the deadline (computed from the grpc-timeout header on

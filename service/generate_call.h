@@ -30,6 +30,14 @@ namespace qwen::service {
 inline constexpr char kForcedOutputMetadata[] = "x-qwen-testing-forced-output-bin";
 // The gRPC metadata key of a request id, used when GenerateRequest.request_id is empty.
 inline constexpr char kRequestIdMetadata[] = "x-request-id";
+// The metadata the HTTP API's in-process calls carry ("http"), honoured only on calls from the
+// in-process channel: the `protocol` label of the request histograms.
+inline constexpr char kProtocolMetadata[] = "x-qwen-protocol";
+// With it, the HTTP client's address ("http:ipv4:127.0.0.1:51234"), the peer of the request log.
+inline constexpr char kHttpPeerMetadata[] = "x-qwen-http-peer";
+// With it, "1": the call is the first of several choices of one prompt, whose others start after
+// its prefill (the worker also snapshots the prompt before its last token for them).
+inline constexpr char kFirstChoiceMetadata[] = "x-qwen-first-choice";
 
 class GenerateCall;
 class Metrics;
@@ -125,8 +133,9 @@ class GenerateCall : public grpc::ServerWriteReactor<v1::GenerateResponse>,
   std::shared_ptr<GenerateCall> self_;  // gRPC's reference, dropped in OnDone
   uint64_t job_id_ = 0;
   absl::Time arrival_;
-  std::string request_id_;  // set in Start, then read-only
-  std::string peer_;        // set in Start, then read-only
+  std::string request_id_;         // set in Start, then read-only
+  std::string peer_;               // set in Start, then read-only
+  std::string protocol_ = "grpc";  // set in Start, then read-only
 
   absl::Mutex mu_;
   enum class Phase { kNew, kQueued, kRunning, kEnded };

@@ -50,4 +50,36 @@ absl::Status FromGrpcStatus(const grpc::Status& status) {
   return absl::UnknownError(status.error_message());
 }
 
+HttpError ToHttpError(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kOk:
+      return {200, ""};
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kOutOfRange:
+      return {400, "invalid_request_error"};
+    case absl::StatusCode::kUnauthenticated:
+      return {401, "authentication_error"};
+    case absl::StatusCode::kPermissionDenied:
+      return {403, "permission_error"};
+    case absl::StatusCode::kNotFound:
+      return {404, "not_found_error"};
+    case absl::StatusCode::kAlreadyExists:
+    case absl::StatusCode::kAborted:
+      return {409, "conflict_error"};
+    case absl::StatusCode::kResourceExhausted:
+      return {429, "rate_limit_error"};
+    case absl::StatusCode::kCancelled:
+      return {499, "cancelled"};
+    case absl::StatusCode::kUnimplemented:
+      return {501, "not_implemented_error"};
+    case absl::StatusCode::kUnavailable:
+      return {503, "service_unavailable_error"};
+    case absl::StatusCode::kDeadlineExceeded:
+      return {504, "timeout_error"};
+    default:
+      return {500, "server_error"};
+  }
+}
+
 }  // namespace qwen::service

@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <exception>
 #include <string>
@@ -68,7 +69,7 @@ class Metrics::PoolCollector : public prometheus::Collectable {
     // The families live on the heap: this runs on the HTTP server's threads, whose stacks are
     // small (an ASan build overflowed one when they were locals).
     std::vector<MetricFamily> all;
-    all.reserve(24);
+    all.reserve(32);  // more than the families below: references to them must stay valid
     auto family = [&all](const char* name, const char* help, MetricType type) -> MetricFamily& {
       MetricFamily& f = all.emplace_back();
       f.name = name;
@@ -84,6 +85,19 @@ class Metrics::PoolCollector : public prometheus::Collectable {
     MetricFamily& running =
         family("qwen_running_sequences", "Generate requests holding a slot of the worker.",
                MetricType::Gauge);
+    // One series each, for the Gateway API Inference Extension's endpoint picker
+    // (docs/observability.md, "For the inference gateway").
+    MetricFamily& running_total =
+        family("qwen_requests_running", "Generate requests holding a slot, over all workers.",
+               MetricType::Gauge);
+    MetricFamily& slot_use = family(
+        "qwen_slot_utilization",
+        "Busy slots over the live workers' slots, 0..1 (1: new requests wait).", MetricType::Gauge);
+    MetricFamily& kv_use = family(
+        "qwen_kv_cache_utilization",
+        "KV cache held by the tokens in the slots over the KV cache reserved for them, 0..1, "
+        "over the live workers (as of their last heartbeats).",
+        MetricType::Gauge);
     MetricFamily& slots = family("qwen_worker_slots", "Slots (sequences at once) of a live worker.",
                                  MetricType::Gauge);
     MetricFamily& up = family("qwen_worker_up", "1 while the worker is up and taking requests.",
@@ -161,6 +175,7 @@ class Metrics::PoolCollector : public prometheus::Collectable {
       Add(queue_cap, {}, stats.queue_capacity);
     }
     absl::MutexLock lock(&m_->samples_mu_);
+    double kv_resident = 0, kv_reserved = 0;
     for (const WorkerInfo& w : workers) {
       const std::string k = absl::StrCat(w.index);
       const ClientMetric::Label worker{"worker", k};
@@ -188,6 +203,8 @@ class Metrics::PoolCollector : public prometheus::Collectable {
       Add(bytes, {worker, {"kind", "recurrent"}}, static_cast<double>(h.state_bytes()));
       Add(bytes, {worker, {"kind", "kv_resident"}}, static_cast<double>(h.kv_bytes_resident()));
       Add(bytes, {worker, {"kind", "kv_reserved"}}, static_cast<double>(h.kv_bytes_reserved()));
+      kv_resident += static_cast<double>(h.kv_bytes_resident());
+      kv_reserved += static_cast<double>(h.kv_bytes_reserved());
       int64_t prefill_total = 0, decode_total = 0;
       double prate = 0, drate = 0;
       if (ws != nullptr) {
@@ -221,11 +238,18 @@ class Metrics::PoolCollector : public prometheus::Collectable {
       Add(prefill_rate, {worker}, prate);
       Add(decode_rate, {worker}, drate);
     }
+    if (have_dispatcher) {
+      Add(running_total, {}, stats.busy_slots);
+      Add(slot_use, {},
+          stats.total_slots > 0 ? static_cast<double>(stats.busy_slots) / stats.total_slots : 0.0);
+      Add(kv_use, {}, kv_reserved > 0 ? std::min(1.0, kv_resident / kv_reserved) : 0.0);
+    }
     std::vector<MetricFamily> out;
     for (MetricFamily* f :
-         {&queue, &queue_cap, &running, &slots, &up, &state, &restarts, &queued, &bytes, &prefilled,
-          &decoded, &prefill_rate, &decode_rate, &cache_bytes, &cache_entries, &cache_lookups,
-          &cache_hits, &cache_tokens, &cache_evictions}) {
+         {&queue,         &queue_cap,  &running,      &running_total,  &slot_use,    &kv_use,
+          &slots,         &up,         &state,        &restarts,       &queued,      &bytes,
+          &prefilled,     &decoded,    &prefill_rate, &decode_rate,    &cache_bytes, &cache_entries,
+          &cache_lookups, &cache_hits, &cache_tokens, &cache_evictions}) {
       if (!f->metric.empty()) out.push_back(std::move(*f));
     }
     return out;
@@ -279,30 +303,37 @@ Metrics::Metrics(const Labels& model_info, const Labels& build_info)
                       "the first token.")
                   .Register(r)
                   .Add({});
-  ttft_ = &prometheus::BuildHistogram()
-               .Name("qwen_time_to_first_token_seconds")
-               .Help("Generate: from the request's arrival to its first generated token.")
-               .Register(r)
-               .Add({}, kTtftBuckets);
-  itl_ = &prometheus::BuildHistogram()
-              .Name("qwen_inter_token_latency_seconds")
-              .Help(
-                  "Generate: time between consecutive tokens of a stream as the front end "
-                  "receives them (tokens arriving together share the interval).")
-              .Register(r)
-              .Add({}, kItlBuckets);
-  duration_ = &prometheus::BuildHistogram()
-                   .Name("qwen_request_duration_seconds")
-                   .Help("Generate: from arrival to the final status, every call whatever its end.")
-                   .Register(r)
-                   .Add({}, kDurationBuckets);
-  queue_wait_ = &prometheus::BuildHistogram()
-                     .Name("qwen_queue_wait_seconds")
-                     .Help(
-                         "Generate: from arrival to the start of its computation (the front "
-                         "end's queue and the worker's), for streams that completed.")
-                     .Register(r)
-                     .Add({}, kQueueBuckets);
+  auto& ttft = prometheus::BuildHistogram()
+                   .Name("qwen_time_to_first_token_seconds")
+                   .Help("Generate: from the request's arrival to its first generated token.")
+                   .Register(r);
+  auto& itl = prometheus::BuildHistogram()
+                  .Name("qwen_inter_token_latency_seconds")
+                  .Help(
+                      "Generate: time between consecutive tokens of a stream as the front end "
+                      "receives them (tokens arriving together share the interval).")
+                  .Register(r);
+  auto& duration =
+      prometheus::BuildHistogram()
+          .Name("qwen_request_duration_seconds")
+          .Help("Generate: from arrival to the final status, every call whatever its end.")
+          .Register(r);
+  auto& queue_wait = prometheus::BuildHistogram()
+                         .Name("qwen_queue_wait_seconds")
+                         .Help(
+                             "Generate: from arrival to the start of its computation (the front "
+                             "end's queue and the worker's), for streams that completed.")
+                         .Register(r);
+  // Both protocols' series exist from the start (zero until used), so that dashboards and
+  // rates see them without gaps.
+  for (auto [protocol, h] : {std::pair<const char*, Histograms*>{"grpc", &grpc_},
+                             std::pair<const char*, Histograms*>{"http", &http_}}) {
+    const prometheus::Labels labels = {{"protocol", protocol}};
+    h->ttft = &ttft.Add(labels, kTtftBuckets);
+    h->itl = &itl.Add(labels, kItlBuckets);
+    h->duration = &duration.Add(labels, kDurationBuckets);
+    h->queue_wait = &queue_wait.Add(labels, kQueueBuckets);
+  }
   prometheus::BuildGauge()
       .Name("qwen_model_info")
       .Help("The served model file (value 1).")
@@ -391,7 +422,8 @@ void Metrics::SetSources(const Dispatcher* dispatcher, const WorkerPool* pool) {
 void Metrics::RecordRequest(const RequestSummary& r) {
   requests_->Add({{"method", r.method}, {"code", StatusCodeName(r.status.code())}}).Increment();
   if (!r.generate) return;
-  duration_->Observe(absl::ToDoubleSeconds(r.duration));
+  const Histograms& h = HistogramsOf(r.protocol);
+  h.duration->Observe(absl::ToDoubleSeconds(r.duration));
   if (r.attempts > 0) prompt_tokens_->Increment(r.prompt_tokens);
   generated_tokens_->Increment(r.generated_tokens);
   cached_tokens_->Increment(r.cached_tokens);
@@ -400,26 +432,28 @@ void Metrics::RecordRequest(const RequestSummary& r) {
   if (r.attempts > 1) retries_->Increment(r.attempts - 1);
   if (!r.finish_reason.empty()) {
     finish_->Add({{"reason", r.finish_reason}}).Increment();
-    if (r.queue_wait) queue_wait_->Observe(absl::ToDoubleSeconds(*r.queue_wait));
+    if (r.queue_wait) h.queue_wait->Observe(absl::ToDoubleSeconds(*r.queue_wait));
   }
 }
 
-void Metrics::ObserveTimeToFirstToken(absl::Duration ttft) {
-  ttft_->Observe(absl::ToDoubleSeconds(ttft));
+void Metrics::ObserveTimeToFirstToken(absl::Duration ttft, const std::string& protocol) {
+  HistogramsOf(protocol).ttft->Observe(absl::ToDoubleSeconds(ttft));
 }
 
-void Metrics::ObserveInterTokenLatency(absl::Duration interval, int n) {
+void Metrics::ObserveInterTokenLatency(absl::Duration interval, int n,
+                                       const std::string& protocol) {
   if (n <= 0) return;
+  prometheus::Histogram* itl = HistogramsOf(protocol).itl;
   const double each = absl::ToDoubleSeconds(interval) / n;
   if (n == 1) {
-    itl_->Observe(each);
+    itl->Observe(each);
     return;
   }
   std::vector<double> increments(kItlBuckets.size() + 1, 0.0);
   size_t b = 0;
   while (b < kItlBuckets.size() && each > kItlBuckets[b]) ++b;
   increments[b] = n;
-  itl_->ObserveMultiple(increments, each * n);
+  itl->ObserveMultiple(increments, each * n);
 }
 
 Metrics::PrefixCacheTotals Metrics::GetPrefixCacheTotals() const {

@@ -61,11 +61,13 @@ class Metrics {
   // One finished RPC: qwen_requests_total, and for Generate the duration, queue wait, token
   // and finish-reason counters.
   void RecordRequest(const RequestSummary& r);
-  // A stream's first token arrived `ttft` after the request did.
-  void ObserveTimeToFirstToken(absl::Duration ttft);
+  // A stream's first token arrived `ttft` after the request did. `protocol`: the `protocol`
+  // label of the histograms, "grpc" or "http" (the HTTP API's requests).
+  void ObserveTimeToFirstToken(absl::Duration ttft, const std::string& protocol = "grpc");
   // `n` tokens arrived together, `interval` after the previous one(s): n observations of
   // interval / n.
-  void ObserveInterTokenLatency(absl::Duration interval, int n);
+  void ObserveInterTokenLatency(absl::Duration interval, int n,
+                                const std::string& protocol = "grpc");
   // A heartbeat answer of worker `index`, incarnation `epoch`.
   void OnWorkerHealth(int index, uint64_t epoch, const worker::v1::HealthResponse& health,
                       absl::Time now);
@@ -131,10 +133,18 @@ class Metrics {
   prometheus::Counter* drafted_tokens_;
   prometheus::Counter* accepted_tokens_;
   prometheus::Counter* retries_;
-  prometheus::Histogram* ttft_;
-  prometheus::Histogram* itl_;
-  prometheus::Histogram* duration_;
-  prometheus::Histogram* queue_wait_;
+  // The request histograms of one protocol (label `protocol`).
+  struct Histograms {
+    prometheus::Histogram* ttft;
+    prometheus::Histogram* itl;
+    prometheus::Histogram* duration;
+    prometheus::Histogram* queue_wait;
+  };
+  const Histograms& HistogramsOf(const std::string& protocol) const {
+    return protocol == "http" ? http_ : grpc_;
+  }
+  Histograms grpc_;
+  Histograms http_;
 
   mutable absl::Mutex sources_mu_;  // held while a scrape reads the sources
   const Dispatcher* dispatcher_ ABSL_GUARDED_BY(sources_mu_) = nullptr;

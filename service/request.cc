@@ -1,8 +1,10 @@
 #include "service/request.h"
 
 #include <algorithm>
+#include <limits>
 #include <random>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "inference/common/status_macros.h"
@@ -16,6 +18,12 @@
 
 namespace qwen::service {
 namespace {
+
+// What closes a reasoning block (Qwen's, one token of its vocabulary).
+constexpr char kReasoningEnd[] = "</think>";
+
+// Both context errors of PrepareGenerate say this, and no other error does.
+constexpr char kContextSizePhrase[] = "the context size";
 
 uint64_t RandomSeed() {
   static absl::Mutex mu;
@@ -63,8 +71,16 @@ absl::StatusOr<PreparedGenerate> PrepareGenerate(const v1::GenerateRequest& requ
       break;
     case v1::GenerateRequest::kChat: {
       input_field = "chat";
-      ASSIGN_OR_RETURN(RenderedChat rendered,
-                       RenderChat(request.chat(), model, "chat", limits.max_tools));
+      // A reasoning budget of 0 is thinking off.
+      const v1::Chat* chat = &request.chat();
+      v1::Chat thinking_off;
+      if (request.stopping().has_max_reasoning_tokens() &&
+          request.stopping().max_reasoning_tokens() == 0) {
+        thinking_off = request.chat();
+        thinking_off.set_enable_thinking(false);
+        chat = &thinking_off;
+      }
+      ASSIGN_OR_RETURN(RenderedChat rendered, RenderChat(*chat, model, "chat", limits.max_tools));
       prompt = std::move(rendered.token_ids);
       for (const PlacedImage& im : rendered.images) {
         worker::v1::Image* wi = w.add_images();
@@ -92,10 +108,9 @@ absl::StatusOr<PreparedGenerate> PrepareGenerate(const v1::GenerateRequest& requ
   p.prompt_tokens = static_cast<int32_t>(prompt.size());
   const int64_t n_prompt = static_cast<int64_t>(prompt.size());
   if (n_prompt >= limits.slot_context) {
-    return FieldError(
-        input_field,
-        absl::StrCat("the prompt has ", n_prompt, " tokens; the context size is ",
-                     limits.slot_context, " tokens, which leaves no room to generate"));
+    return FieldError(input_field, absl::StrCat("the prompt has ", n_prompt, " tokens; ",
+                                                kContextSizePhrase, " is ", limits.slot_context,
+                                                " tokens, which leaves no room to generate"));
   }
   w.mutable_prompt()->Assign(prompt.begin(), prompt.end());
 
@@ -136,7 +151,7 @@ absl::StatusOr<PreparedGenerate> PrepareGenerate(const v1::GenerateRequest& requ
       return FieldError(
           "stopping.max_tokens",
           absl::StrCat("the prompt (", n_prompt, " tokens) plus max_tokens (", max_tokens,
-                       ") exceeds the context size of ", limits.slot_context, " tokens"));
+                       ") exceeds ", kContextSizePhrase, " of ", limits.slot_context, " tokens"));
     }
   } else {
     max_tokens = std::min<int64_t>(limits.default_max_tokens, limits.slot_context - n_prompt);
@@ -162,6 +177,27 @@ absl::StatusOr<PreparedGenerate> PrepareGenerate(const v1::GenerateRequest& requ
   }
   if (!st.ignore_eos()) {
     for (int32_t id : model.eog_ids()) p.stop_ids.insert(id);
+  }
+  if (st.has_max_reasoning_tokens()) {
+    if (request.input_case() != v1::GenerateRequest::kChat) {
+      return FieldError("stopping.max_reasoning_tokens", "applies to chat input only");
+    }
+    if (st.max_reasoning_tokens() > static_cast<uint32_t>(std::numeric_limits<int32_t>::max())) {
+      return FieldError("stopping.max_reasoning_tokens", "is too large");
+    }
+    if (p.parser_options.reasoning_open && st.max_reasoning_tokens() > 0) {
+      const std::vector<int32_t> end = model.tokenizer().Encode(kReasoningEnd, true);
+      if (end.size() != 1) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("stopping.max_reasoning_tokens: the model's vocabulary has no ",
+                         kReasoningEnd, " token"));
+      }
+      w.set_reasoning_budget(static_cast<int32_t>(st.max_reasoning_tokens()));
+      w.set_reasoning_end(end[0]);
+      const std::vector<int32_t> close =
+          model.tokenizer().Encode(absl::StrCat("\n", kReasoningEnd, "\n\n"), true);
+      w.mutable_reasoning_close()->Assign(close.begin(), close.end());
+    }
   }
   std::vector<int32_t> stop_ids(p.stop_ids.begin(), p.stop_ids.end());
   std::sort(stop_ids.begin(), stop_ids.end());
@@ -279,6 +315,11 @@ absl::StatusOr<PreparedGenerate> PrepareGenerate(const v1::GenerateRequest& requ
     w.mutable_forced_tokens()->Assign(forced.begin(), forced.end());
   }
   return p;
+}
+
+bool IsContextLengthError(const absl::Status& status) {
+  return status.code() == absl::StatusCode::kInvalidArgument &&
+         absl::StrContains(status.message(), kContextSizePhrase);
 }
 
 }  // namespace qwen::service

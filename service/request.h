@@ -65,6 +65,11 @@ absl::StatusOr<PreparedGenerate> PrepareGenerate(const v1::GenerateRequest& requ
                                                  uint64_t request_number,
                                                  const std::string* forced_output = nullptr);
 
+// Whether PrepareGenerate refused the request because its prompt, or its prompt plus
+// max_tokens, does not fit the context (HTTP clients get code "context_length_exceeded", which
+// agents read to compact their history). Thread-safe.
+bool IsContextLengthError(const absl::Status& status);
+
 }  // namespace qwen::service
 
 #endif  // QWEN_SERVICE_REQUEST_H_

@@ -18,6 +18,8 @@ struct RequestSummary {
   std::string peer;         // gRPC's peer string ("ipv4:127.0.0.1:51234")
   absl::Status status;      // how the call ended
   absl::Duration duration;  // arrival -> status decided
+  // "grpc", or "http" for the HTTP API's requests (the `protocol` label of the histograms).
+  std::string protocol = "grpc";
 
   // Generate only.
   bool generate = false;

@@ -372,6 +372,12 @@ class WorkerService final : public wpb::Worker::CallbackService {
     r.stop_tokens.assign(req->stop_token_ids().begin(), req->stop_token_ids().end());
     r.logprobs = req->logprobs();
     r.use_prefix_cache = !req->no_prefix_cache();
+    r.snapshot_before_last = req->snapshot_before_last();
+    if (req->has_reasoning_budget()) {
+      r.reasoning_budget = req->reasoning_budget();
+      r.reasoning_end = req->reasoning_end();
+      r.reasoning_close.assign(req->reasoning_close().begin(), req->reasoning_close().end());
+    }
     {
       absl::StatusOr<engine::SpeculativeMode> mode =
           engine::ParseSpeculativeMode(req->speculative(), "speculative.mode");

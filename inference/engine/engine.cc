@@ -26,6 +26,11 @@ struct Engine::Sequence {
   int32_t computed = 0;  // prompt tokens fed to the model
   int32_t generated = 0;
   int32_t last_token = -1;
+  // Reasoning budget (GenerationRequest::reasoning_budget): tokens generated inside the block,
+  // and the next closing token to emit (-1: not closing).
+  bool in_reasoning = false;
+  int32_t reasoning_tokens = 0;
+  int32_t closing = -1;
   std::atomic<bool> cancelled{false};
   // With images: M-RoPE positions [n_prompt, 4] and the embedding row of every prompt token
   // (null for text), set once the images are encoded.
@@ -173,6 +178,15 @@ absl::Status Engine::Submit(GenerationRequest req, std::shared_ptr<RequestSink> 
           absl::StrCat("forced_tokens: token id ", t, " is outside the vocabulary"));
     }
   }
+  for (int32_t t : req.reasoning_close) {
+    if (t < 0 || t >= V) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("reasoning_close: token id ", t, " is outside the vocabulary"));
+    }
+  }
+  if (req.reasoning_budget >= 0 && req.reasoning_close.empty()) {
+    return absl::InvalidArgumentError("reasoning_budget: needs reasoning_close tokens");
+  }
   if (req.logprobs > kMaxLogprobs) {
     return absl::InvalidArgumentError(
         absl::StrCat("logprobs: at most ", kMaxLogprobs, " alternatives"));
@@ -236,6 +250,10 @@ absl::Status Engine::Submit(GenerationRequest req, std::shared_ptr<RequestSink> 
   seq->req = std::move(req);
   seq->sink = std::move(sink);
   seq->submitted = absl::Now();
+  if (seq->req.reasoning_budget >= 0) {
+    seq->in_reasoning = true;
+    if (seq->req.reasoning_budget == 0) seq->closing = 0;
+  }
   absl::MutexLock lock(&mu_);
   if (stop_) return absl::UnavailableError("the engine is shutting down");
   if (by_id_.contains(seq->req.id)) {
@@ -569,6 +587,10 @@ bool Engine::Step() {
           (seq->prefilled / options_.snapshot_interval + 1) * options_.snapshot_interval;
       n = std::min(n, next - seq->prefilled);
     }
+    const int64_t before_last = static_cast<int64_t>(seq->req.prompt.size()) - 1;
+    if (Caching(*seq) && seq->req.snapshot_before_last && seq->prefilled < before_last) {
+      n = std::min(n, before_last - seq->prefilled);
+    }
     const bool completes = n == remaining;
     const bool all = seq->req.all_logits;
     model::Segment seg{slots_[seq->slot].state.get(),
@@ -613,7 +635,9 @@ bool Engine::Step() {
       seq->computed += static_cast<int32_t>(p.n);
       prefilled += p.n;
       if (seq->decoding() ||
-          (options_.snapshot_interval > 0 && seq->prefilled % options_.snapshot_interval == 0)) {
+          (options_.snapshot_interval > 0 && seq->prefilled % options_.snapshot_interval == 0) ||
+          (seq->req.snapshot_before_last &&
+           seq->prefilled == static_cast<int64_t>(seq->req.prompt.size()) - 1)) {
         Snapshot(*seq, absl::MakeConstSpan(seq->req.prompt.data(), seq->prefilled));
       }
       if (seq->req.all_logits && p.rows > 0) {
@@ -685,13 +709,19 @@ Engine::Emission Engine::EmitToken(Sequence* seq, const float* l, int64_t n_past
   TokenOutput out;
   const auto& forced = seq->req.forced_tokens;
   const auto& stops = seq->req.stop_tokens;
-  const bool is_forced = seq->generated < static_cast<int32_t>(forced.size());
+  // The reasoning budget is spent: the block is closed by the closing tokens, in place of
+  // sampled ones (forced tokens of a test come first).
+  const bool closing = seq->closing >= 0 && seq->generated >= static_cast<int32_t>(forced.size());
+  const bool is_forced = closing || seq->generated < static_cast<int32_t>(forced.size());
+  const int32_t forced_token = closing     ? seq->req.reasoning_close[seq->closing]
+                               : is_forced ? forced[seq->generated]
+                                           : -1;
   if (seq->matcher != nullptr) {
     // Structured output: mask, sample among the allowed, advance the matcher.
     const absl::Time t0 = absl::Now();
     grammar::Matcher& m = *seq->matcher;
     if (is_forced) {
-      out.token = forced[seq->generated];
+      out.token = forced_token;
     } else {
       m.FillNextTokenMask(seq->mask.data());
       if (m.CanEnd()) {
@@ -715,7 +745,8 @@ Engine::Emission Engine::EmitToken(Sequence* seq, const float* l, int64_t n_past
       // the matcher disagree: our bug, not the client's, and reported as such.
       e.Ends(FinishReason::kError);
       e.status = is_forced ? absl::InvalidArgumentError(absl::StrCat(
-                                 "forced_tokens[", seq->generated, "]: token ", out.token,
+                                 closing ? "reasoning_close" : "forced_tokens", "[",
+                                 closing ? seq->closing : seq->generated, "]: token ", out.token,
                                  " is not allowed by the output constraint"))
                            : absl::InternalError(
                                  absl::StrCat("the output constraint's matcher refused token ",
@@ -725,7 +756,19 @@ Engine::Emission Engine::EmitToken(Sequence* seq, const float* l, int64_t n_past
     }
     seq->constraint_time += absl::Now() - t0;
   } else {
-    out.token = is_forced ? forced[seq->generated] : seq->sampler->Sample(l);
+    out.token = is_forced ? forced_token : seq->sampler->Sample(l);
+  }
+  if (closing) {
+    if (++seq->closing == static_cast<int32_t>(seq->req.reasoning_close.size())) {
+      seq->closing = -1;
+      seq->in_reasoning = false;
+    }
+  } else if (seq->in_reasoning) {
+    if (out.token == seq->req.reasoning_end) {
+      seq->in_reasoning = false;
+    } else if (++seq->reasoning_tokens >= seq->req.reasoning_budget) {
+      seq->closing = 0;
+    }
   }
   if (seq->req.logprobs >= 0) {
     out.logprob = sampling::Sampler::Logprobs(l, V, out.token, seq->req.logprobs);

@@ -94,6 +94,15 @@ struct GenerationRequest {
   // tests drive text-level features (stop strings, tool-call parsing) through a model with
   // random weights, and lets a caller score a given continuation.
   std::vector<int32_t> forced_tokens;
+  // Reasoning budget: the prompt opened a reasoning block (<think>) and at most this many
+  // generated tokens may stay inside it; -1: no budget. A generated `reasoning_end` token (the
+  // model's own </think>) closes the block. Once `reasoning_budget` tokens were generated inside
+  // it, the next outputs are `reasoning_close` (e.g. "\n</think>\n\n" as tokens) instead of
+  // sampled ones (as forced tokens: a grammar must allow them, penalties do not see them), and
+  // the model then answers. The closing tokens count towards max_tokens.
+  int32_t reasoning_budget = -1;
+  int32_t reasoning_end = -1;
+  std::vector<int32_t> reasoning_close;
   // Structured output: when set, every sampled token keeps the output a valid prefix of this
   // grammar (compiled for the model's vocabulary), and stop_tokens are allowed only once the
   // output is a complete sentence of it. Each sequence runs its own matcher over the shared
@@ -101,6 +110,11 @@ struct GenerationRequest {
   std::shared_ptr<grammar::CompiledGrammar> grammar;
   // false: neither resume from cached state (prefix cache or a slot's history) nor leave any.
   bool use_prefix_cache = true;
+  // Also snapshot the prompt's state one token before its end (the last prefill chunk stops
+  // there), so that a request with the same prompt (another choice of one, started after this
+  // one's prefill) resumes all of it but the last token from the prefix cache: a snapshot of
+  // the whole prompt cannot be resumed by an equal prompt, which needs its last token's logits.
+  bool snapshot_before_last = false;
   // Report every logit row the sequence computes to RequestSink::OnLogits: one after each
   // prompt token, then one after each token fed back (every generated one but the last). For
   // tools that compare logits row by row (`qwen generate --dump-logits`); it computes the

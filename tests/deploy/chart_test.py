@@ -426,6 +426,14 @@ class RenderTest(unittest.TestCase):
             else:
                 self.assertNotIn("metrics", ports)
                 self.assertEqual(flags["metrics_port"], "0")
+            # The OpenAI-compatible HTTP API, on by default.
+            if v["http"]["enabled"]:
+                self.assertEqual(ports["http"], int(flags["http_port"]))
+                self.assertEqual(ports["http"], v["http"]["port"])
+                self.assertNotIn(ports["http"], (ports["grpc"], ports.get("metrics")))
+            else:
+                self.assertNotIn("http", ports)
+                self.assertEqual(flags["http_port"], "0")
             selector = dep["spec"]["selector"]["matchLabels"]
             pod_labels = dep["spec"]["template"]["metadata"]["labels"]
             self.assertLessEqual(selector.items(), pod_labels.items())
@@ -743,6 +751,8 @@ class RenderTest(unittest.TestCase):
             rules = {r_["ports"][0]["port"]: r_ for r_ in np["spec"]["ingress"]}
             self.assertEqual(set(rules), ports)
             self.assertNotIn("from", rules["grpc"])
+            if "http" in rules:
+                self.assertEqual(rules["http"].get("from"), rules["grpc"].get("from"))
             if "metrics" in rules:
                 self.assertEqual(rules["metrics"]["from"], v["networkPolicy"]["metricsFrom"])
                 self.assertEqual(rules["metrics"]["from"][0]["namespaceSelector"]["matchLabels"],

@@ -1,6 +1,7 @@
 // The scheduler: continuous batching gives each sequence what it gets alone.
 #include "inference/engine/engine.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <functional>
@@ -228,6 +229,66 @@ TEST_F(EngineTest, ForcedTokensComeFirstThenSamplingResumes) {
   bad.forced_tokens = {100000};
   EXPECT_EQ(engine->Submit(bad, std::make_shared<Collector>()).code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// The reasoning budget: after `reasoning_budget` sampled tokens inside the block the closing
+// tokens come out, then sampling resumes; the model's own closing token ends the block before
+// the budget; a budget of 0 closes at once.
+TEST_F(EngineTest, TheReasoningBudgetClosesTheBlock) {
+  auto engine = MakeEngine(1);
+  const std::vector<int32_t> prompt = {1, 2, 3};
+  const std::vector<int32_t> close = {600, 601, 602};
+  auto greedy = std::make_shared<Collector>();
+  ASSERT_TRUE(engine->Submit(Greedy(1, prompt, 12), greedy).ok());
+  ASSERT_TRUE(greedy->Wait());
+  const std::vector<int32_t> free_run = greedy->tokens();
+
+  GenerationRequest r = Greedy(2, prompt, 12);
+  r.reasoning_budget = 4;
+  r.reasoning_end = 999;  // a token the greedy run does not produce
+  ASSERT_EQ(std::count(free_run.begin(), free_run.begin() + 4, 999), 0);
+  r.reasoning_close = close;
+  auto sink = std::make_shared<Collector>();
+  ASSERT_TRUE(engine->Submit(r, sink).ok());
+  ASSERT_TRUE(sink->Wait());
+  const std::vector<int32_t> got = sink->tokens();
+  ASSERT_EQ(got.size(), 12u);
+  EXPECT_EQ(std::vector<int32_t>(got.begin(), got.begin() + 4),
+            std::vector<int32_t>(free_run.begin(), free_run.begin() + 4));
+  EXPECT_EQ(std::vector<int32_t>(got.begin() + 4, got.begin() + 7), close);
+  // Then the greedy continuation of everything so far, and no second closing.
+  std::vector<int32_t> extended = prompt;
+  extended.insert(extended.end(), got.begin(), got.begin() + 7);
+  auto rest = std::make_shared<Collector>();
+  ASSERT_TRUE(engine->Submit(Greedy(3, extended, 5), rest).ok());
+  ASSERT_TRUE(rest->Wait());
+  EXPECT_EQ(std::vector<int32_t>(got.begin() + 7, got.end()), rest->tokens());
+
+  // The model closes the block itself (its second token is the end token here): no budget.
+  GenerationRequest own = Greedy(4, prompt, 8);
+  own.reasoning_budget = 4;
+  own.reasoning_end = free_run[1];
+  own.reasoning_close = close;
+  auto own_sink = std::make_shared<Collector>();
+  ASSERT_TRUE(engine->Submit(own, own_sink).ok());
+  ASSERT_TRUE(own_sink->Wait());
+  EXPECT_EQ(own_sink->tokens(), std::vector<int32_t>(free_run.begin(), free_run.begin() + 8));
+
+  GenerationRequest zero = Greedy(5, prompt, 4);
+  zero.reasoning_budget = 0;
+  zero.reasoning_end = 999;
+  zero.reasoning_close = close;
+  auto zero_sink = std::make_shared<Collector>();
+  ASSERT_TRUE(engine->Submit(zero, zero_sink).ok());
+  ASSERT_TRUE(zero_sink->Wait());
+  const std::vector<int32_t> zero_got = zero_sink->tokens();
+  ASSERT_EQ(zero_got.size(), 4u);
+  EXPECT_EQ(std::vector<int32_t>(zero_got.begin(), zero_got.begin() + 3), close);
+
+  GenerationRequest bad = Greedy(6, prompt, 4);
+  bad.reasoning_budget = 2;
+  EXPECT_EQ(engine->Submit(bad, std::make_shared<Collector>()).code(),
+            absl::StatusCode::kInvalidArgument);  // a budget without closing tokens
 }
 
 TEST_F(EngineTest, RejectsInvalidRequests) {

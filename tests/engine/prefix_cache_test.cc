@@ -133,6 +133,34 @@ TEST_P(PrefixCacheTest, FollowUpTurnComputesOnlyTheNewTokens) {
   EXPECT_LE(s.prefix_cache.used_bytes, s.prefix_cache.budget_bytes);
 }
 
+// Several choices of one prompt (the HTTP API's `n`): the first snapshots the prompt one token
+// before its end as well, so an equal prompt after it computes only its last token, with the
+// same results; without that snapshot an equal prompt computes everything again.
+TEST_P(PrefixCacheTest, AnEqualPromptResumesFromTheSnapshotBeforeTheLastToken) {
+  auto engine = MakeEngine(64 << 20);
+  const std::vector<int32_t> prompt = Tokens(45, 11);
+  const Result plain = Run(*engine, prompt, 4);
+  EXPECT_EQ(Run(*engine, prompt, 4).info.cached_tokens, kInterval);  // the last whole interval
+
+  const std::vector<int32_t> other = Tokens(45, 12);
+  GenerationRequest first;
+  first.id = 900;
+  first.prompt = other;
+  first.max_tokens = 4;
+  first.sampling.temperature = 0;
+  first.logprobs = 5;
+  first.snapshot_before_last = true;
+  auto sink = std::make_shared<Collector>();
+  ASSERT_TRUE(engine->Submit(first, sink).ok());
+  ASSERT_TRUE(sink->Wait());
+  const Result again = Run(*engine, other, 4);
+  EXPECT_EQ(again.info.cached_tokens, 44);
+  EXPECT_EQ(again.info.computed_prompt_tokens, 1);
+  ExpectSame(again, Reference(other, 4));
+  ExpectSame(again, {sink->tokens(), sink->logprobs(), sink->info()});
+  (void)plain;
+}
+
 // Agents resend one system prompt with different user turns: the second request resumes at the
 // end of the shared part (a snapshot position).
 TEST_P(PrefixCacheTest, SharedSystemPromptWithDifferentUserTurns) {

@@ -1,5 +1,7 @@
 #include "service/grpc_status.h"
 
+#include <string>
+
 #include "gtest/gtest.h"
 
 namespace qwen::service {
@@ -36,6 +38,32 @@ TEST(GrpcStatusTest, UnknownCodesBecomeUnknown) {
   // undefined behaviour (UBSan says so), so take the one enumerator no status maps to.
   EXPECT_EQ(FromGrpcStatus(grpc::Status(grpc::StatusCode::DO_NOT_USE, "odd")).code(),
             absl::StatusCode::kUnknown);
+}
+
+// The HTTP API's statuses (docs/api.md): each gRPC code has one, and the ones clients act on
+// are the ones OpenAI's clients expect.
+TEST(GrpcStatusTest, HttpStatusesOfTheCodes) {
+  EXPECT_EQ(ToHttpError(absl::StatusCode::kOk).status, 200);
+  EXPECT_EQ(ToHttpError(absl::StatusCode::kInvalidArgument).status, 400);
+  EXPECT_STREQ(ToHttpError(absl::StatusCode::kInvalidArgument).type, "invalid_request_error");
+  EXPECT_EQ(ToHttpError(absl::StatusCode::kFailedPrecondition).status, 400);
+  EXPECT_EQ(ToHttpError(absl::StatusCode::kUnauthenticated).status, 401);
+  EXPECT_EQ(ToHttpError(absl::StatusCode::kPermissionDenied).status, 403);
+  EXPECT_EQ(ToHttpError(absl::StatusCode::kNotFound).status, 404);
+  EXPECT_EQ(ToHttpError(absl::StatusCode::kResourceExhausted).status, 429);
+  EXPECT_STREQ(ToHttpError(absl::StatusCode::kResourceExhausted).type, "rate_limit_error");
+  EXPECT_EQ(ToHttpError(absl::StatusCode::kUnavailable).status, 503);
+  EXPECT_EQ(ToHttpError(absl::StatusCode::kDeadlineExceeded).status, 504);
+  EXPECT_EQ(ToHttpError(absl::StatusCode::kCancelled).status, 499);
+  EXPECT_EQ(ToHttpError(absl::StatusCode::kUnimplemented).status, 501);
+  EXPECT_EQ(ToHttpError(absl::StatusCode::kInternal).status, 500);
+  EXPECT_EQ(ToHttpError(absl::StatusCode::kDataLoss).status, 500);
+  EXPECT_EQ(ToHttpError(static_cast<absl::StatusCode>(99)).status, 500);
+  for (int c = 1; c <= 16; ++c) {
+    const HttpError e = ToHttpError(static_cast<absl::StatusCode>(c));
+    EXPECT_GE(e.status, 400) << c;
+    EXPECT_NE(std::string(e.type), "") << c;
+  }
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "service/dispatcher.h"
 #include "service/log.h"
 #include "service/metrics.h"
 #include "service/request_log.h"
@@ -163,8 +164,9 @@ TEST_F(MetricsTest, RequestsCountByMethodAndCode) {
   EXPECT_EQ(Sample(text, "qwen_requests_total{code=\"OK\",method=\"Generate\"}"), 2);
   EXPECT_EQ(Sample(text, "qwen_requests_total{code=\"CANCELLED\",method=\"Generate\"}"), 1);
   EXPECT_EQ(Sample(text, "qwen_requests_total{code=\"OK\",method=\"Tokenize\"}"), 1);
-  EXPECT_EQ(Sample(text, "qwen_request_duration_seconds_count"), 3);
-  EXPECT_EQ(Sample(text, "qwen_queue_wait_seconds_count"), 2);  // the completed ones
+  EXPECT_EQ(Sample(text, "qwen_request_duration_seconds_count{protocol=\"grpc\"}"), 3);
+  EXPECT_EQ(Sample(text, "qwen_queue_wait_seconds_count{protocol=\"grpc\"}"),
+            2);  // the completed ones
   EXPECT_EQ(Sample(text, "qwen_prompt_tokens_total"), 27);
   EXPECT_EQ(Sample(text, "qwen_generated_tokens_total"), 13);
   EXPECT_EQ(Sample(text, "qwen_cached_tokens_total"), 4);
@@ -180,12 +182,15 @@ TEST_F(MetricsTest, InterTokenLatencyCountsEveryTokenAfterTheFirst) {
   metrics_.ObserveInterTokenLatency(absl::Milliseconds(40), 1);
   metrics_.ObserveInterTokenLatency(absl::Milliseconds(90), 3);  // 30 ms each
   const std::string text = metrics_.Render();
-  EXPECT_EQ(Sample(text, "qwen_time_to_first_token_seconds_count"), 1);
-  EXPECT_EQ(Sample(text, "qwen_inter_token_latency_seconds_count"), 4);
-  EXPECT_NEAR(Sample(text, "qwen_inter_token_latency_seconds_sum"), 0.13, 1e-9);
-  EXPECT_EQ(Sample(text, "qwen_inter_token_latency_seconds_bucket{le=\"0.025\"}"), 0);
-  EXPECT_EQ(Sample(text, "qwen_inter_token_latency_seconds_bucket{le=\"0.05\"}"), 4);
-  EXPECT_EQ(Sample(text, "qwen_inter_token_latency_seconds_bucket{le=\"+Inf\"}"), 4);
+  EXPECT_EQ(Sample(text, "qwen_time_to_first_token_seconds_count{protocol=\"grpc\"}"), 1);
+  EXPECT_EQ(Sample(text, "qwen_inter_token_latency_seconds_count{protocol=\"grpc\"}"), 4);
+  EXPECT_NEAR(Sample(text, "qwen_inter_token_latency_seconds_sum{protocol=\"grpc\"}"), 0.13, 1e-9);
+  EXPECT_EQ(Sample(text, "qwen_inter_token_latency_seconds_bucket{protocol=\"grpc\",le=\"0.025\"}"),
+            0);
+  EXPECT_EQ(Sample(text, "qwen_inter_token_latency_seconds_bucket{protocol=\"grpc\",le=\"0.05\"}"),
+            4);
+  EXPECT_EQ(Sample(text, "qwen_inter_token_latency_seconds_bucket{protocol=\"grpc\",le=\"+Inf\"}"),
+            4);
 }
 
 TEST_F(MetricsTest, WorkerCountersSurviveARestart) {
@@ -217,6 +222,43 @@ TEST_F(MetricsTest, WorkerCountersSurviveARestart) {
   EXPECT_EQ(metrics_.GetWorkerTotals(3).prefill_tokens, 0);  // never heard of
   // Without a pool there are no per-worker series.
   EXPECT_THAT(metrics_.Render(), Not(HasSubstr("qwen_worker_up{")));
+}
+
+// The HTTP API's requests are observed in the same histograms, under protocol="http".
+TEST_F(MetricsTest, TheProtocolLabelSeparatesHttpFromGrpc) {
+  RequestSummary r = OkGenerate();
+  r.protocol = "http";
+  metrics_.RecordRequest(r);
+  metrics_.ObserveTimeToFirstToken(absl::Milliseconds(10), "http");
+  metrics_.ObserveInterTokenLatency(absl::Milliseconds(10), 2, "http");
+  const std::string text = metrics_.Render();
+  EXPECT_EQ(Sample(text, "qwen_request_duration_seconds_count{protocol=\"http\"}"), 1);
+  EXPECT_EQ(Sample(text, "qwen_request_duration_seconds_count{protocol=\"grpc\"}"), 0);
+  EXPECT_EQ(Sample(text, "qwen_time_to_first_token_seconds_count{protocol=\"http\"}"), 1);
+  EXPECT_EQ(Sample(text, "qwen_inter_token_latency_seconds_count{protocol=\"http\"}"), 2);
+  EXPECT_EQ(Sample(text, "qwen_queue_wait_seconds_count{protocol=\"http\"}"), 1);
+}
+
+// The gauges the inference gateway's endpoint picker reads: single series, slots as a share.
+TEST_F(MetricsTest, GatewayGauges) {
+  Dispatcher dispatcher(/*n_workers=*/1, /*queue_capacity=*/4);
+  dispatcher.WorkerUp(0, 1, 4);
+  std::vector<WorkerRef> started;
+  for (uint64_t id = 1; id <= 2; ++id) {
+    Dispatcher::Job job;
+    job.id = id;
+    job.start = [&started](WorkerRef w) { started.push_back(w); };
+    job.fail = [](absl::Status) {};
+    ASSERT_TRUE(dispatcher.Submit(std::move(job)).ok());
+  }
+  metrics_.SetSources(&dispatcher, nullptr);
+  const std::string text = metrics_.Render();
+  metrics_.SetSources(nullptr, nullptr);
+  EXPECT_EQ(started.size(), 2u);
+  EXPECT_EQ(Sample(text, "qwen_requests_running"), 2);
+  EXPECT_EQ(Sample(text, "qwen_slot_utilization"), 0.5);
+  EXPECT_EQ(Sample(text, "qwen_queue_depth"), 0);
+  EXPECT_EQ(Sample(text, "qwen_kv_cache_utilization"), 0);  // no worker has reported KV yet
 }
 
 }  // namespace

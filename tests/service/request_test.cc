@@ -121,6 +121,52 @@ TEST_F(RequestTest, PromptTooLongForTheContextNamesTheInput) {
   EXPECT_THAT(std::string(p.status().message()), StartsWith("prompt_token_ids.ids: "));
 }
 
+// Both context errors are recognised as such (HTTP: code "context_length_exceeded"); others not.
+TEST_F(RequestTest, ContextLengthErrorsAreRecognised) {
+  auto too_long = Prepare(FromJson(R"({"prompt": "hi", "stopping": {"max_tokens": 1000}})"));
+  ASSERT_FALSE(too_long.ok());
+  EXPECT_TRUE(IsContextLengthError(too_long.status())) << too_long.status();
+  std::string long_prompt;
+  for (int k = 0; k < 300; ++k) long_prompt += " hello";
+  v1::GenerateRequest r;
+  r.set_prompt(long_prompt);
+  auto no_room = Prepare(r);
+  ASSERT_FALSE(no_room.ok());
+  EXPECT_TRUE(IsContextLengthError(no_room.status())) << no_room.status();
+  auto other = Prepare(FromJson(R"({"prompt": "hi", "sampling": {"top_p": 2}})"));
+  ASSERT_FALSE(other.ok());
+  EXPECT_FALSE(IsContextLengthError(other.status()));
+}
+
+// The reasoning budget: with a prompt that opens a thinking block, the worker gets the budget,
+// the </think> token and the closing tokens; 0 renders the chat with thinking off; other inputs
+// are refused.
+TEST_F(RequestTest, TheReasoningBudgetGoesToTheWorker) {
+  v1::GenerateRequest r = FromJson(
+      R"({"chat": {"messages": [{"role": "user", "content": "hi"}], "enable_thinking": true},)"
+      R"( "stopping": {"max_reasoning_tokens": 7}})");
+  auto p = Prepare(r, LargeContext());
+  ASSERT_TRUE(p.ok()) << p.status();
+  ASSERT_TRUE(p->parser_options.reasoning_open);
+  const worker::v1::GenerateRequest& w = p->worker_request;
+  ASSERT_TRUE(w.has_reasoning_budget());
+  EXPECT_EQ(w.reasoning_budget(), 7);
+  EXPECT_EQ(model_->tokenizer().Decode({w.reasoning_end()}, true), "</think>");
+  std::vector<int32_t> close(w.reasoning_close().begin(), w.reasoning_close().end());
+  EXPECT_EQ(model_->tokenizer().Decode(close, true), "\n</think>\n\n");
+
+  r.mutable_stopping()->set_max_reasoning_tokens(0);
+  auto off = Prepare(r, LargeContext());
+  ASSERT_TRUE(off.ok()) << off.status();
+  EXPECT_FALSE(off->parser_options.reasoning_open);
+  EXPECT_FALSE(off->worker_request.has_reasoning_budget());
+
+  auto prompt = Prepare(FromJson(R"({"prompt": "hi", "stopping": {"max_reasoning_tokens": 3}})"));
+  ASSERT_FALSE(prompt.ok());
+  EXPECT_THAT(std::string(prompt.status().message()),
+              StartsWith("stopping.max_reasoning_tokens: "));
+}
+
 TEST_F(RequestTest, DefaultsFillTheWorkerRequest) {
   absl::StatusOr<PreparedGenerate> p = Prepare(FromJson(R"({"prompt": "Hello world"})"));
   ASSERT_TRUE(p.ok()) << p.status();

@@ -126,6 +126,16 @@ class ServerProcess {
       *error = absl::StrCat("qwen serve did not report its port:\n", s->Log());
       return nullptr;
     }
+    // The HTTP API, when on (--http_port), says its port before the gRPC port's line.
+    for (const char* prefix : {"HTTP API on http://127.0.0.1:", "HTTP API on https://127.0.0.1:"}) {
+      const std::string log = s->Log();
+      const size_t at = log.find(prefix);
+      if (at == std::string::npos) continue;
+      const size_t start = at + std::string(prefix).size();
+      const size_t end = log.find(' ', start);
+      int port = 0;
+      if (absl::SimpleAtoi(log.substr(start, end - start), &port)) s->http_port_ = port;
+    }
     s->auth_token_ = o.auth_token;
     s->channel_ = grpc::CreateChannel(
         s->address(), o.credentials ? o.credentials : grpc::InsecureChannelCredentials());
@@ -172,6 +182,9 @@ class ServerProcess {
   pid_t pid() const { return pid_; }
   int port() const { return port_; }
   std::string address() const { return absl::StrCat("127.0.0.1:", port_); }
+  // The HTTP API's port (0: not serving HTTP) and base URL.
+  int http_port() const { return http_port_; }
+  std::string http_url() const { return absl::StrCat("http://127.0.0.1:", http_port_); }
   std::string Log() const { return ReadFile(log_path_); }
   const std::string& log_path() const { return log_path_; }
 
@@ -225,6 +238,7 @@ class ServerProcess {
   std::string auth_token_;
   pid_t pid_ = 0;
   int port_ = 0;
+  int http_port_ = 0;
   std::string log_path_;
   std::shared_ptr<grpc::Channel> channel_;
 };

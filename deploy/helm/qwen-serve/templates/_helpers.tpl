@@ -269,6 +269,7 @@ command line reads straight off values.yaml (strings are quoted: "--host=::" is 
 - --max_connection_age={{ int64 $s.maxConnectionAgeSeconds }}s
 - --max_connection_age_grace={{ int64 $s.maxConnectionAgeGraceSeconds }}s
 - --metrics_port={{ ternary (int64 .Values.metrics.port) 0 .Values.metrics.enabled }}
+- --http_port={{ ternary (int64 .Values.http.port) 0 .Values.http.enabled }}
 {{- with .Values.logging.level }}
 - {{ printf "--log_level=%s" . | quote }}
 {{- end }}
