@@ -15,6 +15,7 @@
 #include "cli/serve_config.h"
 #include "cli/serve_limits.h"
 #include "cli/serving_flags.h"
+#include "cli/video_flags.h"
 #include "inference/common/thread_pool.h"
 #include "service/front_end.h"
 
@@ -74,7 +75,7 @@ int RunServe(int argc, char** argv) {
       "qwen serve --model M.gguf [--workers N] [--port P] [--slots S] ...\n\n"
       "Serves the model over gRPC (qwen.v1.Qwen, grpc.health.v1.Health, reflection) with a pool\n"
       "of worker processes. Stops on SIGTERM or SIGINT after the running streams finish.",
-      argc, argv, {"engine_flags", "serving_flags", "log_flags", "metrics_flags"});
+      argc, argv, {"engine_flags", "serving_flags", "video_flags", "log_flags", "metrics_flags"});
   if (!args.empty()) {
     std::fprintf(stderr, "qwen serve: unexpected argument \"%s\"\n", args[0].c_str());
     return 2;
@@ -119,6 +120,9 @@ int RunServe(int argc, char** argv) {
   p.image_min_pixels = absl::GetFlag(FLAGS_image_min_pixels);
   p.image_max_pixels = absl::GetFlag(FLAGS_image_max_pixels);
   p.prefix_cache_mb = absl::GetFlag(FLAGS_prefix_cache_mb);
+  p.vision_cache_mb = absl::GetFlag(FLAGS_vision_cache_mb);
+  p.testing_video_pair_delay = absl::GetFlag(FLAGS_testing_video_pair_delay);
+  o.video = VideoSettingsFromFlags();
   p.snapshot_interval = absl::GetFlag(FLAGS_snapshot_interval);
   p.packed_dir = absl::GetFlag(FLAGS_packed_dir);
   p.socket_dir = absl::GetFlag(FLAGS_socket_dir);

@@ -6,6 +6,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "inference/video/video.h"
 #include "service/limits.h"
 #include "service/request.h"
 #include "service/tls.h"
@@ -21,6 +22,8 @@ struct FrontEndOptions {
   // name in GetModelInfo when the file carries no general.name.
   std::string model_name;
   int queue_size = 64;   // requests that may wait for a slot
+  // Video input: what a request gets and may ask for, and the limits on its files.
+  video::VideoSettings video;
   RequestLimits limits;  // slot_context is taken from pool.ctx_size
   // On SIGTERM/SIGINT, running streams get this long to finish before they are cancelled.
   absl::Duration grace_period = absl::Seconds(30);

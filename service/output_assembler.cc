@@ -109,6 +109,7 @@ void OutputAssembler::FillCompletion(v1::FinishReason reason, absl::Time now,
   u->set_generated_tokens(static_cast<uint32_t>(tokens_));
   u->set_cached_tokens(static_cast<uint32_t>(cached_tokens_));
   u->set_image_tokens(static_cast<uint32_t>(prepared_.image_tokens));
+  u->set_video_tokens(static_cast<uint32_t>(prepared_.video_tokens));
   v1::Timings* t = c->mutable_timings();
   t->set_queue_wait_ms(absl::ToDoubleMilliseconds(dispatched_ - arrival_) + worker_queue_ms_);
   t->set_total_ms(absl::ToDoubleMilliseconds(now - arrival_));
@@ -125,6 +126,11 @@ absl::Status OutputAssembler::Finish(const worker::v1::Finish& finish, absl::Tim
   worker_queue_ms_ = finish.queue_ms();
   cached_tokens_ = finish.cached_tokens();
   if (finish.reason() == worker::v1::Finish::REASON_ERROR) {
+    // Input that only the worker could find bad (video data that does not decode) is the
+    // client's to fix; anything else is the server's failure.
+    if (finish.error_code() == static_cast<int>(absl::StatusCode::kInvalidArgument)) {
+      return absl::InvalidArgumentError(finish.error());
+    }
     return absl::InternalError(absl::StrCat("generation failed in the worker: ", finish.error()));
   }
   Drain(/*include_held_text=*/true, out);

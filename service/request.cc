@@ -17,6 +17,7 @@
 #include "inference/grammar/spec.h"
 #include "inference/sampling/sampler.h"
 #include "inference/tokenizer/utf8.h"
+#include "service/data_url.h"
 
 namespace qwen::service {
 namespace {
@@ -198,7 +199,8 @@ absl::Status ValidateToolSchema(const Json& schema, const std::string& field) {
 Json StructToJson(const google::protobuf::Struct& s) { return StructFields(s); }
 
 absl::StatusOr<Json> ChatToTemplateInput(const v1::Chat& chat, const std::string& field,
-                                         int max_tools, std::vector<ImagePart>* images) {
+                                         int max_tools, std::vector<ImagePart>* images,
+                                         std::vector<VideoPart>* videos) {
   Json in = Json::object();
   Json messages = Json::array();
   if (chat.messages().empty()) return Invalid(absl::StrCat(field, ".messages"), "is empty");
@@ -235,6 +237,15 @@ absl::StatusOr<Json> ChatToTemplateInput(const v1::Chat& chat, const std::string
           }
           if (images != nullptr) images->push_back({&part.image(), ipath});
           parts.push_back(Json{{"type", "image"}});
+          continue;
+        }
+        if (part.part_case() == v1::ContentPart::kVideo) {
+          const std::string vpath = absl::StrCat(path, ".parts[", p, "].video");
+          if (m.role() != "user") {
+            return Invalid(vpath, "only user messages may carry videos");
+          }
+          if (videos != nullptr) videos->push_back({&part.video(), vpath});
+          parts.push_back(Json{{"type", "video"}});
           continue;
         }
         if (part.part_case() != v1::ContentPart::kText) {
@@ -332,41 +343,10 @@ absl::StatusOr<Json> ChatToTemplateInput(const v1::Chat& chat, const std::string
   return in;
 }
 
-namespace {
-
-// The encoded bytes of an image given by value or as a data: URL.
 absl::StatusOr<std::string> ImageBytes(const v1::Image& image, const std::string& field) {
-  const bool has_data = !image.data().empty(), has_url = !image.url().empty();
-  if (has_data == has_url) return Invalid(field, "set exactly one of data and url");
-  std::string mime = image.mime_type();
-  std::string bytes;
-  if (has_data) {
-    bytes = image.data();
-  } else {
-    const std::string& url = image.url();
-    if (!absl::StartsWithIgnoreCase(url, "data:")) {
-      return Invalid(absl::StrCat(field, ".url"),
-                     "only data: URLs are accepted (the server does not fetch URLs); send the "
-                     "image's bytes in data or as data:image/png;base64,...");
-    }
-    const size_t comma = url.find(',');
-    if (comma == std::string::npos) return Invalid(absl::StrCat(field, ".url"), "has no comma");
-    absl::string_view meta = absl::string_view(url).substr(5, comma - 5);
-    if (!absl::EndsWithIgnoreCase(meta, ";base64")) {
-      return Invalid(absl::StrCat(field, ".url"), "must be base64 (data:<type>;base64,...)");
-    }
-    meta.remove_suffix(7);
-    if (!meta.empty()) {
-      if (!mime.empty() && !absl::EqualsIgnoreCase(mime, meta)) {
-        return Invalid(absl::StrCat(field, ".mime_type"),
-                       absl::StrCat("\"", mime, "\" differs from the URL's \"", meta, "\""));
-      }
-      mime = std::string(meta);
-    }
-    if (!absl::Base64Unescape(absl::string_view(url).substr(comma + 1), &bytes)) {
-      return Invalid(absl::StrCat(field, ".url"), "is not valid base64");
-    }
-  }
+  ASSIGN_OR_RETURN(DataUrl media, MediaBytes(image.data(), image.url(), image.mime_type(), field,
+                                             "data:image/png;base64,..."));
+  const std::string& mime = media.mime_type;
   if (!mime.empty()) {
     const std::string m = absl::AsciiStrToLower(mime);
     const char* want = m == "image/jpeg" || m == "image/jpg" ? "jpeg"
@@ -377,17 +357,15 @@ absl::StatusOr<std::string> ImageBytes(const v1::Image& image, const std::string
       return Invalid(absl::StrCat(field, ".mime_type"),
                      absl::StrCat("\"", mime, "\" is not image/jpeg, image/png or image/webp"));
     }
-    const absl::string_view sniffed = vision::SniffImageFormat(
-        absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
+    const absl::string_view sniffed = vision::SniffImageFormat(absl::MakeConstSpan(
+        reinterpret_cast<const uint8_t*>(media.bytes.data()), media.bytes.size()));
     if (!sniffed.empty() && sniffed != want) {
       return Invalid(absl::StrCat(field, ".mime_type"),
                      absl::StrCat("says ", mime, " but the data is ", sniffed));
     }
   }
-  return bytes;
+  return std::move(media.bytes);
 }
-
-}  // namespace
 
 absl::StatusOr<std::vector<PlacedImage>> PlaceImages(const std::vector<ImagePart>& images,
                                                      const TextModel& model,
@@ -464,7 +442,8 @@ absl::StatusOr<RenderedChat> RenderChat(const v1::Chat& chat, const TextModel& m
         absl::StrCat(field, ": the model file has no chat template"));
   }
   std::vector<ImagePart> images;
-  ASSIGN_OR_RETURN(Json input, ChatToTemplateInput(chat, field, max_tools, &images));
+  std::vector<VideoPart> videos;
+  ASSIGN_OR_RETURN(Json input, ChatToTemplateInput(chat, field, max_tools, &images, &videos));
   if (!images.empty() && model.vision() == nullptr) {
     // Refused before rendering: the answer does not depend on the template.
     return absl::FailedPreconditionError(
@@ -472,6 +451,8 @@ absl::StatusOr<RenderedChat> RenderChat(const v1::Chat& chat, const TextModel& m
                      ": this server takes no images (it runs without a vision model; start it "
                      "with --mmproj)"));
   }
+  // Videos are probed before rendering too (a bad file is refused whatever the template says).
+  ASSIGN_OR_RETURN(std::vector<PlacedVideo> placed_videos, PlanVideos(videos, model));
   absl::StatusOr<std::string> prompt = model.chat_template()->Render(input);
   if (!prompt.ok()) {
     // The template's own complaints ("No user query found in messages.") are about the
@@ -482,9 +463,15 @@ absl::StatusOr<RenderedChat> RenderChat(const v1::Chat& chat, const TextModel& m
     return absl::Status(code, absl::StrCat(field, ": ", prompt.status().message()));
   }
   RenderedChat out;
-  out.prompt = std::move(*prompt);
+  // The model's processor writes each video's frame pairs into the text before tokenizing it.
+  ASSIGN_OR_RETURN(out.prompt, ExpandVideoPlaceholders(*prompt, placed_videos, field));
   out.token_ids = model.tokenizer().Encode(out.prompt, /*parse_special=*/true);
   ASSIGN_OR_RETURN(out.images, PlaceImages(images, model, &out.token_ids, field));
+  std::vector<model::ImageSpan*> image_spans;
+  for (PlacedImage& im : out.images) image_spans.push_back(&im.span);
+  RETURN_IF_ERROR(
+      PlaceVideoTokens(&placed_videos, model, &out.token_ids, std::move(image_spans), field));
+  out.videos = std::move(placed_videos);
   out.reasoning_open = chat::PromptOpensReasoning(out.prompt);
   if (input.contains("tools")) out.tools = input["tools"];
   return out;
@@ -535,6 +522,10 @@ absl::StatusOr<PreparedGenerate> PrepareGenerate(const v1::GenerateRequest& requ
         wi->set_field(im.field);
         wi->set_key(ImageKey(im));
         p.image_tokens += static_cast<int32_t>(im.grid.n_tokens());
+      }
+      for (const PlacedVideo& v : rendered.videos) {
+        ToWorkerVideo(v, w.add_videos());
+        p.video_tokens += static_cast<int32_t>(VideoTokenCount(v));
       }
       p.parse_output = !request.output().raw_text();
       p.parser_options.reasoning_open = rendered.reasoning_open;

@@ -13,6 +13,7 @@
 #include "nlohmann/json.hpp"
 #include "qwen/v1/qwen.pb.h"
 #include "qwen/worker/v1/worker.pb.h"
+#include "service/request_videos.h"
 #include "service/text_model.h"
 
 namespace qwen::service {
@@ -49,6 +50,7 @@ struct PreparedGenerate {
   int top_logprobs = 0;
   int32_t prompt_tokens = 0;
   int32_t image_tokens = 0;  // of prompt_tokens
+  int32_t video_tokens = 0;  // of prompt_tokens
 };
 
 // An image of a request, where the request carries it.
@@ -74,7 +76,13 @@ struct RenderedChat {
   bool reasoning_open = false;
   nlohmann::ordered_json tools = nlohmann::ordered_json::array();  // as the template saw them
   std::vector<PlacedImage> images;
+  std::vector<PlacedVideo> videos;
 };
+
+// The encoded bytes of an image given by value or as a base64 data: URL (any other URL is
+// INVALID_ARGUMENT: the server never fetches), with mime_type (when given) checked against the
+// URL's and the bytes' own format.
+absl::StatusOr<std::string> ImageBytes(const v1::Image& image, const std::string& field);
 
 // Resolves the images (bytes or data: URL; any other URL is INVALID_ARGUMENT: the server never
 // fetches), decodes each (INVALID_ARGUMENT naming its field when it is not a JPEG, PNG or WebP
@@ -109,10 +117,11 @@ absl::StatusOr<PreparedGenerate> PrepareGenerate(const v1::GenerateRequest& requ
 // message only first, text that is UTF-8 without NUL bytes, unique tool names of the form
 // [A-Za-z0-9_.-]{1,64}, at most `max_tools` tools, and parameters that are JSON schemas
 // (ValidateToolSchema).
-// Image parts render as {"type": "image"} and are appended to `images` when it is not null.
+// Image parts render as {"type": "image"} and are appended to `images` when it is not null;
+// video parts as {"type": "video"}, appended to `videos`.
 absl::StatusOr<nlohmann::ordered_json> ChatToTemplateInput(
     const v1::Chat& chat, const std::string& field, int max_tools = RequestLimits().max_tools,
-    std::vector<ImagePart>* images = nullptr);
+    std::vector<ImagePart>* images = nullptr, std::vector<VideoPart>* videos = nullptr);
 
 // Checks that `schema` is a plausible JSON schema for a tool's parameters: an object whose
 // "type" (if any) is "object"; nested schemas under properties, items, additionalProperties,
@@ -126,6 +135,9 @@ absl::Status CheckText(absl::string_view text, absl::string_view field);
 
 // Renders and tokenizes a chat. FAILED_PRECONDITION when the model has no chat template;
 // INVALID_ARGUMENT for a conversation the template refuses ("chat: No user query found ...").
+// Videos are probed and planned (PlanVideos) and their placeholder text expanded to their
+// timestamped frame pairs before tokenization, as the model's processor does; `prompt` is that
+// expanded text.
 absl::StatusOr<RenderedChat> RenderChat(const v1::Chat& chat, const TextModel& model,
                                         const std::string& field = "chat",
                                         int max_tools = RequestLimits().max_tools);

@@ -13,9 +13,11 @@
 #include "inference/model/config.h"
 #include "inference/multimodal/image_prompt.h"
 #include "inference/tokenizer/tokenizer.h"
+#include "inference/video/video.h"
 #include "inference/vision/vision.h"
 
 namespace qwen::service {
+
 
 // Everything the front end needs to turn requests into token ids and tokens back into text.
 // It maps the same GGUF file as the workers (read-only and shared, so the pages exist once) but
@@ -30,6 +32,7 @@ class TextModel {
   struct VisionOptions {
     std::string mmproj_path;  // empty: no image input
     vision::PreprocessOptions preprocess;
+    video::VideoSettings video;
   };
 
   // Opens the file and builds the tokenizer and (when the file has one) the chat template.
@@ -56,6 +59,8 @@ class TextModel {
   const gguf::GgufFile* vision_file() const { return vision_file_.get(); }
   // With vision(): the image marker tokens.
   const multimodal::ImageTokenIds& image_tokens() const { return image_tokens_; }
+  // Video input works: a vision tower and a vocabulary with <|video_pad|>.
+  bool supports_video() const { return vision_ != nullptr && image_tokens_.video_pad >= 0; }
 
  private:
   TextModel() = default;
