@@ -337,9 +337,18 @@ class WorkerService final : public wpb::Worker::CallbackService {
     return [cache = embeddings_, key = std::move(key), encode = std::move(encode)](
                ops::ComputeContext& ctx) -> absl::StatusOr<std::vector<float>> {
       if (!key.empty()) {
-        if (std::shared_ptr<const std::vector<float>> hit = cache->Find(key)) return *hit;
+        if (std::shared_ptr<const std::vector<float>> hit = cache->Find(key)) {
+          if (LogEnabled(LogLevel::kDebug)) {
+            LogDebug(kComponent, "vision embeddings from the cache",
+                     {{"event", "vision_cache_hit"}, {"key", key}});
+          }
+          return *hit;
+        }
       }
       ASSIGN_OR_RETURN(std::vector<float> rows, encode(ctx));
+      if (LogEnabled(LogLevel::kDebug)) {
+        LogDebug(kComponent, "vision embeddings encoded", {{"event", "vision_encoded"}, {"key", key}});
+      }
       if (!key.empty()) cache->Insert(key, rows);
       return rows;
     };

@@ -56,8 +56,8 @@ thread_local std::string last_message;
 void LogCallback(void* avcl, int level, const char* fmt, va_list vl) {
   if (level > AV_LOG_ERROR) return;
   char line[512];
-  int print_prefix = 1;
-  av_log_format_line2(avcl, level, fmt, vl, line, sizeof(line), &print_prefix);
+  int print_prefix = 0;  // no "[h264 @ 0x...]": an address means nothing to a client
+  av_log_format_line2(nullptr, level, fmt, vl, line, sizeof(line), &print_prefix);
   std::string s = line;
   while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
   if (!s.empty()) last_message = std::move(s);
@@ -214,6 +214,7 @@ absl::StatusOr<std::unique_ptr<Input>> OpenInput(absl::Span<const uint8_t> bytes
       st->discard = AVDISCARD_ALL;
     }
   }
+  if (fmt->nb_streams == 0) return Corrupt(name, family, "no stream in its header");
   if (in->stream < 0) return Invalid(name, absl::StrCat("the ", family, " file has no video"));
   const AVCodecParameters* par = in->video()->codecpar;
   for (const Decoder& d : kDecoders) {
