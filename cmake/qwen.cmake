@@ -23,10 +23,11 @@ endfunction()
 set(QWEN_TEST_PACKED_DIR ${CMAKE_BINARY_DIR}/test-packed)
 file(MAKE_DIRECTORY ${QWEN_TEST_PACKED_DIR})
 
-# qwen_test(NAME name LABEL unit|conformance|e2e|bench SOURCES ... LIBS ... [TIMEOUT s])
+# qwen_test(NAME name LABEL unit|conformance|e2e|bench [kernels] SOURCES ... LIBS ... [TIMEOUT s])
 # One gtest executable registered with ctest, run from the source tree so it finds tests/data.
+# LABEL takes several labels (LABEL "unit;kernels" arrives as two arguments).
 function(qwen_test)
-  cmake_parse_arguments(T "" "NAME;LABEL;TIMEOUT" "SOURCES;LIBS" ${ARGN})
+  cmake_parse_arguments(T "" "NAME;TIMEOUT" "LABEL;SOURCES;LIBS" ${ARGN})
   add_executable(${T_NAME} ${T_SOURCES})
   target_link_libraries(${T_NAME} PRIVATE ${T_LIBS} GTest::gtest GTest::gmock GTest::gtest_main)
   set_target_properties(${T_NAME} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/bin/tests)

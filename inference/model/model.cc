@@ -480,7 +480,6 @@ void Model::DeltaNetBlock(ops::ComputeContext& ctx, const LayerWeights& L,
     offset += ns;
   }
   ctx.Observe(absl::StrCat("conv_output_silu-", il), conv, n, qkv);
-  // q and k heads are L2-normalised; v passes through.
   // q and k heads of each token are L2-normalised; v passes through.
   ctx.pool().ParallelFor(n, 16, [&](int64_t t0, int64_t t1, int) {
     for (int64_t t = t0; t < t1; ++t) {
@@ -522,11 +521,9 @@ void Model::DeltaNetBlock(ops::ComputeContext& ctx, const LayerWeights& L,
     a.v_tiled = c.ssm_v_tiled;
     a.state = s.state->recurrent_state(L.kind_index);
     a.out = core + offset * vdim;
-    if (ns >= options_.chunked_min_tokens) {
-      ops::GatedDeltaRuleChunked(ctx, a, options_.delta_chunk);
-    } else {
-      ops::GatedDeltaRuleRecurrent(ctx, a);
-    }
+    // Token by token for prompts too: a token's result does not depend on how its prompt was
+    // cut into segments (ops/delta_net.h).
+    ops::GatedDeltaRuleRecurrent(ctx, a);
     offset += ns;
   }
   ctx.Observe(absl::StrCat("attn_output-", il), core, n, vdim);

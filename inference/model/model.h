@@ -86,13 +86,6 @@ absl::StatusOr<std::vector<int32_t>> MropePositions(int64_t n_tokens,
                                                     absl::Span<const ImageSpan> images,
                                                     int64_t start, int64_t* next);
 
-// How far prompt tokens of one segment are processed with the chunked delta rule (else the
-// token-by-token one). Both give the same result; chunks use matrix products.
-struct ForwardOptions {
-  int delta_chunk = 64;
-  int64_t chunked_min_tokens = 16;
-};
-
 // How Load() prepares the weights.
 struct LoadOptions {
   // Directory for the packed copy of the weight matrices (packing::PackedStore), shared by every
@@ -131,7 +124,6 @@ class Model {
   const ModelConfig& config() const { return config_; }
   const gguf::GgufFile& file() const { return *file_; }
   const std::vector<LayerWeights>& layers() const { return layers_; }
-  ForwardOptions& options() { return options_; }
   const PackingReport& packing() const { return packing_; }
 
   absl::StatusOr<std::unique_ptr<SequenceState>> NewState(int64_t n_ctx,
@@ -145,6 +137,11 @@ class Model {
   // Appends each segment's tokens to its sequence and writes logits [LogitRows, n_vocab] in
   // segment order. Segments must belong to different sequences. Fails (changing nothing) when a
   // token is out of the vocabulary or a sequence would exceed its capacity.
+  //
+  // Every op computes a position from its own row and its sequence's state alone, in an order
+  // fixed by the kernels (ops/vec.h, ops/matmul.h): a row's logits are the same bits whatever
+  // other segments share the call, however its sequence's tokens are split between calls, and
+  // at every kernel level (tests/model/batch_invariance_test.cc).
   absl::Status Forward(ops::ComputeContext& ctx, absl::Span<const Segment> segments, float* logits);
 
  private:
@@ -167,7 +164,6 @@ class Model {
   std::unique_ptr<packing::PackedStore> packed_;
   PackingReport packing_;
   ModelConfig config_;
-  ForwardOptions options_;
   ops::Weight token_embd_;
   ops::Weight lm_head_;  // output.weight, or token_embd when tied
   const float* output_norm_ = nullptr;

@@ -1,7 +1,5 @@
 #include "inference/ops/attention.h"
 
-#include <cblas.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -9,15 +7,18 @@
 
 #include "inference/ops/basic.h"
 #include "inference/ops/vec.h"
+#include "inference/ops/vec_math.h"
 #include "inference/quant/kernels.h"
 
 namespace qwen::ops {
 namespace {
 
-constexpr int64_t kQueryBlock = 32;  // tokens per work item
-constexpr int64_t kKeyBlock = 256;   // cached positions per tile
+constexpr int64_t kQueryBlock = 16;  // tokens per work item
+// With more rows than this in a work item, each K and V tile is converted to float once for all
+// of them; with fewer (decode), the kernels read F16 as stored. Same bits either way.
+constexpr int kConvertMinRows = 8;
 
-// Copies `n` cached rows of one head starting at `pos` into float rows.
+// Copies `n` cached rows of one head starting at `pos` into float rows (exact).
 void LoadRows(const KvView& kv, const void* base, int head, int64_t pos, int64_t n, float* out) {
   const uint8_t* src = static_cast<const uint8_t*>(base) + kv.offset(head, pos);
   const int64_t count = n * kv.head_dim;
@@ -26,6 +27,19 @@ void LoadRows(const KvView& kv, const void* base, int head, int64_t pos, int64_t
   } else {
     std::memcpy(out, src, count * sizeof(float));
   }
+}
+
+// The largest of m and s[0..n): eight running maxima, so that the comparisons do not wait on
+// each other (the maximum is the same value in any order).
+float TileMax(const float* s, int64_t n, float m) {
+  float p[8] = {m, m, m, m, m, m, m, m};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    for (int l = 0; l < 8; ++l) p[l] = std::max(p[l], s[j + l]);
+  }
+  for (; j < n; ++j) p[0] = std::max(p[0], s[j]);
+  for (int l = 1; l < 8; ++l) p[0] = std::max(p[0], p[l]);
+  return p[0];
 }
 
 }  // namespace
@@ -56,71 +70,101 @@ void CausalAttention(ComputeContext& ctx, const float* q, int64_t n_tokens, int 
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const int64_t n_qblocks = (n_tokens + kQueryBlock - 1) / kQueryBlock;
   const int64_t n_items = n_qblocks * kv.n_head_kv;
+  const VecKernels& vec = Vec();
 
   ctx.pool().ParallelFor(n_items, 1, [&](int64_t begin, int64_t end, int thread) {
     for (int64_t item = begin; item < end; ++item) {
       const int g = static_cast<int>(item % kv.n_head_kv);
       const int64_t t0 = (item / kv.n_head_kv) * kQueryBlock;
       const int64_t nt = std::min(kQueryBlock, n_tokens - t0);
-      // Rows of the stacked query matrix: (head in group, token), head-major, so the heads that
-      // share this KV head are multiplied with each key tile at once.
-      const int64_t rows = group * nt;
-      float* qs = ctx.ThreadScratch(thread, 0, rows * hd);             // [rows, hd]
-      float* acc = ctx.ThreadScratch(thread, 1, rows * hd);            // [rows, hd]
-      float* scores = ctx.ThreadScratch(thread, 2, rows * kKeyBlock);  // [rows, kKeyBlock]
-      float* ktile = ctx.ThreadScratch(thread, 3, kKeyBlock * hd);
-      float* vtile = ctx.ThreadScratch(thread, 4, kKeyBlock * hd);
-      float* stats = ctx.ThreadScratch(thread, 5, 2 * rows);  // running max, running sum
-      float* row_max = stats;
-      float* row_sum = stats + rows;
-      for (int hl = 0; hl < group; ++hl) {
-        const int h = g * group + hl;
-        for (int64_t t = 0; t < nt; ++t) {
-          const float* src = q + ((t0 + t) * n_head + h) * hd;
-          float* dst = qs + (hl * nt + t) * hd;
+      // Rows of the stacked queries: (token, head in group), token-major, so that the heads
+      // sharing this KV head meet each key tile together and rows of one token see the same
+      // keys.
+      const int rows = static_cast<int>(group * nt);
+      float* qs = ctx.ThreadScratch(thread, 0, static_cast<size_t>(rows) * hd);
+      float* acc = ctx.ThreadScratch(thread, 1, static_cast<size_t>(rows) * hd);
+      float* scores = ctx.ThreadScratch(thread, 2, static_cast<size_t>(rows) * kAttentionKeyTile);
+      float* stats = ctx.ThreadScratch(thread, 3, 5 * static_cast<size_t>(rows));
+      int64_t* visible = reinterpret_cast<int64_t*>(stats);  // keys of the tile each row sees
+      float* row_max = stats + 2 * rows;
+      float* row_sum = stats + 3 * rows;
+      float* rescale = stats + 4 * rows;  // the softmax correction of each row's acc
+      const bool convert = kv.f16 && rows > kConvertMinRows;
+      float* ktile = nullptr;
+      float* vtile = nullptr;
+      if (convert) {
+        ktile = ctx.ThreadScratch(thread, 4, kAttentionKeyTile * hd);
+        vtile = ctx.ThreadScratch(thread, 5, kAttentionKeyTile * hd);
+      }
+      for (int64_t t = 0; t < nt; ++t) {
+        for (int hl = 0; hl < group; ++hl) {
+          const float* src = q + ((t0 + t) * n_head + g * group + hl) * hd;
+          float* dst = qs + (t * group + hl) * hd;
           for (int i = 0; i < hd; ++i) dst[i] = src[i] * scale;
         }
       }
-      std::fill(acc, acc + rows * hd, 0.0f);
+      std::fill(acc, acc + static_cast<size_t>(rows) * hd, 0.0f);
       std::fill(row_max, row_max + rows, -std::numeric_limits<float>::infinity());
       std::fill(row_sum, row_sum + rows, 0.0f);
 
       const int64_t last_visible = pos0 + t0 + nt - 1;  // the block's last token sees this far
-      for (int64_t k0 = 0; k0 <= last_visible; k0 += kKeyBlock) {
-        const int64_t nk = std::min(kKeyBlock, last_visible + 1 - k0);
-        LoadRows(kv, kv.k, g, k0, nk, ktile);
-        LoadRows(kv, kv.v, g, k0, nk, vtile);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows),
-                    static_cast<int>(nk), hd, 1.0f, qs, hd, ktile, hd, 0.0f, scores,
-                    static_cast<int>(kKeyBlock));
-        for (int64_t r = 0; r < rows; ++r) {
-          const int64_t t = r % nt;
-          const int64_t limit = pos0 + t0 + t - k0;  // last visible key index within the tile
-          float* s = scores + r * kKeyBlock;
-          const int64_t n_vis = std::min(nk, limit + 1);
-          float m = row_max[r];
-          for (int64_t j = 0; j < n_vis; ++j) m = std::max(m, s[j]);
-          const float correction = std::exp(row_max[r] - m);  // exp(-inf) = 0 on the first tile
-          const float sum = n_vis > 0 ? Vec().exp_sub_sum(s, m, n_vis) : 0.0f;
-          for (int64_t j = std::max<int64_t>(n_vis, 0); j < nk; ++j) s[j] = 0.0f;
-          row_sum[r] = row_sum[r] * correction + sum;
-          row_max[r] = m;
-          if (correction != 1.0f) {
-            float* a = acc + r * hd;
-            for (int i = 0; i < hd; ++i) a[i] *= correction;
-          }
+      for (int64_t k0 = 0; k0 <= last_visible; k0 += kAttentionKeyTile) {
+        const int64_t nk = std::min(kAttentionKeyTile, last_visible + 1 - k0);
+        const void* kt;
+        const void* vt;
+        bool f16 = kv.f16;
+        if (convert) {
+          LoadRows(kv, kv.k, g, k0, nk, ktile);
+          LoadRows(kv, kv.v, g, k0, nk, vtile);
+          kt = ktile;
+          vt = vtile;
+          f16 = false;
+        } else {
+          kt = static_cast<const uint8_t*>(kv.k) + kv.offset(g, k0);
+          vt = static_cast<const uint8_t*>(kv.v) + kv.offset(g, k0);
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), hd,
-                    static_cast<int>(nk), 1.0f, scores, static_cast<int>(kKeyBlock), vtile, hd,
-                    1.0f, acc, hd);
+        vec.attn_scores(qs, hd, rows, kt, f16, hd, nk, hd, scores, kAttentionKeyTile);
+        for (int r = 0; r < rows; ++r) {
+          const int64_t pos = pos0 + t0 + r / group;
+          const int64_t n_vis = std::clamp<int64_t>(pos - k0 + 1, 0, nk);
+          visible[r] = n_vis;
+          rescale[r] = 1.0f;
+          if (n_vis == 0) continue;
+          float* s = scores + static_cast<int64_t>(r) * kAttentionKeyTile;
+          const float old_max = row_max[r];
+          const float m = TileMax(s, n_vis, old_max);
+          // Tile 0 is every query's first: nothing to correct yet. The accumulator's correction
+          // is applied by attn_accumulate as it loads the row.
+          if (k0 > 0) {
+            const float correction = internal::ExpRef(old_max - m);
+            if (correction != 1.0f) {
+              rescale[r] = correction;
+              row_sum[r] = row_sum[r] * correction;
+            }
+          }
+          row_max[r] = m;
+          row_sum[r] = row_sum[r] + vec.exp_sub_sum(s, m, n_vis);
+        }
+        VecKernels::AttnValues values;
+        values.p = scores;
+        values.p_stride = kAttentionKeyTile;
+        values.n_keys = visible;
+        values.rescale = rescale;
+        values.n_rows = rows;
+        values.v = vt;
+        values.v_f16 = f16;
+        values.v_stride = hd;
+        values.hd = hd;
+        values.acc = acc;
+        values.acc_stride = hd;
+        vec.attn_accumulate(values);
       }
-      for (int hl = 0; hl < group; ++hl) {
-        const int h = g * group + hl;
-        for (int64_t t = 0; t < nt; ++t) {
-          const int64_t r = hl * nt + t;
+      for (int64_t t = 0; t < nt; ++t) {
+        for (int hl = 0; hl < group; ++hl) {
+          const int64_t r = t * group + hl;
           const float inv = 1.0f / row_sum[r];
           const float* a = acc + r * hd;
-          float* dst = out + ((t0 + t) * n_head + h) * hd;
+          float* dst = out + ((t0 + t) * n_head + g * group + hl) * hd;
           for (int i = 0; i < hd; ++i) dst[i] = a[i] * inv;
         }
       }

@@ -27,10 +27,24 @@ struct KvView {
 // Stores k, v [n_tokens, n_head_kv, head_dim] at positions pos0.. in the cache.
 void KvStore(const KvView& kv, const float* k, const float* v, int64_t pos0, int64_t n_tokens);
 
+// Keys are visited in tiles of this many positions at absolute offsets (0, 64, 128, ...).
+inline constexpr int64_t kAttentionKeyTile = 64;
+
 // out[t, h] = softmax(q[t, h] · K[g]ᵀ / sqrt(head_dim) over positions 0..pos0 + t) · V[g], with
 // g = h / (n_head / n_head_kv) (consecutive query heads share a KV head).
-// q and out are [n_tokens, n_head, head_dim]. Keys are visited in tiles with an online softmax
-// (flash-attention style), so scratch memory does not depend on the context length.
+// q and out are [n_tokens, n_head, head_dim].
+//
+// A query's output is a fixed function of its own q and the cached K/V of positions 0..its
+// position, the same bits at every kernel level, whatever other queries the call has, however
+// the positions are split between calls (pos0) and whether K/V are converted from F16 per tile
+// or per row. With q' = q * (1 / sqrt(head_dim)) (a float product per element), for each key
+// tile [64 m, 64 m + 64) in order, over the keys j of the tile up to the query's position:
+//   s_j = Dot16(q', K_j) (vec.h);  M = max(M_old, max_j s_j);
+//   from the second tile on: c = Exp(M_old - M) and, when c != 1, acc[i] = acc[i] * c and
+//   sum = sum * c;  p_j = Exp(s_j - M);  sum = sum + Reduce16(p_j);
+//   acc[i] = fma(p_j, V_j[i], acc[i]) for j in order
+// (acc and sum start at +0), then out[i] = acc[i] * (1 / sum). Scratch memory does not depend on
+// the context length.
 void CausalAttention(ComputeContext& ctx, const float* q, int64_t n_tokens, int n_head,
                      const KvView& kv, int64_t pos0, float* out);
 

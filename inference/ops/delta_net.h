@@ -35,12 +35,11 @@ struct DeltaRuleArgs {
 };
 
 // Token by token, for each value head j with key head i:
-//   S = S * exp(g); delta = (v - Sᵀk) * beta; S = S + k deltaᵀ; o = Sᵀq / sqrt(d).
+//   S = S * exp(g); delta = (v - Sᵀk) * beta; S = S + k deltaᵀ; o = Sᵀq / sqrt(d),
+// computed by VecKernels::delta_rule (vec.h, which defines the rounding) with decay = exp(g)
+// (std::exp) and scale = 1 / sqrt(d); value heads in parallel. A token's output and the state
+// after it are the same bits whether it comes alone or with others in one call, at every level.
 void GatedDeltaRuleRecurrent(ComputeContext& ctx, const DeltaRuleArgs& a);
-
-// The same result computed in chunks of `chunk` tokens with matrix products (the WY / UT form
-// of Yang et al., "Gated Delta Networks", 2024); the state carries between chunks.
-void GatedDeltaRuleChunked(ComputeContext& ctx, const DeltaRuleArgs& a, int chunk = 64);
 
 }  // namespace qwen::ops
 

@@ -1,12 +1,10 @@
 #include "inference/ops/matmul.h"
 
 #include <algorithm>
-#include <mutex>
 #include <vector>
 
 #include "inference/quant/kernels.h"
 
-extern "C" void openblas_set_num_threads(int);
 
 namespace qwen::ops {
 namespace {
@@ -70,14 +68,8 @@ void QuantBlock(const MatMulOut& o, int64_t r0, int64_t r1, const uint8_t* qx, s
 
 }  // namespace
 
-void InitBlas() {
-  static std::once_flag once;
-  std::call_once(once, [] { openblas_set_num_threads(1); });
-}
-
 void MatMul(ComputeContext& ctx, const float* x, int64_t n_tokens,
             std::initializer_list<MatMulOut> outs_list) {
-  InitBlas();
   if (n_tokens <= 0) return;
   const std::vector<MatMulOut> outs(outs_list);
   const int64_t n_in = outs[0].w->n_in;

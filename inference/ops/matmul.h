@@ -58,9 +58,6 @@ inline void MatMul(ComputeContext& ctx, const Weight& w, const float* x, int64_t
 // Copies rows `ids` of an embedding matrix (any type) to float: out[k] = dequant(W[ids[k]]).
 void GetRows(const Weight& w, const int32_t* ids, int64_t n, float* out);
 
-// Makes OpenBLAS single-threaded (our pool owns the cores). Idempotent; called by MatMul.
-void InitBlas();
-
 }  // namespace qwen::ops
 
 #endif  // QWEN_INFERENCE_OPS_MATMUL_H_

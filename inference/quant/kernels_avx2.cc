@@ -375,9 +375,17 @@ struct LegacyMin {
 };
 QWEN_INLINE float LegacyM(const LegacyMin& u) { return u.m; }
 QWEN_INLINE float LegacyM(const LegacySigned&) { return 0.0f; }
+QWEN_INLINE uint16_t LegacyS(const BlockQ8_1& a) { return a.s; }
+QWEN_INLINE uint16_t LegacyS(const BlockQ8_0&) { return 0; }
 
 struct Q4_0T {
   static constexpr int kBytes = 18;
+  static constexpr int kOffset = 8;  // weight = d (u - 8)
+  static QWEN_INLINE __m256i U(const uint8_t* p) {
+    return Nibbles(reinterpret_cast<const BlockQ4_0*>(p)->qs);
+  }
+  static QWEN_INLINE uint16_t D(const uint8_t* p) { return reinterpret_cast<const BlockQ4_0*>(p)->d; }
+  static QWEN_INLINE uint16_t M(const uint8_t*) { return 0; }
   static QWEN_INLINE LegacySigned Unpack(const uint8_t* p) {
     const auto* b = reinterpret_cast<const BlockQ4_0*>(p);
     return {_mm256_sub_epi8(Nibbles(b->qs), _mm256_set1_epi8(8)), Half(b->d)};
@@ -385,6 +393,13 @@ struct Q4_0T {
 };
 struct Q5_0T {
   static constexpr int kBytes = 22;
+  static constexpr int kOffset = 16;
+  static QWEN_INLINE __m256i U(const uint8_t* p) {
+    const auto* b = reinterpret_cast<const BlockQ5_0*>(p);
+    return _mm256_or_si256(Nibbles(b->qs), FifthBits(b->qh));
+  }
+  static QWEN_INLINE uint16_t D(const uint8_t* p) { return reinterpret_cast<const BlockQ5_0*>(p)->d; }
+  static QWEN_INLINE uint16_t M(const uint8_t*) { return 0; }
   static QWEN_INLINE LegacySigned Unpack(const uint8_t* p) {
     const auto* b = reinterpret_cast<const BlockQ5_0*>(p);
     return {_mm256_sub_epi8(_mm256_or_si256(Nibbles(b->qs), FifthBits(b->qh)), _mm256_set1_epi8(16)),
@@ -400,6 +415,12 @@ struct Q8_0T {
 };
 struct Q4_1T {
   static constexpr int kBytes = 20;
+  static constexpr int kOffset = 0;  // weight = d u + m
+  static QWEN_INLINE __m256i U(const uint8_t* p) {
+    return Nibbles(reinterpret_cast<const BlockQ4_1*>(p)->qs);
+  }
+  static QWEN_INLINE uint16_t D(const uint8_t* p) { return reinterpret_cast<const BlockQ4_1*>(p)->d; }
+  static QWEN_INLINE uint16_t M(const uint8_t* p) { return reinterpret_cast<const BlockQ4_1*>(p)->m; }
   static QWEN_INLINE LegacyMin Unpack(const uint8_t* p) {
     const auto* b = reinterpret_cast<const BlockQ4_1*>(p);
     return {Nibbles(b->qs), Half(b->d), Half(b->m)};
@@ -407,6 +428,13 @@ struct Q4_1T {
 };
 struct Q5_1T {
   static constexpr int kBytes = 24;
+  static constexpr int kOffset = 0;
+  static QWEN_INLINE __m256i U(const uint8_t* p) {
+    const auto* b = reinterpret_cast<const BlockQ5_1*>(p);
+    return _mm256_or_si256(Nibbles(b->qs), FifthBits(b->qh));
+  }
+  static QWEN_INLINE uint16_t D(const uint8_t* p) { return reinterpret_cast<const BlockQ5_1*>(p)->d; }
+  static QWEN_INLINE uint16_t M(const uint8_t* p) { return reinterpret_cast<const BlockQ5_1*>(p)->m; }
   static QWEN_INLINE LegacyMin Unpack(const uint8_t* p) {
     const auto* b = reinterpret_cast<const BlockQ5_1*>(p);
     return {_mm256_or_si256(Nibbles(b->qs), FifthBits(b->qh)), Half(b->d), Half(b->m)};
@@ -460,36 +488,119 @@ QWEN_INLINE float Fma(float a, float b, float c) {
   return _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(a), _mm_set_ss(b), _mm_set_ss(c)));
 }
 
-// Legacy 32-weight blocks. Row by row; each block is unpacked once for up to 8 columns, each of
-// which folds its exact integer sum into its own accumulator.
-template <class T, bool kMin>
-void LegacyTile(const void* w, size_t w_stride, int64_t n_rows, const void* a, size_t a_stride,
-                int64_t n_cols, float* y, size_t y_stride, int64_t n) {
+// The 4- and 5-bit legacy blocks with 8 rows in the lanes. A chunk of blocks of 8 rows is
+// imaged into a buffer (vector j: weights 4 j .. 4 j + 3 of the 8 rows as unsigned bytes u, then
+// the rows' d and m), which every column then reads: per block and column, the exact
+// S = sum (u - offset) a comes from vpmaddubsw (four products stay below 4 * 2 * 31 * 127 in
+// int16) and vpmaddwd by ones, minus offset times the activations' sum; then the reference's
+// fma(float(S), d da, acc) (and fma(m, s, acc) for Q4_1 / Q5_1).
+constexpr int64_t kLegacyChunk = 32;  // blocks per image buffer
+constexpr int kLegacyCols = 4;
+
+struct LegacyImage {
+  __m256i u[8];
+  alignas(16) uint16_t d[8];
+  alignas(16) uint16_t m[8];
+};
+
+template <class T>
+QWEN_INLINE void MakeLegacyImage(const uint8_t* const* rows, int64_t off, LegacyImage* img) {
+  __m256i v[8];
+  for (int r = 0; r < 8; ++r) v[r] = T::U(rows[r] + off);
+  Transpose8x8(v);
+  for (int j = 0; j < 8; ++j) img->u[j] = v[j];
+  for (int r = 0; r < 8; ++r) {
+    img->d[r] = T::D(rows[r] + off);
+    img->m[r] = T::M(rows[r] + off);
+  }
+}
+
+QWEN_INLINE __m256i Bcast32(const void* p) {
+  int32_t v;
+  __builtin_memcpy(&v, p, 4);
+  return _mm256_set1_epi32(v);
+}
+
+// The sum of an activation block's 32 values.
+QWEN_INLINE int32_t Sum32(const int8_t* qs) {
+  const __m256i u = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs)),
+                                     _mm256_set1_epi8(static_cast<char>(0x80)));
+  const __m256i sad = _mm256_sad_epu8(u, _mm256_setzero_si256());
+  const __m128i t = _mm_add_epi64(_mm256_castsi256_si128(sad), _mm256_extracti128_si256(sad, 1));
+  return static_cast<int32_t>(_mm_cvtsi128_si64(_mm_add_epi64(t, _mm_unpackhi_epi64(t, t)))) -
+         32 * 128;
+}
+
+template <class T, class ABlock, int N>
+QWEN_INLINE void LegacyBlocks(const LegacyImage* imgs, int64_t n_blocks, const ABlock* const* ab,
+                              __m256* acc) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    const LegacyImage& im = imgs[b];
+    __m256i s[N];
+#pragma GCC unroll 4
+    for (int c = 0; c < N; ++c) {
+      __m256i x[2];
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) {
+        const int8_t* q = ab[c][b].qs + 16 * h;
+        __m256i p = _mm256_maddubs_epi16(im.u[4 * h], Bcast32(q));
+#pragma GCC unroll 3
+        for (int j = 1; j < 4; ++j) {
+          p = _mm256_add_epi16(p, _mm256_maddubs_epi16(im.u[4 * h + j], Bcast32(q + 4 * j)));
+        }
+        x[h] = _mm256_madd_epi16(p, ones);
+      }
+      s[c] = _mm256_add_epi32(x[0], x[1]);
+      if constexpr (T::kOffset != 0) {
+        s[c] = _mm256_sub_epi32(s[c], _mm256_set1_epi32(T::kOffset * Sum32(ab[c][b].qs)));
+      }
+    }
+    const __m256 d = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(im.d)));
+    [[maybe_unused]] const __m256 m =
+        _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(im.m)));
+#pragma GCC unroll 4
+    for (int c = 0; c < N; ++c) {
+      const __m256 da = _mm256_set1_ps(Half(ab[c][b].d));
+      acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[c]), _mm256_mul_ps(d, da), acc[c]);
+      if constexpr (T::kOffset == 0) {
+        acc[c] = _mm256_fmadd_ps(m, _mm256_set1_ps(Half(LegacyS(ab[c][b]))), acc[c]);
+      }
+    }
+  }
+}
+
+template <class T>
+void LegacyRowsTile(const void* w, size_t w_stride, int64_t n_rows, const void* a,
+                    size_t a_stride, int64_t n_cols, float* y, size_t y_stride, int64_t n) {
+  using ABlock = std::conditional_t<T::kOffset == 0, BlockQ8_1, BlockQ8_0>;
   const auto* wp = static_cast<const uint8_t*>(w);
   const auto* ap = static_cast<const uint8_t*>(a);
   const int64_t nb = n / kQK;
-  using ABlock = std::conditional_t<kMin, BlockQ8_1, BlockQ8_0>;
-  for (int64_t r = 0; r < n_rows; ++r) {
-    const uint8_t* row = wp + r * w_stride;
-    for (int64_t c0 = 0; c0 < n_cols; c0 += 8) {
-      const int nc = static_cast<int>(n_cols - c0 < 8 ? n_cols - c0 : 8);
-      float acc[8] = {};
-      for (int64_t b = 0; b < nb; ++b) {
-        _mm_prefetch(reinterpret_cast<const char*>(row + b * T::kBytes + kPrefetchBytes),
-                     _MM_HINT_T0);
-        const auto u = T::Unpack(row + b * T::kBytes);
-        // Signed weights: |w| (128 for -128, fine as unsigned) times a with w's sign; maddubs
-        // pairs stay below 2 * 128 * 127 < 32768.
-        const __m256i mag = kMin ? u.q : _mm256_sign_epi8(u.q, u.q);
+  LegacyImage imgs[kLegacyChunk];
+  for (int64_t r0 = 0; r0 < n_rows; r0 += 8) {
+    const int rows = static_cast<int>(n_rows - r0 < 8 ? n_rows - r0 : 8);
+    const uint8_t* ptrs[8];
+    for (int r = 0; r < 8; ++r) ptrs[r] = wp + (r0 + (r < rows ? r : 0)) * w_stride;
+    for (int64_t b0 = 0; b0 < nb; b0 += kLegacyChunk) {
+      const int64_t cb = nb - b0 < kLegacyChunk ? nb - b0 : kLegacyChunk;
+      for (int64_t b = 0; b < cb; ++b) MakeLegacyImage<T>(ptrs, (b0 + b) * T::kBytes, &imgs[b]);
+      for (int64_t c0 = 0; c0 < n_cols; c0 += kLegacyCols) {
+        const int nc = static_cast<int>(n_cols - c0 < kLegacyCols ? n_cols - c0 : kLegacyCols);
+        const ABlock* ab[kLegacyCols];
+        __m256 acc[kLegacyCols];
         for (int c = 0; c < nc; ++c) {
-          const auto* ab = reinterpret_cast<const ABlock*>(ap + (c0 + c) * a_stride) + b;
-          const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab->qs));
-          const int32_t s = HorizontalSumI32(Dot4(mag, kMin ? av : _mm256_sign_epi8(av, u.q)));
-          acc[c] = Fold(acc[c], s, u.d, Half(ab->d));
-          if constexpr (kMin) acc[c] = Fma(LegacyM(u), Half(ab->s), acc[c]);
+          ab[c] = reinterpret_cast<const ABlock*>(ap + (c0 + c) * a_stride) + b0;
+          acc[c] = b0 == 0 ? _mm256_setzero_ps() : LoadRows(y + (c0 + c) * y_stride + r0, rows);
         }
+        switch (nc) {
+          case 1: LegacyBlocks<T, ABlock, 1>(imgs, cb, ab, acc); break;
+          case 2: LegacyBlocks<T, ABlock, 2>(imgs, cb, ab, acc); break;
+          case 3: LegacyBlocks<T, ABlock, 3>(imgs, cb, ab, acc); break;
+          default: LegacyBlocks<T, ABlock, 4>(imgs, cb, ab, acc); break;
+        }
+        for (int c = 0; c < nc; ++c) StoreRows(y + (c0 + c) * y_stride + r0, acc[c], rows);
       }
-      for (int c = 0; c < nc; ++c) y[(c0 + c) * y_stride + r] = acc[c];
     }
   }
 }
@@ -785,11 +896,11 @@ void FillAvx2Kernels(KernelTable* t) {
   t->dequantize[idx(GgmlType::kQ8_0)] = DequantLegacySigned<Q8_0T>;
   t->dequantize[idx(GgmlType::kQ4_1)] = DequantLegacyMin<Q4_1T>;
   t->dequantize[idx(GgmlType::kQ5_1)] = DequantLegacyMin<Q5_1T>;
-  t->dot_tile[idx(GgmlType::kQ4_0)] = LegacyTile<Q4_0T, false>;
-  t->dot_tile[idx(GgmlType::kQ5_0)] = LegacyTile<Q5_0T, false>;
-  t->dot_tile[idx(GgmlType::kQ8_0)] = LegacyTile<Q8_0T, false>;
-  t->dot_tile[idx(GgmlType::kQ4_1)] = LegacyTile<Q4_1T, true>;
-  t->dot_tile[idx(GgmlType::kQ5_1)] = LegacyTile<Q5_1T, true>;
+  t->dot_tile[idx(GgmlType::kQ4_0)] = LegacyRowsTile<Q4_0T>;
+  t->dot_tile[idx(GgmlType::kQ5_0)] = LegacyRowsTile<Q5_0T>;
+  t->dot_tile[idx(GgmlType::kQ4_1)] = LegacyRowsTile<Q4_1T>;
+  t->dot_tile[idx(GgmlType::kQ5_1)] = LegacyRowsTile<Q5_1T>;
+  // Q8_0: gemm_avx2.cc (with a packed layout).
 
   const GgmlType k_quants[] = {GgmlType::kQ2_K, GgmlType::kQ3_K, GgmlType::kQ4_K, GgmlType::kQ5_K,
                                GgmlType::kQ6_K};

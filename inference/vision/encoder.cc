@@ -1,7 +1,5 @@
 // The Qwen3-VL vision tower (projector "qwen3vl_merger"): the math of the model's
 // Qwen3VLVisionModel, from a llama.cpp mmproj or the tower bundled in an Ollama GGUF.
-#include <cblas.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -441,17 +439,23 @@ void Rope2D(ops::ComputeContext& ctx, float* x, int64_t n_tokens, int64_t stride
 
 // Bidirectional attention over all n tokens. q, k, v: [n, n_head * head_dim] with row stride
 // ld (columns of the fused qkv buffer); out: [n, n_head * head_dim].
-// Work unit = (head, block of query rows): scores = Q Kᵀ / sqrt(d) by sgemm, softmax, then P V
-// by sgemm straight into the head's columns of `out`.
+// Work unit = (head, block of query rows): scores = Q Kᵀ by the kernels' float tiles (keys as
+// the rows), scaled, softmax, then P V by the float tiles again (the head's V transposed as the
+// rows) straight into the head's columns of `out`. Every product is the kernels' chain, so a
+// query's output is the same bits on every CPU and whatever the work split.
 void Attention(ops::ComputeContext& ctx, const float* q, const float* k, const float* v, int64_t ld,
                int64_t n, int n_head, int head_dim, float* out) {
   const int64_t width = static_cast<int64_t>(n_head) * head_dim;
   constexpr int64_t kRowBlock = 64;
   const int64_t blocks_per_head = (n + kRowBlock - 1) / kRowBlock;
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  const auto tile = quant::Kernels().dot_tile[static_cast<int>(GgmlType::kF32)];
+  const size_t row_floats = static_cast<size_t>(ld) * sizeof(float);
   ctx.pool().ParallelFor(n_head * blocks_per_head, 1, [&](int64_t u0, int64_t u1, int thread) {
     float* s = ctx.ThreadScratch(thread, 1, static_cast<size_t>(kRowBlock * n));
+    float* vt = ctx.ThreadScratch(thread, 2, static_cast<size_t>(head_dim * n));  // [d][n]
     float inv_sum[kRowBlock];
+    int64_t vt_head = -1;
     for (int64_t u = u0; u < u1; ++u) {
       const int64_t h = u / blocks_per_head;
       const int64_t r0 = (u % blocks_per_head) * kRowBlock;
@@ -459,22 +463,27 @@ void Attention(ops::ComputeContext& ctx, const float* q, const float* k, const f
       const float* qh = q + r0 * ld + h * head_dim;
       const float* kh = k + h * head_dim;
       const float* vh = v + h * head_dim;
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows),
-                  static_cast<int>(n), head_dim, scale, qh, static_cast<int>(ld), kh,
-                  static_cast<int>(ld), 0.0f, s, static_cast<int>(n));
+      // s[r][j] = q_r · k_j, then times 1 / sqrt(d).
+      tile(kh, row_floats, n, qh, row_floats, rows, s, static_cast<size_t>(n), head_dim);
       const auto& vec = ops::Vec();
-      float* o = out + r0 * width + h * head_dim;
       for (int64_t r = 0; r < rows; ++r) {
         float* sr = s + r * n;
+        for (int64_t j = 0; j < n; ++j) sr[j] *= scale;
         float mx = sr[0];
         for (int64_t j = 1; j < n; ++j) mx = std::max(mx, sr[j]);
         const float sum = vec.exp_sub_sum(sr, mx, n);
         // The 1/sum is applied to the head's output row instead of the n scores.
         inv_sum[r] = 1.0f / sum;
       }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), head_dim,
-                  static_cast<int>(n), 1.0f, s, static_cast<int>(n), vh, static_cast<int>(ld), 0.0f,
-                  o, static_cast<int>(width));
+      if (vt_head != h) {
+        for (int64_t j = 0; j < n; ++j) {
+          for (int d = 0; d < head_dim; ++d) vt[d * n + j] = vh[j * ld + d];
+        }
+        vt_head = h;
+      }
+      float* o = out + r0 * width + h * head_dim;
+      tile(vt, static_cast<size_t>(n) * sizeof(float), head_dim, s, static_cast<size_t>(n) * sizeof(float),
+           rows, o, static_cast<size_t>(width), n);
       for (int64_t r = 0; r < rows; ++r) {
         for (int d = 0; d < head_dim; ++d) o[r * width + d] *= inv_sum[r];
       }
@@ -653,7 +662,6 @@ absl::StatusOr<ImageEmbedding> VisionEncoder::EncodeFramePair(absl::Span<const f
           "vision: ", frame.size(), " pixel values for a 3x", height, "x", width, " grid"));
     }
   }
-  ops::InitBlas();
   const VisionWeights& w = *w_;
   ImageGrid grid;
   grid.merge = c.spatial_merge_size;

@@ -1,5 +1,7 @@
-// The chunked gated delta rule equals the token-by-token recurrence.
+// The gated delta rule over a layer's heads: token by token, the same bits however the tokens
+// are split between calls and however many threads share the heads, and the reference formula.
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -43,23 +45,26 @@ Inputs Random(int n_k, int n_v, int d, int64_t n, float decay_scale, uint32_t se
   return in;
 }
 
-DeltaRuleArgs Args(Inputs& in, std::vector<float>& state, std::vector<float>& out, bool tiled) {
+// Tokens [t0, t0 + n) of the inputs.
+DeltaRuleArgs Args(Inputs& in, std::vector<float>& state, std::vector<float>& out, bool tiled,
+                   int64_t t0 = 0, int64_t n = -1) {
+  if (n < 0) n = in.n;
   const int64_t width = int64_t{2 * in.n_k + in.n_v} * in.d;
-  out.assign(in.n * in.n_v * in.d, 0.0f);
+  out.resize(in.n * in.n_v * in.d);
   DeltaRuleArgs a;
-  a.q = in.qkv.data();
-  a.k = in.qkv.data() + int64_t{in.n_k} * in.d;
-  a.v = in.qkv.data() + int64_t{2 * in.n_k} * in.d;
+  a.q = in.qkv.data() + t0 * width;
+  a.k = a.q + int64_t{in.n_k} * in.d;
+  a.v = a.q + int64_t{2 * in.n_k} * in.d;
   a.row_stride = width;
-  a.g = in.g.data();
-  a.beta = in.beta.data();
-  a.n_tokens = in.n;
+  a.g = in.g.data() + t0 * in.n_v;
+  a.beta = in.beta.data() + t0 * in.n_v;
+  a.n_tokens = n;
   a.n_k = in.n_k;
   a.n_v = in.n_v;
   a.d = in.d;
   a.v_tiled = tiled;
   a.state = state.data();
-  a.out = out.data();
+  a.out = out.data() + t0 * in.n_v * in.d;
   return a;
 }
 
@@ -75,37 +80,84 @@ double RelErr(const std::vector<float>& a, const std::vector<float>& b) {
 struct Case {
   int n_k, n_v, d;
   int64_t n;
-  int chunk;
   float decay;
   bool tiled;
 };
 
 class DeltaRule : public ::testing::TestWithParam<Case> {};
 
-TEST_P(DeltaRule, ChunkedEqualsRecurrent) {
+// A prompt at once, in pieces of 1, 7 and 64 tokens, and on one or two threads: the same bits.
+TEST_P(DeltaRule, SplittingTheTokensChangesNoBit) {
   const Case c = GetParam();
+  Inputs in = Random(c.n_k, c.n_v, c.d, c.n, c.decay, 42 + static_cast<uint32_t>(c.n));
+  ThreadPool pool2(2), pool1(1);
+  ComputeContext ctx2(&pool2, MathMode::kFast), ctx1(&pool1, MathMode::kFast);
+  std::vector<float> s_whole = in.state, o_whole;
+  GatedDeltaRuleRecurrent(ctx2, Args(in, s_whole, o_whole, c.tiled));
+  for (int64_t piece : {int64_t{1}, int64_t{7}, int64_t{64}}) {
+    for (ComputeContext* ctx : {&ctx1, &ctx2}) {
+      std::vector<float> s = in.state, o;
+      for (int64_t t0 = 0; t0 < in.n; t0 += piece) {
+        GatedDeltaRuleRecurrent(*ctx, Args(in, s, o, c.tiled, t0, std::min(piece, in.n - t0)));
+      }
+      ASSERT_EQ(0, std::memcmp(o.data(), o_whole.data(), o.size() * sizeof(float)))
+          << "pieces of " << piece << ", " << ctx->n_threads() << " threads";
+      ASSERT_EQ(0, std::memcmp(s.data(), s_whole.data(), s.size() * sizeof(float)))
+          << "pieces of " << piece;
+    }
+  }
+}
+
+// Against a float64 transcription of the recurrence.
+TEST_P(DeltaRule, MatchesTheFormula) {
+  const Case c = GetParam();
+  Inputs in = Random(c.n_k, c.n_v, c.d, c.n, c.decay, 7 + static_cast<uint32_t>(c.n));
   ThreadPool pool(2);
   ComputeContext ctx(&pool, MathMode::kFast);
-  Inputs in = Random(c.n_k, c.n_v, c.d, c.n, c.decay, 42 + c.n);
-  std::vector<float> s_rec = in.state, s_chunk = in.state, o_rec, o_chunk;
-  GatedDeltaRuleRecurrent(ctx, Args(in, s_rec, o_rec, c.tiled));
-  GatedDeltaRuleChunked(ctx, Args(in, s_chunk, o_chunk, c.tiled), c.chunk);
-  EXPECT_LT(RelErr(o_chunk, o_rec), 1e-4);
-  EXPECT_LT(RelErr(s_chunk, s_rec), 1e-4);
+  std::vector<float> s = in.state, o;
+  GatedDeltaRuleRecurrent(ctx, Args(in, s, o, c.tiled));
+  const int d = c.d, nv = c.n_v, nk = c.n_k;
+  const int64_t width = int64_t{2 * nk + nv} * d;
+  std::vector<double> S(in.state.begin(), in.state.end());
+  std::vector<float> want(o.size());
+  for (int64_t t = 0; t < in.n; ++t) {
+    for (int j = 0; j < nv; ++j) {
+      const int i = c.tiled ? j % nk : j / (nv / nk);
+      const float* q = in.qkv.data() + t * width + i * d;
+      const float* k = in.qkv.data() + t * width + (nk + i) * d;
+      const float* v = in.qkv.data() + t * width + (2 * nk + j) * d;
+      double* Sj = S.data() + int64_t{j} * d * d;
+      const double a = std::exp(double(in.g[t * nv + j]));
+      for (int e = 0; e < d * d; ++e) Sj[e] *= a;
+      for (int col = 0; col < d; ++col) {
+        double kv = 0;
+        for (int r = 0; r < d; ++r) kv += Sj[r * d + col] * k[r];
+        const double delta = (v[col] - kv) * in.beta[t * nv + j];
+        for (int r = 0; r < d; ++r) Sj[r * d + col] += k[r] * delta;
+      }
+      for (int col = 0; col < d; ++col) {
+        double acc = 0;
+        for (int r = 0; r < d; ++r) acc += Sj[r * d + col] * q[r];
+        want[(t * nv + j) * d + col] = static_cast<float>(acc / std::sqrt(double(d)));
+      }
+    }
+  }
+  EXPECT_LT(RelErr(o, want), 1e-5);
+  std::vector<float> s_want(S.begin(), S.end());
+  EXPECT_LT(RelErr(s, s_want), 1e-5);
 }
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, DeltaRule,
-    ::testing::Values(Case{2, 4, 128, 1, 64, 1.0f, true},     // a single token
-                      Case{2, 4, 128, 64, 64, 1.0f, true},    // exactly one chunk
-                      Case{2, 4, 128, 200, 64, 1.0f, true},   // partial last chunk
-                      Case{2, 4, 128, 200, 64, 1.0f, false},  // grouped head mapping
-                      Case{1, 3, 32, 130, 16, 8.0f, true},    // strong decay, small chunks
-                      Case{4, 8, 64, 300, 32, 0.01f, true},   // almost no decay
-                      Case{2, 4, 128, 129, 7, 2.0f, true}));  // odd chunk size
+    ::testing::Values(Case{2, 4, 128, 1, 1.0f, true},     // a single token
+                      Case{2, 4, 128, 130, 1.0f, true},   // past a 128-token group
+                      Case{2, 4, 128, 130, 1.0f, false},  // grouped head mapping
+                      Case{1, 3, 32, 100, 8.0f, true},    // strong decay
+                      Case{4, 8, 64, 70, 0.01f, true},    // almost no decay
+                      Case{1, 2, 37, 75, 2.0f, true}));   // a width no vector divides
 
 // The mapping of value heads to key heads matters: tiled and grouped differ when n_k != n_v.
-TEST(DeltaRule, HeadMappingChangesTheResult) {
+TEST(DeltaRuleHeads, HeadMappingChangesTheResult) {
   ThreadPool pool(1);
   ComputeContext ctx(&pool, MathMode::kFast);
   Inputs in = Random(2, 4, 32, 10, 1.0f, 7);
@@ -113,39 +165,6 @@ TEST(DeltaRule, HeadMappingChangesTheResult) {
   GatedDeltaRuleRecurrent(ctx, Args(in, s1, o1, true));
   GatedDeltaRuleRecurrent(ctx, Args(in, s2, o2, false));
   EXPECT_GT(RelErr(o1, o2), 0.1);
-}
-
-// The recurrence against a direct transcription of the reference formula.
-TEST(DeltaRule, RecurrentMatchesTheFormula) {
-  ThreadPool pool(1);
-  ComputeContext ctx(&pool, MathMode::kFast);
-  Inputs in = Random(1, 2, 8, 5, 1.0f, 3);
-  std::vector<float> s = in.state, o;
-  std::vector<double> S(in.state.begin(), in.state.end());
-  GatedDeltaRuleRecurrent(ctx, Args(in, s, o, true));
-  const int d = 8, nv = 2;
-  const int64_t width = (2 + nv) * d;
-  for (int64_t t = 0; t < in.n; ++t) {
-    for (int j = 0; j < nv; ++j) {
-      const float* q = in.qkv.data() + t * width;
-      const float* k = q + d;
-      const float* v = q + 2 * d + j * d;
-      double* Sj = S.data() + j * d * d;
-      const double a = std::exp(double(in.g[t * nv + j]));
-      for (int i = 0; i < d * d; ++i) Sj[i] *= a;
-      for (int c = 0; c < d; ++c) {
-        double kv = 0;
-        for (int r = 0; r < d; ++r) kv += Sj[r * d + c] * k[r];
-        const double delta = (v[c] - kv) * in.beta[t * nv + j];
-        for (int r = 0; r < d; ++r) Sj[r * d + c] += k[r] * delta;
-      }
-      for (int c = 0; c < d; ++c) {
-        double acc = 0;
-        for (int r = 0; r < d; ++r) acc += Sj[r * d + c] * q[r];
-        EXPECT_NEAR(o[(t * nv + j) * d + c], acc / std::sqrt(double(d)), 1e-5);
-      }
-    }
-  }
 }
 
 }  // namespace
