@@ -99,8 +99,8 @@ absl::StatusOr<std::string> MakeClip(int side, double seconds, int fps) {
   e.frame->format = AV_PIX_FMT_YUV420P;
   e.frame->width = e.frame->height = side;
   if ((err = av_frame_get_buffer(e.frame, 0)) < 0) return AvStatus(err, "av_frame_get_buffer");
-  e.sws = sws_getContext(side, side, AV_PIX_FMT_RGB24, side, side, AV_PIX_FMT_YUV420P,
-                         SWS_BICUBIC, nullptr, nullptr, nullptr);
+  e.sws = sws_getContext(side, side, AV_PIX_FMT_RGB24, side, side, AV_PIX_FMT_YUV420P, SWS_BICUBIC,
+                         nullptr, nullptr, nullptr);
   if (e.sws == nullptr) return absl::InternalError("no RGB -> YUV conversion");
   std::vector<uint8_t> rgb(static_cast<size_t>(side) * side * 3);
   auto drain = [&]() -> absl::Status {
@@ -110,7 +110,8 @@ absl::StatusOr<std::string> MakeClip(int side, double seconds, int fps) {
       if (r < 0) return AvStatus(r, "encoding");
       av_packet_rescale_ts(e.pkt, e.enc->time_base, st->time_base);
       e.pkt->stream_index = st->index;
-      if (const int w = av_interleaved_write_frame(e.oc, e.pkt); w < 0) return AvStatus(w, "muxing");
+      if (const int w = av_interleaved_write_frame(e.oc, e.pkt); w < 0)
+        return AvStatus(w, "muxing");
     }
   };
   const int n = static_cast<int>(seconds * fps);
@@ -149,8 +150,9 @@ absl::StatusOr<std::vector<VideoBenchRow>> MeasureVideo(const VideoBenchOptions&
   ASSIGN_OR_RETURN(std::string clip_bytes, MakeClip(o.side, o.seconds, o.source_fps));
   auto clip = std::make_shared<const std::string>(std::move(clip_bytes));
   ASSIGN_OR_RETURN(std::unique_ptr<gguf::GgufFile> file, gguf::GgufFile::Open(o.mmproj_path));
-  ASSIGN_OR_RETURN(std::unique_ptr<vision::VisionEncoder> loaded,
-                   vision::VisionEncoder::Load(std::shared_ptr<const gguf::GgufFile>(std::move(file))));
+  ASSIGN_OR_RETURN(
+      std::unique_ptr<vision::VisionEncoder> loaded,
+      vision::VisionEncoder::Load(std::shared_ptr<const gguf::GgufFile>(std::move(file))));
   std::shared_ptr<const vision::VisionEncoder> encoder = std::move(loaded);
   ThreadPool pool(o.threads);
   ops::ComputeContext ctx(&pool, ops::MathMode::kFast);
@@ -167,9 +169,9 @@ absl::StatusOr<std::vector<VideoBenchRow>> MeasureVideo(const VideoBenchOptions&
     ASSIGN_OR_RETURN(video::VideoPlan plan,
                      video::PlanVideo(info, encoder->config(), settings.defaults));
     n_pairs = plan.n_pairs();
-    grid_text = absl::StrFormat("%dx%d frames, %d patches, %d tokens",
-                                plan.grid.patch_cols * 16, plan.grid.patch_rows * 16,
-                                plan.grid.n_patches(), plan.grid.n_tokens());
+    grid_text =
+        absl::StrFormat("%dx%d frames, %d patches, %d tokens", plan.grid.patch_cols * 16,
+                        plan.grid.patch_rows * 16, plan.grid.n_patches(), plan.grid.n_tokens());
     std::unique_ptr<video::FrameSource> frames =
         video::FileFrames(clip, info, settings.limits, "bench");
     std::vector<std::vector<float>> pixels;
@@ -184,10 +186,10 @@ absl::StatusOr<std::vector<VideoBenchRow>> MeasureVideo(const VideoBenchOptions&
     const int P = encoder->config().patch_size;
     for (int64_t p = 0; p < plan.n_pairs(); ++p) {
       const Clock::time_point tp = Clock::now();
-      ASSIGN_OR_RETURN(vision::ImageEmbedding e,
-                       encoder->EncodeFramePair(pixels[2 * p], pixels[2 * p + 1],
-                                                plan.grid.patch_rows * P, plan.grid.patch_cols * P,
-                                                ctx));
+      ASSIGN_OR_RETURN(
+          vision::ImageEmbedding e,
+          encoder->EncodeFramePair(pixels[2 * p], pixels[2 * p + 1], plan.grid.patch_rows * P,
+                                   plan.grid.patch_cols * P, ctx));
       encode_s += Since(tp);
       if (r < 0) break;  // one pair is enough to warm up
     }
@@ -201,12 +203,13 @@ absl::StatusOr<std::vector<VideoBenchRow>> MeasureVideo(const VideoBenchOptions&
   const std::string codec = avcodec_find_encoder_by_name("libx264") != nullptr ? "H.264" : "VP9";
   pair_row.name = absl::StrCat("video: encode one frame pair (", grid_text, ")");
   pair_row.unit = "s";
-  decode_row.name = absl::StrFormat("video: decode + resize, per second of %dx%d %d fps %s",
-                                    o.side, o.side, o.source_fps, codec);
+  decode_row.name = absl::StrFormat("video: decode + resize, per second of %dx%d %d fps %s", o.side,
+                                    o.side, o.source_fps, codec);
   decode_row.unit = "s";
   per_second_row.name = "video: per second of video at 2 fps (decode, resize, encode)";
   per_second_row.unit = "s";
-  clip_row.name = absl::StrFormat("video: %g s clip end to end (%d frame pairs)", o.seconds, n_pairs);
+  clip_row.name =
+      absl::StrFormat("video: %g s clip end to end (%d frame pairs)", o.seconds, n_pairs);
   clip_row.unit = "s";
   return std::vector<VideoBenchRow>{pair_row, decode_row, per_second_row, clip_row};
 }

@@ -7,16 +7,6 @@
 #include "absl/strings/str_cat.h"
 #include "inference/store/ollama_store.h"
 
-ABSL_FLAG(std::string, model, "",
-          "The GGUF model file: a path, or ollama:NAME[:TAG] (e.g. ollama:qwen3.5:4b) for a model "
-          "pulled with Ollama, found read-only in $OLLAMA_MODELS or ~/.ollama/models.");
-ABSL_FLAG(bool, json, false,
-          "Print JSON instead of text (each command's description gives the shape).");
-ABSL_FLAG(int32_t, threads, 0, "Compute threads (0: one per CPU core the process may run on).");
-ABSL_FLAG(std::string, tokens, "",
-          "Token ids separated by commas or spaces, brackets allowed (generate: the prompt, which "
-          "needs no tokenizer; detokenize: the ids to decode, default standard input).");
-
 namespace qwen::cli {
 
 std::string ReadStdin() {

@@ -1,5 +1,6 @@
-// Flags shared by several subcommands, defined once in common_flags.cc (a flag name can be
-// defined only once per program), and small helpers of the subcommands.
+// Flags shared by several subcommands, each defined once (a flag name can be defined only once
+// per program) in a file of its own, cli/<name>_flag.cc, which a command names in ParseFlags to
+// take it; and small helpers of the subcommands.
 #ifndef QWEN_CLI_COMMON_FLAGS_H_
 #define QWEN_CLI_COMMON_FLAGS_H_
 

@@ -23,7 +23,7 @@ int RunDetokenize(int argc, char** argv) {
       "qwen detokenize --model MODEL.gguf --tokens 1,2,3 [--show-special] [--json]\n\n"
       "Prints the text of the ids (a newline is added; --json prints {\"text\": ...} instead).\n"
       "Bytes that do not form UTF-8 come out as U+FFFD.",
-      argc, argv);
+      argc, argv, {"model_flag", "json_flag", "tokens_flag"});
   const std::string model = absl::GetFlag(FLAGS_model);
   if (model.empty() || !positional.empty()) {
     std::fprintf(stderr,

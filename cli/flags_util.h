@@ -10,8 +10,12 @@
 namespace qwen::cli {
 
 // Parses Abseil flags for subcommand `command` and returns the positional arguments (without
-// argv[0]). `--help` shows only the flags defined in cli/<command>*.cc, cli/common_flags.cc and
-// the files cli/<name>.cc named in `flag_files` (flags shared by a few commands).
+// argv[0]). The command takes, and `--help` shows, exactly the flags defined in cli/<command>*.cc
+// and in the files cli/<name>.cc named in `flag_files` (flags shared by a few commands, e.g.
+// "model_flag", "engine_flags"). Every program is one binary with one flag registry, so a flag
+// of another command (`qwen serve --temperature 0.5`) would otherwise be accepted and ignored:
+// such a flag, like an unknown one, prints "qwen <command>: ..." naming it and exits with status
+// 2 (this is the program, not a library: Abseil's parser exits the same way on a bad value).
 std::vector<std::string> ParseFlags(absl::string_view command, absl::string_view usage, int argc,
                                     char** argv, std::vector<std::string> flag_files = {});
 

@@ -1,4 +1,6 @@
 // `qwen generate`: run the model on a prompt and print the continuation.
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -12,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/notification.h"
 #include "cli/commands.h"
 #include "cli/common_flags.h"
 #include "cli/engine_flags.h"
@@ -22,6 +25,7 @@
 #include "inference/chat/output_parser.h"
 #include "inference/common/status_macros.h"
 #include "inference/common/thread_pool.h"
+#include "inference/engine/engine.h"
 #include "inference/gguf/gguf_file.h"
 #include "inference/grammar/spec.h"
 #include "inference/model/model.h"
@@ -104,6 +108,34 @@ double Seconds(std::chrono::steady_clock::time_point a, std::chrono::steady_cloc
   return std::chrono::duration<double>(b - a).count();
 }
 
+// Collects one generation from the engine (called on its scheduler thread): the tokens, the
+// logit rows (written to --dump-logits as they come) and the finish.
+class GenerateSink : public engine::RequestSink {
+ public:
+  explicit GenerateSink(FILE* dump) : dump_(dump) {}
+
+  void OnToken(const engine::TokenOutput& token) override { tokens.push_back(token.token); }
+  void OnLogits(absl::Span<const float> rows) override {
+    if (dump_ == nullptr || !write_status.ok()) return;
+    if (std::fwrite(rows.data(), sizeof(float), rows.size(), dump_) != rows.size()) {
+      write_status = absl::DataLossError("writing the logits failed");
+    }
+  }
+  void OnFinish(const engine::FinishInfo& info) override {
+    finish = info;
+    done.Notify();
+  }
+
+  // Read after `done`.
+  std::vector<int32_t> tokens;
+  absl::Status write_status;
+  engine::FinishInfo finish;
+  absl::Notification done;
+
+ private:
+  FILE* const dump_;
+};
+
 absl::Status Generate() {
   ASSIGN_OR_RETURN(const ModelFiles model_files, ResolveModelFlag());
   const std::string& path = model_files.model_path;
@@ -118,10 +150,7 @@ absl::Status Generate() {
                    ParseIds("teacher_force", absl::GetFlag(FLAGS_teacher_force)));
   const int32_t batch = absl::GetFlag(FLAGS_batch);
   if (batch <= 0) return absl::InvalidArgumentError("--batch must be positive");
-  const std::string kv_name = absl::GetFlag(FLAGS_kv_type);
-  if (kv_name != "f16" && kv_name != "f32") {
-    return absl::InvalidArgumentError("--kv_type must be f16 or f32");
-  }
+  ASSIGN_OR_RETURN(const model::KvType kv_type, KvTypeFlag());
 
   const auto t_start = std::chrono::steady_clock::now();
   ASSIGN_OR_RETURN(std::unique_ptr<gguf::GgufFile> file_owned, gguf::GgufFile::Open(path));
@@ -176,8 +205,8 @@ absl::Status Generate() {
     }
     if (rendered.empty()) return absl::InvalidArgumentError("--video needs --prompt or --chat");
     ASSIGN_OR_RETURN(encoder, multimodal::LoadMmproj(mmproj_path, model->config()));
-    ASSIGN_OR_RETURN(videos, PrepareVideos(video_paths, encoder, VideoSettingsFromFlags(),
-                                           &rendered));
+    ASSIGN_OR_RETURN(videos,
+                     PrepareVideos(video_paths, encoder, VideoSettingsFromFlags(), &rendered));
   }
   if (!rendered.empty()) prompt = tok->Encode(rendered, /*parse_special=*/true);
   if (prompt.empty()) return absl::InvalidArgumentError("the prompt is empty");
@@ -231,58 +260,8 @@ absl::Status Generate() {
     ASSIGN_OR_RETURN(encoder, multimodal::LoadMmproj(mmproj_path, model->config()));
   }
 
-  int threads = absl::GetFlag(FLAGS_threads);
-  if (threads <= 0) threads = AvailableCores();
-  ThreadPool pool(threads);
-  ops::ComputeContext ctx(&pool, absl::GetFlag(FLAGS_reference_math) ? ops::MathMode::kReference
-                                                                     : ops::MathMode::kFast);
-  // Image embeddings [n_tokens, n_embd] and the M-RoPE positions of the whole prompt.
-  std::vector<vision::ImageEmbedding> embeddings;
-  std::vector<const float*> embedding_rows;
-  std::vector<int32_t> positions;
-  const auto t_encode = std::chrono::steady_clock::now();
-  std::vector<std::vector<float>> pair_embeddings;
-  if (!images.empty() || !videos.videos.empty()) {
-    const int64_t E = model->config().n_embd;
-    embedding_rows.assign(prompt.size(), nullptr);
-    for (size_t k = 0; k < images.size(); ++k) {
-      ASSIGN_OR_RETURN(vision::ImageEmbedding e, encoder->Encode(images[k], image_options, ctx));
-      if (e.grid.n_tokens() != grids[k].n_tokens() ||
-          e.data.size() != static_cast<size_t>(e.grid.n_tokens() * E)) {
-        return absl::InternalError(
-            absl::StrCat("--image ", image_paths[k], ": the encoder's grid differs from the plan"));
-      }
-      embeddings.push_back(std::move(e));
-      for (int64_t i = 0; i < grids[k].n_tokens(); ++i) {
-        embedding_rows[spans[k].offset + i] = embeddings.back().data.data() + i * E;
-      }
-    }
-    std::vector<model::ImageSpan> all = spans;
-    for (const PromptVideos::One& v : videos.videos) {
-      for (size_t k = 0; k < v.spans.size(); ++k) {
-        ASSIGN_OR_RETURN(std::vector<float> e, v.pairs->EncodePair(static_cast<int64_t>(k), ctx));
-        pair_embeddings.push_back(std::move(e));
-        for (int64_t i = 0; i < int64_t{v.spans[k].rows} * v.spans[k].cols; ++i) {
-          embedding_rows[v.spans[k].offset + i] = pair_embeddings.back().data() + i * E;
-        }
-        all.push_back(v.spans[k]);
-      }
-    }
-    std::sort(all.begin(), all.end(), [](const model::ImageSpan& a, const model::ImageSpan& b) {
-      return a.offset < b.offset;
-    });
-    ASSIGN_OR_RETURN(positions,
-                     model::MropePositions(static_cast<int64_t>(prompt.size()), all, 0, nullptr));
-  }
-  const double encode_s = Seconds(t_encode, std::chrono::steady_clock::now());
   const int32_t max_tokens =
       teacher.empty() ? absl::GetFlag(FLAGS_max_tokens) : static_cast<int32_t>(teacher.size());
-  const int64_t needed = static_cast<int64_t>(prompt.size()) + max_tokens;
-  const int64_t n_ctx = std::max<int64_t>(absl::GetFlag(FLAGS_ctx_size), needed);
-  ASSIGN_OR_RETURN(
-      std::unique_ptr<model::SequenceState> state,
-      model->NewState(n_ctx, kv_name == "f16" ? model::KvType::kF16 : model::KvType::kF32));
-
   sampling::SamplingParams sp;
   sp.temperature = static_cast<float>(absl::GetFlag(FLAGS_temperature));
   sp.top_k = absl::GetFlag(FLAGS_top_k);
@@ -296,11 +275,10 @@ absl::Status Generate() {
           absl::StrCat("--tokens: token id ", t, " is outside the vocabulary [0, ", V, ")"));
     }
   }
-  sampling::Sampler sampler(sp, V, prompt);
   const std::vector<int32_t> eog = tok ? tok->end_of_generation_ids() : EndOfGenerationIds(*file);
 
   // Structured output: one of --json_schema, --regex, --choices, --grammar, --tool_calls.
-  std::unique_ptr<grammar::Matcher> matcher;
+  std::shared_ptr<grammar::CompiledGrammar> compiled;
   {
     auto read_file = [](const std::string& flag,
                         const std::string& path) -> absl::StatusOr<std::string> {
@@ -356,11 +334,15 @@ absl::Status Generate() {
       grammar::GrammarCache cache(grammar::TokenTableFromTokenizer(*tok, static_cast<int32_t>(V)));
       absl::StatusOr<std::shared_ptr<grammar::CompiledGrammar>> g = cache.Get(spec);
       if (!g.ok()) return absl::InvalidArgumentError(absl::StrCat("--", g.status().message()));
-      matcher = std::make_unique<grammar::Matcher>(*g);
+      compiled = *std::move(g);
     }
   }
-  std::vector<uint64_t> mask(matcher ? matcher->grammar().mask_words() : 0);
-  double constraint_s = 0;
+  for (int32_t t : teacher) {
+    if (t < 0 || t >= V) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--teacher_force: token id ", t, " is outside the vocabulary"));
+    }
+  }
 
   const std::string dump_path = absl::GetFlag(FLAGS_dump_logits);
   std::unique_ptr<FILE, int (*)(FILE*)> dump(nullptr, &std::fclose);
@@ -368,77 +350,106 @@ absl::Status Generate() {
     dump.reset(std::fopen(dump_path.c_str(), "wb"));
     if (!dump) return absl::FailedPreconditionError(absl::StrCat("cannot write ", dump_path));
   }
-  const bool all_rows = static_cast<bool>(dump);
-  std::vector<float> logits;
-  auto write_rows = [&](int64_t rows) -> absl::Status {
-    if (dump && std::fwrite(logits.data(), sizeof(float), rows * V, dump.get()) !=
-                    static_cast<size_t>(rows * V)) {
-      return absl::DataLossError(absl::StrCat("write to ", dump_path, " failed"));
-    }
-    return absl::OkStatus();
-  };
 
-  const auto t_loaded = std::chrono::steady_clock::now();
-  for (size_t p = 0; p < prompt.size(); p += batch) {
-    const size_t n = std::min<size_t>(batch, prompt.size() - p);
-    const bool last_chunk = p + n == prompt.size();
-    model::Segment seg{state.get(), absl::MakeConstSpan(prompt.data() + p, n),
-                       all_rows     ? model::Logits::kAll
-                       : last_chunk ? model::Logits::kLast
-                                    : model::Logits::kNone};
-    if (!positions.empty()) {
-      seg.positions = absl::MakeConstSpan(positions.data() + 4 * p, 4 * n);
-      seg.embeddings = absl::MakeConstSpan(embedding_rows.data() + p, n);
-    }
-    logits.resize(model::Model::LogitRows({seg}) * V);
-    RETURN_IF_ERROR(model->Forward(ctx, {seg}, logits.data()));
-    RETURN_IF_ERROR(write_rows(model::Model::LogitRows({seg})));
+  // The engine runs the generation, as it does in the server: the mask, end-of-generation and
+  // sampling steps are its own. One slot, no prefix cache; --batch is its prefill chunk.
+  int threads = absl::GetFlag(FLAGS_threads);
+  if (threads <= 0) threads = AvailableCores();
+  engine::EngineOptions eo;
+  eo.n_slots = 1;
+  // Teacher forcing asks for one token past the given ones, whose step computes the row after
+  // the last of them (then drops that token).
+  const int32_t engine_max_tokens = teacher.empty() ? max_tokens : max_tokens + 1;
+  eo.n_ctx = std::max<int64_t>(absl::GetFlag(FLAGS_ctx_size),
+                               static_cast<int64_t>(prompt.size()) + engine_max_tokens + 1);
+  eo.kv_type = kv_type;
+  eo.n_threads = threads;
+  eo.prefill_chunk = batch;
+  eo.math = absl::GetFlag(FLAGS_reference_math) ? ops::MathMode::kReference : ops::MathMode::kFast;
+  eo.reuse_prefix = false;
+  eo.prefix_cache_bytes = 0;
+  std::shared_ptr<model::Model> shared_model = std::move(model);
+  ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> engine,
+                   engine::Engine::Create(shared_model, eo));
+
+  engine::GenerationRequest req;
+  req.id = 1;
+  req.prompt = prompt;
+  req.sampling = sp;
+  req.max_tokens = engine_max_tokens;
+  req.use_prefix_cache = false;
+  req.all_logits = static_cast<bool>(dump);
+  if (teacher.empty()) {
+    // Given tokens are fed as they are: no constraint, no end of generation.
+    req.grammar = compiled;
+    if (!absl::GetFlag(FLAGS_ignore_eos)) req.stop_tokens = eog;
+  } else {
+    req.forced_tokens = teacher;
   }
-  const auto t_prefilled = std::chrono::steady_clock::now();
-  // `logits` ends with the row after the last prompt token.
-  std::vector<int32_t> generated;
-  std::string finish = "length";
-  for (int32_t i = 0; i < max_tokens; ++i) {
-    const float* last = logits.data() + logits.size() - V;
-    int32_t next;
-    if (matcher != nullptr && teacher.empty()) {
+  // Images: encoded by the engine before the prompt's first chunk; the time is measured here.
+  auto encode_seconds = std::make_shared<std::atomic<double>>(0.0);
+  std::shared_ptr<const vision::VisionEncoder> shared_encoder = std::move(encoder);
+  for (size_t k = 0; k < images.size(); ++k) {
+    engine::PromptImage pi;
+    pi.offset = spans[k].offset;
+    pi.rows = spans[k].rows;
+    pi.cols = spans[k].cols;
+    pi.encode = [encoder = shared_encoder, image = std::make_shared<vision::RgbImage>(images[k]),
+                 image_options, encode_seconds, rows = pi.rows,
+                 cols = pi.cols](ops::ComputeContext& ctx) -> absl::StatusOr<std::vector<float>> {
       const auto t0 = std::chrono::steady_clock::now();
-      matcher->FillNextTokenMask(mask.data());
-      if (matcher->CanEnd() && !absl::GetFlag(FLAGS_ignore_eos)) {
-        for (int32_t t : eog) mask[t >> 6] |= uint64_t{1} << (t & 63);
+      ASSIGN_OR_RETURN(vision::ImageEmbedding e, encoder->Encode(*image, image_options, ctx));
+      if (e.grid.rows() != rows || e.grid.cols() != cols) {
+        return absl::InternalError("--image: the encoder's grid differs from the plan");
       }
-      if (std::all_of(mask.begin(), mask.end(), [](uint64_t w) { return w == 0; })) {
-        finish = "constraint_done";
-        break;
-      }
-      next = sampler.Sample(last, mask.data());
-      const bool end = std::find(eog.begin(), eog.end(), next) != eog.end();
-      if (!end && !matcher->AcceptToken(next)) {
-        return absl::InternalError("the sampled token is not allowed by the constraint");
-      }
-      constraint_s += Seconds(t0, std::chrono::steady_clock::now());
-    } else {
-      next = teacher.empty() ? sampler.Sample(last) : teacher[i];
-    }
-    if (next < 0 || next >= V) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--teacher_force: token id ", next, " is outside the vocabulary"));
-    }
-    generated.push_back(next);
-    const bool is_eog = std::find(eog.begin(), eog.end(), next) != eog.end();
-    if (teacher.empty() && is_eog && !absl::GetFlag(FLAGS_ignore_eos)) {
-      finish = "eos";
-      break;
-    }
-    model::Segment seg{state.get(), absl::MakeConstSpan(&generated.back(), 1), model::Logits::kAll};
-    logits.resize(V);
-    RETURN_IF_ERROR(model->Forward(ctx, {seg}, logits.data()));
-    RETURN_IF_ERROR(write_rows(1));
+      encode_seconds->store(encode_seconds->load() + Seconds(t0, std::chrono::steady_clock::now()));
+      return std::move(e.data);
+    };
+    req.images.push_back(std::move(pi));
   }
-  const auto t_done = std::chrono::steady_clock::now();
-
-  const double prefill_s = Seconds(t_loaded, t_prefilled);
-  const double decode_s = Seconds(t_prefilled, t_done);
+  // Frame pairs: encoded by the engine as the prompt reaches them, like images.
+  for (const PromptVideos::One& v : videos.videos) {
+    for (size_t k = 0; k < v.spans.size(); ++k) {
+      engine::PromptImage pi;
+      pi.offset = v.spans[k].offset;
+      pi.rows = v.spans[k].rows;
+      pi.cols = v.spans[k].cols;
+      pi.encode = [pairs = v.pairs, k = static_cast<int64_t>(k),
+                   encode_seconds](ops::ComputeContext& ctx) -> absl::StatusOr<std::vector<float>> {
+        const auto t0 = std::chrono::steady_clock::now();
+        ASSIGN_OR_RETURN(std::vector<float> e, pairs->EncodePair(k, ctx));
+        encode_seconds->store(encode_seconds->load() +
+                              Seconds(t0, std::chrono::steady_clock::now()));
+        return e;
+      };
+      req.images.push_back(std::move(pi));
+    }
+  }
+  // The engine takes images and frame pairs in prompt order.
+  std::stable_sort(req.images.begin(), req.images.end(),
+                   [](const engine::PromptImage& a, const engine::PromptImage& b) {
+                     return a.offset < b.offset;
+                   });
+  auto sink = std::make_shared<GenerateSink>(dump.get());
+  const auto t_loaded = std::chrono::steady_clock::now();
+  RETURN_IF_ERROR(engine->Submit(std::move(req), sink));
+  sink->done.WaitForNotification();
+  engine.reset();
+  const engine::FinishInfo& info = sink->finish;
+  if (!sink->write_status.ok()) return sink->write_status;
+  if (dump != nullptr && std::fflush(dump.get()) != 0) {
+    return absl::DataLossError(absl::StrCat("write to ", dump_path, " failed"));
+  }
+  if (info.reason == engine::FinishReason::kError) return info.status;
+  std::vector<int32_t> generated = sink->tokens;
+  if (!teacher.empty() && generated.size() > teacher.size()) generated.resize(teacher.size());
+  std::string finish = "length";
+  if (info.reason == engine::FinishReason::kStopToken) finish = "eos";
+  if (info.reason == engine::FinishReason::kGrammarDone) finish = "constraint_done";
+  const double encode_s = encode_seconds->load();
+  const double constraint_s = absl::ToDoubleSeconds(info.constraint_time);
+  const double prefill_s = absl::ToDoubleSeconds(info.time_to_first_token);
+  const double decode_s = absl::ToDoubleSeconds(info.decode_time);
   std::string text;
   if (tok) {
     // The end-of-generation token is not part of the answer.
@@ -479,7 +490,7 @@ absl::Status Generate() {
     out["timings"] = {{"load_s", Seconds(t_start, t_loaded)},
                       {"prefill_tokens_per_s", prompt.size() / std::max(prefill_s, 1e-9)},
                       {"decode_tokens_per_s", generated.size() / std::max(decode_s, 1e-9)}};
-    if (matcher) out["timings"]["constraint_s"] = constraint_s;
+    if (compiled) out["timings"]["constraint_s"] = constraint_s;
     std::printf("%s\n",
                 out.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace).c_str());
   } else {
@@ -514,7 +525,9 @@ int RunGenerate(int argc, char** argv) {
       "               --tool_calls auto|required]\n"
       "Runs the model on the prompt and prints the continuation: token ids for --tokens, text\n"
       "for --prompt, {reasoning, content, tool_calls} for --chat (--json: all of it).",
-      argc, argv, {"engine_flags", "video_flags"});
+      argc, argv,
+      {"model_flag", "json_flag", "threads_flag", "tokens_flag", "engine_flags", "mmproj_flag",
+       "packed_dir_flag", "video_flags"});
   if (!args.empty()) {
     std::fprintf(stderr, "qwen generate: unexpected argument \"%s\"\n", args[0].c_str());
     return 2;

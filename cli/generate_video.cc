@@ -66,13 +66,15 @@ absl::StatusOr<PromptVideos> PrepareVideos(const std::vector<std::string>& paths
     auto bytes = std::make_shared<const std::string>(ss.str());
     PromptVideos::One v;
     v.path = path;
-    ASSIGN_OR_RETURN(v.info, video::ProbeVideo(absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(
-                                                                      bytes->data()),
-                                                                  bytes->size()),
-                                              settings.limits, name));
+    ASSIGN_OR_RETURN(
+        v.info,
+        video::ProbeVideo(
+            absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(bytes->data()), bytes->size()),
+            settings.limits, name));
     absl::StatusOr<video::VideoPlan> plan =
         video::PlanVideo(v.info, encoder->config(), settings.defaults);
-    if (!plan.ok()) return absl::InvalidArgumentError(absl::StrCat(name, ": ", plan.status().message()));
+    if (!plan.ok())
+      return absl::InvalidArgumentError(absl::StrCat(name, ": ", plan.status().message()));
     times.push_back(plan->pair_times);
     v.pairs = std::make_shared<video::PairEncoder>(
         encoder, video::FileFrames(std::move(bytes), v.info, settings.limits, name),

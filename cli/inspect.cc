@@ -121,7 +121,7 @@ int RunInspect(int argc, char** argv) {
       "qwen inspect MODEL.gguf [--json]: print a GGUF file's metadata and tensor table, and which\n"
       "naming convention it follows (llama.cpp's or Ollama's). MODEL may be ollama:NAME[:TAG].\n"
       "Exit 0 on success, 2 when the file cannot be read or is not a valid GGUF.",
-      argc, argv);
+      argc, argv, {"json_flag"});
   if (args.size() != 1) {
     std::fprintf(stderr, "usage: qwen inspect MODEL.gguf [--json]\n");
     return 2;

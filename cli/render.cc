@@ -11,7 +11,6 @@
 #include "cli/common_flags.h"
 #include "cli/flags_util.h"
 #include "inference/chat/chat_template.h"
-#include "inference/chat/jinja.h"
 #include "inference/gguf/gguf_file.h"
 #include "nlohmann/json.hpp"
 
@@ -29,7 +28,7 @@ int RunRender(int argc, char** argv) {
       "or standard input and prints the prompt exactly (no newline added). --json prints\n"
       "{\"prompt\": ..., \"reasoning_open\": bool}. An invalid conversation exits with status 2\n"
       "and the template's own message on stderr.",
-      argc, argv);
+      argc, argv, {"model_flag", "json_flag"});
   const std::string model = absl::GetFlag(FLAGS_model);
   const std::string template_path = absl::GetFlag(FLAGS_chat_template);
   if ((model.empty() == template_path.empty()) || positional.size() > 1) {

@@ -67,15 +67,12 @@ ABSL_FLAG(bool, testing_allow_forced_output, false,
 namespace qwen::cli {
 
 int RunServe(int argc, char** argv) {
-  if (WantsCheckConfig(argc, argv)) {
-    if (const int rc = CheckUnknownFlags(argc, argv); rc != 0) return rc;
-  }
   std::vector<std::string> args = ParseFlags(
       "serve",
       "qwen serve --model M.gguf [--workers N] [--port P] [--slots S] ...\n\n"
       "Serves the model over gRPC (qwen.v1.Qwen, grpc.health.v1.Health, reflection) with a pool\n"
       "of worker processes. Stops on SIGTERM or SIGINT after the running streams finish.",
-      argc, argv, {"engine_flags", "serving_flags", "video_flags", "log_flags", "metrics_flags"});
+      argc, argv, ServeFlagFiles());
   if (!args.empty()) {
     std::fprintf(stderr, "qwen serve: unexpected argument \"%s\"\n", args[0].c_str());
     return 2;
@@ -114,12 +111,21 @@ int RunServe(int argc, char** argv) {
   p.workers = absl::GetFlag(FLAGS_workers);
   p.slots = absl::GetFlag(FLAGS_slots);
   p.ctx_size = absl::GetFlag(FLAGS_ctx_size);
-  p.kv_type = absl::GetFlag(FLAGS_kv_type);
+  absl::Status parse_status;
+  if (absl::StatusOr<model::KvType> kv = KvTypeFlag(); kv.ok()) {
+    p.kv_type = *kv;
+  } else {
+    parse_status = kv.status();
+  }
   p.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
   p.mmproj_path = VisionTowerPath(model_files);
   p.image_min_pixels = absl::GetFlag(FLAGS_image_min_pixels);
   p.image_max_pixels = absl::GetFlag(FLAGS_image_max_pixels);
-  p.prefix_cache_mb = absl::GetFlag(FLAGS_prefix_cache_mb);
+  if (absl::StatusOr<int64_t> mb = PrefixCacheMbFlag(); mb.ok()) {
+    p.prefix_cache_mb = *mb;
+  } else {
+    parse_status = mb.status();
+  }
   p.vision_cache_mb = absl::GetFlag(FLAGS_vision_cache_mb);
   p.testing_video_pair_delay = absl::GetFlag(FLAGS_testing_video_pair_delay);
   o.video = VideoSettingsFromFlags();
@@ -135,6 +141,7 @@ int RunServe(int argc, char** argv) {
   p.threads = absl::GetFlag(FLAGS_threads);
   if (p.threads == 0) p.threads = std::max(1, AvailableCores() / std::max(1, p.workers));
   absl::Status limits = ApplyServeLimitFlags(&o);
+  if (!parse_status.ok()) limits = parse_status;
   ApplyServeProbeFlags(&o);
   if (!log_flags.ok()) limits = log_flags;
   if (!model_status.ok()) limits = model_status;

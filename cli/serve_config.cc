@@ -22,6 +22,7 @@
 #include "inference/model/state.h"
 #include "inference/multimodal/image_prompt.h"
 #include "nlohmann/json.hpp"
+#include "service/prefix_cache_budget.h"
 #include "service/text_model.h"
 
 ABSL_FLAG(bool, check_config, false,
@@ -33,17 +34,14 @@ ABSL_FLAG(bool, check_config, false,
 namespace qwen::cli {
 namespace {
 
-// The files whose flags `qwen serve` takes (as in its --help), and flags that say nothing about
-// the server's configuration.
-constexpr const char* kServeFlagFiles[] = {"cli/serve",        "cli/common_flags",
-                                           "cli/engine_flags", "cli/serving_flags",
-                                           "cli/log_flags",    "cli/metrics_flags"};
-constexpr const char* kNotConfiguration[] = {"check_config", "json", "tokens"};
+// Flags that say nothing about the server's configuration.
+constexpr const char* kNotConfiguration[] = {"check_config", "json"};
 
 bool IsServeFlag(const absl::CommandLineFlag& flag) {
   const std::string file = flag.Filename();
-  for (const char* f : kServeFlagFiles) {
-    if (absl::StrContains(file, f)) return true;
+  if (absl::StrContains(file, "cli/serve")) return true;
+  for (const std::string& f : ServeFlagFiles()) {
+    if (absl::StrContains(file, absl::StrCat("cli/", f))) return true;
   }
   return false;
 }
@@ -78,8 +76,7 @@ absl::Status InRange(absl::string_view flag, int64_t v, int64_t lo, int64_t hi) 
 
 MemoryEstimate EstimateMemory(const model::ModelConfig& config, int64_t file_bytes,
                               const service::FrontEndOptions& options) {
-  const model::KvType kv =
-      options.pool.kv_type == "f32" ? model::KvType::kF32 : model::KvType::kF16;
+  const model::KvType kv = options.pool.kv_type;
   const model::StateSize s = model::SequenceState::SizeFor(config, options.pool.ctx_size, kv);
   MemoryEstimate m;
   m.weights_bytes = file_bytes;
@@ -101,7 +98,7 @@ absl::Status ValidateServeOptions(const service::FrontEndOptions& o) {
       InRange("threads", p.threads, 0, 4096),
       InRange("ctx_size", p.ctx_size, 2, int64_t{1} << 24),
       InRange("prefill_chunk", p.prefill_chunk, 1, int64_t{1} << 16),
-      InRange("prefix_cache_mb", p.prefix_cache_mb, 0, int64_t{1} << 30),
+      InRange("prefix_cache_mb", p.prefix_cache_mb, service::kAutoPrefixCacheMb, int64_t{1} << 30),
       InRange("snapshot_interval", p.snapshot_interval, 1, int64_t{1} << 24),
       InRange("port", o.port, 0, 65535),
       InRange("metrics_port", o.metrics_port, 0, 65535),
@@ -119,10 +116,6 @@ absl::Status ValidateServeOptions(const service::FrontEndOptions& o) {
   for (const absl::Status& s : checks) {
     if (!s.ok()) return s;
   }
-  if (p.kv_type != "f16" && p.kv_type != "f32") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--kv_type must be f16 or f32, not \"", p.kv_type, "\""));
-  }
   if (p.restart_backoff_max < p.restart_backoff_min) {
     return absl::InvalidArgumentError(
         "--restart_backoff_max must be at least --restart_backoff_min");
@@ -134,43 +127,6 @@ absl::Status ValidateServeOptions(const service::FrontEndOptions& o) {
   }
   // The security and limit flags, as the front end checks them before serving.
   return service::ValidateFrontEndOptions(o);
-}
-
-bool WantsCheckConfig(int argc, char** argv) {
-  for (int i = 1; i < argc; ++i) {
-    const absl::string_view a = argv[i];
-    if (a == "--") break;
-    if (a == "--check_config" || a == "--check-config" || a == "--check_config=true" ||
-        a == "--check-config=true") {
-      return true;
-    }
-  }
-  return false;
-}
-
-int CheckUnknownFlags(int argc, char** argv) {
-  // Abseil's own flags, handled by its parser.
-  static const char* const kBuiltin[] = {"help",    "helpfull",  "helpshort",       "helppackage",
-                                         "version", "flagfile",  "fromenv",         "tryfromenv",
-                                         "undefok", "helpmatch", "only_check_args", "helpon"};
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--") break;
-    if (a.size() < 3 || a[0] != '-' || a[1] != '-') continue;
-    std::string name =
-        a.substr(2, a.find('=') == std::string::npos ? std::string::npos : a.find('=') - 2);
-    std::replace(name.begin(), name.end(), '-', '_');
-    if (std::find(std::begin(kBuiltin), std::end(kBuiltin), name) != std::end(kBuiltin)) continue;
-    if (absl::FindCommandLineFlag(name) != nullptr) continue;
-    // --noflag is how Abseil spells a false boolean.
-    if (absl::StartsWith(name, "no")) {
-      const absl::CommandLineFlag* f = absl::FindCommandLineFlag(name.substr(2));
-      if (f != nullptr && f->IsOfType<bool>()) continue;
-    }
-    std::fprintf(stderr, "qwen serve --check_config: unknown flag --%s\n", name.c_str());
-    return 2;
-  }
-  return 0;
 }
 
 int CheckServeConfig(const service::FrontEndOptions& o, bool json,
@@ -228,7 +184,6 @@ int CheckServeConfig(const service::FrontEndOptions& o, bool json,
                                   ") is not writable by this user (uid ", getuid(),
                                   "): the workers' sockets are made there"));
   }
-  out["effective"] = effective;
 
   // Files the front end reads at start-up: when they exist here, they must be readable by this
   // user (a deployment that mounts them elsewhere gets a note, as for the model).
@@ -289,7 +244,20 @@ int CheckServeConfig(const service::FrontEndOptions& o, bool json,
                                      " exceeds the model's trained context of ", c.context_length,
                                      " tokens"));
       }
-      const MemoryEstimate e = EstimateMemory(c, static_cast<int64_t>((*m)->file().file_size()), o);
+      // --prefix_cache_mb=auto, as the server will size it on this machine.
+      service::FrontEndOptions resolved = o;
+      if (o.pool.prefix_cache_mb == service::kAutoPrefixCacheMb) {
+        const service::PrefixCacheBudget budget =
+            service::AutoPrefixCacheBudget(c, o.pool.ctx_size, o.pool.kv_type, o.pool.slots,
+                                           o.pool.workers, service::AvailableMemoryBytes());
+        resolved.pool.prefix_cache_mb = budget.mb;
+        effective["prefix_cache_mb"] = budget.mb;
+        effective["prefix_cache_mb_from"] = absl::StrCat("auto: ", budget.reason);
+        notes.push_back(absl::StrCat("--prefix_cache_mb=auto: ", budget.mb, " MiB per worker (",
+                                     budget.reason, ") on this machine"));
+      }
+      const MemoryEstimate e =
+          EstimateMemory(c, static_cast<int64_t>((*m)->file().file_size()), resolved);
       // RLIMIT_DATA counts the KV cache's address space when it is reserved at start-up, not as
       // tokens arrive: a limit below the slots' worst case makes every worker fail to start.
       const int64_t worker_needs = int64_t{e.slots} * e.slot_bytes() + e.worker_overhead_bytes;
@@ -319,6 +287,7 @@ int CheckServeConfig(const service::FrontEndOptions& o, bool json,
       };
     }
   }
+  out["effective"] = effective;
   out["model"] = model;
   if (!model["checked"].get<bool>()) {
     notes.push_back("memory: needs the model's metadata; not estimated");

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/flags/declare.h"
 #include "absl/status/status.h"
@@ -57,11 +58,14 @@ MemoryEstimate EstimateMemory(const model::ModelConfig& config, int64_t file_byt
 // Checks the options that need no model: ranges, durations, the KV type. Errors name the flag.
 absl::Status ValidateServeOptions(const service::FrontEndOptions& options);
 
-// True when argv asks for --check_config (either spelling). Such a command line is first scanned
-// for unknown flags, which CheckUnknownFlags reports (exit status 2) instead of the flag parser
-// (which would exit with status 1).
-bool WantsCheckConfig(int argc, char** argv);
-int CheckUnknownFlags(int argc, char** argv);
+// The files of flags `qwen serve` takes besides cli/serve*.cc (ParseFlags' `flag_files`): the
+// flags --check_config lists, and the only ones `qwen serve` accepts.
+inline const std::vector<std::string>& ServeFlagFiles() {
+  static const std::vector<std::string> files = {
+      "model_flag",      "json_flag",     "threads_flag", "engine_flags", "mmproj_flag",
+      "packed_dir_flag", "serving_flags", "video_flags",  "log_flags",    "metrics_flags"};
+  return files;
+}
 
 // `qwen serve --check_config`: validates the options (and, when --model names a file that exists
 // here, that it is a readable GGUF of architecture qwen35 with a tokenizer), checks that the

@@ -30,6 +30,14 @@ ABSL_FLAG(int64_t, max_message_bytes, qwen::service::kDefaultMaxMessageBytes,
 ABSL_FLAG(int32_t, max_concurrent_streams, qwen::service::kDefaultMaxConcurrentStreams,
           "Calls one client connection may have open at once (HTTP/2 SETTINGS_MAX_CONCURRENT_"
           "STREAMS); further calls wait in the client until one ends.");
+ABSL_FLAG(int64_t, max_image_bytes, 20 << 20,
+          "Largest encoded image (JPEG, PNG, WebP) a request may carry, in bytes (default 20 "
+          "MiB). A request message is also bounded by --max_message_bytes, so raise both for "
+          "large images.");
+ABSL_FLAG(double, max_image_megapixels, 50,
+          "Largest image a request may carry, in millions of pixels of the image as sent (before "
+          "it is resized to --image_max_pixels): decoding one costs 3 bytes a pixel, 150 MB at "
+          "50. Checked from the image's header, before anything is decoded.");
 ABSL_FLAG(int32_t, max_tools, 64, "Tools one chat request may declare.");
 ABSL_FLAG(int32_t, max_stop_strings, 16, "Stop strings one request may set.");
 ABSL_FLAG(std::string, worker_memory_limit, "",
@@ -72,6 +80,13 @@ absl::Status ApplyServeLimitFlags(service::FrontEndOptions* o) {
   o->max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
   o->limits.max_tools = absl::GetFlag(FLAGS_max_tools);
   o->limits.max_stop_strings = absl::GetFlag(FLAGS_max_stop_strings);
+  const int64_t image_bytes = absl::GetFlag(FLAGS_max_image_bytes);
+  o->image_limits.max_bytes = image_bytes > 0 ? static_cast<size_t>(image_bytes) : 0;
+  const double megapixels = absl::GetFlag(FLAGS_max_image_megapixels);
+  if (!(megapixels > 0 && megapixels <= 1e6)) {
+    return absl::InvalidArgumentError("--max_image_megapixels must be in (0, 1000000]");
+  }
+  o->image_limits.max_pixels = static_cast<int64_t>(megapixels * 1e6);
   o->pool.allow_fault_injection = absl::GetFlag(FLAGS_testing_allow_fault_injection);
   const int64_t memory = ParseBytes(absl::GetFlag(FLAGS_worker_memory_limit));
   if (memory < 0) {

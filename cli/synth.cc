@@ -11,11 +11,12 @@
 ABSL_FLAG(std::string, shape, "qwen3.5-4b", "Model shape: qwen3.5-4b or tiny.");
 ABSL_FLAG(std::string, type, "q3_k_m", "Weight type mix: q3_k_m, q4_k_m or q8_0.");
 ABSL_FLAG(std::string, out, "", "Output GGUF path.");
-ABSL_FLAG(std::string, vocab, "tests/data/tokenizer/qwen3-vocab-qwen35pre.gguf",
+ABSL_FLAG(std::string, vocab, "builtin",
           "GGUF whose tokenizer vocabulary is copied (padded to the model's vocabulary size); "
-          "empty for byte tokens only.");
-ABSL_FLAG(std::string, template_file, "tests/data/chat/qwen3.5-chat-template.jinja",
-          "Chat template file stored as tokenizer.chat_template; empty for none.");
+          "\"builtin\": the Qwen3 vocabulary built into qwen; empty for byte tokens only.");
+ABSL_FLAG(std::string, template_file, "builtin",
+          "Chat template file stored as tokenizer.chat_template; \"builtin\": Qwen3.5's, built "
+          "into qwen; empty for none.");
 ABSL_FLAG(uint64_t, synth_seed, 1, "Seed of the random weights.");
 ABSL_FLAG(std::string, mmproj_type, "f16",
           "With --mmproj: the vision tower's matrix type, f16, bf16, f32 or q8_0.");
@@ -29,7 +30,7 @@ int RunSynth(int argc, char** argv) {
       "qwen synth --shape qwen3.5-4b --mmproj FILE [--mmproj_type f16]\n"
       "Writes a GGUF with the model's real shapes, metadata and type mix and random weights: "
       "the text model (--out) and/or its vision tower (--mmproj).",
-      argc, argv);
+      argc, argv, {"mmproj_flag"});
   const std::string out = absl::GetFlag(FLAGS_out);
   const std::string mmproj = absl::GetFlag(FLAGS_mmproj);
   if ((out.empty() && mmproj.empty()) || !args.empty()) {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "cli/synth_data.h"
 #include "inference/common/fp16.h"
 #include "inference/common/status_macros.h"
 #include "inference/gguf/gguf_file.h"
@@ -171,7 +172,13 @@ absl::Status WriteSyntheticModel(const SynthOptions& o, const std::string& path)
   std::vector<std::string> merges;
   uint32_t eos = 0, pad = 0;
   if (!o.vocab_gguf.empty()) {
-    ASSIGN_OR_RETURN(auto vf, gguf::GgufFile::Open(o.vocab_gguf));
+    std::unique_ptr<gguf::GgufFile> vf;
+    if (o.vocab_gguf == kBuiltin) {
+      const absl::Span<const uint8_t> bytes = BuiltinVocabGguf();
+      ASSIGN_OR_RETURN(vf, gguf::GgufFile::FromBuffer(bytes.data(), bytes.size()));
+    } else {
+      ASSIGN_OR_RETURN(vf, gguf::GgufFile::Open(o.vocab_gguf));
+    }
     ASSIGN_OR_RETURN(auto tv, vf->GetStringArray("tokenizer.ggml.tokens"));
     ASSIGN_OR_RETURN(auto tt, vf->GetIntArray("tokenizer.ggml.token_type"));
     ASSIGN_OR_RETURN(auto mv, vf->GetStringArray("tokenizer.ggml.merges"));
@@ -224,7 +231,8 @@ absl::Status WriteSyntheticModel(const SynthOptions& o, const std::string& path)
   w.AddU32("tokenizer.ggml.padding_token_id", pad);
   w.AddBool("tokenizer.ggml.add_bos_token", false);
   if (!o.chat_template_file.empty()) {
-    const std::string tmpl = ReadText(o.chat_template_file);
+    const std::string tmpl = o.chat_template_file == kBuiltin ? std::string(BuiltinChatTemplate())
+                                                              : ReadText(o.chat_template_file);
     if (tmpl.empty()) {
       return absl::NotFoundError(
           absl::StrCat("cannot read the chat template ", o.chat_template_file));

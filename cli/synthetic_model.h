@@ -10,11 +10,16 @@
 
 namespace qwen::cli {
 
+// Names the data built into the program (synth_data.h) in place of a file.
+inline constexpr char kBuiltin[] = "builtin";
+
 struct SynthOptions {
   std::string shape = "qwen3.5-4b";  // or "tiny" (the fixtures' shape, for tests)
   std::string type = "q3_k_m";       // q3_k_m, q4_k_m or q8_0
-  std::string vocab_gguf;            // a tokenizer GGUF to copy the vocabulary from; "" for bytes
-  std::string chat_template_file;    // Jinja template to store; "" for none
+  // A tokenizer GGUF to copy the vocabulary from, kBuiltin for Qwen3's, or "" for byte tokens.
+  std::string vocab_gguf = kBuiltin;
+  // A Jinja template file to store, kBuiltin for Qwen3.5's, or "" for none.
+  std::string chat_template_file = kBuiltin;
   uint64_t seed = 1;
 };
 

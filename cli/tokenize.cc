@@ -28,7 +28,7 @@ int RunTokenize(int argc, char** argv) {
       "Prints the token ids of TEXT (or of standard input), then one line per token with its id,\n"
       "its piece as spelled in the vocabulary and the text it stands for. --json prints\n"
       "{\"ids\": [...], \"tokens\": [{\"id\", \"piece\", \"text\"}]}.",
-      argc, argv);
+      argc, argv, {"model_flag", "json_flag"});
   const std::string model = absl::GetFlag(FLAGS_model);
   if (model.empty() || !positional.empty()) {
     std::fprintf(stderr,

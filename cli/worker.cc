@@ -29,7 +29,9 @@ int RunWorker(int argc, char** argv) {
       "qwen worker --model M.gguf --socket PATH [--slots S] [--threads T] ...\n\n"
       "One worker process of `qwen serve`: runs the model's engine and serves the internal\n"
       "qwen.worker.v1.Worker protocol on a Unix domain socket until SIGTERM.",
-      argc, argv, {"engine_flags", "serving_flags", "log_flags"});
+      argc, argv,
+      {"model_flag", "threads_flag", "engine_flags", "mmproj_flag", "packed_dir_flag",
+       "serving_flags", "log_flags"});
   if (!args.empty()) {
     std::fprintf(stderr, "qwen worker: unexpected argument \"%s\"\n", args[0].c_str());
     return 2;
@@ -50,11 +52,19 @@ int RunWorker(int argc, char** argv) {
   o.slots = absl::GetFlag(FLAGS_slots);
   o.threads = absl::GetFlag(FLAGS_threads);
   o.ctx_size = absl::GetFlag(FLAGS_ctx_size);
-  o.kv_type = absl::GetFlag(FLAGS_kv_type);
+  absl::StatusOr<model::KvType> kv = KvTypeFlag();
+  absl::StatusOr<int64_t> prefix_cache_mb = PrefixCacheMbFlag();
+  for (const absl::Status& st : {kv.status(), prefix_cache_mb.status()}) {
+    if (!st.ok()) {
+      std::fprintf(stderr, "qwen worker: %s\n", std::string(st.message()).c_str());
+      return 2;
+    }
+  }
+  o.kv_type = *kv;
   o.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
   o.mmproj_path = VisionTowerPath(*model);
   o.packed_dir = absl::GetFlag(FLAGS_packed_dir);
-  o.prefix_cache_mb = absl::GetFlag(FLAGS_prefix_cache_mb);
+  o.prefix_cache_mb = *prefix_cache_mb;
   o.vision_cache_mb = absl::GetFlag(FLAGS_vision_cache_mb);
   o.testing_video_pair_delay = absl::GetFlag(FLAGS_testing_video_pair_delay);
   o.snapshot_interval = absl::GetFlag(FLAGS_snapshot_interval);

@@ -8,13 +8,24 @@ set(QWEN_AVX512_FLAGS -mavx2 -mfma -mf16c -mbmi2 -mavx512f -mavx512bw -mavx512vl
     # GCC 12 warns inside its own AVX-512 headers (the `__Y = __Y` idiom of undefined vectors).
     -Wno-maybe-uninitialized -Wno-uninitialized)
 
+# In a fuzz build (QWEN_FUZZ) the kernels are linked only because the libraries the targets use
+# depend on them; no fuzz target runs them. Instrumented and optimised, clang takes tens of
+# minutes on gemm_avx512.cc alone, so there they are compiled plain and unoptimised.
+set(QWEN_FUZZ_SIMD_FLAGS -O0 -fno-sanitize=all)
+
 function(qwen_simd_sources)
   foreach(src ${ARGN})
     if(src MATCHES "_avx512\\.cc$")
-      set_source_files_properties(${src} PROPERTIES COMPILE_OPTIONS "${QWEN_AVX512_FLAGS}")
+      set(flags ${QWEN_AVX512_FLAGS})
     elseif(src MATCHES "_avx2\\.cc$")
-      set_source_files_properties(${src} PROPERTIES COMPILE_OPTIONS "${QWEN_AVX2_FLAGS}")
+      set(flags ${QWEN_AVX2_FLAGS})
+    else()
+      continue()
     endif()
+    if(QWEN_FUZZ)
+      list(APPEND flags ${QWEN_FUZZ_SIMD_FLAGS})
+    endif()
+    set_source_files_properties(${src} PROPERTIES COMPILE_OPTIONS "${flags}")
   endforeach()
 endfunction()
 

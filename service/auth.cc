@@ -1,5 +1,7 @@
 #include "service/auth.h"
 
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
 #include <sys/stat.h>
 
 #include <atomic>
@@ -13,6 +15,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "service/grpc_status.h"
 #include "service/log.h"
 
 namespace qwen::service {
@@ -60,7 +63,7 @@ class AuthInterceptor : public grpc::experimental::Interceptor {
         }
       }
       if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
-        methods->ModifySendStatus(grpc::Status(grpc::StatusCode::UNAUTHENTICATED, why_));
+        methods->ModifySendStatus(ToGrpcStatus(refusal_));
       }
     }
     methods->Proceed();
@@ -75,12 +78,11 @@ class AuthInterceptor : public grpc::experimental::Interceptor {
     for (auto it = begin; it != end; ++it) {
       values.emplace_back(it->second.data(), it->second.size());
     }
-    const absl::Status st = auth_->Check(values);
-    if (st.ok()) return;
+    refusal_ = auth_->Check(values);
+    if (refusal_.ok()) return;
     denied_ = true;
-    why_ = std::string(st.message());
     md->emplace(grpc::string_ref(kAuthDeniedMetadata), grpc::string_ref(kDeniedValue));
-    LogRefusal(method, info_->server_context()->peer(), why_);
+    LogRefusal(method, info_->server_context()->peer(), refusal_.message());
     // Streaming handlers of gRPC's own services would not end by themselves (a health Watch runs
     // until the client leaves): cancel them now. qwen.v1.Qwen's handlers end marked calls with
     // UNAUTHENTICATED themselves.
@@ -93,7 +95,7 @@ class AuthInterceptor : public grpc::experimental::Interceptor {
   const Authenticator* const auth_;
   grpc::experimental::ServerRpcInfo* const info_;
   bool denied_ = false;  // hooks of one call run one at a time
-  std::string why_;
+  absl::Status refusal_;  // UNAUTHENTICATED, why
 };
 
 }  // namespace
@@ -136,15 +138,12 @@ absl::StatusOr<std::vector<std::string>> LoadAuthTokens(const std::string& path)
 }
 
 bool ConstantTimeEquals(absl::string_view presented, absl::string_view expected) {
-  // Every byte of `presented` is looked at, each against a byte of `expected` (cycled), and the
-  // differences are OR-ed together: no branch depends on the data.
-  size_t diff = presented.size() ^ expected.size();
-  if (expected.empty()) return presented.empty();
-  const volatile unsigned char* e = reinterpret_cast<const unsigned char*>(expected.data());
-  for (size_t i = 0; i < presented.size(); ++i) {
-    diff |= static_cast<unsigned char>(presented[i]) ^ e[i % expected.size()];
-  }
-  return diff == 0;
+  // Digests of equal length whatever the inputs' lengths, so that neither a length mismatch nor
+  // the first differing byte shows in the time taken; CRYPTO_memcmp has no data-dependent branch.
+  unsigned char a[SHA256_DIGEST_LENGTH], b[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(presented.data()), presented.size(), a);
+  SHA256(reinterpret_cast<const unsigned char*>(expected.data()), expected.size(), b);
+  return CRYPTO_memcmp(a, b, sizeof(a)) == 0;
 }
 
 Authenticator::Authenticator(std::vector<std::string> tokens, bool exempt_probes)

@@ -40,7 +40,8 @@ inline constexpr char kAuthDeniedMetadata[] = "x-qwen-auth-denied";
 absl::StatusOr<std::vector<std::string>> LoadAuthTokens(const std::string& path);
 
 // Equality whose running time depends only on the length of `presented`, not on where it first
-// differs from `expected` (nor on `expected`'s length).
+// differs from `expected` (nor on `expected`'s length): both are hashed (SHA-256, linear in the
+// length) and the digests compared with OpenSSL's CRYPTO_memcmp, which has no early exit.
 bool ConstantTimeEquals(absl::string_view presented, absl::string_view expected);
 
 // The accepted tokens and which methods need none. Thread-safe: SetTokens() may replace the

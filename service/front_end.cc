@@ -23,6 +23,8 @@
 #include "service/log.h"
 #include "service/metrics.h"
 #include "service/model_info.h"
+#include "service/prefix_cache_budget.h"
+#include "service/reflection_v1.h"
 #include "service/request.h"
 #include "service/rpc_observer.h"
 #include "service/text_model.h"
@@ -170,8 +172,7 @@ class QwenService final : public v1::Qwen::CallbackService {
     pc->set_budget_bytes_per_worker(static_cast<uint64_t>(options_->pool.prefix_cache_mb) << 20);
     pc->set_snapshot_interval(static_cast<uint32_t>(options_->pool.snapshot_interval));
     const model::StateSize size = model::SequenceState::SizeFor(
-        model_->config(), options_->pool.ctx_size,
-        options_->pool.kv_type == "f32" ? model::KvType::kF32 : model::KvType::kF16);
+        model_->config(), options_->pool.ctx_size, options_->pool.kv_type);
     pc->set_state_bytes_per_snapshot(size.recurrent_bytes + size.conv_bytes);
     pc->set_kv_bytes_per_token(size.kv_bytes_per_token);
     if (env_.metrics != nullptr) {
@@ -225,6 +226,12 @@ absl::Status ValidateFrontEndOptions(const FrontEndOptions& options) {
   if (options.limits.max_tools < 0 || options.limits.max_stop_strings < 0) {
     return absl::InvalidArgumentError("--max_tools and --max_stop_strings must be >= 0");
   }
+  if (options.image_limits.max_bytes < 1024) {
+    return absl::InvalidArgumentError("--max_image_bytes must be at least 1024");
+  }
+  if (options.image_limits.max_pixels < 16 * 16) {
+    return absl::InvalidArgumentError("--max_image_megapixels must allow at least 16x16 pixels");
+  }
   // gRPC takes the connection age in int milliseconds.
   constexpr absl::Duration kMaxAge = absl::Milliseconds(std::numeric_limits<int>::max());
   if (options.max_connection_age > kMaxAge || options.max_connection_age_grace > kMaxAge) {
@@ -246,7 +253,8 @@ absl::Status ValidateFrontEndOptions(const FrontEndOptions& options) {
   return ValidateTlsOptions(options.tls);
 }
 
-absl::Status RunFrontEnd(const FrontEndOptions& options) {
+absl::Status RunFrontEnd(const FrontEndOptions& given) {
+  FrontEndOptions options = given;  // with --prefix_cache_mb=auto resolved below
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
@@ -299,10 +307,23 @@ absl::Status RunFrontEnd(const FrontEndOptions& options) {
   vision_options.mmproj_path = options.pool.mmproj_path;
   vision_options.preprocess.min_pixels = options.pool.image_min_pixels;
   vision_options.preprocess.max_pixels = options.pool.image_max_pixels;
+  vision_options.decode = options.image_limits;
   vision_options.video = options.video;
   absl::StatusOr<std::unique_ptr<TextModel>> model =
       TextModel::Load(options.pool.model_path, vision_options);
   if (!model.ok()) return model.status();
+  if (options.pool.prefix_cache_mb == kAutoPrefixCacheMb) {
+    const PrefixCacheBudget budget =
+        AutoPrefixCacheBudget((*model)->config(), options.pool.ctx_size, options.pool.kv_type,
+                              options.pool.slots, options.pool.workers, AvailableMemoryBytes());
+    options.pool.prefix_cache_mb = budget.mb;
+    LogInfo(
+        kComponent,
+        absl::StrCat("prefix cache: ", budget.mb, " MiB per worker (auto: ", budget.reason, ")"),
+        {{"event", "prefix_cache_budget"},
+         {"prefix_cache_mb", budget.mb},
+         {"reason", budget.reason}});
+  }
 
   if (options.metrics_port < 0 || options.metrics_port > 65535) {
     return absl::InvalidArgumentError("--metrics_port must be in [0, 65535]");
@@ -326,6 +347,8 @@ absl::Status RunFrontEnd(const FrontEndOptions& options) {
   const std::string address = ListenAddress(options.host, options.port);
   builder.AddListeningPort(address, *credentials, &port);
   builder.RegisterService(&service);
+  ReflectionV1Service reflection_v1;
+  builder.RegisterService(&reflection_v1);
   // The transport refuses what is far too big before buffering it; Admit() refuses, with
   // INVALID_ARGUMENT, what is over --max_message_bytes.
   builder.SetMaxReceiveMessageSize(TransportMessageLimit(options.max_message_bytes));
@@ -353,6 +376,9 @@ absl::Status RunFrontEnd(const FrontEndOptions& options) {
   if (server == nullptr || port == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", address));
   }
+  // What v1alpha lists too: ours, the default health service, and both reflection versions.
+  reflection_v1.SetServices({"grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
+                             "grpc.reflection.v1alpha.ServerReflection", kServiceName});
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   std::unique_ptr<LocalHealthServer> local_health;
   if (options.health_port >= 0) {
@@ -443,21 +469,35 @@ absl::Status RunFrontEnd(const FrontEndOptions& options) {
       break;
     }
   }
+  // From here the server exits within kExitBound (front_end.h): nothing left is worth waiting
+  // for, and each step below is bounded.
+  const absl::Time grace_end = absl::Now();
   std::vector<std::shared_ptr<GenerateCall>> left = service.registry().Snapshot();
   if (!left.empty()) {
     LogWarning(kComponent, absl::StrCat("cancelling ", left.size(), " streams still running"));
     for (auto& call : left) call->Abort(absl::UnavailableError("the server is shutting down"));
   }
   left.clear();
-  // What is left are unary calls (quick) and health Watch streams (endless); and gRPC would
-  // otherwise wait out the whole deadline for clients that keep idle connections open.
+  // What is left are unary calls (quick: a tokenization, a render) and health Watch streams
+  // (endless); they get kUnaryDrain, then are cancelled. gRPC also waits out the whole deadline
+  // for clients that keep idle connections open, so the deadline is short.
   health->Shutdown();
-  if (local_health != nullptr) local_health->Shutdown(absl::Seconds(1));
-  server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
+  // The probes' plaintext health port has nothing worth a wait either (a probe retries).
+  if (local_health != nullptr) local_health->Shutdown(absl::ZeroDuration());
+  server->Shutdown(absl::ToChronoTime(absl::Now() + kUnaryDrain));
   server->Wait();
-  (*pool)->Stop(absl::Seconds(5));
+  // The metrics endpoint stops in milliseconds (Metrics::StopServing); the workers, whose
+  // streams were all cancelled, exit at once on SIGTERM and are killed after kWorkerStop.
+  metrics.StopServing();
+  (*pool)->Stop(kWorkerStop);
   metrics.SetSources(&dispatcher, nullptr);
-  LogInfo(kComponent, "stopped", {{"event", "stopped"}});
+  LogInfo(kComponent,
+          absl::StrCat(
+              "stopped ",
+              absl::FormatDuration(absl::Trunc(absl::Now() - grace_end, absl::Milliseconds(1))),
+              " after the grace period"),
+          {{"event", "stopped"},
+           {"after_grace_ms", absl::ToDoubleMilliseconds(absl::Now() - grace_end)}});
   return absl::OkStatus();
 }
 

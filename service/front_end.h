@@ -7,6 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "inference/video/video.h"
+#include "inference/vision/image.h"
 #include "service/limits.h"
 #include "service/request.h"
 #include "service/tls.h"
@@ -21,7 +22,7 @@ struct FrontEndOptions {
   // What --model named when it was not a path (e.g. "qwen3.5:4b" from Ollama's store): the model's
   // name in GetModelInfo when the file carries no general.name.
   std::string model_name;
-  int queue_size = 64;   // requests that may wait for a slot
+  int queue_size = 64;  // requests that may wait for a slot
   // Video input: what a request gets and may ask for, and the limits on its files.
   video::VideoSettings video;
   RequestLimits limits;  // slot_context is taken from pool.ctx_size
@@ -34,12 +35,15 @@ struct FrontEndOptions {
   absl::Duration max_connection_age_grace = absl::ZeroDuration();
   bool allow_forced_output = false;  // honour the testing metadata (see generate_call.h)
   int metrics_port = 9090;           // Prometheus /metrics over HTTP on host:port; 0: off
-  // Security and explicit limits of the public port (see README "Security").
+  // Security and explicit limits of the public port (see docs/serving.md, "Security and limits").
   TlsOptions tls;
   std::string auth_tokens_file;    // empty: no authentication
   bool auth_exempt_probes = true;  // health and reflection need no token
   int64_t max_message_bytes = kDefaultMaxMessageBytes;
   int max_concurrent_streams = kDefaultMaxConcurrentStreams;  // per connection
+  // An uploaded image's encoded bytes and decoded pixels at most (--max_image_bytes,
+  // --max_image_megapixels), checked from its header before anything is decoded.
+  vision::DecodeLimits image_limits;
   // How often the TLS files and the token file are looked at for changes, which then apply
   // without a restart (service/credentials_watcher.h); zero: read once at start-up.
   absl::Duration credentials_reload_interval = absl::Seconds(10);
@@ -52,11 +56,20 @@ struct FrontEndOptions {
 // flag. RunFrontEnd runs them first; `qwen serve --check_config` reports them too.
 absl::Status ValidateFrontEndOptions(const FrontEndOptions& options);
 
+// After the grace period (or a second signal), the front end is gone within this: running
+// streams are cancelled, unary calls get kUnaryDrain, the metrics endpoint stops, the workers get
+// kWorkerStop to exit on SIGTERM before they are killed, and the rest (unmapping, logging) is
+// quick. A deployment's termination grace can count on grace_period + kExitBound.
+inline constexpr absl::Duration kUnaryDrain = absl::Milliseconds(250);
+inline constexpr absl::Duration kWorkerStop = absl::Milliseconds(500);
+inline constexpr absl::Duration kExitBound = absl::Seconds(1);
+
 // Runs the front end until SIGTERM or SIGINT: loads the model's metadata, tokenizer and chat
 // template, serves qwen.v1.Qwen, grpc.health.v1.Health and reflection on host:port (and the
 // metrics on host:metrics_port), and runs the worker pool. On the signal: health NOT_SERVING, new
 // calls UNAVAILABLE, running streams finish within the grace period (then are cancelled), workers
-// are stopped; returns OK. Errors before serving (model, port) are returned.
+// are stopped, within kExitBound of the grace period's end; returns OK. Errors before serving
+// (model, port) are returned.
 //
 // Call from main() before any other thread exists: it blocks SIGTERM and SIGINT so that every
 // thread inherits the mask and the main thread takes them with sigwait.

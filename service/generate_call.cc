@@ -22,8 +22,7 @@ constexpr char kComponent[] = "generate";
 
 bool HasContent(const v1::GenerateResponse& m) {
   return !m.text().empty() || !m.reasoning().empty() || m.tool_calls_size() > 0 ||
-         m.token_ids_size() > 0 || m.logprobs_size() > 0 || m.has_completion() ||
-         m.has_progress();
+         m.token_ids_size() > 0 || m.logprobs_size() > 0 || m.has_completion() || m.has_progress();
 }
 
 // Appends `src` to `dst` as if both had been one message (MergeFrom would replace the strings).
@@ -38,10 +37,10 @@ void Append(v1::GenerateResponse* dst, v1::GenerateResponse&& src) {
 }
 
 // Statuses a worker returns about the request itself rather than about its own health.
-bool IsRequestError(grpc::StatusCode code) {
-  return code == grpc::StatusCode::INVALID_ARGUMENT ||
-         code == grpc::StatusCode::FAILED_PRECONDITION ||
-         code == grpc::StatusCode::ALREADY_EXISTS || code == grpc::StatusCode::OUT_OF_RANGE;
+bool IsRequestError(absl::StatusCode code) {
+  return code == absl::StatusCode::kInvalidArgument ||
+         code == absl::StatusCode::kFailedPrecondition ||
+         code == absl::StatusCode::kAlreadyExists || code == absl::StatusCode::kOutOfRange;
 }
 
 }  // namespace
@@ -310,7 +309,8 @@ void GenerateCall::OnWorkerMessage(WorkerCall* call, const wpb::GenerateResponse
   Execute(action);
 }
 
-void GenerateCall::OnWorkerDone(WorkerCall* call, const grpc::Status& status) {
+void GenerateCall::OnWorkerDone(WorkerCall* call, const grpc::Status& grpc_status) {
+  const absl::Status status = FromGrpcStatus(grpc_status);
   const WorkerRef worker = call->worker();
   bool report = false, retry = false;
   Action action;
@@ -322,12 +322,12 @@ void GenerateCall::OnWorkerDone(WorkerCall* call, const grpc::Status& status) {
         // Finished normally, by a stop string, or aborted: nothing to add.
       } else if (cancelled_) {
         FinalLocked(absl::CancelledError("the client cancelled the call"));
-      } else if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+      } else if (status.code() == absl::StatusCode::kDeadlineExceeded) {
         FinalLocked(absl::DeadlineExceededError("the deadline passed during generation"));
       } else if (status.ok()) {
         FinalLocked(absl::InternalError("the worker ended the stream without finishing it"));
-      } else if (IsRequestError(status.error_code())) {
-        FinalLocked(FromGrpcStatus(status));
+      } else if (IsRequestError(status.code())) {
+        FinalLocked(status);
       } else {
         // The worker failed (died, was killed, or its connection broke).
         report = true;
@@ -337,15 +337,15 @@ void GenerateCall::OnWorkerDone(WorkerCall* call, const grpc::Status& status) {
           retry = true;
           LogWarning(kComponent,
                      absl::StrCat(prepared_.request_id, ": worker ", worker.index,
-                                  " failed before the first token (", status.error_message(),
+                                  " failed before the first token (", std::string(status.message()),
                                   "); retrying elsewhere"),
                      {{"request_id", request_id_},
                       {"worker", worker.index},
-                      {"error", status.error_message()}});
+                      {"error", std::string(status.message())}});
         } else {
           FinalLocked(absl::UnavailableError(
               absl::StrCat("the worker serving this request failed (worker ", worker.index, ": ",
-                           status.error_message(), ") after ", tokens,
+                           std::string(status.message()), ") after ", tokens,
                            " generated tokens; the stream cannot be resumed")));
         }
       }

@@ -7,6 +7,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/stubs/logging.h"
+#include "service/grpc_status.h"
 #include "service/log.h"
 
 namespace qwen::service {
@@ -54,10 +55,9 @@ class ParseErrorInterceptor : public grpc::experimental::Interceptor {
       last_parse_error.clear();
     }
     if (failed_ && methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
-      const grpc::Status st = methods->GetSendStatus();
-      if (st.error_code() == grpc::StatusCode::INTERNAL ||
-          st.error_code() == grpc::StatusCode::UNIMPLEMENTED) {
-        methods->ModifySendStatus(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, why_));
+      const absl::StatusCode code = FromGrpcStatus(methods->GetSendStatus()).code();
+      if (code == absl::StatusCode::kInternal || code == absl::StatusCode::kUnimplemented) {
+        methods->ModifySendStatus(ToGrpcStatus(absl::InvalidArgumentError(why_)));
       }
     }
     methods->Proceed();

@@ -1,6 +1,13 @@
 #include "service/metrics.h"
 
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
 #include <exception>
+#include <string>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -308,13 +315,48 @@ Metrics::Metrics(const Labels& model_info, const Labels& build_info)
 
 Metrics::~Metrics() {
   // Stop serving before the metrics go away.
-  exposer_.reset();
+  StopServing();
+}
+
+void Metrics::StopServing() {
+  if (exposer_ == nullptr) return;
+  // civetweb's listener thread polls its sockets in 2-second quanta and reads its stop flag only
+  // between them, so destroying the exposer alone takes up to 2 s; a connection ends the poll at
+  // once. The exposer is destroyed on a helper thread while this one knocks on the port.
+  std::atomic<bool> done{false};
+  std::thread stopper([this, &done] {
+    exposer_.reset();
+    done.store(true);
+  });
+  const std::string target = host_.empty() || host_ == "0.0.0.0" ? "127.0.0.1"
+                             : host_ == "::" || host_ == "[::]"  ? "::1"
+                                                                 : host_;
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+  addrinfo* addr = nullptr;
+  const bool resolved =
+      getaddrinfo(target.c_str(), std::to_string(port_).c_str(), &hints, &addr) == 0;
+  while (!done.load()) {
+    if (resolved) {
+      const int fd = socket(addr->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+      if (fd >= 0) {
+        (void)connect(fd, addr->ai_addr, addr->ai_addrlen);
+        close(fd);
+      }
+    }
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  if (addr != nullptr) freeaddrinfo(addr);
+  stopper.join();
+  port_ = 0;
 }
 
 absl::Status Metrics::Serve(const std::string& host, int port) {
   std::string address = host.find(':') != std::string::npos && host.front() != '['
                             ? absl::StrCat("[", host, "]:", port)
                             : absl::StrCat(host, ":", port);
+  host_ = host;
   try {
     exposer_ = std::make_unique<prometheus::Exposer>(address, /*num_threads=*/2);
   } catch (const std::exception& e) {

@@ -30,7 +30,7 @@ namespace qwen::service {
 class Dispatcher;
 class WorkerPool;
 
-// Every metric is named qwen_*; the README lists them all. Three kinds of source:
+// Every metric is named qwen_*; docs/observability.md lists them all. Three kinds of source:
 // - events the front end reports as they happen (RecordRequest at the end of every RPC,
 //   ObserveTimeToFirstToken / ObserveInterTokenLatency while a stream runs): counters and
 //   histograms kept here, so they never go backwards when a worker restarts;
@@ -52,6 +52,9 @@ class Metrics {
   absl::Status Serve(const std::string& host, int port);
   // The port served on; 0 when not serving.
   int port() const;
+  // Stops serving, in a few milliseconds (the HTTP library's listener otherwise notices a stop
+  // only at its next 2-second poll). Called on shutdown; the destructor does it too.
+  void StopServing();
 
   void SetSources(const Dispatcher* dispatcher, const WorkerPool* pool);
 
@@ -118,6 +121,7 @@ class Metrics {
   std::shared_ptr<PoolCollector> collector_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   int port_ = 0;
+  std::string host_;  // as given to Serve
 
   prometheus::Family<prometheus::Counter>* requests_;
   prometheus::Family<prometheus::Counter>* finish_;

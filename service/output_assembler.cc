@@ -126,10 +126,13 @@ absl::Status OutputAssembler::Finish(const worker::v1::Finish& finish, absl::Tim
   worker_queue_ms_ = finish.queue_ms();
   cached_tokens_ = finish.cached_tokens();
   if (finish.reason() == worker::v1::Finish::REASON_ERROR) {
-    // Input that only the worker could find bad (video data that does not decode) is the
-    // client's to fix; anything else is the server's failure.
-    if (finish.error_code() == static_cast<int>(absl::StatusCode::kInvalidArgument)) {
-      return absl::InvalidArgumentError(finish.error());
+    // The request's own faults keep their code and message (which names the field); anything
+    // else is ours: INTERNAL, logged at error level and counted under that code.
+    const int32_t code = finish.error_code();
+    if (code == static_cast<int32_t>(absl::StatusCode::kInvalidArgument) ||
+        code == static_cast<int32_t>(absl::StatusCode::kFailedPrecondition) ||
+        code == static_cast<int32_t>(absl::StatusCode::kOutOfRange)) {
+      return absl::Status(static_cast<absl::StatusCode>(code), finish.error());
     }
     return absl::InternalError(absl::StrCat("generation failed in the worker: ", finish.error()));
   }

@@ -12,16 +12,13 @@
 #include "inference/multimodal/image_prompt.h"
 #include "inference/multimodal/video_prompt.h"
 #include "service/data_url.h"
-#include "service/request.h"
+#include "service/field_checks.h"
+#include "service/request_images.h"
 
 namespace qwen::service {
 namespace {
 
 constexpr char kExample[] = "data:video/mp4;base64,...";
-
-absl::Status Invalid(absl::string_view field, absl::string_view why) {
-  return absl::InvalidArgumentError(absl::StrCat(field, ": ", why));
-}
 
 // The same status with `field` in front of its message.
 absl::Status Prefixed(absl::string_view field, const absl::Status& s) {
@@ -32,56 +29,58 @@ absl::Status CheckMimeType(const std::string& mime, const std::string& bytes,
                            absl::string_view field) {
   if (mime.empty()) return absl::OkStatus();
   const std::string m = absl::AsciiStrToLower(mime);
-  const char* want = m == "video/mp4" || m == "video/quicktime"                             ? "mp4"
-                     : m == "video/webm" || m == "video/x-matroska" || m == "video/matroska" ? "matroska"
-                     : m == "image/gif"                                                      ? "gif"
-                                                                                             : nullptr;
+  const char* want = m == "video/mp4" || m == "video/quicktime" ? "mp4"
+                     : m == "video/webm" || m == "video/x-matroska" || m == "video/matroska"
+                         ? "matroska"
+                     : m == "image/gif" ? "gif"
+                                        : nullptr;
   if (want == nullptr) {
-    return Invalid(absl::StrCat(field, ".mime_type"),
-                   absl::StrCat("\"", mime,
-                                "\" is not video/mp4, video/quicktime, video/webm, "
-                                "video/x-matroska or image/gif"));
+    return FieldError(absl::StrCat(field, ".mime_type"),
+                      absl::StrCat("\"", mime,
+                                   "\" is not video/mp4, video/quicktime, video/webm, "
+                                   "video/x-matroska or image/gif"));
   }
   const absl::string_view sniffed = video::SniffVideoContainer(
       absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
   if (!sniffed.empty() && sniffed != want) {
-    return Invalid(absl::StrCat(field, ".mime_type"),
-                   absl::StrCat("says ", mime, " but the data is ", sniffed));
+    return FieldError(absl::StrCat(field, ".mime_type"),
+                      absl::StrCat("says ", mime, " but the data is ", sniffed));
   }
   return absl::OkStatus();
 }
 
 // The request's sampling within the server's maxima.
-absl::StatusOr<video::VideoOptions> RequestOptions(const v1::Video& v, const video::VideoSettings& s,
+absl::StatusOr<video::VideoOptions> RequestOptions(const v1::Video& v,
+                                                   const video::VideoSettings& s,
                                                    absl::string_view field) {
   video::VideoOptions o = s.defaults;
   if (v.has_fps()) {
     if (!(v.fps() > 0) || !std::isfinite(v.fps()) || v.fps() > s.max_fps) {
-      return Invalid(absl::StrCat(field, ".fps"),
-                     absl::StrCat("must be in (0, ", s.max_fps, "] (the server's maximum)"));
+      return FieldError(absl::StrCat(field, ".fps"),
+                        absl::StrCat("must be in (0, ", s.max_fps, "] (the server's maximum)"));
     }
     o.fps = v.fps();
   }
   if (v.has_max_frames()) {
     if (v.max_frames() < 1 || v.max_frames() > static_cast<uint32_t>(s.defaults.max_frames)) {
-      return Invalid(absl::StrCat(field, ".max_frames"),
-                     absl::StrCat("must be in [1, ", s.defaults.max_frames,
-                                  "] (the server's maximum)"));
+      return FieldError(
+          absl::StrCat(field, ".max_frames"),
+          absl::StrCat("must be in [1, ", s.defaults.max_frames, "] (the server's maximum)"));
     }
     o.max_frames = static_cast<int>(v.max_frames());
   }
   if (v.has_max_pixels()) {
     if (v.max_pixels() < 1 || v.max_pixels() > static_cast<uint64_t>(s.defaults.max_pixels)) {
-      return Invalid(absl::StrCat(field, ".max_pixels"),
-                     absl::StrCat("must be in [1, ", s.defaults.max_pixels,
-                                  "] (the server's maximum)"));
+      return FieldError(
+          absl::StrCat(field, ".max_pixels"),
+          absl::StrCat("must be in [1, ", s.defaults.max_pixels, "] (the server's maximum)"));
     }
     o.max_pixels = static_cast<int64_t>(v.max_pixels());
   }
   if (v.has_min_pixels()) {
     if (v.min_pixels() < 1 || v.min_pixels() > static_cast<uint64_t>(o.max_pixels)) {
-      return Invalid(absl::StrCat(field, ".min_pixels"),
-                     absl::StrCat("must be in [1, max_pixels = ", o.max_pixels, "]"));
+      return FieldError(absl::StrCat(field, ".min_pixels"),
+                        absl::StrCat("must be in [1, max_pixels = ", o.max_pixels, "]"));
     }
     o.min_pixels = static_cast<int64_t>(v.min_pixels());
   }
@@ -147,20 +146,20 @@ absl::StatusOr<std::vector<PlacedVideo>> PlanVideos(const std::vector<VideoPart>
     ASSIGN_OR_RETURN(p.options, RequestOptions(v, settings, part.field));
     if (v.frames_size() > 0) {
       if (!v.data().empty() || !v.url().empty()) {
-        return Invalid(part.field, "set exactly one of data, url and frames");
+        return FieldError(part.field, "set exactly one of data, url and frames");
       }
       if (v.has_fps()) {
-        return Invalid(absl::StrCat(part.field, ".fps"),
-                       "applies to a video file, not to frames the client sampled");
+        return FieldError(absl::StrCat(part.field, ".fps"),
+                          "applies to a video file, not to frames the client sampled");
       }
       if (!v.mime_type().empty()) {
-        return Invalid(absl::StrCat(part.field, ".mime_type"),
-                       "applies to a video file; give each frame's in its image");
+        return FieldError(absl::StrCat(part.field, ".mime_type"),
+                          "applies to a video file; give each frame's in its image");
       }
       if (v.frames_size() > p.options.max_frames) {
-        return Invalid(absl::StrCat(part.field, ".frames"),
-                       absl::StrCat(v.frames_size(), " frames is more than max_frames (",
-                                    p.options.max_frames, ")"));
+        return FieldError(absl::StrCat(part.field, ".frames"),
+                          absl::StrCat(v.frames_size(), " frames is more than max_frames (",
+                                       p.options.max_frames, ")"));
       }
       for (int k = 0; k < v.frames_size(); ++k) {
         const std::string ffield = absl::StrCat(part.field, ".frames[", k, "]");
@@ -176,9 +175,10 @@ absl::StatusOr<std::vector<PlacedVideo>> PlanVideos(const std::vector<VideoPart>
           p.info.width = rgb.width;
           p.info.height = rgb.height;
         } else if (rgb.width != p.info.width || rgb.height != p.info.height) {
-          return Invalid(ffield, absl::StrCat(rgb.width, "x", rgb.height,
-                                              " differs from the first frame's ", p.info.width,
-                                              "x", p.info.height, " (frames of a video share a size)"));
+          return FieldError(
+              ffield,
+              absl::StrCat(rgb.width, "x", rgb.height, " differs from the first frame's ",
+                           p.info.width, "x", p.info.height, " (frames of a video share a size)"));
         }
         p.frames.push_back(std::move(bytes));
         p.frame_times.push_back(v.frames(k).timestamp());
@@ -192,10 +192,11 @@ absl::StatusOr<std::vector<PlacedVideo>> PlanVideos(const std::vector<VideoPart>
       p.plan = *std::move(plan);
     } else {
       ASSIGN_OR_RETURN(p.bytes, VideoBytes(v, part.field));
-      ASSIGN_OR_RETURN(p.info, video::ProbeVideo(absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(
-                                                                         p.bytes.data()),
-                                                                     p.bytes.size()),
-                                                 p.limits, part.field));
+      ASSIGN_OR_RETURN(
+          p.info,
+          video::ProbeVideo(
+              absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(p.bytes.data()), p.bytes.size()),
+              p.limits, part.field));
       absl::StatusOr<video::VideoPlan> plan = video::PlanVideo(p.info, config, p.options);
       if (!plan.ok()) return Prefixed(part.field, plan.status());
       p.plan = *std::move(plan);

@@ -27,12 +27,12 @@ struct VideoPart {
 // A video checked, probed (a file) or measured (client frames), planned and placed.
 struct PlacedVideo {
   std::string field;
-  std::string bytes;                // the file; empty with client frames
-  std::vector<std::string> frames;  // client frames: the encoded images
-  std::vector<double> frame_times;  // and their times
-  video::VideoOptions options;      // the request's, within the server's maxima
-  video::VideoLimits limits;        // the server's
-  video::VideoInfo info;            // frame size, frames and duration of the file (or frames)
+  std::string bytes;                  // the file; empty with client frames
+  std::vector<std::string> frames;    // client frames: the encoded images
+  std::vector<double> frame_times;    // and their times
+  video::VideoOptions options;        // the request's, within the server's maxima
+  video::VideoLimits limits;          // the server's
+  video::VideoInfo info;              // frame size, frames and duration of the file (or frames)
   video::VideoPlan plan;
   std::vector<model::ImageSpan> pairs;  // each frame pair's tokens in the prompt
 };

@@ -58,6 +58,9 @@ class RpcObserver : public grpc::experimental::Interceptor {
       if (info_->server_context() != nullptr) r.peer = info_->server_context()->peer();
       r.status = FromGrpcStatus(methods->GetSendStatus());
       r.duration = absl::Now() - arrival_;
+      // A Generate call counts in the duration histogram like every other (its count equals the
+      // Generate calls), whether or not GenerateCall ever saw it.
+      r.generate = generate_;
       if (qwen_method_) {
         LogRequest(r);
         if (metrics_ != nullptr) metrics_->RecordRequest(r);

@@ -4,6 +4,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "inference/chat/template_capabilities.h"
 #include "inference/common/status_macros.h"
 
 namespace qwen::service {
@@ -21,9 +22,9 @@ absl::StatusOr<std::unique_ptr<TextModel>> TextModel::Load(const std::string& pa
   ASSIGN_OR_RETURN(m->tokenizer_, tokenizer::Tokenizer::FromGguf(*m->file_));
   if (m->file_->Has("tokenizer.chat_template")) {
     ASSIGN_OR_RETURN(m->chat_template_, chat::ChatTemplate::FromGguf(*m->file_));
-    const std::string& src = m->chat_template_->source();
-    m->supports_tools_ = absl::StrContains(src, "tools");
-    m->supports_reasoning_ = absl::StrContains(src, "<think>");
+    const chat::TemplateCapabilities caps = chat::ProbeCapabilities(*m->chat_template_);
+    m->supports_tools_ = caps.tools;
+    m->supports_reasoning_ = caps.reasoning;
   }
   m->eog_ids_ = m->tokenizer_->end_of_generation_ids();
   m->vision_options_ = vision;

@@ -18,7 +18,6 @@
 
 namespace qwen::service {
 
-
 // Everything the front end needs to turn requests into token ids and tokens back into text.
 // It maps the same GGUF file as the workers (read-only and shared, so the pages exist once) but
 // reads only the metadata: the weight pages are never touched here.
@@ -32,6 +31,10 @@ class TextModel {
   struct VisionOptions {
     std::string mmproj_path;  // empty: no image input
     vision::PreprocessOptions preprocess;
+    // What an uploaded image may be before it is decoded (--max_image_bytes,
+    // --max_image_megapixels).
+    vision::DecodeLimits decode;
+    // How videos are sampled and what they may be (the --video_* flags).
     video::VideoSettings video;
   };
 

@@ -185,7 +185,7 @@ absl::Status WorkerPool::SpawnLocked(Worker& w) {
       absl::StrCat("--slots=", options_.slots),
       absl::StrCat("--threads=", options_.threads),
       absl::StrCat("--ctx_size=", options_.ctx_size),
-      absl::StrCat("--kv_type=", options_.kv_type),
+      absl::StrCat("--kv_type=", model::KvTypeName(options_.kv_type)),
       absl::StrCat("--prefill_chunk=", options_.prefill_chunk),
       absl::StrCat("--prefix_cache_mb=", options_.prefix_cache_mb),
       absl::StrCat("--snapshot_interval=", options_.snapshot_interval),

@@ -16,6 +16,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
+#include "inference/model/state.h"
 #include "inference/vision/vision.h"
 #include "qwen/worker/v1/worker.grpc.pb.h"
 #include "service/dispatcher.h"
@@ -28,7 +29,7 @@ struct WorkerPoolOptions {
   int slots = 4;    // per worker
   int threads = 1;  // compute threads per worker
   int64_t ctx_size = 4096;
-  std::string kv_type = "f16";
+  model::KvType kv_type = model::kDefaultKvType;
   int64_t prefill_chunk = 256;  // prompt tokens per engine step
   // The vision tower (--mmproj; empty: no image input) and the image size bounds.
   std::string mmproj_path;

@@ -30,6 +30,7 @@
 #include "qwen/worker/v1/worker.grpc.pb.h"
 #include "service/grpc_status.h"
 #include "service/log.h"
+#include "service/prefix_cache_budget.h"
 
 namespace qwen::service {
 namespace {
@@ -157,7 +158,7 @@ class Stream : public engine::RequestSink {
         case engine::FinishReason::kError:
           f.set_reason(wpb::Finish::REASON_ERROR);
           f.set_error(std::string(info.status.message()));
-          f.set_error_code(static_cast<int>(info.status.code()));
+          f.set_error_code(static_cast<int32_t>(info.status.code()));
           break;
         case engine::FinishReason::kGrammarDone:
           f.set_reason(wpb::Finish::REASON_GRAMMAR_DONE);
@@ -252,10 +253,18 @@ class Stream : public engine::RequestSink {
     }
   }
 
-  // The engine's account of the sequence: debug, or an error line for an engine failure.
+  // The engine's account of the sequence: debug; an error line for an engine failure of ours,
+  // an info line for one that was the request's fault (an image that does not decode).
   void LogFinish(const engine::FinishInfo& info) {
     const bool error = info.reason == engine::FinishReason::kError;
-    if (!LogEnabled(error ? LogLevel::kError : LogLevel::kDebug)) return;
+    const absl::StatusCode code = info.status.code();
+    const bool requests_fault = code == absl::StatusCode::kInvalidArgument ||
+                                code == absl::StatusCode::kFailedPrecondition ||
+                                code == absl::StatusCode::kOutOfRange;
+    const LogLevel level = !error           ? LogLevel::kDebug
+                           : requests_fault ? LogLevel::kInfo
+                                            : LogLevel::kError;
+    if (!LogEnabled(level)) return;
     static constexpr const char* kReasons[] = {"stop_token", "length", "cancelled", "error",
                                                "grammar_done"};
     LogFields f = {{"request_id", request_id_},
@@ -268,7 +277,8 @@ class Stream : public engine::RequestSink {
                    {"decode_ms", absl::ToDoubleMilliseconds(info.decode_time)}};
     if (error) {
       f["error"] = std::string(info.status.message());
-      LogError(kComponent, "generation failed", f);
+      f["code"] = absl::StatusCodeToString(code);
+      Log(level, kComponent, "generation failed", f);
     } else {
       LogDebug(kComponent, "generation finished", f);
     }
@@ -347,7 +357,8 @@ class WorkerService final : public wpb::Worker::CallbackService {
       }
       ASSIGN_OR_RETURN(std::vector<float> rows, encode(ctx));
       if (LogEnabled(LogLevel::kDebug)) {
-        LogDebug(kComponent, "vision embeddings encoded", {{"event", "vision_encoded"}, {"key", key}});
+        LogDebug(kComponent, "vision embeddings encoded",
+                 {{"event", "vision_encoded"}, {"key", key}});
       }
       if (!key.empty()) cache->Insert(key, rows);
       return rows;
@@ -359,8 +370,7 @@ class WorkerService final : public wpb::Worker::CallbackService {
   // (for progress); errors name the video's field.
   absl::StatusOr<std::vector<engine::PromptImage>> VideoPairs(const wpb::Video& v,
                                                               std::shared_ptr<Stream> stream,
-                                                              int frames_before,
-                                                              int frames_total) {
+                                                              int frames_before, int frames_total) {
     video::VideoOptions options;
     options.fps = v.fps();
     options.min_frames = v.min_frames();
@@ -377,11 +387,11 @@ class WorkerService final : public wpb::Worker::CallbackService {
     if (v.frames().empty()) {
       // Probed again (demuxing only: cheap) rather than trusted: the plan must come out the same.
       auto bytes = std::make_shared<const std::string>(v.data());
-      ASSIGN_OR_RETURN(video::VideoInfo info,
-                       video::ProbeVideo(absl::MakeConstSpan(
-                                             reinterpret_cast<const uint8_t*>(bytes->data()),
-                                             bytes->size()),
-                                         limits, v.field()));
+      ASSIGN_OR_RETURN(
+          video::VideoInfo info,
+          video::ProbeVideo(
+              absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(bytes->data()), bytes->size()),
+              limits, v.field()));
       ASSIGN_OR_RETURN(plan, video::PlanVideo(info, vision_->config(), options));
       source = video::FileFrames(std::move(bytes), std::move(info), limits, v.field());
     } else {
@@ -393,10 +403,10 @@ class WorkerService final : public wpb::Worker::CallbackService {
     }
     if (plan.n_pairs() != v.pair_offsets_size() || plan.grid.rows() != v.rows() ||
         plan.grid.cols() != v.cols()) {
-      return absl::InternalError(absl::StrCat(
-          v.field(), ": the worker's plan (", plan.n_pairs(), " frame pairs of ", plan.grid.rows(),
-          "x", plan.grid.cols(), ") differs from the front end's (", v.pair_offsets_size(),
-          " of ", v.rows(), "x", v.cols(), ")"));
+      return absl::InternalError(
+          absl::StrCat(v.field(), ": the worker's plan (", plan.n_pairs(), " frame pairs of ",
+                       plan.grid.rows(), "x", plan.grid.cols(), ") differs from the front end's (",
+                       v.pair_offsets_size(), " of ", v.rows(), "x", v.cols(), ")"));
     }
     auto pairs = std::make_shared<video::PairEncoder>(vision_, std::move(source), plan);
     std::vector<engine::PromptImage> out;
@@ -514,9 +524,9 @@ class WorkerService final : public wpb::Worker::CallbackService {
     }
     if (!req->images().empty() || !req->videos().empty()) {
       if (vision_ == nullptr) {
-        stream->Fail(absl::FailedPreconditionError(absl::StrCat(
-            req->images().empty() ? req->videos(0).field() : req->images(0).field(),
-            ": this worker runs without --mmproj")));
+        stream->Fail(absl::FailedPreconditionError(
+            absl::StrCat(req->images().empty() ? req->videos(0).field() : req->images(0).field(),
+                         ": this worker runs without --mmproj")));
         return reactor;
       }
       for (const wpb::Image& im : req->images()) {
@@ -528,23 +538,30 @@ class WorkerService final : public wpb::Worker::CallbackService {
         // Decoded and encoded when the request's prompt is about to be fed: on the engine's
         // compute threads, or on its encoder thread while other sequences run (the engine may
         // call this from either; the encoder is safe with one context per caller).
-        pi.encode = Cached(im.key(), [vision = vision_, data = im.data(), field = im.field(),
-                     options = vision::PreprocessOptions{im.min_pixels(), im.max_pixels()},
-                     rows = im.rows(), cols = im.cols()](
-                        ops::ComputeContext& ctx) -> absl::StatusOr<std::vector<float>> {
-          ASSIGN_OR_RETURN(
-              vision::RgbImage rgb,
-              vision::DecodeImage(
-                  absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(data.data()), data.size()),
-                  {}, field));
-          ASSIGN_OR_RETURN(vision::ImageEmbedding e, vision->Encode(rgb, options, ctx));
-          if (e.grid.rows() != rows || e.grid.cols() != cols) {
-            return absl::InternalError(
-                absl::StrCat(field, ": the worker's grid ", e.grid.rows(), "x", e.grid.cols(),
-                             " differs from the front end's ", rows, "x", cols));
-          }
-          return std::move(e.data);
-        });
+        vision::DecodeLimits limits;
+        if (im.max_bytes() > 0) limits.max_bytes = static_cast<size_t>(im.max_bytes());
+        if (im.max_decoded_pixels() > 0) limits.max_pixels = im.max_decoded_pixels();
+        pi.encode = Cached(
+            im.key(),
+            [vision = vision_, data = im.data(), field = im.field(), limits,
+             options = vision::PreprocessOptions{im.min_pixels(), im.max_pixels()},
+             rows = im.rows(),
+             cols = im.cols()](ops::ComputeContext& ctx) -> absl::StatusOr<std::vector<float>> {
+              // A body that is corrupt after a good header is found here (the front end read only
+              // the header): INVALID_ARGUMENT naming the field, which reaches the client as such.
+              ASSIGN_OR_RETURN(vision::RgbImage rgb,
+                               vision::DecodeImage(
+                                   absl::MakeConstSpan(
+                                       reinterpret_cast<const uint8_t*>(data.data()), data.size()),
+                                   limits, field));
+              ASSIGN_OR_RETURN(vision::ImageEmbedding e, vision->Encode(rgb, options, ctx));
+              if (e.grid.rows() != rows || e.grid.cols() != cols) {
+                return absl::InternalError(
+                    absl::StrCat(field, ": the worker's grid ", e.grid.rows(), "x", e.grid.cols(),
+                                 " differs from the front end's ", rows, "x", cols));
+              }
+              return std::move(e.data);
+            });
         r.images.push_back(std::move(pi));
       }
       int frames_total = 0;
@@ -677,9 +694,6 @@ absl::Status RunWorker(const WorkerOptions& options) {
   std::set_new_handler(&OnOutOfMemory);
 
   if (options.socket_path.empty()) return absl::InvalidArgumentError("--socket is required");
-  if (options.kv_type != "f16" && options.kv_type != "f32") {
-    return absl::InvalidArgumentError("--kv_type must be f16 or f32");
-  }
   const absl::Time t0 = absl::Now();
   auto file = gguf::GgufFile::Open(options.model_path);
   if (!file.ok()) {
@@ -702,9 +716,16 @@ absl::Status RunWorker(const WorkerOptions& options) {
   eo.n_slots = options.slots;
   eo.n_ctx = options.ctx_size;
   eo.n_threads = options.threads;
-  eo.kv_type = options.kv_type == "f32" ? model::KvType::kF32 : model::KvType::kF16;
+  eo.kv_type = options.kv_type;
   eo.prefill_chunk = options.prefill_chunk;
-  eo.prefix_cache_bytes = static_cast<size_t>(options.prefix_cache_mb) << 20;
+  int64_t prefix_cache_mb = options.prefix_cache_mb;
+  if (prefix_cache_mb == kAutoPrefixCacheMb) {
+    // A worker started by hand; `qwen serve` passes the number it resolved.
+    prefix_cache_mb = AutoPrefixCacheBudget(model->config(), options.ctx_size, options.kv_type,
+                                            options.slots, 1, AvailableMemoryBytes())
+                          .mb;
+  }
+  eo.prefix_cache_bytes = static_cast<size_t>(prefix_cache_mb) << 20;
   eo.snapshot_interval = options.snapshot_interval;
   std::shared_ptr<const vision::VisionEncoder> vision;
   if (!options.mmproj_path.empty()) {
@@ -729,19 +750,20 @@ absl::Status RunWorker(const WorkerOptions& options) {
   // context sees the cost before the first long prompt does.
   const engine::EngineStats stats = engine->Stats();
   const auto mib = [](size_t b) { return static_cast<int64_t>(b >> 20); };
-  LogInfo(component,
-          absl::StrCat("serving ", options.model_path, " on unix:", options.socket_path, " with ",
-                       options.slots, " slots of ", options.ctx_size, " tokens, ",
-                       engine->options().n_threads, " threads (ready in ",
-                       absl::FormatDuration(absl::Trunc(absl::Now() - t0, absl::Milliseconds(1))),
-                       "); memory: sequence states ", mib(stats.state_bytes),
-                       " MiB + KV cache up to ", mib(stats.kv_bytes_reserved), " MiB (",
-                       options.kv_type, ") + weights ", mib(shared_file->file_size()),
-                       " MiB mapped shared + prefix cache up to ", options.prefix_cache_mb, " MiB"),
-          {{"event", "worker_ready"},
-           {"state_bytes", static_cast<int64_t>(stats.state_bytes)},
-           {"kv_bytes_reserved", static_cast<int64_t>(stats.kv_bytes_reserved)},
-           {"weights_bytes", static_cast<int64_t>(shared_file->file_size())}});
+  LogInfo(
+      component,
+      absl::StrCat("serving ", options.model_path, " on unix:", options.socket_path, " with ",
+                   options.slots, " slots of ", options.ctx_size, " tokens, ",
+                   engine->options().n_threads, " threads (ready in ",
+                   absl::FormatDuration(absl::Trunc(absl::Now() - t0, absl::Milliseconds(1))),
+                   "); memory: sequence states ", mib(stats.state_bytes), " MiB + KV cache up to ",
+                   mib(stats.kv_bytes_reserved), " MiB (", model::KvTypeName(options.kv_type),
+                   ") + weights ", mib(shared_file->file_size()),
+                   " MiB mapped shared + prefix cache up to ", prefix_cache_mb, " MiB"),
+      {{"event", "worker_ready"},
+       {"state_bytes", static_cast<int64_t>(stats.state_bytes)},
+       {"kv_bytes_reserved", static_cast<int64_t>(stats.kv_bytes_reserved)},
+       {"weights_bytes", static_cast<int64_t>(shared_file->file_size())}});
 
   // Wait for SIGTERM/SIGINT. The timeout lets a worker notice a vanished parent even if the
   // death signal were lost (it is not, on Linux, but a check costs nothing).
@@ -767,8 +789,10 @@ absl::Status RunWorker(const WorkerOptions& options) {
     }
   }
   // Calls still running are cancelled (their reactors cancel the engine's sequences); then the
-  // engine stops.
-  server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
+  // engine stops. The front end sends SIGTERM after it has cancelled its streams, so nothing is
+  // worth a wait (and gRPC would wait out the whole deadline for the front end's idle channel):
+  // the front end kills a worker that is not gone within kWorkerStop (front_end.h).
+  server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Milliseconds(100)));
   server->Wait();
   engine.reset();
   return absl::OkStatus();

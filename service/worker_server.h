@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "inference/model/state.h"
 
 namespace qwen::service {
 
@@ -19,14 +20,14 @@ struct WorkerOptions {
   int slots = 4;            // sequences at once
   int threads = 0;          // compute threads; 0: the cores this process may use
   int64_t ctx_size = 4096;  // context per slot
-  std::string kv_type = "f16";
+  model::KvType kv_type = model::kDefaultKvType;
   int64_t prefill_chunk = 256;  // prompt tokens per engine step
   // The vision tower's GGUF; empty: requests with images fail (FAILED_PRECONDITION).
   std::string mmproj_path;
   // Where the packed copy of the weights is shared between workers (model::LoadOptions); empty:
   // none.
   std::string packed_dir;
-  int64_t prefix_cache_mb = 0;      // prefix cache budget; 0: none
+  int64_t prefix_cache_mb = 0;  // prefix cache budget; 0: none
   // Image and video-frame embeddings kept by content (multimodal::EmbeddingCache), so that a
   // second request about the same image or video encodes nothing; 0: none.
   int64_t vision_cache_mb = 256;

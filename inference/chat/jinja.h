@@ -39,7 +39,7 @@ struct Options {
   Limits limits;
 };
 
-class Node;  // parsed template (jinja.cc)
+class Node;  // parsed template (jinja_ast.h)
 
 // Error codes:
 //   FAILED_PRECONDITION  syntax error or unsupported construct (from Parse)

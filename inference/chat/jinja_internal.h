@@ -1,5 +1,6 @@
-// Internals of the Jinja interpreter shared by jinja.cc (lexer, parser, statements) and
-// jinja_builtins.cc (filters, tests, methods, globals). Not a public API.
+// Internals of the Jinja interpreter shared by its stages (jinja_lexer.cc, jinja_parser.cc,
+// jinja_eval.cc, wired by jinja.cc) and jinja_builtins.cc (filters, tests, methods, globals).
+// Not a public API.
 #ifndef QWEN_INFERENCE_CHAT_JINJA_INTERNAL_H_
 #define QWEN_INFERENCE_CHAT_JINJA_INTERNAL_H_
 

@@ -136,6 +136,8 @@ absl::Status Engine::Submit(GenerationRequest req, std::shared_ptr<RequestSink> 
     }
   }
   if (req.max_tokens < 1) return absl::InvalidArgumentError("max_tokens: must be at least 1");
+  // Every prompt row must be computed to be reported.
+  if (req.all_logits) req.use_prefix_cache = false;
   if (static_cast<int64_t>(req.prompt.size()) + req.max_tokens > options_.n_ctx) {
     return absl::InvalidArgumentError(
         absl::StrCat("max_tokens: the prompt (", req.prompt.size(), " tokens) plus max_tokens (",
@@ -509,6 +511,7 @@ bool Engine::Step() {
     Sequence* seq;
     int64_t n;  // tokens fed
     bool sample;
+    int64_t rows;  // logit rows its segment produces
   };
   std::vector<Planned> plan;
   std::vector<model::Segment> segments;
@@ -517,7 +520,7 @@ bool Engine::Step() {
     if (!seq->decoding()) continue;
     segments.push_back({slots_[seq->slot].state.get(), absl::MakeConstSpan(&seq->last_token, 1),
                         model::Logits::kLast});
-    plan.push_back({seq, 1, true});
+    plan.push_back({seq, 1, true, 1});
   }
   for (Sequence* seq : running_) {
     if (seq->decoding() || seq->waits_for_images()) continue;
@@ -531,15 +534,18 @@ bool Engine::Step() {
       n = std::min(n, next - seq->prefilled);
     }
     const bool completes = n == remaining;
+    const bool all = seq->req.all_logits;
     model::Segment seg{slots_[seq->slot].state.get(),
                        absl::MakeConstSpan(seq->req.prompt.data() + seq->prefilled, n),
-                       completes ? model::Logits::kLast : model::Logits::kNone};
+                       all         ? model::Logits::kAll
+                       : completes ? model::Logits::kLast
+                                   : model::Logits::kNone};
     if (!seq->positions.empty()) {
       seg.positions = absl::MakeConstSpan(seq->positions.data() + 4 * seq->prefilled, 4 * n);
       seg.embeddings = absl::MakeConstSpan(seq->rows.data() + seq->prefilled, n);
     }
     segments.push_back(seg);
-    plan.push_back({seq, n, completes});
+    plan.push_back({seq, n, completes, all ? n : (completes ? 1 : 0)});
     budget -= n;
   }
   if (segments.empty()) return false;
@@ -574,9 +580,13 @@ bool Engine::Step() {
         Snapshot(*seq, absl::MakeConstSpan(seq->req.prompt.data(), seq->prefilled));
       }
     }
+    const float* rows = logits_.data() + row * V;
+    row += p.rows;
+    if (seq->req.all_logits && p.rows > 0) {
+      seq->sink->OnLogits(absl::MakeConstSpan(rows, static_cast<size_t>(p.rows * V)));
+    }
     if (!p.sample) continue;
-    const float* l = logits_.data() + row * V;
-    ++row;
+    const float* l = rows + (p.rows - 1) * V;
     TokenOutput out;
     const auto& forced = seq->req.forced_tokens;
     const auto& stops = seq->req.stop_tokens;
@@ -606,10 +616,16 @@ bool Engine::Step() {
       const bool stop = std::find(stops.begin(), stops.end(), out.token) != stops.end();
       if (!stop && !m.AcceptToken(out.token)) {
         seq->constraint_time += absl::Now() - t0;
-        Finish(
-            seq, FinishReason::kError,
-            absl::InvalidArgumentError(absl::StrCat("forced_tokens: token ", out.token,
-                                                    " is not allowed by the output constraint")));
+        // A forced token is the caller's; a sampled one was drawn from the mask, so the mask and
+        // the matcher disagree: our bug, not the client's, and reported as such.
+        Finish(seq, FinishReason::kError,
+               is_forced ? absl::InvalidArgumentError(
+                               absl::StrCat("forced_tokens[", seq->generated, "]: token ",
+                                            out.token, " is not allowed by the output constraint"))
+                         : absl::InternalError(
+                               absl::StrCat("the output constraint's matcher refused token ",
+                                            out.token, ", which its token mask allowed (after ",
+                                            seq->generated, " generated tokens)")));
         continue;
       }
       seq->constraint_time += absl::Now() - t0;

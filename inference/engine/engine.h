@@ -90,6 +90,12 @@ struct GenerationRequest {
   std::shared_ptr<grammar::CompiledGrammar> grammar;
   // false: neither resume from cached state (prefix cache or a slot's history) nor leave any.
   bool use_prefix_cache = true;
+  // Report every logit row the sequence computes to RequestSink::OnLogits: one after each
+  // prompt token, then one after each token fed back (every generated one but the last). For
+  // tools that compare logits row by row (`qwen generate --dump-logits`); it computes the
+  // vocabulary's logits for the whole prompt, and turns use_prefix_cache off (every prompt token
+  // must be computed to have its row).
+  bool all_logits = false;
   // Requests whose input is more than `prompt` (e.g. image embeddings behind placeholder tokens)
   // set this to a hash of that input: cached state is only shared between equal salts.
   uint64_t cache_salt = 0;
@@ -131,6 +137,10 @@ class RequestSink {
  public:
   virtual ~RequestSink() = default;
   virtual void OnToken(const TokenOutput& token) = 0;
+  // With GenerationRequest::all_logits: rows of n_vocab logits, in order, each call the rows of
+  // one forward pass (a prompt chunk, or one decode step), before the token sampled from the
+  // last of them is reported.
+  virtual void OnLogits(absl::Span<const float> rows) {}
   // Called once, last.
   virtual void OnFinish(const FinishInfo& info) = 0;
 };

@@ -10,6 +10,15 @@
 
 namespace qwen::model {
 
+absl::StatusOr<KvType> ParseKvType(absl::string_view name) {
+  if (name == "f16") return KvType::kF16;
+  if (name == "f32") return KvType::kF32;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--kv_type must be f16 or f32, not \"", name, "\""));
+}
+
+absl::string_view KvTypeName(KvType type) { return type == KvType::kF32 ? "f32" : "f16"; }
+
 void SequenceState::FreeFloats::operator()(float* p) const { std::free(p); }
 
 StateSize SequenceState::SizeFor(const ModelConfig& c, int64_t n_ctx, KvType kv_type) {

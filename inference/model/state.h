@@ -10,12 +10,22 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "inference/model/config.h"
 #include "inference/ops/attention.h"
 
 namespace qwen::model {
 
+// The KV cache's element type. F16 is the default everywhere (half the memory; the logits stay
+// within the tolerances tests/model holds them to).
 enum class KvType { kF16, kF32 };
+inline constexpr KvType kDefaultKvType = KvType::kF16;
+
+// The one parser of a KV type's name, as --kv_type takes it: "f16" or "f32". INVALID_ARGUMENT
+// "--kv_type must be f16 or f32, not \"NAME\"" otherwise.
+absl::StatusOr<KvType> ParseKvType(absl::string_view name);
+// "f16" or "f32".
+absl::string_view KvTypeName(KvType type);
 
 // The memory one sequence needs, by part.
 struct StateSize {

@@ -29,8 +29,7 @@ absl::StatusOr<std::string> ExpandVideoText(absl::string_view text,
   for (size_t k = 0; k < pair_times.size(); ++k) {
     std::string expanded;
     for (double t : pair_times[k]) {
-      absl::StrAppend(&expanded, TimestampText(t), "<|vision_start|>", kVideoPad,
-                      "<|vision_end|>");
+      absl::StrAppend(&expanded, TimestampText(t), "<|vision_start|>", kVideoPad, "<|vision_end|>");
     }
     size_t at = out.find(placeholder, from);
     size_t len = placeholder.size();
@@ -39,9 +38,9 @@ absl::StatusOr<std::string> ExpandVideoText(absl::string_view text,
       len = pad.size();
     }
     if (at == std::string::npos) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          field, ": the prompt has ", k, " video placeholders (<|video_pad|>) for ",
-          pair_times.size(), " videos"));
+      return absl::InvalidArgumentError(absl::StrCat(field, ": the prompt has ", k,
+                                                     " video placeholders (<|video_pad|>) for ",
+                                                     pair_times.size(), " videos"));
     }
     out.replace(at, len, expanded);
     from = at + expanded.size();
@@ -52,10 +51,9 @@ absl::StatusOr<std::string> ExpandVideoText(absl::string_view text,
          at = out.find(pad, at + pad.size())) {
       ++extra;
     }
-    return absl::InvalidArgumentError(absl::StrCat(field, ": the prompt has ",
-                                                   pair_times.size() + extra,
-                                                   " video placeholders (<|video_pad|>) for ",
-                                                   pair_times.size(), " videos"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": the prompt has ", pair_times.size() + extra,
+                     " video placeholders (<|video_pad|>) for ", pair_times.size(), " videos"));
   }
   return out;
 }
@@ -85,9 +83,9 @@ absl::StatusOr<VisionSpans> ExpandVisionPads(std::vector<int32_t>& ids, int32_t 
                                                    image_grids.size(), " images"));
   }
   if (pairs != pair_grids.size()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(field, ": the prompt has ", pairs, " video frame placeholders (<|video_pad|>) for ",
-                     pair_grids.size(), " frame pairs"));
+    return absl::InvalidArgumentError(absl::StrCat(field, ": the prompt has ", pairs,
+                                                   " video frame placeholders (<|video_pad|>) for ",
+                                                   pair_grids.size(), " frame pairs"));
   }
   VisionSpans spans;
   std::vector<int32_t> out;
@@ -99,8 +97,8 @@ absl::StatusOr<VisionSpans> ExpandVisionPads(std::vector<int32_t>& ids, int32_t 
       out.push_back(id);
       continue;
     }
-    const vision::ImageGrid& g = image ? image_grids[spans.images.size()]
-                                       : pair_grids[spans.pairs.size()];
+    const vision::ImageGrid& g =
+        image ? image_grids[spans.images.size()] : pair_grids[spans.pairs.size()];
     (image ? spans.images : spans.pairs)
         .push_back({static_cast<int64_t>(out.size()), g.rows(), g.cols()});
     out.insert(out.end(), g.n_tokens(), id);

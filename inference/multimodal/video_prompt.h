@@ -25,7 +25,8 @@
 namespace qwen::multimodal {
 
 // What the chat template writes for a video part.
-inline constexpr absl::string_view kVideoPlaceholder = "<|vision_start|><|video_pad|><|vision_end|>";
+inline constexpr absl::string_view kVideoPlaceholder =
+    "<|vision_start|><|video_pad|><|vision_end|>";
 
 // The processor's f"<{t:.1f} seconds>": correctly rounded from the double, ties to even, as
 // Python's formatting.

@@ -69,6 +69,7 @@ void Sampler::Transform(float* l) const {
 int32_t Sampler::Sample(const float* logits, const uint64_t* allowed) {
   float* l = work_.data();
   std::copy(logits, logits + n_vocab_, l);
+  auto is_allowed = [allowed](int64_t t) { return ((allowed[t >> 6] >> (t & 63)) & 1) != 0; };
   if (allowed != nullptr) {
     const int64_t words = (n_vocab_ + 63) / 64;
     for (int64_t w = 0; w < words; ++w) {
@@ -83,48 +84,70 @@ int32_t Sampler::Sample(const float* logits, const uint64_t* allowed) {
   Transform(l);
   int32_t chosen = 0;
   if (params_.temperature == 0.0f) {
-    chosen = static_cast<int32_t>(std::max_element(l, l + n_vocab_) - l);
+    if (allowed == nullptr) {
+      chosen = static_cast<int32_t>(std::max_element(l, l + n_vocab_) - l);
+    } else {
+      // Among the allowed tokens only: a bias of -inf on every one of them must not let a
+      // masked-out token (also -inf) win the tie.
+      chosen = -1;
+      for (int64_t t = 0; t < n_vocab_; ++t) {
+        if (is_allowed(t) && (chosen < 0 || l[t] > l[chosen])) chosen = static_cast<int32_t>(t);
+      }
+      if (chosen < 0) chosen = 0;  // nothing allowed: the caller's contract says this is not so
+    }
   } else {
     const float inv_t = 1.0f / params_.temperature;
-    // Candidate set: all tokens, or the top k.
+    // Candidate set: all tokens (the allowed ones), or the top k.
     if (allowed != nullptr) {
       candidates_.clear();
       for (int64_t t = 0; t < n_vocab_; ++t) {
-        if ((allowed[t >> 6] >> (t & 63)) & 1) candidates_.push_back(static_cast<int32_t>(t));
+        if (is_allowed(t)) candidates_.push_back(static_cast<int32_t>(t));
       }
     } else {
       candidates_.resize(n_vocab_);
       std::iota(candidates_.begin(), candidates_.end(), 0);
     }
+    // A strict total order (ties: the lower id), so that partial selections agree with a full
+    // sort.
     auto by_logit = [l](int32_t a, int32_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); };
-    const bool need_sort = params_.top_p < 1.0f;
     if (params_.top_k > 0 && params_.top_k < static_cast<int64_t>(candidates_.size())) {
       std::nth_element(candidates_.begin(), candidates_.begin() + params_.top_k, candidates_.end(),
                        by_logit);
       candidates_.resize(params_.top_k);
     }
-    if (need_sort) std::sort(candidates_.begin(), candidates_.end(), by_logit);
     float max_l = -INFINITY;
     for (int32_t t : candidates_) max_l = std::max(max_l, l[t]);
-    // Probabilities (unnormalised) in place of the logits.
-    double total = 0;
-    for (int32_t t : candidates_) {
-      l[t] = std::exp((l[t] - max_l) * inv_t);
-      total += l[t];
-    }
-    if (need_sort) {
-      // Smallest prefix (by probability) whose mass reaches top_p.
+    auto prob = [&](int32_t t) { return std::exp((l[t] - max_l) * inv_t); };
+    if (params_.top_p < 1.0f) {
+      // Smallest prefix (by probability) whose mass reaches top_p. The total needs every
+      // candidate, the prefix only the most likely ones: they are selected and sorted in growing
+      // chunks (nth_element on the rest, then a sort of the chunk), so a peaked distribution
+      // over a 248K vocabulary costs one pass and a sort of a few dozen ids, not a full sort.
+      double total = 0;
+      for (int32_t t : candidates_) total += prob(t);
+      const double target = params_.top_p * total;
+      const size_t n = candidates_.size();
+      size_t sorted = 0, keep = n;
       double cum = 0;
-      size_t keep = candidates_.size();
-      for (size_t i = 0; i < candidates_.size(); ++i) {
-        cum += l[candidates_[i]];
-        if (cum >= params_.top_p * total) {
-          keep = i + 1;
-          break;
+      for (size_t chunk = 64; sorted < n && keep == n; chunk *= 8) {
+        const size_t end = std::min(n, sorted + chunk);
+        auto first = candidates_.begin() + static_cast<std::ptrdiff_t>(sorted);
+        auto last = candidates_.begin() + static_cast<std::ptrdiff_t>(end);
+        if (end < n) std::nth_element(first, last, candidates_.end(), by_logit);
+        std::sort(first, last, by_logit);
+        for (size_t i = sorted; i < end; ++i) {
+          cum += prob(candidates_[i]);
+          if (cum >= target) {
+            keep = i + 1;
+            break;
+          }
         }
+        sorted = end;
       }
       candidates_.resize(keep);
     }
+    // Probabilities (unnormalised) in place of the logits.
+    for (int32_t t : candidates_) l[t] = prob(t);
     if (params_.min_p > 0) {
       float p_max = 0;
       for (int32_t t : candidates_) p_max = std::max(p_max, l[t]);

@@ -64,7 +64,7 @@ struct FrameReader::State {
   int64_t held_key = 0;
   FramePtr ahead;
   int64_t ahead_key = 0;
-  int64_t decoded = 0;   // frames the decoder has output
+  int64_t decoded = 0;  // frames the decoder has output
   bool sent_eof = false;
   bool drained = false;
   int64_t last_target = INT64_MIN;
@@ -179,8 +179,7 @@ absl::StatusOr<vision::RgbImage> FrameReader::Frame(int64_t index,
         av_packet_unref(s.pkt);
         if (err < 0 && err != AVERROR(EAGAIN)) {
           std::string detail = internal::TakeFfmpegMessage();
-          return internal::Corrupt(name_,
-                                   absl::StrCat(info_.codec, " data at frame ", s.decoded),
+          return internal::Corrupt(name_, absl::StrCat(info_.codec, " data at frame ", s.decoded),
                                    detail.empty() ? internal::AvError(err) : detail);
         }
         break;
@@ -193,8 +192,8 @@ absl::StatusOr<vision::RgbImage> FrameReader::Frame(int64_t index,
           ", more than the limit of ", limits_.max_frame_pixels, " pixels (max_frame_pixels)"));
     }
     if (++s.decoded > limits_.max_frames) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          name_, ": it has more than the limit of ", limits_.max_frames, " frames (max_frames)"));
+      return absl::InvalidArgumentError(absl::StrCat(name_, ": it has more than the limit of ",
+                                                     limits_.max_frames, " frames (max_frames)"));
     }
     int64_t key;
     if (by_pts) {
@@ -243,10 +242,9 @@ absl::StatusOr<vision::RgbImage> FrameReader::Frame(int64_t index,
   out.width = info_.width;
   out.height = info_.height;
   out.pixels.resize(static_cast<size_t>(out.width) * out.height * 3);
-  s.sws = sws_getCachedContext(s.sws, f->width, f->height, format, out.width, out.height,
-                               AV_PIX_FMT_RGB24,
-                               SWS_BICUBIC | SWS_ACCURATE_RND | SWS_FULL_CHR_H_INT, nullptr,
-                               nullptr, nullptr);
+  s.sws = sws_getCachedContext(
+      s.sws, f->width, f->height, format, out.width, out.height, AV_PIX_FMT_RGB24,
+      SWS_BICUBIC | SWS_ACCURATE_RND | SWS_FULL_CHR_H_INT, nullptr, nullptr, nullptr);
   if (s.sws == nullptr) {
     return absl::InternalError(absl::StrCat(name_, ": cannot convert its frames to RGB"));
   }
@@ -258,8 +256,8 @@ absl::StatusOr<vision::RgbImage> FrameReader::Frame(int64_t index,
   int dst_stride[4] = {out.width * 3, 0, 0, 0};
   const int rows = sws_scale(s.sws, f->data, f->linesize, 0, f->height, dst, dst_stride);
   if (rows != out.height) {
-    return absl::InternalError(absl::StrCat(name_, ": the RGB conversion gave ", rows, " of ",
-                                            out.height, " rows"));
+    return absl::InternalError(
+        absl::StrCat(name_, ": the RGB conversion gave ", rows, " of ", out.height, " rows"));
   }
   return out;
 }

@@ -24,9 +24,10 @@ namespace {
 // The allow-lists. A container is chosen from the file's leading bytes (SniffVideoContainer),
 // never by FFmpeg's probing, which would try every demuxer it has.
 struct Container {
-  const char* family;    // what VideoInfo::container says
-  const char* demuxer;   // av_find_input_format's name
-  const char* whitelist; // the names the demuxer registers under (AVFormatContext::format_whitelist)
+  const char* family;   // what VideoInfo::container says
+  const char* demuxer;  // av_find_input_format's name
+  const char*
+      whitelist;  // the names the demuxer registers under (AVFormatContext::format_whitelist)
 };
 constexpr Container kContainers[] = {
     {"mp4", "mov", "mov,mp4,m4a,3gp,3g2,mj2"},
@@ -36,13 +37,13 @@ constexpr Container kContainers[] = {
 
 struct Decoder {
   AVCodecID id;
-  const char* name;  // avcodec_find_decoder_by_name: exactly this implementation
-  const char* shown; // in messages
+  const char* name;   // avcodec_find_decoder_by_name: exactly this implementation
+  const char* shown;  // in messages
 };
 // AV1 goes to dav1d (VideoLAN's decoder, what FFmpeg itself prefers) rather than libaom's.
 constexpr Decoder kDecoders[] = {
-    {AV_CODEC_ID_H264, "h264", "H.264"}, {AV_CODEC_ID_HEVC, "hevc", "HEVC"},
-    {AV_CODEC_ID_VP8, "vp8", "VP8"},     {AV_CODEC_ID_VP9, "vp9", "VP9"},
+    {AV_CODEC_ID_H264, "h264", "H.264"},  {AV_CODEC_ID_HEVC, "hevc", "HEVC"},
+    {AV_CODEC_ID_VP8, "vp8", "VP8"},      {AV_CODEC_ID_VP9, "vp9", "VP9"},
     {AV_CODEC_ID_AV1, "libdav1d", "AV1"}, {AV_CODEC_ID_GIF, "gif", "GIF"},
 };
 constexpr char kDecoderNames[] = "h264,hevc,vp8,vp9,libdav1d,gif";
@@ -153,9 +154,9 @@ std::string TakeFfmpegMessage() {
 }
 
 absl::Status Corrupt(absl::string_view name, absl::string_view what, absl::string_view detail) {
-  return absl::InvalidArgumentError(
-      absl::StrCat(name, ": corrupt or truncated ", what, detail.empty() ? "" : " (", detail,
-                   detail.empty() ? "" : ")"));
+  return absl::InvalidArgumentError(absl::StrCat(name, ": corrupt or truncated ", what,
+                                                 detail.empty() ? "" : " (", detail,
+                                                 detail.empty() ? "" : ")"));
 }
 
 absl::StatusOr<std::unique_ptr<Input>> OpenInput(absl::Span<const uint8_t> bytes,
@@ -229,9 +230,9 @@ absl::StatusOr<std::unique_ptr<Input>> OpenInput(absl::Span<const uint8_t> bytes
     return Corrupt(name, family, "no frame size in the header");
   }
   if (int64_t{par->width} * par->height > limits.max_frame_pixels) {
-    return Invalid(name, absl::StrCat(par->width, "x", par->height,
-                                      " frames are larger than the limit of ",
-                                      limits.max_frame_pixels, " pixels (max_frame_pixels)"));
+    return Invalid(
+        name, absl::StrCat(par->width, "x", par->height, " frames are larger than the limit of ",
+                           limits.max_frame_pixels, " pixels (max_frame_pixels)"));
   }
   if (fmt->duration != AV_NOPTS_VALUE && fmt->duration > 0 &&
       static_cast<double>(fmt->duration) / AV_TIME_BASE > limits.max_duration_seconds) {

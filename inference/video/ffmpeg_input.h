@@ -35,9 +35,9 @@ struct Input {
   int64_t size = 0;
   int64_t pos = 0;
 
-  int stream = -1;                  // index of the video stream in fmt
+  int stream = -1;                   // index of the video stream in fmt
   const AVCodec* decoder = nullptr;  // allow-listed decoder for it
-  std::string container;            // "mp4", "matroska", "gif"
+  std::string container;             // "mp4", "matroska", "gif"
 
   AVStream* video() const { return fmt->streams[stream]; }
 };

@@ -13,10 +13,7 @@ class FileFrameSource : public FrameSource {
  public:
   FileFrameSource(std::shared_ptr<const std::string> bytes, VideoInfo info, VideoLimits limits,
                   std::string name)
-      : bytes_(std::move(bytes)),
-        info_(std::move(info)),
-        limits_(limits),
-        name_(std::move(name)) {}
+      : bytes_(std::move(bytes)), info_(std::move(info)), limits_(limits), name_(std::move(name)) {}
 
   absl::StatusOr<vision::RgbImage> Frame(int64_t index,
                                          const std::function<bool()>& cancelled) override {
@@ -102,8 +99,7 @@ absl::StatusOr<std::shared_ptr<const std::vector<float>>> PairEncoder::Pixels(
   return last_pixels_;
 }
 
-absl::StatusOr<std::vector<float>> PairEncoder::EncodePair(int64_t pair,
-                                                           ops::ComputeContext& ctx) {
+absl::StatusOr<std::vector<float>> PairEncoder::EncodePair(int64_t pair, ops::ComputeContext& ctx) {
   if (pair < 0 || pair >= plan_.n_pairs()) {
     return absl::InvalidArgumentError(
         absl::StrCat("frame pair ", pair, " of ", plan_.n_pairs(), " pairs"));

@@ -57,7 +57,7 @@ class PairEncoder {
  private:
   // Normalised pixels of plan frame `k` (the last one is kept: padding repeats it).
   absl::StatusOr<std::shared_ptr<const std::vector<float>>> Pixels(int64_t k,
-                                                                    ops::ComputeContext& ctx)
+                                                                   ops::ComputeContext& ctx)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::shared_ptr<const vision::VisionEncoder> encoder_;

@@ -87,7 +87,8 @@ absl::StatusOr<VideoInfo> ProbeVideo(absl::Span<const uint8_t> bytes, const Vide
     if (err == AVERROR_EOF) break;
     if (err < 0) {
       std::string detail = internal::TakeFfmpegMessage();
-      return internal::Corrupt(name, in->container, detail.empty() ? internal::AvError(err) : detail);
+      return internal::Corrupt(name, in->container,
+                               detail.empty() ? internal::AvError(err) : detail);
     }
     const bool ours = pkt->stream_index == in->stream;
     const int flags = pkt->flags;
@@ -103,8 +104,8 @@ absl::StatusOr<VideoInfo> ProbeVideo(absl::Span<const uint8_t> bytes, const Vide
     }
     if ((flags & AV_PKT_FLAG_DISCARD) || size == 0) continue;  // decoded, never shown
     if (static_cast<int64_t>(stamps.size()) >= limits.max_frames) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          name, ": it has more than the limit of ", limits.max_frames, " frames (max_frames)"));
+      return absl::InvalidArgumentError(absl::StrCat(name, ": it has more than the limit of ",
+                                                     limits.max_frames, " frames (max_frames)"));
     }
     if (ts == AV_NOPTS_VALUE) have_ts = false;
     if (have_ts) {
@@ -123,9 +124,9 @@ absl::StatusOr<VideoInfo> ProbeVideo(absl::Span<const uint8_t> bytes, const Vide
   }
   // MP4's sample table says how many frames there are: fewer packets means the data stops early.
   if (st->nb_frames > 0 && packets < st->nb_frames) {
-    return internal::Corrupt(name, in->container,
-                             absl::StrCat("the data ends after ", packets, " of its ",
-                                          st->nb_frames, " frames"));
+    return internal::Corrupt(
+        name, in->container,
+        absl::StrCat("the data ends after ", packets, " of its ", st->nb_frames, " frames"));
   }
   const int64_t n = static_cast<int64_t>(stamps.size());
   info.n_frames = n;
@@ -165,8 +166,7 @@ absl::StatusOr<VideoInfo> ProbeVideo(absl::Span<const uint8_t> bytes, const Vide
                         name, info.duration_seconds, limits.max_duration_seconds));
   }
   // A Matroska/WebM header gives the duration; data that stops well short of it was cut off.
-  if (in->container == "matroska" && in->fmt->duration != AV_NOPTS_VALUE &&
-      in->fmt->duration > 0) {
+  if (in->container == "matroska" && in->fmt->duration != AV_NOPTS_VALUE && in->fmt->duration > 0) {
     const double header = static_cast<double>(in->fmt->duration) / AV_TIME_BASE;
     const double frame = info.duration_seconds / static_cast<double>(n);
     if (info.duration_seconds + 2 * frame + 0.05 < header) {

@@ -28,8 +28,8 @@ absl::Status CheckOptions(const VideoOptions& o) {
     return absl::InvalidArgumentError(absl::StrCat("min_frames: ", o.min_frames, " is below 1"));
   }
   if (o.min_pixels < 1 || o.max_pixels < o.min_pixels) {
-    return absl::InvalidArgumentError(absl::StrCat("max_pixels: ", o.max_pixels,
-                                                   " is below min_pixels (", o.min_pixels, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_pixels: ", o.max_pixels, " is below min_pixels (", o.min_pixels, ")"));
   }
   return absl::OkStatus();
 }
@@ -85,8 +85,8 @@ absl::StatusOr<vision::ImageGrid> PlanVideoGrid(int64_t n_frames, int width, int
     w = std::floor(w * scale);
   }
   if (std::max(h, w) / std::min(h, w) > kMaxAspectRatio) {
-    return absl::InvalidArgumentError(absl::StrCat("frames of ", width, "x", height,
-                                                   ": aspect ratio above ", kMaxAspectRatio));
+    return absl::InvalidArgumentError(
+        absl::StrCat("frames of ", width, "x", height, ": aspect ratio above ", kMaxAspectRatio));
   }
   const double t = static_cast<double>(n_frames);
   double h_bar = RoundHalfEven(h / factor) * factor;
@@ -105,8 +105,8 @@ absl::StatusOr<vision::ImageGrid> PlanVideoGrid(int64_t n_frames, int width, int
   }
   // Sides past any sensible frame (a degenerate budget) are refused rather than allocated.
   if (h_bar > 1 << 15 || w_bar > 1 << 15) {
-    return absl::InvalidArgumentError(absl::StrCat("min_pixels: ", options.min_pixels,
-                                                   " makes frames of ", w_bar, "x", h_bar));
+    return absl::InvalidArgumentError(
+        absl::StrCat("min_pixels: ", options.min_pixels, " makes frames of ", w_bar, "x", h_bar));
   }
   vision::ImageGrid grid;
   grid.merge = config.spatial_merge_size;
@@ -136,20 +136,19 @@ absl::StatusOr<VideoPlan> PlanFrames(const std::vector<double>& times, int width
   RETURN_IF_ERROR(CheckOptions(options));
   if (times.empty()) return absl::InvalidArgumentError("frames: none given");
   if (static_cast<int64_t>(times.size()) > options.max_frames) {
-    return absl::InvalidArgumentError(absl::StrCat("frames: ", times.size(),
-                                                   " frames is more than max_frames (",
-                                                   options.max_frames, ")"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "frames: ", times.size(), " frames is more than max_frames (", options.max_frames, ")"));
   }
   for (size_t k = 0; k < times.size(); ++k) {
     if (!std::isfinite(times[k]) || times[k] < 0 || (k > 0 && times[k] < times[k - 1])) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "frames[", k, "].timestamp: ", times[k],
-          " is not a time in seconds at or after the previous frame's"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("frames[", k, "].timestamp: ", times[k],
+                       " is not a time in seconds at or after the previous frame's"));
     }
   }
   VideoPlan plan;
-  ASSIGN_OR_RETURN(plan.grid, PlanVideoGrid(static_cast<int64_t>(times.size()), width, height,
-                                            config, options));
+  ASSIGN_OR_RETURN(
+      plan.grid, PlanVideoGrid(static_cast<int64_t>(times.size()), width, height, config, options));
   for (size_t k = 0; k < times.size(); ++k) plan.frames.push_back(static_cast<int64_t>(k));
   plan.times = times;
   if (plan.frames.size() % kTemporalPatch != 0) {

@@ -173,9 +173,10 @@ class FrameReader {
  public:
   // `info` is ProbeVideo's answer for the same bytes. `cancelled`, when set, is polled for each
   // decoded frame: a reader asked to stop returns CANCELLED.
-  static absl::StatusOr<std::unique_ptr<FrameReader>> Open(
-      std::shared_ptr<const std::string> bytes, const VideoInfo& info, const VideoLimits& limits,
-      std::string name = "video");
+  static absl::StatusOr<std::unique_ptr<FrameReader>> Open(std::shared_ptr<const std::string> bytes,
+                                                           const VideoInfo& info,
+                                                           const VideoLimits& limits,
+                                                           std::string name = "video");
   ~FrameReader();
 
   // The frame shown at the time of frame `index` of `info` (that frame, in any sane file; for a

@@ -178,6 +178,51 @@ absl::StatusOr<RgbImage> DecodeWebp(absl::Span<const uint8_t> bytes, const Decod
   return image;
 }
 
+// The dimensions from each format's header, without decoding a pixel.
+absl::StatusOr<ImageInfo> JpegInfo(absl::Span<const uint8_t> bytes, absl::string_view name) {
+  jpeg_decompress_struct cinfo;
+  JpegError err;
+  std::memset(&err, 0, sizeof(err));
+  cinfo.err = jpeg_std_error(&err.mgr);
+  err.mgr.error_exit = JpegErrorExit;
+  err.mgr.emit_message = JpegEmitMessage;
+  if (setjmp(err.jump)) {
+    jpeg_destroy_decompress(&cinfo);
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, ": corrupt or truncated JPEG header (", err.message, ")"));
+  }
+  jpeg_create_decompress(&cinfo);
+  jpeg_mem_src(&cinfo, bytes.data(), static_cast<unsigned long>(bytes.size()));
+  jpeg_read_header(&cinfo, TRUE);
+  ImageInfo info{"jpeg", static_cast<int>(cinfo.image_width), static_cast<int>(cinfo.image_height)};
+  jpeg_destroy_decompress(&cinfo);
+  return info;
+}
+
+absl::StatusOr<ImageInfo> PngInfo(absl::Span<const uint8_t> bytes, absl::string_view name) {
+  png_image png;
+  std::memset(&png, 0, sizeof(png));
+  png.version = PNG_IMAGE_VERSION;
+  if (!png_image_begin_read_from_memory(&png, bytes.data(), bytes.size())) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ": corrupt PNG (", png.message, ")"));
+  }
+  ImageInfo info{"png", static_cast<int>(png.width), static_cast<int>(png.height)};
+  png_image_free(&png);
+  return info;
+}
+
+absl::StatusOr<ImageInfo> WebpInfo(absl::Span<const uint8_t> bytes, absl::string_view name) {
+  WebPBitstreamFeatures features;
+  if (WebPGetFeatures(bytes.data(), bytes.size(), &features) != VP8_STATUS_OK) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ": corrupt or truncated WebP header"));
+  }
+  if (features.has_animation) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, ": animated WebP is not supported (send one frame)"));
+  }
+  return ImageInfo{"webp", features.width, features.height};
+}
+
 }  // namespace
 
 absl::string_view SniffImageFormat(absl::Span<const uint8_t> b) {
@@ -200,6 +245,28 @@ absl::StatusOr<RgbImage> DecodeImage(absl::Span<const uint8_t> bytes, const Deco
   if (format == "webp") return DecodeWebp(bytes, limits, name);
   return absl::InvalidArgumentError(
       absl::StrCat(name, ": unknown image format (supported: JPEG, PNG, WebP)"));
+}
+
+absl::StatusOr<ImageInfo> ReadImageInfo(absl::Span<const uint8_t> bytes, const DecodeLimits& limits,
+                                        absl::string_view name) {
+  if (bytes.empty()) return absl::InvalidArgumentError(absl::StrCat(name, ": no image data"));
+  if (bytes.size() > limits.max_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        name, ": ", bytes.size(), " bytes is too large (at most ", limits.max_bytes, ")"));
+  }
+  const absl::string_view format = SniffImageFormat(bytes);
+  absl::StatusOr<ImageInfo> info =
+      format == "jpeg"   ? JpegInfo(bytes, name)
+      : format == "png"  ? PngInfo(bytes, name)
+      : format == "webp" ? WebpInfo(bytes, name)
+                         : absl::InvalidArgumentError(absl::StrCat(
+                               name, ": unknown image format (supported: JPEG, PNG, WebP)"));
+  if (!info.ok()) return info.status();
+  const char* label = format == "jpeg" ? "JPEG" : format == "png" ? "PNG" : "WebP";
+  if (absl::Status st = CheckSize(info->width, info->height, limits, name, label); !st.ok()) {
+    return st;
+  }
+  return info;
 }
 
 absl::StatusOr<std::vector<uint8_t>> EncodePng(const RgbImage& image) {

@@ -38,6 +38,21 @@ struct DecodeLimits {
 // view for anything else.
 absl::string_view SniffImageFormat(absl::Span<const uint8_t> bytes);
 
+// An image's format ("jpeg", "png", "webp") and size, as its header gives them.
+struct ImageInfo {
+  absl::string_view format;
+  int width = 0;
+  int height = 0;
+};
+
+// Reads only the header: the format, the size, and the same limits DecodeImage checks before
+// it decodes (bytes, pixels, smallest side), at the cost of a few hundred bytes of parsing
+// instead of up to max_pixels x 3 bytes of pixels. A body that is corrupt after a good header is
+// not noticed here; DecodeImage refuses it. Errors as DecodeImage's. Thread-safe.
+absl::StatusOr<ImageInfo> ReadImageInfo(absl::Span<const uint8_t> bytes,
+                                        const DecodeLimits& limits = {},
+                                        absl::string_view name = "image");
+
 // Decodes a JPEG (baseline and progressive, grey/RGB/CMYK), PNG (any bit depth, palette, grey,
 // alpha; 16-bit samples are reduced to 8) or WebP (lossy/lossless, still) image to RGB. Alpha is
 // dropped (composited over nothing: the colour channels are kept as stored). Errors are

@@ -5,9 +5,9 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "inference/chat/fuzz_entry.h"
 #include "nlohmann/json.hpp"
 #include "tests/common/test_util.h"
+#include "tests/fuzz/chat_fuzz_entry.h"
 
 namespace qwen::chat {
 namespace {

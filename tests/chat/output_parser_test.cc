@@ -5,8 +5,8 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "inference/chat/fuzz_entry.h"
 #include "nlohmann/json.hpp"
+#include "tests/fuzz/chat_fuzz_entry.h"
 
 namespace qwen::chat {
 namespace {

@@ -58,12 +58,26 @@ TEST(Inspect, JsonHasMetadataTensorsAndBytesByType) {
   EXPECT_EQ(sum, tensors);
 }
 
+// Every fixture's full description, against the expected text in tests/data/inspect/ (the
+// metadata, layout, tensor table and totals; reviewed when they were written). After a change
+// to the output that is meant, rewrite them with
+//   (cd tests/data && for f in ...; do ../../build/bin/qwen inspect $f > inspect/NAME.txt; done)
+// and read the diff.
 TEST(Inspect, ReadsEveryFixture) {
-  for (const char* rel :
-       {"models/tiny-qwen35-f32.gguf", "models/tiny-qwen35-mtp-q3_k_m.gguf",
-        "models/tiny-qwen35-ollama-q3_k_m.gguf", "models/mmproj-tiny-qwen35-f16.gguf",
-        "tokenizer/qwen3-vocab-qwen35pre.gguf"}) {
-    EXPECT_EQ(RunCommand(Qwen() + " inspect " + DataPath(rel) + " > /dev/null").status, 0) << rel;
+  const std::pair<const char*, const char*> cases[] = {
+      {"models/tiny-qwen35-f32.gguf", "inspect/tiny-qwen35-f32.txt"},
+      {"models/tiny-qwen35-mtp-q3_k_m.gguf", "inspect/tiny-qwen35-mtp-q3_k_m.txt"},
+      {"models/tiny-qwen35-ollama-q3_k_m.gguf", "inspect/tiny-qwen35-ollama-q3_k_m.txt"},
+      {"models/mmproj-tiny-qwen35-f16.gguf", "inspect/mmproj-tiny-qwen35-f16.txt"},
+      {"tokenizer/qwen3-vocab-qwen35pre.gguf", "inspect/qwen3-vocab-qwen35pre.txt"}};
+  for (const auto& [file, expected] : cases) {
+    // From the data folder, so that the "file:" line is the same relative path everywhere.
+    CommandResult r =
+        RunCommand(absl::StrCat("cd '", DataPath(""), "' && ", Qwen(), " inspect ", file, " 2>&1"));
+    ASSERT_EQ(r.status, 0) << file << ": " << r.out;
+    const std::string want = ReadFile(DataPath(expected));
+    ASSERT_FALSE(want.empty()) << expected;
+    EXPECT_EQ(r.out, want) << file;
   }
 }
 
@@ -196,6 +210,65 @@ TEST(Generate, TextAndChatPrompts) {
   ASSERT_EQ(c.status, 0) << c.out;
   auto m = nlohmann::json::parse(c.out)["message"];
   EXPECT_TRUE(m.contains("reasoning") && m.contains("content") && m.contains("tool_calls"));
+}
+
+// One binary holds every command's flags: a command refuses the others' (and unknown ones)
+// instead of ignoring them, with status 2 and a line naming the flag.
+TEST(Flags, ACommandRefusesFlagsOfOtherCommands) {
+  const std::string model = DataPath("models/tiny-qwen35-q3_k_m.gguf");
+  struct Case {
+    std::string args;
+    std::string message;
+  };
+  const Case cases[] = {
+      {"serve --check_config --temperature 0.5 --max_tokens 9",
+       "qwen serve: --temperature is not a flag of qwen serve"},
+      {"serve --temperature=0.5 --model " + model, "--temperature is not a flag of qwen serve"},
+      {"serve --check_config --max-tokens 9", "--max_tokens is not a flag of qwen serve"},
+      {"serve --check_config --tokens 1,2", "--tokens is not a flag of qwen serve"},
+      {"serve --check_config --no_such_flag=1", "qwen serve: unknown flag --no_such_flag"},
+      {"tokenize --model " + model + " --workers 2 --text hi",
+       "--workers is not a flag of qwen tokenize"},
+      {"generate --model " + model + " --tokens 1 --slots 3",
+       "--slots is not a flag of qwen generate"},
+      {"inspect --noignore_eos " + model, "--ignore_eos is not a flag of qwen inspect"},
+      {"inspect --threads 2 " + model, "--threads is not a flag of qwen inspect"},
+      {"synth --shape tiny --out /dev/null --kv_type f32", "--kv_type is not a flag of qwen synth"},
+  };
+  for (const Case& c : cases) {
+    CommandResult r = RunCommand(absl::StrCat(Qwen(), " ", c.args, " 2>&1"));
+    EXPECT_EQ(r.status, 2) << c.args << "\n" << r.out;
+    EXPECT_TRUE(absl::StrContains(r.out, c.message)) << c.args << "\n" << r.out;
+  }
+  // Its own flags, either spelling, --name value and --noflag, and Abseil's help.
+  CommandResult r = RunCommand(absl::StrCat(Qwen(), " serve --check_config --model ", model,
+                                            " --workers 3 --ctx-size=1024 --nojson 2>&1"));
+  EXPECT_EQ(r.status, 0) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "  --workers=3")) << r.out;
+  r = RunCommand(absl::StrCat(Qwen(), " serve --helpshort 2>&1"));
+  EXPECT_TRUE(absl::StrContains(r.out, "--grace_period")) << r.out;
+  EXPECT_FALSE(absl::StrContains(r.out, "--temperature")) << r.out;
+  // A flag's value is not read as a flag.
+  r = RunCommand(absl::StrCat(Qwen(), " tokenize --model ", model, " --text --workers 2>&1"));
+  EXPECT_EQ(r.status, 0) << r.out;
+}
+
+// synth's vocabulary and chat template are built into the program: it works from any folder.
+TEST(Synth, WorksFromAnyDirectory) {
+  const std::string dir = ::testing::TempDir() + "/synth-elsewhere";
+  const std::string out = dir + "/tiny.gguf";
+  CommandResult r =
+      RunCommand(absl::StrCat("mkdir -p '", dir, "' && cd '", dir, "' && ", Qwen(),
+                              " synth --shape tiny --type q8_0 --out ", out, " 2>&1"));
+  ASSERT_EQ(r.status, 0) << r.out;
+  r = RunCommand(absl::StrCat(Qwen(), " inspect --json ", out));
+  ASSERT_EQ(r.status, 0) << r.out;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  // The real Qwen3 vocabulary (its merges; byte tokens alone have none), and Qwen3.5's
+  // template, byte for byte.
+  EXPECT_GT(j["metadata"]["tokenizer.ggml.merges"].size(), 100000u);
+  EXPECT_EQ(j["metadata"]["tokenizer.chat_template"],
+            ReadFile(DataPath("chat/qwen3.5-chat-template.jinja")));
 }
 
 TEST(Generate, BadInputExitsTwoWithAMessage) {

@@ -4,11 +4,14 @@
 
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "absl/strings/string_view.h"
 
@@ -34,6 +37,24 @@ inline std::string ReadFile(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+// README.md followed by every docs/*.md (in name order): where the commands users copy against
+// a server of their own are. docs/deploy.md is left out: its commands address a cluster (through
+// a port-forward, with the release's tokens), and tests/deploy holds them. Run from the
+// repository root, as ctest runs the tests.
+inline std::string ReadUserDocs() {
+  std::string out = ReadFile("README.md");
+  std::vector<std::string> pages;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("docs", ec)) {
+    if (e.path().extension() == ".md" && e.path().filename() != "deploy.md") {
+      pages.push_back(e.path().string());
+    }
+  }
+  std::sort(pages.begin(), pages.end());
+  for (const std::string& p : pages) out += "\n" + ReadFile(p);
+  return out;
 }
 
 struct CommandResult {

@@ -605,7 +605,9 @@ class RenderTest(unittest.TestCase):
             for workers, slots, ctx, kv in ((2, 4, 2048, "f16"), (3, 2, 8192, "f32")):
                 code, out, err = d.check_config({
                     "model": d.TINY_MODEL, "workers": workers, "slots": slots,
-                    "ctx_size": ctx, "kv_type": kv, "threads": 1, "socket_dir": sockets})
+                    "ctx_size": ctx, "kv_type": kv, "threads": 1, "socket_dir": sockets,
+                    # The chart always passes its own budget; the server's default is auto.
+                    "prefix_cache_mb": self.defaults["server"]["prefixCacheMb"]})
                 self.assertEqual(code, 0, err)
                 m = out["memory"]
                 kv16 = m["kv_bytes_per_token"] // (2 if kv == "f32" else 1)

@@ -557,7 +557,8 @@ TEST_F(EngineTest, CancellingAVideoStopsWithinOneFramePair) {
     pair.offset = 2 + 5 * k;
     pair.rows = 1;
     pair.cols = 2;
-    pair.encode = [started, release, E](ops::ComputeContext&) -> absl::StatusOr<std::vector<float>> {
+    pair.encode = [started, release,
+                   E](ops::ComputeContext&) -> absl::StatusOr<std::vector<float>> {
       started->fetch_add(1);
       release->WaitForNotificationWithTimeout(absl::Seconds(60));
       return std::vector<float>(2 * E, 0.0f);

@@ -1,7 +1,8 @@
 // The chat renderer on arbitrary JSON requests with Qwen3.5's own template
 // (tests/data/chat/qwen3.5-chat-template.jinja): never a crash, a hang or an INTERNAL error;
 // invalid conversations are ordinary INVALID_ARGUMENT errors. The template is compiled once,
-// with the limits RenderChatForFuzzing uses (chat/fuzz_entry.cc), and rendered per input.
+// with the limits RenderChatForFuzzing uses (tests/fuzz/chat_fuzz_entry.cc), and rendered per
+// input.
 #include <cstddef>
 #include <cstdint>
 #include <memory>

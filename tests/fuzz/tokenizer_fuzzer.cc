@@ -9,9 +9,9 @@
 
 #include "absl/strings/string_view.h"
 #include "inference/gguf/gguf_file.h"
-#include "inference/tokenizer/fuzz_entry.h"
 #include "inference/tokenizer/tokenizer.h"
 #include "tests/fuzz/fuzz_util.h"
+#include "tests/fuzz/tokenizer_fuzz_entry.h"
 
 namespace {
 

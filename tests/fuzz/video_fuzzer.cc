@@ -33,7 +33,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   limits.max_frame_pixels = 320 * 240;
   limits.max_frames = 240;
   limits.max_duration_seconds = 600;
-  absl::StatusOr<video::VideoInfo> info = video::ProbeVideo(absl::MakeConstSpan(data, size), limits);
+  absl::StatusOr<video::VideoInfo> info =
+      video::ProbeVideo(absl::MakeConstSpan(data, size), limits);
   Check(info.status(), "ProbeVideo");
   if (!info.ok()) return 0;
   if (info->n_frames < 1 || info->frame_times.size() != static_cast<size_t>(info->n_frames)) {

@@ -327,7 +327,9 @@ TEST_F(ConstrainedGenerationTest, ToolCallArgumentsValidate) {
       po.reasoning_open = false;
       po.tools = tools;
       const chat::ParsedOutput out = chat::OutputParser::Parse(r.text, po);
-      if (required) EXPECT_FALSE(out.tool_calls.empty()) << r.text;
+      if (required) {
+        EXPECT_FALSE(out.tool_calls.empty()) << r.text;
+      }
       for (const chat::ToolCall& c : out.tool_calls) {
         ++calls;
         ASSERT_TRUE(c.valid) << c.error << ": " << c.raw;
@@ -341,7 +343,9 @@ TEST_F(ConstrainedGenerationTest, ToolCallArgumentsValidate) {
             << why << ": " << c.raw;
       }
     }
-    if (required) EXPECT_GT(calls, 20);
+    if (required) {
+      EXPECT_GT(calls, 20);
+    }
   }
 }
 
@@ -355,8 +359,10 @@ TEST_F(ConstrainedGenerationTest, ConstraintStartsAfterReasoning) {
   ASSERT_TRUE(g.ok());
   const int32_t close = tokenizer_->PieceToId("</think>");
   ASSERT_GE(close, 0);
+  // Seeds until six reasoning blocks closed and answered (how many seeds that takes depends on
+  // the kernels' rounding: 5 of the first 20 at the AVX2 level, more at AVX-512's).
   int finished = 0;
-  for (int k = 0; k < 20; ++k) {
+  for (int k = 0; k < 60 && finished <= 5; ++k) {
     engine::GenerationRequest r;
     r.id = 100000 + k;
     r.prompt = tokenizer_->Encode("<think>\n", true);

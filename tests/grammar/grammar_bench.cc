@@ -8,8 +8,8 @@
 #include <random>
 
 #include "benchmark/benchmark.h"
+#include "cli/bench_schema.h"
 #include "inference/gguf/gguf_file.h"
-#include "inference/grammar/bench_schema.h"
 #include "inference/grammar/spec.h"
 #include "inference/tokenizer/tokenizer.h"
 

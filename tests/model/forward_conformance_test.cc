@@ -16,6 +16,14 @@ struct Expectation {
   const char* reference;
   ops::MathMode mode;
   double max_rel_rms;
+  // The share of confident rows (the reference's top two logits more than 0.05 apart) whose
+  // argmax must agree with the reference's. 1 for float32 math. The fast path rounds activations
+  // to 8 bits per block, as llama.cpp does; with these random weights that moves the logits by
+  // 6-15% RMS with heavy tails, so that even rows whose top two logits are half the row's RMS
+  // apart sometimes swap (measured: 80-91% agreement on Q3_K_M to Q8_0). A broken kernel
+  // collapses the agreement long before it breaks the RMS bound, so the fast path is held to a
+  // floor under what it measures.
+  double min_argmax_agreement;
   // Compute from the packed copy of the weights (the kernels' packed layout) instead of the
   // file's rows.
   bool packed = false;
@@ -58,8 +66,12 @@ TEST_P(ForwardConformance, TeacherForcedLogitsMatch) {
     std::printf("%-40s %-7s rel_rms %.5f argmax %d/%d\n", e.reference, c.name.c_str(), rms, agree,
                 compared);
     EXPECT_LT(rms, e.max_rel_rms) << e.model << " " << c.name;
-    if (e.max_rel_rms <= 0.005) {
+    ASSERT_GT(compared, 0) << c.name;
+    if (e.min_argmax_agreement >= 1) {
       EXPECT_EQ(agree, compared) << e.model << " " << c.name;
+    } else {
+      EXPECT_GE(static_cast<double>(agree) / compared, e.min_argmax_agreement)
+          << e.model << " " << c.name << ": " << agree << " of " << compared << " confident rows";
     }
   }
 }
@@ -68,31 +80,32 @@ INSTANTIATE_TEST_SUITE_P(
     Fixtures, ForwardConformance,
     ::testing::Values(
         Expectation{"models/tiny-qwen35-f32.gguf", "reference/llama.cpp/f32", ops::MathMode::kFast,
-                    0.005},
+                    0.005, 1},
         Expectation{"models/tiny-qwen35-f16.gguf", "reference/exact/f16", ops::MathMode::kFast,
-                    0.005},
+                    0.005, 1},
         // Reference math: float32 products of dequantized weights, as the exact reference.
         Expectation{"models/tiny-qwen35-q8_0.gguf", "reference/exact/q8_0",
-                    ops::MathMode::kReference, 0.005},
+                    ops::MathMode::kReference, 0.005, 1},
         Expectation{"models/tiny-qwen35-q4_k_m.gguf", "reference/exact/q4_k_m",
-                    ops::MathMode::kReference, 0.005},
+                    ops::MathMode::kReference, 0.005, 1},
         Expectation{"models/tiny-qwen35-q3_k_m.gguf", "reference/exact/q3_k_m",
-                    ops::MathMode::kReference, 0.005},
+                    ops::MathMode::kReference, 0.005, 1},
         // Fast math rounds activations to 8 bits per block (scale amax / 127) before each
         // product, like llama.cpp, whose own distance to `exact` is 0.06-0.09 on Q8_0 and
         // 0.10-0.15 on the k-quant files (random weights amplify it). We expect the same and
-        // hold every case to 0.2.
+        // hold every case to 0.2, and its argmax to 85% (Q8_0) or 75% (k-quants) of the
+        // confident rows (see min_argmax_agreement).
         Expectation{"models/tiny-qwen35-q8_0.gguf", "reference/exact/q8_0", ops::MathMode::kFast,
-                    0.2},
+                    0.2, 0.85},
         Expectation{"models/tiny-qwen35-q4_k_m.gguf", "reference/exact/q4_k_m",
-                    ops::MathMode::kFast, 0.2},
+                    ops::MathMode::kFast, 0.2, 0.75},
         Expectation{"models/tiny-qwen35-q3_k_m.gguf", "reference/exact/q3_k_m",
-                    ops::MathMode::kFast, 0.2},
+                    ops::MathMode::kFast, 0.2, 0.75},
         // The same on the packed copy (what a server computes with on AVX-512).
         Expectation{"models/tiny-qwen35-q4_k_m.gguf", "reference/exact/q4_k_m",
-                    ops::MathMode::kFast, 0.2, true},
+                    ops::MathMode::kFast, 0.2, 0.75, true},
         Expectation{"models/tiny-qwen35-q3_k_m.gguf", "reference/exact/q3_k_m",
-                    ops::MathMode::kFast, 0.2, true}),
+                    ops::MathMode::kFast, 0.2, 0.75, true}),
     [](const auto& info) {
       std::string s = std::string(info.param.reference) + "_" +
                       (info.param.mode == ops::MathMode::kFast ? "fast" : "reference") +

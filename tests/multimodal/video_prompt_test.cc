@@ -12,12 +12,12 @@ namespace {
 TEST(TimestampText, RoundsAsPython) {
   EXPECT_EQ(TimestampText(0.0), "<0.0 seconds>");
   EXPECT_EQ(TimestampText(0.3), "<0.3 seconds>");
-  EXPECT_EQ(TimestampText(0.25), "<0.2 seconds>");                // exact tie: to even
-  EXPECT_EQ(TimestampText(0.75), "<0.8 seconds>");                // exact tie: to even
-  EXPECT_EQ(TimestampText((1.2 + 1.9) / 2), "<1.5 seconds>");     // 1.5499999999999998
-  EXPECT_EQ(TimestampText(1.55), "<1.6 seconds>");                // 1.55000000000000004
+  EXPECT_EQ(TimestampText(0.25), "<0.2 seconds>");             // exact tie: to even
+  EXPECT_EQ(TimestampText(0.75), "<0.8 seconds>");             // exact tie: to even
+  EXPECT_EQ(TimestampText((1.2 + 1.9) / 2), "<1.5 seconds>");  // 1.5499999999999998
+  EXPECT_EQ(TimestampText(1.55), "<1.6 seconds>");             // 1.55000000000000004
   EXPECT_EQ(TimestampText(1.5625), "<1.6 seconds>");
-  EXPECT_EQ(TimestampText(123.45), "<123.5 seconds>");            // 123.4500000000000028
+  EXPECT_EQ(TimestampText(123.45), "<123.5 seconds>");  // 123.4500000000000028
 }
 
 TEST(ExpandVideoText, WritesEachPairAsTheProcessorDoes) {
@@ -77,7 +77,8 @@ TEST(ExpandVisionPads, WidensImagesAndPairsInOnePass) {
   std::vector<int32_t> wrong = {kVideo, kVideo};
   absl::StatusOr<VisionSpans> bad = ExpandVisionPads(wrong, kImage, {}, kVideo, {pair}, "chat");
   ASSERT_FALSE(bad.ok());
-  EXPECT_TRUE(absl::StrContains(bad.status().message(), "2 video frame placeholders")) << bad.status();
+  EXPECT_TRUE(absl::StrContains(bad.status().message(), "2 video frame placeholders"))
+      << bad.status();
 }
 
 }  // namespace

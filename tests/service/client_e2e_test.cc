@@ -174,7 +174,7 @@ TEST_F(ClientE2eTest, ErrorsGoToStandardErrorWithTheStatus) {
 // The README's `build/bin/qwen client` commands (in ```sh blocks, with backslash continuations
 // and double-quoted words) run against the test server, with tools.json written for them.
 TEST_F(ClientE2eTest, ReadmeCommandsWork) {
-  const std::string readme = ReadFile("README.md");
+  const std::string readme = ReadUserDocs();
   ASSERT_FALSE(readme.empty());
   std::vector<std::vector<std::string>> commands;
   bool in_sh = false;
@@ -217,7 +217,7 @@ TEST_F(ClientE2eTest, ReadmeCommandsWork) {
     }
     pending.clear();
   }
-  ASSERT_EQ(commands.size(), 3u);
+  ASSERT_GE(commands.size(), 3u);  // the README's and docs/cli.md's
 
   char tools[] = "/tmp/qwen-readme-tools-XXXXXX.json";
   const int fd = mkstemps(tools, 5);

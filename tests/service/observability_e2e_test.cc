@@ -247,11 +247,15 @@ TEST_F(ObservabilityE2eTest, MetricsAndLogsAccountForEveryRequest) {
 }
 
 // A request gRPC cannot parse (a string field that is not UTF-8) never reaches GenerateCall; it
-// is still one request line and one count.
+// is still one request line, one count and one observation of the duration histogram (whose
+// count the README promises equals the Generate calls).
 TEST_F(ObservabilityE2eTest, AnUnparsableGenerateIsCountedAndLogged) {
   auto stub = server_->Stub();
-  const double before = MetricValue(Scrape(), "qwen_requests_total",
+  const std::vector<MetricSample> start = Scrape();
+  const double before = MetricValue(start, "qwen_requests_total",
                                     {{"method", "Generate"}, {"code", "INVALID_ARGUMENT"}});
+  const double durations_before =
+      std::max(MetricValue(start, "qwen_request_duration_seconds_count"), 0.0);
   v1::GenerateRequest req;
   req.set_prompt("caf\xc3 \xff");
   grpc::ClientContext ctx;
@@ -276,6 +280,7 @@ TEST_F(ObservabilityE2eTest, AnUnparsableGenerateIsCountedAndLogged) {
   EXPECT_EQ(
       MetricValue(m, "qwen_requests_total", {{"method", "Generate"}, {"code", "INVALID_ARGUMENT"}}),
       std::max(before, 0.0) + 1);
+  EXPECT_EQ(MetricValue(m, "qwen_request_duration_seconds_count"), durations_before + 1);
   int lines = 0;
   for (const nlohmann::json& j : LogLines()) {
     if (j.value("component", "") == "request" && j.value("request_id", "") == "obs-unparsed") {

@@ -1,7 +1,8 @@
-// The README's grpcurl commands, checked against the running server (grpcurl itself is not
-// installable here): each service, method or symbol must be known to reflection, each -d body
-// must parse as the method's request type with protobuf's JSON parser (what grpcurl uses), and
-// each call must succeed. The README's run command must be the one scripts/run executes.
+// The grpcurl commands of the README and docs/ (ReadUserDocs), checked against the running server
+// (grpcurl itself is not installable here): each service, method or symbol must be known to
+// reflection, each -d body must parse as the method's request type with protobuf's JSON parser
+// (what grpcurl uses), and each call must succeed. The run command shown (docs/serving.md) must
+// be the one scripts/run executes, and the README must show the two commands.
 #include <memory>
 #include <set>
 #include <string>
@@ -233,7 +234,7 @@ grpc::Status CallRaw(std::shared_ptr<grpc::Channel> channel, const std::string& 
 class ReadmeE2eTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    readme_ = new std::string(ReadFile("README.md"));
+    readme_ = new std::string(ReadUserDocs());
     ServerProcess::Options o;
     o.model = "models/tiny-qwen35-q3_k_m.gguf";  // what scripts/run serves
     o.forced_output = false;
@@ -263,7 +264,9 @@ std::string* ReadmeE2eTest::readme_ = nullptr;
 ServerProcess* ReadmeE2eTest::server_ = nullptr;
 
 TEST_F(ReadmeE2eTest, TheRunCommandIsWhatScriptsRunExecutes) {
-  EXPECT_THAT(*readme_, ::testing::HasSubstr("scripts/run     #"));
+  const std::string readme = ReadFile("README.md");
+  EXPECT_THAT(readme, ::testing::HasSubstr("scripts/run     #"));
+  EXPECT_THAT(readme, ::testing::HasSubstr("scripts/test    #"));
   const std::string script = ReadFile("scripts/run");
   std::string exec_line;
   for (absl::string_view line : absl::StrSplit(script, '\n')) {

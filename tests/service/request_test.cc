@@ -299,3 +299,76 @@ TEST_F(RequestTest, ResponseFormatIsCheckedAndForwarded) {
 
 }  // namespace
 }  // namespace qwen::service
+
+namespace qwen::service {
+namespace {
+
+// Images are measured from their header on the front end: a body cut after a good header still
+// renders (the worker decodes, and refuses it then), at the size the header gives, and the
+// limits (--max_image_bytes, --max_image_megapixels) are checked without decoding.
+class RequestImagesTest : public ::testing::Test {
+ protected:
+  static std::unique_ptr<TextModel> Load(const vision::DecodeLimits& limits) {
+    TextModel::VisionOptions v;
+    v.mmproj_path = qwen::testing::DataPath("models/mmproj-tiny-qwen35-f32.gguf");
+    v.decode = limits;
+    auto m = TextModel::Load(qwen::testing::DataPath("models/tiny-qwen35-q3_k_m.gguf"), v);
+    EXPECT_TRUE(m.ok()) << m.status();
+    return m.ok() ? *std::move(m) : nullptr;
+  }
+  static v1::Chat ImageChat(const std::string& bytes) {
+    v1::Chat chat;
+    v1::ChatMessage* m = chat.add_messages();
+    m->set_role("user");
+    m->add_parts()->mutable_image()->set_data(bytes);
+    m->add_parts()->set_text("What is it?");
+    return chat;
+  }
+};
+
+TEST_F(RequestImagesTest, OnlyTheHeaderIsRead) {
+  auto model = Load({});
+  ASSERT_NE(model, nullptr);
+  std::string png = qwen::testing::ReadFile(qwen::testing::DataPath("vision/img_200x130.png"));
+  ASSERT_GT(png.size(), 200u);
+  png.resize(png.size() / 2);  // the header whole, half the pixels gone
+  absl::StatusOr<RenderedChat> r = RenderChat(ImageChat(png), *model);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->images.size(), 1u);
+  EXPECT_EQ(r->images[0].width, 200);
+  EXPECT_EQ(r->images[0].height, 130);
+}
+
+TEST_F(RequestImagesTest, TheLimitsAreCheckedFromTheHeader) {
+  const std::string png =
+      qwen::testing::ReadFile(qwen::testing::DataPath("vision/img_200x130.png"));
+  vision::DecodeLimits bytes;
+  bytes.max_bytes = png.size() - 1;
+  auto small = Load(bytes);
+  ASSERT_NE(small, nullptr);
+  absl::StatusOr<RenderedChat> r = RenderChat(ImageChat(png), *small);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(r.status().message()),
+              ::testing::StartsWith("chat.messages[0].parts[0].image: "));
+  EXPECT_THAT(std::string(r.status().message()), ::testing::HasSubstr("bytes is too large"));
+  vision::DecodeLimits pixels;
+  pixels.max_pixels = 200 * 130 - 1;
+  auto few = Load(pixels);
+  ASSERT_NE(few, nullptr);
+  r = RenderChat(ImageChat(png), *few);
+  EXPECT_THAT(std::string(r.status().message()),
+              ::testing::HasSubstr("200x130 pixels is too large"));
+  // The worker is told the same limits.
+  v1::GenerateRequest req;
+  *req.mutable_chat() = ImageChat(png);
+  auto plain = Load({});
+  ASSERT_NE(plain, nullptr);
+  absl::StatusOr<PreparedGenerate> p = PrepareGenerate(req, *plain, {}, 1);
+  ASSERT_TRUE(p.ok()) << p.status();
+  ASSERT_EQ(p->worker_request.images_size(), 1);
+  EXPECT_EQ(p->worker_request.images(0).max_bytes(), int64_t{20} << 20);
+  EXPECT_EQ(p->worker_request.images(0).max_decoded_pixels(), 50'000'000);
+}
+
+}  // namespace
+}  // namespace qwen::service

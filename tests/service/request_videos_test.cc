@@ -76,7 +76,7 @@ TEST_F(RequestVideosTest, RenderChatExpandsTheVideoAsTheReference) {
   for (const model::ImageSpan& s : v.pairs) {
     EXPECT_EQ(s.rows, 4);
     EXPECT_EQ(s.cols, 5);
-    EXPECT_EQ(r->token_ids[s.offset - 1], 1007);  // <|vision_start|>
+    EXPECT_EQ(r->token_ids[s.offset - 1], 1007);   // <|vision_start|>
     EXPECT_EQ(r->token_ids[s.offset + 20], 1008);  // <|vision_end|>
   }
   EXPECT_EQ(VideoTokenCount(v), 60);
@@ -125,8 +125,8 @@ TEST_F(RequestVideosTest, ImagesAndVideosShareAPrompt) {
   // Every placeholder token belongs to exactly one span.
   int64_t covered = 0;
   for (const model::ImageSpan& s : all) covered += int64_t{s.rows} * s.cols;
-  EXPECT_EQ(covered, std::count(ids.begin(), ids.end(), 1010) +
-                         std::count(ids.begin(), ids.end(), 1011));
+  EXPECT_EQ(covered,
+            std::count(ids.begin(), ids.end(), 1010) + std::count(ids.begin(), ids.end(), 1011));
   EXPECT_LT(r->images[0].span.offset, r->videos[0].pairs[0].offset);
   EXPECT_LT(r->videos[0].pairs.back().offset, r->images[1].span.offset);
   EXPECT_LT(r->images[1].span.offset, r->videos[1].pairs[0].offset);
@@ -220,8 +220,7 @@ TEST_F(RequestVideosTest, DataUrlsAndMimeTypes) {
   v.set_url("data:video/mp4;base64," + absl::Base64Escape(mp4));
   EXPECT_TRUE(RenderStatus(v).ok()) << RenderStatus(v);
   v.set_url("https://example.com/a.mp4");
-  EXPECT_THAT(Msg(RenderStatus(v)),
-              StartsWith(field + ".url: only data: URLs are accepted"));
+  EXPECT_THAT(Msg(RenderStatus(v)), StartsWith(field + ".url: only data: URLs are accepted"));
   v.set_url("data:video/webm;base64," + absl::Base64Escape(mp4));
   EXPECT_THAT(Msg(RenderStatus(v)),
               StartsWith(field + ".mime_type: says video/webm but the data is mp4"));
@@ -240,10 +239,10 @@ TEST_F(RequestVideosTest, DataUrlsAndMimeTypes) {
   EXPECT_EQ(hook->data(), mp4);
   EXPECT_EQ(hook->mime_type(), "video/mp4");
   EXPECT_TRUE(RenderStatus(*hook).ok());
-  EXPECT_THAT(Msg(VideoFromDataUrl("data:image/gif;base64," + absl::Base64Escape(mp4),
-                                   "video_url.url")
-                      .status()),
-              StartsWith("video_url.url.mime_type: says image/gif but the data is mp4"));
+  EXPECT_THAT(
+      Msg(VideoFromDataUrl("data:image/gif;base64," + absl::Base64Escape(mp4), "video_url.url")
+              .status()),
+      StartsWith("video_url.url.mime_type: says image/gif but the data is mp4"));
   EXPECT_THAT(Msg(VideoFromDataUrl("file:///etc/passwd", "video_url.url").status()),
               StartsWith("video_url.url: only data: URLs are accepted"));
 }
@@ -274,8 +273,7 @@ TEST_F(RequestVideosTest, ClientSampledFrames) {
   backwards.mutable_frames(2)->set_timestamp(0.25);
   EXPECT_THAT(Msg(RenderStatus(backwards)), StartsWith(field + ": frames[2].timestamp:"));
   v1::Video sizes = v;
-  sizes.mutable_frames(1)->mutable_image()->set_data(
-      ReadFile(DataPath("vision/img_200x130.png")));
+  sizes.mutable_frames(1)->mutable_image()->set_data(ReadFile(DataPath("vision/img_200x130.png")));
   EXPECT_THAT(Msg(RenderStatus(sizes)),
               StartsWith(field + ".frames[1]: 200x130 differs from the first frame's 128x128"));
   v1::Video bad = v;
@@ -301,7 +299,7 @@ TEST(RequestVideosWithoutMmproj, VideosAreAPreconditionFailure) {
   const absl::Status s = RenderChat(chat, **m).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(Msg(s), StartsWith("chat.messages[0].parts[0].video: this server takes no "
-                                      "videos"));
+                                 "videos"));
   EXPECT_FALSE((*m)->supports_video());
 }
 

@@ -238,6 +238,25 @@ TEST_F(ServiceE2eTest, StopStringInForcedOutput) {
   EXPECT_EQ(r.completion.finish_reason(), v1::FINISH_REASON_STOP_SEQUENCE);
 }
 
+// An engine failure carries its code from the worker: forced tokens (the caller's, testing only)
+// that the output constraint refuses are the caller's error, INVALID_ARGUMENT naming the field,
+// not INTERNAL. (A sampled token the constraint refuses is INTERNAL: the mask allowed it.)
+TEST_F(ServiceE2eTest, ForcedTokensTheConstraintRefusesAreTheCallersError) {
+  v1::GenerateRequest req;
+  req.set_prompt("Is the sky blue?");
+  req.mutable_stopping()->set_max_tokens(8);
+  req.mutable_response_format()->mutable_choices()->add_choices("yes");
+  req.mutable_response_format()->mutable_choices()->add_choices("no");
+  GenerateResult r = Generate(stub_.get(), req, absl::Seconds(120), "maybe");
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << r.status.error_message();
+  EXPECT_THAT(r.status.error_message(), ::testing::StartsWith("forced_tokens[0]: token "))
+      << r.status.error_message();
+  // A forced output the constraint allows goes through.
+  r = Generate(stub_.get(), req, absl::Seconds(120), "yes");
+  EXPECT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_EQ(r.text, "yes");
+}
+
 TEST_F(ServiceE2eTest, MaxTokensEndsWithLength) {
   v1::GenerateRequest req = Greedy(7);
   req.set_prompt("Count:");

@@ -1,4 +1,7 @@
 // End to end: response_format through the real server and its worker on the tiny model.
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -169,6 +172,65 @@ TEST_F(StructuredOutputE2eTest, ToolCallArgumentsMatchTheToolSchema) {
     }
   }
   EXPECT_GE(calls, 3);
+}
+
+// A tool call the model itself samples (no forced output): with tool_calls required the grammar
+// makes even random weights call the tool. The parsed call comes back whole (an id, the tool's
+// name, arguments that satisfy the schema, finish TOOL_CALLS), and it round-trips: sent back as
+// the assistant's turn with the tool's answer, the template renders exactly those arguments and
+// the next turn generates.
+TEST_F(StructuredOutputE2eTest, ASampledToolCallRoundTripsThroughTheNextTurn) {
+  v1::ToolCall call;
+  for (uint64_t seed = 1; seed <= 10 && call.name().empty(); ++seed) {
+    v1::GenerateRequest req;
+    *req.mutable_chat() = WeatherChat(/*thinking=*/false);
+    req.set_request_id(absl::StrCat("sampled-call-", seed));
+    req.mutable_sampling()->set_seed(seed);
+    req.mutable_stopping()->set_max_tokens(200);
+    req.mutable_response_format()->mutable_tool_calls()->set_required(true);
+    GenerateResult r = Generate(stub_.get(), req, absl::Seconds(120));
+    ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+    if (r.completion.finish_reason() != v1::FINISH_REASON_TOOL_CALLS) continue;
+    ASSERT_FALSE(r.tool_calls.empty());
+    call = r.tool_calls[0];
+    EXPECT_EQ(call.id(), absl::StrCat("call_sampled-call-", seed, "_0"));
+  }
+  ASSERT_FALSE(call.name().empty()) << "no seed of 10 finished with a tool call";
+  EXPECT_EQ(call.name(), "get_weather");
+  EXPECT_EQ(call.error(), "") << call.raw();
+  const Json args = Json::parse(call.arguments());
+  ASSERT_TRUE(args["city"].is_string()) << call.arguments();
+  // maxLength counts code points: the UTF-8 bytes that do not continue one.
+  const std::string city = args["city"].get<std::string>();
+  EXPECT_LE(std::count_if(city.begin(), city.end(), [](char c) { return (c & 0xC0) != 0x80; }), 12)
+      << city;
+  ASSERT_TRUE(args["days"].is_number_integer()) << call.arguments();
+
+  // The next turn: the call as the assistant made it, and the tool's answer.
+  v1::Chat chat = WeatherChat(/*thinking=*/false);
+  v1::ChatMessage* assistant = chat.add_messages();
+  assistant->set_role("assistant");
+  *assistant->add_tool_calls() = call;
+  v1::ChatMessage* tool = chat.add_messages();
+  tool->set_role("tool");
+  tool->set_tool_call_id(call.id());
+  tool->set_content(R"({"temperature_c": 21})");
+  v1::RenderChatRequest rr;
+  *rr.mutable_chat() = chat;
+  v1::RenderChatResponse rendered;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(stub_->RenderChat(&ctx, rr, &rendered).ok());
+  EXPECT_THAT(rendered.prompt(), ::testing::HasSubstr("<function=get_weather>"));
+  EXPECT_THAT(rendered.prompt(), ::testing::HasSubstr(absl::StrCat(
+                                     "<parameter=city>\n", args["city"].get<std::string>())));
+  EXPECT_THAT(rendered.prompt(), ::testing::HasSubstr(R"({"temperature_c": 21})"));
+  v1::GenerateRequest next;
+  *next.mutable_chat() = chat;
+  next.mutable_sampling()->set_seed(1);
+  next.mutable_stopping()->set_max_tokens(8);
+  GenerateResult r = Generate(stub_.get(), next, absl::Seconds(60));
+  EXPECT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_EQ(r.completion.usage().prompt_tokens(), static_cast<uint32_t>(rendered.token_ids_size()));
 }
 
 TEST_F(StructuredOutputE2eTest, WithThinkingTheConstraintAppliesToTheAnswer) {

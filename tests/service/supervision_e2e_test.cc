@@ -9,6 +9,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/service/ops_test_util.h"
 #include "tests/service/server_process.h"
 
 namespace qwen::testing {
@@ -278,6 +279,44 @@ TEST(SupervisionE2eTest, StreamsStillRunningAfterTheGracePeriodAreCancelled) {
   EXPECT_EQ(r.completion.finish_reason(), v1::FINISH_REASON_CANCELLED);
   const int status = server->Stop(absl::Seconds(30));
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status << "\n" << server->Log();
+}
+
+// After the grace period the server is gone within kExitBound (1 s, front_end.h), whatever still
+// holds it: a stream that would run for minutes, a health Watch stream, the test's idle channel,
+// and the metrics endpoint, which has served a scrape.
+TEST(SupervisionE2eTest, ExitsWithinTheGracePeriodPlusItsBound) {
+  constexpr absl::Duration kGrace = absl::Seconds(2);
+  constexpr absl::Duration kExitBound = absl::Seconds(1);
+  ServerProcess::Options o;
+  o.metrics_port = FreePort();
+  o.extra = {"--grace_period=2s"};
+  std::string error;
+  auto server = ServerProcess::Start(o, &error);
+  ASSERT_NE(server, nullptr) << error;
+  ASSERT_FALSE(HttpGet(o.metrics_port, "/metrics").empty());
+  auto stub = server->Stub();
+  BackgroundStream running(stub.get(), Long(4, 2048));
+  ASSERT_TRUE(running.WaitFirstMessage());
+  // A health Watch, as a load balancer keeps one.
+  auto health = grpc::health::v1::Health::NewStub(server->channel());
+  grpc::ClientContext watch_ctx;
+  grpc::health::v1::HealthCheckRequest watch_req;
+  auto watch = health->Watch(&watch_ctx, watch_req);
+  grpc::health::v1::HealthCheckResponse first;
+  ASSERT_TRUE(watch->Read(&first));
+
+  const absl::Time signalled = absl::Now();
+  const int status = server->SignalAndWait(SIGTERM, absl::Seconds(30));
+  const absl::Duration took = absl::Now() - signalled;
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status << "\n" << server->Log();
+  EXPECT_GE(took, kGrace);  // the stream had its grace period
+  EXPECT_LE(took, kGrace + kExitBound) << server->Log();
+  ASSERT_TRUE(running.WaitDone(absl::Seconds(10)));
+  EXPECT_EQ(running.result().status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  watch_ctx.TryCancel();
+  while (watch->Read(&first)) {
+  }
+  (void)watch->Finish();
 }
 
 // The front end dies without a chance to clean up: its workers die too.

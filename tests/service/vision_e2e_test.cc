@@ -277,6 +277,14 @@ TEST_F(VisionE2eTest, BadImagesAreRefusedNamingTheField) {
   st = generate(ImageChat(wrong));
   EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_TRUE(absl::StrContains(st.error_message(), "mime_type")) << st.error_message();
+  // A body cut after a good header: the front end reads only the header; the worker decodes the
+  // image and refuses it, naming the part, as the client's error.
+  std::string cut = Png("img_128x128");
+  cut.resize(cut.size() / 2);
+  st = generate(ImageChat(Bytes(cut)));
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
+  EXPECT_TRUE(absl::StartsWith(st.error_message(), "chat.messages[0].parts[0].image"))
+      << st.error_message();
   // Both data and url, or neither.
   v1::Image empty;
   st = generate(ImageChat(empty));

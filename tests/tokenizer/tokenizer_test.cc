@@ -10,10 +10,10 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "inference/tokenizer/fuzz_entry.h"
 #include "inference/tokenizer/utf8.h"
 #include "nlohmann/json.hpp"
 #include "tests/common/test_util.h"
+#include "tests/fuzz/tokenizer_fuzz_entry.h"
 
 namespace qwen::tokenizer {
 namespace {

@@ -94,7 +94,8 @@ std::vector<float> Normalise(const uint8_t* rgb, int w, int h) {
 std::vector<std::string> Stages() {
   std::vector<std::string> stages = {"patch_bias", "inp_pos_emb"};
   for (int l = 0; l < 3; ++l) {
-    for (const char* s : {"attn_out-", "ffn_inp-", "layer_out-"}) stages.push_back(absl::StrCat(s, l));
+    for (const char* s : {"attn_out-", "ffn_inp-", "layer_out-"})
+      stages.push_back(absl::StrCat(s, l));
   }
   stages.push_back("norm_b-3");
   stages.push_back("embd");
@@ -156,7 +157,8 @@ TEST(VideoConformance, ResizedFramesArePils) {
   for (const Json& c : Reference()["cases"]) {
     SCOPED_TRACE(c["name"].get<std::string>());
     const int w = c["width"], h = c["height"], rw = c["resized_width"], rh = c["resized_height"];
-    const std::string frames = ReadFile(DataPath("video/ref/" + c["frames_file"].get<std::string>()));
+    const std::string frames =
+        ReadFile(DataPath("video/ref/" + c["frames_file"].get<std::string>()));
     const std::string resized =
         ReadFile(DataPath("video/ref/" + c["resized_file"].get<std::string>()));
     const size_t n = c["frames"].size();
@@ -171,10 +173,11 @@ TEST(VideoConformance, ResizedFramesArePils) {
       im.width = w;
       im.height = h;
       im.pixels.assign(frames.begin() + f * 3 * w * h, frames.begin() + (f + 1) * 3 * w * h);
-      absl::StatusOr<std::vector<float>> ours = vision::PreprocessToGrid(im, Tower()->config(), grid);
+      absl::StatusOr<std::vector<float>> ours =
+          vision::PreprocessToGrid(im, Tower()->config(), grid);
       ASSERT_TRUE(ours.ok()) << ours.status();
-      const std::vector<float> pil = Normalise(
-          reinterpret_cast<const uint8_t*>(resized.data()) + f * 3 * rw * rh, rw, rh);
+      const std::vector<float> pil =
+          Normalise(reinterpret_cast<const uint8_t*>(resized.data()) + f * 3 * rw * rh, rw, rh);
       worst = std::max(worst, MaxAbsDiff(*ours, pil));
     }
     // One level of 255 is 2/255 after normalisation.
@@ -209,10 +212,10 @@ TEST(VideoConformance, EveryStageOfTheTowerOnFramePairs) {
       ASSERT_TRUE(e.ok()) << e.status();
       for (const std::string& stage : Stages()) {
         if (!files.contains(stage)) continue;
-        const std::vector<float> ref =
-            ReadF32("video/ref/" + files[stage].get<std::string>());
+        const std::vector<float> ref = ReadF32("video/ref/" + files[stage].get<std::string>());
         const double d = MaxAbsDiff(seen[stage], ref);
-        if (p == 0) std::printf("%s pair %zu %-12s max |diff| %.2e\n", name.c_str(), p, stage.c_str(), d);
+        if (p == 0)
+          std::printf("%s pair %zu %-12s max |diff| %.2e\n", name.c_str(), p, stage.c_str(), d);
         EXPECT_LE(d, stage == "embd" ? 5e-5 : 1e-4) << "pair " << p << " " << stage;
       }
       EXPECT_EQ(MaxAbsDiff(e->data, seen["embd"]), 0.0);
@@ -238,7 +241,8 @@ TEST(VideoConformance, EndToEndFromTheFile) {
     for (int64_t p = 0; p < plan->n_pairs(); ++p) {
       absl::StatusOr<std::vector<float>> e = pairs.EncodePair(p, ctx);
       ASSERT_TRUE(e.ok()) << e.status();
-      worst = std::max(worst, MaxAbsDiff(*e, ReadF32("video/ref/" + c["pairs"][p]["embd"].get<std::string>())));
+      worst = std::max(
+          worst, MaxAbsDiff(*e, ReadF32("video/ref/" + c["pairs"][p]["embd"].get<std::string>())));
     }
     std::printf("%s: embeddings from the file vs the specification: max |diff| %.2e\n",
                 name.c_str(), worst);

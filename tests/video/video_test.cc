@@ -67,7 +67,9 @@ TEST(ProbeVideo, ReadsEveryAcceptedKind) {
     for (int64_t i = 0; i < e.frames; ++i) {
       // Matroska keeps milliseconds: i / fps rounded to the millisecond.
       EXPECT_NEAR(info->frame_times[i], i / e.fps, 5e-4) << i;
-      if (i > 0) EXPECT_GT(info->frame_pts[i], info->frame_pts[i - 1]);
+      if (i > 0) {
+        EXPECT_GT(info->frame_pts[i], info->frame_pts[i - 1]);
+      }
     }
     EXPECT_NEAR(info->duration_seconds, e.frames / e.fps, 2e-3);
   }
@@ -88,8 +90,9 @@ TEST(ProbeVideo, CodecsOutsideTheAllowListAreRefused) {
   absl::StatusOr<VideoInfo> info = ProbeVideo(Bytes(Clip("clip_mpeg4.mp4")), {}, "video 1");
   ASSERT_FALSE(info.ok());
   EXPECT_EQ(info.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_TRUE(absl::StartsWith(info.status().message(), "video 1: its video codec mpeg4 is not "
-                                                        "accepted"))
+  EXPECT_TRUE(absl::StartsWith(info.status().message(),
+                               "video 1: its video codec mpeg4 is not "
+                               "accepted"))
       << info.status();
 }
 
@@ -116,17 +119,19 @@ TEST(ProbeVideo, EachLimitIsRefusedByName) {
   l.max_frame_pixels = 160 * 120 - 1;
   info = ProbeVideo(Bytes(mp4), l, "v");
   ASSERT_FALSE(info.ok());
-  EXPECT_TRUE(absl::StrContains(info.status().message(), "160x120 frames are larger than the "
-                                                         "limit of 19199 pixels "
-                                                         "(max_frame_pixels)"))
+  EXPECT_TRUE(absl::StrContains(info.status().message(),
+                                "160x120 frames are larger than the "
+                                "limit of 19199 pixels "
+                                "(max_frame_pixels)"))
       << info.status();
 
   l = VideoLimits();
   l.max_frames = 25;
   info = ProbeVideo(Bytes(mp4), l, "v");
   ASSERT_FALSE(info.ok());
-  EXPECT_TRUE(absl::StrContains(info.status().message(), "more than the limit of 25 frames "
-                                                         "(max_frames)"))
+  EXPECT_TRUE(absl::StrContains(info.status().message(),
+                                "more than the limit of 25 frames "
+                                "(max_frames)"))
       << info.status();
 
   // The duration: from the header when it says (MP4), from the frames' times otherwise.
@@ -285,8 +290,7 @@ TEST(PlanFrames, TakesTheClientsFramesAsTheyAre) {
   EXPECT_EQ(plan->grid.patch_rows * 16, 128);
   for (const std::vector<double>& bad :
        {std::vector<double>{}, {0.0, -1.0}, {1.0, 0.5}, {0.0, NAN}, {0.0, INFINITY}}) {
-    EXPECT_EQ(PlanFrames(bad, 128, 128, c, {}).status().code(),
-              absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(PlanFrames(bad, 128, 128, c, {}).status().code(), absl::StatusCode::kInvalidArgument);
   }
   VideoOptions o;
   o.max_frames = 2;

@@ -1,4 +1,4 @@
-// DecodeImage: the three formats, and every way an upload can be refused.
+// DecodeImage and ReadImageInfo: the three formats, and every way an upload can be refused.
 // jpeglib.h uses size_t and FILE without including their headers.
 #include "inference/vision/image.h"
 
@@ -155,6 +155,58 @@ TEST(DecodeImage, TinyImagesAreRefused) {
   DecodeLimits any;
   any.min_side = 1;
   EXPECT_TRUE(DecodeImage(Png(Gradient(1, 1)), any).ok());
+}
+
+// The header alone gives what a full decode gives about size, for every format, and the same
+// refusals; a body cut after the header passes (the decode refuses it later).
+TEST(ReadImageInfo, SizeFromTheHeaderAsTheDecoderSeesIt) {
+  const RgbImage im = Gradient(64, 48);
+  for (const auto& [bytes, format] : {std::pair{Png(im), "png"}, std::pair{Jpeg(im, 90), "jpeg"},
+                                      std::pair{WebpLossless(im), "webp"}}) {
+    auto info = ReadImageInfo(bytes);
+    ASSERT_TRUE(info.ok()) << info.status();
+    EXPECT_EQ(info->format, format);
+    EXPECT_EQ(info->width, 64);
+    EXPECT_EQ(info->height, 48);
+    auto decoded = DecodeImage(bytes);
+    ASSERT_TRUE(decoded.ok());
+    EXPECT_EQ(decoded->width, info->width);
+    EXPECT_EQ(decoded->height, info->height);
+  }
+  // A big image whose pixels are not there: the header is enough.
+  std::vector<uint8_t> big = Png(Gradient(1500, 1000));
+  big.resize(big.size() / 3);
+  auto info = ReadImageInfo(big, {}, "image 2");
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->width, 1500);
+  EXPECT_FALSE(DecodeImage(big, {}, "image 2").ok());
+}
+
+TEST(ReadImageInfo, RefusesWhatDecodeImageRefusesBeforeDecoding) {
+  const auto png = Png(Gradient(100, 100));
+  DecodeLimits bytes_limit;
+  bytes_limit.max_bytes = 100;
+  EXPECT_THAT(ReadImageInfo(png, bytes_limit).status().message(), HasSubstr("bytes is too large"));
+  DecodeLimits pixel_limit;
+  pixel_limit.max_pixels = 9999;
+  for (const auto& bytes : {png, Jpeg(Gradient(100, 100), 80), WebpLossless(Gradient(100, 100))}) {
+    auto got = ReadImageInfo(bytes, pixel_limit, "image 1");
+    EXPECT_EQ(got.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(got.status().message(), HasSubstr("image 1: 100x100 pixels is too large"));
+  }
+  EXPECT_THAT(ReadImageInfo(Png(Gradient(100, 3))).status().message(), HasSubstr("too small"));
+  const std::string gif = "GIF89a\x01\x00\x01\x00";
+  EXPECT_THAT(ReadImageInfo(absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(gif.data()),
+                                                      gif.size()))
+                  .status()
+                  .message(),
+              HasSubstr("unknown image format"));
+  // Only the first bytes of a header.
+  for (const auto& bytes : {png, Jpeg(Gradient(100, 100), 80), WebpLossless(Gradient(100, 100))}) {
+    std::vector<uint8_t> cut(bytes.begin(), bytes.begin() + 12);
+    EXPECT_EQ(ReadImageInfo(cut).status().code(), absl::StatusCode::kInvalidArgument);
+  }
+  EXPECT_EQ(ReadImageInfo({}).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

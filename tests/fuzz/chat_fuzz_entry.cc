@@ -1,4 +1,4 @@
-#include "inference/chat/fuzz_entry.h"
+#include "tests/fuzz/chat_fuzz_entry.h"
 
 #include <vector>
 

@@ -1,8 +1,8 @@
 // Entry points for fuzzing the chat code: pure functions of their input bytes. They never crash
 // or hang on any input; a property that does not hold comes back as an INTERNAL error, so a
 // libFuzzer target only has to abort on that code.
-#ifndef QWEN_INFERENCE_CHAT_FUZZ_ENTRY_H_
-#define QWEN_INFERENCE_CHAT_FUZZ_ENTRY_H_
+#ifndef QWEN_TESTS_FUZZ_CHAT_FUZZ_ENTRY_H_
+#define QWEN_TESTS_FUZZ_CHAT_FUZZ_ENTRY_H_
 
 #include <string>
 
@@ -25,4 +25,4 @@ absl::Status CheckOutputParser(absl::string_view data);
 
 }  // namespace qwen::chat
 
-#endif  // QWEN_INFERENCE_CHAT_FUZZ_ENTRY_H_
+#endif  // QWEN_TESTS_FUZZ_CHAT_FUZZ_ENTRY_H_

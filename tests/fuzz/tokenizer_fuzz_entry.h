@@ -1,8 +1,8 @@
 // Entry points for fuzzing the tokenizer: pure functions of their input bytes that report a
 // broken property as an error instead of crashing, so a libFuzzer target only has to abort when
 // one returns an error.
-#ifndef QWEN_INFERENCE_TOKENIZER_FUZZ_ENTRY_H_
-#define QWEN_INFERENCE_TOKENIZER_FUZZ_ENTRY_H_
+#ifndef QWEN_TESTS_FUZZ_TOKENIZER_FUZZ_ENTRY_H_
+#define QWEN_TESTS_FUZZ_TOKENIZER_FUZZ_ENTRY_H_
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
@@ -19,4 +19,4 @@ absl::Status CheckRoundTrip(const Tokenizer& tokenizer, absl::string_view data);
 
 }  // namespace qwen::tokenizer
 
-#endif  // QWEN_INFERENCE_TOKENIZER_FUZZ_ENTRY_H_
+#endif  // QWEN_TESTS_FUZZ_TOKENIZER_FUZZ_ENTRY_H_

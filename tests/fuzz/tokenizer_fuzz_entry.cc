@@ -1,4 +1,4 @@
-#include "inference/tokenizer/fuzz_entry.h"
+#include "tests/fuzz/tokenizer_fuzz_entry.h"
 
 #include <string>
 #include <vector>
@@ -12,14 +12,15 @@ absl::Status CheckRoundTrip(const Tokenizer& tokenizer, absl::string_view data) 
     const std::vector<int32_t> ids = tokenizer.Encode(data, parse_special);
     for (int32_t id : ids) {
       if (id < 0 || id >= tokenizer.vocab_size()) {
-        return absl::InternalError(absl::StrCat("Encode produced id ", id, " outside the vocabulary"));
+        return absl::InternalError(
+            absl::StrCat("Encode produced id ", id, " outside the vocabulary"));
       }
     }
     const std::string expected = tokenizer.NormalizeForEncoding(data, parse_special);
     const std::string decoded = tokenizer.Decode(ids, /*show_control=*/true);
     if (decoded != expected) {
-      return absl::InternalError(absl::StrCat("Decode(Encode(x)) != normalized x (parse_special=",
-                                              parse_special, ")"));
+      return absl::InternalError(
+          absl::StrCat("Decode(Encode(x)) != normalized x (parse_special=", parse_special, ")"));
     }
     StreamingDecoder stream(tokenizer, /*show_control=*/true);
     std::string streamed;

@@ -1,7 +1,7 @@
 // The JSON schema both structured-output benchmarks use (`qwen bench --only structured` on the
 // full model, tests/grammar/grammar_bench.cc without it), so that they measure the same thing.
-#ifndef QWEN_INFERENCE_GRAMMAR_BENCH_SCHEMA_H_
-#define QWEN_INFERENCE_GRAMMAR_BENCH_SCHEMA_H_
+#ifndef QWEN_CLI_BENCH_SCHEMA_H_
+#define QWEN_CLI_BENCH_SCHEMA_H_
 
 namespace qwen::grammar {
 
@@ -31,4 +31,4 @@ inline constexpr char kBenchSchema[] = R"({
 
 }  // namespace qwen::grammar
 
-#endif  // QWEN_INFERENCE_GRAMMAR_BENCH_SCHEMA_H_
+#endif  // QWEN_CLI_BENCH_SCHEMA_H_
