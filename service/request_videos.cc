@@ -143,6 +143,7 @@ absl::StatusOr<std::vector<PlacedVideo>> PlanVideos(const std::vector<VideoPart>
     PlacedVideo p;
     p.field = part.field;
     p.limits = settings.limits;
+    p.frame_limits = model.vision_options().decode;
     ASSIGN_OR_RETURN(p.options, RequestOptions(v, settings, part.field));
     if (v.frames_size() > 0) {
       if (!v.data().empty() || !v.url().empty()) {
@@ -164,20 +165,21 @@ absl::StatusOr<std::vector<PlacedVideo>> PlanVideos(const std::vector<VideoPart>
       for (int k = 0; k < v.frames_size(); ++k) {
         const std::string ffield = absl::StrCat(part.field, ".frames[", k, "]");
         ASSIGN_OR_RETURN(std::string bytes, ImageBytes(v.frames(k).image(), ffield + ".image"));
-        // Decoded here only for its size (and to refuse a bad frame before it takes a slot);
-        // the worker decodes again.
+        // Only the header is read here, as for images (the size is all the plan needs; the
+        // limits of --max_image_bytes and --max_image_megapixels apply to each frame): the
+        // worker decodes the pixels and refuses a corrupt body then, naming the frame.
         ASSIGN_OR_RETURN(
-            vision::RgbImage rgb,
-            vision::DecodeImage(
+            vision::ImageInfo header,
+            vision::ReadImageInfo(
                 absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()),
-                {}, ffield + ".image"));
+                p.frame_limits, ffield + ".image"));
         if (k == 0) {
-          p.info.width = rgb.width;
-          p.info.height = rgb.height;
-        } else if (rgb.width != p.info.width || rgb.height != p.info.height) {
+          p.info.width = header.width;
+          p.info.height = header.height;
+        } else if (header.width != p.info.width || header.height != p.info.height) {
           return FieldError(
               ffield,
-              absl::StrCat(rgb.width, "x", rgb.height, " differs from the first frame's ",
+              absl::StrCat(header.width, "x", header.height, " differs from the first frame's ",
                            p.info.width, "x", p.info.height, " (frames of a video share a size)"));
         }
         p.frames.push_back(std::move(bytes));
@@ -308,6 +310,10 @@ void ToWorkerVideo(const PlacedVideo& v, worker::v1::Video* w) {
   w->set_key(VideoKey(v));
   w->set_width(v.info.width);
   w->set_height(v.info.height);
+  if (!v.frames.empty()) {
+    w->set_frame_max_bytes(static_cast<int64_t>(v.frame_limits.max_bytes));
+    w->set_frame_max_pixels(v.frame_limits.max_pixels);
+  }
 }
 
 }  // namespace qwen::service

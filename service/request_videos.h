@@ -12,6 +12,7 @@
 #include "absl/strings/string_view.h"
 #include "inference/model/model.h"
 #include "inference/video/video.h"
+#include "inference/vision/image.h"
 #include "qwen/v1/qwen.pb.h"
 #include "qwen/worker/v1/worker.pb.h"
 #include "service/text_model.h"
@@ -32,6 +33,7 @@ struct PlacedVideo {
   std::vector<double> frame_times;    // and their times
   video::VideoOptions options;        // the request's, within the server's maxima
   video::VideoLimits limits;          // the server's
+  vision::DecodeLimits frame_limits;  // the server's, on each client frame (as on images)
   video::VideoInfo info;              // frame size, frames and duration of the file (or frames)
   video::VideoPlan plan;
   std::vector<model::ImageSpan> pairs;  // each frame pair's tokens in the prompt

@@ -398,8 +398,12 @@ class WorkerService final : public wpb::Worker::CallbackService {
       const std::vector<double> times(v.frame_times().begin(), v.frame_times().end());
       ASSIGN_OR_RETURN(plan,
                        video::PlanFrames(times, v.width(), v.height(), vision_->config(), options));
+      vision::DecodeLimits frame_limits;
+      if (v.frame_max_bytes() > 0)
+        frame_limits.max_bytes = static_cast<size_t>(v.frame_max_bytes());
+      if (v.frame_max_pixels() > 0) frame_limits.max_pixels = v.frame_max_pixels();
       source = video::ImageFrames(std::vector<std::string>(v.frames().begin(), v.frames().end()),
-                                  v.width(), v.height(), vision::DecodeLimits{}, v.field());
+                                  v.width(), v.height(), frame_limits, v.field());
     }
     if (plan.n_pairs() != v.pair_offsets_size() || plan.grid.rows() != v.rows() ||
         plan.grid.cols() != v.cols()) {
