@@ -1,12 +1,18 @@
 // Video input through the real server: `qwen serve --mmproj`, talked to over gRPC, with the tiny
 // model, the tiny tower and the tiny videos of tests/data/video.
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <string>
 #include <vector>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -224,11 +230,11 @@ TEST_F(VideoE2eTest, DataUrlsFramesAndSeveralVideos) {
 
 // `qwen client --chat --video` sends the file with the first message.
 TEST_F(VideoE2eTest, ClientSendsVideos) {
-  ProcessResult r = RunProcess(
-      {BinPath("qwen"), "client", "--server=" + server_->address(), "--chat", "--video",
-       DataPath("video/clip.gif"), "--prompt", "Describe this video.", "--temperature", "0",
-       "--max_tokens", "4", "--json"},
-      "");
+  ProcessResult r =
+      RunProcess({BinPath("qwen"), "client", "--server=" + server_->address(), "--chat", "--video",
+                  DataPath("video/clip.gif"), "--prompt", "Describe this video.", "--temperature",
+                  "0", "--max_tokens", "4", "--json"},
+                 "");
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(absl::StrContains(r.out, "\"videoTokens\":8")) << r.out;
   r = RunProcess({BinPath("qwen"), "client", "--server=" + server_->address(), "--video",
@@ -236,6 +242,64 @@ TEST_F(VideoE2eTest, ClientSendsVideos) {
                  "");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_TRUE(absl::StrContains(r.err, "--video and --image need --chat")) << r.err;
+}
+
+// `qwen generate --video` runs the same prompt as the server: the reference's tokens (the
+// processor's expansion), its frame pairs in --json, and the server's greedy answer (both run the
+// engine on the same tower); a file the server refuses is refused here too, naming the file.
+TEST_F(VideoE2eTest, GenerateAgreesWithTheServer) {
+  const std::string chat_path =
+      absl::StrCat(std::getenv("TMPDIR") != nullptr ? std::getenv("TMPDIR") : "/tmp",
+                   "/qwen_video_e2e_", getpid(), "_chat.json");
+  {
+    std::ofstream chat_file(chat_path);
+    chat_file << R"({"messages": [{"role": "user", "content": [{"type": "video"},
+        {"type": "text", "text": "Describe this video."}]}]})";
+  }
+  const std::vector<std::string> base = {BinPath("qwen"),
+                                         "generate",
+                                         "--model",
+                                         DataPath("models/tiny-qwen35-f32.gguf"),
+                                         "--mmproj",
+                                         DataPath("models/mmproj-tiny-qwen35-f32.gguf"),
+                                         "--chat",
+                                         chat_path,
+                                         "--temperature",
+                                         "0",
+                                         "--max_tokens",
+                                         "8",
+                                         "--ignore_eos",
+                                         "--threads",
+                                         "1",
+                                         "--json",
+                                         "--video"};
+  std::vector<std::string> args = base;
+  args.push_back(DataPath("video/clip_h264.mp4"));
+  ProcessResult p = RunProcess(args);
+  ASSERT_EQ(p.exit_code, 0) << p.err;
+  const auto out = nlohmann::json::parse(p.out, nullptr, false);
+  ASSERT_FALSE(out.is_discarded()) << p.out;
+  const auto ref = nlohmann::json::parse(ReadFile(DataPath("video/ref/reference.json")));
+  EXPECT_EQ(out["prompt_tokens"].get<std::vector<int32_t>>(),
+            ref["cases"][0]["token_ids"].get<std::vector<int32_t>>());
+  ASSERT_EQ(out["videos"].size(), 1u);
+  const auto& pairs = out["videos"][0]["pairs"];
+  ASSERT_EQ(pairs.size(), 3u);
+  EXPECT_NEAR(pairs[1]["timestamp"].get<double>(), 1.55, 1e-9);
+  EXPECT_TRUE(out.contains("encode_s"));
+
+  const GenerateResult r = Generate(stub_.get(), Greedy(VideoChat(File(Clip("clip_h264.mp4"))), 8));
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_EQ(out["tokens"].get<std::vector<int32_t>>(), r.token_ids);
+
+  args = base;
+  args.push_back(DataPath("video/clip_mpeg4.mp4"));
+  p = RunProcess(args);
+  EXPECT_EQ(p.exit_code, 2);
+  EXPECT_TRUE(absl::StrContains(p.err, "--video " + DataPath("video/clip_mpeg4.mp4") + ": "))
+      << p.err;
+  EXPECT_TRUE(absl::StrContains(p.err, "mpeg4 is not accepted")) << p.err;
+  std::remove(chat_path.c_str());
 }
 
 // A server whose frame pairs take 300 ms each (a testing pause before every pair's encode): a
