@@ -3,6 +3,7 @@
 extern "C" {
 #include <libavcodec/avcodec.h>
 #include <libavformat/avformat.h>
+#include <libavutil/log.h>
 #include <libavutil/opt.h>
 #include <libswscale/swscale.h>
 }
@@ -62,6 +63,8 @@ absl::Status AvStatus(int err, absl::string_view what) {
 // A clip of gradients and a checkerboard sliding across the frame (so that every frame costs
 // the decoder real work), encoded in memory.
 absl::StatusOr<std::string> MakeClip(int side, double seconds, int fps) {
+  // libx264 reports its settings and statistics at info level: noise in a benchmark's output.
+  av_log_set_level(AV_LOG_ERROR);
   Encoding e;
   const char* muxer = "matroska";
   const AVCodec* codec = avcodec_find_encoder_by_name("libx264");
