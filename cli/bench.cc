@@ -49,11 +49,15 @@ ABSL_FLAG(std::string, memory_workers, "1,4",
           "Worker process counts of the memory measurement (empty: skip).");
 ABSL_FLAG(std::string, only, "",
           "Comma-separated subset of: load,prefill,membw,decode,parallel,ttft,prefix,long,memory,"
-          "vision,video,structured (vision and video need --mmproj; video and structured run only "
-          "when named).");
+          "vision,video,structured,speculative (vision and video need --mmproj; video, structured "
+          "and speculative run only when named).");
 ABSL_FLAG(double, video_seconds, 4,
           "Length of the synthetic clip of the video measurement (30 fps, --vision_image pixels "
           "square; the model samples 2 frames per second, one frame pair per second).");
+ABSL_FLAG(int32_t, speculative_tokens, 128,
+          "Tokens generated per run of the speculative measurement.");
+ABSL_FLAG(std::string, speculative_rates, "0,50,70,90,100",
+          "Forced acceptance rates (percent) of the speculative measurement.");
 ABSL_FLAG(int32_t, structured_tokens, 256,
           "Tokens per pass of the structured-output measurement (decode with and without a JSON "
           "schema).");
@@ -310,6 +314,7 @@ PrefixTimes SecondTurnSeconds(Bench& b, int64_t total, int64_t turn, int answer,
   o.n_slots = 1;
   o.n_ctx = total + 64;
   o.n_threads = b.threads;
+  o.max_draft = 0;  // plain decoding: the speculative measurement is its own
   o.prefill_chunk = 512;
   o.reuse_prefix = false;  // the cache alone, not the slot's own history
   o.prefix_cache_bytes = size_t{1} << 30;
@@ -569,7 +574,7 @@ bool Wanted(const std::string& what) {
   const std::string only = absl::GetFlag(FLAGS_only);
   if ((what == "vision" || what == "video") && absl::GetFlag(FLAGS_mmproj).empty()) return false;
   if (only.empty()) {
-    if (what == "structured" || what == "video") return false;
+    if (what == "structured" || what == "video" || what == "speculative") return false;
     return what != "long" || !absl::GetFlag(FLAGS_long_prompts).empty();
   }
   for (absl::string_view p : absl::StrSplit(only, ',')) {
@@ -608,6 +613,7 @@ absl::StatusOr<StructuredResult> MeasureStructured(Bench& b, int tokens, int rep
   o.n_slots = 1;
   o.n_ctx = 64 + tokens + 8;  // prompt of 16
   o.n_threads = b.threads;
+  o.max_draft = 0;
   ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> e, engine::Engine::Create(b.model, o));
   uint64_t id = 1;
   auto run = [&](bool constrained, int max_tokens, uint32_t seed) {
@@ -659,6 +665,130 @@ absl::StatusOr<StructuredResult> MeasureStructured(Bench& b, int tokens, int rep
   out.warm_s = warm.Median();
   out.constrained_step_s = csteps.Median();
   return out;
+}
+
+// Collects a request's tokens; read after done_.
+class TokenSink : public engine::RequestSink {
+ public:
+  void OnToken(const engine::TokenOutput& t) override { tokens_.push_back(t.token); }
+  void OnFinish(const engine::FinishInfo& info) override {
+    info_ = info;
+    done_.Notify();
+  }
+  std::vector<int32_t> tokens_;
+  engine::FinishInfo info_;
+  absl::Notification done_;
+};
+
+// Speculative decoding at forced acceptance rates. The drafts come from each sequence's own plain
+// greedy output (computed first), each draft token made wrong with probability 1 - rate (a fixed
+// hash of the sequence and the position); with an MTP head the head still drafts in every step
+// (its cost is paid) and the forced drafts replace its tokens. Rows: single-sequence decode for
+// k = 1, 2, 3 at every rate against plain decode in the same run, and aggregate decode of 4 and 8
+// sequences with speculation on (k = 3 at 70%) and off.
+absl::Status MeasureSpeculative(Bench& b, int tokens, const std::vector<int>& rates, int repeats,
+                                std::vector<Row>* rows) {
+  const int64_t V = b.model->config().n_vocab;
+  constexpr int kPrompt = 32, kSeqs = 8;
+  std::vector<std::vector<int32_t>> prompts, outputs;
+  for (int i = 0; i < kSeqs; ++i) prompts.push_back(RandomTokens(kPrompt, V, 500 + i));
+  double rate = 1.0;
+  // A request's id modulo kSeqs is its sequence.
+  auto drafter = [&](uint64_t id, absl::Span<const int32_t> context, int n) {
+    std::vector<int32_t> d;
+    const size_t i = id % kSeqs;
+    if (i >= outputs.size()) return d;
+    const std::vector<int32_t>& out = outputs[i];
+    const int64_t g = static_cast<int64_t>(context.size()) - kPrompt;
+    for (int64_t p = g; p < g + n && p < static_cast<int64_t>(out.size()); ++p) {
+      uint64_t h = (i + 1) * 0x9e3779b97f4a7c15ull ^ (p + 1) * 0xbf58476d1ce4e5b9ull;
+      h ^= h >> 31;
+      const bool right = static_cast<double>(h % 10000) < rate * 10000;
+      d.push_back(right ? out[p] : (out[p] + 1) % static_cast<int32_t>(V));
+    }
+    return d;
+  };
+  auto make = [&](int max_draft) {
+    engine::EngineOptions o;
+    o.n_slots = kSeqs;
+    o.n_ctx = kPrompt + tokens + 16;
+    o.n_threads = b.threads;
+    o.max_draft = max_draft;
+    if (max_draft > 0) {
+      o.test_drafter = drafter;
+      o.test_drafter_runs_mtp = b.model->has_mtp();
+    }
+    return engine::Engine::Create(b.model, o);
+  };
+  // Runs sequences 0..n-1 at once; returns generated tokens per second of decode time (after
+  // each sequence's first token) and the share of drafts accepted.
+  uint64_t next = 1;
+  auto run = [&](engine::Engine& e, int n, double* acceptance) {
+    std::vector<std::shared_ptr<TokenSink>> sinks;
+    for (int i = 0; i < n; ++i) {
+      engine::GenerationRequest r;
+      r.id = next * kSeqs + i;
+      r.prompt = prompts[i];
+      r.max_tokens = tokens;
+      r.sampling.temperature = 0;
+      r.speculative =
+          b.model->has_mtp() ? engine::SpeculativeMode::kMtp : engine::SpeculativeMode::kNgram;
+      sinks.push_back(std::make_shared<TokenSink>());
+      (void)e.Submit(r, sinks.back());
+    }
+    ++next;
+    int64_t steps = 0, drafted = 0, accepted = 0;
+    double decode_s = 0;
+    for (auto& s : sinks) {
+      s->done_.WaitForNotification();
+      steps += std::max(0, s->info_.generated_tokens - 1);
+      drafted += s->info_.drafted_tokens;
+      accepted += s->info_.accepted_tokens;
+      decode_s = std::max(decode_s, absl::ToDoubleSeconds(s->info_.decode_time));
+    }
+    if (acceptance != nullptr) *acceptance = drafted > 0 ? 100.0 * accepted / drafted : 0;
+    if (outputs.size() < static_cast<size_t>(n)) {
+      outputs.clear();
+      for (auto& s : sinks) outputs.push_back(s->tokens_);
+    }
+    return steps / std::max(decode_s, 1e-9);
+  };
+  ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> plain, make(0));
+  run(*plain, kSeqs, nullptr);  // the oracle's outputs
+  Row base{"speculative: plain decode, 1 sequence", "tok/s", {}};
+  for (int r = 0; r < repeats; ++r) base.stat.v.push_back(run(*plain, 1, nullptr));
+  rows->push_back(base);
+  for (int k = 1; k <= 3; ++k) {
+    ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> e, make(k));
+    for (int pct : rates) {
+      rate = pct / 100.0;
+      Row row{absl::StrCat("speculative: k=", k, ", ", pct, "% forced acceptance, 1 sequence"),
+              "tok/s",
+              {}};
+      double acc = 0;
+      for (int r = 0; r < repeats; ++r) row.stat.v.push_back(run(*e, 1, &acc));
+      rows->push_back(row);
+      rows->push_back({absl::StrCat("speculative: k=", k, ", ", pct, "%: / plain decode"),
+                       "x",
+                       {{row.stat.Median() / base.stat.Median()}}});
+      rows->push_back(
+          {absl::StrCat("speculative: k=", k, ", ", pct, "%: drafts accepted"), "%", {{acc}}});
+    }
+  }
+  rate = 0.7;
+  ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> on, make(3));
+  for (int n : {4, 8}) {
+    Row off_row{absl::StrCat("speculative: aggregate decode, ", n, " sequences, off"), "tok/s", {}};
+    Row on_row{
+        absl::StrCat("speculative: aggregate decode, ", n, " sequences, k=3 at 70%"), "tok/s", {}};
+    for (int r = 0; r < repeats; ++r) {
+      off_row.stat.v.push_back(run(*plain, n, nullptr));
+      on_row.stat.v.push_back(run(*on, n, nullptr));
+    }
+    rows->push_back(off_row);
+    rows->push_back(on_row);
+  }
+  return absl::OkStatus();
 }
 
 int RunBench(int argc, char** argv) {
@@ -758,6 +888,7 @@ int RunBench(int argc, char** argv) {
     o.n_slots = 5;
     o.n_ctx = std::max<int64_t>(prompt_n + 64, 1024);
     o.n_threads = b.threads;
+    o.max_draft = 0;
     o.prefill_chunk = 512;
     auto e = engine::Engine::Create(b.model, o);
     if (e.ok()) {
@@ -828,6 +959,16 @@ int RunBench(int argc, char** argv) {
     row("structured: constraint / fastest decode step, cold", "%", 100 * st->cold_s / st->step_s);
     row("structured: constraint / fastest decode step, warm", "%", 100 * st->warm_s / st->step_s);
     row("structured: JSON values completed", "count", static_cast<double>(st->values));
+  }
+  if (Wanted("speculative")) {
+    std::vector<int> rates;
+    for (int r : ParseInts(absl::GetFlag(FLAGS_speculative_rates))) rates.push_back(r);
+    absl::Status st =
+        MeasureSpeculative(b, absl::GetFlag(FLAGS_speculative_tokens), rates, repeats, &rows);
+    if (!st.ok()) {
+      std::fprintf(stderr, "qwen bench: speculative: %s\n", std::string(st.message()).c_str());
+      return 2;
+    }
   }
   if (Wanted("memory")) {
     const model::StateSize size = model::SequenceState::SizeFor(

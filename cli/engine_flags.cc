@@ -11,6 +11,10 @@ ABSL_FLAG(int32_t, ctx_size, 4096,
           "request's prompt plus max_tokens must fit in it.");
 ABSL_FLAG(std::string, kv_type, "f16",
           "KV cache element type: f16 (the default: half the memory) or f32.");
+ABSL_FLAG(int32_t, max_draft, 3,
+          "Speculative decoding: the longest draft (prompt lookup or the model's MTP head) a "
+          "sequence verifies per step, 0 to 8; 0 turns speculation off. Requests may ask for "
+          "less (speculative.max_draft), never more. The output is the same either way.");
 ABSL_FLAG(int64_t, image_min_pixels, 8 * 32 * 32,
           "Images are resized (aspect kept, sides multiples of 32) to at least this many pixels; "
           "each 32x32 block is one image token.");

@@ -56,6 +56,10 @@ ABSL_FLAG(std::string, teacher_force, "",
 ABSL_FLAG(bool, reference_math, false,
           "Compute every product in float32 from dequantized weights (slow; for checking).");
 ABSL_FLAG(int32_t, batch, 512, "Prompt tokens per forward pass while prefilling.");
+ABSL_FLAG(std::string, speculative, "auto",
+          "Speculative decoding: auto (prompt lookup, else the MTP head when the file has one), "
+          "off, mtp or ngram. The output is the same whatever the mode; --max_draft bounds the "
+          "draft.");
 ABSL_FLAG(std::vector<std::string>, image, {},
           "Image files (JPEG, PNG, WebP; comma-separated), needs --mmproj. Each fills one image "
           "placeholder of the prompt in order: an image part ({\"type\": \"image\"}) of a --chat "
@@ -368,6 +372,17 @@ absl::Status Generate() {
   eo.math = absl::GetFlag(FLAGS_reference_math) ? ops::MathMode::kReference : ops::MathMode::kFast;
   eo.reuse_prefix = false;
   eo.prefix_cache_bytes = 0;
+  eo.max_draft = absl::GetFlag(FLAGS_max_draft);
+  if (eo.max_draft < 0 || eo.max_draft > engine::kMaxDraftTokens) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max_draft: must be between 0 and ", engine::kMaxDraftTokens));
+  }
+  ASSIGN_OR_RETURN(const engine::SpeculativeMode speculative,
+                   engine::ParseSpeculativeMode(absl::GetFlag(FLAGS_speculative), "--speculative"));
+  if (speculative == engine::SpeculativeMode::kMtp && !model->has_mtp()) {
+    return absl::InvalidArgumentError(
+        "--speculative: mtp needs a model file with an MTP head, and this one has none");
+  }
   std::shared_ptr<model::Model> shared_model = std::move(model);
   ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> engine,
                    engine::Engine::Create(shared_model, eo));
@@ -379,6 +394,7 @@ absl::Status Generate() {
   req.max_tokens = engine_max_tokens;
   req.use_prefix_cache = false;
   req.all_logits = static_cast<bool>(dump);
+  req.speculative = speculative;
   if (teacher.empty()) {
     // Given tokens are fed as they are: no constraint, no end of generation.
     req.grammar = compiled;
@@ -491,6 +507,9 @@ absl::Status Generate() {
                       {"prefill_tokens_per_s", prompt.size() / std::max(prefill_s, 1e-9)},
                       {"decode_tokens_per_s", generated.size() / std::max(decode_s, 1e-9)}};
     if (compiled) out["timings"]["constraint_s"] = constraint_s;
+    out["speculative"] = {{"mode", std::string(engine::SpeculativeModeName(speculative))},
+                          {"drafted_tokens", info.drafted_tokens},
+                          {"accepted_tokens", info.accepted_tokens}};
     std::printf("%s\n",
                 out.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace).c_str());
   } else {
@@ -505,10 +524,10 @@ absl::Status Generate() {
     }
     std::fprintf(stderr,
                  "[%zu prompt tokens in %.3f s (%.1f tok/s), %zu generated in %.3f s (%.1f tok/s), "
-                 "finish: %s]\n",
+                 "finish: %s, %d of %d drafted tokens accepted]\n",
                  prompt.size(), prefill_s, prompt.size() / std::max(prefill_s, 1e-9),
                  generated.size(), decode_s, generated.size() / std::max(decode_s, 1e-9),
-                 finish.c_str());
+                 finish.c_str(), info.accepted_tokens, info.drafted_tokens);
   }
   return absl::OkStatus();
 }
@@ -520,6 +539,7 @@ int RunGenerate(int argc, char** argv) {
       "generate",
       "qwen generate --model M (--prompt TEXT | --tokens 1,2,3 | --chat request.json)\n"
       "              [--max-tokens N] [--temperature T] [--seed S]\n"
+      "              [--speculative auto|off|mtp|ngram] [--max_draft K]\n"
       "              [--mmproj VISION.gguf --image a.png,b.jpg --video c.mp4]\n"
       "              [--json_schema FILE | --regex RE | --choices a,b | --grammar FILE |\n"
       "               --tool_calls auto|required]\n"

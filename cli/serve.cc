@@ -118,6 +118,7 @@ int RunServe(int argc, char** argv) {
     parse_status = kv.status();
   }
   p.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
+  p.max_draft = absl::GetFlag(FLAGS_max_draft);
   p.mmproj_path = VisionTowerPath(model_files);
   p.image_min_pixels = absl::GetFlag(FLAGS_image_min_pixels);
   p.image_max_pixels = absl::GetFlag(FLAGS_image_max_pixels);

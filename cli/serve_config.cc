@@ -20,6 +20,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "inference/common/thread_pool.h"
+#include "inference/engine/speculative_mode.h"
 #include "inference/model/state.h"
 #include "inference/multimodal/image_prompt.h"
 #include "nlohmann/json.hpp"
@@ -99,6 +100,7 @@ absl::Status ValidateServeOptions(const service::FrontEndOptions& o) {
       InRange("threads", p.threads, 0, 4096),
       InRange("ctx_size", p.ctx_size, 2, int64_t{1} << 24),
       InRange("prefill_chunk", p.prefill_chunk, 1, int64_t{1} << 16),
+      InRange("max_draft", p.max_draft, 0, engine::kMaxDraftTokens),
       InRange("prefix_cache_mb", p.prefix_cache_mb, service::kAutoPrefixCacheMb, int64_t{1} << 30),
       InRange("snapshot_interval", p.snapshot_interval, 1, int64_t{1} << 24),
       InRange("vision_cache_mb", p.vision_cache_mb, 0, int64_t{1} << 30),

@@ -18,6 +18,9 @@ ABSL_FLAG(std::string, template_file, "builtin",
           "Chat template file stored as tokenizer.chat_template; \"builtin\": Qwen3.5's, built "
           "into qwen; empty for none.");
 ABSL_FLAG(uint64_t, synth_seed, 1, "Seed of the random weights.");
+ABSL_FLAG(bool, mtp, false,
+          "Append one MTP (multi-token-prediction) block as llama.cpp stores it, for speculative "
+          "decoding (qwen bench --only speculative).");
 ABSL_FLAG(std::string, mmproj_type, "f16",
           "With --mmproj: the vision tower's matrix type, f16, bf16, f32 or q8_0.");
 
@@ -26,7 +29,7 @@ namespace qwen::cli {
 int RunSynth(int argc, char** argv) {
   std::vector<std::string> args = ParseFlags(
       "synth",
-      "qwen synth --shape qwen3.5-4b --type q3_k_m --out FILE\n"
+      "qwen synth --shape qwen3.5-4b --type q3_k_m [--mtp] --out FILE\n"
       "qwen synth --shape qwen3.5-4b --mmproj FILE [--mmproj_type f16]\n"
       "Writes a GGUF with the model's real shapes, metadata and type mix and random weights: "
       "the text model (--out) and/or its vision tower (--mmproj).",
@@ -58,6 +61,7 @@ int RunSynth(int argc, char** argv) {
   o.vocab_gguf = absl::GetFlag(FLAGS_vocab);
   o.chat_template_file = absl::GetFlag(FLAGS_template_file);
   o.seed = absl::GetFlag(FLAGS_synth_seed);
+  o.mtp = absl::GetFlag(FLAGS_mtp);
   absl::Status s = WriteSyntheticModel(o, out);
   if (!s.ok()) {
     std::fprintf(stderr, "qwen synth: %s\n", std::string(s.message()).c_str());

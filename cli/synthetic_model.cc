@@ -149,7 +149,8 @@ absl::Status WriteSyntheticModel(const SynthOptions& o, const std::string& path)
   w.AddString("general.name", absl::StrCat("synthetic-", o.shape, "-", o.type));
   w.AddU32(a + "context_length", static_cast<uint32_t>(s.n_ctx));
   w.AddU32(a + "embedding_length", s.n_embd);
-  w.AddU32(a + "block_count", s.n_layer);
+  w.AddU32(a + "block_count", s.n_layer + (o.mtp ? 1 : 0));
+  if (o.mtp) w.AddU32(a + "nextn_predict_layers", 1);
   w.AddU32(a + "feed_forward_length", s.n_ff);
   w.AddU32(a + "attention.head_count", s.n_head);
   w.AddU32(a + "attention.head_count_kv", s.n_head_kv);
@@ -302,6 +303,25 @@ absl::Status WriteSyntheticModel(const SynthOptions& o, const std::string& path)
       vec(b + "ssm_norm.weight", {s.ssm_d}, 1.0f, 0.1f);
       ++delta_index;
     }
+  }
+  if (o.mtp) {
+    // The MTP block after the trunk: a full-attention block plus the nextn tensors.
+    const std::string b = absl::StrCat("blk.", s.n_layer, ".");
+    vec(b + "attn_norm.weight", {s.n_embd}, 1.0f, 0.1f);
+    vec(b + "post_attention_norm.weight", {s.n_embd}, 1.0f, 0.1f);
+    matrix(b + "ffn_gate.weight", Q3, s.n_embd, s.n_ff);
+    matrix(b + "ffn_up.weight", Q3, s.n_embd, s.n_ff);
+    matrix(b + "ffn_down.weight", q4 ? Q6 : Q5, s.n_ff, s.n_embd);
+    matrix(b + "attn_q.weight", Q3, s.n_embd, 2 * s.n_head * s.head_dim);
+    matrix(b + "attn_k.weight", Q3, s.n_embd, s.n_head_kv * s.head_dim);
+    matrix(b + "attn_v.weight", q4 ? Q6 : Q4, s.n_embd, s.n_head_kv * s.head_dim);
+    matrix(b + "attn_output.weight", Q4, s.n_head * s.head_dim, s.n_embd);
+    vec(b + "attn_q_norm.weight", {s.head_dim}, 1.0f, 0.1f);
+    vec(b + "attn_k_norm.weight", {s.head_dim}, 1.0f, 0.1f);
+    matrix(b + "nextn.eh_proj.weight", Q4, 2 * s.n_embd, s.n_embd);
+    vec(b + "nextn.enorm.weight", {s.n_embd}, 1.0f, 0.1f);
+    vec(b + "nextn.hnorm.weight", {s.n_embd}, 1.0f, 0.1f);
+    vec(b + "nextn.shared_head_norm.weight", {s.n_embd}, 1.0f, 0.1f);
   }
   return w.WriteFile(path);
 }

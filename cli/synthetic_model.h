@@ -21,6 +21,9 @@ struct SynthOptions {
   // A Jinja template file to store, kBuiltin for Qwen3.5's, or "" for none.
   std::string chat_template_file = kBuiltin;
   uint64_t seed = 1;
+  // Append one MTP block as llama.cpp stores it (nextn_predict_layers = 1, block_count counting
+  // it, blk.<n_layer>.nextn.* beside a full-attention block), for speculative decoding.
+  bool mtp = false;
 };
 
 // Writes the file. Weights are random but well-formed: random quant codes under scales that

@@ -62,6 +62,7 @@ int RunWorker(int argc, char** argv) {
   }
   o.kv_type = *kv;
   o.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
+  o.max_draft = absl::GetFlag(FLAGS_max_draft);
   o.mmproj_path = VisionTowerPath(*model);
   o.packed_dir = absl::GetFlag(FLAGS_packed_dir);
   o.prefix_cache_mb = *prefix_cache_mb;

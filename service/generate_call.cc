@@ -470,6 +470,8 @@ void GenerateCall::LogEndLocked(const absl::Status& status) {
     const v1::Completion& c = outbox_.back().completion();
     r.finish_reason = FinishReasonName(c.finish_reason());
     r.cached_tokens = static_cast<int>(c.usage().cached_tokens());
+    r.drafted_tokens = static_cast<int>(c.usage().drafted_tokens());
+    r.accepted_tokens = static_cast<int>(c.usage().accepted_tokens());
     r.queue_wait = absl::Microseconds(c.timings().queue_wait_ms() * 1000);
     r.tokens_per_second = c.timings().tokens_per_second();
   }

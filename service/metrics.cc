@@ -262,6 +262,16 @@ Metrics::Metrics(const Labels& model_info, const Labels& build_info)
                         .Help("Prompt tokens reused from a worker's previous sequence.")
                         .Register(r)
                         .Add({});
+  drafted_tokens_ = &prometheus::BuildCounter()
+                         .Name("qwen_speculative_drafted_tokens_total")
+                         .Help("Draft tokens verified by speculative decoding (Generate).")
+                         .Register(r)
+                         .Add({});
+  accepted_tokens_ = &prometheus::BuildCounter()
+                          .Name("qwen_speculative_accepted_tokens_total")
+                          .Help("Draft tokens the model accepted (each saved a forward pass).")
+                          .Register(r)
+                          .Add({});
   retries_ = &prometheus::BuildCounter()
                   .Name("qwen_request_retries_total")
                   .Help(
@@ -385,6 +395,8 @@ void Metrics::RecordRequest(const RequestSummary& r) {
   if (r.attempts > 0) prompt_tokens_->Increment(r.prompt_tokens);
   generated_tokens_->Increment(r.generated_tokens);
   cached_tokens_->Increment(r.cached_tokens);
+  drafted_tokens_->Increment(r.drafted_tokens);
+  accepted_tokens_->Increment(r.accepted_tokens);
   if (r.attempts > 1) retries_->Increment(r.attempts - 1);
   if (!r.finish_reason.empty()) {
     finish_->Add({{"reason", r.finish_reason}}).Increment();

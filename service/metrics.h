@@ -128,6 +128,8 @@ class Metrics {
   prometheus::Counter* prompt_tokens_;
   prometheus::Counter* generated_tokens_;
   prometheus::Counter* cached_tokens_;
+  prometheus::Counter* drafted_tokens_;
+  prometheus::Counter* accepted_tokens_;
   prometheus::Counter* retries_;
   prometheus::Histogram* ttft_;
   prometheus::Histogram* itl_;

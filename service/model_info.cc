@@ -75,6 +75,7 @@ v1::GetModelInfoResponse StaticModelInfo(const TextModel& model, const std::stri
   caps->set_tools(model.supports_tools());
   caps->set_reasoning(model.supports_reasoning());
   caps->set_vision(model.vision() != nullptr);
+  caps->set_mtp(model.config().n_nextn > 0);
   caps->set_video(model.supports_video());
   if (const vision::VisionEncoder* v = model.vision(); v != nullptr) {
     v1::VisionInfo* vi = info.mutable_vision();

@@ -110,6 +110,8 @@ void OutputAssembler::FillCompletion(v1::FinishReason reason, absl::Time now,
   u->set_cached_tokens(static_cast<uint32_t>(cached_tokens_));
   u->set_image_tokens(static_cast<uint32_t>(prepared_.image_tokens));
   u->set_video_tokens(static_cast<uint32_t>(prepared_.video_tokens));
+  u->set_drafted_tokens(static_cast<uint32_t>(drafted_tokens_));
+  u->set_accepted_tokens(static_cast<uint32_t>(accepted_tokens_));
   v1::Timings* t = c->mutable_timings();
   t->set_queue_wait_ms(absl::ToDoubleMilliseconds(dispatched_ - arrival_) + worker_queue_ms_);
   t->set_total_ms(absl::ToDoubleMilliseconds(now - arrival_));
@@ -125,6 +127,8 @@ absl::Status OutputAssembler::Finish(const worker::v1::Finish& finish, absl::Tim
                                      v1::GenerateResponse* out) {
   worker_queue_ms_ = finish.queue_ms();
   cached_tokens_ = finish.cached_tokens();
+  drafted_tokens_ = finish.drafted_tokens();
+  accepted_tokens_ = finish.accepted_tokens();
   if (finish.reason() == worker::v1::Finish::REASON_ERROR) {
     // The request's own faults keep their code and message (which names the field); anything
     // else is ours: INTERNAL, logged at error level and counted under that code.

@@ -78,6 +78,8 @@ class OutputAssembler {
   absl::Time last_token_time_;
   double worker_queue_ms_ = 0;
   int32_t cached_tokens_ = 0;
+  int32_t drafted_tokens_ = 0;
+  int32_t accepted_tokens_ = 0;
 };
 
 }  // namespace qwen::service

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "inference/common/status_macros.h"
+#include "inference/engine/speculative_mode.h"
 #include "inference/grammar/spec.h"
 #include "inference/sampling/sampler.h"
 #include "service/chat_request.h"
@@ -187,6 +188,23 @@ absl::StatusOr<PreparedGenerate> PrepareGenerate(const v1::GenerateRequest& requ
   p.return_token_ids = o.return_token_ids();
   w.set_logprobs(p.logprobs ? p.top_logprobs : -1);
   w.set_no_prefix_cache(request.has_prefix_cache() && !request.prefix_cache());
+
+  // Speculative decoding.
+  {
+    const v1::SpeculativeOptions& so = request.speculative();
+    ASSIGN_OR_RETURN(engine::SpeculativeMode mode,
+                     engine::ParseSpeculativeMode(so.mode(), "speculative.mode"));
+    if (mode == engine::SpeculativeMode::kMtp && model.config().n_nextn == 0) {
+      return FieldError("speculative.mode",
+                        "\"mtp\" needs a model file with an MTP head, and this one has none "
+                        "(GetModelInfo: capabilities.mtp); use \"auto\" or \"ngram\"");
+    }
+    if (so.max_draft() > static_cast<uint32_t>(engine::kMaxDraftTokens)) {
+      return FieldError("speculative.max_draft", absl::StrCat("at most ", engine::kMaxDraftTokens));
+    }
+    w.set_speculative(std::string(engine::SpeculativeModeName(mode)));
+    w.set_max_draft(static_cast<int32_t>(so.max_draft()));
+  }
 
   // Structured output: checked here (so that a bad format fails before any work, naming the
   // construct) and compiled again by the worker for the vocabulary.

@@ -56,6 +56,10 @@ LogFields RequestLogFields(const RequestSummary& r) {
     f["prompt_tokens"] = r.prompt_tokens;
     f["generated_tokens"] = r.generated_tokens;
     f["cached_tokens"] = r.cached_tokens;
+    if (r.drafted_tokens > 0) {
+      f["drafted_tokens"] = r.drafted_tokens;
+      f["accepted_tokens"] = r.accepted_tokens;
+    }
     if (r.queue_wait) f["queue_wait_ms"] = Ms(*r.queue_wait);
     if (r.time_to_first_token) f["time_to_first_token_ms"] = Ms(*r.time_to_first_token);
     if (!r.finish_reason.empty()) f["finish_reason"] = r.finish_reason;

@@ -26,6 +26,8 @@ struct RequestSummary {
   int prompt_tokens = 0;
   int generated_tokens = 0;
   int cached_tokens = 0;
+  int drafted_tokens = 0;                             // speculative decoding: drafts verified
+  int accepted_tokens = 0;                            // and accepted
   std::optional<absl::Duration> queue_wait;           // set once the request reached a worker
   std::optional<absl::Duration> time_to_first_token;  // set once a token was generated
   std::string finish_reason;  // "eos", "length", ...; empty when the stream had no completion

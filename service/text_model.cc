@@ -19,6 +19,9 @@ absl::StatusOr<std::unique_ptr<TextModel>> TextModel::Load(const std::string& pa
   }
   m->file_ = std::move(*file);
   ASSIGN_OR_RETURN(m->config_, model::ModelConfig::FromGguf(*m->file_));
+  // The workers load the MTP head whenever the file has one (model::Model::Load refuses a
+  // malformed one): their sequence states, which the memory budgets size, hold its KV cache.
+  m->config_.has_mtp = m->config_.n_nextn > 0;
   ASSIGN_OR_RETURN(m->tokenizer_, tokenizer::Tokenizer::FromGguf(*m->file_));
   if (m->file_->Has("tokenizer.chat_template")) {
     ASSIGN_OR_RETURN(m->chat_template_, chat::ChatTemplate::FromGguf(*m->file_));

@@ -31,6 +31,7 @@ struct WorkerPoolOptions {
   int64_t ctx_size = 4096;
   model::KvType kv_type = model::kDefaultKvType;
   int64_t prefill_chunk = 256;  // prompt tokens per engine step
+  int64_t max_draft = 3;        // speculative decoding's longest draft (0: off)
   // The vision tower (--mmproj; empty: no image input) and the image size bounds.
   std::string mmproj_path;
   int64_t image_min_pixels = vision::PreprocessOptions().min_pixels;

@@ -167,6 +167,8 @@ class Stream : public engine::RequestSink {
       f.set_prompt_tokens(info.prompt_tokens);
       f.set_generated_tokens(info.generated_tokens);
       f.set_cached_tokens(info.cached_tokens);
+      f.set_drafted_tokens(info.drafted_tokens);
+      f.set_accepted_tokens(info.accepted_tokens);
       f.set_queue_ms(absl::ToDoubleMilliseconds(info.queue_time));
       f.set_time_to_first_token_ms(absl::ToDoubleMilliseconds(info.time_to_first_token));
       f.set_decode_ms(absl::ToDoubleMilliseconds(info.decode_time));
@@ -272,6 +274,8 @@ class Stream : public engine::RequestSink {
                    {"prompt_tokens", info.prompt_tokens},
                    {"generated_tokens", info.generated_tokens},
                    {"cached_tokens", info.cached_tokens},
+                   {"drafted_tokens", info.drafted_tokens},
+                   {"accepted_tokens", info.accepted_tokens},
                    {"queue_ms", absl::ToDoubleMilliseconds(info.queue_time)},
                    {"time_to_first_token_ms", absl::ToDoubleMilliseconds(info.time_to_first_token)},
                    {"decode_ms", absl::ToDoubleMilliseconds(info.decode_time)}};
@@ -518,6 +522,16 @@ class WorkerService final : public wpb::Worker::CallbackService {
     r.stop_tokens.assign(req->stop_token_ids().begin(), req->stop_token_ids().end());
     r.logprobs = req->logprobs();
     r.use_prefix_cache = !req->no_prefix_cache();
+    {
+      absl::StatusOr<engine::SpeculativeMode> mode =
+          engine::ParseSpeculativeMode(req->speculative(), "speculative.mode");
+      if (!mode.ok()) {
+        stream->Fail(mode.status());
+        return reactor;
+      }
+      r.speculative = *mode;
+      r.max_draft = req->max_draft();
+    }
     if (!req->forced_tokens().empty()) {
       if (!allow_forced_) {
         stream->Fail(absl::FailedPreconditionError(
@@ -624,6 +638,8 @@ class WorkerService final : public wpb::Worker::CallbackService {
     resp->set_prefix_hits(s.prefix_hits);
     resp->set_prefix_cached_tokens(s.prefix_cached_tokens);
     resp->set_prefix_cache_evictions(s.prefix_cache.evictions);
+    resp->set_tokens_drafted(s.tokens_drafted);
+    resp->set_tokens_accepted(s.tokens_accepted);
     grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
     r->Finish(grpc::Status::OK);
     return r;
@@ -722,6 +738,7 @@ absl::Status RunWorker(const WorkerOptions& options) {
   eo.n_threads = options.threads;
   eo.kv_type = options.kv_type;
   eo.prefill_chunk = options.prefill_chunk;
+  eo.max_draft = static_cast<int>(options.max_draft);
   int64_t prefix_cache_mb = options.prefix_cache_mb;
   if (prefix_cache_mb == kAutoPrefixCacheMb) {
     // A worker started by hand; `qwen serve` passes the number it resolved.

@@ -22,6 +22,7 @@ struct WorkerOptions {
   int64_t ctx_size = 4096;  // context per slot
   model::KvType kv_type = model::kDefaultKvType;
   int64_t prefill_chunk = 256;  // prompt tokens per engine step
+  int64_t max_draft = 3;        // speculative decoding's longest draft (0: off)
   // The vision tower's GGUF; empty: requests with images fail (FAILED_PRECONDITION).
   std::string mmproj_path;
   // Where the packed copy of the weights is shared between workers (model::LoadOptions); empty:

@@ -34,6 +34,17 @@ struct Engine::Sequence {
   bool images_ready = false;
   std::shared_ptr<EncodeJob> encoding;  // images under way on the encoder thread
 
+  // Speculative decoding.
+  int max_draft = 0;            // longest draft per step; 0: never drafts
+  bool mtp_catch_up = false;    // its MTP head follows the trunk (Segment::mtp)
+  std::vector<int32_t> fed;     // this step's decode segment: the last token, then the drafts
+  bool drafts_counted = false;  // they came from a drafter (not from forced tokens)
+  int32_t drafted = 0;
+  int32_t accepted = 0;
+  double accept_rate = 1.0;  // moving average of the accepted share of drafts
+  int paused = 0;            // steps left without drafting (the adaptive switch)
+  int backoff = 8;           // the next pause's length
+
   bool decoding() const { return prefilled == static_cast<int64_t>(req.prompt.size()); }
   // Its prompt cannot be fed yet: its images are not encoded.
   bool waits_for_images() const { return !req.images.empty() && !images_ready; }
@@ -65,6 +76,13 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::shared_ptr<model::Mo
     return absl::InvalidArgumentError("prefill_chunk must be positive");
   if (options.snapshot_interval < 0)
     return absl::InvalidArgumentError("snapshot_interval must not be negative");
+  if (options.max_draft < 0 || options.max_draft > kMaxDraftTokens) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_draft must be between 0 and ", kMaxDraftTokens));
+  }
+  if (options.speculative_step_tokens < 1) {
+    return absl::InvalidArgumentError("speculative_step_tokens must be positive");
+  }
   if (options.n_threads <= 0) options.n_threads = AvailableCores();
   std::unique_ptr<Engine> e(new Engine(std::move(model), options));
   if (options.prefix_cache_bytes > 0) {
@@ -160,6 +178,14 @@ absl::Status Engine::Submit(GenerationRequest req, std::shared_ptr<RequestSink> 
         absl::StrCat("logprobs: at most ", kMaxLogprobs, " alternatives"));
   }
   RETURN_IF_ERROR(sampling::Validate(req.sampling, V));
+  if (req.max_draft < 0 || req.max_draft > kMaxDraftTokens) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_draft: must be between 0 and ", kMaxDraftTokens));
+  }
+  if (req.speculative == SpeculativeMode::kMtp && !model_->has_mtp()) {
+    return absl::InvalidArgumentError(
+        "speculative: the model file has no MTP head; use \"ngram\" or \"auto\"");
+  }
   std::vector<int32_t> positions;
   if (!req.images.empty()) {
     // Cached state is shared only between requests with the same images at the same places.
@@ -201,6 +227,12 @@ absl::Status Engine::Submit(GenerationRequest req, std::shared_ptr<RequestSink> 
     seq->mask.resize((V + 63) / 64);
   }
   seq->sampler = std::make_unique<sampling::Sampler>(req.sampling, V, req.prompt);
+  if (req.speculative != SpeculativeMode::kOff) {
+    seq->max_draft =
+        std::min(req.max_draft > 0 ? req.max_draft : options_.max_draft, options_.max_draft);
+  }
+  seq->mtp_catch_up =
+      seq->max_draft > 0 && model_->has_mtp() && req.speculative != SpeculativeMode::kNgram;
   seq->req = std::move(req);
   seq->sink = std::move(sink);
   seq->submitted = absl::Now();
@@ -516,11 +548,17 @@ bool Engine::Step() {
   std::vector<Planned> plan;
   std::vector<model::Segment> segments;
   int64_t budget = options_.prefill_chunk;
+  PlanDrafts();
   for (Sequence* seq : running_) {
     if (!seq->decoding()) continue;
-    segments.push_back({slots_[seq->slot].state.get(), absl::MakeConstSpan(&seq->last_token, 1),
-                        model::Logits::kLast});
-    plan.push_back({seq, 1, true, 1});
+    // The last token, then the drafts: every row's logits are those plain decoding computes.
+    const int64_t n = static_cast<int64_t>(seq->fed.size());
+    model::Segment seg{slots_[seq->slot].state.get(), absl::MakeConstSpan(seq->fed),
+                       n > 1 ? model::Logits::kAll : model::Logits::kLast};
+    seg.keep_states = n > 1;
+    seg.mtp = seq->mtp_catch_up;
+    segments.push_back(seg);
+    plan.push_back({seq, n, true, n});
   }
   for (Sequence* seq : running_) {
     if (seq->decoding() || seq->waits_for_images()) continue;
@@ -544,6 +582,7 @@ bool Engine::Step() {
       seg.positions = absl::MakeConstSpan(seq->positions.data() + 4 * seq->prefilled, 4 * n);
       seg.embeddings = absl::MakeConstSpan(seq->rows.data() + seq->prefilled, n);
     }
+    seg.mtp = seq->mtp_catch_up;
     segments.push_back(seg);
     plan.push_back({seq, n, completes, all ? n : (completes ? 1 : 0)});
     budget -= n;
@@ -563,13 +602,13 @@ bool Engine::Step() {
     return true;
   }
 
-  int64_t prefilled = 0, generated = 0, row = 0;
+  int64_t prefilled = 0, generated = 0, row = 0, drafted = 0, accepted = 0;
   for (const Planned& p : plan) {
     Sequence* seq = p.seq;
     Slot& slot = slots_[seq->slot];
-    if (seq->decoding()) {
-      slot.history.push_back(seq->last_token);
-    } else {
+    const float* rows = logits_.data() + row * V;
+    row += p.rows;
+    if (!seq->decoding()) {
       slot.history.insert(slot.history.end(), seq->req.prompt.begin() + seq->prefilled,
                           seq->req.prompt.begin() + seq->prefilled + p.n);
       seq->prefilled += p.n;
@@ -579,86 +618,225 @@ bool Engine::Step() {
           (options_.snapshot_interval > 0 && seq->prefilled % options_.snapshot_interval == 0)) {
         Snapshot(*seq, absl::MakeConstSpan(seq->req.prompt.data(), seq->prefilled));
       }
-    }
-    const float* rows = logits_.data() + row * V;
-    row += p.rows;
-    if (seq->req.all_logits && p.rows > 0) {
-      seq->sink->OnLogits(absl::MakeConstSpan(rows, static_cast<size_t>(p.rows * V)));
-    }
-    if (!p.sample) continue;
-    const float* l = rows + (p.rows - 1) * V;
-    TokenOutput out;
-    const auto& forced = seq->req.forced_tokens;
-    const auto& stops = seq->req.stop_tokens;
-    const bool is_forced = seq->generated < static_cast<int32_t>(forced.size());
-    if (seq->matcher != nullptr) {
-      // Structured output: mask, sample among the allowed, advance the matcher.
-      const absl::Time t0 = absl::Now();
-      grammar::Matcher& m = *seq->matcher;
-      if (is_forced) {
-        out.token = forced[seq->generated];
-      } else {
-        m.FillNextTokenMask(seq->mask.data());
-        if (m.CanEnd()) {
-          for (int32_t t : stops) seq->mask[t >> 6] |= uint64_t{1} << (t & 63);
-        }
-        const bool any =
-            std::any_of(seq->mask.begin(), seq->mask.end(), [](uint64_t w) { return w != 0; });
-        if (!any) {
-          seq->constraint_time += absl::Now() - t0;
-          Finish(seq, FinishReason::kError,
-                 absl::FailedPreconditionError(
-                     "the output constraint allows no token of the vocabulary here"));
-          continue;
-        }
-        out.token = seq->sampler->Sample(l, seq->mask.data());
+      if (seq->req.all_logits && p.rows > 0) {
+        seq->sink->OnLogits(absl::MakeConstSpan(rows, static_cast<size_t>(p.rows * V)));
       }
-      const bool stop = std::find(stops.begin(), stops.end(), out.token) != stops.end();
-      if (!stop && !m.AcceptToken(out.token)) {
-        seq->constraint_time += absl::Now() - t0;
-        // A forced token is the caller's; a sampled one was drawn from the mask, so the mask and
-        // the matcher disagree: our bug, not the client's, and reported as such.
-        Finish(seq, FinishReason::kError,
-               is_forced ? absl::InvalidArgumentError(
-                               absl::StrCat("forced_tokens[", seq->generated, "]: token ",
-                                            out.token, " is not allowed by the output constraint"))
-                         : absl::InternalError(
-                               absl::StrCat("the output constraint's matcher refused token ",
-                                            out.token, ", which its token mask allowed (after ",
-                                            seq->generated, " generated tokens)")));
-        continue;
+      if (!p.sample) continue;
+      const Emission e = EmitToken(seq, rows + (p.rows - 1) * V, slot.state->n_past());
+      generated += e.emitted;
+      if (e.finished) Finish(seq, e.reason, e.status, e.stop_token);
+      continue;
+    }
+    // A decode segment: the rows in order, as long as each sampled token is the next draft fed.
+    const int64_t base = slot.state->n_past() - p.n;
+    int64_t kept = 0;
+    Emission e;
+    for (int64_t r = 0; r < p.rows; ++r) {
+      if (seq->req.all_logits) {
+        seq->sink->OnLogits(absl::MakeConstSpan(rows + r * V, static_cast<size_t>(V)));
       }
-      seq->constraint_time += absl::Now() - t0;
-    } else {
-      out.token = is_forced ? forced[seq->generated] : seq->sampler->Sample(l);
+      e = EmitToken(seq, rows + r * V, base + r + 1);
+      ++kept;
+      generated += e.emitted;
+      if (e.finished || r + 1 == p.rows || e.token != seq->fed[r + 1]) break;
     }
-    if (seq->req.logprobs >= 0) {
-      out.logprob = sampling::Sampler::Logprobs(l, V, out.token, seq->req.logprobs);
+    if (p.n > 1) {
+      // The state after the kept tokens; the KV rows after them no longer count.
+      if (absl::Status st = slot.state->Rollback(kept); !st.ok() && !e.finished) {
+        e.Ends(FinishReason::kError);
+        e.status = absl::InternalError(absl::StrCat("speculative rollback: ", st.message()));
+      }
+      if (seq->drafts_counted) {
+        const int32_t nd = static_cast<int32_t>(p.n - 1);
+        const int32_t na = static_cast<int32_t>(kept - 1);
+        seq->drafted += nd;
+        seq->accepted += na;
+        drafted += nd;
+        accepted += na;
+        // The adaptive switch: drafts that are mostly refused cost more than they save.
+        seq->accept_rate = 0.7 * seq->accept_rate + 0.3 * static_cast<double>(na) / nd;
+        if (seq->accept_rate < 0.3) {
+          seq->paused = seq->backoff;
+          seq->backoff = std::min(seq->backoff * 2, 128);
+          seq->accept_rate = 0.3;  // one good probe resumes, a bad one pauses longer
+        } else if (seq->accept_rate >= 0.5) {
+          seq->backoff = 8;
+        }
+      }
     }
-    if (seq->generated == 0) seq->first_token = absl::Now();
-    ++seq->generated;
-    ++generated;
-    seq->last_token = out.token;
-    seq->sink->OnToken(out);
-    if (std::find(stops.begin(), stops.end(), out.token) != stops.end()) {
-      Finish(seq, FinishReason::kStopToken, absl::OkStatus(), out.token);
-    } else if (seq->matcher != nullptr && stops.empty() && seq->matcher->Done()) {
-      Finish(seq, FinishReason::kGrammarDone, absl::OkStatus());
-    } else if (seq->generated >= seq->req.max_tokens ||
-               slot.state->n_past() + 1 >= slot.state->capacity()) {
-      Finish(seq, FinishReason::kLength, absl::OkStatus());
-    }
+    slot.history.insert(slot.history.end(), seq->fed.begin(), seq->fed.begin() + kept);
+    if (e.finished) Finish(seq, e.reason, e.status, e.stop_token);
   }
 
   absl::MutexLock lock(&mu_);
   stats_.steps += 1;
   stats_.tokens_prefilled += prefilled;
   stats_.tokens_generated += generated;
+  stats_.tokens_drafted += drafted;
+  stats_.tokens_accepted += accepted;
   size_t kv = 0;
   for (const Slot& s : slots_) kv += s.state->size().kv_bytes_per_token * s.state->n_past();
   stats_.kv_bytes_resident = kv;
   if (cache_ != nullptr) stats_.prefix_cache = cache_->stats();
   return true;
+}
+
+Engine::Emission Engine::EmitToken(Sequence* seq, const float* l, int64_t n_past) {
+  const int64_t V = model_->config().n_vocab;
+  Emission e;
+  TokenOutput out;
+  const auto& forced = seq->req.forced_tokens;
+  const auto& stops = seq->req.stop_tokens;
+  const bool is_forced = seq->generated < static_cast<int32_t>(forced.size());
+  if (seq->matcher != nullptr) {
+    // Structured output: mask, sample among the allowed, advance the matcher.
+    const absl::Time t0 = absl::Now();
+    grammar::Matcher& m = *seq->matcher;
+    if (is_forced) {
+      out.token = forced[seq->generated];
+    } else {
+      m.FillNextTokenMask(seq->mask.data());
+      if (m.CanEnd()) {
+        for (int32_t t : stops) seq->mask[t >> 6] |= uint64_t{1} << (t & 63);
+      }
+      const bool any =
+          std::any_of(seq->mask.begin(), seq->mask.end(), [](uint64_t w) { return w != 0; });
+      if (!any) {
+        seq->constraint_time += absl::Now() - t0;
+        e.Ends(FinishReason::kError);
+        e.status = absl::FailedPreconditionError(
+            "the output constraint allows no token of the vocabulary here");
+        return e;
+      }
+      out.token = seq->sampler->Sample(l, seq->mask.data());
+    }
+    const bool stop = std::find(stops.begin(), stops.end(), out.token) != stops.end();
+    if (!stop && !m.AcceptToken(out.token)) {
+      seq->constraint_time += absl::Now() - t0;
+      // A forced token is the caller's; a sampled one was drawn from the mask, so the mask and
+      // the matcher disagree: our bug, not the client's, and reported as such.
+      e.Ends(FinishReason::kError);
+      e.status = is_forced ? absl::InvalidArgumentError(absl::StrCat(
+                                 "forced_tokens[", seq->generated, "]: token ", out.token,
+                                 " is not allowed by the output constraint"))
+                           : absl::InternalError(
+                                 absl::StrCat("the output constraint's matcher refused token ",
+                                              out.token, ", which its token mask allowed (after ",
+                                              seq->generated, " generated tokens)"));
+      return e;
+    }
+    seq->constraint_time += absl::Now() - t0;
+  } else {
+    out.token = is_forced ? forced[seq->generated] : seq->sampler->Sample(l);
+  }
+  if (seq->req.logprobs >= 0) {
+    out.logprob = sampling::Sampler::Logprobs(l, V, out.token, seq->req.logprobs);
+  }
+  if (seq->generated == 0) seq->first_token = absl::Now();
+  ++seq->generated;
+  seq->last_token = out.token;
+  seq->sink->OnToken(out);
+  e.emitted = true;
+  e.token = out.token;
+  const int64_t capacity = slots_[seq->slot].state->capacity();
+  if (std::find(stops.begin(), stops.end(), out.token) != stops.end()) {
+    e.Ends(FinishReason::kStopToken);
+    e.stop_token = out.token;
+  } else if (seq->matcher != nullptr && stops.empty() && seq->matcher->Done()) {
+    e.Ends(FinishReason::kGrammarDone);
+  } else if (seq->generated >= seq->req.max_tokens || n_past + 1 >= capacity) {
+    e.Ends(FinishReason::kLength);
+  }
+  return e;
+}
+
+void Engine::PlanDrafts() {
+  std::vector<Sequence*> decoding;
+  for (Sequence* seq : running_) {
+    if (!seq->decoding()) continue;
+    decoding.push_back(seq);
+    seq->fed.assign(1, seq->last_token);
+    seq->drafts_counted = false;
+  }
+  // Drafts only fill the room the decoding sequences leave in a step.
+  int64_t room = options_.speculative_step_tokens - static_cast<int64_t>(decoding.size());
+  std::vector<model::DraftSlot> mtp_slots;
+  std::vector<Sequence*> mtp_seqs;
+  std::vector<std::vector<int32_t>> mtp_drafts(decoding.size());
+  std::vector<std::vector<int32_t>> replacing(decoding.size());  // test_drafter_runs_mtp
+  std::vector<int32_t> context;
+  for (Sequence* seq : decoding) {
+    if (room <= 0) break;
+    if (seq->max_draft <= 0) continue;
+    const model::SequenceState& state = *slots_[seq->slot].state;
+    // Rows past max_tokens or the context could never be kept.
+    int64_t k = std::min<int64_t>(seq->max_draft, room);
+    k = std::min<int64_t>(k, seq->req.max_tokens - seq->generated - 1);
+    k = std::min<int64_t>(k, state.capacity() - state.n_past() - 2);
+    if (k <= 0) continue;
+    // Forced tokens are known: they verify as drafts that are always right.
+    const auto& forced = seq->req.forced_tokens;
+    if (seq->generated < static_cast<int32_t>(forced.size())) {
+      const int64_t n = std::min<int64_t>(k, forced.size() - seq->generated);
+      seq->fed.insert(seq->fed.end(), forced.begin() + seq->generated,
+                      forced.begin() + seq->generated + n);
+      room -= n;
+      continue;
+    }
+    if (seq->paused > 0) {
+      --seq->paused;
+      continue;
+    }
+    const Slot& slot = slots_[seq->slot];
+    std::vector<int32_t> drafts;
+    const SpeculativeMode mode = seq->req.speculative;
+    if (options_.test_drafter) {
+      context.assign(slot.history.begin(), slot.history.end());
+      context.push_back(seq->last_token);
+      drafts = options_.test_drafter(seq->req.id, context, static_cast<int>(k));
+    } else if (mode == SpeculativeMode::kAuto || mode == SpeculativeMode::kNgram) {
+      context.assign(slot.history.begin(), slot.history.end());
+      context.push_back(seq->last_token);
+      drafts = PromptLookupDraft(context, static_cast<int>(k));
+    }
+    const int64_t V = model_->config().n_vocab;
+    drafts.erase(
+        std::remove_if(drafts.begin(), drafts.end(), [V](int32_t t) { return t < 0 || t >= V; }),
+        drafts.end());
+    if (drafts.size() > static_cast<size_t>(k)) drafts.resize(k);
+    const bool mtp_ready = seq->mtp_catch_up && state.mtp_past() == state.n_past();
+    if (options_.test_drafter && options_.test_drafter_runs_mtp && mtp_ready) {
+      const size_t i = mtp_seqs.size();
+      replacing[i] = std::move(drafts);
+      mtp_seqs.push_back(seq);
+      mtp_slots.push_back(
+          {slots_[seq->slot].state.get(), seq->last_token, static_cast<int>(k), &mtp_drafts[i]});
+      room -= k;
+      continue;
+    }
+    if (drafts.empty() && !options_.test_drafter && mtp_ready) {
+      const size_t i = mtp_seqs.size();
+      mtp_seqs.push_back(seq);
+      mtp_slots.push_back(
+          {slots_[seq->slot].state.get(), seq->last_token, static_cast<int>(k), &mtp_drafts[i]});
+      room -= k;
+      continue;
+    }
+    if (drafts.empty()) continue;
+    seq->fed.insert(seq->fed.end(), drafts.begin(), drafts.end());
+    seq->drafts_counted = true;
+    room -= static_cast<int64_t>(drafts.size());
+  }
+  if (mtp_slots.empty()) return;
+  // One batch for every sequence drafting with the head. A failure only costs the drafts.
+  if (!model_->MtpDraft(*ctx_, mtp_slots).ok()) return;
+  for (size_t i = 0; i < mtp_seqs.size(); ++i) {
+    const std::vector<int32_t>& d =
+        options_.test_drafter && options_.test_drafter_runs_mtp ? replacing[i] : mtp_drafts[i];
+    if (d.empty()) continue;
+    mtp_seqs[i]->fed.insert(mtp_seqs[i]->fed.end(), d.begin(), d.end());
+    mtp_seqs[i]->drafts_counted = true;
+  }
 }
 
 void Engine::Finish(Sequence* seq, FinishReason reason, absl::Status status, int32_t stop_token) {
@@ -671,6 +849,8 @@ void Engine::Finish(Sequence* seq, FinishReason reason, absl::Status status, int
   info.cached_tokens = seq->cached;
   info.constraint_time = seq->constraint_time;
   info.computed_prompt_tokens = seq->computed;
+  info.drafted_tokens = seq->drafted;
+  info.accepted_tokens = seq->accepted;
   const absl::Time now = absl::Now();
   info.queue_time = seq->admitted - seq->submitted;
   if (seq->generated > 0) {

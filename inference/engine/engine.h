@@ -16,11 +16,14 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "inference/common/thread_pool.h"
 #include "inference/engine/prefix_cache.h"
+#include "inference/engine/prompt_lookup.h"
+#include "inference/engine/speculative_mode.h"
 #include "inference/grammar/matcher.h"
 #include "inference/model/model.h"
 #include "inference/ops/compute.h"
@@ -44,6 +47,20 @@ struct EngineOptions {
   // (prefill chunks stop there), and when their generation ends.
   size_t prefix_cache_bytes = 0;
   int64_t snapshot_interval = 512;
+  // Speculative decoding: the longest draft a sequence verifies in one step (requests may ask
+  // for less; 0 turns speculation off for every request), and how many decode positions a step
+  // holds at most, drafts included: drafts only fill room that the decoding sequences leave
+  // (at the default 8, with 8 sequences decoding nobody drafts).
+  int max_draft = 3;
+  int speculative_step_tokens = 8;
+  // Tests only: when set, drafts come from here instead of prompt lookup and the MTP head, for
+  // every request whose mode is not kOff. `context` is the sequence's tokens so far (prompt,
+  // output, the last sampled token included); at most `n` of the returned tokens are used.
+  std::function<std::vector<int32_t>(uint64_t id, absl::Span<const int32_t> context, int n)>
+      test_drafter;
+  // Benchmarks only: with test_drafter, sequences that may draft with the MTP head run it as
+  // usual (its cost), and then the test drafter's tokens replace its drafts (forced acceptance).
+  bool test_drafter_runs_mtp = false;
 };
 
 // An image in a prompt: its rows * cols tokens are the prompt entries from `offset` (their ids
@@ -99,6 +116,10 @@ struct GenerationRequest {
   // Requests whose input is more than `prompt` (e.g. image embeddings behind placeholder tokens)
   // set this to a hash of that input: cached state is only shared between equal salts.
   uint64_t cache_salt = 0;
+  // Speculative decoding (EngineOptions::max_draft): the drafter, and the longest draft per
+  // step (0: the engine's; at most kMaxDraftTokens, and never more than the engine's).
+  SpeculativeMode speculative = SpeculativeMode::kAuto;
+  int32_t max_draft = 0;
   // Images of the prompt, in prompt order. The ids alone do not say which image was seen, so a
   // slot's history is resumed only when its images have the same keys at the same places, and
   // Submit() folds the keys into cache_salt for the prefix cache (an image without a key turns
@@ -130,6 +151,10 @@ struct FinishInfo {
   // Structured output: time spent computing token masks and advancing the matcher, and in
   // applying the mask (sampling with it minus nothing: the whole masked Sample call).
   absl::Duration constraint_time;
+  // Speculative decoding: tokens drafted (by prompt lookup or the MTP head) and verified, and
+  // how many of them the model accepted (each accepted one saved a forward pass).
+  int32_t drafted_tokens = 0;
+  int32_t accepted_tokens = 0;
 };
 
 // Receives a request's results, called on the engine's scheduler thread: keep it quick.
@@ -151,6 +176,8 @@ struct EngineStats {
   int queued = 0;  // waiting for a slot
   int64_t tokens_prefilled = 0;
   int64_t tokens_generated = 0;
+  int64_t tokens_drafted = 0;   // speculative drafts verified
+  int64_t tokens_accepted = 0;  // of which accepted
   int64_t steps = 0;
   // Layer passes done since the start: grows inside a step too (a long prefill chunk), so a
   // supervisor can tell a slow step from a stuck engine thread.
@@ -178,6 +205,17 @@ struct EngineStats {
 // prefill chunks stop at multiples of snapshot_interval, and states are snapshotted there, at the
 // end of each prompt and when a sequence finishes. FinishInfo says how many prompt tokens were
 // resumed (cached_tokens) and fed to the model (computed_prompt_tokens).
+//
+// Speculative decoding (docs/speculative.md): before a step, each decoding sequence may draft a
+// few tokens (GenerationRequest::speculative: prompt lookup or the model's MTP head) in the
+// room the step has (EngineOptions::speculative_step_tokens); the step feeds the last token and
+// the drafts as one segment whose every row is computed as a decode step would compute it, the
+// rows are sampled in order exactly as plain decoding samples them (same sampler, penalties,
+// grammar matcher, logprobs, stop and length checks) while the sampled token equals the next
+// draft, and the sequence's state is rolled back to the tokens kept. Output, logits and
+// log-probabilities are bit for bit those of plain decoding, for greedy and seeded sampling
+// alike. A sequence whose drafts are mostly refused stops drafting for a while (doubling up to
+// 128 steps) and then probes again.
 //
 // Images (PromptImage::encode) are encoded before their prompt's first chunk. When other
 // sequences are computing, that happens on an encoder thread (started at the first such image,
@@ -242,6 +280,25 @@ class Engine {
   void EncoderLoop();
   void Admit() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Finish(Sequence* seq, FinishReason reason, absl::Status status, int32_t stop_token = -1);
+  // Fills the drafts of the decoding sequences for this step (speculative decoding).
+  void PlanDrafts();
+  // What came of sampling one logit row.
+  struct Emission {
+    bool emitted = false;  // a token went to the sink
+    int32_t token = -1;
+    bool finished = false;  // the sequence ends after this row, for `reason`
+    FinishReason reason = FinishReason::kLength;
+    absl::Status status;  // with kError
+    int32_t stop_token = -1;
+    void Ends(FinishReason r) {
+      finished = true;
+      reason = r;
+    }
+  };
+  // Samples (or takes the forced token from) one decode row exactly as plain decoding does and
+  // reports it; `n_past` is the sequence's length once the row's own token is fed (for the
+  // length check). Does not call Finish().
+  Emission EmitToken(Sequence* seq, const float* logits, int64_t n_past);
   bool Caching(const Sequence& seq) const;
   void Snapshot(const Sequence& seq, absl::Span<const int32_t> tokens);
 

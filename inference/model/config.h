@@ -23,7 +23,10 @@ struct ModelConfig {
   int64_t n_embd = 0;
   int64_t n_ff = 0;
   int n_layer = 0;  // trunk blocks that the forward pass runs
-  int n_nextn = 0;  // MTP blocks stored (llama.cpp: after the trunk; Ollama: mtp.*); never run
+  int n_nextn = 0;  // MTP blocks stored (llama.cpp: after the trunk; Ollama: mtp.*)
+  // The MTP draft head is loaded (Model::Load sets it; FromGguf leaves it false): sequence
+  // states then hold its KV cache and input row (SequenceState).
+  bool has_mtp = false;
   int64_t context_length = 0;
   float rms_eps = 1e-6f;
 
@@ -49,6 +52,9 @@ struct ModelConfig {
   int64_t q_dim() const { return int64_t{n_head} * head_dim; }
   int64_t kv_dim() const { return int64_t{n_head_kv} * head_dim; }
   int n_attention_layers() const;
+  // KV caches a sequence holds: the trunk's attention layers, plus the MTP block's when loaded
+  // (the last one).
+  int n_kv_layers() const { return n_attention_layers() + (has_mtp ? 1 : 0); }
   int n_delta_layers() const { return n_layer - n_attention_layers(); }
   // Key head that delta-net value head j reads.
   int KeyHeadOf(int j) const { return ssm_v_tiled ? j % ssm_n_k : j / (ssm_n_v / ssm_n_k); }

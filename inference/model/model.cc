@@ -6,6 +6,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "inference/common/status_macros.h"
+#include "inference/model/buffer_ids.h"
 #include "inference/ops/attention.h"
 #include "inference/ops/basic.h"
 #include "inference/ops/delta_net.h"
@@ -17,30 +18,6 @@ namespace {
 
 using quant::GgmlType;
 
-// Activation buffers of a forward pass, reused between calls.
-enum BufferId {
-  kX,        // [n, n_embd] residual stream
-  kH,        // [n, n_embd] normalised input of a block
-  kOut,      // [n, n_embd] output of a block
-  kQFull,    // [n, n_head, 2, head_dim] query | gate
-  kQ,        // [n, n_head, head_dim]
-  kGate,     // [n, n_head, head_dim]
-  kK,        // [n, n_head_kv, head_dim]
-  kV,        // [n, n_head_kv, head_dim]
-  kAttn,     // [n, n_head, head_dim]
-  kMixed,    // [n, qkv] delta-net projection, the conv input
-  kZ,        // [n, n_v, d]
-  kAlpha,    // [n, n_v] then the log decay g
-  kBeta,     // [n, n_v]
-  kConv,     // [n, qkv] conv output
-  kCore,     // [n, n_v, d] delta rule output
-  kFfnGate,  // [n, n_ff]
-  kFfnUp,    // [n, n_ff]
-  kFinal,    // [rows, n_embd] final norm of the rows that need logits
-  kObserve,  // copies for observers
-  kNumBuffers,
-};
-
 std::string Blk(int il, absl::string_view name) { return absl::StrCat("blk.", il, ".", name); }
 
 }  // namespace
@@ -49,7 +26,9 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(std::shared_ptr<const gguf::G
                                                    const LoadOptions& options) {
   std::unique_ptr<Model> m(new Model(std::move(file)));
   ASSIGN_OR_RETURN(m->config_, ModelConfig::FromGguf(*m->file_));
-  if (absl::Status s = m->LoadWeights(); !s.ok()) {
+  absl::Status loaded = m->LoadWeights();
+  if (loaded.ok()) loaded = m->LoadMtp();
+  if (absl::Status s = loaded; !s.ok()) {
     // A missing tensor usually means a file in neither known layout: say what the file is.
     if (s.code() != absl::StatusCode::kNotFound) return s;
     return absl::Status(s.code(), absl::StrCat(s.message(), "; ", DescribeFile(*m->file_)));
@@ -70,6 +49,13 @@ std::vector<ops::Weight*> Model::Matrices() {
          {&L.ffn_gate, &L.ffn_up, &L.ffn_down, &L.attn_q, &L.attn_k, &L.attn_v, &L.attn_output,
           &L.attn_qkv, &L.attn_gate, &L.ssm_alpha, &L.ssm_beta, &L.ssm_out}) {
       if (w->data != nullptr) out.push_back(w);
+    }
+  }
+  if (config_.has_mtp) {
+    LayerWeights& L = mtp_.block;
+    for (ops::Weight* w : {&mtp_.eh_proj, &L.ffn_gate, &L.ffn_up, &L.ffn_down, &L.attn_q, &L.attn_k,
+                           &L.attn_v, &L.attn_output}) {
+      out.push_back(w);
     }
   }
   return out;
@@ -99,7 +85,11 @@ absl::Status Model::UsePackedCopy(const LoadOptions& options) {
 }
 
 absl::StatusOr<ops::Weight> Model::Matrix(const std::string& name, int64_t n_in, int64_t n_out) {
-  const gguf::TensorInfo* t = file_->FindTensor(name);
+  return MatrixOf(file_->FindTensor(name), name, n_in, n_out);
+}
+
+absl::StatusOr<ops::Weight> Model::MatrixOf(const gguf::TensorInfo* t, const std::string& name,
+                                            int64_t n_in, int64_t n_out) {
   if (t == nullptr) return absl::NotFoundError(absl::StrCat("tensor \"", name, "\" is missing"));
   if (t->n_dims != 2 || t->ne[0] != n_in || t->ne[1] != n_out) {
     return absl::InvalidArgumentError(absl::StrCat("tensor \"", name, "\" has shape ",
@@ -130,7 +120,11 @@ absl::StatusOr<const float*> Model::FindVector(std::initializer_list<std::string
 }
 
 absl::StatusOr<const float*> Model::Vector(const std::string& name, int64_t n) {
-  const gguf::TensorInfo* t = file_->FindTensor(name);
+  return VectorOf(file_->FindTensor(name), name, n, /*add_one=*/false);
+}
+
+absl::StatusOr<const float*> Model::VectorOf(const gguf::TensorInfo* t, const std::string& name,
+                                             int64_t n, bool add_one) {
   if (t == nullptr) return absl::NotFoundError(absl::StrCat("tensor \"", name, "\" is missing"));
   if (t->n_elements != n) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -143,6 +137,9 @@ absl::StatusOr<const float*> Model::Vector(const std::string& name, int64_t n) {
   // Small tensors are copied to float once: they are read in every op and cost little memory.
   std::vector<float>& v = owned_.emplace_back(n);
   quant::DequantizeRow(t->type, t->data, v.data(), n);
+  if (add_one) {
+    for (float& x : v) x += 1.0f;
+  }
   return v.data();
 }
 
@@ -286,7 +283,22 @@ absl::Status Model::Forward(ops::ComputeContext& ctx, absl::Span<const Segment> 
             absl::StrCat("token id ", t, " is outside the vocabulary [0, ", c.n_vocab, ")"));
       }
     }
+    if (s.keep_states) {
+      if (!s.positions.empty() || !s.embeddings.empty()) {
+        return absl::InvalidArgumentError("a segment that keeps its states must be text");
+      }
+      if (s.tokens.size() > 1) RETURN_IF_ERROR(s.state->ReserveCheckpoints(s.tokens.size() - 1));
+    }
     n += static_cast<int64_t>(s.tokens.size());
+  }
+  // Segments whose MTP head runs with them: text, and the head caught up so far.
+  std::vector<bool> mtp_run(segments.size(), false);
+  bool need_hidden = false;
+  for (size_t k = 0; k < segments.size(); ++k) {
+    const Segment& s = segments[k];
+    mtp_run[k] = c.has_mtp && s.mtp && s.positions.empty() && s.embeddings.empty() &&
+                 s.state->mtp_past() == s.state->n_past();
+    need_hidden |= mtp_run[k] || (s.keep_states && c.has_mtp);
   }
 
   std::vector<int32_t> tokens;
@@ -344,21 +356,19 @@ absl::Status Model::Forward(ops::ComputeContext& ctx, absl::Span<const Segment> 
 
     ops::RmsNorm(ctx, x, L.post_attention_norm, n, E, c.rms_eps, h);
     ctx.Observe(absl::StrCat("attn_post_norm-", il), h, n, E);
-    float* gate = Buffer(kFfnGate, n * c.n_ff);
-    float* up = Buffer(kFfnUp, n * c.n_ff);
-    ops::MatMul(ctx, h, n, {{&L.ffn_gate, gate}, {&L.ffn_up, up}});
-    ctx.Observe(absl::StrCat("ffn_gate-", il), gate, n, c.n_ff);
-    ctx.Observe(absl::StrCat("ffn_up-", il), up, n, c.n_ff);
-    ops::SwiGlu(ctx, gate, up, n * c.n_ff, gate);
-    ctx.Observe(absl::StrCat("ffn_swiglu-", il), gate, n, c.n_ff);
-    ops::MatMul(ctx, L.ffn_down, gate, n, out);
-    ctx.Observe(absl::StrCat("ffn_out-", il), out, n, E);
+    FfnBlock(ctx, L, il, h, n, out);
     ops::AddInPlace(x, out, n * E);
     ctx.Observe(absl::StrCat("l_out-", il), x, n, E);
     ctx.NoteLayerDone();
   }
 
   // Only the rows that need logits go through the LM head, the largest matrix of the model.
+  // The norm is per row, so normalising every row first gives the logit rows the same bits.
+  float* hidden = nullptr;
+  if (need_hidden) {
+    hidden = Buffer(kHidden, n * E);
+    ops::RmsNorm(ctx, x, output_norm_, n, E, c.rms_eps, hidden);
+  }
   const int64_t rows = LogitRows(segments);
   float* final_rows = Buffer(kFinal, rows * E);
   int64_t row = 0, offset = 0;
@@ -367,29 +377,64 @@ absl::Status Model::Forward(ops::ComputeContext& ctx, absl::Span<const Segment> 
     const int64_t first = s.logits == Logits::kAll ? offset : offset + ns - 1;
     const int64_t count = s.logits == Logits::kAll ? ns : s.logits == Logits::kLast ? 1 : 0;
     // A chunk without logits leaves final_rows empty (null): no memcpy from or to null.
-    if (count > 0) std::memcpy(final_rows + row * E, x + first * E, count * E * sizeof(float));
+    if (count > 0) {
+      std::memcpy(final_rows + row * E, (hidden != nullptr ? hidden : x) + first * E,
+                  count * E * sizeof(float));
+    }
     row += count;
     offset += ns;
   }
   if (rows > 0) {
-    ops::RmsNorm(ctx, final_rows, output_norm_, rows, E, c.rms_eps, final_rows);
+    if (hidden == nullptr) {
+      ops::RmsNorm(ctx, final_rows, output_norm_, rows, E, c.rms_eps, final_rows);
+    }
     ctx.Observe("result_norm", final_rows, rows, E);
     ops::MatMul(ctx, lm_head_, final_rows, rows, logits);
     ctx.Observe("result_output", logits, rows, c.n_vocab);
   }
 
+  // Verify segments: the MTP input row after each token, for Rollback().
+  offset = 0;
+  for (const Segment& s : segments) {
+    const int64_t ns = static_cast<int64_t>(s.tokens.size());
+    if (s.keep_states && c.has_mtp) {
+      for (int64_t t = 0; t + 1 < ns; ++t) {
+        std::memcpy(s.state->checkpoint_hidden(t), hidden + (offset + t) * E, E * sizeof(float));
+      }
+    }
+    offset += ns;
+  }
+  if (need_hidden) MtpCatchUp(ctx, segments, mtp_run, hidden);
+
   for (size_t k = 0; k < segments.size(); ++k) {
-    segments[k].state->Advance(static_cast<int64_t>(segments[k].tokens.size()), next_position[k]);
+    SequenceState& st = *segments[k].state;
+    const int64_t ns = static_cast<int64_t>(segments[k].tokens.size());
+    if (segments[k].keep_states) st.MarkCheckpointed(st.n_past(), st.next_position(), ns);
+    st.Advance(ns, next_position[k]);
   }
   return absl::OkStatus();
 }
 
+void Model::FfnBlock(ops::ComputeContext& ctx, const LayerWeights& L, int il, const float* h,
+                     int64_t n, float* out) {
+  const ModelConfig& c = config_;
+  float* gate = Buffer(kFfnGate, n * c.n_ff);
+  float* up = Buffer(kFfnUp, n * c.n_ff);
+  ops::MatMul(ctx, h, n, {{&L.ffn_gate, gate}, {&L.ffn_up, up}});
+  ctx.Observe(absl::StrCat("ffn_gate-", il), gate, n, c.n_ff);
+  ctx.Observe(absl::StrCat("ffn_up-", il), up, n, c.n_ff);
+  ops::SwiGlu(ctx, gate, up, n * c.n_ff, gate);
+  ctx.Observe(absl::StrCat("ffn_swiglu-", il), gate, n, c.n_ff);
+  ops::MatMul(ctx, L.ffn_down, gate, n, out);
+  ctx.Observe(absl::StrCat("ffn_out-", il), out, n, c.n_embd);
+}
+
 void Model::AttentionBlock(ops::ComputeContext& ctx, const LayerWeights& L,
                            absl::Span<const Segment> segments, const float* h, int64_t n,
-                           float* out) {
+                           float* out, absl::Span<const int64_t> cell0) {
   const ModelConfig& c = config_;
   const int hd = c.head_dim;
-  const int il = static_cast<int>(&L - layers_.data());
+  const int il = &L == &mtp_.block ? c.n_layer : static_cast<int>(&L - layers_.data());
   float* q_full = Buffer(kQFull, n * 2 * c.q_dim());
   float* k = Buffer(kK, n * c.kv_dim());
   float* v = Buffer(kV, n * c.kv_dim());
@@ -427,10 +472,11 @@ void Model::AttentionBlock(ops::ComputeContext& ctx, const LayerWeights& L,
 
   float* attn = Buffer(kAttn, n * c.q_dim());
   int64_t offset = 0;
-  for (const Segment& s : segments) {
+  for (size_t si = 0; si < segments.size(); ++si) {
+    const Segment& s = segments[si];
     const int64_t ns = static_cast<int64_t>(s.tokens.size());
     const ops::KvView kv = s.state->kv(L.kind_index);
-    const int64_t pos0 = s.state->n_past();
+    const int64_t pos0 = cell0.empty() ? s.state->n_past() : cell0[si];
     ops::KvStore(kv, k + offset * c.kv_dim(), v + offset * c.kv_dim(), pos0, ns);
     ops::CausalAttention(ctx, q + offset * c.q_dim(), ns, c.n_head, kv, pos0,
                          attn + offset * c.q_dim());
@@ -472,11 +518,27 @@ void Model::DeltaNetBlock(ops::ComputeContext& ctx, const LayerWeights& L,
   ctx.Observe(absl::StrCat("beta_sigmoid-", il), beta, n, nv);
 
   float* conv = Buffer(kConv, n * qkv);
+  const size_t conv_floats = static_cast<size_t>(c.conv_kernel - 1) * qkv;
+  const size_t ssm_floats = static_cast<size_t>(nv) * d * d;
   int64_t offset = 0;
   for (const Segment& s : segments) {
     const int64_t ns = static_cast<int64_t>(s.tokens.size());
-    ops::CausalConv1dSilu(ctx, mixed + offset * qkv, ns, qkv, L.ssm_conv1d, c.conv_kernel,
-                          s.state->conv_state(L.kind_index), conv + offset * qkv);
+    float* conv_state = s.state->conv_state(L.kind_index);
+    if (s.keep_states) {
+      // One token at a time (the same bits: channels are independent of the token count),
+      // keeping the state after each but the last for Rollback().
+      for (int64_t t = 0; t < ns; ++t) {
+        ops::CausalConv1dSilu(ctx, mixed + (offset + t) * qkv, 1, qkv, L.ssm_conv1d, c.conv_kernel,
+                              conv_state, conv + (offset + t) * qkv);
+        if (t + 1 < ns) {
+          std::memcpy(s.state->checkpoint_conv(L.kind_index, t), conv_state,
+                      conv_floats * sizeof(float));
+        }
+      }
+    } else {
+      ops::CausalConv1dSilu(ctx, mixed + offset * qkv, ns, qkv, L.ssm_conv1d, c.conv_kernel,
+                            conv_state, conv + offset * qkv);
+    }
     offset += ns;
   }
   ctx.Observe(absl::StrCat("conv_output_silu-", il), conv, n, qkv);
@@ -523,7 +585,26 @@ void Model::DeltaNetBlock(ops::ComputeContext& ctx, const LayerWeights& L,
     a.out = core + offset * vdim;
     // Token by token for prompts too: a token's result does not depend on how its prompt was
     // cut into segments (ops/delta_net.h).
-    ops::GatedDeltaRuleRecurrent(ctx, a);
+    if (s.keep_states) {
+      // Verification: one call per token (the same bits), keeping the state after each.
+      for (int64_t t = 0; t < ns; ++t) {
+        ops::DeltaRuleArgs at = a;
+        at.q = a.q + t * qkv;
+        at.k = a.k + t * qkv;
+        at.v = a.v + t * qkv;
+        at.g = a.g + t * nv;
+        at.beta = a.beta + t * nv;
+        at.n_tokens = 1;
+        at.out = a.out + t * vdim;
+        ops::GatedDeltaRuleRecurrent(ctx, at);
+        if (t + 1 < ns) {
+          std::memcpy(s.state->checkpoint_recurrent(L.kind_index, t), a.state,
+                      ssm_floats * sizeof(float));
+        }
+      }
+    } else {
+      ops::GatedDeltaRuleRecurrent(ctx, a);
+    }
     offset += ns;
   }
   ctx.Observe(absl::StrCat("attn_output-", il), core, n, vdim);

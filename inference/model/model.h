@@ -67,6 +67,34 @@ struct Segment {
   // Empty, or one entry per token: a row [n_embd] fed instead of the token's embedding (an
   // image token's vision embedding), or null for the token's own embedding.
   absl::Span<const float* const> embeddings = {};
+  // Speculative verification (text only: no positions, no embeddings): keep the delta-net
+  // states after each token so that SequenceState::Rollback() can cut this segment back to its
+  // first tokens. Each token is computed exactly as without it.
+  bool keep_states = false;
+  // With the MTP head loaded: run the MTP block over these tokens too (text only), so that its
+  // KV cache and input row follow the trunk (MtpDraft() needs them). Ignored, and the head left
+  // behind (mtp_past() < n_past()), when the state's head was behind already.
+  bool mtp = false;
+};
+
+// The multi-token-prediction block of Qwen3.5: the embedding of a token through `enorm` and the
+// trunk's final-normed hidden row through `hnorm`, concatenated, through `eh_proj`, then one
+// full-attention decoder block with its own KV cache, `shared_head_norm` and the LM head.
+struct MtpWeights {
+  ops::Weight eh_proj;                      // [2 * n_embd] -> [n_embd]: embedding | hidden
+  const float* enorm = nullptr;             // [n_embd]
+  const float* hnorm = nullptr;             // [n_embd]
+  const float* shared_head_norm = nullptr;  // [n_embd] (the trunk's output norm when absent)
+  LayerWeights block;                       // full attention; kind_index: its KV layer
+};
+
+// One sequence's drafting request for Model::MtpDraft().
+struct DraftSlot {
+  SequenceState* state;  // caught up: mtp_past() == n_past()
+  int32_t token = 0;     // the token sampled last, not yet fed to the trunk (position n_past())
+  int n_draft = 1;       // tokens to draft, >= 1
+  std::vector<int32_t>* drafts = nullptr;  // receives n_draft tokens
+  std::vector<float>* logits = nullptr;    // optional: receives [n_draft, n_vocab] draft logits
 };
 
 // Where an image sits in a prompt: rows * cols consecutive prompt entries from `offset`, one per
@@ -111,8 +139,10 @@ struct PackingReport {
 // forward passes.
 //
 // Load() checks every tensor the trunk needs against the configuration and refuses with an error
-// naming the tensor when one is missing or has the wrong shape or an unsupported type. MTP and
-// vision tensors are ignored.
+// naming the tensor when one is missing or has the wrong shape or an unsupported type. The MTP
+// block is loaded from either layout (layout.h: FindMtpTensors) when the file has one; a file
+// without it serves as before, and one whose MTP block is incomplete or malformed is refused
+// with the tensor named. Vision tensors are ignored.
 //
 // Thread-safety: the weights are immutable, but Forward() uses per-instance activation buffers;
 // run one Forward() at a time per Model (a worker runs one model on one scheduler thread).
@@ -124,6 +154,8 @@ class Model {
   const ModelConfig& config() const { return config_; }
   const gguf::GgufFile& file() const { return *file_; }
   const std::vector<LayerWeights>& layers() const { return layers_; }
+  bool has_mtp() const { return config_.has_mtp; }
+  const MtpWeights& mtp() const { return mtp_; }
   const PackingReport& packing() const { return packing_; }
 
   absl::StatusOr<std::unique_ptr<SequenceState>> NewState(int64_t n_ctx,
@@ -144,6 +176,13 @@ class Model {
   // at every kernel level (tests/model/batch_invariance_test.cc).
   absl::Status Forward(ops::ComputeContext& ctx, absl::Span<const Segment> segments, float* logits);
 
+  // Drafts tokens with the MTP head, greedily (each draft is the argmax of the head's logits,
+  // ties to the lowest id), for several sequences at once: draft i of a slot goes at cell
+  // n_past() + i and rotary position next_position() + i of the head's KV cache, which the
+  // next Forward() with Segment::mtp overwrites with the true values. The trunk's state is not
+  // touched. FAILED_PRECONDITION without the head or when a sequence's head is behind its trunk.
+  absl::Status MtpDraft(ops::ComputeContext& ctx, absl::Span<const DraftSlot> slots);
+
  private:
   explicit Model(std::shared_ptr<const gguf::GgufFile> file) : file_(std::move(file)) {}
   absl::Status LoadWeights();
@@ -151,11 +190,39 @@ class Model {
   absl::Status UsePackedCopy(const LoadOptions& options);
   std::vector<ops::Weight*> Matrices();
   absl::StatusOr<ops::Weight> Matrix(const std::string& name, int64_t n_in, int64_t n_out);
+  absl::StatusOr<ops::Weight> MatrixOf(const gguf::TensorInfo* t, const std::string& name,
+                                       int64_t n_in, int64_t n_out);
   absl::StatusOr<const float*> Vector(const std::string& name, int64_t n);
+  absl::StatusOr<const float*> VectorOf(const gguf::TensorInfo* t, const std::string& name,
+                                        int64_t n, bool add_one);
+  // Loads the MTP block when the file has one (model_mtp.cc).
+  absl::Status LoadMtp();
   absl::StatusOr<const float*> FindVector(std::initializer_list<std::string> names, int64_t n);
 
+  // `cell0`: per segment, the KV cell of its first row (empty: the state's n_past()).
   void AttentionBlock(ops::ComputeContext& ctx, const LayerWeights& L,
-                      absl::Span<const Segment> segments, const float* h, int64_t n, float* out);
+                      absl::Span<const Segment> segments, const float* h, int64_t n, float* out,
+                      absl::Span<const int64_t> cell0 = {});
+  void FfnBlock(ops::ComputeContext& ctx, const LayerWeights& L, int il, const float* h, int64_t n,
+                float* out);
+  // The MTP block over n rows (tokens, and the hidden row each is paired with) of `segments`
+  // (text; positions_ set for these rows), KV at `cell0` (see AttentionBlock). Writes the
+  // shared-head-normed rows [n, n_embd] to `final_rows`.
+  void MtpBlock(ops::ComputeContext& ctx, absl::Span<const Segment> segments, const int32_t* tokens,
+                const float* hidden_in, int64_t n, absl::Span<const int64_t> cell0,
+                float* final_rows);
+  // Sets positions_ (text rotary positions) for rows of `segments` starting at `pos0`.
+  void TextPositions(absl::Span<const Segment> segments, absl::Span<const int64_t> pos0);
+  // Stores the MTP block's keys and values for the rows of the segments marked in `run` (all
+  // the block's later rows need of them), pairing each token with the trunk's final-normed
+  // hidden row before it (`hidden` [n, n_embd] of the whole batch; the state's row for the
+  // first), and moves those states' MTP input rows and mtp_past() along.
+  void MtpCatchUp(ops::ComputeContext& ctx, absl::Span<const Segment> segments,
+                  const std::vector<bool>& run, const float* hidden);
+  // The MTP head's input for n rows: [rmsnorm(embedding) * enorm | rmsnorm(hidden) * hnorm]
+  // through eh_proj, into x [n, n_embd].
+  void MtpInput(ops::ComputeContext& ctx, const int32_t* tokens, const float* hidden_in, int64_t n,
+                float* x);
   void DeltaNetBlock(ops::ComputeContext& ctx, const LayerWeights& L,
                      absl::Span<const Segment> segments, const float* h, int64_t n, float* out);
   float* Buffer(int id, size_t n_floats);
@@ -168,11 +235,13 @@ class Model {
   ops::Weight lm_head_;  // output.weight, or token_embd when tied
   const float* output_norm_ = nullptr;
   std::vector<LayerWeights> layers_;
+  MtpWeights mtp_;
   std::vector<std::vector<float>> owned_;  // float copies of small tensors
   std::vector<ops::ScratchBuffer> buffers_;
   std::vector<int32_t> positions_;   // [n] rotary position of each token of the batch
   std::vector<int32_t> positions4_;  // [n, 4] M-RoPE streams, when a segment brings them
   bool multi_positions_ = false;     // positions4_ is in use for this batch
+  std::vector<float> draft_logits_;  // MtpDraft's logit rows of one step
 };
 
 }  // namespace qwen::model

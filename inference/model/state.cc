@@ -2,9 +2,11 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <new>
 
 #include "absl/strings/str_cat.h"
 
@@ -24,10 +26,12 @@ void SequenceState::FreeFloats::operator()(float* p) const { std::free(p); }
 StateSize SequenceState::SizeFor(const ModelConfig& c, int64_t n_ctx, KvType kv_type) {
   StateSize s;
   const size_t elem = kv_type == KvType::kF16 ? 2 : 4;
-  s.kv_bytes_per_token = static_cast<size_t>(c.n_attention_layers()) * 2 * c.kv_dim() * elem;
+  s.kv_bytes_per_token = static_cast<size_t>(c.n_kv_layers()) * 2 * c.kv_dim() * elem;
   s.kv_bytes_reserved = s.kv_bytes_per_token * static_cast<size_t>(n_ctx);
   s.recurrent_bytes = static_cast<size_t>(c.n_delta_layers()) * c.ssm_n_v * c.ssm_head_dim *
                       c.ssm_head_dim * sizeof(float);
+  // The MTP head's input row and its count of valid cells.
+  if (c.has_mtp) s.recurrent_bytes += c.n_embd * sizeof(float) + sizeof(int64_t);
   s.conv_bytes = static_cast<size_t>(c.n_delta_layers()) * (c.conv_kernel - 1) * c.ssm_qkv_dim() *
                  sizeof(float);
   return s;
@@ -40,7 +44,7 @@ absl::StatusOr<std::unique_ptr<SequenceState>> SequenceState::Create(const Model
   std::unique_ptr<SequenceState> s(new SequenceState());
   s->n_ctx_ = n_ctx;
   s->kv_type_ = kv_type;
-  s->n_attn_ = c.n_attention_layers();
+  s->n_attn_ = c.n_kv_layers();
   s->n_delta_ = c.n_delta_layers();
   s->n_head_kv_ = c.n_head_kv;
   s->head_dim_ = c.head_dim;
@@ -68,6 +72,7 @@ absl::StatusOr<std::unique_ptr<SequenceState>> SequenceState::Create(const Model
   if (!s->conv_ || !s->ssm_) {
     return absl::ResourceExhaustedError("cannot allocate the delta-net state");
   }
+  if (c.has_mtp) s->mtp_hidden_.assign(c.n_embd, 0.0f);
   return s;
 }
 
@@ -80,6 +85,46 @@ void SequenceState::Reset() {
   next_pos_ = 0;
   std::memset(conv_.get(), 0, conv_floats_ * n_delta_ * sizeof(float));
   std::memset(ssm_.get(), 0, ssm_floats_ * n_delta_ * sizeof(float));
+  std::fill(mtp_hidden_.begin(), mtp_hidden_.end(), 0.0f);
+  mtp_past_ = 0;
+  ck_tokens_ = 0;
+}
+
+absl::Status SequenceState::ReserveCheckpoints(int64_t n) {
+  if (n <= n_checkpoints_) return absl::OkStatus();
+  try {
+    ck_conv_.resize(static_cast<size_t>(n) * n_delta_ * conv_floats_);
+    ck_ssm_.resize(static_cast<size_t>(n) * n_delta_ * ssm_floats_);
+    ck_hidden_.resize(static_cast<size_t>(n) * mtp_hidden_.size());
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("cannot allocate the verify checkpoints of ", n, " tokens"));
+  }
+  n_checkpoints_ = n;
+  return absl::OkStatus();
+}
+
+absl::Status SequenceState::Rollback(int64_t keep) {
+  if (ck_tokens_ == 0 || n_past_ != ck_base_past_ + ck_tokens_) {
+    return absl::FailedPreconditionError("no verify pass to roll back");
+  }
+  if (keep < 1 || keep > ck_tokens_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot keep ", keep, " of the ", ck_tokens_, " tokens just fed"));
+  }
+  if (keep < ck_tokens_) {
+    const int64_t t = keep - 1;
+    std::memcpy(conv_.get(), checkpoint_conv(0, t), conv_floats_ * n_delta_ * sizeof(float));
+    std::memcpy(ssm_.get(), checkpoint_recurrent(0, t), ssm_floats_ * n_delta_ * sizeof(float));
+    if (!mtp_hidden_.empty()) {
+      std::memcpy(mtp_hidden_.data(), checkpoint_hidden(t), mtp_hidden_.size() * sizeof(float));
+    }
+    n_past_ = ck_base_past_ + keep;
+    next_pos_ = ck_base_pos_ + keep;
+    mtp_past_ = std::min(mtp_past_, n_past_);
+  }
+  ck_tokens_ = 0;
+  return absl::OkStatus();
 }
 
 absl::Status SequenceState::CopyFrom(const SequenceState& other) {
@@ -102,6 +147,9 @@ absl::Status SequenceState::CopyFrom(const SequenceState& other) {
   }
   std::memcpy(conv_.get(), other.conv_.get(), conv_floats_ * n_delta_ * sizeof(float));
   std::memcpy(ssm_.get(), other.ssm_.get(), ssm_floats_ * n_delta_ * sizeof(float));
+  mtp_hidden_ = other.mtp_hidden_;
+  mtp_past_ = other.mtp_past_;
+  ck_tokens_ = 0;
   n_past_ = other.n_past_;
   next_pos_ = other.next_pos_;
   return absl::OkStatus();
@@ -136,13 +184,26 @@ void SequenceState::ImportKv(int64_t begin, int64_t end, const uint8_t* src) {
 void SequenceState::ExportRecurrent(uint8_t* dst) const {
   const size_t conv = conv_floats_ * n_delta_ * sizeof(float);
   std::memcpy(dst, conv_.get(), conv);
-  std::memcpy(dst + conv, ssm_.get(), ssm_floats_ * n_delta_ * sizeof(float));
+  dst += conv;
+  std::memcpy(dst, ssm_.get(), ssm_floats_ * n_delta_ * sizeof(float));
+  dst += ssm_floats_ * n_delta_ * sizeof(float);
+  if (!mtp_hidden_.empty()) {
+    std::memcpy(dst, mtp_hidden_.data(), mtp_hidden_.size() * sizeof(float));
+    std::memcpy(dst + mtp_hidden_.size() * sizeof(float), &mtp_past_, sizeof(int64_t));
+  }
 }
 
 void SequenceState::ImportRecurrent(const uint8_t* src) {
   const size_t conv = conv_floats_ * n_delta_ * sizeof(float);
   std::memcpy(conv_.get(), src, conv);
-  std::memcpy(ssm_.get(), src + conv, ssm_floats_ * n_delta_ * sizeof(float));
+  src += conv;
+  std::memcpy(ssm_.get(), src, ssm_floats_ * n_delta_ * sizeof(float));
+  src += ssm_floats_ * n_delta_ * sizeof(float);
+  if (!mtp_hidden_.empty()) {
+    std::memcpy(mtp_hidden_.data(), src, mtp_hidden_.size() * sizeof(float));
+    std::memcpy(&mtp_past_, src + mtp_hidden_.size() * sizeof(float), sizeof(int64_t));
+  }
+  ck_tokens_ = 0;
 }
 
 ops::KvView SequenceState::kv(int attn_index) const {

@@ -29,9 +29,9 @@ absl::string_view KvTypeName(KvType type);
 
 // The memory one sequence needs, by part.
 struct StateSize {
-  size_t kv_bytes_per_token = 0;  // all attention layers, K and V
+  size_t kv_bytes_per_token = 0;  // all attention layers (the MTP block's too), K and V
   size_t kv_bytes_reserved = 0;   // for the whole context (address space, not resident)
-  size_t recurrent_bytes = 0;     // delta-net states
+  size_t recurrent_bytes = 0;     // delta-net states, and the MTP head's input row
   size_t conv_bytes = 0;          // conv states
   size_t resident_bytes(int64_t n_tokens) const {
     return kv_bytes_per_token * n_tokens + recurrent_bytes + conv_bytes;
@@ -41,6 +41,15 @@ struct StateSize {
 // The state of one sequence. The KV cache reserves address space for `n_ctx` tokens up front
 // (anonymous mapping, not committed), so memory grows with the tokens actually stored; the
 // delta-net states are fixed-size and overwritten by every token.
+//
+// With the MTP head loaded (ModelConfig::has_mtp) it also holds the MTP block's KV cache (the
+// last KV layer) and the head's input for the next position: the trunk's final-normed hidden
+// row of the last token, with how many MTP cells are valid (mtp_past()).
+//
+// Speculative verification: a forward pass may keep the delta-net states after each token of a
+// segment (Segment::keep_states); Rollback() then cuts the segment back to its first tokens,
+// leaving the state exactly as if only those had been fed (the KV rows after them are simply
+// not counted any more).
 //
 // Thread-compatible: a state belongs to one sequence and is touched by one forward pass at a time.
 class SequenceState {
@@ -63,6 +72,39 @@ class SequenceState {
 
   // Forgets every token: the next forward pass starts a new sequence.
   void Reset();
+
+  // The MTP head (has_mtp only): the trunk's final-normed hidden row [n_embd] of token
+  // n_past() - 1 (zeros before the first), and how many MTP KV cells hold values computed from
+  // the true tokens and hidden rows (equal to n_past() while every pass caught the head up).
+  bool has_mtp() const { return !mtp_hidden_.empty(); }
+  float* mtp_hidden() { return mtp_hidden_.data(); }
+  const float* mtp_hidden() const { return mtp_hidden_.data(); }
+  int64_t mtp_past() const { return mtp_past_; }
+  void set_mtp_past(int64_t n) { mtp_past_ = n; }
+  int mtp_kv_index() const { return n_attn_ - 1; }  // the MTP block's KV layer, with has_mtp
+
+  // Per-token checkpoints of a verify segment (Segment::keep_states): room for `n` tokens.
+  // RESOURCE_EXHAUSTED when the memory cannot be had (nothing changes then).
+  absl::Status ReserveCheckpoints(int64_t n);
+  int64_t checkpoint_capacity() const { return n_checkpoints_; }
+  float* checkpoint_conv(int delta_index, int64_t t) {
+    return ck_conv_.data() + (t * n_delta_ + delta_index) * conv_floats_;
+  }
+  float* checkpoint_recurrent(int delta_index, int64_t t) {
+    return ck_ssm_.data() + (t * n_delta_ + delta_index) * ssm_floats_;
+  }
+  float* checkpoint_hidden(int64_t t) { return ck_hidden_.data() + t * mtp_hidden_.size(); }
+  // Records that the last forward pass appended `n` tokens at cell `base_past`, rotary position
+  // `base_pos`, keeping checkpoints (called by Model::Forward).
+  void MarkCheckpointed(int64_t base_past, int64_t base_pos, int64_t n) {
+    ck_base_past_ = base_past;
+    ck_base_pos_ = base_pos;
+    ck_tokens_ = n;
+  }
+  // Keeps the first `keep` tokens (1 <= keep <= n) of the segment the last forward pass fed with
+  // keep_states: the delta-net states, the MTP input row and the token count become what they
+  // were after token keep - 1. FAILED_PRECONDITION when no such pass preceded it.
+  absl::Status Rollback(int64_t keep);
   // Makes this state equal to `other` (same model and capacity): for forking a sequence.
   absl::Status CopyFrom(const SequenceState& other);
 
@@ -115,6 +157,12 @@ class SequenceState {
   int n_delta_ = 0;
   std::unique_ptr<float, FreeFloats> conv_;
   std::unique_ptr<float, FreeFloats> ssm_;
+  std::vector<float> mtp_hidden_;  // [n_embd] with the MTP head, else empty
+  int64_t mtp_past_ = 0;
+  // Verify checkpoints: [n_checkpoints_][n_delta_] conv and recurrent states, [..][n_embd] rows.
+  int64_t n_checkpoints_ = 0;
+  std::vector<float> ck_conv_, ck_ssm_, ck_hidden_;
+  int64_t ck_base_past_ = 0, ck_base_pos_ = 0, ck_tokens_ = 0;  // ck_tokens_ 0: none to roll back
   StateSize size_;
 };
 

@@ -100,6 +100,10 @@ TEST_F(RequestTest, ValidationTableNamesTheField) {
        "chat.tools[0].name"},
       // The template's own check: a conversation needs a user message.
       {R"({"chat": {"messages": [{"role": "system", "content": "x"}]}})", "chat"},
+      {R"({"prompt": "hi", "speculative": {"mode": "fast"}})", "speculative.mode"},
+      // This fixture has no MTP head.
+      {R"({"prompt": "hi", "speculative": {"mode": "mtp"}})", "speculative.mode"},
+      {R"({"prompt": "hi", "speculative": {"max_draft": 9}})", "speculative.max_draft"},
   };
   for (const Case& c : cases) {
     absl::StatusOr<PreparedGenerate> p = Prepare(FromJson(c.json));
@@ -129,6 +133,9 @@ TEST_F(RequestTest, DefaultsFillTheWorkerRequest) {
   EXPECT_FLOAT_EQ(w.sampling().repetition_penalty(), 1.0f);
   EXPECT_EQ(w.sampling().seed(), p->seed);
   EXPECT_EQ(w.logprobs(), -1);
+  // Speculative decoding: auto, at the worker's longest draft.
+  EXPECT_EQ(w.speculative(), "auto");
+  EXPECT_EQ(w.max_draft(), 0);
   // End-of-generation tokens stop it.
   EXPECT_THAT(std::vector<int32_t>(w.stop_token_ids().begin(), w.stop_token_ids().end()),
               ::testing::IsSupersetOf({998, 1000}));
