@@ -22,6 +22,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
 #include "cli/bench_schema.h"
+#include "cli/bench_video.h"
 #include "cli/commands.h"
 #include "cli/common_flags.h"
 #include "cli/engine_flags.h"
@@ -48,8 +49,11 @@ ABSL_FLAG(std::string, memory_workers, "1,4",
           "Worker process counts of the memory measurement (empty: skip).");
 ABSL_FLAG(std::string, only, "",
           "Comma-separated subset of: load,prefill,membw,decode,parallel,ttft,prefix,long,memory,"
-          "vision,structured,speculative (vision needs --mmproj; structured and speculative run "
-          "only when named).");
+          "vision,video,structured,speculative (vision and video need --mmproj; video, structured "
+          "and speculative run only when named).");
+ABSL_FLAG(double, video_seconds, 4,
+          "Length of the synthetic clip of the video measurement (30 fps, --vision_image pixels "
+          "square; the model samples 2 frames per second, one frame pair per second).");
 ABSL_FLAG(int32_t, speculative_tokens, 128,
           "Tokens generated per run of the speculative measurement.");
 ABSL_FLAG(std::string, speculative_rates, "0,50,70,90,100",
@@ -568,9 +572,9 @@ void MeasureVision(const std::string& model_path, int threads, int repeats,
 
 bool Wanted(const std::string& what) {
   const std::string only = absl::GetFlag(FLAGS_only);
-  if (what == "vision" && absl::GetFlag(FLAGS_mmproj).empty()) return false;
+  if ((what == "vision" || what == "video") && absl::GetFlag(FLAGS_mmproj).empty()) return false;
   if (only.empty()) {
-    if (what == "structured" || what == "speculative") return false;
+    if (what == "structured" || what == "video" || what == "speculative") return false;
     return what != "long" || !absl::GetFlag(FLAGS_long_prompts).empty();
   }
   for (absl::string_view p : absl::StrSplit(only, ',')) {
@@ -1001,12 +1005,27 @@ int RunBench(int argc, char** argv) {
     rows.push_back(state);
   }
 
-  if (Wanted("vision")) {
+  if (Wanted("vision") || Wanted("video")) {
     // The text model is not needed: let its pages go before timing the encoder.
     b.ctx.reset();
     b.pool.reset();
     b.model.reset();
-    MeasureVision(path, b.threads, repeats, rows);
+  }
+  if (Wanted("vision")) MeasureVision(path, b.threads, repeats, rows);
+  if (Wanted("video")) {
+    VideoBenchOptions vo;
+    vo.mmproj_path = absl::GetFlag(FLAGS_mmproj);
+    vo.threads = b.threads;
+    vo.repeats = repeats;
+    vo.side = absl::GetFlag(FLAGS_vision_image);
+    vo.seconds = absl::GetFlag(FLAGS_video_seconds);
+    absl::StatusOr<std::vector<VideoBenchRow>> video = MeasureVideo(vo);
+    if (!video.ok()) {
+      std::fprintf(stderr, "qwen bench: video: %s\n",
+                   std::string(video.status().message()).c_str());
+      return 2;
+    }
+    for (const VideoBenchRow& v : *video) rows.push_back({v.name, v.unit, {v.samples}});
   }
 
   const uint64_t model_bytes = load_file_size;

@@ -111,7 +111,17 @@ class Client {
     for (const auto& [key, value] : o_.metadata) ctx.AddMetadata(key, value);
     std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader = stub_->Generate(&ctx, req);
     v1::GenerateResponse m;
+    bool progress_shown = false;
     while (reader->Read(&m)) {
+      if (!o_.json && m.has_progress() && isatty(STDERR_FILENO) == 1) {
+        // Encoding a long video takes a while before the first token: say how far it is.
+        std::fprintf(stderr, "\r(encoding video frames: %u of %u)", m.progress().frames_encoded(),
+                     m.progress().frames_total());
+        progress_shown = true;
+      } else if (progress_shown && !m.has_progress()) {
+        std::fputs("\r\x1b[K", stderr);
+        progress_shown = false;
+      }
       if (o_.json) {
         std::string line;
         google::protobuf::util::JsonPrintOptions jo;
@@ -122,6 +132,7 @@ class Client {
       }
       printer->Add(m);
     }
+    if (progress_shown) std::fputs("\r\x1b[K", stderr);
     const grpc::Status st = reader->Finish();
     printer->Finish();
     std::fflush(stdout);
@@ -170,21 +181,31 @@ class Client {
     int turn = 0;
     bool failed = false;
     std::string first = o_.prompt;
-    // Images for the next user message (--image, then /image FILE).
-    std::vector<std::string> pending;
-    auto attach = [&](const std::string& path) {
+    // Images and videos for the next user message (--image, --video, then /image FILE and
+    // /video FILE).
+    std::vector<v1::ContentPart> pending;
+    auto attach = [&](const std::string& path, bool video) {
       std::ifstream in(path, std::ios::binary);
       if (!in) {
-        std::fprintf(stderr, "qwen client: cannot read image %s\n", path.c_str());
+        std::fprintf(stderr, "qwen client: cannot read %s %s\n", video ? "video" : "image",
+                     path.c_str());
         return false;
       }
       std::stringstream ss;
       ss << in.rdbuf();
-      pending.push_back(ss.str());
+      v1::ContentPart& part = pending.emplace_back();
+      if (video) {
+        part.mutable_video()->set_data(ss.str());
+      } else {
+        part.mutable_image()->set_data(ss.str());
+      }
       return true;
     };
     for (const std::string& path : o_.images) {
-      if (!attach(path)) return 1;
+      if (!attach(path, false)) return 1;
+    }
+    for (const std::string& path : o_.videos) {
+      if (!attach(path, true)) return 1;
     }
     while (true) {
       std::string line;
@@ -206,9 +227,10 @@ class Client {
         std::fprintf(stderr, "(conversation reset)\n");
         continue;
       }
-      if (absl::StartsWith(trimmed, "/image ")) {
-        if (attach(std::string(absl::StripAsciiWhitespace(trimmed.substr(7))))) {
-          std::fprintf(stderr, "(image attached to the next message)\n");
+      if (absl::StartsWith(trimmed, "/image ") || absl::StartsWith(trimmed, "/video ")) {
+        const bool video = absl::StartsWith(trimmed, "/video ");
+        if (attach(std::string(absl::StripAsciiWhitespace(trimmed.substr(7))), video)) {
+          std::fprintf(stderr, "(%s attached to the next message)\n", video ? "video" : "image");
         } else {
           failed = true;
         }
@@ -223,7 +245,7 @@ class Client {
         if (pending.empty()) {
           msg.set_content(line);
         } else {
-          for (std::string& bytes : pending) msg.add_parts()->mutable_image()->set_data(bytes);
+          for (v1::ContentPart& part : pending) *msg.add_parts() = std::move(part);
           msg.add_parts()->set_text(line);
           pending.clear();
         }
@@ -320,8 +342,11 @@ int RunClient(int argc, char** argv) {
     std::fprintf(stderr, "qwen client: give --prompt TEXT or --chat (see --help)\n");
     return 2;
   }
-  if (!o.chat && (!o.system.empty() || !o.tools.empty() || o.no_thinking || !o.images.empty())) {
-    std::fprintf(stderr, "qwen client: --system, --tools, --no_thinking and --image need --chat\n");
+  if (!o.chat && (!o.system.empty() || !o.tools.empty() || o.no_thinking || !o.images.empty() ||
+                  !o.videos.empty())) {
+    std::fprintf(stderr,
+                 "qwen client: --system, --tools, --no_thinking, --video and --image need "
+                 "--chat\n");
     return 2;
   }
   if (!o.auth_token.empty() && !o.auth_token_file.empty()) {

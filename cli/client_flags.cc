@@ -116,8 +116,9 @@ const std::vector<Flag>& Flags() {
        Str(&ClientOptions::prompt)},
       {"chat", Kind::kSwitch, "",
        "Chat: each line of standard input is a user message and the conversation is kept "
-       "across turns. /reset starts over, /tool TEXT answers a tool call, /image FILE sends "
-       "an image with the next message, /exit (or end of input) quits.",
+       "across turns. /reset starts over, /tool TEXT answers a tool call, /image FILE and "
+       "/video FILE send an image or a video with the next message, /exit (or end of input) "
+       "quits.",
        Switch(&ClientOptions::chat, "chat")},
       {"system", Kind::kValue, "TEXT", "With --chat: a system message.",
        Str(&ClientOptions::system)},
@@ -131,6 +132,14 @@ const std::vector<Flag>& Flags() {
        "the server needs --mmproj).",
        [](ClientOptions& o, const std::string& v) {
          o.images.push_back(v);
+         return absl::OkStatus();
+       }},
+      {"video", Kind::kValue, "FILE",
+       "With --chat: a video (MP4, MOV, WebM, MKV, animated GIF) sent with the first user "
+       "message (repeatable; the server needs --mmproj). The server samples its frames; their "
+       "encoding progress shows on a terminal.",
+       [](ClientOptions& o, const std::string& v) {
+         o.videos.push_back(v);
          return absl::OkStatus();
        }},
       {"no_thinking", Kind::kSwitch, "", "With --chat: ask the model not to reason first.",

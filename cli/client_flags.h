@@ -42,6 +42,7 @@ struct ClientOptions {
   std::string tools;  // JSON file
   bool no_thinking = false;
   std::vector<std::string> images;  // with --chat: image files sent with the first user message
+  std::vector<std::string> videos;  // with --chat: video files sent with the first user message
   ReasoningMode reasoning = ReasoningMode::kDim;
 
   // Sampling and stopping: sent only when given.

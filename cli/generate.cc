@@ -1,4 +1,5 @@
 // `qwen generate`: run the model on a prompt and print the continuation.
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -18,6 +19,8 @@
 #include "cli/common_flags.h"
 #include "cli/engine_flags.h"
 #include "cli/flags_util.h"
+#include "cli/generate_video.h"
+#include "cli/video_flags.h"
 #include "inference/chat/chat_template.h"
 #include "inference/chat/output_parser.h"
 #include "inference/common/status_macros.h"
@@ -27,6 +30,7 @@
 #include "inference/grammar/spec.h"
 #include "inference/model/model.h"
 #include "inference/multimodal/image_prompt.h"
+#include "inference/multimodal/video_prompt.h"
 #include "inference/sampling/sampler.h"
 #include "inference/tokenizer/tokenizer.h"
 #include "inference/vision/vision.h"
@@ -60,6 +64,12 @@ ABSL_FLAG(std::vector<std::string>, image, {},
           "Image files (JPEG, PNG, WebP; comma-separated), needs --mmproj. Each fills one image "
           "placeholder of the prompt in order: an image part ({\"type\": \"image\"}) of a --chat "
           "message, or <|vision_start|><|image_pad|><|vision_end|> in --prompt.");
+ABSL_FLAG(std::vector<std::string>, video, {},
+          "Video files (MP4 or MOV, WebM or MKV with H.264, HEVC, VP8, VP9 or AV1; animated GIF; "
+          "comma-separated), needs --mmproj. Each fills one video placeholder of the prompt in "
+          "order: a video part ({\"type\": \"video\"}) of a --chat message, or "
+          "<|vision_start|><|video_pad|><|vision_end|> in --prompt. Frames are sampled and sized "
+          "as the model's processor does, within the --video_* flags.");
 ABSL_FLAG(std::string, json_schema, "",
           "Structured output: a JSON schema file; the output is an instance of it.");
 ABSL_FLAG(std::string, regex, "", "Structured output: the output matches this regular expression.");
@@ -185,28 +195,48 @@ absl::Status Generate() {
     ASSIGN_OR_RETURN(auto tmpl, chat::ChatTemplate::FromGguf(*file));
     ASSIGN_OR_RETURN(rendered, tmpl->Render(chat_request));
   }
+  // Videos: written into the prompt text as the model's processor does (a timestamp per frame
+  // pair), before it is tokenized.
+  const std::vector<std::string> video_paths = absl::GetFlag(FLAGS_video);
+  const std::string mmproj_path = VisionTowerPath(model_files);
+  std::shared_ptr<const vision::VisionEncoder> encoder;
+  PromptVideos videos;
+  if (!video_paths.empty()) {
+    if (mmproj_path.empty()) {
+      return absl::FailedPreconditionError(
+          "--video needs a vision tower: --mmproj FILE (the mmproj GGUF made for this model), or "
+          "a model file that bundles one (Ollama's)");
+    }
+    if (rendered.empty()) return absl::InvalidArgumentError("--video needs --prompt or --chat");
+    ASSIGN_OR_RETURN(encoder, multimodal::LoadMmproj(mmproj_path, model->config()));
+    ASSIGN_OR_RETURN(videos,
+                     PrepareVideos(video_paths, encoder, VideoSettingsFromFlags(), &rendered));
+  }
   if (!rendered.empty()) prompt = tok->Encode(rendered, /*parse_special=*/true);
   if (prompt.empty()) return absl::InvalidArgumentError("the prompt is empty");
 
   // Images: each placeholder becomes the image's tokens (grid from the image's size).
   const std::vector<std::string> image_paths = absl::GetFlag(FLAGS_image);
-  const std::string mmproj_path = VisionTowerPath(model_files);
-  std::unique_ptr<vision::VisionEncoder> encoder;
   std::vector<vision::RgbImage> images;
   std::vector<vision::ImageGrid> grids;
   std::vector<model::ImageSpan> spans;
   vision::PreprocessOptions image_options;
   image_options.min_pixels = absl::GetFlag(FLAGS_image_min_pixels);
   image_options.max_pixels = absl::GetFlag(FLAGS_image_max_pixels);
-  if (!image_paths.empty()) {
+  if (!image_paths.empty() || !video_paths.empty()) {
     if (mmproj_path.empty()) {
       return absl::FailedPreconditionError(
           "--image needs a vision tower: --mmproj FILE (the mmproj GGUF made for this model), or "
           "a model file that bundles one (Ollama's)");
     }
     if (!tok) return absl::InvalidArgumentError("--image needs a model with a tokenizer");
-    ASSIGN_OR_RETURN(encoder, multimodal::LoadMmproj(mmproj_path, model->config()));
+    if (encoder == nullptr) {
+      ASSIGN_OR_RETURN(encoder, multimodal::LoadMmproj(mmproj_path, model->config()));
+    }
     ASSIGN_OR_RETURN(multimodal::ImageTokenIds ids, multimodal::FindImageTokenIds(*tok));
+    if (!video_paths.empty() && ids.video_pad < 0) {
+      return absl::FailedPreconditionError("--video: the vocabulary has no <|video_pad|> token");
+    }
     for (const std::string& image_path : image_paths) {
       std::ifstream in(image_path, std::ios::binary);
       if (!in) return absl::NotFoundError(absl::StrCat("--image: cannot read ", image_path));
@@ -223,7 +253,12 @@ absl::Status Generate() {
       images.push_back(std::move(image));
       grids.push_back(grid);
     }
-    ASSIGN_OR_RETURN(spans, multimodal::ExpandImagePads(prompt, ids.image_pad, grids, "--image"));
+    // Images and frame pairs widened in one pass (each placeholder to its tokens).
+    ASSIGN_OR_RETURN(multimodal::VisionSpans vs,
+                     multimodal::ExpandVisionPads(prompt, ids.image_pad, grids, ids.video_pad,
+                                                  videos.PairGrids(), "--image/--video"));
+    spans = std::move(vs.images);
+    videos.SetSpans(vs.pairs);
   } else if (!mmproj_path.empty()) {
     // Checked even without images, so that a wrong file shows up at once.
     ASSIGN_OR_RETURN(encoder, multimodal::LoadMmproj(mmproj_path, model->config()));
@@ -388,6 +423,29 @@ absl::Status Generate() {
     };
     req.images.push_back(std::move(pi));
   }
+  // Frame pairs: encoded by the engine as the prompt reaches them, like images.
+  for (const PromptVideos::One& v : videos.videos) {
+    for (size_t k = 0; k < v.spans.size(); ++k) {
+      engine::PromptImage pi;
+      pi.offset = v.spans[k].offset;
+      pi.rows = v.spans[k].rows;
+      pi.cols = v.spans[k].cols;
+      pi.encode = [pairs = v.pairs, k = static_cast<int64_t>(k),
+                   encode_seconds](ops::ComputeContext& ctx) -> absl::StatusOr<std::vector<float>> {
+        const auto t0 = std::chrono::steady_clock::now();
+        ASSIGN_OR_RETURN(std::vector<float> e, pairs->EncodePair(k, ctx));
+        encode_seconds->store(encode_seconds->load() +
+                              Seconds(t0, std::chrono::steady_clock::now()));
+        return e;
+      };
+      req.images.push_back(std::move(pi));
+    }
+  }
+  // The engine takes images and frame pairs in prompt order.
+  std::stable_sort(req.images.begin(), req.images.end(),
+                   [](const engine::PromptImage& a, const engine::PromptImage& b) {
+                     return a.offset < b.offset;
+                   });
   auto sink = std::make_shared<GenerateSink>(dump.get());
   const auto t_loaded = std::chrono::steady_clock::now();
   RETURN_IF_ERROR(engine->Submit(std::move(req), sink));
@@ -442,8 +500,9 @@ absl::Status Generate() {
                            {"positions", multimodal::ImagePositions(grids[k])}});
       }
       out["images"] = std::move(jimages);
-      out["encode_s"] = encode_s;
     }
+    if (!videos.videos.empty()) out["videos"] = videos.ToJson();
+    if (!spans.empty() || !videos.videos.empty()) out["encode_s"] = encode_s;
     out["timings"] = {{"load_s", Seconds(t_start, t_loaded)},
                       {"prefill_tokens_per_s", prompt.size() / std::max(prefill_s, 1e-9)},
                       {"decode_tokens_per_s", generated.size() / std::max(decode_s, 1e-9)}};
@@ -481,14 +540,14 @@ int RunGenerate(int argc, char** argv) {
       "qwen generate --model M (--prompt TEXT | --tokens 1,2,3 | --chat request.json)\n"
       "              [--max-tokens N] [--temperature T] [--seed S]\n"
       "              [--speculative auto|off|mtp|ngram] [--max_draft K]\n"
-      "              [--mmproj VISION.gguf --image a.png,b.jpg]\n"
+      "              [--mmproj VISION.gguf --image a.png,b.jpg --video c.mp4]\n"
       "              [--json_schema FILE | --regex RE | --choices a,b | --grammar FILE |\n"
       "               --tool_calls auto|required]\n"
       "Runs the model on the prompt and prints the continuation: token ids for --tokens, text\n"
       "for --prompt, {reasoning, content, tool_calls} for --chat (--json: all of it).",
       argc, argv,
       {"model_flag", "json_flag", "threads_flag", "tokens_flag", "engine_flags", "mmproj_flag",
-       "packed_dir_flag"});
+       "packed_dir_flag", "video_flags"});
   if (!args.empty()) {
     std::fprintf(stderr, "qwen generate: unexpected argument \"%s\"\n", args[0].c_str());
     return 2;

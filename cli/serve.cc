@@ -15,6 +15,7 @@
 #include "cli/serve_config.h"
 #include "cli/serve_limits.h"
 #include "cli/serving_flags.h"
+#include "cli/video_flags.h"
 #include "inference/common/thread_pool.h"
 #include "service/front_end.h"
 
@@ -126,6 +127,9 @@ int RunServe(int argc, char** argv) {
   } else {
     parse_status = mb.status();
   }
+  p.vision_cache_mb = absl::GetFlag(FLAGS_vision_cache_mb);
+  p.testing_video_pair_delay = absl::GetFlag(FLAGS_testing_video_pair_delay);
+  o.video = VideoSettingsFromFlags();
   p.snapshot_interval = absl::GetFlag(FLAGS_snapshot_interval);
   p.packed_dir = absl::GetFlag(FLAGS_packed_dir);
   p.socket_dir = absl::GetFlag(FLAGS_socket_dir);

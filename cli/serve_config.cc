@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -102,6 +103,7 @@ absl::Status ValidateServeOptions(const service::FrontEndOptions& o) {
       InRange("max_draft", p.max_draft, 0, engine::kMaxDraftTokens),
       InRange("prefix_cache_mb", p.prefix_cache_mb, service::kAutoPrefixCacheMb, int64_t{1} << 30),
       InRange("snapshot_interval", p.snapshot_interval, 1, int64_t{1} << 24),
+      InRange("vision_cache_mb", p.vision_cache_mb, 0, int64_t{1} << 30),
       InRange("port", o.port, 0, 65535),
       InRange("metrics_port", o.metrics_port, 0, 65535),
       InRange("queue_size", o.queue_size, 0, 1 << 20),
@@ -114,6 +116,7 @@ absl::Status ValidateServeOptions(const service::FrontEndOptions& o) {
       Positive("restart_backoff_min", p.restart_backoff_min),
       NotNegative("max_connection_age", o.max_connection_age),
       NotNegative("max_connection_age_grace", o.max_connection_age_grace),
+      NotNegative("testing_video_pair_delay", p.testing_video_pair_delay),
   };
   for (const absl::Status& s : checks) {
     if (!s.ok()) return s;
@@ -126,6 +129,25 @@ absl::Status ValidateServeOptions(const service::FrontEndOptions& o) {
   if (p.image_min_pixels < 1 || p.image_max_pixels < p.image_min_pixels) {
     return absl::InvalidArgumentError(
         "--image_min_pixels must be positive and at most --image_max_pixels");
+  }
+  // Video input: the defaults within the maxima, and limits that let some video through.
+  const video::VideoSettings& v = o.video;
+  if (!(v.defaults.fps > 0) || !(v.defaults.fps <= v.max_fps) || !std::isfinite(v.max_fps)) {
+    return absl::InvalidArgumentError(
+        "--video_fps must be positive and at most --video_max_fps (finite)");
+  }
+  if (absl::Status s = InRange("video_max_frames", v.defaults.max_frames, 1, 1 << 16); !s.ok()) {
+    return s;
+  }
+  if (v.defaults.min_pixels < 1 || v.defaults.max_pixels < v.defaults.min_pixels) {
+    return absl::InvalidArgumentError(
+        "--video_min_pixels must be positive and at most --video_max_pixels");
+  }
+  if (v.limits.max_bytes < 1 || !(v.limits.max_duration_seconds > 0) ||
+      v.limits.max_frame_pixels < 1 || v.limits.max_frames < 1) {
+    return absl::InvalidArgumentError(
+        "--video_max_bytes, --video_max_duration, --video_max_frame_pixels and "
+        "--video_max_source_frames must be positive");
   }
   // The security and limit flags, as the front end checks them before serving.
   return service::ValidateFrontEndOptions(o);

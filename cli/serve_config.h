@@ -61,9 +61,9 @@ absl::Status ValidateServeOptions(const service::FrontEndOptions& options);
 // The files of flags `qwen serve` takes besides cli/serve*.cc (ParseFlags' `flag_files`): the
 // flags --check_config lists, and the only ones `qwen serve` accepts.
 inline const std::vector<std::string>& ServeFlagFiles() {
-  static const std::vector<std::string> files = {"model_flag",    "json_flag",   "threads_flag",
-                                                 "engine_flags",  "mmproj_flag", "packed_dir_flag",
-                                                 "serving_flags", "log_flags",   "metrics_flags"};
+  static const std::vector<std::string> files = {
+      "model_flag",      "json_flag",     "threads_flag", "engine_flags", "mmproj_flag",
+      "packed_dir_flag", "serving_flags", "video_flags",  "log_flags",    "metrics_flags"};
   return files;
 }
 

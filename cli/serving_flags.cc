@@ -3,6 +3,7 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "service/prefix_cache_budget.h"
 
 ABSL_FLAG(int32_t, slots, 4,
@@ -25,6 +26,13 @@ ABSL_FLAG(int32_t, snapshot_interval, 512,
           "its end and after its generation): a prompt that diverges from a cached one resumes "
           "at the last snapshot before the divergence. Smaller reuses more but costs a state "
           "snapshot per interval.");
+ABSL_FLAG(int64_t, vision_cache_mb, 256,
+          "Memory (MiB) each worker may keep image and video-frame embeddings in, by content: a "
+          "second request about the same image or video (another question, a new conversation) "
+          "runs the vision tower on nothing it has seen. 0 disables it.");
+ABSL_FLAG(absl::Duration, testing_video_pair_delay, absl::ZeroDuration(),
+          "Testing only: each video frame pair's encode starts with this pause, so that tests "
+          "can cancel a video encode under way. Never set in production.");
 ABSL_FLAG(bool, testing_allow_fault_injection, false,
           "Testing only: workers take SIGUSR1 (wedge the engine thread at its next token) and "
           "SIGUSR2 (allocate memory until the worker's memory limit is hit). Never enable in "

@@ -7,11 +7,14 @@
 
 #include "absl/flags/declare.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 
 ABSL_DECLARE_FLAG(int32_t, slots);
 ABSL_DECLARE_FLAG(int32_t, prefill_chunk);
 ABSL_DECLARE_FLAG(std::string, prefix_cache_mb);
 ABSL_DECLARE_FLAG(int32_t, snapshot_interval);
+ABSL_DECLARE_FLAG(int64_t, vision_cache_mb);
+ABSL_DECLARE_FLAG(absl::Duration, testing_video_pair_delay);
 ABSL_DECLARE_FLAG(bool, testing_allow_fault_injection);
 
 namespace qwen::cli {

@@ -66,6 +66,8 @@ int RunWorker(int argc, char** argv) {
   o.mmproj_path = VisionTowerPath(*model);
   o.packed_dir = absl::GetFlag(FLAGS_packed_dir);
   o.prefix_cache_mb = *prefix_cache_mb;
+  o.vision_cache_mb = absl::GetFlag(FLAGS_vision_cache_mb);
+  o.testing_video_pair_delay = absl::GetFlag(FLAGS_testing_video_pair_delay);
   o.snapshot_interval = absl::GetFlag(FLAGS_snapshot_interval);
   o.parent_pid = absl::GetFlag(FLAGS_parent_pid);
   o.allow_forced_tokens = absl::GetFlag(FLAGS_testing_allow_forced_tokens);

@@ -34,6 +34,9 @@ PACKAGES=(
   libcpp-httplib-dev
   # image input (inference/vision): JPEG, PNG and WebP decoders
   libjpeg62-turbo-dev libpng-dev libwebp-dev
+  # video input (inference/video): FFmpeg's demuxers, decoders and scaler (an allow-list of them
+  # is used; the ffmpeg program is never needed)
+  libavformat-dev libavcodec-dev libswscale-dev libavutil-dev
   python3 python3-yaml
   openssl libssl-dev util-linux
   # deployment: fetch-model, and the tests of deploy/ (Helm's template engine is Go's

@@ -13,7 +13,8 @@ namespace qwen::service {
 using Json = nlohmann::ordered_json;
 
 absl::StatusOr<Json> ChatToTemplateInput(const v1::Chat& chat, const std::string& field,
-                                         int max_tools, std::vector<ImagePart>* images) {
+                                         int max_tools, std::vector<ImagePart>* images,
+                                         std::vector<VideoPart>* videos) {
   Json in = Json::object();
   Json messages = Json::array();
   if (chat.messages().empty()) return FieldError(absl::StrCat(field, ".messages"), "is empty");
@@ -50,6 +51,15 @@ absl::StatusOr<Json> ChatToTemplateInput(const v1::Chat& chat, const std::string
           }
           if (images != nullptr) images->push_back({&part.image(), ipath});
           parts.push_back(Json{{"type", "image"}});
+          continue;
+        }
+        if (part.part_case() == v1::ContentPart::kVideo) {
+          const std::string vpath = absl::StrCat(path, ".parts[", p, "].video");
+          if (m.role() != "user") {
+            return FieldError(vpath, "only user messages may carry videos");
+          }
+          if (videos != nullptr) videos->push_back({&part.video(), vpath});
+          parts.push_back(Json{{"type", "video"}});
           continue;
         }
         if (part.part_case() != v1::ContentPart::kText) {
@@ -156,7 +166,8 @@ absl::StatusOr<RenderedChat> RenderChat(const v1::Chat& chat, const TextModel& m
         absl::StrCat(field, ": the model file has no chat template"));
   }
   std::vector<ImagePart> images;
-  ASSIGN_OR_RETURN(Json input, ChatToTemplateInput(chat, field, max_tools, &images));
+  std::vector<VideoPart> videos;
+  ASSIGN_OR_RETURN(Json input, ChatToTemplateInput(chat, field, max_tools, &images, &videos));
   if (!images.empty() && model.vision() == nullptr) {
     // Refused before rendering: the answer does not depend on the template.
     return absl::FailedPreconditionError(
@@ -164,6 +175,8 @@ absl::StatusOr<RenderedChat> RenderChat(const v1::Chat& chat, const TextModel& m
                      ": this server takes no images (it runs without a vision model; start it "
                      "with --mmproj)"));
   }
+  // Videos are probed before rendering too (a bad file is refused whatever the template says).
+  ASSIGN_OR_RETURN(std::vector<PlacedVideo> placed_videos, PlanVideos(videos, model));
   absl::StatusOr<std::string> prompt = model.chat_template()->Render(input);
   if (!prompt.ok()) {
     // The template's own complaints ("No user query found in messages.") are about the
@@ -174,9 +187,15 @@ absl::StatusOr<RenderedChat> RenderChat(const v1::Chat& chat, const TextModel& m
     return absl::Status(code, absl::StrCat(field, ": ", prompt.status().message()));
   }
   RenderedChat out;
-  out.prompt = std::move(*prompt);
+  // The model's processor writes each video's frame pairs into the text before tokenizing it.
+  ASSIGN_OR_RETURN(out.prompt, ExpandVideoPlaceholders(*prompt, placed_videos, field));
   out.token_ids = model.tokenizer().Encode(out.prompt, /*parse_special=*/true);
   ASSIGN_OR_RETURN(out.images, PlaceImages(images, model, &out.token_ids, field));
+  std::vector<model::ImageSpan*> image_spans;
+  for (PlacedImage& im : out.images) image_spans.push_back(&im.span);
+  RETURN_IF_ERROR(
+      PlaceVideoTokens(&placed_videos, model, &out.token_ids, std::move(image_spans), field));
+  out.videos = std::move(placed_videos);
   out.reasoning_open = chat::PromptOpensReasoning(out.prompt);
   if (input.contains("tools")) out.tools = input["tools"];
   return out;

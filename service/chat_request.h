@@ -12,6 +12,7 @@
 #include "nlohmann/json.hpp"
 #include "qwen/v1/qwen.pb.h"
 #include "service/request_images.h"
+#include "service/request_videos.h"
 #include "service/text_model.h"
 
 namespace qwen::service {
@@ -22,10 +23,11 @@ inline constexpr int kDefaultMaxTools = 64;
 // A chat rendered by the model's template.
 struct RenderedChat {
   std::string prompt;
-  std::vector<int32_t> token_ids;  // image placeholders expanded to the images' tokens
+  std::vector<int32_t> token_ids;  // image and video placeholders expanded to their tokens
   bool reasoning_open = false;
   nlohmann::ordered_json tools = nlohmann::ordered_json::array();  // as the template saw them
   std::vector<PlacedImage> images;
+  std::vector<PlacedVideo> videos;
 };
 
 // The template input for a chat: {"messages", "tools", "enable_thinking",
@@ -35,13 +37,17 @@ struct RenderedChat {
 // message only first, text that is UTF-8 without NUL bytes, unique tool names of the form
 // [A-Za-z0-9_.-]{1,64}, at most `max_tools` tools, and parameters that are JSON schemas
 // (ValidateToolSchema).
-// Image parts render as {"type": "image"} and are appended to `images` when it is not null.
+// Image parts render as {"type": "image"} and are appended to `images` when it is not null;
+// video parts as {"type": "video"}, appended to `videos`.
 absl::StatusOr<nlohmann::ordered_json> ChatToTemplateInput(
     const v1::Chat& chat, const std::string& field, int max_tools = kDefaultMaxTools,
-    std::vector<ImagePart>* images = nullptr);
+    std::vector<ImagePart>* images = nullptr, std::vector<VideoPart>* videos = nullptr);
 
 // Renders and tokenizes a chat. FAILED_PRECONDITION when the model has no chat template;
 // INVALID_ARGUMENT for a conversation the template refuses ("chat: No user query found ...").
+// Videos are probed and planned (PlanVideos) and their placeholder text expanded to their
+// timestamped frame pairs before tokenization, as the model's processor does; `prompt` is that
+// expanded text.
 absl::StatusOr<RenderedChat> RenderChat(const v1::Chat& chat, const TextModel& model,
                                         const std::string& field = "chat",
                                         int max_tools = kDefaultMaxTools);

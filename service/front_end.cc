@@ -151,6 +151,7 @@ class QwenService final : public v1::Qwen::CallbackService {
     resp->mutable_token_ids()->Assign(r->token_ids.begin(), r->token_ids.end());
     resp->set_reasoning_open(r->reasoning_open);
     DescribeImages(r->images, resp->mutable_images());
+    DescribeVideos(r->videos, resp->mutable_videos());
     return Reply(ctx, absl::OkStatus());
   }
 
@@ -318,6 +319,7 @@ absl::Status RunFrontEnd(const FrontEndOptions& given) {
   vision_options.preprocess.min_pixels = options.pool.image_min_pixels;
   vision_options.preprocess.max_pixels = options.pool.image_max_pixels;
   vision_options.decode = options.image_limits;
+  vision_options.video = options.video;
   absl::StatusOr<std::unique_ptr<TextModel>> model =
       TextModel::Load(options.pool.model_path, vision_options);
   if (!model.ok()) return model.status();

@@ -6,6 +6,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "inference/video/video.h"
 #include "inference/vision/image.h"
 #include "service/limits.h"
 #include "service/request.h"
@@ -21,7 +22,9 @@ struct FrontEndOptions {
   // What --model named when it was not a path (e.g. "qwen3.5:4b" from Ollama's store): the model's
   // name in GetModelInfo when the file carries no general.name.
   std::string model_name;
-  int queue_size = 64;   // requests that may wait for a slot
+  int queue_size = 64;  // requests that may wait for a slot
+  // Video input: what a request gets and may ask for, and the limits on its files.
+  video::VideoSettings video;
   RequestLimits limits;  // slot_context is taken from pool.ctx_size
   // On SIGTERM/SIGINT, running streams get this long to finish before they are cancelled.
   absl::Duration grace_period = absl::Seconds(30);

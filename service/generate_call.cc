@@ -23,7 +23,7 @@ constexpr char kComponent[] = "generate";
 
 bool HasContent(const v1::GenerateResponse& m) {
   return !m.text().empty() || !m.reasoning().empty() || m.tool_calls_size() > 0 ||
-         m.token_ids_size() > 0 || m.logprobs_size() > 0 || m.has_completion();
+         m.token_ids_size() > 0 || m.logprobs_size() > 0 || m.has_completion() || m.has_progress();
 }
 
 // Appends `src` to `dst` as if both had been one message (MergeFrom would replace the strings).
@@ -34,6 +34,7 @@ void Append(v1::GenerateResponse* dst, v1::GenerateResponse&& src) {
   dst->mutable_token_ids()->MergeFrom(src.token_ids());
   for (auto& l : *src.mutable_logprobs()) *dst->add_logprobs() = std::move(l);
   if (src.has_completion()) *dst->mutable_completion() = std::move(*src.mutable_completion());
+  if (src.has_progress()) *dst->mutable_progress() = src.progress();  // the latest state
 }
 
 // gRPC's peer string of a call on the server's in-process channel (the HTTP API's calls): no
@@ -286,6 +287,12 @@ void GenerateCall::OnWorkerMessage(WorkerCall* call, const wpb::GenerateResponse
     const absl::Time now = absl::Now();
     v1::GenerateResponse out;
     out.set_request_id(prepared_.request_id);
+    if (message.has_progress()) {
+      out.mutable_progress()->set_frames_encoded(
+          static_cast<uint32_t>(message.progress().frames_encoded()));
+      out.mutable_progress()->set_frames_total(
+          static_cast<uint32_t>(message.progress().frames_total()));
+    }
     bool stop = false;
     const int before = assembler_->tokens();
     for (const wpb::Token& t : message.tokens()) {

@@ -76,6 +76,7 @@ v1::GetModelInfoResponse StaticModelInfo(const TextModel& model, const std::stri
   caps->set_reasoning(model.supports_reasoning());
   caps->set_vision(model.vision() != nullptr);
   caps->set_mtp(model.config().n_nextn > 0);
+  caps->set_video(model.supports_video());
   if (const vision::VisionEncoder* v = model.vision(); v != nullptr) {
     v1::VisionInfo* vi = info.mutable_vision();
     const gguf::GgufFile& mf = *model.vision_file();
@@ -89,6 +90,21 @@ v1::GetModelInfoResponse StaticModelInfo(const TextModel& model, const std::stri
     vi->set_spatial_merge_size(static_cast<uint32_t>(v->config().spatial_merge_size));
     vi->set_min_pixels(static_cast<uint64_t>(model.vision_options().preprocess.min_pixels));
     vi->set_max_pixels(static_cast<uint64_t>(model.vision_options().preprocess.max_pixels));
+    if (model.supports_video()) {
+      const video::VideoSettings& s = model.vision_options().video;
+      v1::VideoSupport* vs = vi->mutable_video();
+      vs->set_default_fps(static_cast<float>(s.defaults.fps));
+      vs->set_max_fps(static_cast<float>(s.max_fps));
+      vs->set_max_frames(static_cast<uint32_t>(s.defaults.max_frames));
+      vs->set_min_pixels(static_cast<uint64_t>(s.defaults.min_pixels));
+      vs->set_max_pixels(static_cast<uint64_t>(s.defaults.max_pixels));
+      vs->set_max_bytes(static_cast<uint64_t>(s.limits.max_bytes));
+      vs->set_max_duration_seconds(s.limits.max_duration_seconds);
+      vs->set_max_frame_pixels(static_cast<uint64_t>(s.limits.max_frame_pixels));
+      vs->set_max_source_frames(static_cast<uint64_t>(s.limits.max_frames));
+      for (absl::string_view c : video::AcceptedContainers()) vs->add_containers(std::string(c));
+      for (absl::string_view c : video::AcceptedCodecs()) vs->add_codecs(std::string(c));
+    }
   }
   info.set_file_size_bytes(file.file_size());
   return info;

@@ -109,6 +109,7 @@ void OutputAssembler::FillCompletion(v1::FinishReason reason, absl::Time now,
   u->set_generated_tokens(static_cast<uint32_t>(tokens_));
   u->set_cached_tokens(static_cast<uint32_t>(cached_tokens_));
   u->set_image_tokens(static_cast<uint32_t>(prepared_.image_tokens));
+  u->set_video_tokens(static_cast<uint32_t>(prepared_.video_tokens));
   u->set_drafted_tokens(static_cast<uint32_t>(drafted_tokens_));
   u->set_accepted_tokens(static_cast<uint32_t>(accepted_tokens_));
   v1::Timings* t = c->mutable_timings();

@@ -34,7 +34,8 @@ class OutputAssembler {
   bool AddToken(const worker::v1::Token& token, absl::Time now, v1::GenerateResponse* out);
 
   // The worker finished (`finish` from its last message): flushes what was held back into `out`
-  // and sets out->completion. INTERNAL for a worker error.
+  // and sets out->completion. A worker error keeps its code when the request was at fault
+  // (INVALID_ARGUMENT for an image or video that does not decode); anything else is INTERNAL.
   absl::Status Finish(const worker::v1::Finish& finish, absl::Time now, v1::GenerateResponse* out);
 
   // A stop string matched: flushes the output parser and sets out->completion

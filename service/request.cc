@@ -14,6 +14,7 @@
 #include "service/chat_request.h"
 #include "service/field_checks.h"
 #include "service/request_images.h"
+#include "service/request_videos.h"
 #include "service/struct_json.h"
 
 namespace qwen::service {
@@ -95,6 +96,10 @@ absl::StatusOr<PreparedGenerate> PrepareGenerate(const v1::GenerateRequest& requ
         wi->set_field(im.field);
         wi->set_key(ImageKey(im));
         p.image_tokens += static_cast<int32_t>(im.grid.n_tokens());
+      }
+      for (const PlacedVideo& v : rendered.videos) {
+        ToWorkerVideo(v, w.add_videos());
+        p.video_tokens += static_cast<int32_t>(VideoTokenCount(v));
       }
       p.parse_output = !request.output().raw_text();
       p.parser_options.reasoning_open = rendered.reasoning_open;

@@ -1,6 +1,7 @@
 // Turning a public Generate request (qwen.v1) into what the workers run, with validation. Its
 // parts live beside it: chat_request.h (chats, tools), request_images.h (images),
-// tool_schema.h, struct_json.h and field_checks.h; this header includes them for its users.
+// request_videos.h (videos), tool_schema.h, struct_json.h and field_checks.h; this header
+// includes them for its users.
 #ifndef QWEN_SERVICE_REQUEST_H_
 #define QWEN_SERVICE_REQUEST_H_
 
@@ -18,6 +19,7 @@
 #include "service/chat_request.h"
 #include "service/field_checks.h"
 #include "service/request_images.h"
+#include "service/request_videos.h"
 #include "service/struct_json.h"
 #include "service/text_model.h"
 #include "service/tool_schema.h"
@@ -53,6 +55,7 @@ struct PreparedGenerate {
   int top_logprobs = 0;
   int32_t prompt_tokens = 0;
   int32_t image_tokens = 0;  // of prompt_tokens
+  int32_t video_tokens = 0;  // of prompt_tokens
 };
 
 // Checks a Generate request and prepares it. INVALID_ARGUMENT with a message that starts with

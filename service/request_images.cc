@@ -9,42 +9,15 @@
 #include "inference/common/status_macros.h"
 #include "inference/multimodal/image_prompt.h"
 #include "inference/vision/image.h"
+#include "service/data_url.h"
 #include "service/field_checks.h"
 
 namespace qwen::service {
 
 absl::StatusOr<std::string> ImageBytes(const v1::Image& image, const std::string& field) {
-  const bool has_data = !image.data().empty(), has_url = !image.url().empty();
-  if (has_data == has_url) return FieldError(field, "set exactly one of data and url");
-  std::string mime = image.mime_type();
-  std::string bytes;
-  if (has_data) {
-    bytes = image.data();
-  } else {
-    const std::string& url = image.url();
-    if (!absl::StartsWithIgnoreCase(url, "data:")) {
-      return FieldError(absl::StrCat(field, ".url"),
-                        "only data: URLs are accepted (the server does not fetch URLs); send the "
-                        "image's bytes in data or as data:image/png;base64,...");
-    }
-    const size_t comma = url.find(',');
-    if (comma == std::string::npos) return FieldError(absl::StrCat(field, ".url"), "has no comma");
-    absl::string_view meta = absl::string_view(url).substr(5, comma - 5);
-    if (!absl::EndsWithIgnoreCase(meta, ";base64")) {
-      return FieldError(absl::StrCat(field, ".url"), "must be base64 (data:<type>;base64,...)");
-    }
-    meta.remove_suffix(7);
-    if (!meta.empty()) {
-      if (!mime.empty() && !absl::EqualsIgnoreCase(mime, meta)) {
-        return FieldError(absl::StrCat(field, ".mime_type"),
-                          absl::StrCat("\"", mime, "\" differs from the URL's \"", meta, "\""));
-      }
-      mime = std::string(meta);
-    }
-    if (!absl::Base64Unescape(absl::string_view(url).substr(comma + 1), &bytes)) {
-      return FieldError(absl::StrCat(field, ".url"), "is not valid base64");
-    }
-  }
+  ASSIGN_OR_RETURN(DataUrl media, MediaBytes(image.data(), image.url(), image.mime_type(), field,
+                                             "data:image/png;base64,..."));
+  const std::string& mime = media.mime_type;
   if (!mime.empty()) {
     const std::string m = absl::AsciiStrToLower(mime);
     const char* want = m == "image/jpeg" || m == "image/jpg" ? "jpeg"
@@ -55,14 +28,14 @@ absl::StatusOr<std::string> ImageBytes(const v1::Image& image, const std::string
       return FieldError(absl::StrCat(field, ".mime_type"),
                         absl::StrCat("\"", mime, "\" is not image/jpeg, image/png or image/webp"));
     }
-    const absl::string_view sniffed = vision::SniffImageFormat(
-        absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
+    const absl::string_view sniffed = vision::SniffImageFormat(absl::MakeConstSpan(
+        reinterpret_cast<const uint8_t*>(media.bytes.data()), media.bytes.size()));
     if (!sniffed.empty() && sniffed != want) {
       return FieldError(absl::StrCat(field, ".mime_type"),
                         absl::StrCat("says ", mime, " but the data is ", sniffed));
     }
   }
-  return bytes;
+  return std::move(media.bytes);
 }
 
 absl::StatusOr<std::vector<PlacedImage>> PlaceImages(const std::vector<ImagePart>& images,

@@ -43,6 +43,16 @@ absl::StatusOr<std::unique_ptr<TextModel>> TextModel::Load(const std::string& pa
                        ") must be at most --image_max_pixels (", vision.preprocess.max_pixels,
                        "), which must hold one image token"));
     }
+    const video::VideoSettings& v = vision.video;
+    if (!(v.defaults.fps > 0) || !(v.max_fps >= v.defaults.fps) || v.defaults.max_frames < 1 ||
+        v.defaults.min_frames < 1 || v.defaults.min_pixels < 1 ||
+        v.defaults.max_pixels < v.defaults.min_pixels) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "video settings: need 0 < --video_fps (", v.defaults.fps, ") <= --video_max_fps (",
+          v.max_fps, "), --video_max_frames (", v.defaults.max_frames,
+          ") >= 1 and 1 <= --video_min_pixels (", v.defaults.min_pixels,
+          ") <= --video_max_pixels (", v.defaults.max_pixels, ")"));
+    }
   }
   return m;
 }

@@ -13,6 +13,7 @@
 #include "inference/model/config.h"
 #include "inference/multimodal/image_prompt.h"
 #include "inference/tokenizer/tokenizer.h"
+#include "inference/video/video.h"
 #include "inference/vision/vision.h"
 
 namespace qwen::service {
@@ -33,6 +34,8 @@ class TextModel {
     // What an uploaded image may be before it is decoded (--max_image_bytes,
     // --max_image_megapixels).
     vision::DecodeLimits decode;
+    // How videos are sampled and what they may be (the --video_* flags).
+    video::VideoSettings video;
   };
 
   // Opens the file and builds the tokenizer and (when the file has one) the chat template.
@@ -59,6 +62,8 @@ class TextModel {
   const gguf::GgufFile* vision_file() const { return vision_file_.get(); }
   // With vision(): the image marker tokens.
   const multimodal::ImageTokenIds& image_tokens() const { return image_tokens_; }
+  // Video input works: a vision tower and a vocabulary with <|video_pad|>.
+  bool supports_video() const { return vision_ != nullptr && image_tokens_.video_pad >= 0; }
 
  private:
   TextModel() = default;

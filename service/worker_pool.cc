@@ -199,6 +199,11 @@ absl::Status WorkerPool::SpawnLocked(Worker& w) {
     args.push_back(absl::StrCat("--mmproj=", options_.mmproj_path));
     args.push_back(absl::StrCat("--image_min_pixels=", options_.image_min_pixels));
     args.push_back(absl::StrCat("--image_max_pixels=", options_.image_max_pixels));
+    args.push_back(absl::StrCat("--vision_cache_mb=", options_.vision_cache_mb));
+    if (options_.testing_video_pair_delay > absl::ZeroDuration()) {
+      args.push_back(absl::StrCat("--testing_video_pair_delay=",
+                                  absl::FormatDuration(options_.testing_video_pair_delay)));
+    }
   }
   if (options_.allow_forced_tokens) args.push_back("--testing_allow_forced_tokens");
   if (options_.allow_fault_injection) args.push_back("--testing_allow_fault_injection");

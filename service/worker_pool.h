@@ -37,6 +37,10 @@ struct WorkerPoolOptions {
   int64_t image_min_pixels = vision::PreprocessOptions().min_pixels;
   int64_t image_max_pixels = vision::PreprocessOptions().max_pixels;
   int64_t prefix_cache_mb = 0;  // each worker's prefix cache budget; 0: none
+  // Each worker's cache of image and video-frame embeddings by content (--vision_cache_mb).
+  int64_t vision_cache_mb = 256;
+  // Testing only: a pause before each video frame pair's encode (--testing_video_pair_delay).
+  absl::Duration testing_video_pair_delay = absl::ZeroDuration();
   // Where the workers share the packed copy of the weights (--packed_dir); empty: none.
   std::string packed_dir;
   int64_t snapshot_interval = 512;  // prefix cache snapshot spacing inside prompts

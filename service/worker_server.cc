@@ -21,8 +21,11 @@
 #include "inference/gguf/gguf_file.h"
 #include "inference/grammar/spec.h"
 #include "inference/model/model.h"
+#include "inference/multimodal/embedding_cache.h"
 #include "inference/multimodal/image_prompt.h"
 #include "inference/tokenizer/tokenizer.h"
+#include "inference/video/frame_pairs.h"
+#include "inference/video/video.h"
 #include "inference/vision/vision.h"
 #include "qwen/worker/v1/worker.grpc.pb.h"
 #include "service/grpc_status.h"
@@ -100,6 +103,25 @@ class Stream : public engine::RequestSink {
   Stream(GenerateReactor* reactor, std::string request_id)
       : reactor_(reactor), request_id_(std::move(request_id)) {}
 
+  // The request's videos have `total` frames to encode (nothing is sent yet).
+  void ExpectVideoFrames(int total) {
+    absl::MutexLock lock(&mu_);
+    progress_total_ = total;
+  }
+
+  // Video frames encoded so far (or found in the embedding cache), of `total`: sent with the next
+  // message, the latest state only. Called from the engine's threads (the encode functions).
+  void OnProgress(int encoded, int total) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (encoded <= progress_encoded_ && total == progress_total_) return;
+      progress_encoded_ = encoded;
+      progress_total_ = total;
+      progress_pending_ = true;
+    }
+    Pump();
+  }
+
   void OnToken(const engine::TokenOutput& t) override {
     InjectFaults();
     {
@@ -153,6 +175,7 @@ class Stream : public engine::RequestSink {
       finished_ = true;
     }
     LogFinish(info);
+    LogVideoCancelled(info);
     Pump();
   }
 
@@ -198,8 +221,13 @@ class Stream : public engine::RequestSink {
         if (!finished_) return;
         final_sent_ = true;
         finish_only = true;
-      } else if (!pending_.empty() || finished_) {
+      } else if (!pending_.empty() || finished_ || progress_pending_) {
         out_.Clear();
+        if (progress_pending_) {
+          out_.mutable_progress()->set_frames_encoded(progress_encoded_);
+          out_.mutable_progress()->set_frames_total(progress_total_);
+          progress_pending_ = false;
+        }
         const int n = std::min<int>(static_cast<int>(pending_.size()), kMaxTokensPerMessage);
         for (int k = 0; k < n; ++k) {
           *out_.add_tokens() = std::move(pending_.front());
@@ -260,9 +288,32 @@ class Stream : public engine::RequestSink {
     }
   }
 
+  // A request cancelled while its videos were being encoded: how far the encoding got, so that
+  // an operator (and the e2e test) can see that it stopped at once.
+  void LogVideoCancelled(const engine::FinishInfo& info) {
+    if (info.reason != engine::FinishReason::kCancelled) return;
+    int encoded, total;
+    {
+      absl::MutexLock lock(&mu_);
+      encoded = progress_encoded_;
+      total = progress_total_;
+    }
+    if (total == 0 || encoded >= total) return;
+    LogInfo(kComponent,
+            absl::StrCat("request cancelled during its video encode: ", encoded, " of ", total,
+                         " frames encoded"),
+            {{"event", "video_encode_cancelled"},
+             {"request_id", request_id_},
+             {"frames_encoded", encoded},
+             {"frames_total", total}});
+  }
+
   absl::Mutex mu_;
   GenerateReactor* reactor_ ABSL_GUARDED_BY(mu_);
   const std::string request_id_;
+  int progress_encoded_ ABSL_GUARDED_BY(mu_) = 0;
+  int progress_total_ ABSL_GUARDED_BY(mu_) = 0;
+  bool progress_pending_ ABSL_GUARDED_BY(mu_) = false;
   std::deque<wpb::Token> pending_ ABSL_GUARDED_BY(mu_);
   wpb::Finish finish_ ABSL_GUARDED_BY(mu_);
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
@@ -286,11 +337,110 @@ class WorkerService final : public wpb::Worker::CallbackService {
  public:
   WorkerService(engine::Engine* engine, bool allow_forced,
                 std::shared_ptr<const vision::VisionEncoder> vision,
-                std::shared_ptr<const gguf::GgufFile> file)
+                std::shared_ptr<const gguf::GgufFile> file, size_t vision_cache_bytes,
+                absl::Duration video_pair_delay)
       : engine_(engine),
         allow_forced_(allow_forced),
         vision_(std::move(vision)),
-        file_(std::move(file)) {}
+        file_(std::move(file)),
+        embeddings_(std::make_shared<multimodal::EmbeddingCache>(vision_cache_bytes)),
+        video_pair_delay_(video_pair_delay) {}
+
+  // An encode function that looks in the embedding cache first and fills it after.
+  engine::PromptImage::EncodeFn Cached(std::string key, engine::PromptImage::EncodeFn encode) {
+    return [cache = embeddings_, key = std::move(key), encode = std::move(encode)](
+               ops::ComputeContext& ctx) -> absl::StatusOr<std::vector<float>> {
+      if (!key.empty()) {
+        if (std::shared_ptr<const std::vector<float>> hit = cache->Find(key)) {
+          if (LogEnabled(LogLevel::kDebug)) {
+            LogDebug(kComponent, "vision embeddings from the cache",
+                     {{"event", "vision_cache_hit"}, {"key", key}});
+          }
+          return *hit;
+        }
+      }
+      ASSIGN_OR_RETURN(std::vector<float> rows, encode(ctx));
+      if (LogEnabled(LogLevel::kDebug)) {
+        LogDebug(kComponent, "vision embeddings encoded",
+                 {{"event", "vision_encoded"}, {"key", key}});
+      }
+      if (!key.empty()) cache->Insert(key, rows);
+      return rows;
+    };
+  }
+
+  // The prompt images of one video: a frame pair each, encoded in order by one PairEncoder as
+  // the engine reaches them. `frames_before` counts the frames of the request's earlier videos
+  // (for progress); errors name the video's field.
+  absl::StatusOr<std::vector<engine::PromptImage>> VideoPairs(const wpb::Video& v,
+                                                              std::shared_ptr<Stream> stream,
+                                                              int frames_before, int frames_total) {
+    video::VideoOptions options;
+    options.fps = v.fps();
+    options.min_frames = v.min_frames();
+    options.max_frames = v.max_frames();
+    options.min_pixels = v.min_pixels();
+    options.max_pixels = v.max_pixels();
+    video::VideoLimits limits;
+    limits.max_bytes = static_cast<size_t>(std::max<int64_t>(v.max_bytes(), 0));
+    limits.max_duration_seconds = v.max_duration_seconds();
+    limits.max_frame_pixels = v.max_frame_pixels();
+    limits.max_frames = v.max_source_frames();
+    std::unique_ptr<video::FrameSource> source;
+    video::VideoPlan plan;
+    if (v.frames().empty()) {
+      // Probed again (demuxing only: cheap) rather than trusted: the plan must come out the same.
+      auto bytes = std::make_shared<const std::string>(v.data());
+      ASSIGN_OR_RETURN(
+          video::VideoInfo info,
+          video::ProbeVideo(
+              absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(bytes->data()), bytes->size()),
+              limits, v.field()));
+      ASSIGN_OR_RETURN(plan, video::PlanVideo(info, vision_->config(), options));
+      source = video::FileFrames(std::move(bytes), std::move(info), limits, v.field());
+    } else {
+      const std::vector<double> times(v.frame_times().begin(), v.frame_times().end());
+      ASSIGN_OR_RETURN(plan,
+                       video::PlanFrames(times, v.width(), v.height(), vision_->config(), options));
+      vision::DecodeLimits frame_limits;
+      if (v.frame_max_bytes() > 0)
+        frame_limits.max_bytes = static_cast<size_t>(v.frame_max_bytes());
+      if (v.frame_max_pixels() > 0) frame_limits.max_pixels = v.frame_max_pixels();
+      source = video::ImageFrames(std::vector<std::string>(v.frames().begin(), v.frames().end()),
+                                  v.width(), v.height(), frame_limits, v.field());
+    }
+    if (plan.n_pairs() != v.pair_offsets_size() || plan.grid.rows() != v.rows() ||
+        plan.grid.cols() != v.cols()) {
+      return absl::InternalError(
+          absl::StrCat(v.field(), ": the worker's plan (", plan.n_pairs(), " frame pairs of ",
+                       plan.grid.rows(), "x", plan.grid.cols(), ") differs from the front end's (",
+                       v.pair_offsets_size(), " of ", v.rows(), "x", v.cols(), ")"));
+    }
+    auto pairs = std::make_shared<video::PairEncoder>(vision_, std::move(source), plan);
+    std::vector<engine::PromptImage> out;
+    for (int k = 0; k < v.pair_offsets_size(); ++k) {
+      engine::PromptImage pi;
+      pi.offset = v.pair_offsets(k);
+      pi.rows = v.rows();
+      pi.cols = v.cols();
+      pi.key = absl::StrCat(v.key(), "#", k);
+      // Encoded when the prompt reaches the video, on the engine's compute or encoder thread
+      // (see the images below); pairs come in order, so the decoder only moves forward.
+      pi.encode = Cached(pi.key, [pairs, k, delay = video_pair_delay_](ops::ComputeContext& ctx) {
+        if (delay > absl::ZeroDuration()) absl::SleepFor(delay);
+        return pairs->EncodePair(k, ctx);
+      });
+      // Progress counts the pair once its rows are there, from the cache or the tower.
+      pi.encode = [encode = std::move(pi.encode), stream, done = frames_before + 2 * (k + 1),
+                   frames_total](ops::ComputeContext& ctx) -> absl::StatusOr<std::vector<float>> {
+        absl::StatusOr<std::vector<float>> rows = encode(ctx);
+        if (rows.ok()) stream->OnProgress(done, frames_total);
+        return rows;
+      };
+      out.push_back(std::move(pi));
+    }
+    return out;
+  }
 
   // The compiled grammar of a request's constraint, from the cache. The vocabulary is read from
   // the model file on first use (workers that never see a constraint never pay for it).
@@ -396,10 +546,11 @@ class WorkerService final : public wpb::Worker::CallbackService {
       }
       r.forced_tokens.assign(req->forced_tokens().begin(), req->forced_tokens().end());
     }
-    if (!req->images().empty()) {
+    if (!req->images().empty() || !req->videos().empty()) {
       if (vision_ == nullptr) {
         stream->Fail(absl::FailedPreconditionError(
-            absl::StrCat(req->images(0).field(), ": this worker runs without --mmproj")));
+            absl::StrCat(req->images().empty() ? req->videos(0).field() : req->images(0).field(),
+                         ": this worker runs without --mmproj")));
         return reactor;
       }
       for (const wpb::Image& im : req->images()) {
@@ -414,27 +565,48 @@ class WorkerService final : public wpb::Worker::CallbackService {
         vision::DecodeLimits limits;
         if (im.max_bytes() > 0) limits.max_bytes = static_cast<size_t>(im.max_bytes());
         if (im.max_decoded_pixels() > 0) limits.max_pixels = im.max_decoded_pixels();
-        pi.encode = [vision = vision_, data = im.data(), field = im.field(), limits,
-                     options = vision::PreprocessOptions{im.min_pixels(), im.max_pixels()},
-                     rows = im.rows(), cols = im.cols()](
-                        ops::ComputeContext& ctx) -> absl::StatusOr<std::vector<float>> {
-          // A body that is corrupt after a good header is found here (the front end read only
-          // the header): INVALID_ARGUMENT naming the field, which reaches the client as such.
-          ASSIGN_OR_RETURN(
-              vision::RgbImage rgb,
-              vision::DecodeImage(
-                  absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(data.data()), data.size()),
-                  limits, field));
-          ASSIGN_OR_RETURN(vision::ImageEmbedding e, vision->Encode(rgb, options, ctx));
-          if (e.grid.rows() != rows || e.grid.cols() != cols) {
-            return absl::InternalError(
-                absl::StrCat(field, ": the worker's grid ", e.grid.rows(), "x", e.grid.cols(),
-                             " differs from the front end's ", rows, "x", cols));
-          }
-          return std::move(e.data);
-        };
+        pi.encode = Cached(
+            im.key(),
+            [vision = vision_, data = im.data(), field = im.field(), limits,
+             options = vision::PreprocessOptions{im.min_pixels(), im.max_pixels()},
+             rows = im.rows(),
+             cols = im.cols()](ops::ComputeContext& ctx) -> absl::StatusOr<std::vector<float>> {
+              // A body that is corrupt after a good header is found here (the front end read only
+              // the header): INVALID_ARGUMENT naming the field, which reaches the client as such.
+              ASSIGN_OR_RETURN(vision::RgbImage rgb,
+                               vision::DecodeImage(
+                                   absl::MakeConstSpan(
+                                       reinterpret_cast<const uint8_t*>(data.data()), data.size()),
+                                   limits, field));
+              ASSIGN_OR_RETURN(vision::ImageEmbedding e, vision->Encode(rgb, options, ctx));
+              if (e.grid.rows() != rows || e.grid.cols() != cols) {
+                return absl::InternalError(
+                    absl::StrCat(field, ": the worker's grid ", e.grid.rows(), "x", e.grid.cols(),
+                                 " differs from the front end's ", rows, "x", cols));
+              }
+              return std::move(e.data);
+            });
         r.images.push_back(std::move(pi));
       }
+      int frames_total = 0;
+      for (const wpb::Video& v : req->videos()) frames_total += 2 * v.pair_offsets_size();
+      stream->ExpectVideoFrames(frames_total);
+      int frames_before = 0;
+      for (const wpb::Video& v : req->videos()) {
+        absl::StatusOr<std::vector<engine::PromptImage>> pairs =
+            VideoPairs(v, stream, frames_before, frames_total);
+        if (!pairs.ok()) {
+          stream->Fail(pairs.status());
+          return reactor;
+        }
+        frames_before += 2 * v.pair_offsets_size();
+        for (engine::PromptImage& p : *pairs) r.images.push_back(std::move(p));
+      }
+      // The engine takes images and frame pairs in prompt order.
+      std::stable_sort(r.images.begin(), r.images.end(),
+                       [](const engine::PromptImage& a, const engine::PromptImage& b) {
+                         return a.offset < b.offset;
+                       });
     }
     if (req->has_constraint()) {
       absl::StatusOr<std::shared_ptr<grammar::CompiledGrammar>> g = Grammar(req->constraint());
@@ -484,6 +656,8 @@ class WorkerService final : public wpb::Worker::CallbackService {
   const bool allow_forced_;
   std::shared_ptr<const vision::VisionEncoder> vision_;  // null without --mmproj
   std::shared_ptr<const gguf::GgufFile> file_;
+  const std::shared_ptr<multimodal::EmbeddingCache> embeddings_;
+  const absl::Duration video_pair_delay_;
   absl::Mutex grammar_mu_;
   std::unique_ptr<grammar::GrammarCache> grammars_ ABSL_GUARDED_BY(grammar_mu_);
   std::atomic<uint64_t> next_id_{1};
@@ -586,7 +760,9 @@ absl::Status RunWorker(const WorkerOptions& options) {
   }
   ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> engine, engine::Engine::Create(model, eo));
 
-  WorkerService service(engine.get(), options.allow_forced_tokens, vision, shared_file);
+  WorkerService service(engine.get(), options.allow_forced_tokens, vision, shared_file,
+                        static_cast<size_t>(std::max<int64_t>(options.vision_cache_mb, 0)) << 20,
+                        options.testing_video_pair_delay);
   grpc::ServerBuilder builder;
   builder.AddListeningPort(absl::StrCat("unix:", options.socket_path),
                            grpc::InsecureServerCredentials());

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "inference/model/state.h"
 
 namespace qwen::service {
@@ -27,7 +28,13 @@ struct WorkerOptions {
   // Where the packed copy of the weights is shared between workers (model::LoadOptions); empty:
   // none.
   std::string packed_dir;
-  int64_t prefix_cache_mb = 0;      // prefix cache budget; 0: none
+  int64_t prefix_cache_mb = 0;  // prefix cache budget; 0: none
+  // Image and video-frame embeddings kept by content (multimodal::EmbeddingCache), so that a
+  // second request about the same image or video encodes nothing; 0: none.
+  int64_t vision_cache_mb = 256;
+  // Testing only: each video frame pair's encode starts with this pause (not interruptible; the
+  // encoder's own cancellation points are what a test then watches).
+  absl::Duration testing_video_pair_delay = absl::ZeroDuration();
   int64_t snapshot_interval = 512;  // prefix cache snapshots inside prompts every this many tokens
   // The front end's pid. The worker asks the kernel for SIGKILL when its parent dies and then
   // checks that the parent is still this one (it may have died before the request), so no

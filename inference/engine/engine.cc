@@ -58,7 +58,7 @@ struct Engine::Sequence {
 struct Engine::ImageToEncode {
   size_t index;    // in the request's images
   int64_t tokens;  // rows * cols
-  std::function<absl::StatusOr<std::vector<float>>(ops::ComputeContext&)> encode;
+  PromptImage::EncodeFn encode;
 };
 
 // Images of one sequence handed to the encoder thread. It holds copies of what encoding needs,
@@ -439,6 +439,8 @@ absl::StatusOr<std::vector<std::vector<float>>> Engine::EncodeImages(
     const std::vector<ImageToEncode>& images, int64_t n_embd, ops::ComputeContext& ctx) {
   std::vector<std::vector<float>> out;
   for (const ImageToEncode& im : images) {
+    // Between images (a video's frame pairs): a request that ended meanwhile starts no more.
+    if (ctx.cancelled()) return absl::CancelledError("the image encode was cancelled");
     absl::StatusOr<std::vector<float>> e = im.encode(ctx);
     if (!e.ok()) return e.status();
     if (e->size() != static_cast<size_t>(im.tokens * n_embd)) {

@@ -70,7 +70,13 @@ struct EngineOptions {
 // sequence is computing, else on its encoder thread (see Engine), so `encode` must be safe to
 // call from either thread, on a context of its own pool. A long `encode` should poll
 // ctx.cancelled() and return CANCELLED when it is set (the vision encoder does, per layer).
+//
+// A video is a run of these, one per frame pair (each pair is encoded like an image and takes
+// positions like one; the timestamp text between pairs is ordinary prompt text). The engine
+// checks for cancellation before each image's encode as well as the encoder within it, so a
+// cancelled video stops within one frame pair.
 struct PromptImage {
+  using EncodeFn = std::function<absl::StatusOr<std::vector<float>>(ops::ComputeContext&)>;
   int64_t offset = 0;
   int rows = 0;
   int cols = 0;
@@ -78,7 +84,7 @@ struct PromptImage {
   // holds the same images at the same places may be resumed. Empty: never resumed.
   std::string key;
   std::vector<float> embedding;  // [rows * cols, n_embd]
-  std::function<absl::StatusOr<std::vector<float>>(ops::ComputeContext&)> encode;
+  EncodeFn encode;
 };
 
 // One generation, in tokens (text and stop strings are the caller's business).

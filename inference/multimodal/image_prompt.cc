@@ -11,6 +11,7 @@ absl::StatusOr<ImageTokenIds> FindImageTokenIds(const tokenizer::Tokenizer& toke
   ids.vision_start = tokenizer.PieceToId("<|vision_start|>");
   ids.image_pad = tokenizer.PieceToId("<|image_pad|>");
   ids.vision_end = tokenizer.PieceToId("<|vision_end|>");
+  ids.video_pad = tokenizer.PieceToId("<|video_pad|>");
   if (ids.vision_start < 0 || ids.image_pad < 0 || ids.vision_end < 0) {
     return absl::FailedPreconditionError(
         "the model's vocabulary has no <|vision_start|>, <|image_pad|> and <|vision_end|> tokens");

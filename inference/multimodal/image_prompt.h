@@ -25,9 +25,12 @@ struct ImageTokenIds {
   int32_t vision_start = -1;
   int32_t image_pad = -1;
   int32_t vision_end = -1;
+  // A video's frame pairs take <|video_pad|> tokens (video_prompt.h); -1 when the vocabulary has
+  // none (no video input then).
+  int32_t video_pad = -1;
 };
 
-// FAILED_PRECONDITION when the vocabulary lacks one of the three markers.
+// FAILED_PRECONDITION when the vocabulary lacks one of the three image markers.
 absl::StatusOr<ImageTokenIds> FindImageTokenIds(const tokenizer::Tokenizer& tokenizer);
 
 // Opens an mmproj GGUF, loads its vision tower and checks that its projection width equals the

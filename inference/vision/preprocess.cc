@@ -182,8 +182,25 @@ absl::StatusOr<std::vector<float>> Preprocess(const RgbImage& image, const Visio
   }
   auto planned = PlanGrid(image.width, image.height, config, options);
   if (!planned.ok()) return planned.status();
-  const int out_h = planned->patch_rows * config.patch_size;
-  const int out_w = planned->patch_cols * config.patch_size;
+  absl::StatusOr<std::vector<float>> out = PreprocessToGrid(image, config, *planned);
+  if (out.ok() && grid != nullptr) *grid = *planned;
+  return out;
+}
+
+absl::StatusOr<std::vector<float>> PreprocessToGrid(const RgbImage& image,
+                                                    const VisionConfig& config,
+                                                    const ImageGrid& grid) {
+  if (image.width <= 0 || image.height <= 0 ||
+      image.pixels.size() != static_cast<size_t>(image.width) * image.height * 3) {
+    return absl::InvalidArgumentError("image: pixel buffer does not match its size");
+  }
+  if (grid.patch_rows <= 0 || grid.patch_cols <= 0 || grid.patch_rows % grid.merge != 0 ||
+      grid.patch_cols % grid.merge != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("vision: grid ", grid.patch_cols, "x",
+                                                   grid.patch_rows, " patches is not mergeable"));
+  }
+  const int out_h = grid.patch_rows * config.patch_size;
+  const int out_w = grid.patch_cols * config.patch_size;
   std::vector<uint8_t> resized;
   const std::vector<uint8_t>* px = &image.pixels;
   if (out_w != image.width || out_h != image.height) {
@@ -200,7 +217,6 @@ absl::StatusOr<std::vector<float>> Preprocess(const RgbImage& image, const Visio
       dst[i] = ((*px)[3 * i + c] / 255.0f - mean) * inv_std;
     }
   }
-  if (grid != nullptr) *grid = *planned;
   return out;
 }
 

@@ -96,6 +96,12 @@ absl::StatusOr<ImageGrid> PlanGrid(int width, int height, const VisionConfig& co
 absl::StatusOr<std::vector<float>> Preprocess(const RgbImage& image, const VisionConfig& config,
                                               const PreprocessOptions& options, ImageGrid* grid);
 
+// The second half of Preprocess for a grid planned elsewhere (every frame of a video is resized
+// to the one grid planned for the whole video): the same resize and normalisation.
+absl::StatusOr<std::vector<float>> PreprocessToGrid(const RgbImage& image,
+                                                    const VisionConfig& config,
+                                                    const ImageGrid& grid);
+
 // Embeddings of one image: [grid.n_tokens(), projection_dim], row-major. Row i is merged token
 // (i / grid.cols(), i % grid.cols()): raster order over the merged grid, the order the text
 // model consumes them.
@@ -142,9 +148,18 @@ class VisionEncoder {
   size_t owned_bytes() const;
 
   // Normalised pixels, planar [3][height][width] (height and width multiples of align()) ->
-  // embeddings. CANCELLED when ctx.cancelled() is found set before a ViT block.
+  // embeddings. CANCELLED when ctx.cancelled() is found set before a ViT block. A still image
+  // is a frame pair of two identical frames: EncodePixels(x) is EncodeFramePair(x, x).
   absl::StatusOr<ImageEmbedding> EncodePixels(absl::Span<const float> pixels, int height, int width,
                                               ops::ComputeContext& ctx) const;
+  // Two consecutive frames of a video (the model's temporal patch size is 2), each normalised
+  // as for EncodePixels and of the same size: `first` goes through the Conv3D's first temporal
+  // kernel (v.patch_embd.weight), `second` through the second (v.patch_embd.weight.1), summed in
+  // one product. Everything after the patch embedding (positions, rotary, blocks, merger) is
+  // per pair as for an image: the pair's patches attend to each other only.
+  absl::StatusOr<ImageEmbedding> EncodeFramePair(absl::Span<const float> first,
+                                                 absl::Span<const float> second, int height,
+                                                 int width, ops::ComputeContext& ctx) const;
   // Preprocess + EncodePixels.
   absl::StatusOr<ImageEmbedding> Encode(const RgbImage& image, const PreprocessOptions& options,
                                         ops::ComputeContext& ctx) const;

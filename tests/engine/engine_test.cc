@@ -604,6 +604,41 @@ TEST_F(EngineTest, CancellingARequestStopsItsImageEncode) {
   EXPECT_EQ(RunAlone(*engine, again).size(), 8u);
 }
 
+// A video is a run of frame pairs, each encoded like an image: a request cancelled while one
+// pair is encoding starts no further pair, even when that pair's encode does not look at the
+// flag itself (it finishes; the engine checks before the next).
+TEST_F(EngineTest, CancellingAVideoStopsWithinOneFramePair) {
+  auto engine = MakeEngine(2, 64);
+  const int64_t E = model_->config().n_embd;
+  GenerationRequest r = Greedy(21, std::vector<int32_t>(40, 5), 4);
+  auto started = std::make_shared<std::atomic<int>>(0);
+  auto release = std::make_shared<absl::Notification>();
+  for (int k = 0; k < 6; ++k) {
+    PromptImage pair;
+    pair.offset = 2 + 5 * k;
+    pair.rows = 1;
+    pair.cols = 2;
+    pair.encode = [started, release,
+                   E](ops::ComputeContext&) -> absl::StatusOr<std::vector<float>> {
+      started->fetch_add(1);
+      release->WaitForNotificationWithTimeout(absl::Seconds(60));
+      return std::vector<float>(2 * E, 0.0f);
+    };
+    r.images.push_back(std::move(pair));
+  }
+  auto sink = std::make_shared<Collector>();
+  ASSERT_TRUE(engine->Submit(r, sink).ok());
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  while (started->load() == 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(1));
+  ASSERT_EQ(started->load(), 1);
+  engine->Cancel(r.id);
+  absl::SleepFor(absl::Milliseconds(20));  // the flag is set before the pair finishes
+  release->Notify();
+  ASSERT_TRUE(sink->Wait(absl::Seconds(30)));
+  EXPECT_EQ(sink->info().reason, FinishReason::kCancelled) << sink->info().status;
+  EXPECT_EQ(started->load(), 1) << "a frame pair started after the request was cancelled";
+}
+
 // Destroying the engine while an image encodes stops the encode at its next layer instead of
 // waiting for the whole image; its request ends as cancelled.
 TEST_F(EngineTest, DestroyingTheEngineStopsAnImageEncode) {
