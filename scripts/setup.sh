@@ -64,6 +64,8 @@ if [ "$cross_aarch64" = 1 ]; then
     libjpeg62-turbo-dev:arm64 libpng-dev:arm64 libwebp-dev:arm64 libssl-dev:arm64 zlib1g-dev:arm64
     libprometheus-cpp-core1.0:arm64 libprometheus-cpp-pull1.0:arm64 libprometheus-cpp-push1.0:arm64
     libcivetweb-dev:arm64 libcurl4-openssl-dev:arm64
+    libcpp-httplib-dev:arm64 libbrotli-dev:arm64
+    libavformat-dev:arm64 libavcodec-dev:arm64 libswscale-dev:arm64 libavutil-dev:arm64
   )
   if ! dpkg --print-foreign-architectures | grep -qx arm64; then
     if [ "$(id -u)" -eq 0 ]; then
