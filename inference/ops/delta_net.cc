@@ -43,9 +43,12 @@ void CausalConv1dSilu(ComputeContext& ctx, const float* x, int64_t n_tokens, int
 }
 
 void GatedDeltaRuleRecurrent(ComputeContext& ctx, const DeltaRuleArgs& a) {
+  GatedDeltaRuleRecurrent(ctx, Vec(), a);
+}
+
+void GatedDeltaRuleRecurrent(ComputeContext& ctx, const VecKernels& vec, const DeltaRuleArgs& a) {
   const int d = a.d;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-  const VecKernels& vec = Vec();
   ctx.pool().ParallelFor(a.n_v, 1, [&](int64_t j0, int64_t j1, int thread) {
     // This head's decay exp(g) and beta, per token.
     float* decay = ctx.ThreadScratch(thread, 0, 2 * static_cast<size_t>(a.n_tokens));

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "inference/ops/compute.h"
+#include "inference/ops/vec.h"
 
 namespace qwen::ops {
 
@@ -40,6 +41,8 @@ struct DeltaRuleArgs {
 // (std::exp) and scale = 1 / sqrt(d); value heads in parallel. A token's output and the state
 // after it are the same bits whether it comes alone or with others in one call, at every level.
 void GatedDeltaRuleRecurrent(ComputeContext& ctx, const DeltaRuleArgs& a);
+// The same with the kernels of a given level instead of the active one (tests and benchmarks).
+void GatedDeltaRuleRecurrent(ComputeContext& ctx, const VecKernels& vec, const DeltaRuleArgs& a);
 
 }  // namespace qwen::ops
 

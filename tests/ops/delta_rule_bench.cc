@@ -127,35 +127,6 @@ void GatedDeltaRuleChunked(ComputeContext& ctx, const DeltaRuleArgs& a, int chun
   });
 }
 
-// GatedDeltaRuleRecurrent with the kernels of a given level (the library's uses the active one).
-void Recurrent(ComputeContext& ctx, const VecKernels& vec, const DeltaRuleArgs& a) {
-  const int d = a.d;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-  ctx.pool().ParallelFor(a.n_v, 1, [&](int64_t j0, int64_t j1, int thread) {
-    float* decay = ctx.ThreadScratch(thread, 0, 2 * static_cast<size_t>(a.n_tokens));
-    float* beta = decay + a.n_tokens;
-    for (int64_t j = j0; j < j1; ++j) {
-      const int i = KeyHead(a, static_cast<int>(j));
-      for (int64_t t = 0; t < a.n_tokens; ++t) {
-        decay[t] = std::exp(a.g[t * a.n_v + j]);
-        beta[t] = a.beta[t * a.n_v + j];
-      }
-      VecKernels::DeltaTokens tokens;
-      tokens.n_tokens = a.n_tokens;
-      tokens.k = a.k + i * d;
-      tokens.q = a.q + i * d;
-      tokens.v = a.v + j * d;
-      tokens.in_stride = a.row_stride;
-      tokens.decay = decay;
-      tokens.beta = beta;
-      tokens.gate_stride = 1;
-      tokens.out = a.out + j * d;
-      tokens.out_stride = static_cast<int64_t>(a.n_v) * d;
-      vec.delta_rule(a.state + j * d * d, d, scale, tokens);
-    }
-  });
-}
-
 struct Layer {
   std::vector<float> qkv, g, beta, state, out;
   DeltaRuleArgs args;
@@ -215,7 +186,7 @@ void BM_DeltaRule(benchmark::State& state, Isa isa) {
   ComputeContext ctx(&pool, MathMode::kFast);
   const VecKernels& vec = VecKernelsFor(isa);
   for (auto _ : state) {
-    Recurrent(ctx, vec, l.args);
+    GatedDeltaRuleRecurrent(ctx, vec, l.args);
     benchmark::DoNotOptimize(l.out.data());
     benchmark::ClobberMemory();
   }
