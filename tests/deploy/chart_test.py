@@ -1227,11 +1227,19 @@ class DockerfileTest(unittest.TestCase):
         """`packages` and what apt installs with them (--no-install-recommends: Depends and
         Pre-Depends, recursively), from this machine's dpkg database: the build machine has
         installed every package the program links."""
-        q = subprocess.run(["dpkg-query", "-W", "-f", "${Package}\t${Depends}, ${Pre-Depends}\n"],
+        # Only this machine's own architecture: with the arm64 packages of the cross build
+        # installed beside (scripts/setup.sh --cross-aarch64), a package name has two entries
+        # whose dependencies differ (amd64's libavutil57 needs libmfx1, arm64's has none).
+        arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+        q = subprocess.run(["dpkg-query", "-W", "-f",
+                            "${Package}\t${Architecture}\t${Depends}, ${Pre-Depends}\n"],
                            capture_output=True, text=True, check=True)
         depends = {}
         for line in q.stdout.splitlines():
-            pkg, deps = line.split("\t", 1)
+            pkg, pkg_arch, deps = line.split("\t", 2)
+            if pkg_arch not in (arch, "all"):
+                continue
             names = set()
             for dep in deps.split(","):
                 # Alternatives ("a | b") count whichever is installed; versions and
