@@ -23,13 +23,14 @@ constexpr char kComponent[] = "generate";
 
 bool HasContent(const v1::GenerateResponse& m) {
   return !m.text().empty() || !m.reasoning().empty() || m.tool_calls_size() > 0 ||
-         m.token_ids_size() > 0 || m.logprobs_size() > 0 || m.has_completion() || m.has_progress();
+         m.tool_call_deltas_size() > 0 || m.token_ids_size() > 0 || m.logprobs_size() > 0 || m.has_completion() || m.has_progress();
 }
 
 // Appends `src` to `dst` as if both had been one message (MergeFrom would replace the strings).
 void Append(v1::GenerateResponse* dst, v1::GenerateResponse&& src) {
   dst->mutable_text()->append(src.text());
   dst->mutable_reasoning()->append(src.reasoning());
+  for (auto& d : *src.mutable_tool_call_deltas()) *dst->add_tool_call_deltas() = std::move(d);
   for (auto& c : *src.mutable_tool_calls()) *dst->add_tool_calls() = std::move(c);
   dst->mutable_token_ids()->MergeFrom(src.token_ids());
   for (auto& l : *src.mutable_logprobs()) *dst->add_logprobs() = std::move(l);

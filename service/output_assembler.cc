@@ -24,14 +24,28 @@ std::string OutputAssembler::TokenText(int32_t id) const {
   return tokenizer_.Decode({id}, /*show_control=*/true);
 }
 
+std::string OutputAssembler::CallId(int index) const {
+  return absl::StrCat("call_", prepared_.request_id, "_", index);
+}
+
 void OutputAssembler::EmitDelta(const chat::ParserDelta& delta, v1::GenerateResponse* out) {
   out->mutable_text()->append(delta.content);
   out->mutable_reasoning()->append(delta.reasoning);
+  for (const chat::ToolCallDelta& d : delta.tool_call_deltas) {
+    v1::ToolCallDelta* c = out->add_tool_call_deltas();
+    c->set_index(static_cast<uint32_t>(d.index));
+    if (!d.name.empty()) {
+      c->set_id(CallId(d.index));
+      c->set_name(d.name);
+    }
+    c->set_arguments(d.arguments);
+  }
   for (const chat::ToolCall& call : delta.tool_calls) {
     v1::ToolCall* c = out->add_tool_calls();
-    c->set_id(absl::StrCat("call_", prepared_.request_id, "_", tool_calls_++));
+    // The parser numbers blocks as this counter does, so a streamed call keeps its id.
+    c->set_id(CallId(tool_calls_++));
     c->set_name(call.name);
-    c->set_arguments(call.arguments.dump());
+    c->set_arguments(call.arguments_text);
     if (!call.valid) {
       c->set_error(call.error.empty() ? "the call could not be read" : call.error);
       c->set_raw(call.raw);

@@ -60,6 +60,8 @@ class OutputAssembler {
   void Drain(bool include_held_text, v1::GenerateResponse* out);
   void FillCompletion(v1::FinishReason reason, absl::Time now, v1::GenerateResponse* out);
   std::string TokenText(int32_t id) const;
+  // "call_<request id>_<n>" of the output's n-th <tool_call> block.
+  std::string CallId(int index) const;
 
   const PreparedGenerate& prepared_;
   const tokenizer::Tokenizer& tokenizer_;

@@ -651,7 +651,8 @@ TEST_F(HttpE2eTest, TheReadmeCurlCommandsWork) {
   EXPECT_EQ(run, 2);
 }
 
-// The official SDK: plain and streamed chat, a required tool call sampled through the grammar,
+// The official SDK: plain and streamed chat, a required tool call sampled through the grammar
+// (whole, and streamed in pieces the SDK assembles),
 // json_schema output parsed by the client, n = 2, logprobs, errors as the SDK's error classes.
 TEST_F(HttpE2eTest, TheOpenAINodeSdk) {
   CommandResult c = Sh("command -v node >/dev/null && command -v npm >/dev/null");
@@ -686,6 +687,20 @@ TEST_F(HttpE2eTest, TheOpenAINodeSdk) {
   EXPECT_THAT(got["tool"]["id"].get<std::string>(), ::testing::StartsWith("call_"));
   ASSERT_TRUE(got["tool"]["arguments"]["city"].is_string()) << c.out;
   ASSERT_TRUE(got["tool"]["arguments"]["days"].is_number_integer()) << c.out;
+  // Streamed, the same call came in pieces (one per parameter and the closing brace), which
+  // the SDK put together into exactly the arguments of the whole response.
+  const Json& streamed = got["streamed_tool"];
+  ASSERT_TRUE(streamed.is_object()) << c.out;
+  EXPECT_EQ(streamed["finish_reason"], "tool_calls") << c.out;
+  EXPECT_EQ(streamed["calls"], 1) << c.out;
+  EXPECT_EQ(streamed["type"], "function");
+  EXPECT_EQ(streamed["name"], "get_weather");
+  EXPECT_THAT(streamed["id"].get<std::string>(), ::testing::StartsWith("call_"));
+  EXPECT_EQ(streamed["arguments_text"], got["tool"]["arguments_text"]) << c.out;
+  EXPECT_GE(streamed["fragments"].size(), 3u) << c.out;
+  std::string joined;
+  for (const Json& f : streamed["fragments"]) joined += f.get<std::string>();
+  EXPECT_EQ(joined, streamed["arguments_text"]) << c.out;
 
   ASSERT_TRUE(got["json"].is_object()) << "no seed of 10 completed the JSON: " << c.out;
   EXPECT_TRUE(got["json"]["name"].is_string()) << c.out;

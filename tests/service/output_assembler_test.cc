@@ -181,11 +181,20 @@ TEST_F(OutputAssemblerTest, ChatOutputIsSplitIntoReasoningContentAndToolCalls) {
   ASSERT_TRUE(
       a.Finish(FinishWith(wpb::Finish::REASON_STOP_TOKEN, kImEnd), absl::Now(), &last).ok());
   ms.push_back(last);
-  std::string reasoning, content;
+  std::string reasoning, content, streamed;
   std::vector<v1::ToolCall> calls;
+  std::vector<v1::ToolCallDelta> deltas;
+  int messages_with_deltas = 0;
   for (const auto& m : ms) {
     reasoning += m.reasoning();
     content += m.text();
+    for (const auto& d : m.tool_call_deltas()) {
+      // Every delta comes before the message that completes the call.
+      EXPECT_TRUE(calls.empty());
+      deltas.push_back(d);
+      streamed += d.arguments();
+    }
+    if (m.tool_call_deltas_size() > 0) ++messages_with_deltas;
     for (const auto& c : m.tool_calls()) calls.push_back(c);
   }
   EXPECT_EQ(reasoning, "Let me check.");
@@ -193,8 +202,18 @@ TEST_F(OutputAssemblerTest, ChatOutputIsSplitIntoReasoningContentAndToolCalls) {
   ASSERT_EQ(calls.size(), 1u);
   EXPECT_EQ(calls[0].name(), "get_weather");
   EXPECT_EQ(calls[0].id(), "call_t_0");
-  EXPECT_EQ(nlohmann::json::parse(calls[0].arguments()),
-            nlohmann::json::parse(R"({"city": "Paris", "days": 2})"));
+  EXPECT_EQ(calls[0].arguments(), R"({"city":"Paris","days":2})");
+  // Streamed as it was written: a start with the id and name, then one fragment per
+  // parameter and the closing brace, in separate messages; together the whole arguments.
+  ASSERT_EQ(deltas.size(), 4u);
+  EXPECT_EQ(deltas[0].id(), "call_t_0");
+  EXPECT_EQ(deltas[0].name(), "get_weather");
+  EXPECT_EQ(deltas[0].arguments(), "");
+  for (const auto& d : deltas) EXPECT_EQ(d.index(), 0u);
+  EXPECT_EQ(deltas[1].id(), "");
+  EXPECT_EQ(deltas[1].arguments(), R"({"city":"Paris")");
+  EXPECT_EQ(messages_with_deltas, 4);
+  EXPECT_EQ(streamed, calls[0].arguments());
   EXPECT_EQ(last.completion().finish_reason(), v1::FINISH_REASON_TOOL_CALLS);
 }
 
