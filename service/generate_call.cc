@@ -317,7 +317,7 @@ void GenerateCall::OnWorkerMessage(WorkerCall* call, const wpb::GenerateResponse
     absl::Status end = absl::OkStatus();
     bool ended = false;
     if (stop) {
-      assembler_->FinishOnStopString(now, &out);
+      assembler_->FinishOnStop(now, &out);
       to_cancel = worker_call_;  // the worker is still generating
       ended = true;
     } else if (message.has_finish()) {

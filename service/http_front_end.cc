@@ -462,8 +462,7 @@ class HttpFrontEnd::Impl {
       return;
     }
     if (!CheckServingAndModel(parsed->model, r)) return;
-    std::shared_ptr<Shape> shape =
-        MakeChatShape(parsed->n, parsed->logprobs, !parsed->parallel_tool_calls);
+    std::shared_ptr<Shape> shape = MakeChatShape(parsed->n, parsed->logprobs);
     Run(q, r, ExpandChoices(parsed->request, parsed->n), parsed->stream, parsed->include_usage,
         shape, parsed->n);
   }
@@ -520,7 +519,7 @@ class HttpFrontEnd::Impl {
                                               options_.model_id, "\"")));
       return;
     }
-    std::shared_ptr<Shape> shape = MakeAnthropicShape(parsed->keep_one_tool_call);
+    std::shared_ptr<Shape> shape = MakeAnthropicShape();
     std::vector<v1::GenerateRequest> calls;
     calls.push_back(std::move(parsed->request));
     Run(q, r, std::move(calls), parsed->stream, /*include_usage=*/false, shape);

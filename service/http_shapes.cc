@@ -114,9 +114,7 @@ namespace {
 
 class ChatShape : public Shape {
  public:
-  ChatShape(int n, bool logprobs, bool keep_one_tool_call) : logprobs_(logprobs) {
-    for (int k = 0; k < n; ++k) choices_.emplace_back(keep_one_tool_call);
-  }
+  ChatShape(int n, bool logprobs) : logprobs_(logprobs), choices_(static_cast<size_t>(n)) {}
   std::vector<OrderedJson> Opening() override {
     OrderedJson choices = OrderedJson::array();
     for (size_t k = 0; k < choices_.size(); ++k) {
@@ -250,8 +248,6 @@ class TextShape : public Shape {
 // Anthropic's Messages API: content blocks (thinking, text, tool_use) and their events.
 class AnthropicShape : public Shape {
  public:
-  explicit AnthropicShape(bool keep_one_tool_call) : keep_one_(keep_one_tool_call) {}
-
   std::vector<OrderedJson> Opening() override {
     OrderedJson message = Message(/*whole=*/false);
     return {OrderedJson{{"type", "message_start"}, {"message", std::move(message)}}};
@@ -274,7 +270,7 @@ class AnthropicShape : public Shape {
       if (starting.contains(c.id()) || FindCall(c.id()) != nullptr) continue;
       if (!c.error().empty()) {
         text += c.raw();  // not a call the client could run: its text
-      } else if (!keep_one_ || calls_.size() + whole.size() < 1) {
+      } else {
         whole.push_back(&c);
       }
     }
@@ -286,7 +282,6 @@ class AnthropicShape : public Shape {
     // A streamed call: content_block_start, then its arguments as input_json_delta events.
     for (const v1::ToolCallDelta& d : m.tool_call_deltas()) {
       if (!d.id().empty()) {
-        if (keep_one_ && !calls_.empty()) continue;
         Close(&ev);
         calls_.push_back({d.id(), d.name(), d.arguments()});
         streaming_[d.index()] = calls_.size() - 1;
@@ -447,7 +442,6 @@ class AnthropicShape : public Shape {
         {"usage", whole ? Usage() : OrderedJson{{"input_tokens", 0}, {"output_tokens", 0}}}};
   }
 
-  const bool keep_one_;
   Block block_ = kNone;
   int index_ = 0;  // of the open block, or the next one
   std::string reasoning_;
@@ -461,16 +455,14 @@ class AnthropicShape : public Shape {
 
 }  // namespace
 
-std::unique_ptr<Shape> MakeChatShape(int n, bool logprobs, bool keep_one_tool_call) {
-  return std::make_unique<ChatShape>(n, logprobs, keep_one_tool_call);
+std::unique_ptr<Shape> MakeChatShape(int n, bool logprobs) {
+  return std::make_unique<ChatShape>(n, logprobs);
 }
 
 std::unique_ptr<Shape> MakeTextShape(const std::vector<std::string>& echo, int n, bool logprobs) {
   return std::make_unique<TextShape>(echo, n, logprobs);
 }
 
-std::unique_ptr<Shape> MakeAnthropicShape(bool keep_one_tool_call) {
-  return std::make_unique<AnthropicShape>(keep_one_tool_call);
-}
+std::unique_ptr<Shape> MakeAnthropicShape() { return std::make_unique<AnthropicShape>(); }
 
 }  // namespace qwen::service

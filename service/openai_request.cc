@@ -473,6 +473,9 @@ absl::StatusOr<OpenAIChatRequest> ParseChatCompletionRequest(absl::string_view b
   b.reset();
   RETURN_IF_ERROR(GetBool(j, "parallel_tool_calls", "parallel_tool_calls", &b));
   out.parallel_tool_calls = b.value_or(true);
+  // At most one call: generation ends once it is complete, rather than drop the later ones
+  // after the model spent its time on them.
+  if (!out.parallel_tool_calls) r.mutable_stopping()->set_max_tool_calls(1);
   auto kw = j.find("chat_template_kwargs");
   if (kw != j.end() && !kw->is_null()) {
     if (!kw->is_object()) return WrongType("chat_template_kwargs", "an object", *kw);

@@ -62,7 +62,6 @@ OrderedJson ChoiceAccumulator::Add(const v1::GenerateResponse& m) {
   // arguments, the next ones only the index and a fragment (as OpenAI streams them).
   for (const v1::ToolCallDelta& d : m.tool_call_deltas()) {
     if (!d.id().empty()) {
-      if (keep_one_ && tool_calls_.size() >= 1) continue;
       const int index = static_cast<int>(tool_calls_.size());
       streaming_[d.index()] = index;
       tool_calls_.push_back({{"id", d.id()},
@@ -91,7 +90,6 @@ OrderedJson ChoiceAccumulator::Add(const v1::GenerateResponse& m) {
       text += c.raw();
       continue;
     }
-    if (keep_one_ && tool_calls_.size() >= 1) continue;
     // A producer that does not stream calls: the call at once.
     const int index = static_cast<int>(tool_calls_.size());
     OrderedJson whole = {{"id", c.id()},

@@ -32,8 +32,6 @@ struct CompletionHeader {
 // Not thread-safe.
 class ChoiceAccumulator {
  public:
-  // `keep_one_tool_call`: parallel_tool_calls false.
-  explicit ChoiceAccumulator(bool keep_one_tool_call) : keep_one_(keep_one_tool_call) {}
 
   // Adds a message; returns its delta as OpenAI's stream shows it ({"content": ...,
   // "reasoning_content": ..., "tool_calls": [...]}), empty when it carries nothing visible.
@@ -50,14 +48,11 @@ class ChoiceAccumulator {
   const v1::Completion& completion() const { return completion_; }
   // The whole choice of a non-streamed response.
   OrderedJson Choice(int index, bool logprobs) const;
-  // A second tool call came while only one is wanted: the caller stops the stream.
-  bool tool_call_limit_reached() const { return keep_one_ && tool_calls_.size() >= 1; }
 
  private:
   // The position in tool_calls_ of a started call of this id, or -1.
   int StartedCall(const std::string& id) const;
 
-  const bool keep_one_;
   std::map<uint32_t, int> streaming_;  // ToolCallDelta.index -> position in tool_calls_
   std::string content_;
   std::string reasoning_;

@@ -64,7 +64,7 @@ void OutputAssembler::Emit(absl::string_view text, v1::GenerateResponse* out) {
 
 bool OutputAssembler::AddToken(const worker::v1::Token& token, absl::Time now,
                                v1::GenerateResponse* out) {
-  if (matcher_.stopped()) return false;
+  if (stopped()) return false;
   if (tokens_ == 0) first_token_ = now;
   last_token_time_ = now;
   ++tokens_;
@@ -91,6 +91,8 @@ bool OutputAssembler::AddToken(const worker::v1::Token& token, absl::Time now,
   if (piece.empty()) return false;
   StopMatcher::Result r = matcher_.Add(piece);
   Emit(r.text, out);
+  // The text released comes before any stop string, so a call it completes came first.
+  if (tool_calls_done()) return true;
   if (r.stopped) {
     matched_stop_ = r.matched;
     return true;
@@ -156,7 +158,10 @@ absl::Status OutputAssembler::Finish(const worker::v1::Finish& finish, absl::Tim
   }
   Drain(/*include_held_text=*/true, out);
   v1::FinishReason reason = v1::FINISH_REASON_LENGTH;
-  if (matcher_.stopped()) {
+  if (tool_calls_done()) {
+    // The held-back tail completed the last call allowed.
+    reason = v1::FINISH_REASON_TOOL_CALLS;
+  } else if (matcher_.stopped()) {
     // The held-back tail completed a stop string only at the flush.
     reason = v1::FINISH_REASON_STOP_SEQUENCE;
     out->mutable_completion()->set_stop_sequence(matched_stop_);
@@ -177,8 +182,12 @@ absl::Status OutputAssembler::Finish(const worker::v1::Finish& finish, absl::Tim
   return absl::OkStatus();
 }
 
-void OutputAssembler::FinishOnStopString(absl::Time now, v1::GenerateResponse* out) {
+void OutputAssembler::FinishOnStop(absl::Time now, v1::GenerateResponse* out) {
   Drain(/*include_held_text=*/false, out);
+  if (tool_calls_done()) {
+    FillCompletion(v1::FINISH_REASON_TOOL_CALLS, now, out);
+    return;
+  }
   out->mutable_completion()->set_stop_sequence(matched_stop_);
   FillCompletion(v1::FINISH_REASON_STOP_SEQUENCE, now, out);
 }

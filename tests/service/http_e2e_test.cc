@@ -626,6 +626,104 @@ TEST_F(HttpE2eTest, AnthropicMessages) {
               ::testing::StartsWith("messages[0].role: "));
 }
 
+// parallel_tool_calls false (Anthropic: disable_parallel_tool_use): generation ends once the first
+// call is complete, so the model never spends tokens on a second one; streamed, the call's
+// arguments come in pieces that add up to the whole response's. The model's output is forced
+// (testing only) to two calls.
+TEST_F(HttpE2eTest, OneToolCallEndsGeneration) {
+  const std::string call =
+      "<tool_call><function=get_weather><parameter=city>Paris</parameter><parameter=days>3"
+      "</parameter></function></tool_call>";
+  const std::string forced = absl::StrCat("X-Qwen-Testing-Forced-Output: ", call, call, "Done.");
+  const Json weather = {
+      {"type", "function"},
+      {"function",
+       {{"name", "get_weather"},
+        {"parameters",
+         {{"type", "object"},
+          {"properties", {{"city", {{"type", "string"}}}, {"days", {{"type", "integer"}}}}}}}}}};
+  Json body = {{"messages", Json::array({{{"role", "user"}, {"content", "Weather in Paris?"}}})},
+               {"tools", Json::array({weather})},
+               {"max_tokens", 120},
+               {"chat_template_kwargs", {{"enable_thinking", false}}}};
+  HttpResult both = Chat(body, {forced});
+  ASSERT_EQ(both.status, 200) << both.body;
+  EXPECT_GE(both.json()["choices"][0]["message"]["tool_calls"].size(), 2u) << both.body;
+
+  body["parallel_tool_calls"] = false;
+  HttpResult one = Chat(body, {forced});
+  ASSERT_EQ(one.status, 200) << one.body;
+  const Json j = one.json();
+  const Json& message = j["choices"][0]["message"];
+  ASSERT_EQ(message["tool_calls"].size(), 1u) << one.body;
+  EXPECT_EQ(message["tool_calls"][0]["function"]["name"], "get_weather");
+  EXPECT_EQ(message["tool_calls"][0]["function"]["arguments"], R"({"city":"Paris","days":3})");
+  EXPECT_TRUE(message["content"].is_null()) << one.body;
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "tool_calls");
+  EXPECT_LT(j["usage"]["completion_tokens"].get<int>(),
+            both.json()["usage"]["completion_tokens"].get<int>() / 2 + 1)
+      << "generation went on after the first call: " << one.body;
+
+  body["stream"] = true;
+  HttpResult s = Chat(body, {forced});
+  ASSERT_EQ(s.status, 200) << s.body;
+  const Events e = ParseEvents(s.body);
+  EXPECT_TRUE(e.done) << s.body;
+  std::string arguments, finish;
+  int pieces = 0, starts = 0;
+  for (const Json& c : e.chunks) {
+    for (const Json& ch : c["choices"]) {
+      if (!ch["finish_reason"].is_null()) finish = ch["finish_reason"];
+      if (!ch["delta"].contains("tool_calls")) continue;
+      for (const Json& t : ch["delta"]["tool_calls"]) {
+        EXPECT_EQ(t["index"], 0) << s.body;
+        if (t.contains("id")) {
+          ++starts;
+          EXPECT_EQ(t["function"]["name"], "get_weather");
+          EXPECT_EQ(t["function"]["arguments"], "");
+          EXPECT_EQ(t["type"], "function");
+        }
+        const std::string piece = t["function"]["arguments"];
+        if (!piece.empty()) ++pieces;
+        arguments += piece;
+      }
+    }
+  }
+  EXPECT_EQ(starts, 1) << s.body;
+  EXPECT_EQ(pieces, 3) << s.body;  // city, days, the closing brace
+  EXPECT_EQ(arguments, message["tool_calls"][0]["function"]["arguments"]);
+  EXPECT_EQ(finish, "tool_calls");
+
+  // Anthropic, streamed: one tool_use block whose input_json_delta pieces add up to the input.
+  const Json anthropic = {
+      {"max_tokens", 120},
+      {"messages", Json::array({{{"role", "user"}, {"content", "Weather in Paris?"}}})},
+      {"tools",
+       Json::array({{{"name", "get_weather"}, {"input_schema", weather["function"]["parameters"]}}})},
+      {"tool_choice", {{"type", "auto"}, {"disable_parallel_tool_use", true}}},
+      {"thinking", {{"type", "disabled"}}},
+      {"stream", true}};
+  HttpResult a = Curl("POST", Url("/v1/messages"), anthropic.dump(), {forced});
+  ASSERT_EQ(a.status, 200) << a.body;
+  std::string partial, stop_reason;
+  int tool_blocks = 0;
+  for (absl::string_view block : absl::StrSplit(a.body, "\n\n", absl::SkipEmpty())) {
+    const size_t data = block.find("data: ");
+    ASSERT_NE(data, absl::string_view::npos) << block;
+    const Json ev = Json::parse(block.substr(data + 6));
+    if (ev["type"] == "content_block_start" && ev["content_block"]["type"] == "tool_use") {
+      ++tool_blocks;
+    }
+    if (ev["type"] == "content_block_delta" && ev["delta"]["type"] == "input_json_delta") {
+      partial += ev["delta"]["partial_json"].get<std::string>();
+    }
+    if (ev["type"] == "message_delta") stop_reason = ev["delta"]["stop_reason"];
+  }
+  EXPECT_EQ(tool_blocks, 1) << a.body;
+  EXPECT_EQ(partial, R"({"city":"Paris","days":3})") << a.body;
+  EXPECT_EQ(stop_reason, "tool_use") << a.body;
+}
+
 // The README's curl commands, as written but for the port: each answers a chat completion.
 TEST_F(HttpE2eTest, TheReadmeCurlCommandsWork) {
   const std::string readme = ReadFile("README.md");

@@ -44,6 +44,8 @@ TEST(OpenAIRequestTest, AFullRequestMapsToGenerate) {
   EXPECT_EQ(r->n, 2);
   EXPECT_TRUE(r->logprobs);
   EXPECT_FALSE(r->parallel_tool_calls);
+  // One call at most: generation ends after it.
+  EXPECT_EQ(r->request.stopping().max_tool_calls(), 1u);
   const v1::GenerateRequest& g = r->request;
   ASSERT_EQ(g.chat().messages_size(), 4);
   EXPECT_EQ(g.chat().messages(0).role(), "system");
@@ -177,7 +179,7 @@ TEST(OpenAIRequestTest, ServerFieldPathsBecomeOpenAIParams) {
 }
 
 TEST(OpenAIResponseTest, AccumulatesAChoice) {
-  ChoiceAccumulator a(/*keep_one_tool_call=*/true);
+  ChoiceAccumulator a;
   v1::GenerateResponse m;
   m.set_reasoning("think");
   m.set_text("Hi");
@@ -191,8 +193,11 @@ TEST(OpenAIResponseTest, AccumulatesAChoice) {
   OrderedJson delta = a.Add(m);
   EXPECT_EQ(delta["reasoning_content"], "think");
   EXPECT_EQ(delta["content"], "Hi");
-  ASSERT_EQ(delta["tool_calls"].size(), 1u);  // parallel_tool_calls false: the first only
+  // Calls that were not streamed come whole (each in one entry).
+  ASSERT_EQ(delta["tool_calls"].size(), 2u);
   EXPECT_EQ(delta["tool_calls"][0]["index"], 0);
+  EXPECT_EQ(delta["tool_calls"][1]["index"], 1);
+  EXPECT_EQ(delta["tool_calls"][1]["id"], "call_2");
   EXPECT_EQ(delta["tool_calls"][0]["function"]["arguments"], R"({"a":1})");
   v1::GenerateResponse end;
   end.mutable_completion()->set_finish_reason(v1::FINISH_REASON_TOOL_CALLS);
@@ -246,7 +251,7 @@ std::vector<v1::GenerateResponse> StreamedCall(bool cut_off) {
 
 TEST(OpenAIResponseTest, ToolCallsStreamAsOpenAIDoes) {
   for (bool cut_off : {false, true}) {
-    ChoiceAccumulator a(/*keep_one_tool_call=*/false);
+    ChoiceAccumulator a;
     std::vector<OrderedJson> entries;
     for (const v1::GenerateResponse& m : StreamedCall(cut_off)) {
       OrderedJson delta = a.Add(m);
@@ -275,7 +280,7 @@ TEST(OpenAIResponseTest, ToolCallsStreamAsOpenAIDoes) {
 }
 
 TEST(OpenAIResponseTest, AnInvalidCallThatNeverStartedIsContent) {
-  ChoiceAccumulator a(/*keep_one_tool_call=*/false);
+  ChoiceAccumulator a;
   v1::GenerateResponse m;
   v1::ToolCall* c = m.add_tool_calls();
   c->set_id("call_r_0");
@@ -289,7 +294,7 @@ TEST(OpenAIResponseTest, AnInvalidCallThatNeverStartedIsContent) {
 }
 
 TEST(HttpShapesTest, ChatStreamSendsEachPieceOfACallInItsOwnChunk) {
-  std::unique_ptr<Shape> shape = MakeChatShape(1, false, false);
+  std::unique_ptr<Shape> shape = MakeChatShape(1, false);
   std::vector<v1::GenerateResponse> ms = StreamedCall(false);
   // Everything in one message (a slow reader): still one chunk per piece.
   v1::GenerateResponse merged;
@@ -313,7 +318,7 @@ TEST(HttpShapesTest, ChatStreamSendsEachPieceOfACallInItsOwnChunk) {
 
 TEST(HttpShapesTest, AnthropicStreamsToolUseInputAsJsonDeltas) {
   for (bool cut_off : {false, true}) {
-    std::unique_ptr<Shape> shape = MakeAnthropicShape(false);
+    std::unique_ptr<Shape> shape = MakeAnthropicShape();
     std::vector<OrderedJson> events;
     for (const auto& m : StreamedCall(cut_off)) {
       for (OrderedJson& e : shape->Events(0, m)) events.push_back(std::move(e));
