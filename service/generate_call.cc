@@ -23,7 +23,8 @@ constexpr char kComponent[] = "generate";
 
 bool HasContent(const v1::GenerateResponse& m) {
   return !m.text().empty() || !m.reasoning().empty() || m.tool_calls_size() > 0 ||
-         m.tool_call_deltas_size() > 0 || m.token_ids_size() > 0 || m.logprobs_size() > 0 || m.has_completion() || m.has_progress();
+         m.tool_call_deltas_size() > 0 || m.token_ids_size() > 0 || m.logprobs_size() > 0 ||
+         m.has_completion() || m.has_progress();
 }
 
 // Appends `src` to `dst` as if both had been one message (MergeFrom would replace the strings).
@@ -38,13 +39,6 @@ void Append(v1::GenerateResponse* dst, v1::GenerateResponse&& src) {
   if (src.has_progress()) *dst->mutable_progress() = src.progress();  // the latest state
 }
 
-// gRPC's peer string of a call on the server's in-process channel (the HTTP API's calls): no
-// network address ("ipv4:", "ipv6:", "unix:"), which every call from outside has.
-bool IsInProcessPeer(const std::string& peer) {
-  return !absl::StartsWith(peer, "ipv4:") && !absl::StartsWith(peer, "ipv6:") &&
-         !absl::StartsWith(peer, "unix:");
-}
-
 // Statuses a worker returns about the request itself rather than about its own health.
 bool IsRequestError(absl::StatusCode code) {
   return code == absl::StatusCode::kInvalidArgument ||
@@ -53,6 +47,11 @@ bool IsRequestError(absl::StatusCode code) {
 }
 
 }  // namespace
+
+bool IsInProcessPeer(absl::string_view peer) {
+  return !absl::StartsWith(peer, "ipv4:") && !absl::StartsWith(peer, "ipv6:") &&
+         !absl::StartsWith(peer, "unix:");
+}
 
 // ---------------------------------------------------------------------------------------------
 // StreamRegistry

@@ -607,8 +607,11 @@ class HttpFrontEnd::Impl {
     SendJson(r, 200, OrderedJson{{"content", resp.text()}});
   }
 
+  // The metadata of a unary call made for `q`: its token, and the protocol label of the
+  // request counter.
   void AddAuthorization(const httplib::Request& q, grpc::ClientContext* ctx) {
     for (const std::string& v : AuthorizationValues(q)) ctx->AddMetadata("authorization", v);
+    ctx->AddMetadata(kProtocolMetadata, "http");
     ctx->set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
   }
 

@@ -133,9 +133,8 @@ class ChatShape : public Shape {
     }
     std::vector<OrderedJson> out;
     if (!delta.empty() || !lp.is_null()) {
-      out.push_back(ChunkObject(
-          header_,
-          OrderedJson::array({ChunkChoice(choice, std::move(delta), std::move(lp), nullptr)})));
+      out.push_back(ChunkObject(header_, OrderedJson::array({ChunkChoice(
+                                             choice, std::move(delta), std::move(lp), nullptr)})));
     }
     // Each piece of a call in a chunk of its own, as OpenAI sends them: a client sees the
     // arguments grow even when several pieces arrived together.
@@ -448,7 +447,7 @@ class AnthropicShape : public Shape {
   std::string text_;
   std::vector<Call> calls_;
   std::map<uint32_t, size_t> streaming_;  // ToolCallDelta.index -> position in calls_
-  uint32_t open_call_ = 0;                 // with block_ kToolUse: its ToolCallDelta.index
+  uint32_t open_call_ = 0;                // with block_ kToolUse: its ToolCallDelta.index
   bool finished_ = false;
   v1::Completion completion_;
 };

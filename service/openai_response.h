@@ -32,7 +32,6 @@ struct CompletionHeader {
 // Not thread-safe.
 class ChoiceAccumulator {
  public:
-
   // Adds a message; returns its delta as OpenAI's stream shows it ({"content": ...,
   // "reasoning_content": ..., "tool_calls": [...]}), empty when it carries nothing visible.
   // Streamed calls (GenerateResponse.tool_call_deltas) come as OpenAI streams them: an entry

@@ -59,8 +59,7 @@ struct ParserDelta {
   std::vector<ToolCall> tool_calls;  // calls completed by this chunk
 
   bool empty() const {
-    return reasoning.empty() && content.empty() && tool_call_deltas.empty() &&
-           tool_calls.empty();
+    return reasoning.empty() && content.empty() && tool_call_deltas.empty() && tool_calls.empty();
   }
 };
 
@@ -163,7 +162,7 @@ class OutputParser {
   bool reasoning_started_ = false;  // leading newlines of reasoning are dropped too
   bool tools_given_ = false;
   std::string buffer_;  // received but not yet emitted
-  OpenCall open_;        // in State::kToolCall
+  OpenCall open_;       // in State::kToolCall
   int max_tool_calls_ = 0;
   int streamed_calls_ = 0;  // complete
   bool done_ = false;

@@ -102,7 +102,8 @@ TEST(OutputParserTest, SeveralToolCalls) {
   EXPECT_TRUE(r.tool_calls[0].valid);
   EXPECT_EQ(r.tool_calls[0].name, "get_weather");
   EXPECT_EQ(r.tool_calls[0].arguments, Json::parse(R"({"city": "Paris", "days": 3})"));
-  EXPECT_EQ(r.tool_calls[1].arguments, Json::parse(R"({"city": "San Francisco, CA", "unit": "c"})"));
+  EXPECT_EQ(r.tool_calls[1].arguments,
+            Json::parse(R"({"city": "San Francisco, CA", "unit": "c"})"));
   EXPECT_EQ(r.ToJson()["tool_calls"][0].dump(),
             R"({"name":"get_weather","arguments":{"city":"Paris","days":3}})");
 }
@@ -131,7 +132,8 @@ TEST(OutputParserTest, ParameterTypesFollowTheSchema) {
   EXPECT_EQ(c.arguments["n"], 2500.0);
   EXPECT_EQ(c.arguments["b"], true);
   EXPECT_TRUE(c.arguments["z"].is_null());
-  EXPECT_EQ(c.arguments["o"], Json::parse(R"({"nested": {"list": [1, {"deep": "ü"}], "t": true}})"));
+  EXPECT_EQ(c.arguments["o"],
+            Json::parse(R"({"nested": {"list": [1, {"deep": "ü"}], "t": true}})"));
   EXPECT_EQ(c.arguments["a"], Json::parse(R"(["x", 2, null])"));
   EXPECT_TRUE(c.arguments["maybe"].is_null());
   EXPECT_EQ(c.arguments["extra_json"], Json::parse(R"({"k": 1})"));
@@ -151,7 +153,8 @@ TEST(OutputParserTest, WithoutToolsAnyFunctionAndUntypedValues) {
 
 TEST(OutputParserTest, UnicodeEverywhere) {
   ParsedOutput r = ParseChecked(
-      "思考中…🤔\n</think>\n\n天気を調べます。\n\n<tool_call>\n<function=get_weather>\n"
+      "思考中…🤔\n</"
+      "think>\n\n天気を調べます。\n\n<tool_call>\n<function=get_weather>\n"
       "<parameter=city>\n東京 🗼\n</parameter>\n</function>\n</tool_call>",
       WithTools());
   EXPECT_EQ(r.reasoning, "思考中…🤔");
@@ -236,7 +239,9 @@ TEST(OutputParserTest, ChunkingNeverChangesTheResult) {
       "</parameter>\n</function>\n</tool_call>\n<tool_call>\n<function=nope>\n</function>\n"
       "</tool_call>tail\n\n",
       "<think></think><tool_call><tool_call></tool_call></tool_call>",
-      "\n\n\n</think>\n\n\n<tool_call", "<<<tool_call>>>", "</think></think>\n<",
+      "\n\n\n</think>\n\n\n<tool_call",
+      "<<<tool_call>>>",
+      "</think></think>\n<",
       "é\n\n\n</thinké</think>ü\n<tool_callü",
   };
   for (const std::string& t : texts) {
@@ -248,10 +253,31 @@ TEST(OutputParserTest, ChunkingNeverChangesTheResult) {
 }
 
 TEST(OutputParserTest, RandomTextNeverBreaksProperties) {
-  const char* pieces[] = {"<tool_call>", "</tool_call>", "<function=f>", "<function=get_weather>",
-                          "</function>", "<parameter=o>", "<parameter=i>", "</parameter>",
-                          "<think>", "</think>", "\n", "\n\n", "{", "}", "[1]", "x", "ü", "<",
-                          "</", "True", "3", " ", "\"s\"", "<parameter=s>", "<function=zz>"};
+  const char* pieces[] = {"<tool_call>",
+                          "</tool_call>",
+                          "<function=f>",
+                          "<function=get_weather>",
+                          "</function>",
+                          "<parameter=o>",
+                          "<parameter=i>",
+                          "</parameter>",
+                          "<think>",
+                          "</think>",
+                          "\n",
+                          "\n\n",
+                          "{",
+                          "}",
+                          "[1]",
+                          "x",
+                          "ü",
+                          "<",
+                          "</",
+                          "True",
+                          "3",
+                          " ",
+                          "\"s\"",
+                          "<parameter=s>",
+                          "<function=zz>"};
   uint32_t seed = 12345;
   for (int k = 0; k < 3000; ++k) {
     std::string text(1, static_cast<char>(k & 3));
@@ -391,9 +417,10 @@ TEST(OutputParserTest, CallsThatGoWrongAfterTheyStarted) {
   EXPECT_EQ(calls[0].arguments_text, s.arguments[0]);
 
   // An unknown function never starts.
-  s = StreamCalls("<tool_call>\n<function=launch>\n<parameter=x>\n1\n</parameter>\n</function>\n"
-                  "</tool_call>",
-                  WithTools(false), 1, &calls);
+  s = StreamCalls(
+      "<tool_call>\n<function=launch>\n<parameter=x>\n1\n</parameter>\n</function>\n"
+      "</tool_call>",
+      WithTools(false), 1, &calls);
   EXPECT_TRUE(s.names.empty());
   ASSERT_EQ(calls.size(), 1u);
   EXPECT_FALSE(calls[0].streamed);
@@ -418,8 +445,8 @@ TEST(OutputParserTest, MaxToolCallsEndsTheOutputAfterTheFirstCall) {
       "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n"
       "</function>\n</tool_call>";
   // An invalid call that never started does not count.
-  const std::string text = "<tool_call>\n<function=nope>\n</function>\n</tool_call>\n" + call +
-                           "\nmore text\n" + call;
+  const std::string text =
+      "<tool_call>\n<function=nope>\n</function>\n</tool_call>\n" + call + "\nmore text\n" + call;
   for (size_t step : {size_t{1}, size_t{7}, text.size()}) {
     OutputParser p(o);
     size_t pos = 0;

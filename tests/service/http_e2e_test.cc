@@ -4,8 +4,10 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -17,6 +19,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/service/ops_test_util.h"
 #include "tests/service/server_process.h"
 
 namespace qwen::testing {
@@ -102,6 +105,8 @@ class HttpE2eTest : public ::testing::Test {
     o.slots = 2;
     o.ctx_size = 4096;
     o.extra = {"--http_port=-1", "--served_model_name=tiny"};
+    o.metrics_port = FreePort();
+    metrics_port_ = o.metrics_port;
     std::string error;
     server_ = ServerProcess::Start(o, &error).release();
     ASSERT_NE(server_, nullptr) << error;
@@ -122,10 +127,51 @@ class HttpE2eTest : public ::testing::Test {
     return Json::array({{{"role", "user"}, {"content", "Hello, who are you?"}}});
   }
 
+  static std::vector<MetricSample> Scrape() {
+    return ParseMetrics(HttpGet(metrics_port_, "/metrics"));
+  }
+
   static ServerProcess* server_;
+  static int metrics_port_;
 };
 
 ServerProcess* HttpE2eTest::server_ = nullptr;
+int HttpE2eTest::metrics_port_ = 0;
+
+// HTTP requests count in the request counter and histograms of gRPC calls, under
+// protocol="http"; gRPC's series do not move.
+TEST_F(HttpE2eTest, RequestsCountUnderTheHttpProtocol) {
+  const std::vector<MetricSample> before = Scrape();
+  ASSERT_FALSE(before.empty());
+  HttpResult r = Chat({{"messages", Hello()},
+                       {"max_tokens", 4},
+                       {"chat_template_kwargs", {{"enable_thinking", false}}}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  HttpResult t = Curl("POST", Url("/tokenize"), R"({"content": "Hello"})");
+  ASSERT_EQ(t.status, 200) << t.body;
+  // Refused by the Generate call it became (the context is too small for it).
+  HttpResult bad = Chat({{"messages", Hello()}, {"max_tokens", 1000000}});
+  ASSERT_EQ(bad.status, 400) << bad.body;
+  const std::vector<MetricSample> after = Scrape();
+  auto delta = [&](const std::string& name, const std::map<std::string, std::string>& labels) {
+    return std::max(0.0, MetricValue(after, name, labels)) -
+           std::max(0.0, MetricValue(before, name, labels));
+  };
+  EXPECT_EQ(
+      delta("qwen_requests_total", {{"method", "Generate"}, {"code", "OK"}, {"protocol", "http"}}),
+      1);
+  EXPECT_EQ(delta("qwen_requests_total",
+                  {{"method", "Generate"}, {"code", "INVALID_ARGUMENT"}, {"protocol", "http"}}),
+            1);
+  EXPECT_EQ(
+      delta("qwen_requests_total", {{"method", "Tokenize"}, {"code", "OK"}, {"protocol", "http"}}),
+      1);
+  EXPECT_EQ(delta("qwen_requests_total", {{"protocol", "grpc"}}), 0);
+  EXPECT_EQ(delta("qwen_generate_finish_total", {{"protocol", "http"}}), 1);
+  EXPECT_EQ(delta("qwen_time_to_first_token_seconds_count", {{"protocol", "http"}}), 1);
+  EXPECT_EQ(delta("qwen_request_duration_seconds_count", {{"protocol", "http"}}), 2);
+  EXPECT_EQ(delta("qwen_request_duration_seconds_count", {{"protocol", "grpc"}}), 0);
+}
 
 TEST_F(HttpE2eTest, HealthAndModels) {
   HttpResult h = Curl("GET", Url("/health"));
@@ -698,8 +744,8 @@ TEST_F(HttpE2eTest, OneToolCallEndsGeneration) {
   const Json anthropic = {
       {"max_tokens", 120},
       {"messages", Json::array({{{"role", "user"}, {"content", "Weather in Paris?"}}})},
-      {"tools",
-       Json::array({{{"name", "get_weather"}, {"input_schema", weather["function"]["parameters"]}}})},
+      {"tools", Json::array({{{"name", "get_weather"},
+                              {"input_schema", weather["function"]["parameters"]}}})},
       {"tool_choice", {{"type", "auto"}, {"disable_parallel_tool_use", true}}},
       {"thinking", {{"type", "disabled"}}},
       {"stream", true}};

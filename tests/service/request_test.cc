@@ -170,9 +170,8 @@ TEST_F(RequestTest, TheReasoningBudgetGoesToTheWorker) {
 // stopping.max_tool_calls reaches the output parser; without a parsed chat output it is refused,
 // naming the field.
 TEST_F(RequestTest, MaxToolCallsNeedsAParsedChat) {
-  v1::GenerateRequest r = FromJson(
-      R"({"chat": {"messages": [{"role": "user", "content": "hi"}]},)"
-      R"( "stopping": {"max_tool_calls": 1}})");
+  v1::GenerateRequest r = FromJson(R"({"chat": {"messages": [{"role": "user", "content": "hi"}]},)"
+                                   R"( "stopping": {"max_tool_calls": 1}})");
   auto p = Prepare(r, LargeContext());
   ASSERT_TRUE(p.ok()) << p.status();
   EXPECT_EQ(p->parser_options.max_tool_calls, 1);
