@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -985,6 +986,62 @@ TEST(HttpAuthE2eTest, BearerTokens) {
   EXPECT_EQ(Curl("POST", messages, anthropic, {"x-api-key: secret-1"}).status, 200);
   EXPECT_EQ(Curl("GET", server->http_url() + "/health").status, 200);
   unlink(tokens.c_str());
+}
+
+// video_url parts (vLLM's shape) with a data: URL: the same prompt and tokens as the gRPC request
+// with that video; a bad one is a 400 naming the field, and the server serves on.
+TEST(HttpVideoE2eTest, VideoUrlPartsWithDataUrls) {
+  ServerProcess::Options o;
+  o.workers = 1;
+  o.extra = {"--http_port=-1", "--mmproj=" + DataPath("models/mmproj-tiny-qwen35-f32.gguf"),
+             "--video_max_frame_pixels=100000"};
+  std::string error;
+  auto server = ServerProcess::Start(o, &error);
+  ASSERT_NE(server, nullptr) << error;
+  const std::string chat = server->http_url() + "/v1/chat/completions";
+  const std::string url =
+      "data:video/webm;base64," + absl::Base64Escape(ReadFile(DataPath("video/clip_vp8.webm")));
+  Json body = {{"messages",
+                Json::array({{{"role", "user"},
+                              {"content",
+                               Json::array({{{"type", "video_url"}, {"video_url", {{"url", url}}}},
+                                            {{"type", "text"}, {"text", "Describe it."}}})}}})},
+               {"max_tokens", 4},
+               {"temperature", 0},
+               {"chat_template_kwargs", {{"enable_thinking", false}}}};
+  HttpResult r = Curl("POST", chat, body.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+
+  v1::GenerateRequest req;
+  v1::ChatMessage* m = req.mutable_chat()->add_messages();
+  m->set_role("user");
+  m->add_parts()->mutable_video()->set_url(url);
+  m->add_parts()->set_text("Describe it.");
+  req.mutable_chat()->set_enable_thinking(false);
+  req.mutable_sampling()->set_temperature(0);
+  req.mutable_stopping()->set_max_tokens(4);
+  GenerateResult g = Generate(server->Stub().get(), req);
+  ASSERT_TRUE(g.status.ok()) << g.status.error_message();
+  EXPECT_GT(g.completion.usage().video_tokens(), 0u);
+  const Json j = r.json();
+  EXPECT_EQ(j["usage"]["prompt_tokens"], g.completion.usage().prompt_tokens()) << r.body;
+  EXPECT_EQ(j["usage"]["completion_tokens"], g.completion.usage().generated_tokens());
+  const Json& content = j["choices"][0]["message"]["content"];
+  EXPECT_EQ(content.is_null() ? std::string() : content.get<std::string>(), g.text) << r.body;
+
+  const std::pair<std::string, std::string> bad[] = {
+      {"https://example.com/clip.mp4", "messages[0].content[0].video_url.url"},
+      {"data:video/mp4;base64,AAAAAAAA", "messages[0].content[0].video_url"},
+  };
+  for (const auto& [bad_url, param] : bad) {
+    Json b = body;
+    b["messages"][0]["content"][0]["video_url"]["url"] = bad_url;
+    HttpResult e = Curl("POST", chat, b.dump());
+    EXPECT_EQ(e.status, 400) << bad_url << ": " << e.body;
+    EXPECT_THAT(e.json()["error"]["param"].get<std::string>(), ::testing::StartsWith(param))
+        << e.body;
+  }
+  EXPECT_EQ(Curl("POST", chat, body.dump()).status, 200);
 }
 
 // TLS and mutual TLS apply to the HTTP port as to gRPC: the same certificate, and a client

@@ -21,7 +21,8 @@ TEST(OpenAIRequestTest, AFullRequestMapsToGenerate) {
     "messages": [
       {"role": "developer", "content": "Be brief."},
       {"role": "user", "content": [{"type": "text", "text": "What is this?"},
-                                   {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}]},
+                                   {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}},
+                                   {"type": "video_url", "video_url": {"url": "data:video/mp4;base64,AA=="}}]},
       {"role": "assistant", "content": null, "reasoning_content": "hmm",
        "tool_calls": [{"id": "c1", "type": "function",
                        "function": {"name": "f", "arguments": "{\"a\": 1}"}}]},
@@ -51,6 +52,7 @@ TEST(OpenAIRequestTest, AFullRequestMapsToGenerate) {
   EXPECT_EQ(g.chat().messages(0).role(), "system");
   EXPECT_EQ(g.chat().messages(1).parts(0).text(), "What is this?");
   EXPECT_EQ(g.chat().messages(1).parts(1).image().url(), "data:image/png;base64,AA==");
+  EXPECT_EQ(g.chat().messages(1).parts(2).video().url(), "data:video/mp4;base64,AA==");
   EXPECT_EQ(g.chat().messages(2).reasoning_content(), "hmm");
   EXPECT_EQ(g.chat().messages(2).tool_calls(0).name(), "f");
   EXPECT_EQ(g.chat().messages(2).tool_calls(0).arguments(), R"({"a": 1})");
@@ -117,6 +119,12 @@ TEST(OpenAIRequestTest, ErrorsNameTheParameter) {
        "temperature: must be a number, not string"},
       {R"({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]})",
        "messages[0].content[0].image_url: is required"},
+      {R"({"messages": [{"role": "user", "content": [{"type": "video_url", "video_url": 3}]}]})",
+       "messages[0].content[0].video_url: must be an object"},
+      {R"({"messages": [{"role": "user", "content": [{"type": "video_url", "video_url": {}}]}]})",
+       "messages[0].content[0].video_url.url: is required"},
+      {R"({"messages": [{"role": "user", "content": [{"type": "audio_url"}]}]})",
+       "messages[0].content[0].type: \"audio_url\" is not supported"},
       {R"({"messages": [{"role": "user", "content": "hi"}], "n": 9})", "n: must be in [1, 8]"},
       {R"({"messages": [{"role": "user", "content": "hi"}], "seed": 1.5})", "seed: must be an"},
       {R"({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3000000000})",
@@ -154,6 +162,9 @@ TEST(OpenAIRequestTest, ServerFieldPathsBecomeOpenAIParams) {
       {"chat.messages[0].parts[1].image.url: only data: URLs",
        "messages[0].content[1].image_url.url"},
       {"chat.messages[0].parts[1].image: no images", "messages[0].content[1].image_url"},
+      {"chat.messages[0].parts[2].video.url: only data: URLs",
+       "messages[0].content[2].video_url.url"},
+      {"chat.messages[0].parts[0].video: does not decode", "messages[0].content[0].video_url"},
       {"chat.messages[0].parts[0].text: NUL", "messages[0].content[0].text"},
       {"chat.messages[2].tool_calls[0].arguments: not JSON",
        "messages[2].tool_calls[0].function.arguments"},
