@@ -150,9 +150,14 @@ TEST_F(HttpE2eTest, RequestsCountUnderTheHttpProtocol) {
   ASSERT_EQ(r.status, 200) << r.body;
   HttpResult t = Curl("POST", Url("/tokenize"), R"({"content": "Hello"})");
   ASSERT_EQ(t.status, 200) << t.body;
-  // Refused by the Generate call it became (the context is too small for it).
+  // Refused by the Generate call it became (the context is too small for it), and by the HTTP
+  // API itself (a field it refuses, an unknown model): all count.
   HttpResult bad = Chat({{"messages", Hello()}, {"max_tokens", 1000000}});
   ASSERT_EQ(bad.status, 400) << bad.body;
+  HttpResult refused = Chat({{"messages", Hello()}, {"top_k", -5}});
+  ASSERT_EQ(refused.status, 400) << refused.body;
+  HttpResult unknown = Chat({{"messages", Hello()}, {"model", "no-such-model"}});
+  ASSERT_EQ(unknown.status, 404) << unknown.body;
   const std::vector<MetricSample> after = Scrape();
   auto delta = [&](const std::string& name, const std::map<std::string, std::string>& labels) {
     return std::max(0.0, MetricValue(after, name, labels)) -
@@ -163,6 +168,9 @@ TEST_F(HttpE2eTest, RequestsCountUnderTheHttpProtocol) {
       1);
   EXPECT_EQ(delta("qwen_requests_total",
                   {{"method", "Generate"}, {"code", "INVALID_ARGUMENT"}, {"protocol", "http"}}),
+            2);
+  EXPECT_EQ(delta("qwen_requests_total",
+                  {{"method", "Generate"}, {"code", "NOT_FOUND"}, {"protocol", "http"}}),
             1);
   EXPECT_EQ(
       delta("qwen_requests_total", {{"method", "Tokenize"}, {"code", "OK"}, {"protocol", "http"}}),
@@ -170,7 +178,7 @@ TEST_F(HttpE2eTest, RequestsCountUnderTheHttpProtocol) {
   EXPECT_EQ(delta("qwen_requests_total", {{"protocol", "grpc"}}), 0);
   EXPECT_EQ(delta("qwen_generate_finish_total", {{"protocol", "http"}}), 1);
   EXPECT_EQ(delta("qwen_time_to_first_token_seconds_count", {{"protocol", "http"}}), 1);
-  EXPECT_EQ(delta("qwen_request_duration_seconds_count", {{"protocol", "http"}}), 2);
+  EXPECT_EQ(delta("qwen_request_duration_seconds_count", {{"protocol", "http"}}), 4);
   EXPECT_EQ(delta("qwen_request_duration_seconds_count", {{"protocol", "grpc"}}), 0);
 }
 
