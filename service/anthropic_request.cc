@@ -140,7 +140,7 @@ absl::Status AddMessage(const Json& m, size_t i, v1::Chat* chat) {
   return absl::OkStatus();
 }
 
-absl::Status AddTools(const Json& body, v1::GenerateRequest* r, bool* keep_one) {
+absl::Status AddTools(const Json& body, v1::GenerateRequest* r) {
   v1::Chat* chat = r->mutable_chat();
   auto tools = body.find("tools");
   if (tools != body.end() && !tools->is_null()) {
@@ -177,7 +177,8 @@ absl::Status AddTools(const Json& body, v1::GenerateRequest* r, bool* keep_one) 
   std::optional<bool> no_parallel;
   RETURN_IF_ERROR(GetBool(*choice, "disable_parallel_tool_use",
                           "tool_choice.disable_parallel_tool_use", &no_parallel));
-  *keep_one = no_parallel.value_or(false);
+  // At most one tool_use block: generation ends once the first call is complete.
+  if (no_parallel.value_or(false)) r->mutable_stopping()->set_max_tool_calls(1);
   if (type == "auto") return absl::OkStatus();
   if (type != "any" && type != "tool" && type != "none") {
     return FieldError("tool_choice.type",
@@ -231,7 +232,7 @@ absl::StatusOr<AnthropicMessagesRequest> ParseMessagesRequest(absl::string_view 
   for (size_t i = 0; i < messages->size(); ++i) {
     RETURN_IF_ERROR(AddMessage((*messages)[i], i, chat));
   }
-  RETURN_IF_ERROR(AddTools(j, &r, &out.keep_one_tool_call));
+  RETURN_IF_ERROR(AddTools(j, &r));
 
   std::optional<int64_t> max_tokens;
   RETURN_IF_ERROR(GetInteger(j, "max_tokens", "max_tokens", &max_tokens));

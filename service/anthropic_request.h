@@ -18,14 +18,13 @@ struct AnthropicMessagesRequest {
   v1::GenerateRequest request;
   std::string model;  // empty when absent
   bool stream = false;
-  // tool_choice.disable_parallel_tool_use: at most one tool_use block.
-  bool keep_one_tool_call = false;
 };
 
 // Parses and checks a /v1/messages body: `system` (a string or text blocks), `messages`
 // (user/assistant; content a string or blocks: text, image (base64 source), tool_use,
 // tool_result, thinking), `max_tokens`, `stop_sequences`, `temperature`, `top_p`, `top_k`,
-// `tools` ({name, description, input_schema}), `tool_choice` (auto, any, tool, none),
+// `tools` ({name, description, input_schema}), `tool_choice` (auto, any, tool, none;
+// disable_parallel_tool_use: request.stopping.max_tool_calls 1),
 // `thinking` ({"type": "enabled", "budget_tokens"}: the reasoning budget; "disabled": thinking
 // off), `stream`, `metadata`. INVALID_ARGUMENT "<param>: <why>" in OpenAIParamOf's spelling
 // ("messages[1].content[0].input").

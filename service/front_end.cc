@@ -432,6 +432,7 @@ absl::Status RunFrontEnd(const FrontEndOptions& given) {
     h.authenticator = authenticator.get();
     h.auth_exempt_probes = options.auth_exempt_probes;
     h.context_length = options.pool.ctx_size;
+    h.metrics = &metrics;
     const std::string file = options.pool.model_path.substr(
         options.pool.model_path.find_last_of('/') == std::string::npos
             ? 0
@@ -450,18 +451,19 @@ absl::Status RunFrontEnd(const FrontEndOptions& given) {
     grpc::ChannelArguments channel_args;
     channel_args.SetMaxReceiveMessageSize(-1);
     absl::StatusOr<std::unique_ptr<HttpFrontEnd>> started = HttpFrontEnd::Start(
-        h, server->InProcessChannel(channel_args),
-        [&serving_now] { return serving_now.load(); }, [&draining] { return draining.load(); });
+        h, server->InProcessChannel(channel_args), [&serving_now] { return serving_now.load(); },
+        [&draining] { return draining.load(); });
     if (!started.ok()) {
       server->Shutdown();
       return started.status();
     }
     http = std::move(*started);
     const std::string scheme = options.tls.enabled() ? "https" : "http";
-    LogInfo(kComponent, absl::StrCat("OpenAI-compatible HTTP API on ", scheme, "://",
-                                     ListenAddress(options.host, http->port()),
-                                     " (model id \"", h.model_id, "\")"),
-            {{"event", "http_listening"}, {"http_port", http->port()}, {"model_id", h.model_id}});
+    LogInfo(
+        kComponent,
+        absl::StrCat("OpenAI-compatible HTTP API on ", scheme, "://",
+                     ListenAddress(options.host, http->port()), " (model id \"", h.model_id, "\")"),
+        {{"event", "http_listening"}, {"http_port", http->port()}, {"model_id", h.model_id}});
   }
 
   WorkerPoolOptions pool_options = options.pool;

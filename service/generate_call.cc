@@ -23,25 +23,20 @@ constexpr char kComponent[] = "generate";
 
 bool HasContent(const v1::GenerateResponse& m) {
   return !m.text().empty() || !m.reasoning().empty() || m.tool_calls_size() > 0 ||
-         m.token_ids_size() > 0 || m.logprobs_size() > 0 || m.has_completion() || m.has_progress();
+         m.tool_call_deltas_size() > 0 || m.token_ids_size() > 0 || m.logprobs_size() > 0 ||
+         m.has_completion() || m.has_progress();
 }
 
 // Appends `src` to `dst` as if both had been one message (MergeFrom would replace the strings).
 void Append(v1::GenerateResponse* dst, v1::GenerateResponse&& src) {
   dst->mutable_text()->append(src.text());
   dst->mutable_reasoning()->append(src.reasoning());
+  for (auto& d : *src.mutable_tool_call_deltas()) *dst->add_tool_call_deltas() = std::move(d);
   for (auto& c : *src.mutable_tool_calls()) *dst->add_tool_calls() = std::move(c);
   dst->mutable_token_ids()->MergeFrom(src.token_ids());
   for (auto& l : *src.mutable_logprobs()) *dst->add_logprobs() = std::move(l);
   if (src.has_completion()) *dst->mutable_completion() = std::move(*src.mutable_completion());
   if (src.has_progress()) *dst->mutable_progress() = src.progress();  // the latest state
-}
-
-// gRPC's peer string of a call on the server's in-process channel (the HTTP API's calls): no
-// network address ("ipv4:", "ipv6:", "unix:"), which every call from outside has.
-bool IsInProcessPeer(const std::string& peer) {
-  return !absl::StartsWith(peer, "ipv4:") && !absl::StartsWith(peer, "ipv6:") &&
-         !absl::StartsWith(peer, "unix:");
 }
 
 // Statuses a worker returns about the request itself rather than about its own health.
@@ -52,6 +47,11 @@ bool IsRequestError(absl::StatusCode code) {
 }
 
 }  // namespace
+
+bool IsInProcessPeer(absl::string_view peer) {
+  return !absl::StartsWith(peer, "ipv4:") && !absl::StartsWith(peer, "ipv6:") &&
+         !absl::StartsWith(peer, "unix:");
+}
 
 // ---------------------------------------------------------------------------------------------
 // StreamRegistry
@@ -316,7 +316,7 @@ void GenerateCall::OnWorkerMessage(WorkerCall* call, const wpb::GenerateResponse
     absl::Status end = absl::OkStatus();
     bool ended = false;
     if (stop) {
-      assembler_->FinishOnStopString(now, &out);
+      assembler_->FinishOnStop(now, &out);
       to_cancel = worker_call_;  // the worker is still generating
       ended = true;
     } else if (message.has_finish()) {

@@ -12,6 +12,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
@@ -31,8 +32,11 @@ inline constexpr char kForcedOutputMetadata[] = "x-qwen-testing-forced-output-bi
 // The gRPC metadata key of a request id, used when GenerateRequest.request_id is empty.
 inline constexpr char kRequestIdMetadata[] = "x-request-id";
 // The metadata the HTTP API's in-process calls carry ("http"), honoured only on calls from the
-// in-process channel: the `protocol` label of the request histograms.
+// in-process channel (IsInProcessPeer): the `protocol` label of the request metrics.
 inline constexpr char kProtocolMetadata[] = "x-qwen-protocol";
+// gRPC's peer string of a call on the server's in-process channel (the HTTP API's calls): no
+// network address ("ipv4:", "ipv6:", "unix:"), which every call from outside has.
+bool IsInProcessPeer(absl::string_view peer);
 // With it, the HTTP client's address ("http:ipv4:127.0.0.1:51234"), the peer of the request log.
 inline constexpr char kHttpPeerMetadata[] = "x-qwen-http-peer";
 // With it, "1": the call is the first of several choices of one prompt, whose others start after

@@ -26,9 +26,11 @@
 #include "service/grpc_status.h"
 #include "service/http_shapes.h"
 #include "service/log.h"
+#include "service/metrics.h"
 #include "service/openai_request.h"
 #include "service/openai_response.h"
 #include "service/request.h"
+#include "service/request_log.h"
 
 namespace qwen::service {
 namespace {
@@ -282,12 +284,9 @@ class HttpFrontEnd::Impl {
         created_(absl::ToUnixSeconds(absl::Now())) {}
 
   void Register(httplib::Server& s) {
-    s.Post("/v1/chat/completions",
-           [this](const httplib::Request& q, httplib::Response& r) { ChatCompletions(q, r); });
-    s.Post("/v1/completions",
-           [this](const httplib::Request& q, httplib::Response& r) { Completions(q, r); });
-    s.Post("/v1/messages",
-           [this](const httplib::Request& q, httplib::Response& r) { Messages(q, r); });
+    s.Post("/v1/chat/completions", Generating(&Impl::ChatCompletions));
+    s.Post("/v1/completions", Generating(&Impl::Completions));
+    s.Post("/v1/messages", Generating(&Impl::Messages));
     s.Post("/tokenize",
            [this](const httplib::Request& q, httplib::Response& r) { Tokenize(q, r); });
     s.Post("/detokenize",
@@ -415,11 +414,7 @@ class HttpFrontEnd::Impl {
     GenerateStreams::CallOptions o;
     for (const std::string& v : AuthorizationValues(q)) o.metadata.emplace_back("authorization", v);
     o.metadata.emplace_back(kProtocolMetadata, "http");
-    o.metadata.emplace_back(
-        kHttpPeerMetadata,
-        absl::StrCat(
-            "http:", absl::StrContains(q.remote_addr, ':') ? "ipv6:[" : "ipv4:", q.remote_addr,
-            absl::StrContains(q.remote_addr, ':') ? "]:" : ":", q.remote_port));
+    o.metadata.emplace_back(kHttpPeerMetadata, HttpPeer(q));
     if (q.has_header("X-Request-Id")) o.request_id = q.get_header_value("X-Request-Id");
     if (q.has_header(kForcedOutputHeader)) {
       o.metadata.emplace_back(kForcedOutputMetadata, q.get_header_value(kForcedOutputHeader));
@@ -462,8 +457,7 @@ class HttpFrontEnd::Impl {
       return;
     }
     if (!CheckServingAndModel(parsed->model, r)) return;
-    std::shared_ptr<Shape> shape =
-        MakeChatShape(parsed->n, parsed->logprobs, !parsed->parallel_tool_calls);
+    std::shared_ptr<Shape> shape = MakeChatShape(parsed->n, parsed->logprobs);
     Run(q, r, ExpandChoices(parsed->request, parsed->n), parsed->stream, parsed->include_usage,
         shape, parsed->n);
   }
@@ -520,7 +514,7 @@ class HttpFrontEnd::Impl {
                                               options_.model_id, "\"")));
       return;
     }
-    std::shared_ptr<Shape> shape = MakeAnthropicShape(parsed->keep_one_tool_call);
+    std::shared_ptr<Shape> shape = MakeAnthropicShape();
     std::vector<v1::GenerateRequest> calls;
     calls.push_back(std::move(parsed->request));
     Run(q, r, std::move(calls), parsed->stream, /*include_usage=*/false, shape);
@@ -608,8 +602,74 @@ class HttpFrontEnd::Impl {
     SendJson(r, 200, OrderedJson{{"content", resp.text()}});
   }
 
+  // A handler of an endpoint that generates: a request it answers without starting Generate
+  // calls (Run not reached) is recorded as the refused Generate call it stands for, so that
+  // every HTTP request counts in qwen_requests_total and the request log.
+  httplib::Server::Handler Generating(void (Impl::*handler)(const httplib::Request&,
+                                                            httplib::Response&)) {
+    return [this, handler](const httplib::Request& q, httplib::Response& r) {
+      const absl::Time arrival = absl::Now();
+      t_calls_started = false;
+      (this->*handler)(q, r);
+      if (t_calls_started) return;
+      RequestSummary s;
+      s.method = "Generate";
+      s.request_id = q.has_header("X-Request-Id")
+                         ? q.get_header_value("X-Request-Id")
+                         : absl::StrCat("http-", refused_.fetch_add(1) + 1);
+      s.peer = HttpPeer(q);
+      s.status = StatusOfHttp(r.status, r.body);
+      s.duration = absl::Now() - arrival;
+      s.protocol = "http";
+      s.generate = true;
+      LogRequest(s);
+      if (options_.metrics != nullptr) options_.metrics->RecordRequest(s);
+    };
+  }
+
+  // The gRPC code of an error the HTTP API answered itself (the inverse of ToHttpError for the
+  // statuses it sends), with the error object's message.
+  static absl::Status StatusOfHttp(int http_status, const std::string& body) {
+    const OrderedJson j = OrderedJson::parse(body, nullptr, false);
+    std::string message = "refused by the HTTP API";
+    if (j.is_object() && j.contains("error") && j["error"].is_object() &&
+        j["error"].contains("message") && j["error"]["message"].is_string()) {
+      message = j["error"]["message"].get<std::string>();
+    }
+    switch (http_status) {
+      case 200:
+        return absl::OkStatus();
+      case 400:
+        return absl::InvalidArgumentError(message);
+      case 401:
+        return absl::UnauthenticatedError(message);
+      case 403:
+        return absl::PermissionDeniedError(message);
+      case 404:
+        return absl::NotFoundError(message);
+      case 429:
+        return absl::ResourceExhaustedError(message);
+      case 503:
+        return absl::UnavailableError(message);
+      case 504:
+        return absl::DeadlineExceededError(message);
+      default:
+        return absl::InternalError(message);
+    }
+  }
+
+  // "http:ipv4:10.0.0.7:51234": the request log's peer of an HTTP client.
+  static std::string HttpPeer(const httplib::Request& q) {
+    const bool v6 = absl::StrContains(q.remote_addr, ':');
+    return absl::StrCat("http:", v6 ? "ipv6:[" : "ipv4:", q.remote_addr, v6 ? "]:" : ":",
+                        q.remote_port);
+  }
+
+  // The metadata of a unary call made for `q`: its token, and the protocol label of the
+  // request counter.
   void AddAuthorization(const httplib::Request& q, grpc::ClientContext* ctx) {
     for (const std::string& v : AuthorizationValues(q)) ctx->AddMetadata("authorization", v);
+    ctx->AddMetadata(kProtocolMetadata, "http");
     ctx->set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
   }
 
@@ -624,6 +684,7 @@ class HttpFrontEnd::Impl {
       return;
     }
     const int fd = FindConnectionSocket(q);
+    t_calls_started = true;  // the calls record themselves from here on
     auto streams = GenerateStreams::Start(stub_.get(), std::move(calls), call_options, group);
     shape->header().created = absl::ToUnixSeconds(absl::Now());
     shape->header().model = options_.model_id;
@@ -753,12 +814,18 @@ class HttpFrontEnd::Impl {
     return closing.empty() || sink.write(closing.data(), closing.size());
   }
 
+  // Whether the handler running on this thread started Generate calls (see Generating).
+  static thread_local bool t_calls_started;
+
   const HttpFrontEndOptions options_;
   const std::unique_ptr<v1::Qwen::Stub> stub_;
+  std::atomic<uint64_t> refused_{0};  // names refused requests without an X-Request-Id
   const std::function<bool()> serving_;
   const std::function<bool()> draining_;
   const int64_t created_;
 };
+
+thread_local bool HttpFrontEnd::Impl::t_calls_started = false;
 
 absl::StatusOr<std::unique_ptr<HttpFrontEnd>> HttpFrontEnd::Start(
     const HttpFrontEndOptions& options, std::shared_ptr<grpc::Channel> channel,

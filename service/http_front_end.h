@@ -34,6 +34,8 @@ class Server;
 
 namespace qwen::service {
 
+class Metrics;
+
 struct HttpFrontEndOptions {
   std::string host = "0.0.0.0";
   int port = 8080;  // -1: any free port (the log says which)
@@ -50,6 +52,11 @@ struct HttpFrontEndOptions {
   std::string model_id;
   std::vector<std::string> model_aliases;
   int64_t context_length = 0;  // tokens per sequence (--ctx_size)
+  // Null: none. A chat, completion or messages request the HTTP API answers itself, before it
+  // becomes a Generate call (a body it refuses, an unknown model, a refused token, draining),
+  // is recorded here and in the request log as a Generate call of protocol "http" would be;
+  // the ones that became calls are the calls' own records.
+  Metrics* metrics = nullptr;
 };
 
 // Thread-safe: httplib calls the handlers from its pool; Stop() from the owner's thread.

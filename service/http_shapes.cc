@@ -1,7 +1,9 @@
 #include "service/http_shapes.h"
 
+#include <map>
 #include <utility>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "httplib.h"
 #include "service/grpc_status.h"
@@ -112,9 +114,7 @@ namespace {
 
 class ChatShape : public Shape {
  public:
-  ChatShape(int n, bool logprobs, bool keep_one_tool_call) : logprobs_(logprobs) {
-    for (int k = 0; k < n; ++k) choices_.emplace_back(keep_one_tool_call);
-  }
+  ChatShape(int n, bool logprobs) : logprobs_(logprobs), choices_(static_cast<size_t>(n)) {}
   std::vector<OrderedJson> Opening() override {
     OrderedJson choices = OrderedJson::array();
     for (size_t k = 0; k < choices_.size(); ++k) {
@@ -123,13 +123,28 @@ class ChatShape : public Shape {
     }
     return {ChunkObject(header_, std::move(choices))};
   }
-  OrderedJson Chunk(int choice, const v1::GenerateResponse& m) override {
+  std::vector<OrderedJson> Events(int choice, const v1::GenerateResponse& m) override {
     OrderedJson delta = choices_[choice].Add(m);
     OrderedJson lp = logprobs_ ? ChoiceAccumulator::Logprobs(m) : OrderedJson();
-    if (delta.empty() && lp.is_null()) return OrderedJson();
-    return ChunkObject(
-        header_,
-        OrderedJson::array({ChunkChoice(choice, std::move(delta), std::move(lp), nullptr)}));
+    OrderedJson calls = OrderedJson::array();
+    if (auto it = delta.find("tool_calls"); it != delta.end()) {
+      calls = std::move(*it);
+      delta.erase(it);
+    }
+    std::vector<OrderedJson> out;
+    if (!delta.empty() || !lp.is_null()) {
+      out.push_back(ChunkObject(header_, OrderedJson::array({ChunkChoice(
+                                             choice, std::move(delta), std::move(lp), nullptr)})));
+    }
+    // Each piece of a call in a chunk of its own, as OpenAI sends them: a client sees the
+    // arguments grow even when several pieces arrived together.
+    for (OrderedJson& call : calls) {
+      out.push_back(ChunkObject(
+          header_, OrderedJson::array({ChunkChoice(
+                       choice, OrderedJson{{"tool_calls", OrderedJson::array({std::move(call)})}},
+                       nullptr, nullptr)})));
+    }
+    return out;
   }
   bool Finished(int choice) const override { return choices_[choice].finished(); }
   OrderedJson Finish(int choice) override {
@@ -232,8 +247,6 @@ class TextShape : public Shape {
 // Anthropic's Messages API: content blocks (thinking, text, tool_use) and their events.
 class AnthropicShape : public Shape {
  public:
-  explicit AnthropicShape(bool keep_one_tool_call) : keep_one_(keep_one_tool_call) {}
-
   std::vector<OrderedJson> Opening() override {
     OrderedJson message = Message(/*whole=*/false);
     return {OrderedJson{{"type", "message_start"}, {"message", std::move(message)}}};
@@ -245,13 +258,19 @@ class AnthropicShape : public Shape {
       reasoning_ += m.reasoning();
       ev.push_back(Delta({{"type", "thinking_delta"}, {"thinking", m.reasoning()}}));
     }
+    // Calls that start in this message (they are tool_use blocks however they end).
+    absl::flat_hash_set<std::string> starting;
+    for (const v1::ToolCallDelta& d : m.tool_call_deltas()) {
+      if (!d.id().empty()) starting.insert(d.id());
+    }
     std::string text = m.text();
-    std::vector<const v1::ToolCall*> calls;
+    std::vector<const v1::ToolCall*> whole;
     for (const v1::ToolCall& c : m.tool_calls()) {
+      if (starting.contains(c.id()) || FindCall(c.id()) != nullptr) continue;
       if (!c.error().empty()) {
         text += c.raw();  // not a call the client could run: its text
-      } else if (!keep_one_ || calls_.size() + calls.size() < 1) {
-        calls.push_back(&c);
+      } else {
+        whole.push_back(&c);
       }
     }
     if (!text.empty()) {
@@ -259,11 +278,40 @@ class AnthropicShape : public Shape {
       text_ += text;
       ev.push_back(Delta({{"type", "text_delta"}, {"text", text}}));
     }
-    for (const v1::ToolCall* c : calls) {
+    // A streamed call: content_block_start, then its arguments as input_json_delta events.
+    for (const v1::ToolCallDelta& d : m.tool_call_deltas()) {
+      if (!d.id().empty()) {
+        Close(&ev);
+        calls_.push_back({d.id(), d.name(), d.arguments()});
+        streaming_[d.index()] = calls_.size() - 1;
+        block_ = kToolUse;
+        open_call_ = d.index();
+        ev.push_back({{"type", "content_block_start"},
+                      {"index", index_},
+                      {"content_block",
+                       {{"type", "tool_use"},
+                        {"id", d.id()},
+                        {"name", d.name()},
+                        {"input", OrderedJson::object()}}}});
+        continue;
+      }
+      const auto it = streaming_.find(d.index());
+      if (it == streaming_.end() || d.arguments().empty()) continue;
+      calls_[it->second].arguments += d.arguments();
+      if (block_ == kToolUse && open_call_ == d.index()) {
+        ev.push_back(Delta({{"type", "input_json_delta"}, {"partial_json", d.arguments()}}));
+      }
+    }
+    // A streamed call that is complete: its block ends.
+    for (const v1::ToolCall& c : m.tool_calls()) {
+      const auto it = streaming_.find(open_call_);
+      if (block_ == kToolUse && it != streaming_.end() && calls_[it->second].id == c.id()) {
+        Close(&ev);
+      }
+    }
+    for (const v1::ToolCall* c : whole) {
       Close(&ev);
-      OrderedJson input = ParseInput(c->arguments());
-      calls_.push_back(
-          {{"type", "tool_use"}, {"id", c->id()}, {"name", c->name()}, {"input", input}});
+      calls_.push_back({c->id(), c->name(), c->arguments()});
       ev.push_back({{"type", "content_block_start"},
                     {"index", index_},
                     {"content_block",
@@ -271,7 +319,7 @@ class AnthropicShape : public Shape {
                       {"id", c->id()},
                       {"name", c->name()},
                       {"input", OrderedJson::object()}}}});
-      ev.push_back(Delta({{"type", "input_json_delta"}, {"partial_json", Dump(input)}}));
+      ev.push_back(Delta({{"type", "input_json_delta"}, {"partial_json", c->arguments()}}));
       ev.push_back({{"type", "content_block_stop"}, {"index", index_}});
       ++index_;
     }
@@ -306,11 +354,26 @@ class AnthropicShape : public Shape {
   }
 
  private:
-  enum Block { kNone, kThinking, kText };
+  enum Block { kNone, kThinking, kText, kToolUse };
+  struct Call {
+    std::string id;
+    std::string name;
+    std::string arguments;  // JSON text, as streamed
+  };
   std::string IdPrefix() const override { return "msg_"; }
 
+  const Call* FindCall(const std::string& id) const {
+    for (const Call& c : calls_) {
+      if (c.id == id) return &c;
+    }
+    return nullptr;
+  }
+  // A tool_use block's input: its arguments, or, for a call cut off after some parameters
+  // (`{"a":1` without its brace), the parameters it has, as Anthropic's SDKs read the partial
+  // JSON of such a stream.
   static OrderedJson ParseInput(const std::string& arguments) {
     OrderedJson input = OrderedJson::parse(arguments, nullptr, false);
+    if (input.is_discarded()) input = OrderedJson::parse(arguments + "}", nullptr, false);
     if (input.is_discarded() || !input.is_object()) return OrderedJson::object();
     return input;
   }
@@ -360,7 +423,12 @@ class AnthropicShape : public Shape {
         content.push_back({{"type", "thinking"}, {"thinking", reasoning_}, {"signature", ""}});
       }
       if (!text_.empty()) content.push_back({{"type", "text"}, {"text", text_}});
-      for (const OrderedJson& c : calls_) content.push_back(c);
+      for (const Call& c : calls_) {
+        content.push_back({{"type", "tool_use"},
+                           {"id", c.id},
+                           {"name", c.name},
+                           {"input", ParseInput(c.arguments)}});
+      }
     }
     return OrderedJson{
         {"id", header_.id},
@@ -373,28 +441,27 @@ class AnthropicShape : public Shape {
         {"usage", whole ? Usage() : OrderedJson{{"input_tokens", 0}, {"output_tokens", 0}}}};
   }
 
-  const bool keep_one_;
   Block block_ = kNone;
   int index_ = 0;  // of the open block, or the next one
   std::string reasoning_;
   std::string text_;
-  std::vector<OrderedJson> calls_;
+  std::vector<Call> calls_;
+  std::map<uint32_t, size_t> streaming_;  // ToolCallDelta.index -> position in calls_
+  uint32_t open_call_ = 0;                // with block_ kToolUse: its ToolCallDelta.index
   bool finished_ = false;
   v1::Completion completion_;
 };
 
 }  // namespace
 
-std::unique_ptr<Shape> MakeChatShape(int n, bool logprobs, bool keep_one_tool_call) {
-  return std::make_unique<ChatShape>(n, logprobs, keep_one_tool_call);
+std::unique_ptr<Shape> MakeChatShape(int n, bool logprobs) {
+  return std::make_unique<ChatShape>(n, logprobs);
 }
 
 std::unique_ptr<Shape> MakeTextShape(const std::vector<std::string>& echo, int n, bool logprobs) {
   return std::make_unique<TextShape>(echo, n, logprobs);
 }
 
-std::unique_ptr<Shape> MakeAnthropicShape(bool keep_one_tool_call) {
-  return std::make_unique<AnthropicShape>(keep_one_tool_call);
-}
+std::unique_ptr<Shape> MakeAnthropicShape() { return std::make_unique<AnthropicShape>(); }
 
 }  // namespace qwen::service

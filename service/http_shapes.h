@@ -69,12 +69,12 @@ class Shape {
   CompletionHeader header_;
 };
 
-// /v1/chat/completions: `n` choices; `keep_one_tool_call`: parallel_tool_calls false.
-std::unique_ptr<Shape> MakeChatShape(int n, bool logprobs, bool keep_one_tool_call);
+// /v1/chat/completions: `n` choices.
+std::unique_ptr<Shape> MakeChatShape(int n, bool logprobs);
 // /v1/completions: echo[p] starts the text of prompt p's `n` choices ("": no echo).
 std::unique_ptr<Shape> MakeTextShape(const std::vector<std::string>& echo, int n, bool logprobs);
-// /v1/messages (one choice); `keep_one_tool_call`: disable_parallel_tool_use.
-std::unique_ptr<Shape> MakeAnthropicShape(bool keep_one_tool_call);
+// /v1/messages (one choice).
+std::unique_ptr<Shape> MakeAnthropicShape();
 
 }  // namespace qwen::service
 

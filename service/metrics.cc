@@ -265,11 +265,13 @@ Metrics::Metrics(const Labels& model_info, const Labels& build_info)
   prometheus::Registry& r = *registry_;
   requests_ = &prometheus::BuildCounter()
                    .Name("qwen_requests_total")
-                   .Help("Finished qwen.v1.Qwen calls by method and gRPC status code.")
+                   .Help(
+                       "Finished qwen.v1.Qwen calls by method, gRPC status code and protocol "
+                       "(grpc, or http for the HTTP API's).")
                    .Register(r);
   finish_ = &prometheus::BuildCounter()
                  .Name("qwen_generate_finish_total")
-                 .Help("Generate streams that completed, by finish reason.")
+                 .Help("Generate streams that completed, by finish reason and protocol.")
                  .Register(r);
   prompt_tokens_ = &prometheus::BuildCounter()
                         .Name("qwen_prompt_tokens_total")
@@ -296,13 +298,12 @@ Metrics::Metrics(const Labels& model_info, const Labels& build_info)
                           .Help("Draft tokens the model accepted (each saved a forward pass).")
                           .Register(r)
                           .Add({});
-  retries_ = &prometheus::BuildCounter()
-                  .Name("qwen_request_retries_total")
-                  .Help(
-                      "Generate requests sent to another worker after theirs failed before "
-                      "the first token.")
-                  .Register(r)
-                  .Add({});
+  auto& retries = prometheus::BuildCounter()
+                      .Name("qwen_request_retries_total")
+                      .Help(
+                          "Generate requests sent to another worker after theirs failed before "
+                          "the first token, by protocol.")
+                      .Register(r);
   auto& ttft = prometheus::BuildHistogram()
                    .Name("qwen_time_to_first_token_seconds")
                    .Help("Generate: from the request's arrival to its first generated token.")
@@ -333,6 +334,7 @@ Metrics::Metrics(const Labels& model_info, const Labels& build_info)
     h->itl = &itl.Add(labels, kItlBuckets);
     h->duration = &duration.Add(labels, kDurationBuckets);
     h->queue_wait = &queue_wait.Add(labels, kQueueBuckets);
+    h->retries = &retries.Add(labels);
   }
   prometheus::BuildGauge()
       .Name("qwen_model_info")
@@ -420,18 +422,22 @@ void Metrics::SetSources(const Dispatcher* dispatcher, const WorkerPool* pool) {
 }
 
 void Metrics::RecordRequest(const RequestSummary& r) {
-  requests_->Add({{"method", r.method}, {"code", StatusCodeName(r.status.code())}}).Increment();
+  const std::string protocol = ProtocolLabel(r.protocol);
+  requests_
+      ->Add(
+          {{"method", r.method}, {"code", StatusCodeName(r.status.code())}, {"protocol", protocol}})
+      .Increment();
   if (!r.generate) return;
-  const Histograms& h = HistogramsOf(r.protocol);
+  const Histograms& h = HistogramsOf(protocol);
   h.duration->Observe(absl::ToDoubleSeconds(r.duration));
   if (r.attempts > 0) prompt_tokens_->Increment(r.prompt_tokens);
   generated_tokens_->Increment(r.generated_tokens);
   cached_tokens_->Increment(r.cached_tokens);
   drafted_tokens_->Increment(r.drafted_tokens);
   accepted_tokens_->Increment(r.accepted_tokens);
-  if (r.attempts > 1) retries_->Increment(r.attempts - 1);
+  if (r.attempts > 1) h.retries->Increment(r.attempts - 1);
   if (!r.finish_reason.empty()) {
-    finish_->Add({{"reason", r.finish_reason}}).Increment();
+    finish_->Add({{"reason", r.finish_reason}, {"protocol", protocol}}).Increment();
     if (r.queue_wait) h.queue_wait->Observe(absl::ToDoubleSeconds(*r.queue_wait));
   }
 }

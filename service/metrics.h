@@ -59,7 +59,8 @@ class Metrics {
   void SetSources(const Dispatcher* dispatcher, const WorkerPool* pool);
 
   // One finished RPC: qwen_requests_total, and for Generate the duration, queue wait, token
-  // and finish-reason counters.
+  // and finish-reason counters; the per-request series carry r.protocol as their `protocol`
+  // label.
   void RecordRequest(const RequestSummary& r);
   // A stream's first token arrived `ttft` after the request did. `protocol`: the `protocol`
   // label of the histograms, "grpc" or "http" (the HTTP API's requests).
@@ -132,14 +133,19 @@ class Metrics {
   prometheus::Counter* cached_tokens_;
   prometheus::Counter* drafted_tokens_;
   prometheus::Counter* accepted_tokens_;
-  prometheus::Counter* retries_;
-  // The request histograms of one protocol (label `protocol`).
+  // The request series of one protocol (label `protocol`).
   struct Histograms {
     prometheus::Histogram* ttft;
     prometheus::Histogram* itl;
     prometheus::Histogram* duration;
     prometheus::Histogram* queue_wait;
+    prometheus::Counter* retries;
   };
+  // The label of RequestSummary::protocol: "http", or "grpc" for anything else, so that a
+  // stray value cannot add series.
+  static const char* ProtocolLabel(const std::string& protocol) {
+    return protocol == "http" ? "http" : "grpc";
+  }
   const Histograms& HistogramsOf(const std::string& protocol) const {
     return protocol == "http" ? http_ : grpc_;
   }

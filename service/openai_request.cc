@@ -19,22 +19,24 @@ namespace {
 
 using Json = nlohmann::json;
 
+// The URL of an "image_url" or "video_url" part (`key`): {"url": ...} or the URL itself.
 // "data:..." or an http(s) URL; the server refuses the latter itself (it never fetches).
-absl::Status ParseImagePart(const Json& part, const std::string& param, v1::Image* image) {
-  auto it = part.find("image_url");
-  if (it == part.end() || it->is_null()) return FieldError(param + ".image_url", "is required");
+absl::StatusOr<std::string> PartUrl(const Json& part, const std::string& param,
+                                    const std::string& key) {
+  auto it = part.find(key);
+  const std::string path = absl::StrCat(param, ".", key);
+  if (it == part.end() || it->is_null()) return FieldError(path, "is required");
   std::string url;
   if (it->is_string()) {
     url = it->get<std::string>();
   } else if (it->is_object()) {
     bool present = false;
-    RETURN_IF_ERROR(GetString(*it, "url", param + ".image_url.url", &url, &present));
-    if (!present) return FieldError(param + ".image_url.url", "is required");
+    RETURN_IF_ERROR(GetString(*it, "url", path + ".url", &url, &present));
+    if (!present) return FieldError(path + ".url", "is required");
   } else {
-    return WrongType(param + ".image_url", "an object", *it);
+    return WrongType(path, "an object", *it);
   }
-  image->set_url(std::move(url));
-  return absl::OkStatus();
+  return url;
 }
 
 absl::Status ParseContent(const Json& m, const std::string& param, v1::ChatMessage* out) {
@@ -58,12 +60,18 @@ absl::Status ParseContent(const Json& m, const std::string& param, v1::ChatMessa
       if (!present) return FieldError(ppath + ".text", "is required");
       out->add_parts()->set_text(std::move(text));
     } else if (type == "image_url") {
-      RETURN_IF_ERROR(ParseImagePart(part, ppath, out->add_parts()->mutable_image()));
+      ASSIGN_OR_RETURN(std::string url, PartUrl(part, ppath, "image_url"));
+      out->add_parts()->mutable_image()->set_url(std::move(url));
+    } else if (type == "video_url") {
+      // vLLM's part: a whole video file, as a data: URL (the server samples its frames).
+      ASSIGN_OR_RETURN(std::string url, PartUrl(part, ppath, "video_url"));
+      out->add_parts()->mutable_video()->set_url(std::move(url));
     } else if (type.empty()) {
-      return FieldError(ppath + ".type", "is required (text or image_url)");
+      return FieldError(ppath + ".type", "is required (text, image_url or video_url)");
     } else {
-      return FieldError(ppath + ".type",
-                        absl::StrCat("\"", type, "\" is not supported (text or image_url)"));
+      return FieldError(ppath + ".type", absl::StrCat("\"", type,
+                                                      "\" is not supported (text, image_url or "
+                                                      "video_url)"));
     }
   }
   return absl::OkStatus();
@@ -473,6 +481,9 @@ absl::StatusOr<OpenAIChatRequest> ParseChatCompletionRequest(absl::string_view b
   b.reset();
   RETURN_IF_ERROR(GetBool(j, "parallel_tool_calls", "parallel_tool_calls", &b));
   out.parallel_tool_calls = b.value_or(true);
+  // At most one call: generation ends once it is complete, rather than drop the later ones
+  // after the model spent its time on them.
+  if (!out.parallel_tool_calls) r.mutable_stopping()->set_max_tool_calls(1);
   auto kw = j.find("chat_template_kwargs");
   if (kw != j.end() && !kw->is_null()) {
     if (!kw->is_object()) return WrongType("chat_template_kwargs", "an object", *kw);
@@ -624,6 +635,7 @@ OpenAIParamError OpenAIParamOf(absl::string_view message) {
       {std::regex(R"(^chat\.tools)"), "tools"},
       {std::regex(R"(^chat$)"), "messages"},
       {std::regex(R"(\.parts\[(\d+)\]\.image)"), ".content[$1].image_url"},
+      {std::regex(R"(\.parts\[(\d+)\]\.video)"), ".content[$1].video_url"},
       {std::regex(R"(\.parts\[)"), ".content["},
       {std::regex(R"(^(messages\[\d+\]\.tool_calls\[\d+\])\.(name|arguments))"), "$1.function.$2"},
       {std::regex(R"(^(tools\[\d+\])\.parameters_json)"), "$1.function.parameters"},

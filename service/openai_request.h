@@ -37,7 +37,8 @@ struct OpenAIChatRequest {
   bool include_usage = false;  // stream_options.include_usage
   int n = 1;
   bool logprobs = false;
-  // parallel_tool_calls: false keeps only the first tool call of a choice.
+  // parallel_tool_calls: false ends each choice after its first tool call
+  // (request.stopping.max_tool_calls 1).
   bool parallel_tool_calls = true;
 };
 

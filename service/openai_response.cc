@@ -43,6 +43,13 @@ OrderedJson ChoiceAccumulator::Logprobs(const v1::GenerateResponse& m) {
   return OrderedJson{{"content", std::move(content)}};
 }
 
+int ChoiceAccumulator::StartedCall(const std::string& id) const {
+  for (size_t k = 0; k < tool_calls_.size(); ++k) {
+    if (tool_calls_[k]["id"] == id) return static_cast<int>(k);
+  }
+  return -1;
+}
+
 OrderedJson ChoiceAccumulator::Add(const v1::GenerateResponse& m) {
   OrderedJson delta = OrderedJson::object();
   if (!m.reasoning().empty()) {
@@ -51,14 +58,39 @@ OrderedJson ChoiceAccumulator::Add(const v1::GenerateResponse& m) {
   }
   std::string text = m.text();
   OrderedJson calls = OrderedJson::array();
+  // Calls as they are written: the first entry of a call has its id, type and name with empty
+  // arguments, the next ones only the index and a fragment (as OpenAI streams them).
+  for (const v1::ToolCallDelta& d : m.tool_call_deltas()) {
+    if (!d.id().empty()) {
+      const int index = static_cast<int>(tool_calls_.size());
+      streaming_[d.index()] = index;
+      tool_calls_.push_back({{"id", d.id()},
+                             {"type", "function"},
+                             {"function", {{"name", d.name()}, {"arguments", d.arguments()}}}});
+      calls.push_back({{"index", index},
+                       {"id", d.id()},
+                       {"type", "function"},
+                       {"function", {{"name", d.name()}, {"arguments", d.arguments()}}}});
+      continue;
+    }
+    const auto it = streaming_.find(d.index());
+    if (it == streaming_.end() || d.arguments().empty()) continue;
+    tool_calls_[it->second]["function"]["arguments"] =
+        tool_calls_[it->second]["function"]["arguments"].get<std::string>() + d.arguments();
+    calls.push_back({{"index", it->second}, {"function", {{"arguments", d.arguments()}}}});
+  }
   for (const v1::ToolCall& c : m.tool_calls()) {
+    // A streamed call is already whole in tool_calls_: its arguments are the fragments, also
+    // when it went wrong after it started (the client may have acted on it; see
+    // docs/api.md).
+    if (StartedCall(c.id()) >= 0) continue;
     if (!c.error().empty()) {
       // A call the model did not write well enough to be read: its text is content (as
       // llama-server and vLLM return it), not a call the client would run.
       text += c.raw();
       continue;
     }
-    if (keep_one_ && tool_calls_.size() >= 1) continue;
+    // A producer that does not stream calls: the call at once.
     const int index = static_cast<int>(tool_calls_.size());
     OrderedJson whole = {{"id", c.id()},
                          {"type", "function"},

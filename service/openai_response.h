@@ -5,6 +5,7 @@
 #define QWEN_SERVICE_OPENAI_RESPONSE_H_
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -31,11 +32,13 @@ struct CompletionHeader {
 // Not thread-safe.
 class ChoiceAccumulator {
  public:
-  // `keep_one_tool_call`: parallel_tool_calls false.
-  explicit ChoiceAccumulator(bool keep_one_tool_call) : keep_one_(keep_one_tool_call) {}
-
   // Adds a message; returns its delta as OpenAI's stream shows it ({"content": ...,
   // "reasoning_content": ..., "tool_calls": [...]}), empty when it carries nothing visible.
+  // Streamed calls (GenerateResponse.tool_call_deltas) come as OpenAI streams them: an entry
+  // with index, id, type and name and "" arguments, then entries of the index and a fragment;
+  // the whole call that follows adds nothing. A call that went wrong after it started stays a
+  // call with the arguments streamed; one that never started and has an error is content
+  // (its raw text), as llama-server and vLLM show it.
   OrderedJson Add(const v1::GenerateResponse& m);
   // The "logprobs" object of this message's tokens ({"content": [...]}), null when none.
   static OrderedJson Logprobs(const v1::GenerateResponse& m);
@@ -44,11 +47,12 @@ class ChoiceAccumulator {
   const v1::Completion& completion() const { return completion_; }
   // The whole choice of a non-streamed response.
   OrderedJson Choice(int index, bool logprobs) const;
-  // A second tool call came while only one is wanted: the caller stops the stream.
-  bool tool_call_limit_reached() const { return keep_one_ && tool_calls_.size() >= 1; }
 
  private:
-  const bool keep_one_;
+  // The position in tool_calls_ of a started call of this id, or -1.
+  int StartedCall(const std::string& id) const;
+
+  std::map<uint32_t, int> streaming_;  // ToolCallDelta.index -> position in tool_calls_
   std::string content_;
   std::string reasoning_;
   OrderedJson tool_calls_ = OrderedJson::array();

@@ -24,14 +24,28 @@ std::string OutputAssembler::TokenText(int32_t id) const {
   return tokenizer_.Decode({id}, /*show_control=*/true);
 }
 
+std::string OutputAssembler::CallId(int index) const {
+  return absl::StrCat("call_", prepared_.request_id, "_", index);
+}
+
 void OutputAssembler::EmitDelta(const chat::ParserDelta& delta, v1::GenerateResponse* out) {
   out->mutable_text()->append(delta.content);
   out->mutable_reasoning()->append(delta.reasoning);
+  for (const chat::ToolCallDelta& d : delta.tool_call_deltas) {
+    v1::ToolCallDelta* c = out->add_tool_call_deltas();
+    c->set_index(static_cast<uint32_t>(d.index));
+    if (!d.name.empty()) {
+      c->set_id(CallId(d.index));
+      c->set_name(d.name);
+    }
+    c->set_arguments(d.arguments);
+  }
   for (const chat::ToolCall& call : delta.tool_calls) {
     v1::ToolCall* c = out->add_tool_calls();
-    c->set_id(absl::StrCat("call_", prepared_.request_id, "_", tool_calls_++));
+    // The parser numbers blocks as this counter does, so a streamed call keeps its id.
+    c->set_id(CallId(tool_calls_++));
     c->set_name(call.name);
-    c->set_arguments(call.arguments.dump());
+    c->set_arguments(call.arguments_text);
     if (!call.valid) {
       c->set_error(call.error.empty() ? "the call could not be read" : call.error);
       c->set_raw(call.raw);
@@ -50,7 +64,7 @@ void OutputAssembler::Emit(absl::string_view text, v1::GenerateResponse* out) {
 
 bool OutputAssembler::AddToken(const worker::v1::Token& token, absl::Time now,
                                v1::GenerateResponse* out) {
-  if (matcher_.stopped()) return false;
+  if (stopped()) return false;
   if (tokens_ == 0) first_token_ = now;
   last_token_time_ = now;
   ++tokens_;
@@ -77,6 +91,8 @@ bool OutputAssembler::AddToken(const worker::v1::Token& token, absl::Time now,
   if (piece.empty()) return false;
   StopMatcher::Result r = matcher_.Add(piece);
   Emit(r.text, out);
+  // The text released comes before any stop string, so a call it completes came first.
+  if (tool_calls_done()) return true;
   if (r.stopped) {
     matched_stop_ = r.matched;
     return true;
@@ -142,7 +158,10 @@ absl::Status OutputAssembler::Finish(const worker::v1::Finish& finish, absl::Tim
   }
   Drain(/*include_held_text=*/true, out);
   v1::FinishReason reason = v1::FINISH_REASON_LENGTH;
-  if (matcher_.stopped()) {
+  if (tool_calls_done()) {
+    // The held-back tail completed the last call allowed.
+    reason = v1::FINISH_REASON_TOOL_CALLS;
+  } else if (matcher_.stopped()) {
     // The held-back tail completed a stop string only at the flush.
     reason = v1::FINISH_REASON_STOP_SEQUENCE;
     out->mutable_completion()->set_stop_sequence(matched_stop_);
@@ -163,8 +182,12 @@ absl::Status OutputAssembler::Finish(const worker::v1::Finish& finish, absl::Tim
   return absl::OkStatus();
 }
 
-void OutputAssembler::FinishOnStopString(absl::Time now, v1::GenerateResponse* out) {
+void OutputAssembler::FinishOnStop(absl::Time now, v1::GenerateResponse* out) {
   Drain(/*include_held_text=*/false, out);
+  if (tool_calls_done()) {
+    FillCompletion(v1::FINISH_REASON_TOOL_CALLS, now, out);
+    return;
+  }
   out->mutable_completion()->set_stop_sequence(matched_stop_);
   FillCompletion(v1::FINISH_REASON_STOP_SEQUENCE, now, out);
 }

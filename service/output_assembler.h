@@ -30,7 +30,8 @@ class OutputAssembler {
                   absl::Time arrival);
 
   // Adds one token from the worker, appending what becomes visible to `out`. Returns true when a
-  // stop string matched: generation should stop (cancel the worker call) and Stop() be called.
+  // stop string matched or the last tool call allowed (stopping.max_tool_calls) is complete:
+  // generation should stop (cancel the worker call) and FinishOnStop() be called.
   bool AddToken(const worker::v1::Token& token, absl::Time now, v1::GenerateResponse* out);
 
   // The worker finished (`finish` from its last message): flushes what was held back into `out`
@@ -38,9 +39,9 @@ class OutputAssembler {
   // (INVALID_ARGUMENT for an image or video that does not decode); anything else is INTERNAL.
   absl::Status Finish(const worker::v1::Finish& finish, absl::Time now, v1::GenerateResponse* out);
 
-  // A stop string matched: flushes the output parser and sets out->completion
-  // (FINISH_REASON_STOP_SEQUENCE).
-  void FinishOnStopString(absl::Time now, v1::GenerateResponse* out);
+  // AddToken() returned true: flushes the output parser and sets out->completion
+  // (FINISH_REASON_STOP_SEQUENCE, or FINISH_REASON_TOOL_CALLS after the last call allowed).
+  void FinishOnStop(absl::Time now, v1::GenerateResponse* out);
 
   // The server gave up on the stream (shutdown): flushes what is certain and sets
   // out->completion with FINISH_REASON_CANCELLED.
@@ -50,7 +51,7 @@ class OutputAssembler {
   void MarkDispatched(absl::Time now) { dispatched_ = now; }
 
   int32_t tokens() const { return tokens_; }
-  bool stopped() const { return matcher_.stopped(); }
+  bool stopped() const { return matcher_.stopped() || tool_calls_done(); }
 
  private:
   // Feeds released text to the parser (chat) or straight into out->text.
@@ -60,6 +61,9 @@ class OutputAssembler {
   void Drain(bool include_held_text, v1::GenerateResponse* out);
   void FillCompletion(v1::FinishReason reason, absl::Time now, v1::GenerateResponse* out);
   std::string TokenText(int32_t id) const;
+  // "call_<request id>_<n>" of the output's n-th <tool_call> block.
+  std::string CallId(int index) const;
+  bool tool_calls_done() const { return parser_ != nullptr && parser_->done(); }
 
   const PreparedGenerate& prepared_;
   const tokenizer::Tokenizer& tokenizer_;

@@ -183,6 +183,14 @@ absl::StatusOr<PreparedGenerate> PrepareGenerate(const v1::GenerateRequest& requ
   if (!st.ignore_eos()) {
     for (int32_t id : model.eog_ids()) p.stop_ids.insert(id);
   }
+  if (st.max_tool_calls() > 0) {
+    if (!p.parse_output) {
+      return FieldError("stopping.max_tool_calls",
+                        "applies to chat input whose output is parsed (not output.raw_text)");
+    }
+    p.parser_options.max_tool_calls = static_cast<int>(
+        std::min<uint32_t>(st.max_tool_calls(), std::numeric_limits<int32_t>::max()));
+  }
   if (st.has_max_reasoning_tokens()) {
     if (request.input_case() != v1::GenerateRequest::kChat) {
       return FieldError("stopping.max_reasoning_tokens", "applies to chat input only");

@@ -7,6 +7,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
+#include "service/generate_call.h"
 #include "service/grpc_status.h"
 #include "service/metrics.h"
 #include "service/request_log.h"
@@ -35,6 +36,13 @@ class RpcObserver : public grpc::experimental::Interceptor {
       if (auto* md = methods->GetRecvInitialMetadata(); md != nullptr) {
         auto it = md->find(kRequestIdKey);
         if (it != md->end()) request_id_.assign(it->second.data(), it->second.size());
+        // The HTTP API's calls (Tokenize, Detokenize, and a Generate refused before it was
+        // parsed) count under protocol "http"; GenerateCall decides its own calls' label.
+        it = md->find(kProtocolMetadata);
+        if (it != md->end() && it->second == "http" && info_->server_context() != nullptr &&
+            IsInProcessPeer(info_->server_context()->peer())) {
+          protocol_ = "http";
+        }
       }
       if (request_id_.empty() && !generate_) NewRequestId();
     }
@@ -61,6 +69,7 @@ class RpcObserver : public grpc::experimental::Interceptor {
       // A Generate call counts in the duration histogram like every other (its count equals the
       // Generate calls), whether or not GenerateCall ever saw it.
       r.generate = generate_;
+      r.protocol = protocol_;
       if (qwen_method_) {
         LogRequest(r);
         if (metrics_ != nullptr) metrics_->RecordRequest(r);
@@ -84,6 +93,7 @@ class RpcObserver : public grpc::experimental::Interceptor {
   bool unparsed_ = false;
   std::string method_;
   std::string request_id_;
+  std::string protocol_ = "grpc";
 };
 
 }  // namespace

@@ -68,6 +68,12 @@ Json ParseJson(absl::string_view text) {
   return Json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
 }
 
+// Compact JSON text (the separators of OpenAI's own arguments). Invalid UTF-8 in a value is
+// replaced rather than thrown on.
+std::string DumpCompact(const Json& j) {
+  return j.dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
 bool MatchesType(const Json& v, const std::string& type) {
   if (type == "string") return v.is_string();
   if (type == "integer") return v.is_number_integer();
@@ -104,7 +110,8 @@ Json ParsedOutput::ToJson() const {
 
 OutputParser::OutputParser(const OutputParserOptions& options)
     : state_(options.reasoning_open ? State::kReasoning : State::kContent),
-      reasoning_seen_(options.reasoning_open) {
+      reasoning_seen_(options.reasoning_open),
+      max_tool_calls_(std::max(0, options.max_tool_calls)) {
   if (!options.tools.is_array()) return;
   for (const Json& tool : options.tools) {
     if (!tool.is_object()) continue;
@@ -173,6 +180,10 @@ ParsedOutput OutputParser::Parse(absl::string_view text, const OutputParserOptio
 
 void OutputParser::Process(bool final, ParserDelta* delta) {
   while (true) {
+    if (done_) {
+      buffer_.clear();
+      return;
+    }
     const absl::string_view buf = buffer_;
     switch (state_) {
       case State::kReasoning: {
@@ -232,6 +243,8 @@ void OutputParser::Process(bool final, ParserDelta* delta) {
           EmitContent(buf.substr(0, open - TrailingNewlines(buf, open)), delta);
           buffer_.erase(0, open);  // the block keeps its opening tag for `raw`
           state_ = State::kToolCall;
+          open_ = OpenCall();
+          open_.pos = kToolOpen.size();
           continue;
         }
         if (final) {
@@ -248,26 +261,156 @@ void OutputParser::Process(bool final, ParserDelta* delta) {
       case State::kToolCall: {
         const size_t close = buf.find(kToolClose, kToolOpen.size());
         if (close == absl::string_view::npos) {
+          ScanCall(buf, /*complete=*/final, delta);
           if (!final) return;
-          ToolCall call = ParseToolCall(std::string(buf));
-          if (call.valid) {
-            call.valid = false;
-            call.error = "unclosed <tool_call>";
+          if (open_.call.valid) {
+            open_.call.valid = false;
+            open_.call.error = "unclosed <tool_call>";
           }
+          FinishCall(std::string(buf), delta);
           buffer_.clear();
-          delta->tool_calls.push_back(call);
-          result_.tool_calls.push_back(std::move(call));
           state_ = State::kContent;
           content_started_ = false;
           return;
         }
         const size_t end = close + kToolClose.size();
-        ToolCall call = ParseToolCall(std::string(buf.substr(0, end)));
+        ScanCall(buf.substr(0, close), /*complete=*/true, delta);
+        FinishCall(std::string(buf.substr(0, end)), delta);
         buffer_.erase(0, end);
-        delta->tool_calls.push_back(call);
-        result_.tool_calls.push_back(std::move(call));
         state_ = State::kContent;
         content_started_ = false;
+        continue;
+      }
+    }
+  }
+}
+
+void OutputParser::StreamArguments(std::string fragment, ParserDelta* delta) {
+  open_.call.arguments_text += fragment;
+  ToolCallDelta d;
+  d.index = static_cast<int>(result_.tool_calls.size());
+  d.arguments = std::move(fragment);
+  delta->tool_call_deltas.push_back(std::move(d));
+}
+
+void OutputParser::FinishCall(std::string raw, ParserDelta* delta) {
+  ToolCall call = std::move(open_.call);
+  open_ = OpenCall();
+  call.raw = std::move(raw);
+  if (!call.streamed) call.arguments_text = DumpCompact(call.arguments);
+  if (call.streamed && max_tool_calls_ > 0 && ++streamed_calls_ >= max_tool_calls_) {
+    done_ = true;
+  }
+  delta->tool_calls.push_back(call);
+  result_.tool_calls.push_back(std::move(call));
+}
+
+void OutputParser::ScanCall(absl::string_view block, bool complete, ParserDelta* delta) {
+  OpenCall& o = open_;
+  ToolCall& call = o.call;
+  auto fail = [&call](std::string why) {
+    call.valid = false;
+    if (call.error.empty()) call.error = std::move(why);
+  };
+  while (true) {
+    const absl::string_view rest = block.substr(std::min(o.pos, block.size()));
+    const absl::string_view body = absl::StripLeadingAsciiWhitespace(rest);
+    const size_t ws = rest.size() - body.size();
+    switch (o.stage) {
+      case OpenCall::Stage::kBroken:
+        return;
+      case OpenCall::Stage::kEnd:
+        if (complete && !body.empty()) fail("text after </function>");
+        return;
+      case OpenCall::Stage::kHeader: {
+        if (!absl::StartsWith(body, kFunctionOpen)) {
+          // A prefix of a tag may still become it (</tool_call> then closes the block and the
+          // complete read decides); the problem must not depend on where a chunk ended.
+          if (!complete &&
+              (absl::StartsWith(kFunctionOpen, body) || absl::StartsWith(kToolClose, body))) {
+            return;
+          }
+          fail("missing <function=...>");
+          o.stage = OpenCall::Stage::kBroken;
+          return;
+        }
+        const size_t name_end = body.find('>', kFunctionOpen.size());
+        if (name_end == absl::string_view::npos) {
+          if (!complete) return;
+          fail("unclosed <function=...> tag");
+          o.stage = OpenCall::Stage::kBroken;
+          return;
+        }
+        call.name = std::string(absl::StripAsciiWhitespace(
+            body.substr(kFunctionOpen.size(), name_end - kFunctionOpen.size())));
+        o.pos += ws + name_end + 1;
+        o.stage = OpenCall::Stage::kParams;
+        auto it = functions_.find(call.name);
+        if (it != functions_.end()) o.fn = &it->second;
+        if (call.name.empty()) fail("empty function name");
+        if (tools_given_ && o.fn == nullptr) {
+          fail(absl::StrCat("unknown function '", call.name, "'"));
+        }
+        if (call.valid) {
+          call.streamed = true;
+          ToolCallDelta d;
+          d.index = static_cast<int>(result_.tool_calls.size());
+          d.name = call.name;
+          delta->tool_call_deltas.push_back(std::move(d));
+        }
+        continue;
+      }
+      case OpenCall::Stage::kParams: {
+        if (absl::StartsWith(body, kFunctionClose)) {
+          o.pos += ws + kFunctionClose.size();
+          o.stage = OpenCall::Stage::kEnd;
+          if (call.valid) StreamArguments(call.arguments_text.empty() ? "{}" : "}", delta);
+          continue;
+        }
+        if (!absl::StartsWith(body, kParamOpen)) {
+          if (!complete &&
+              (absl::StartsWith(kParamOpen, body) || absl::StartsWith(kFunctionClose, body) ||
+               absl::StartsWith(kToolClose, body))) {
+            return;  // may still become a tag
+          }
+          fail(body.empty() ? "missing </function>" : "expected <parameter=...> or </function>");
+          o.stage = OpenCall::Stage::kBroken;
+          return;
+        }
+        const size_t key_end = body.find('>', kParamOpen.size());
+        if (key_end == absl::string_view::npos) {
+          if (!complete) return;
+          fail("unclosed <parameter=...> tag");
+          o.stage = OpenCall::Stage::kBroken;
+          return;
+        }
+        const std::string key(absl::StripAsciiWhitespace(
+            body.substr(kParamOpen.size(), key_end - kParamOpen.size())));
+        const absl::string_view after = body.substr(key_end + 1);
+        size_t value_end = after.find(kParamClose);
+        size_t skip = kParamClose.size();
+        if (value_end == absl::string_view::npos) {
+          if (!complete) return;
+          // Read what there is, up to </function> or the end, for a call that is invalid.
+          fail(absl::StrCat("unclosed <parameter=", key, ">"));
+          value_end = after.find(kFunctionClose);
+          if (value_end == absl::string_view::npos) value_end = after.size();
+          skip = 0;
+        }
+        absl::string_view value = after.substr(0, value_end);
+        o.pos += ws + key_end + 1 + value_end + skip;
+        absl::ConsumePrefix(&value, "\n");
+        absl::ConsumeSuffix(&value, "\n");
+        if (call.arguments.contains(key)) continue;  // the first value stays (see ToolCallDelta)
+        std::string error;
+        Json v = TypedValue(o.fn, key, std::string(value), &error);
+        if (!error.empty()) fail(std::move(error));
+        if (call.valid) {
+          StreamArguments(absl::StrCat(call.arguments_text.empty() ? "{" : ",",
+                                       DumpCompact(Json(key)), ":", DumpCompact(v)),
+                          delta);
+        }
+        call.arguments[key] = std::move(v);
         continue;
       }
     }
@@ -307,73 +450,6 @@ Json OutputParser::TypedValue(const FunctionSchema* fn, const std::string& key,
   }
   // A scalar of the wrong shape: keep whatever was written rather than lose it.
   return v.is_discarded() ? Json(text) : v;
-}
-
-ToolCall OutputParser::ParseToolCall(std::string raw) const {
-  ToolCall call;
-  call.raw = std::move(raw);
-  absl::string_view body = call.raw;
-  absl::ConsumePrefix(&body, kToolOpen);
-  absl::ConsumeSuffix(&body, kToolClose);
-  auto fail = [&call](std::string why) {
-    call.valid = false;
-    if (call.error.empty()) call.error = std::move(why);
-  };
-  body = absl::StripLeadingAsciiWhitespace(body);
-  if (!absl::ConsumePrefix(&body, kFunctionOpen)) {
-    fail("missing <function=...>");
-    return call;
-  }
-  const size_t name_end = body.find('>');
-  if (name_end == absl::string_view::npos) {
-    fail("unclosed <function=...> tag");
-    return call;
-  }
-  call.name = std::string(absl::StripAsciiWhitespace(body.substr(0, name_end)));
-  body.remove_prefix(name_end + 1);
-  const FunctionSchema* fn = nullptr;
-  auto it = functions_.find(call.name);
-  if (it != functions_.end()) fn = &it->second;
-  if (call.name.empty()) fail("empty function name");
-  if (tools_given_ && fn == nullptr) fail(absl::StrCat("unknown function '", call.name, "'"));
-  while (true) {
-    body = absl::StripLeadingAsciiWhitespace(body);
-    if (body.empty()) {
-      fail("missing </function>");
-      break;
-    }
-    if (absl::ConsumePrefix(&body, kFunctionClose)) {
-      if (!absl::StripAsciiWhitespace(body).empty()) fail("text after </function>");
-      break;
-    }
-    if (!absl::ConsumePrefix(&body, kParamOpen)) {
-      fail("expected <parameter=...> or </function>");
-      break;
-    }
-    const size_t key_end = body.find('>');
-    if (key_end == absl::string_view::npos) {
-      fail("unclosed <parameter=...> tag");
-      break;
-    }
-    const std::string key(absl::StripAsciiWhitespace(body.substr(0, key_end)));
-    body.remove_prefix(key_end + 1);
-    size_t value_end = body.find(kParamClose);
-    size_t skip = kParamClose.size();
-    if (value_end == absl::string_view::npos) {
-      fail(absl::StrCat("unclosed <parameter=", key, ">"));
-      value_end = body.find(kFunctionClose);
-      if (value_end == absl::string_view::npos) value_end = body.size();
-      skip = 0;
-    }
-    absl::string_view value = body.substr(0, value_end);
-    body.remove_prefix(value_end + skip);
-    absl::ConsumePrefix(&value, "\n");
-    absl::ConsumeSuffix(&value, "\n");
-    std::string error;
-    call.arguments[key] = TypedValue(fn, key, std::string(value), &error);
-    if (!error.empty()) fail(std::move(error));
-  }
-  return call;
 }
 
 }  // namespace qwen::chat

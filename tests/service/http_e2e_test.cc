@@ -4,12 +4,15 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -17,6 +20,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/service/ops_test_util.h"
 #include "tests/service/server_process.h"
 
 namespace qwen::testing {
@@ -102,6 +106,8 @@ class HttpE2eTest : public ::testing::Test {
     o.slots = 2;
     o.ctx_size = 4096;
     o.extra = {"--http_port=-1", "--served_model_name=tiny"};
+    o.metrics_port = FreePort();
+    metrics_port_ = o.metrics_port;
     std::string error;
     server_ = ServerProcess::Start(o, &error).release();
     ASSERT_NE(server_, nullptr) << error;
@@ -122,10 +128,59 @@ class HttpE2eTest : public ::testing::Test {
     return Json::array({{{"role", "user"}, {"content", "Hello, who are you?"}}});
   }
 
+  static std::vector<MetricSample> Scrape() {
+    return ParseMetrics(HttpGet(metrics_port_, "/metrics"));
+  }
+
   static ServerProcess* server_;
+  static int metrics_port_;
 };
 
 ServerProcess* HttpE2eTest::server_ = nullptr;
+int HttpE2eTest::metrics_port_ = 0;
+
+// HTTP requests count in the request counter and histograms of gRPC calls, under
+// protocol="http"; gRPC's series do not move.
+TEST_F(HttpE2eTest, RequestsCountUnderTheHttpProtocol) {
+  const std::vector<MetricSample> before = Scrape();
+  ASSERT_FALSE(before.empty());
+  HttpResult r = Chat({{"messages", Hello()},
+                       {"max_tokens", 4},
+                       {"chat_template_kwargs", {{"enable_thinking", false}}}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  HttpResult t = Curl("POST", Url("/tokenize"), R"({"content": "Hello"})");
+  ASSERT_EQ(t.status, 200) << t.body;
+  // Refused by the Generate call it became (the context is too small for it), and by the HTTP
+  // API itself (a field it refuses, an unknown model): all count.
+  HttpResult bad = Chat({{"messages", Hello()}, {"max_tokens", 1000000}});
+  ASSERT_EQ(bad.status, 400) << bad.body;
+  HttpResult refused = Chat({{"messages", Hello()}, {"top_k", -5}});
+  ASSERT_EQ(refused.status, 400) << refused.body;
+  HttpResult unknown = Chat({{"messages", Hello()}, {"model", "no-such-model"}});
+  ASSERT_EQ(unknown.status, 404) << unknown.body;
+  const std::vector<MetricSample> after = Scrape();
+  auto delta = [&](const std::string& name, const std::map<std::string, std::string>& labels) {
+    return std::max(0.0, MetricValue(after, name, labels)) -
+           std::max(0.0, MetricValue(before, name, labels));
+  };
+  EXPECT_EQ(
+      delta("qwen_requests_total", {{"method", "Generate"}, {"code", "OK"}, {"protocol", "http"}}),
+      1);
+  EXPECT_EQ(delta("qwen_requests_total",
+                  {{"method", "Generate"}, {"code", "INVALID_ARGUMENT"}, {"protocol", "http"}}),
+            2);
+  EXPECT_EQ(delta("qwen_requests_total",
+                  {{"method", "Generate"}, {"code", "NOT_FOUND"}, {"protocol", "http"}}),
+            1);
+  EXPECT_EQ(
+      delta("qwen_requests_total", {{"method", "Tokenize"}, {"code", "OK"}, {"protocol", "http"}}),
+      1);
+  EXPECT_EQ(delta("qwen_requests_total", {{"protocol", "grpc"}}), 0);
+  EXPECT_EQ(delta("qwen_generate_finish_total", {{"protocol", "http"}}), 1);
+  EXPECT_EQ(delta("qwen_time_to_first_token_seconds_count", {{"protocol", "http"}}), 1);
+  EXPECT_EQ(delta("qwen_request_duration_seconds_count", {{"protocol", "http"}}), 4);
+  EXPECT_EQ(delta("qwen_request_duration_seconds_count", {{"protocol", "grpc"}}), 0);
+}
 
 TEST_F(HttpE2eTest, HealthAndModels) {
   HttpResult h = Curl("GET", Url("/health"));
@@ -626,6 +681,104 @@ TEST_F(HttpE2eTest, AnthropicMessages) {
               ::testing::StartsWith("messages[0].role: "));
 }
 
+// parallel_tool_calls false (Anthropic: disable_parallel_tool_use): generation ends once the first
+// call is complete, so the model never spends tokens on a second one; streamed, the call's
+// arguments come in pieces that add up to the whole response's. The model's output is forced
+// (testing only) to two calls.
+TEST_F(HttpE2eTest, OneToolCallEndsGeneration) {
+  const std::string call =
+      "<tool_call><function=get_weather><parameter=city>Paris</parameter><parameter=days>3"
+      "</parameter></function></tool_call>";
+  const std::string forced = absl::StrCat("X-Qwen-Testing-Forced-Output: ", call, call, "Done.");
+  const Json weather = {
+      {"type", "function"},
+      {"function",
+       {{"name", "get_weather"},
+        {"parameters",
+         {{"type", "object"},
+          {"properties", {{"city", {{"type", "string"}}}, {"days", {{"type", "integer"}}}}}}}}}};
+  Json body = {{"messages", Json::array({{{"role", "user"}, {"content", "Weather in Paris?"}}})},
+               {"tools", Json::array({weather})},
+               {"max_tokens", 120},
+               {"chat_template_kwargs", {{"enable_thinking", false}}}};
+  HttpResult both = Chat(body, {forced});
+  ASSERT_EQ(both.status, 200) << both.body;
+  EXPECT_GE(both.json()["choices"][0]["message"]["tool_calls"].size(), 2u) << both.body;
+
+  body["parallel_tool_calls"] = false;
+  HttpResult one = Chat(body, {forced});
+  ASSERT_EQ(one.status, 200) << one.body;
+  const Json j = one.json();
+  const Json& message = j["choices"][0]["message"];
+  ASSERT_EQ(message["tool_calls"].size(), 1u) << one.body;
+  EXPECT_EQ(message["tool_calls"][0]["function"]["name"], "get_weather");
+  EXPECT_EQ(message["tool_calls"][0]["function"]["arguments"], R"({"city":"Paris","days":3})");
+  EXPECT_TRUE(message["content"].is_null()) << one.body;
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "tool_calls");
+  EXPECT_LT(j["usage"]["completion_tokens"].get<int>(),
+            both.json()["usage"]["completion_tokens"].get<int>() / 2 + 1)
+      << "generation went on after the first call: " << one.body;
+
+  body["stream"] = true;
+  HttpResult s = Chat(body, {forced});
+  ASSERT_EQ(s.status, 200) << s.body;
+  const Events e = ParseEvents(s.body);
+  EXPECT_TRUE(e.done) << s.body;
+  std::string arguments, finish;
+  int pieces = 0, starts = 0;
+  for (const Json& c : e.chunks) {
+    for (const Json& ch : c["choices"]) {
+      if (!ch["finish_reason"].is_null()) finish = ch["finish_reason"];
+      if (!ch["delta"].contains("tool_calls")) continue;
+      for (const Json& t : ch["delta"]["tool_calls"]) {
+        EXPECT_EQ(t["index"], 0) << s.body;
+        if (t.contains("id")) {
+          ++starts;
+          EXPECT_EQ(t["function"]["name"], "get_weather");
+          EXPECT_EQ(t["function"]["arguments"], "");
+          EXPECT_EQ(t["type"], "function");
+        }
+        const std::string piece = t["function"]["arguments"];
+        if (!piece.empty()) ++pieces;
+        arguments += piece;
+      }
+    }
+  }
+  EXPECT_EQ(starts, 1) << s.body;
+  EXPECT_EQ(pieces, 3) << s.body;  // city, days, the closing brace
+  EXPECT_EQ(arguments, message["tool_calls"][0]["function"]["arguments"]);
+  EXPECT_EQ(finish, "tool_calls");
+
+  // Anthropic, streamed: one tool_use block whose input_json_delta pieces add up to the input.
+  const Json anthropic = {
+      {"max_tokens", 120},
+      {"messages", Json::array({{{"role", "user"}, {"content", "Weather in Paris?"}}})},
+      {"tools", Json::array({{{"name", "get_weather"},
+                              {"input_schema", weather["function"]["parameters"]}}})},
+      {"tool_choice", {{"type", "auto"}, {"disable_parallel_tool_use", true}}},
+      {"thinking", {{"type", "disabled"}}},
+      {"stream", true}};
+  HttpResult a = Curl("POST", Url("/v1/messages"), anthropic.dump(), {forced});
+  ASSERT_EQ(a.status, 200) << a.body;
+  std::string partial, stop_reason;
+  int tool_blocks = 0;
+  for (absl::string_view block : absl::StrSplit(a.body, "\n\n", absl::SkipEmpty())) {
+    const size_t data = block.find("data: ");
+    ASSERT_NE(data, absl::string_view::npos) << block;
+    const Json ev = Json::parse(block.substr(data + 6));
+    if (ev["type"] == "content_block_start" && ev["content_block"]["type"] == "tool_use") {
+      ++tool_blocks;
+    }
+    if (ev["type"] == "content_block_delta" && ev["delta"]["type"] == "input_json_delta") {
+      partial += ev["delta"]["partial_json"].get<std::string>();
+    }
+    if (ev["type"] == "message_delta") stop_reason = ev["delta"]["stop_reason"];
+  }
+  EXPECT_EQ(tool_blocks, 1) << a.body;
+  EXPECT_EQ(partial, R"({"city":"Paris","days":3})") << a.body;
+  EXPECT_EQ(stop_reason, "tool_use") << a.body;
+}
+
 // The README's curl commands, as written but for the port: each answers a chat completion.
 TEST_F(HttpE2eTest, TheReadmeCurlCommandsWork) {
   const std::string readme = ReadFile("README.md");
@@ -651,7 +804,8 @@ TEST_F(HttpE2eTest, TheReadmeCurlCommandsWork) {
   EXPECT_EQ(run, 2);
 }
 
-// The official SDK: plain and streamed chat, a required tool call sampled through the grammar,
+// The official SDK: plain and streamed chat, a required tool call sampled through the grammar
+// (whole, and streamed in pieces the SDK assembles),
 // json_schema output parsed by the client, n = 2, logprobs, errors as the SDK's error classes.
 TEST_F(HttpE2eTest, TheOpenAINodeSdk) {
   CommandResult c = Sh("command -v node >/dev/null && command -v npm >/dev/null");
@@ -686,6 +840,20 @@ TEST_F(HttpE2eTest, TheOpenAINodeSdk) {
   EXPECT_THAT(got["tool"]["id"].get<std::string>(), ::testing::StartsWith("call_"));
   ASSERT_TRUE(got["tool"]["arguments"]["city"].is_string()) << c.out;
   ASSERT_TRUE(got["tool"]["arguments"]["days"].is_number_integer()) << c.out;
+  // Streamed, the same call came in pieces (one per parameter and the closing brace), which
+  // the SDK put together into exactly the arguments of the whole response.
+  const Json& streamed = got["streamed_tool"];
+  ASSERT_TRUE(streamed.is_object()) << c.out;
+  EXPECT_EQ(streamed["finish_reason"], "tool_calls") << c.out;
+  EXPECT_EQ(streamed["calls"], 1) << c.out;
+  EXPECT_EQ(streamed["type"], "function");
+  EXPECT_EQ(streamed["name"], "get_weather");
+  EXPECT_THAT(streamed["id"].get<std::string>(), ::testing::StartsWith("call_"));
+  EXPECT_EQ(streamed["arguments_text"], got["tool"]["arguments_text"]) << c.out;
+  EXPECT_GE(streamed["fragments"].size(), 3u) << c.out;
+  std::string joined;
+  for (const Json& f : streamed["fragments"]) joined += f.get<std::string>();
+  EXPECT_EQ(joined, streamed["arguments_text"]) << c.out;
 
   ASSERT_TRUE(got["json"].is_object()) << "no seed of 10 completed the JSON: " << c.out;
   EXPECT_TRUE(got["json"]["name"].is_string()) << c.out;
@@ -826,6 +994,62 @@ TEST(HttpAuthE2eTest, BearerTokens) {
   EXPECT_EQ(Curl("POST", messages, anthropic, {"x-api-key: secret-1"}).status, 200);
   EXPECT_EQ(Curl("GET", server->http_url() + "/health").status, 200);
   unlink(tokens.c_str());
+}
+
+// video_url parts (vLLM's shape) with a data: URL: the same prompt and tokens as the gRPC request
+// with that video; a bad one is a 400 naming the field, and the server serves on.
+TEST(HttpVideoE2eTest, VideoUrlPartsWithDataUrls) {
+  ServerProcess::Options o;
+  o.workers = 1;
+  o.extra = {"--http_port=-1", "--mmproj=" + DataPath("models/mmproj-tiny-qwen35-f32.gguf"),
+             "--video_max_frame_pixels=100000"};
+  std::string error;
+  auto server = ServerProcess::Start(o, &error);
+  ASSERT_NE(server, nullptr) << error;
+  const std::string chat = server->http_url() + "/v1/chat/completions";
+  const std::string url =
+      "data:video/webm;base64," + absl::Base64Escape(ReadFile(DataPath("video/clip_vp8.webm")));
+  Json body = {{"messages",
+                Json::array({{{"role", "user"},
+                              {"content",
+                               Json::array({{{"type", "video_url"}, {"video_url", {{"url", url}}}},
+                                            {{"type", "text"}, {"text", "Describe it."}}})}}})},
+               {"max_tokens", 4},
+               {"temperature", 0},
+               {"chat_template_kwargs", {{"enable_thinking", false}}}};
+  HttpResult r = Curl("POST", chat, body.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+
+  v1::GenerateRequest req;
+  v1::ChatMessage* m = req.mutable_chat()->add_messages();
+  m->set_role("user");
+  m->add_parts()->mutable_video()->set_url(url);
+  m->add_parts()->set_text("Describe it.");
+  req.mutable_chat()->set_enable_thinking(false);
+  req.mutable_sampling()->set_temperature(0);
+  req.mutable_stopping()->set_max_tokens(4);
+  GenerateResult g = Generate(server->Stub().get(), req);
+  ASSERT_TRUE(g.status.ok()) << g.status.error_message();
+  EXPECT_GT(g.completion.usage().video_tokens(), 0u);
+  const Json j = r.json();
+  EXPECT_EQ(j["usage"]["prompt_tokens"], g.completion.usage().prompt_tokens()) << r.body;
+  EXPECT_EQ(j["usage"]["completion_tokens"], g.completion.usage().generated_tokens());
+  const Json& content = j["choices"][0]["message"]["content"];
+  EXPECT_EQ(content.is_null() ? std::string() : content.get<std::string>(), g.text) << r.body;
+
+  const std::pair<std::string, std::string> bad[] = {
+      {"https://example.com/clip.mp4", "messages[0].content[0].video_url.url"},
+      {"data:video/mp4;base64,AAAAAAAA", "messages[0].content[0].video_url"},
+  };
+  for (const auto& [bad_url, param] : bad) {
+    Json b = body;
+    b["messages"][0]["content"][0]["video_url"]["url"] = bad_url;
+    HttpResult e = Curl("POST", chat, b.dump());
+    EXPECT_EQ(e.status, 400) << bad_url << ": " << e.body;
+    EXPECT_THAT(e.json()["error"]["param"].get<std::string>(), ::testing::StartsWith(param))
+        << e.body;
+  }
+  EXPECT_EQ(Curl("POST", chat, body.dump()).status, 200);
 }
 
 // TLS and mutual TLS apply to the HTTP port as to gRPC: the same certificate, and a client

@@ -161,16 +161,20 @@ TEST_F(MetricsTest, RequestsCountByMethodAndCode) {
   tok.method = "Tokenize";
   metrics_.RecordRequest(tok);
   const std::string text = metrics_.Render();
-  EXPECT_EQ(Sample(text, "qwen_requests_total{code=\"OK\",method=\"Generate\"}"), 2);
-  EXPECT_EQ(Sample(text, "qwen_requests_total{code=\"CANCELLED\",method=\"Generate\"}"), 1);
-  EXPECT_EQ(Sample(text, "qwen_requests_total{code=\"OK\",method=\"Tokenize\"}"), 1);
+  EXPECT_EQ(Sample(text, "qwen_requests_total{code=\"OK\",method=\"Generate\",protocol=\"grpc\"}"),
+            2);
+  EXPECT_EQ(
+      Sample(text, "qwen_requests_total{code=\"CANCELLED\",method=\"Generate\",protocol=\"grpc\"}"),
+      1);
+  EXPECT_EQ(Sample(text, "qwen_requests_total{code=\"OK\",method=\"Tokenize\",protocol=\"grpc\"}"),
+            1);
   EXPECT_EQ(Sample(text, "qwen_request_duration_seconds_count{protocol=\"grpc\"}"), 3);
   EXPECT_EQ(Sample(text, "qwen_queue_wait_seconds_count{protocol=\"grpc\"}"),
             2);  // the completed ones
   EXPECT_EQ(Sample(text, "qwen_prompt_tokens_total"), 27);
   EXPECT_EQ(Sample(text, "qwen_generated_tokens_total"), 13);
   EXPECT_EQ(Sample(text, "qwen_cached_tokens_total"), 4);
-  EXPECT_EQ(Sample(text, "qwen_generate_finish_total{reason=\"length\"}"), 2);
+  EXPECT_EQ(Sample(text, "qwen_generate_finish_total{protocol=\"grpc\",reason=\"length\"}"), 2);
   EXPECT_EQ(Sample(text, "qwen_model_info{architecture=\"qwen35\",file_type=\"Q3_K_M\"}"), 1);
   EXPECT_THAT(text, HasSubstr("qwen_build_info{"));
   EXPECT_THAT(text, HasSubstr("isa=\""));
@@ -237,6 +241,23 @@ TEST_F(MetricsTest, TheProtocolLabelSeparatesHttpFromGrpc) {
   EXPECT_EQ(Sample(text, "qwen_time_to_first_token_seconds_count{protocol=\"http\"}"), 1);
   EXPECT_EQ(Sample(text, "qwen_inter_token_latency_seconds_count{protocol=\"http\"}"), 2);
   EXPECT_EQ(Sample(text, "qwen_queue_wait_seconds_count{protocol=\"http\"}"), 1);
+  // The request and finish counters carry the label too.
+  EXPECT_EQ(Sample(text, "qwen_requests_total{code=\"OK\",method=\"Generate\",protocol=\"http\"}"),
+            1);
+  EXPECT_EQ(Sample(text, "qwen_generate_finish_total{protocol=\"http\",reason=\"length\"}"), 1);
+  EXPECT_THAT(text, Not(HasSubstr("qwen_requests_total{code=\"OK\",method=\"Generate\","
+                                  "protocol=\"grpc\"}")));
+  EXPECT_EQ(Sample(text, "qwen_request_retries_total{protocol=\"http\"}"), 0);
+  EXPECT_EQ(Sample(text, "qwen_request_retries_total{protocol=\"grpc\"}"), 0);
+  // Anything but "http" is gRPC: a stray value adds no series.
+  r.protocol = "stray-protocol";
+  r.attempts = 3;
+  metrics_.RecordRequest(r);
+  const std::string after = metrics_.Render();
+  EXPECT_EQ(Sample(after, "qwen_requests_total{code=\"OK\",method=\"Generate\",protocol=\"grpc\"}"),
+            1);
+  EXPECT_EQ(Sample(after, "qwen_request_retries_total{protocol=\"grpc\"}"), 2);
+  EXPECT_THAT(after, Not(HasSubstr("stray-protocol")));
 }
 
 // The gauges the inference gateway's endpoint picker reads: single series, slots as a share.

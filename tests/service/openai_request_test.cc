@@ -1,9 +1,12 @@
 #include "service/openai_request.h"
 
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "service/http_shapes.h"
 #include "service/openai_response.h"
 
 namespace qwen::service {
@@ -18,7 +21,8 @@ TEST(OpenAIRequestTest, AFullRequestMapsToGenerate) {
     "messages": [
       {"role": "developer", "content": "Be brief."},
       {"role": "user", "content": [{"type": "text", "text": "What is this?"},
-                                   {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}]},
+                                   {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}},
+                                   {"type": "video_url", "video_url": {"url": "data:video/mp4;base64,AA=="}}]},
       {"role": "assistant", "content": null, "reasoning_content": "hmm",
        "tool_calls": [{"id": "c1", "type": "function",
                        "function": {"name": "f", "arguments": "{\"a\": 1}"}}]},
@@ -41,11 +45,14 @@ TEST(OpenAIRequestTest, AFullRequestMapsToGenerate) {
   EXPECT_EQ(r->n, 2);
   EXPECT_TRUE(r->logprobs);
   EXPECT_FALSE(r->parallel_tool_calls);
+  // One call at most: generation ends after it.
+  EXPECT_EQ(r->request.stopping().max_tool_calls(), 1u);
   const v1::GenerateRequest& g = r->request;
   ASSERT_EQ(g.chat().messages_size(), 4);
   EXPECT_EQ(g.chat().messages(0).role(), "system");
   EXPECT_EQ(g.chat().messages(1).parts(0).text(), "What is this?");
   EXPECT_EQ(g.chat().messages(1).parts(1).image().url(), "data:image/png;base64,AA==");
+  EXPECT_EQ(g.chat().messages(1).parts(2).video().url(), "data:video/mp4;base64,AA==");
   EXPECT_EQ(g.chat().messages(2).reasoning_content(), "hmm");
   EXPECT_EQ(g.chat().messages(2).tool_calls(0).name(), "f");
   EXPECT_EQ(g.chat().messages(2).tool_calls(0).arguments(), R"({"a": 1})");
@@ -112,6 +119,12 @@ TEST(OpenAIRequestTest, ErrorsNameTheParameter) {
        "temperature: must be a number, not string"},
       {R"({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]})",
        "messages[0].content[0].image_url: is required"},
+      {R"({"messages": [{"role": "user", "content": [{"type": "video_url", "video_url": 3}]}]})",
+       "messages[0].content[0].video_url: must be an object"},
+      {R"({"messages": [{"role": "user", "content": [{"type": "video_url", "video_url": {}}]}]})",
+       "messages[0].content[0].video_url.url: is required"},
+      {R"({"messages": [{"role": "user", "content": [{"type": "audio_url"}]}]})",
+       "messages[0].content[0].type: \"audio_url\" is not supported"},
       {R"({"messages": [{"role": "user", "content": "hi"}], "n": 9})", "n: must be in [1, 8]"},
       {R"({"messages": [{"role": "user", "content": "hi"}], "seed": 1.5})", "seed: must be an"},
       {R"({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3000000000})",
@@ -149,6 +162,9 @@ TEST(OpenAIRequestTest, ServerFieldPathsBecomeOpenAIParams) {
       {"chat.messages[0].parts[1].image.url: only data: URLs",
        "messages[0].content[1].image_url.url"},
       {"chat.messages[0].parts[1].image: no images", "messages[0].content[1].image_url"},
+      {"chat.messages[0].parts[2].video.url: only data: URLs",
+       "messages[0].content[2].video_url.url"},
+      {"chat.messages[0].parts[0].video: does not decode", "messages[0].content[0].video_url"},
       {"chat.messages[0].parts[0].text: NUL", "messages[0].content[0].text"},
       {"chat.messages[2].tool_calls[0].arguments: not JSON",
        "messages[2].tool_calls[0].function.arguments"},
@@ -174,7 +190,7 @@ TEST(OpenAIRequestTest, ServerFieldPathsBecomeOpenAIParams) {
 }
 
 TEST(OpenAIResponseTest, AccumulatesAChoice) {
-  ChoiceAccumulator a(/*keep_one_tool_call=*/true);
+  ChoiceAccumulator a;
   v1::GenerateResponse m;
   m.set_reasoning("think");
   m.set_text("Hi");
@@ -188,8 +204,11 @@ TEST(OpenAIResponseTest, AccumulatesAChoice) {
   OrderedJson delta = a.Add(m);
   EXPECT_EQ(delta["reasoning_content"], "think");
   EXPECT_EQ(delta["content"], "Hi");
-  ASSERT_EQ(delta["tool_calls"].size(), 1u);  // parallel_tool_calls false: the first only
+  // Calls that were not streamed come whole (each in one entry).
+  ASSERT_EQ(delta["tool_calls"].size(), 2u);
   EXPECT_EQ(delta["tool_calls"][0]["index"], 0);
+  EXPECT_EQ(delta["tool_calls"][1]["index"], 1);
+  EXPECT_EQ(delta["tool_calls"][1]["id"], "call_2");
   EXPECT_EQ(delta["tool_calls"][0]["function"]["arguments"], R"({"a":1})");
   v1::GenerateResponse end;
   end.mutable_completion()->set_finish_reason(v1::FINISH_REASON_TOOL_CALLS);
@@ -205,6 +224,141 @@ TEST(OpenAIResponseTest, AccumulatesAChoice) {
   EXPECT_EQ(usage["prompt_tokens"], 5);
   EXPECT_EQ(usage["completion_tokens"], 6);
   EXPECT_EQ(usage["total_tokens"], 11);
+}
+
+// The messages of one streamed call "call_r_0" of f(city, days), as the output assembler sends
+// them: a start, a fragment per parameter and the brace, then the whole call.
+std::vector<v1::GenerateResponse> StreamedCall(bool cut_off) {
+  std::vector<v1::GenerateResponse> ms;
+  auto delta = [&](const char* id, const char* name, const char* arguments) {
+    v1::GenerateResponse m;
+    v1::ToolCallDelta* d = m.add_tool_call_deltas();
+    d->set_index(0);
+    d->set_id(id);
+    d->set_name(name);
+    d->set_arguments(arguments);
+    ms.push_back(m);
+  };
+  delta("call_r_0", "f", "");
+  delta("", "", R"({"city":"Paris")");
+  v1::GenerateResponse last;
+  v1::ToolCall* c = last.add_tool_calls();
+  c->set_id("call_r_0");
+  c->set_name("f");
+  if (cut_off) {
+    c->set_arguments(R"({"city":"Paris")");
+    c->set_error("unclosed <tool_call>");
+    c->set_raw("<tool_call>...");
+    last.mutable_completion()->set_finish_reason(v1::FINISH_REASON_LENGTH);
+  } else {
+    delta("", "", R"(,"days":3)");
+    delta("", "", "}");
+    c->set_arguments(R"({"city":"Paris","days":3})");
+    last.mutable_completion()->set_finish_reason(v1::FINISH_REASON_TOOL_CALLS);
+  }
+  ms.push_back(last);
+  return ms;
+}
+
+TEST(OpenAIResponseTest, ToolCallsStreamAsOpenAIDoes) {
+  for (bool cut_off : {false, true}) {
+    ChoiceAccumulator a;
+    std::vector<OrderedJson> entries;
+    for (const v1::GenerateResponse& m : StreamedCall(cut_off)) {
+      OrderedJson delta = a.Add(m);
+      EXPECT_FALSE(delta.contains("content")) << delta.dump();
+      if (delta.contains("tool_calls")) {
+        for (const OrderedJson& e : delta["tool_calls"]) entries.push_back(e);
+      }
+    }
+    ASSERT_EQ(entries.size(), cut_off ? 2u : 4u);
+    EXPECT_EQ(entries[0].dump(),
+              R"({"index":0,"id":"call_r_0","type":"function","function":{"name":"f",)"
+              R"("arguments":""}})");
+    EXPECT_EQ(entries[1].dump(), R"({"index":0,"function":{"arguments":"{\"city\":\"Paris\""}})");
+    std::string assembled;
+    for (const OrderedJson& e : entries) assembled += e["function"]["arguments"].get<std::string>();
+    // The whole response holds what a stream consumer assembles, also for a call cut off by
+    // max_tokens (which stays a call, its arguments cut short, as OpenAI returns them).
+    const OrderedJson choice = a.Choice(0, false);
+    ASSERT_EQ(choice["message"]["tool_calls"].size(), 1u);
+    EXPECT_EQ(choice["message"]["tool_calls"][0]["function"]["arguments"], assembled);
+    EXPECT_EQ(choice["message"]["tool_calls"][0]["id"], "call_r_0");
+    EXPECT_TRUE(choice["message"]["content"].is_null());
+    EXPECT_EQ(choice["finish_reason"], cut_off ? "length" : "tool_calls");
+    EXPECT_EQ(assembled, cut_off ? R"({"city":"Paris")" : R"({"city":"Paris","days":3})");
+  }
+}
+
+TEST(OpenAIResponseTest, AnInvalidCallThatNeverStartedIsContent) {
+  ChoiceAccumulator a;
+  v1::GenerateResponse m;
+  v1::ToolCall* c = m.add_tool_calls();
+  c->set_id("call_r_0");
+  c->set_name("launch");
+  c->set_error("unknown function 'launch'");
+  c->set_raw("<tool_call>\n<function=launch>\n</function>\n</tool_call>");
+  OrderedJson delta = a.Add(m);
+  EXPECT_FALSE(delta.contains("tool_calls"));
+  EXPECT_EQ(delta["content"], c->raw());
+  EXPECT_FALSE(a.Choice(0, false)["message"].contains("tool_calls"));
+}
+
+TEST(HttpShapesTest, ChatStreamSendsEachPieceOfACallInItsOwnChunk) {
+  std::unique_ptr<Shape> shape = MakeChatShape(1, false);
+  std::vector<v1::GenerateResponse> ms = StreamedCall(false);
+  // Everything in one message (a slow reader): still one chunk per piece.
+  v1::GenerateResponse merged;
+  for (const auto& m : ms) {
+    for (const auto& d : m.tool_call_deltas()) *merged.add_tool_call_deltas() = d;
+    for (const auto& c : m.tool_calls()) *merged.add_tool_calls() = c;
+    if (m.has_completion()) *merged.mutable_completion() = m.completion();
+  }
+  std::vector<OrderedJson> events = shape->Events(0, merged);
+  ASSERT_EQ(events.size(), 4u);
+  std::string arguments;
+  for (const OrderedJson& e : events) {
+    ASSERT_EQ(e["choices"][0]["delta"]["tool_calls"].size(), 1u) << e.dump();
+    arguments +=
+        e["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].get<std::string>();
+  }
+  EXPECT_EQ(arguments, R"({"city":"Paris","days":3})");
+  EXPECT_EQ(shape->Whole()["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"],
+            arguments);
+}
+
+TEST(HttpShapesTest, AnthropicStreamsToolUseInputAsJsonDeltas) {
+  for (bool cut_off : {false, true}) {
+    std::unique_ptr<Shape> shape = MakeAnthropicShape();
+    std::vector<OrderedJson> events;
+    for (const auto& m : StreamedCall(cut_off)) {
+      for (OrderedJson& e : shape->Events(0, m)) events.push_back(std::move(e));
+    }
+    for (OrderedJson& e : shape->FinishEvents(0)) events.push_back(std::move(e));
+    ASSERT_GE(events.size(), 4u);
+    EXPECT_EQ(events[0]["type"], "content_block_start");
+    EXPECT_EQ(events[0]["content_block"]["type"], "tool_use");
+    EXPECT_EQ(events[0]["content_block"]["id"], "call_r_0");
+    std::string partial;
+    size_t stops = 0;
+    for (const OrderedJson& e : events) {
+      if (e["type"] == "content_block_delta") {
+        EXPECT_EQ(e["delta"]["type"], "input_json_delta");
+        partial += e["delta"]["partial_json"].get<std::string>();
+      }
+      if (e["type"] == "content_block_stop") ++stops;
+    }
+    EXPECT_EQ(stops, 1u);
+    EXPECT_EQ(partial, cut_off ? R"({"city":"Paris")" : R"({"city":"Paris","days":3})");
+    const OrderedJson message = shape->Whole();
+    ASSERT_EQ(message["content"].size(), 1u) << message.dump();
+    EXPECT_EQ(message["content"][0]["type"], "tool_use");
+    // A cut-off call keeps the parameters it has, as Anthropic's SDKs read the partial JSON.
+    EXPECT_EQ(message["content"][0]["input"],
+              cut_off ? OrderedJson::parse(R"({"city":"Paris"})")
+                      : OrderedJson::parse(R"({"city":"Paris","days":3})"));
+    EXPECT_EQ(message["stop_reason"], cut_off ? "max_tokens" : "tool_use");
+  }
 }
 
 }  // namespace

@@ -157,7 +157,7 @@ TEST_F(OutputAssemblerTest, StopStringAcrossTokensStopsAndIsNotSent) {
   std::vector<v1::GenerateResponse> ms = Feed(a, Ids("Hello world and more"), &stopped);
   ASSERT_TRUE(stopped);
   v1::GenerateResponse last;
-  a.FinishOnStopString(absl::Now(), &last);
+  a.FinishOnStop(absl::Now(), &last);
   EXPECT_EQ(Text(ms) + last.text(), "Hel");
   EXPECT_EQ(last.completion().finish_reason(), v1::FINISH_REASON_STOP_SEQUENCE);
   EXPECT_EQ(last.completion().stop_sequence(), "lo wor");
@@ -181,11 +181,20 @@ TEST_F(OutputAssemblerTest, ChatOutputIsSplitIntoReasoningContentAndToolCalls) {
   ASSERT_TRUE(
       a.Finish(FinishWith(wpb::Finish::REASON_STOP_TOKEN, kImEnd), absl::Now(), &last).ok());
   ms.push_back(last);
-  std::string reasoning, content;
+  std::string reasoning, content, streamed;
   std::vector<v1::ToolCall> calls;
+  std::vector<v1::ToolCallDelta> deltas;
+  int messages_with_deltas = 0;
   for (const auto& m : ms) {
     reasoning += m.reasoning();
     content += m.text();
+    for (const auto& d : m.tool_call_deltas()) {
+      // Every delta comes before the message that completes the call.
+      EXPECT_TRUE(calls.empty());
+      deltas.push_back(d);
+      streamed += d.arguments();
+    }
+    if (m.tool_call_deltas_size() > 0) ++messages_with_deltas;
     for (const auto& c : m.tool_calls()) calls.push_back(c);
   }
   EXPECT_EQ(reasoning, "Let me check.");
@@ -193,9 +202,48 @@ TEST_F(OutputAssemblerTest, ChatOutputIsSplitIntoReasoningContentAndToolCalls) {
   ASSERT_EQ(calls.size(), 1u);
   EXPECT_EQ(calls[0].name(), "get_weather");
   EXPECT_EQ(calls[0].id(), "call_t_0");
-  EXPECT_EQ(nlohmann::json::parse(calls[0].arguments()),
-            nlohmann::json::parse(R"({"city": "Paris", "days": 2})"));
+  EXPECT_EQ(calls[0].arguments(), R"({"city":"Paris","days":2})");
+  // Streamed as it was written: a start with the id and name, then one fragment per
+  // parameter and the closing brace, in separate messages; together the whole arguments.
+  ASSERT_EQ(deltas.size(), 4u);
+  EXPECT_EQ(deltas[0].id(), "call_t_0");
+  EXPECT_EQ(deltas[0].name(), "get_weather");
+  EXPECT_EQ(deltas[0].arguments(), "");
+  for (const auto& d : deltas) EXPECT_EQ(d.index(), 0u);
+  EXPECT_EQ(deltas[1].id(), "");
+  EXPECT_EQ(deltas[1].arguments(), R"({"city":"Paris")");
+  EXPECT_EQ(messages_with_deltas, 4);
+  EXPECT_EQ(streamed, calls[0].arguments());
   EXPECT_EQ(last.completion().finish_reason(), v1::FINISH_REASON_TOOL_CALLS);
+}
+
+// stopping.max_tool_calls 1 (parallel_tool_calls false): generation ends as soon as the first
+// call is complete, with FINISH_REASON_TOOL_CALLS; nothing after it is sent.
+TEST_F(OutputAssemblerTest, MaxToolCallsEndsGenerationAfterTheLastCall) {
+  prepared_.parse_output = true;
+  prepared_.parser_options.reasoning_open = false;
+  prepared_.parser_options.max_tool_calls = 1;
+  OutputAssembler a(prepared_, model_->tokenizer(), absl::Now());
+  const std::string call =
+      "<tool_call>\n<function=f>\n<parameter=x>\n1\n</parameter>\n</function>\n</tool_call>";
+  const std::vector<int32_t> first = Ids("Sure.\n" + call);
+  std::vector<int32_t> ids = first;
+  for (int32_t id : Ids("\nMore text.\n" + call)) ids.push_back(id);
+  bool stopped = false;
+  std::vector<v1::GenerateResponse> ms = Feed(a, ids, &stopped);
+  ASSERT_TRUE(stopped);
+  EXPECT_TRUE(a.stopped());
+  EXPECT_EQ(ms.size(), first.size());  // stopped at the token that closed the call
+  v1::GenerateResponse last;
+  a.FinishOnStop(absl::Now(), &last);
+  ms.push_back(last);
+  int calls = 0;
+  for (const auto& m : ms) calls += m.tool_calls_size();
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(Text(ms), "Sure.");
+  EXPECT_EQ(last.completion().finish_reason(), v1::FINISH_REASON_TOOL_CALLS);
+  EXPECT_EQ(last.completion().usage().generated_tokens(), first.size());
+  EXPECT_EQ(last.completion().stop_sequence(), "");
 }
 
 TEST_F(OutputAssemblerTest, AnUnfinishedToolCallIsReportedAsInvalid) {

@@ -167,6 +167,26 @@ TEST_F(RequestTest, TheReasoningBudgetGoesToTheWorker) {
               StartsWith("stopping.max_reasoning_tokens: "));
 }
 
+// stopping.max_tool_calls reaches the output parser; without a parsed chat output it is refused,
+// naming the field.
+TEST_F(RequestTest, MaxToolCallsNeedsAParsedChat) {
+  v1::GenerateRequest r = FromJson(R"({"chat": {"messages": [{"role": "user", "content": "hi"}]},)"
+                                   R"( "stopping": {"max_tool_calls": 1}})");
+  auto p = Prepare(r, LargeContext());
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->parser_options.max_tool_calls, 1);
+
+  r.mutable_output()->set_raw_text(true);
+  auto raw = Prepare(r, LargeContext());
+  ASSERT_FALSE(raw.ok());
+  EXPECT_EQ(raw.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(raw.status().message()), StartsWith("stopping.max_tool_calls: "));
+
+  auto prompt = Prepare(FromJson(R"({"prompt": "hi", "stopping": {"max_tool_calls": 2}})"));
+  ASSERT_FALSE(prompt.ok());
+  EXPECT_THAT(std::string(prompt.status().message()), StartsWith("stopping.max_tool_calls: "));
+}
+
 TEST_F(RequestTest, DefaultsFillTheWorkerRequest) {
   absl::StatusOr<PreparedGenerate> p = Prepare(FromJson(R"({"prompt": "Hello world"})"));
   ASSERT_TRUE(p.ok()) << p.status();

@@ -385,10 +385,51 @@ TEST_F(ServiceE2eTest, ChatWithToolsYieldsStructuredToolCalls) {
   EXPECT_TRUE(r.tool_calls[0].error().empty());
   EXPECT_FALSE(r.tool_calls[0].id().empty());
   EXPECT_EQ(r.completion.finish_reason(), v1::FINISH_REASON_TOOL_CALLS);
-  // The call arrives whole, in one message.
+  // The call arrives whole, in one message, after its pieces: a start with its id and name,
+  // then the arguments a parameter at a time, which add up to the whole call's.
   int with_calls = 0;
-  for (const auto& msg : r.messages) with_calls += msg.tool_calls_size() > 0;
+  std::string streamed;
+  std::vector<v1::ToolCallDelta> deltas;
+  for (const auto& msg : r.messages) {
+    for (const auto& d : msg.tool_call_deltas()) {
+      EXPECT_EQ(with_calls, 0) << "a piece after the whole call";
+      deltas.push_back(d);
+      streamed += d.arguments();
+    }
+    with_calls += msg.tool_calls_size() > 0;
+  }
   EXPECT_EQ(with_calls, 1);
+  ASSERT_EQ(deltas.size(), 4u);
+  EXPECT_EQ(deltas[0].id(), r.tool_calls[0].id());
+  EXPECT_EQ(deltas[0].name(), "get_weather");
+  EXPECT_EQ(streamed, r.tool_calls[0].arguments());
+  EXPECT_EQ(r.tool_calls[0].arguments(), R"({"city":"Paris","days":3})");
+}
+
+// stopping.max_tool_calls: generation ends once that many calls are complete (the worker is
+// cancelled rather than left to write more), with FINISH_REASON_TOOL_CALLS.
+TEST_F(ServiceE2eTest, MaxToolCallsEndsGeneration) {
+  v1::GenerateRequest req;
+  *req.mutable_chat() = WeatherChat();
+  req.mutable_chat()->set_enable_thinking(false);
+  req.mutable_stopping()->set_max_tokens(128);
+  const std::string call =
+      "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n"
+      "</function>\n</tool_call>";
+  const std::string forced = call + "\n" + call + "\nDone.";
+  GenerateResult all = Generate(stub_.get(), req, absl::Seconds(120), forced);
+  ASSERT_TRUE(all.status.ok()) << all.status.error_message();
+  EXPECT_GE(all.tool_calls.size(), 2u);
+
+  req.mutable_stopping()->set_max_tool_calls(1);
+  GenerateResult one = Generate(stub_.get(), req, absl::Seconds(120), forced);
+  ASSERT_TRUE(one.status.ok()) << one.status.error_message();
+  ASSERT_EQ(one.tool_calls.size(), 1u);
+  EXPECT_EQ(one.tool_calls[0].arguments(), R"({"city":"Paris"})");
+  EXPECT_EQ(one.text, "");
+  EXPECT_EQ(one.completion.finish_reason(), v1::FINISH_REASON_TOOL_CALLS);
+  EXPECT_LT(one.completion.usage().generated_tokens(),
+            all.completion.usage().generated_tokens() / 2 + 1);
 }
 
 TEST_F(ServiceE2eTest, RenderChatIsThePromptGenerateRuns) {
@@ -459,6 +500,9 @@ TEST_F(ServiceE2eTest, BadRequestsAreInvalidArgumentNamingTheField) {
        "output.top_logprobs"},
       {"token id", [](v1::GenerateRequest* r) { r->mutable_prompt_token_ids()->add_ids(5000); },
        "prompt_token_ids.ids[0]"},
+      {"max_tool_calls without a chat",
+       [](v1::GenerateRequest* r) { r->mutable_stopping()->set_max_tool_calls(1); },
+       "stopping.max_tool_calls"},
       {"role",
        [](v1::GenerateRequest* r) {
          v1::ChatMessage* m = r->mutable_chat()->add_messages();

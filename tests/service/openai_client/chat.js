@@ -1,6 +1,7 @@
 // node chat.js BASE_URL MODEL
 // Drives qwen-serve's OpenAI-compatible API with the official `openai` package, as a user's
-// program would: a plain and a streamed chat, a required tool call, json_schema output, n = 2,
+// program would: a plain and a streamed chat, a required tool call (whole and streamed),
+// json_schema output, n = 2,
 // logprobs and two errors. Prints one JSON object of what it saw; exits 1 with the error on
 // stderr when a call fails unexpectedly.
 'use strict';
@@ -64,17 +65,33 @@ const noThinking = { enable_thinking: false };
     },
   }];
   out.tool = null;
+  out.streamed_tool = null;
   for (let seed = 1; seed <= 10 && !out.tool; ++seed) {
-    const r = await client.chat.completions.create({
+    const request = {
       model, messages: [{ role: 'user', content: 'What is the weather in Paris?' }], tools,
       tool_choice: 'required', seed, max_tokens: 200, chat_template_kwargs: noThinking,
-    });
+    };
+    const r = await client.chat.completions.create(request);
     const c = r.choices[0];
     if (c.finish_reason !== 'tool_calls') continue;
     const call = c.message.tool_calls[0];
     out.tool = {
       finish_reason: c.finish_reason, id: call.id, type: call.type, name: call.function.name,
-      arguments: JSON.parse(call.function.arguments),
+      arguments_text: call.function.arguments, arguments: JSON.parse(call.function.arguments),
+    };
+    // The same request streamed: the SDK assembles the call from its argument chunks.
+    const s = client.chat.completions.stream(request);
+    const fragments = [];
+    s.on('tool_calls.function.arguments.delta', (e) => {
+      if (e.arguments_delta) fragments.push(e.arguments_delta);
+    });
+    const whole = await s.finalChatCompletion();
+    const sc = whole.choices[0];
+    const scall = sc.message.tool_calls[0];
+    out.streamed_tool = {
+      finish_reason: sc.finish_reason, calls: sc.message.tool_calls.length, id: scall.id,
+      type: scall.type, name: scall.function.name, arguments_text: scall.function.arguments,
+      fragments,
     };
   }
 
