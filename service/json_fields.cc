@@ -88,6 +88,24 @@ absl::StatusOr<Json> ParseJsonBody(absl::string_view body) {
     }
     return absl::InvalidArgumentError(
         absl::StrCat("the body is not valid JSON: error at byte ", e.byte, ": ", what));
+  } catch (const Json::out_of_range& e) {
+    // A number beyond a double's range ("1e999"): thrown as out_of_range 406, "number
+    // overflow parsing '1e999'", which carries no position; the number's first occurrence
+    // gives it.
+    std::string what = e.what();
+    if (const size_t close = what.find("] "); close != std::string::npos) {
+      what = what.substr(close + 2);
+    }
+    std::string where;
+    if (const size_t q = what.find('\''); q != std::string::npos) {
+      const size_t end = what.find('\'', q + 1);
+      const std::string number = what.substr(q + 1, end == std::string::npos ? end : end - q - 1);
+      if (const size_t at = body.find(number); !number.empty() && at != absl::string_view::npos) {
+        where = absl::StrCat(" at byte ", at + 1);
+      }
+    }
+    return absl::InvalidArgumentError(
+        absl::StrCat("the body is not valid JSON: error", where, ": ", what));
   }
   if (depth > kMaxNesting) {
     return absl::InvalidArgumentError(

@@ -6,6 +6,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "service/anthropic_request.h"
 #include "service/http_shapes.h"
 #include "service/openai_response.h"
 
@@ -152,6 +153,18 @@ TEST(OpenAIRequestTest, MalformedAndDeepBodies) {
   EXPECT_THAT(std::string(d.status().message()), HasSubstr("nested deeper"));
   EXPECT_FALSE(ParseChatCompletionRequest("").ok());
   EXPECT_FALSE(ParseChatCompletionRequest("42").ok());
+  // A number beyond a double's range is a parse error at its byte, not an exception that
+  // escapes (the fuzzer found a bare "7E777777777" body ending the process).
+  for (const char* body : {"7E777777777", R"({"temperature": 1e999})"}) {
+    auto big = ParseChatCompletionRequest(body);
+    ASSERT_FALSE(big.ok()) << body;
+    EXPECT_EQ(big.status().code(), absl::StatusCode::kInvalidArgument) << body;
+    EXPECT_THAT(std::string(big.status().message()), HasSubstr("number overflow")) << body;
+    EXPECT_THAT(std::string(big.status().message()), HasSubstr("at byte ")) << body;
+  }
+  auto anthropic = ParseMessagesRequest(R"({"max_tokens": -1e400})");
+  ASSERT_FALSE(anthropic.ok());
+  EXPECT_EQ(anthropic.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(OpenAIRequestTest, ServerFieldPathsBecomeOpenAIParams) {
