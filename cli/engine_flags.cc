@@ -4,6 +4,7 @@
 #include <string>
 
 #include "absl/flags/flag.h"
+#include "inference/engine/speculative_mode.h"
 #include "inference/gguf/gguf_file.h"
 
 ABSL_FLAG(int32_t, ctx_size, 4096,
@@ -15,6 +16,11 @@ ABSL_FLAG(int32_t, max_draft, 3,
           "Speculative decoding: the longest draft (prompt lookup or the model's MTP head) a "
           "sequence verifies per step, 0 to 8; 0 turns speculation off. Requests may ask for "
           "less (speculative.max_draft), never more. The output is the same either way.");
+ABSL_FLAG(int64_t, mtp_draft_vocab, qwen::engine::kDefaultMtpDraftVocab,
+          "Speculative decoding: the MTP head drafts among the token ids below this (Qwen's most "
+          "frequent) and the special tokens, reading that share of the LM head per draft step "
+          "instead of all of it; 0: the whole vocabulary. The output is the same either way; "
+          "only how often drafts are right can change.");
 ABSL_FLAG(int64_t, image_min_pixels, 8 * 32 * 32,
           "Images are resized (aspect kept, sides multiples of 32) to at least this many pixels; "
           "each 32x32 block is one image token.");

@@ -14,6 +14,7 @@
 ABSL_DECLARE_FLAG(int32_t, ctx_size);
 ABSL_DECLARE_FLAG(std::string, kv_type);
 ABSL_DECLARE_FLAG(int32_t, max_draft);
+ABSL_DECLARE_FLAG(int64_t, mtp_draft_vocab);
 ABSL_DECLARE_FLAG(std::string, mmproj);
 ABSL_DECLARE_FLAG(std::string, packed_dir);
 ABSL_DECLARE_FLAG(int64_t, image_min_pixels);

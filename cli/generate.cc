@@ -377,6 +377,10 @@ absl::Status Generate() {
     return absl::InvalidArgumentError(
         absl::StrCat("--max_draft: must be between 0 and ", engine::kMaxDraftTokens));
   }
+  eo.mtp_draft_vocab = absl::GetFlag(FLAGS_mtp_draft_vocab);
+  if (eo.mtp_draft_vocab < 0) {
+    return absl::InvalidArgumentError("--mtp_draft_vocab: must be 0 or more");
+  }
   ASSIGN_OR_RETURN(const engine::SpeculativeMode speculative,
                    engine::ParseSpeculativeMode(absl::GetFlag(FLAGS_speculative), "--speculative"));
   if (speculative == engine::SpeculativeMode::kMtp && !model->has_mtp()) {

@@ -119,6 +119,7 @@ int RunServe(int argc, char** argv) {
   }
   p.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
   p.max_draft = absl::GetFlag(FLAGS_max_draft);
+  p.mtp_draft_vocab = absl::GetFlag(FLAGS_mtp_draft_vocab);
   p.mmproj_path = VisionTowerPath(model_files);
   p.image_min_pixels = absl::GetFlag(FLAGS_image_min_pixels);
   p.image_max_pixels = absl::GetFlag(FLAGS_image_max_pixels);

@@ -101,6 +101,7 @@ absl::Status ValidateServeOptions(const service::FrontEndOptions& o) {
       InRange("ctx_size", p.ctx_size, 2, int64_t{1} << 24),
       InRange("prefill_chunk", p.prefill_chunk, 1, int64_t{1} << 16),
       InRange("max_draft", p.max_draft, 0, engine::kMaxDraftTokens),
+      InRange("mtp_draft_vocab", p.mtp_draft_vocab, 0, int64_t{1} << 31),
       InRange("prefix_cache_mb", p.prefix_cache_mb, service::kAutoPrefixCacheMb, int64_t{1} << 30),
       InRange("snapshot_interval", p.snapshot_interval, 1, int64_t{1} << 24),
       InRange("vision_cache_mb", p.vision_cache_mb, 0, int64_t{1} << 30),

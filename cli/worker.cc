@@ -63,6 +63,7 @@ int RunWorker(int argc, char** argv) {
   o.kv_type = *kv;
   o.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
   o.max_draft = absl::GetFlag(FLAGS_max_draft);
+  o.mtp_draft_vocab = absl::GetFlag(FLAGS_mtp_draft_vocab);
   o.mmproj_path = VisionTowerPath(*model);
   o.packed_dir = absl::GetFlag(FLAGS_packed_dir);
   o.prefix_cache_mb = *prefix_cache_mb;

@@ -188,6 +188,7 @@ absl::Status WorkerPool::SpawnLocked(Worker& w) {
       absl::StrCat("--kv_type=", model::KvTypeName(options_.kv_type)),
       absl::StrCat("--prefill_chunk=", options_.prefill_chunk),
       absl::StrCat("--max_draft=", options_.max_draft),
+      absl::StrCat("--mtp_draft_vocab=", options_.mtp_draft_vocab),
       absl::StrCat("--prefix_cache_mb=", options_.prefix_cache_mb),
       absl::StrCat("--snapshot_interval=", options_.snapshot_interval),
       absl::StrCat("--packed_dir=", options_.packed_dir),

@@ -16,6 +16,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
+#include "inference/engine/speculative_mode.h"
 #include "inference/model/state.h"
 #include "inference/vision/vision.h"
 #include "qwen/worker/v1/worker.grpc.pb.h"
@@ -32,6 +33,7 @@ struct WorkerPoolOptions {
   model::KvType kv_type = model::kDefaultKvType;
   int64_t prefill_chunk = 256;  // prompt tokens per engine step
   int64_t max_draft = 3;        // speculative decoding's longest draft (0: off)
+  int64_t mtp_draft_vocab = engine::kDefaultMtpDraftVocab;  // EngineOptions::mtp_draft_vocab
   // The vision tower (--mmproj; empty: no image input) and the image size bounds.
   std::string mmproj_path;
   int64_t image_min_pixels = vision::PreprocessOptions().min_pixels;

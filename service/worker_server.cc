@@ -745,6 +745,7 @@ absl::Status RunWorker(const WorkerOptions& options) {
   eo.kv_type = options.kv_type;
   eo.prefill_chunk = options.prefill_chunk;
   eo.max_draft = static_cast<int>(options.max_draft);
+  eo.mtp_draft_vocab = options.mtp_draft_vocab;
   int64_t prefix_cache_mb = options.prefix_cache_mb;
   if (prefix_cache_mb == kAutoPrefixCacheMb) {
     // A worker started by hand; `qwen serve` passes the number it resolved.

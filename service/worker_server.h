@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "inference/engine/speculative_mode.h"
 #include "inference/model/state.h"
 
 namespace qwen::service {
@@ -23,6 +24,7 @@ struct WorkerOptions {
   model::KvType kv_type = model::kDefaultKvType;
   int64_t prefill_chunk = 256;  // prompt tokens per engine step
   int64_t max_draft = 3;        // speculative decoding's longest draft (0: off)
+  int64_t mtp_draft_vocab = engine::kDefaultMtpDraftVocab;  // EngineOptions::mtp_draft_vocab
   // The vision tower's GGUF; empty: requests with images fail (FAILED_PRECONDITION).
   std::string mmproj_path;
   // Where the packed copy of the weights is shared between workers (model::LoadOptions); empty:

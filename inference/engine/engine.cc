@@ -46,9 +46,16 @@ struct Engine::Sequence {
   bool drafts_counted = false;  // they came from a drafter (not from forced tokens)
   int32_t drafted = 0;
   int32_t accepted = 0;
-  double accept_rate = 1.0;  // moving average of the accepted share of drafts
-  int paused = 0;            // steps left without drafting (the adaptive switch)
-  int backoff = 8;           // the next pause's length
+  // The adaptive switch: the accepted and drafted tokens of recent steps (each step's counts
+  // weigh 0.9 times less per later step), from a prior of 1 in 4. Counting tokens rather than
+  // averaging each step's share keeps a good drafter's unlucky steps (a first draft refused
+  // wastes all k) from pausing it. A sequence starts with a probe, as after a pause: a
+  // drafter that is never right costs one draft token before it stops.
+  double recent_accepted = 0.5;
+  double recent_drafted = 2.0;
+  int paused = 0;       // steps left without drafting
+  int backoff = 8;      // the next pause's length
+  bool probing = true;  // the next draft is one token, a cheap probe (at the start, after a pause)
 
   bool decoding() const { return prefilled == static_cast<int64_t>(req.prompt.size()); }
   // Its prompt cannot be fed yet: its images are not encoded.
@@ -677,13 +684,20 @@ bool Engine::Step() {
         seq->accepted += na;
         drafted += nd;
         accepted += na;
-        // The adaptive switch: drafts that are mostly refused cost more than they save.
-        seq->accept_rate = 0.7 * seq->accept_rate + 0.3 * static_cast<double>(na) / nd;
-        if (seq->accept_rate < 0.3) {
+        // The adaptive switch: a drafted token costs about a fifth of a decode step (its verify
+        // column and its share of the draft passes), so drafts of which fewer than a quarter
+        // are kept cost more than they save.
+        seq->recent_accepted = 0.9 * seq->recent_accepted + na;
+        seq->recent_drafted = 0.9 * seq->recent_drafted + nd;
+        const double rate = seq->recent_accepted / seq->recent_drafted;
+        seq->probing = false;
+        if (rate < 0.25) {
           seq->paused = seq->backoff;
           seq->backoff = std::min(seq->backoff * 2, 128);
-          seq->accept_rate = 0.3;  // one good probe resumes, a bad one pauses longer
-        } else if (seq->accept_rate >= 0.5) {
+          // One kept probe token resumes (rate 0.52), a refused one pauses longer (0.16).
+          seq->recent_accepted = 0.5;
+          seq->recent_drafted = 2.0;
+        } else if (rate >= 0.4) {
           seq->backoff = 8;
         }
       }
@@ -801,36 +815,63 @@ void Engine::PlanDrafts() {
     seq->fed.assign(1, seq->last_token);
     seq->drafts_counted = false;
   }
-  // Drafts only fill the room the decoding sequences leave in a step.
+  // Drafts only fill the room the decoding sequences leave in a step, shared out one position
+  // at a time in admission order: with several sequences drafting, a step runs the MTP head as
+  // many times as its longest draft, so short drafts for all beat long ones for a few.
   int64_t room = options_.speculative_step_tokens - static_cast<int64_t>(decoding.size());
+  if (room <= 0) return;
+  std::vector<int64_t> cap(decoding.size(), 0);
+  for (size_t i = 0; i < decoding.size(); ++i) {
+    Sequence* seq = decoding[i];
+    if (seq->max_draft <= 0) continue;
+    const model::SequenceState& state = *slots_[seq->slot].state;
+    // Rows past max_tokens or the context could never be kept.
+    int64_t k = seq->max_draft;
+    k = std::min<int64_t>(k, seq->req.max_tokens - seq->generated - 1);
+    k = std::min<int64_t>(k, state.capacity() - state.n_past() - 2);
+    if (k <= 0) continue;
+    const auto& forced = seq->req.forced_tokens;
+    if (seq->generated < static_cast<int32_t>(forced.size())) {
+      // Forced tokens are known: they verify as drafts that are always right.
+      cap[i] = std::min<int64_t>(k, forced.size() - seq->generated);
+      continue;
+    }
+    if (seq->paused > 0) {
+      if (--seq->paused == 0) seq->probing = true;
+      continue;
+    }
+    cap[i] = seq->probing ? 1 : k;
+  }
+  std::vector<int64_t> share(decoding.size(), 0);
+  for (bool more = true; more && room > 0;) {
+    more = false;
+    for (size_t i = 0; i < decoding.size() && room > 0; ++i) {
+      if (share[i] < cap[i]) {
+        ++share[i];
+        --room;
+        more = true;
+      }
+    }
+  }
+
   std::vector<model::DraftSlot> mtp_slots;
   std::vector<Sequence*> mtp_seqs;
   std::vector<std::vector<int32_t>> mtp_drafts(decoding.size());
   std::vector<std::vector<int32_t>> replacing(decoding.size());  // test_drafter_runs_mtp
   std::vector<int32_t> context;
-  for (Sequence* seq : decoding) {
-    if (room <= 0) break;
-    if (seq->max_draft <= 0) continue;
-    const model::SequenceState& state = *slots_[seq->slot].state;
-    // Rows past max_tokens or the context could never be kept.
-    int64_t k = std::min<int64_t>(seq->max_draft, room);
-    k = std::min<int64_t>(k, seq->req.max_tokens - seq->generated - 1);
-    k = std::min<int64_t>(k, state.capacity() - state.n_past() - 2);
+  const int64_t V = model_->config().n_vocab;
+  for (size_t i = 0; i < decoding.size(); ++i) {
+    Sequence* seq = decoding[i];
+    const int64_t k = share[i];
     if (k <= 0) continue;
-    // Forced tokens are known: they verify as drafts that are always right.
     const auto& forced = seq->req.forced_tokens;
     if (seq->generated < static_cast<int32_t>(forced.size())) {
-      const int64_t n = std::min<int64_t>(k, forced.size() - seq->generated);
       seq->fed.insert(seq->fed.end(), forced.begin() + seq->generated,
-                      forced.begin() + seq->generated + n);
-      room -= n;
-      continue;
-    }
-    if (seq->paused > 0) {
-      --seq->paused;
+                      forced.begin() + seq->generated + k);
       continue;
     }
     const Slot& slot = slots_[seq->slot];
+    const model::SequenceState& state = *slot.state;
     std::vector<int32_t> drafts;
     const SpeculativeMode mode = seq->req.speculative;
     if (options_.test_drafter) {
@@ -842,43 +883,33 @@ void Engine::PlanDrafts() {
       context.push_back(seq->last_token);
       drafts = PromptLookupDraft(context, static_cast<int>(k));
     }
-    const int64_t V = model_->config().n_vocab;
     drafts.erase(
         std::remove_if(drafts.begin(), drafts.end(), [V](int32_t t) { return t < 0 || t >= V; }),
         drafts.end());
     if (drafts.size() > static_cast<size_t>(k)) drafts.resize(k);
     const bool mtp_ready = seq->mtp_catch_up && state.mtp_past() == state.n_past();
-    if (options_.test_drafter && options_.test_drafter_runs_mtp && mtp_ready) {
-      const size_t i = mtp_seqs.size();
-      replacing[i] = std::move(drafts);
+    const bool run_mtp = options_.test_drafter ? options_.test_drafter_runs_mtp && mtp_ready
+                                               : drafts.empty() && mtp_ready;
+    if (run_mtp) {
+      const size_t j = mtp_seqs.size();
+      replacing[j] = std::move(drafts);
       mtp_seqs.push_back(seq);
       mtp_slots.push_back(
-          {slots_[seq->slot].state.get(), seq->last_token, static_cast<int>(k), &mtp_drafts[i]});
-      room -= k;
-      continue;
-    }
-    if (drafts.empty() && !options_.test_drafter && mtp_ready) {
-      const size_t i = mtp_seqs.size();
-      mtp_seqs.push_back(seq);
-      mtp_slots.push_back(
-          {slots_[seq->slot].state.get(), seq->last_token, static_cast<int>(k), &mtp_drafts[i]});
-      room -= k;
+          {slots_[seq->slot].state.get(), seq->last_token, static_cast<int>(k), &mtp_drafts[j]});
       continue;
     }
     if (drafts.empty()) continue;
     seq->fed.insert(seq->fed.end(), drafts.begin(), drafts.end());
     seq->drafts_counted = true;
-    room -= static_cast<int64_t>(drafts.size());
   }
   if (mtp_slots.empty()) return;
   // One batch for every sequence drafting with the head. A failure only costs the drafts.
-  if (!model_->MtpDraft(*ctx_, mtp_slots).ok()) return;
-  for (size_t i = 0; i < mtp_seqs.size(); ++i) {
-    const std::vector<int32_t>& d =
-        options_.test_drafter && options_.test_drafter_runs_mtp ? replacing[i] : mtp_drafts[i];
+  if (!model_->MtpDraft(*ctx_, mtp_slots, options_.mtp_draft_vocab).ok()) return;
+  for (size_t j = 0; j < mtp_seqs.size(); ++j) {
+    const std::vector<int32_t>& d = options_.test_drafter ? replacing[j] : mtp_drafts[j];
     if (d.empty()) continue;
-    mtp_seqs[i]->fed.insert(mtp_seqs[i]->fed.end(), d.begin(), d.end());
-    mtp_seqs[i]->drafts_counted = true;
+    mtp_seqs[j]->fed.insert(mtp_seqs[j]->fed.end(), d.begin(), d.end());
+    mtp_seqs[j]->drafts_counted = true;
   }
 }
 

@@ -53,6 +53,10 @@ struct EngineOptions {
   // (at the default 8, with 8 sequences decoding nobody drafts).
   int max_draft = 3;
   int speculative_step_tokens = 8;
+  // The MTP head drafts among the token ids below this and the special tokens (see
+  // model::Model::MtpDraft): a draft step then reads about an eighth of the 4B model's LM head
+  // instead of all of it. 0: the whole vocabulary. The output is the same either way.
+  int64_t mtp_draft_vocab = kDefaultMtpDraftVocab;
   // Tests only: when set, drafts come from here instead of prompt lookup and the MTP head, for
   // every request whose mode is not kOff. `context` is the sequence's tokens so far (prompt,
   // output, the last sampled token included); at most `n` of the returned tokens are used.

@@ -2,6 +2,8 @@
 #ifndef QWEN_INFERENCE_ENGINE_SPECULATIVE_MODE_H_
 #define QWEN_INFERENCE_ENGINE_SPECULATIVE_MODE_H_
 
+#include <cstdint>
+
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
@@ -48,6 +50,10 @@ inline absl::string_view SpeculativeModeName(SpeculativeMode mode) {
 
 // The longest draft a request may ask for.
 inline constexpr int kMaxDraftTokens = 8;
+
+// The MTP head's default draft vocabulary (EngineOptions::mtp_draft_vocab): the 32,768 most
+// frequent ids (an eighth of Qwen3.5's 248,320) and the special tokens.
+inline constexpr int64_t kDefaultMtpDraftVocab = 32768;
 
 }  // namespace qwen::engine
 

@@ -181,7 +181,17 @@ class Model {
   // n_past() + i and rotary position next_position() + i of the head's KV cache, which the
   // next Forward() with Segment::mtp overwrites with the true values. The trunk's state is not
   // touched. FAILED_PRECONDITION without the head or when a sequence's head is behind its trunk.
-  absl::Status MtpDraft(ops::ComputeContext& ctx, absl::Span<const DraftSlot> slots);
+  //
+  // `draft_vocab` > 0 (and below the vocabulary) limits the head's choice to the token ids
+  // below it (rounded up to a multiple of 16) and the vocabulary's control and user-defined
+  // tokens (end of turn, </think>, <tool_call>, ...): a draft step then reads that share of the
+  // LM head instead of all of it, which for the 4B model's 248,320 tokens is a quarter of the
+  // weights. Qwen's ids are BPE merge ranks, so low ids are the frequent tokens (the idea of
+  // FR-Spec, Zhao et al. 2025). Verification still scores the whole vocabulary: only how often a
+  // draft is right can change, never the output. A slot that asks for its draft logits gets the
+  // whole vocabulary's.
+  absl::Status MtpDraft(ops::ComputeContext& ctx, absl::Span<const DraftSlot> slots,
+                        int64_t draft_vocab = 0);
 
  private:
   explicit Model(std::shared_ptr<const gguf::GgufFile> file) : file_(std::move(file)) {}
@@ -242,6 +252,15 @@ class Model {
   std::vector<int32_t> positions4_;  // [n, 4] M-RoPE streams, when a segment brings them
   bool multi_positions_ = false;     // positions4_ is in use for this batch
   std::vector<float> draft_logits_;  // MtpDraft's logit rows of one step
+  // The vocabulary's control and user-defined token ids, ascending (MtpDraft's draft_vocab).
+  std::vector<int32_t> special_ids_;
+  // The LM head's rows of the special ids at or above draft_extra_from_, copied from the file's
+  // rows (not packed: a few hundred rows at most), for a draft vocabulary of that size.
+  int64_t draft_extra_from_ = -1;
+  std::vector<int32_t> draft_extra_ids_;
+  std::vector<uint8_t> draft_extra_rows_;
+  ops::Weight draft_extra_;
+  std::vector<float> draft_extra_logits_;  // [n, draft_extra_ids_.size()]
 };
 
 }  // namespace qwen::model

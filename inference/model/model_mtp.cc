@@ -67,6 +67,14 @@ absl::Status Model::LoadMtp() {
   ASSIGN_OR_RETURN(L.attn_q_norm, vector("attn_q_norm.weight", c.head_dim));
   ASSIGN_OR_RETURN(L.attn_k_norm, vector("attn_k_norm.weight", c.head_dim));
   c.has_mtp = true;
+  // The tokens a restricted draft vocabulary must keep (MtpDraft): GGUF token types 3 (control)
+  // and 4 (user-defined); 5 (unused) are padding.
+  if (file_->Has("tokenizer.ggml.token_type")) {
+    ASSIGN_OR_RETURN(std::vector<int64_t> types, file_->GetIntArray("tokenizer.ggml.token_type"));
+    for (int64_t id = 0; id < static_cast<int64_t>(types.size()) && id < c.n_vocab; ++id) {
+      if (types[id] == 3 || types[id] == 4) special_ids_.push_back(static_cast<int32_t>(id));
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -183,7 +191,8 @@ void Model::MtpCatchUp(ops::ComputeContext& ctx, absl::Span<const Segment> segme
   ctx.NoteLayerDone();
 }
 
-absl::Status Model::MtpDraft(ops::ComputeContext& ctx, absl::Span<const DraftSlot> slots) {
+absl::Status Model::MtpDraft(ops::ComputeContext& ctx, absl::Span<const DraftSlot> slots,
+                             int64_t draft_vocab) {
   const ModelConfig& c = config_;
   if (!c.has_mtp) return absl::FailedPreconditionError("the model has no MTP head");
   int max_k = 0;
@@ -213,6 +222,31 @@ absl::Status Model::MtpDraft(ops::ComputeContext& ctx, absl::Span<const DraftSlo
   }
   const int64_t E = c.n_embd;
   const int64_t V = c.n_vocab;
+  // The head's vocabulary: [0, V), or [0, n_head) and the special ids above it.
+  int64_t n_head = V;
+  const bool any_logits = std::any_of(slots.begin(), slots.end(),
+                                      [](const DraftSlot& d) { return d.logits != nullptr; });
+  if (draft_vocab > 0 && !any_logits) n_head = std::min(V, (draft_vocab + 15) / 16 * 16);
+  ops::Weight head = lm_head_;
+  head.n_out = n_head;  // packed groups of 16 rows: the first n_head / 16 are a prefix
+  if (n_head < V && draft_extra_from_ != n_head) {
+    draft_extra_from_ = n_head;
+    draft_extra_ids_.clear();
+    for (int32_t id : special_ids_) {
+      if (id >= n_head) draft_extra_ids_.push_back(id);
+    }
+    const size_t rb = lm_head_.row_bytes;
+    draft_extra_rows_.resize(draft_extra_ids_.size() * rb);
+    for (size_t i = 0; i < draft_extra_ids_.size(); ++i) {
+      std::memcpy(draft_extra_rows_.data() + i * rb, lm_head_.row(draft_extra_ids_[i]), rb);
+    }
+    draft_extra_ = lm_head_;
+    draft_extra_.data = draft_extra_rows_.data();
+    draft_extra_.packed = nullptr;
+    draft_extra_.n_out = static_cast<int64_t>(draft_extra_ids_.size());
+  }
+  const int64_t n_extra =
+      n_head < V ? static_cast<int64_t>(draft_extra_ids_.size()) : int64_t{0};
   std::vector<int32_t> cur(slots.size());
   std::vector<float> hid(slots.size() * E);
   for (size_t j = 0; j < slots.size(); ++j) {
@@ -243,12 +277,25 @@ absl::Status Model::MtpDraft(ops::ComputeContext& ctx, absl::Span<const DraftSlo
     TextPositions(sub, pos0);
     float* fin = Buffer(kMtpFinal, m * E);
     MtpBlock(ctx, sub, tokens.data(), hin, m, cell0, fin);
-    draft_logits_.resize(m * V);
-    ops::MatMul(ctx, lm_head_, fin, m, draft_logits_.data());
+    draft_logits_.resize(m * n_head);
+    ops::MatMul(ctx, head, fin, m, draft_logits_.data());
+    if (n_extra > 0) {
+      draft_extra_logits_.resize(m * n_extra);
+      ops::MatMul(ctx, draft_extra_, fin, m, draft_extra_logits_.data());
+    }
     for (int64_t r = 0; r < m; ++r) {
       const DraftSlot& d = slots[which[r]];
-      const float* l = draft_logits_.data() + r * V;
-      const int32_t best = static_cast<int32_t>(std::max_element(l, l + V) - l);
+      const float* l = draft_logits_.data() + r * n_head;
+      int32_t best = static_cast<int32_t>(std::max_element(l, l + n_head) - l);
+      float best_logit = l[best];
+      // Ties go to the lowest id, as over the whole vocabulary: the special ids are above.
+      for (int64_t i = 0; i < n_extra; ++i) {
+        const float x = draft_extra_logits_[r * n_extra + i];
+        if (x > best_logit) {
+          best_logit = x;
+          best = draft_extra_ids_[i];
+        }
+      }
       d.drafts->push_back(best);
       if (d.logits != nullptr) d.logits->insert(d.logits->end(), l, l + V);
       cur[which[r]] = best;

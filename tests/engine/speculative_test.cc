@@ -479,6 +479,111 @@ double ChiSquareQuantile(int dof, double z) {
 // at a false-failure rate of 0.1% (the seeds are fixed, so the outcome is too: it was drawn once
 // with that chance of failing a correct engine). That the same seed gives the very same tokens
 // with and without speculation is checked above, bit for bit.
+// The room a step leaves for drafts is shared out one position at a time (4 sequences decoding
+// in a step of 8 positions draft one token each, not 3 + 1 + 0 + 0: several sequences drafting
+// with the MTP head cost as many head passes as the longest draft); a sequence starts with a
+// probe of one token, and a drafter that is always wrong only ever probes, after pauses of 8,
+// 16, 32 ... steps, while one that is mostly right drafts 3 every step after the first.
+TEST(EngineSpeculativeScheduling, RoomIsSharedAndRefusedDraftsPauseThenProbeWithOneToken) {
+  auto m = LoadModel("models/tiny-qwen35-q8_0.gguf");
+  ASSERT_NE(m.model, nullptr);
+  std::shared_ptr<model::Model> model(std::move(m.model));
+  const int32_t V = static_cast<int32_t>(model->config().n_vocab);
+  const std::vector<int32_t> prompt = RandomTokens(12, 7, V);
+  absl::Mutex mu;
+  std::vector<int> asked;  // n of every drafter call, in order
+  std::vector<int32_t> plain;
+  bool right = true;
+  auto make = [&](int slots, int max_draft) {
+    EngineOptions o;
+    o.n_slots = slots;
+    o.n_ctx = 128;
+    o.n_threads = 2;
+    o.max_draft = max_draft;
+    o.speculative_step_tokens = 8;
+    o.test_drafter = [&](uint64_t, absl::Span<const int32_t> c, int n) {
+      absl::MutexLock lock(&mu);
+      asked.push_back(n);
+      const int64_t g = static_cast<int64_t>(c.size()) - static_cast<int64_t>(prompt.size());
+      std::vector<int32_t> d;
+      for (int64_t p = g; p < g + n && p < static_cast<int64_t>(plain.size()); ++p) {
+        d.push_back(right ? plain[p] : (plain[p] + 1) % V);
+      }
+      return d;
+    };
+    auto e = Engine::Create(model, o);
+    EXPECT_TRUE(e.ok()) << e.status();
+    return std::move(*e);
+  };
+  auto run = [&](Engine& e, int n_requests, int max_tokens) {
+    std::vector<std::shared_ptr<Sink>> sinks;
+    for (int i = 0; i < n_requests; ++i) {
+      GenerationRequest r;
+      r.id = static_cast<uint64_t>(i + 1);
+      r.prompt = prompt;
+      r.max_tokens = max_tokens;
+      r.sampling.temperature = 0;
+      auto sink = std::make_shared<Sink>();
+      EXPECT_TRUE(e.Submit(r, sink).ok());
+      sinks.push_back(sink);
+    }
+    std::vector<std::vector<int32_t>> out;
+    for (auto& s : sinks) {
+      EXPECT_TRUE(s->done.WaitForNotificationWithTimeout(absl::Seconds(300)));
+      absl::MutexLock lock(&s->mu_);
+      out.push_back(s->tokens);
+    }
+    return out;
+  };
+  {
+    auto e = make(4, 0);
+    plain = run(*e, 1, 40)[0];
+    ASSERT_EQ(plain.size(), 40u);
+  }
+  // Four sequences in step (same prompt, prefilled together, same length): one draft each.
+  {
+    auto e = make(4, 3);
+    const auto out = run(*e, 4, 40);
+    for (const auto& o : out) EXPECT_EQ(o, plain);
+    absl::MutexLock lock(&mu);
+    ASSERT_FALSE(asked.empty());
+    for (int n : asked) EXPECT_EQ(n, 1);
+    asked.clear();
+  }
+  // One sequence alone, wrong every time: the first probe, then probes after pauses of 8 and 16
+  // steps (the next, after 32, is beyond these 40 tokens).
+  {
+    right = false;
+    auto e = make(4, 3);
+    EXPECT_EQ(run(*e, 1, 40)[0], plain);
+    absl::MutexLock lock(&mu);
+    EXPECT_EQ(asked, (std::vector<int>{1, 1, 1}));
+    asked.clear();
+  }
+  // Right 60% of the time (a token's draft is wrong when its position is a multiple of 5 or
+  // 5k + 2), a drafter keeps drafting whatever its unlucky steps: no probes of one token.
+  {
+    right = true;
+    auto e = make(4, 3);
+    // Wrong where the drafter's hash says so: rebuild plain with a pattern.
+    const std::vector<int32_t> good = plain;
+    for (size_t p = 0; p < plain.size(); ++p) {
+      if (p % 5 == 0 || p % 5 == 2) plain[p] = (good[p] + 1) % V;
+    }
+    const auto out = run(*e, 1, 40)[0];
+    plain = good;
+    EXPECT_EQ(out, good);
+    absl::MutexLock lock(&mu);
+    // The first step probes (position 1: right), every later one drafts 3 but the last, which
+    // max_tokens shortens.
+    ASSERT_GE(asked.size(), 10u) << ::testing::PrintToString(asked);
+    EXPECT_EQ(asked[0], 1);
+    for (size_t i = 1; i + 1 < asked.size(); ++i) {
+      EXPECT_EQ(asked[i], 3) << "call " << i << " of " << ::testing::PrintToString(asked);
+    }
+  }
+}
+
 TEST(EngineSpeculativeSampling, TokenFrequenciesMatchPlainSampling) {
   auto m = LoadModel("models/tiny-qwen35-q8_0.gguf");
   ASSERT_NE(m.model, nullptr);

@@ -198,7 +198,7 @@ class MtpHead : public ::testing::Test {
   static void Draft(model::Model& m, ops::ComputeContext& ctx, int64_t chunk, int32_t next, int k,
                     std::vector<int32_t>* drafts, std::vector<float>* logits,
                     std::vector<uint8_t>* trunk_before = nullptr,
-                    std::vector<uint8_t>* trunk_after = nullptr) {
+                    std::vector<uint8_t>* trunk_after = nullptr, int64_t draft_vocab = 0) {
     const std::vector<int32_t> prompt = Prompt(m.config().n_vocab);
     auto st = m.NewState(128);
     ASSERT_TRUE(st.ok());
@@ -221,7 +221,7 @@ class MtpHead : public ::testing::Test {
     };
     trunk(trunk_before);
     model::DraftSlot slot{&state, next, k, drafts, logits};
-    absl::Status s = m.MtpDraft(ctx, {slot});
+    absl::Status s = m.MtpDraft(ctx, {slot}, draft_vocab);
     ASSERT_TRUE(s.ok()) << s;
     trunk(trunk_after);
   }
@@ -302,6 +302,49 @@ TEST_F(MtpHead, DraftsDependOnTheSequenceNotOnHowItWasFed) {
   ASSERT_EQ(single.size(), 1u);
   EXPECT_EQ(single[0], whole[0]);
   EXPECT_TRUE(std::equal(ls.begin(), ls.end(), lw.begin()));
+}
+
+// A restricted draft vocabulary (Model::MtpDraft's draft_vocab): each draft is the argmax of
+// the whole vocabulary's draft logits over the ids below the limit (rounded up to 16) and the
+// control and user-defined tokens, ties to the lowest id; asking for logits gets them all.
+TEST_F(MtpHead, RestrictedDraftVocabularyIsTheArgmaxOverItsIds) {
+  LoadedModel m = LoadModel("models/tiny-qwen35-mtp-q3_k_m.gguf");
+  ASSERT_NE(m.model, nullptr);
+  const int64_t V = m.model->config().n_vocab;
+  auto types = m.model->file().GetIntArray("tokenizer.ggml.token_type");
+  ASSERT_TRUE(types.ok()) << types.status();
+  std::vector<bool> allowed(V, false);
+  const int64_t limit = 200, rounded = 208;  // of the fixture's 1024 ids
+  int64_t specials_above = 0;
+  for (int64_t id = 0; id < V; ++id) {
+    const bool special = id < static_cast<int64_t>(types->size()) &&
+                         ((*types)[id] == 3 || (*types)[id] == 4);
+    allowed[id] = id < rounded || special;
+    if (special && id >= rounded) ++specials_above;
+  }
+  ASSERT_GT(specials_above, 0) << "the fixture's vocabulary has control tokens at its end";
+  int differ = 0;
+  for (int32_t next : {9, 100, 300, 500, 700, 900, 1000, 1010}) {
+    ASSERT_LT(next, V);
+    std::vector<int32_t> full, restricted, with_logits;
+    std::vector<float> logits, logits_restricted;
+    Draft(*m.model, ctx_, 64, next, 1, &full, &logits);
+    Draft(*m.model, ctx_, 64, next, 1, &restricted, nullptr, nullptr, nullptr, limit);
+    ASSERT_EQ(restricted.size(), 1u);
+    int32_t best = -1;
+    for (int64_t id = 0; id < V; ++id) {
+      if (allowed[id] && (best < 0 || logits[id] > logits[best])) best = static_cast<int32_t>(id);
+    }
+    EXPECT_EQ(restricted[0], best) << "after token " << next;
+    differ += restricted[0] != full[0];
+    // Asking for the logits gets the whole vocabulary's, and its argmax.
+    Draft(*m.model, ctx_, 64, next, 1, &with_logits, &logits_restricted, nullptr, nullptr, limit);
+    EXPECT_EQ(with_logits, full);
+    EXPECT_TRUE(logits_restricted == logits);
+  }
+  // Random weights put the whole vocabulary's argmax outside the first 208 ids most of the time:
+  // the restriction is not vacuous.
+  EXPECT_GT(differ, 0);
 }
 
 }  // namespace
