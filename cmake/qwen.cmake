@@ -77,15 +77,23 @@ endfunction()
 set(QWEN_TEST_PACKED_DIR ${CMAKE_BINARY_DIR}/test-packed)
 file(MAKE_DIRECTORY ${QWEN_TEST_PACKED_DIR})
 
-# qwen_test(NAME name LABEL unit|conformance|e2e|bench [kernels] SOURCES ... LIBS ... [TIMEOUT s])
+# qwen_test(NAME name LABEL unit|conformance|e2e|bench [kernels] SOURCES ... LIBS ... [TIMEOUT s]
+#           [EMULATED_SHARDS n])
 # One gtest executable registered with ctest, run from the source tree so it finds tests/data.
 # LABEL takes several labels (LABEL "unit;kernels" arrives as two arguments).
+# EMULATED_SHARDS: under an emulator (a cross build's tests, 10-30 times slower), the executable
+# is registered as n ctest tests name_shard_0 ... name_shard_<n-1>, each running every n-th of its
+# test cases (gtest's GTEST_TOTAL_SHARDS / GTEST_SHARD_INDEX): together exactly the cases of one
+# run, but ctest can spread them over its jobs and each has its own timeout. Natively: one test.
 function(qwen_test)
-  cmake_parse_arguments(T "" "NAME;TIMEOUT" "LABEL;SOURCES;LIBS" ${ARGN})
+  cmake_parse_arguments(T "" "NAME;TIMEOUT;EMULATED_SHARDS" "LABEL;SOURCES;LIBS" ${ARGN})
   add_executable(${T_NAME} ${T_SOURCES})
   target_link_libraries(${T_NAME} PRIVATE ${T_LIBS} GTest::gtest GTest::gmock GTest::gtest_main)
   set_target_properties(${T_NAME} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/bin/tests)
-  add_test(NAME ${T_NAME} COMMAND ${T_NAME} WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+  set(shards 1)
+  if(T_EMULATED_SHARDS AND CMAKE_CROSSCOMPILING_EMULATOR)
+    set(shards ${T_EMULATED_SHARDS})
+  endif()
   if(NOT T_TIMEOUT)
     set(T_TIMEOUT 600)
   endif()
@@ -102,8 +110,18 @@ function(qwen_test)
     list(JOIN CMAKE_CROSSCOMPILING_EMULATOR " " emulator)
     list(APPEND env "QWEN_TEST_EMULATOR=${emulator}")
   endif()
-  set_tests_properties(${T_NAME} PROPERTIES LABELS "${T_LABEL}" TIMEOUT ${T_TIMEOUT}
-    ENVIRONMENT "${env}")
+  if(shards EQUAL 1)
+    add_test(NAME ${T_NAME} COMMAND ${T_NAME} WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+    set_tests_properties(${T_NAME} PROPERTIES LABELS "${T_LABEL}" TIMEOUT ${T_TIMEOUT}
+      ENVIRONMENT "${env}")
+  else()
+    math(EXPR last "${shards} - 1")
+    foreach(i RANGE ${last})
+      add_test(NAME ${T_NAME}_shard_${i} COMMAND ${T_NAME} WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+      set_tests_properties(${T_NAME}_shard_${i} PROPERTIES LABELS "${T_LABEL}" TIMEOUT ${T_TIMEOUT}
+        ENVIRONMENT "${env};GTEST_TOTAL_SHARDS=${shards};GTEST_SHARD_INDEX=${i}")
+    endforeach()
+  endif()
 endfunction()
 
 # qwen_benchmark(NAME name SOURCES ... LIBS ...): a Google Benchmark program, labelled bench.

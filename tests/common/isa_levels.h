@@ -54,8 +54,10 @@ inline std::string RunAtIsa(Isa isa, const std::string& filter) {
     return "";
   }
   close(fd);
+  // The child runs exactly `filter`: a sharded parent's shard (GTEST_TOTAL_SHARDS, see
+  // qwen_test's EMULATED_SHARDS) would otherwise leave it nothing to run in most shards.
   const CommandResult r = RunCommand(absl::StrCat(
-      "QWEN_ISA=", IsaName(isa), " QWEN_TEST_CHILD_OUT=", out_path, " ", EmulatorPrefix(), "'", exe,
+      "env -u GTEST_TOTAL_SHARDS -u GTEST_SHARD_INDEX QWEN_ISA=", IsaName(isa), " QWEN_TEST_CHILD_OUT=", out_path, " ", EmulatorPrefix(), "'", exe,
       "' '--gtest_filter=", filter, "' --gtest_also_run_disabled_tests --gtest_brief=1 2>&1"));
   std::string bytes = ReadFile(out_path);
   unlink(out_path);
