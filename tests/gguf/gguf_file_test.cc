@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <random>
+#include <cstring>
 #include <string>
 #include <utility>
 #include <vector>
@@ -147,7 +148,10 @@ TEST(GgufFile, FlippedHeaderBytesNeverCrash) {
       }  // the parsed file (which may point into the copy) is gone before the copy is restored
       for (const auto& [at, mask] : flipped) copy[at] ^= mask;
     }
-    ASSERT_TRUE(std::equal(copy.begin(), copy.end(), bytes.begin(), bytes.end())) << rel;
+    // Bytes, not chars: std::string's char is signed here, so element-wise equality with the
+    // uint8_t copy would fail on every byte above 127.
+    ASSERT_EQ(copy.size(), bytes.size()) << rel;
+    ASSERT_EQ(std::memcmp(copy.data(), bytes.data(), bytes.size()), 0) << rel;
   }
 }
 
