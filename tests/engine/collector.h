@@ -3,6 +3,7 @@
 #define QWEN_TESTS_ENGINE_COLLECTOR_H_
 
 #include <cstdint>
+#include <cstdlib>
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
@@ -27,8 +28,12 @@ class Collector : public engine::RequestSink {
     }
     done_.Notify();
   }
-  // False when the request did not finish in time.
+  // False when the request did not finish in time. Under an emulator (a cross build's tests,
+  // which ctest starts with QWEN_TEST_EMULATOR set) 10 times as long, as ctest's own timeouts
+  // are: qemu runs the model 10-30 times slower.
   bool Wait(absl::Duration d = absl::Seconds(60)) {
+    const char* emulator = std::getenv("QWEN_TEST_EMULATOR");
+    if (emulator != nullptr && *emulator != '\0') d *= 10;
     return done_.WaitForNotificationWithTimeout(d);
   }
   std::vector<int32_t> tokens() {
