@@ -4,10 +4,11 @@
 #include <netdb.h>
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <limits>
 #include <optional>
@@ -49,6 +50,12 @@ constexpr char kTimeoutHeader[] = "X-Request-Timeout";
 // notice a client that closes it while its request waits or generates; -1 when not found.
 // httplib does not hand handlers their socket; the thread that serves the request keeps it
 // open, so the descriptor found stays this connection's while the handler runs.
+// The other descriptors it looks at belong to other threads, which may close them meanwhile:
+// it only asks the kernel for their addresses (getpeername fails on anything but a connected
+// socket, and on a descriptor closed meanwhile), and a match on both addresses is this
+// connection, which no other socket can have while it is open. No fstat: ThreadSanitizer
+// counts it as a use of the descriptor and reports a race with the other thread's close (the
+// metrics exposer's listening socket closed at shutdown).
 int FindConnectionSocket(const httplib::Request& req) {
   DIR* dir = opendir("/proc/self/fd");
   if (dir == nullptr) return -1;
@@ -56,8 +63,6 @@ int FindConnectionSocket(const httplib::Request& req) {
   while (dirent* e = readdir(dir)) {
     int fd = 0;
     if (!absl::SimpleAtoi(e->d_name, &fd) || fd == dirfd(dir)) continue;
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode)) continue;
     sockaddr_storage peer{}, local{};
     socklen_t peer_len = sizeof(peer), local_len = sizeof(local);
     if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0) continue;
@@ -853,14 +858,31 @@ absl::StatusOr<std::unique_ptr<HttpFrontEnd>> HttpFrontEnd::Start(
   fe->impl_ =
       std::make_shared<Impl>(options, std::move(channel), std::move(serving), std::move(draining));
   fe->impl_->Register(s);
+  // The listening socket, as the library makes it (with its own options: address reuse).
+  int listen_fd = -1;
+  s.set_socket_options([&listen_fd](socket_t sock) {
+    httplib::default_socket_options(sock);
+    listen_fd = sock;
+  });
   if (options.port < 0) {
     fe->port_ = s.bind_to_any_port(options.host);
   } else if (s.bind_to_port(options.host, options.port)) {
     fe->port_ = options.port;
   }
+  s.set_socket_options(httplib::default_socket_options);
   if (fe->port_ <= 0) {
     return absl::UnavailableError(
         absl::StrCat("--http_port: cannot listen on ", options.host, ":", options.port));
+  }
+  // The library listens with a backlog of 5 (CPPHTTPLIB_LISTEN_BACKLOG, compiled into Debian's
+  // library): the kernel dropped the handshake of a 7th client connecting at once, which the
+  // client only retried a second later (8 streams opened together had 2 start a second late; a
+  // gateway opening its connections to a new replica would see the same). Listening again only
+  // raises the backlog; the kernel caps it at net.core.somaxconn.
+  if (listen_fd < 0 || ::listen(listen_fd, SOMAXCONN) != 0) {
+    LogWarning(kComponent, absl::StrCat("--http_port: cannot raise the listen backlog (",
+                                        listen_fd < 0 ? "no socket" : strerror(errno),
+                                        "); a burst of connections may wait a second"));
   }
   fe->finished_ = std::make_shared<std::atomic<bool>>(false);
   fe->thread_ = std::thread([server = fe->server_.get(), finished = fe->finished_] {
