@@ -83,7 +83,10 @@ MemoryEstimate EstimateMemory(const model::ModelConfig& config, int64_t file_byt
   MemoryEstimate m;
   m.weights_bytes = file_bytes;
   m.packed_bytes = options.pool.packed_dir.empty() ? 0 : file_bytes;
-  m.state_bytes_per_slot = static_cast<int64_t>(s.recurrent_bytes + s.conv_bytes);
+  // A slot that drafts keeps its verify checkpoints (and the MTP head's rows put aside) with
+  // its state: up to --max_draft of them, allocated at its first speculative step.
+  m.state_bytes_per_slot = static_cast<int64_t>(s.recurrent_bytes + s.conv_bytes +
+                                                s.speculative_bytes(options.pool.max_draft));
   m.kv_bytes_per_token = static_cast<int64_t>(s.kv_bytes_per_token);
   m.ctx_size = options.pool.ctx_size;
   m.workers = options.pool.workers;

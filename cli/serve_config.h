@@ -35,8 +35,10 @@ struct MemoryEstimate {
   // The packed copy of the weights (--packed_dir, a tmpfs: memory that is not reclaimable),
   // counted as the file's size, which bounds it; 0 when --packed_dir is empty.
   int64_t packed_bytes = 0;
-  int64_t state_bytes_per_slot = 0;  // delta-net recurrent + conv states of one sequence
-  int64_t kv_bytes_per_token = 0;    // K and V of every attention layer, at --kv_type
+  // Delta-net recurrent + conv states of one sequence, and what speculative decoding keeps
+  // with them (StateSize::speculative_bytes at --max_draft).
+  int64_t state_bytes_per_slot = 0;
+  int64_t kv_bytes_per_token = 0;  // K and V of every attention layer, at --kv_type
   int64_t ctx_size = 0;
   int workers = 0;
   int slots = 0;

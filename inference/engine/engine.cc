@@ -582,6 +582,8 @@ bool Engine::Step() {
                        n > 1 ? model::Logits::kAll : model::Logits::kLast};
     seg.keep_states = n > 1;
     seg.mtp = seq->mtp_catch_up;
+    // Not drafting this step: its head takes these rows when it next drafts (if ever).
+    seg.mtp_defer = n == 1;
     segments.push_back(seg);
     plan.push_back({seq, n, true, n});
   }
@@ -819,7 +821,18 @@ void Engine::PlanDrafts() {
   // at a time in admission order: with several sequences drafting, a step runs the MTP head as
   // many times as its longest draft, so short drafts for all beat long ones for a few.
   int64_t room = options_.speculative_step_tokens - static_cast<int64_t>(decoding.size());
-  if (room <= 0) return;
+  if (room <= 0) {
+    // No sequence drafts in a full step, and their heads put their rows aside (Segment::
+    // mtp_defer) so that a full batch costs what it costs without speculation. One that has
+    // put aside as many as its state holds gives its head up rather than pay for them all.
+    for (Sequence* seq : decoding) {
+      if (seq->mtp_catch_up &&
+          slots_[seq->slot].state->mtp_deferred() + 1 > model::kMaxMtpDeferredRows) {
+        seq->mtp_catch_up = false;
+      }
+    }
+    return;
+  }
   std::vector<int64_t> cap(decoding.size(), 0);
   for (size_t i = 0; i < decoding.size(); ++i) {
     Sequence* seq = decoding[i];
@@ -887,7 +900,7 @@ void Engine::PlanDrafts() {
         std::remove_if(drafts.begin(), drafts.end(), [V](int32_t t) { return t < 0 || t >= V; }),
         drafts.end());
     if (drafts.size() > static_cast<size_t>(k)) drafts.resize(k);
-    const bool mtp_ready = seq->mtp_catch_up && state.mtp_past() == state.n_past();
+    const bool mtp_ready = seq->mtp_catch_up && state.mtp_follows();
     const bool run_mtp = options_.test_drafter ? options_.test_drafter_runs_mtp && mtp_ready
                                                : drafts.empty() && mtp_ready;
     if (run_mtp) {
@@ -903,7 +916,13 @@ void Engine::PlanDrafts() {
     seq->drafts_counted = true;
   }
   if (mtp_slots.empty()) return;
-  // One batch for every sequence drafting with the head. A failure only costs the drafts.
+  // One batch for every sequence drafting with the head, after one that runs the rows their
+  // heads put aside. A failure only costs the drafts.
+  std::vector<model::SequenceState*> behind;
+  for (const model::DraftSlot& d : mtp_slots) {
+    if (d.state->mtp_deferred() > 0) behind.push_back(d.state);
+  }
+  if (!behind.empty() && !model_->MtpCatchUpDeferred(*ctx_, behind).ok()) return;
   if (!model_->MtpDraft(*ctx_, mtp_slots, options_.mtp_draft_vocab).ok()) return;
   for (size_t j = 0; j < mtp_seqs.size(); ++j) {
     const std::vector<int32_t>& d = options_.test_drafter ? replacing[j] : mtp_drafts[j];

@@ -233,7 +233,9 @@ struct EngineStats {
 // draft, and the sequence's state is rolled back to the tokens kept. Output, logits and
 // log-probabilities are bit for bit those of plain decoding, for greedy and seeded sampling
 // alike. A sequence whose drafts are mostly refused stops drafting for a while (doubling up to
-// 128 steps) and then probes again.
+// 128 steps) and then probes again. A sequence that does not draft in a step (paused, or the
+// step full) leaves its MTP head's rows for when it next drafts (Segment::mtp_defer), so a full
+// batch costs what it costs without speculation.
 //
 // Images (PromptImage::encode) are encoded before their prompt's first chunk. When other
 // sequences are computing, that happens on an encoder thread (started at the first such image,

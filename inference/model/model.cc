@@ -291,14 +291,19 @@ absl::Status Model::Forward(ops::ComputeContext& ctx, absl::Span<const Segment> 
     }
     n += static_cast<int64_t>(s.tokens.size());
   }
-  // Segments whose MTP head runs with them: text, and the head caught up so far.
-  std::vector<bool> mtp_run(segments.size(), false);
+  // Segments whose MTP head follows: text, and the head following so far. It runs with them,
+  // or takes their rows later (Segment::mtp_defer) while not too many wait.
+  std::vector<bool> mtp_run(segments.size(), false), mtp_later(segments.size(), false);
   bool need_hidden = false;
   for (size_t k = 0; k < segments.size(); ++k) {
     const Segment& s = segments[k];
-    mtp_run[k] = c.has_mtp && s.mtp && s.positions.empty() && s.embeddings.empty() &&
-                 s.state->mtp_past() == s.state->n_past();
-    need_hidden |= mtp_run[k] || (s.keep_states && c.has_mtp);
+    const bool follows =
+        c.has_mtp && s.mtp && s.positions.empty() && s.embeddings.empty() && s.state->mtp_follows();
+    mtp_later[k] =
+        follows && s.mtp_defer &&
+        s.state->mtp_deferred() + static_cast<int64_t>(s.tokens.size()) <= kMaxMtpDeferredRows;
+    mtp_run[k] = follows && !mtp_later[k];
+    need_hidden |= follows || (s.keep_states && c.has_mtp);
   }
 
   std::vector<int32_t> tokens;
@@ -404,7 +409,21 @@ absl::Status Model::Forward(ops::ComputeContext& ctx, absl::Span<const Segment> 
     }
     offset += ns;
   }
-  if (need_hidden) MtpCatchUp(ctx, segments, mtp_run, hidden);
+  std::vector<MtpRows> mtp_rows;
+  offset = 0;
+  for (size_t k = 0; k < segments.size(); ++k) {
+    const Segment& s = segments[k];
+    const int64_t ns = static_cast<int64_t>(s.tokens.size());
+    if (mtp_run[k]) {
+      mtp_rows.push_back({s.state, s.tokens, hidden + offset * E});
+    } else if (mtp_later[k]) {
+      s.state->DeferMtp(s.tokens.data(), hidden + offset * E, ns);
+    } else if (s.state->mtp_deferred() > 0) {
+      s.state->ClearMtpDeferred();  // the head falls behind for good: its rows are of no use
+    }
+    offset += ns;
+  }
+  if (!mtp_rows.empty()) MtpCatchUp(ctx, mtp_rows);
 
   for (size_t k = 0; k < segments.size(); ++k) {
     SequenceState& st = *segments[k].state;

@@ -75,6 +75,12 @@ struct Segment {
   // KV cache and input row follow the trunk (MtpDraft() needs them). Ignored, and the head left
   // behind (mtp_past() < n_past()), when the state's head was behind already.
   bool mtp = false;
+  // With `mtp`: the head may take these rows later instead of now (SequenceState::DeferMtp). They
+  // wait for the next pass that runs the head for this sequence (a Forward() segment without
+  // mtp_defer, or Model::MtpCatchUpDeferred()), which runs them first: the same keys and values
+  // as now, but none are computed for a sequence that never drafts again. At most
+  // kMaxMtpDeferredRows wait; a segment that would pass that runs the head at once.
+  bool mtp_defer = false;
 };
 
 // The multi-token-prediction block of Qwen3.5: the embedding of a token through `enorm` and the
@@ -193,6 +199,12 @@ class Model {
   absl::Status MtpDraft(ops::ComputeContext& ctx, absl::Span<const DraftSlot> slots,
                         int64_t draft_vocab = 0);
 
+  // Runs the rows these sequences' heads put aside (Segment::mtp_defer), in one batch, so that
+  // each head follows its trunk again (mtp_past() == n_past()). States without such rows are
+  // left alone. FAILED_PRECONDITION without the head.
+  absl::Status MtpCatchUpDeferred(ops::ComputeContext& ctx,
+                                  absl::Span<SequenceState* const> states);
+
  private:
   explicit Model(std::shared_ptr<const gguf::GgufFile> file) : file_(std::move(file)) {}
   absl::Status LoadWeights();
@@ -223,12 +235,18 @@ class Model {
                 float* final_rows);
   // Sets positions_ (text rotary positions) for rows of `segments` starting at `pos0`.
   void TextPositions(absl::Span<const Segment> segments, absl::Span<const int64_t> pos0);
-  // Stores the MTP block's keys and values for the rows of the segments marked in `run` (all
-  // the block's later rows need of them), pairing each token with the trunk's final-normed
-  // hidden row before it (`hidden` [n, n_embd] of the whole batch; the state's row for the
-  // first), and moves those states' MTP input rows and mtp_past() along.
-  void MtpCatchUp(ops::ComputeContext& ctx, absl::Span<const Segment> segments,
-                  const std::vector<bool>& run, const float* hidden);
+  // One sequence's rows for MtpCatchUp(): those its state put aside, then `tokens` (about to be
+  // appended at n_past()) with the trunk's final-normed hidden row after each (`hidden`
+  // [tokens.size(), n_embd]; none without tokens).
+  struct MtpRows {
+    SequenceState* state;
+    absl::Span<const int32_t> tokens;
+    const float* hidden = nullptr;
+  };
+  // Stores the MTP block's keys and values for these rows (all the block's later rows need of
+  // them), pairing each token with the trunk's hidden row before it (the state's input row for
+  // the first), and moves the states' MTP input rows and mtp_past() past them.
+  void MtpCatchUp(ops::ComputeContext& ctx, absl::Span<const MtpRows> rows);
   // The MTP head's input for n rows: [rmsnorm(embedding) * enorm | rmsnorm(hidden) * hnorm]
   // through eh_proj, into x [n, n_embd].
   void MtpInput(ops::ComputeContext& ctx, const int32_t* tokens, const float* hidden_in, int64_t n,

@@ -128,40 +128,39 @@ void Model::MtpBlock(ops::ComputeContext& ctx, absl::Span<const Segment> segment
   ctx.NoteLayerDone();
 }
 
-void Model::MtpCatchUp(ops::ComputeContext& ctx, absl::Span<const Segment> segments,
-                       const std::vector<bool>& run, const float* hidden) {
+void Model::MtpCatchUp(ops::ComputeContext& ctx, absl::Span<const MtpRows> rows) {
   const ModelConfig& c = config_;
   const int64_t E = c.n_embd;
   const LayerWeights& L = mtp_.block;
-  std::vector<Segment> sub;
-  std::vector<int64_t> pos0;
-  std::vector<int32_t> tokens;
   int64_t m = 0;
-  for (size_t k = 0; k < segments.size(); ++k) {
-    if (!run[k]) continue;
-    sub.push_back(segments[k]);
-    pos0.push_back(segments[k].state->next_position());
-    m += static_cast<int64_t>(segments[k].tokens.size());
+  for (const MtpRows& r : rows) {
+    m += r.state->mtp_deferred() + static_cast<int64_t>(r.tokens.size());
   }
   if (m == 0) return;
-  // Row p pairs token p with the hidden row of p - 1: the state's row for the first.
+  // Row p pairs token p with the hidden row of p - 1: the state's input row for the first. A
+  // state's rows sit at cells mtp_past() onwards, positions as many before next_position()
+  // as it put aside (text: one position per cell).
+  std::vector<int32_t> tokens;
+  tokens.reserve(m);
   float* hin = Buffer(kMtpIn, m * E);
-  int64_t r = 0, offset = 0;
-  for (size_t k = 0; k < segments.size(); ++k) {
-    const Segment& s = segments[k];
-    const int64_t ns = static_cast<int64_t>(s.tokens.size());
-    if (run[k]) {
-      for (int64_t t = 0; t < ns; ++t, ++r) {
-        tokens.push_back(s.tokens[t]);
-        const float* src = t == 0 ? s.state->mtp_hidden() : hidden + (offset + t - 1) * E;
-        std::memcpy(hin + r * E, src, E * sizeof(float));
-      }
+  positions_.clear();
+  positions4_.clear();
+  multi_positions_ = false;
+  int64_t p = 0;
+  for (const MtpRows& r : rows) {
+    const SequenceState& st = *r.state;
+    const int64_t d = st.mtp_deferred();
+    const int64_t ns = static_cast<int64_t>(r.tokens.size());
+    const float* before = st.mtp_hidden();
+    for (int64_t t = 0; t < d + ns; ++t, ++p) {
+      tokens.push_back(t < d ? st.mtp_deferred_tokens()[t] : r.tokens[t - d]);
+      std::memcpy(hin + p * E, before, E * sizeof(float));
+      before = t < d ? st.mtp_deferred_hidden() + t * E : r.hidden + (t - d) * E;
+      positions_.push_back(static_cast<int32_t>(st.next_position() - d + t));
     }
-    offset += ns;
   }
   // Later rows read only this block's keys and values of these positions: the rest of the
   // block runs when drafting.
-  TextPositions(sub, pos0);
   float* x = Buffer(kMtpX, m * E);
   MtpInput(ctx, tokens.data(), hin, m, x);
   float* h = Buffer(kH, m * E);
@@ -171,24 +170,36 @@ void Model::MtpCatchUp(ops::ComputeContext& ctx, absl::Span<const Segment> segme
   ops::MatMul(ctx, h, m, {{&L.attn_k, k}, {&L.attn_v, v}});
   ops::RmsNorm(ctx, k, L.attn_k_norm, m * c.n_head_kv, c.head_dim, c.rms_eps, k);
   ops::RopeNeox(k, m, c.n_head_kv, c.head_dim, c.n_rot, positions_.data(), c.rope_base);
-  r = 0;
-  for (const Segment& s : sub) {
-    const int64_t ns = static_cast<int64_t>(s.tokens.size());
-    ops::KvStore(s.state->kv(L.kind_index), k + r * c.kv_dim(), v + r * c.kv_dim(),
-                 s.state->n_past(), ns);
-    r += ns;
-  }
-  offset = 0;
-  for (size_t kk = 0; kk < segments.size(); ++kk) {
-    const Segment& s = segments[kk];
-    const int64_t ns = static_cast<int64_t>(s.tokens.size());
-    if (run[kk]) {
-      std::memcpy(s.state->mtp_hidden(), hidden + (offset + ns - 1) * E, E * sizeof(float));
-      s.state->set_mtp_past(s.state->n_past() + ns);
-    }
-    offset += ns;
+  p = 0;
+  for (const MtpRows& r : rows) {
+    SequenceState& st = *r.state;
+    const int64_t d = st.mtp_deferred();
+    const int64_t ns = static_cast<int64_t>(r.tokens.size());
+    if (d + ns == 0) continue;
+    ops::KvStore(st.kv(L.kind_index), k + p * c.kv_dim(), v + p * c.kv_dim(), st.mtp_past(),
+                 d + ns);
+    p += d + ns;
+    const float* last = ns > 0 ? r.hidden + (ns - 1) * E : st.mtp_deferred_hidden() + (d - 1) * E;
+    std::memcpy(st.mtp_hidden(), last, E * sizeof(float));
+    st.set_mtp_past(st.mtp_past() + d + ns);
+    st.ClearMtpDeferred();
   }
   ctx.NoteLayerDone();
+}
+
+absl::Status Model::MtpCatchUpDeferred(ops::ComputeContext& ctx,
+                                       absl::Span<SequenceState* const> states) {
+  if (!config_.has_mtp) return absl::FailedPreconditionError("the model has no MTP head");
+  std::vector<MtpRows> rows;
+  absl::flat_hash_set<const SequenceState*> seen;
+  for (SequenceState* s : states) {
+    if (s == nullptr || !seen.insert(s).second) {
+      return absl::InvalidArgumentError("a null or repeated sequence state");
+    }
+    if (s->mtp_deferred() > 0 && s->mtp_follows()) rows.push_back({s, {}, nullptr});
+  }
+  MtpCatchUp(ctx, rows);
+  return absl::OkStatus();
 }
 
 absl::Status Model::MtpDraft(ops::ComputeContext& ctx, absl::Span<const DraftSlot> slots,
@@ -245,8 +256,7 @@ absl::Status Model::MtpDraft(ops::ComputeContext& ctx, absl::Span<const DraftSlo
     draft_extra_.packed = nullptr;
     draft_extra_.n_out = static_cast<int64_t>(draft_extra_ids_.size());
   }
-  const int64_t n_extra =
-      n_head < V ? static_cast<int64_t>(draft_extra_ids_.size()) : int64_t{0};
+  const int64_t n_extra = n_head < V ? static_cast<int64_t>(draft_extra_ids_.size()) : int64_t{0};
   std::vector<int32_t> cur(slots.size());
   std::vector<float> hid(slots.size() * E);
   for (size_t j = 0; j < slots.size(); ++j) {

@@ -34,6 +34,11 @@ StateSize SequenceState::SizeFor(const ModelConfig& c, int64_t n_ctx, KvType kv_
   if (c.has_mtp) s.recurrent_bytes += c.n_embd * sizeof(float) + sizeof(int64_t);
   s.conv_bytes = static_cast<size_t>(c.n_delta_layers()) * (c.conv_kernel - 1) * c.ssm_qkv_dim() *
                  sizeof(float);
+  const size_t row = static_cast<size_t>(c.n_embd) * sizeof(float);
+  s.checkpoint_bytes = static_cast<size_t>(c.n_delta_layers()) * c.ssm_n_v * c.ssm_head_dim *
+                           c.ssm_head_dim * sizeof(float) +
+                       s.conv_bytes + (c.has_mtp ? row : 0);
+  s.mtp_deferred_bytes = c.has_mtp ? kMaxMtpDeferredRows * (row + sizeof(int32_t)) : 0;
   return s;
 }
 
@@ -87,7 +92,14 @@ void SequenceState::Reset() {
   std::memset(ssm_.get(), 0, ssm_floats_ * n_delta_ * sizeof(float));
   std::fill(mtp_hidden_.begin(), mtp_hidden_.end(), 0.0f);
   mtp_past_ = 0;
+  ClearMtpDeferred();
   ck_tokens_ = 0;
+}
+
+void SequenceState::DeferMtp(const int32_t* tokens, const float* hidden, int64_t n) {
+  mtp_deferred_tokens_.insert(mtp_deferred_tokens_.end(), tokens, tokens + n);
+  mtp_deferred_hidden_.insert(mtp_deferred_hidden_.end(), hidden,
+                              hidden + n * static_cast<int64_t>(mtp_hidden_.size()));
 }
 
 absl::Status SequenceState::ReserveCheckpoints(int64_t n) {
@@ -116,12 +128,21 @@ absl::Status SequenceState::Rollback(int64_t keep) {
     const int64_t t = keep - 1;
     std::memcpy(conv_.get(), checkpoint_conv(0, t), conv_floats_ * n_delta_ * sizeof(float));
     std::memcpy(ssm_.get(), checkpoint_recurrent(0, t), ssm_floats_ * n_delta_ * sizeof(float));
-    if (!mtp_hidden_.empty()) {
-      std::memcpy(mtp_hidden_.data(), checkpoint_hidden(t), mtp_hidden_.size() * sizeof(float));
-    }
     n_past_ = ck_base_past_ + keep;
     next_pos_ = ck_base_pos_ + keep;
-    mtp_past_ = std::min(mtp_past_, n_past_);
+    if (mtp_deferred() > 0 && mtp_past_ <= n_past_) {
+      // The head is behind by rows put aside: those of the tokens cut go, the rest stay (their
+      // hidden rows are the kept tokens' own), and its input row is still that of mtp_past().
+      const int64_t kept = std::min(mtp_deferred(), n_past_ - mtp_past_);
+      mtp_deferred_tokens_.resize(kept);
+      mtp_deferred_hidden_.resize(kept * mtp_hidden_.size());
+    } else {
+      if (!mtp_hidden_.empty()) {
+        std::memcpy(mtp_hidden_.data(), checkpoint_hidden(t), mtp_hidden_.size() * sizeof(float));
+      }
+      mtp_past_ = std::min(mtp_past_, n_past_);
+      ClearMtpDeferred();
+    }
   }
   ck_tokens_ = 0;
   return absl::OkStatus();
@@ -149,6 +170,8 @@ absl::Status SequenceState::CopyFrom(const SequenceState& other) {
   std::memcpy(ssm_.get(), other.ssm_.get(), ssm_floats_ * n_delta_ * sizeof(float));
   mtp_hidden_ = other.mtp_hidden_;
   mtp_past_ = other.mtp_past_;
+  mtp_deferred_tokens_ = other.mtp_deferred_tokens_;
+  mtp_deferred_hidden_ = other.mtp_deferred_hidden_;
   ck_tokens_ = 0;
   n_past_ = other.n_past_;
   next_pos_ = other.next_pos_;
@@ -203,6 +226,7 @@ void SequenceState::ImportRecurrent(const uint8_t* src) {
     std::memcpy(mtp_hidden_.data(), src, mtp_hidden_.size() * sizeof(float));
     std::memcpy(&mtp_past_, src + mtp_hidden_.size() * sizeof(float), sizeof(int64_t));
   }
+  ClearMtpDeferred();
   ck_tokens_ = 0;
 }
 

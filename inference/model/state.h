@@ -27,14 +27,28 @@ absl::StatusOr<KvType> ParseKvType(absl::string_view name);
 // "f16" or "f32".
 absl::string_view KvTypeName(KvType type);
 
+// Rows the MTP head of one sequence may leave for later (Segment::mtp_defer): 512 rows of the
+// 4B model's hidden size are 5 MiB.
+inline constexpr int64_t kMaxMtpDeferredRows = 512;
+
 // The memory one sequence needs, by part.
 struct StateSize {
   size_t kv_bytes_per_token = 0;  // all attention layers (the MTP block's too), K and V
   size_t kv_bytes_reserved = 0;   // for the whole context (address space, not resident)
   size_t recurrent_bytes = 0;     // delta-net states, and the MTP head's input row
   size_t conv_bytes = 0;          // conv states
+  // Speculative decoding: one verify checkpoint (ReserveCheckpoints: the delta-net recurrent and
+  // conv states, and with the MTP head its input row), and with the head the most rows it puts
+  // aside (kMaxMtpDeferredRows).
+  size_t checkpoint_bytes = 0;
+  size_t mtp_deferred_bytes = 0;
   size_t resident_bytes(int64_t n_tokens) const {
     return kv_bytes_per_token * n_tokens + recurrent_bytes + conv_bytes;
+  }
+  // What a sequence that drafts up to max_draft tokens a step adds, at most.
+  size_t speculative_bytes(int max_draft) const {
+    return max_draft > 0 ? static_cast<size_t>(max_draft) * checkpoint_bytes + mtp_deferred_bytes
+                         : 0;
   }
 };
 
@@ -81,6 +95,23 @@ class SequenceState {
   const float* mtp_hidden() const { return mtp_hidden_.data(); }
   int64_t mtp_past() const { return mtp_past_; }
   void set_mtp_past(int64_t n) { mtp_past_ = n; }
+  // Rows put aside for the head (Segment::mtp_defer): the tokens at cells [mtp_past(),
+  // mtp_past() + mtp_deferred()), each with the trunk's final-normed hidden row after it, not yet
+  // through the head. Running them later gives the head the same keys and values, bit for bit
+  // (the kernels' column independence), so a sequence that does not draft need not pay for its
+  // head until it drafts again. The head follows the trunk while mtp_follows().
+  int64_t mtp_deferred() const { return static_cast<int64_t>(mtp_deferred_tokens_.size()); }
+  const int32_t* mtp_deferred_tokens() const { return mtp_deferred_tokens_.data(); }
+  const float* mtp_deferred_hidden() const { return mtp_deferred_hidden_.data(); }  // [n, n_embd]
+  bool mtp_follows() const { return has_mtp() && mtp_past_ + mtp_deferred() == n_past_; }
+  // Appends n rows (tokens about to be appended at n_past(), and their hidden rows [n, n_embd]).
+  void DeferMtp(const int32_t* tokens, const float* hidden, int64_t n);
+  // Forgets the rows put aside: after they went through the head (which moved mtp_past()), or
+  // to leave the head behind for good.
+  void ClearMtpDeferred() {
+    mtp_deferred_tokens_.clear();
+    mtp_deferred_hidden_.clear();
+  }
   int mtp_kv_index() const { return n_attn_ - 1; }  // the MTP block's KV layer, with has_mtp
 
   // Per-token checkpoints of a verify segment (Segment::keep_states): room for `n` tokens.
@@ -124,6 +155,8 @@ class SequenceState {
   // delta-net layer's conv state then its recurrent state: recurrent_bytes + conv_bytes bytes.
   void ExportKv(int64_t begin, int64_t end, uint8_t* dst) const;
   void ImportKv(int64_t begin, int64_t end, const uint8_t* src);
+  // The MTP head's part is as of mtp_past(): rows put aside are not in it, so a state imported
+  // from it that had some has its head behind (it never drafts with the head).
   void ExportRecurrent(uint8_t* dst) const;
   void ImportRecurrent(const uint8_t* src);
   // Declares positions [0, n) filled (after ImportKv/ImportRecurrent of a prefix of n tokens);
@@ -159,6 +192,8 @@ class SequenceState {
   std::unique_ptr<float, FreeFloats> ssm_;
   std::vector<float> mtp_hidden_;  // [n_embd] with the MTP head, else empty
   int64_t mtp_past_ = 0;
+  std::vector<int32_t> mtp_deferred_tokens_;  // [mtp_deferred()]
+  std::vector<float> mtp_deferred_hidden_;    // [mtp_deferred(), n_embd]
   // Verify checkpoints: [n_checkpoints_][n_delta_] conv and recurrent states, [..][n_embd] rows.
   int64_t n_checkpoints_ = 0;
   std::vector<float> ck_conv_, ck_ssm_, ck_hidden_;

@@ -307,6 +307,104 @@ TEST_F(MtpHead, DraftsDependOnTheSequenceNotOnHowItWasFed) {
 // A restricted draft vocabulary (Model::MtpDraft's draft_vocab): each draft is the argmax of
 // the whole vocabulary's draft logits over the ids below the limit (rounded up to 16) and the
 // control and user-defined tokens, ties to the lowest id; asking for logits gets them all.
+// Rows a sequence's head puts aside while it does not draft (Segment::mtp_defer), run later in
+// one batch, give the head the same keys, values and input row, bit for bit, as running them at
+// every pass: through decode steps, a verify segment cut back by Rollback(), and the cap on rows
+// waiting. A head behind by such rows does not draft until they ran; a pass without the head
+// leaves it behind for good.
+TEST_F(MtpHead, DeferredRowsGiveTheHeadTheSameBits) {
+  for (const char* path :
+       {"models/tiny-qwen35-mtp-q3_k_m.gguf", "models/tiny-qwen35-ollama-q3_k_m.gguf"}) {
+    SCOPED_TRACE(path);
+    LoadedModel m = LoadModel(path);
+    ASSERT_NE(m.model, nullptr);
+    model::Model& model = *m.model;
+    const int64_t V = model.config().n_vocab;
+    const std::vector<int32_t> prompt = Prompt(V);
+    const int64_t n_ctx = static_cast<int64_t>(prompt.size()) + model::kMaxMtpDeferredRows + 64;
+    auto a_or = model.NewState(n_ctx), b_or = model.NewState(n_ctx);
+    ASSERT_TRUE(a_or.ok() && b_or.ok());
+    model::SequenceState& a = **a_or;  // the head runs with every pass
+    model::SequenceState& b = **b_or;  // it puts the decode steps' rows aside
+    std::vector<float> la(V * prompt.size()), lb(la.size());  // the most rows a pass writes
+    auto feed = [&](const std::vector<int32_t>& tokens, bool defer, bool keep_states) {
+      const model::Logits logits = tokens.size() > 1 ? model::Logits::kAll : model::Logits::kLast;
+      model::Segment sa{&a, absl::MakeConstSpan(tokens), logits};
+      model::Segment sb{&b, absl::MakeConstSpan(tokens), logits};
+      sa.mtp = sb.mtp = true;
+      sa.keep_states = sb.keep_states = keep_states;
+      sb.mtp_defer = defer;
+      ASSERT_TRUE(model.Forward(ctx_, {sa}, la.data()).ok());
+      ASSERT_TRUE(model.Forward(ctx_, {sb}, lb.data()).ok());
+      ASSERT_EQ(std::memcmp(la.data(), lb.data(), tokens.size() * V * sizeof(float)), 0);
+    };
+    auto same_heads = [&](const std::string& what) {
+      ASSERT_EQ(a.n_past(), b.n_past()) << what;
+      ASSERT_EQ(a.mtp_past(), b.mtp_past()) << what;
+      ASSERT_EQ(b.mtp_deferred(), 0) << what;
+      const model::StateSize& size = a.size();
+      std::vector<uint8_t> ra(size.recurrent_bytes + size.conv_bytes), rb(ra.size());
+      a.ExportRecurrent(ra.data());  // with the head's input row and mtp_past()
+      b.ExportRecurrent(rb.data());
+      EXPECT_TRUE(ra == rb) << what << ": recurrent states or the head's input rows differ";
+      std::vector<uint8_t> ka(size.kv_bytes_per_token * a.n_past()), kb(ka.size());
+      a.ExportKv(0, a.n_past(), ka.data());  // with the head's KV layer
+      b.ExportKv(0, b.n_past(), kb.data());
+      EXPECT_TRUE(ka == kb) << what << ": KV caches differ";
+      std::vector<int32_t> da, db;
+      std::vector<float> ga, gb;
+      ASSERT_TRUE(model.MtpDraft(ctx_, {{&a, 5, 3, &da, &ga}}).ok());
+      ASSERT_TRUE(model.MtpDraft(ctx_, {{&b, 5, 3, &db, &gb}}).ok());
+      EXPECT_EQ(da, db) << what;
+      EXPECT_TRUE(ga == gb) << what << ": draft logits differ";
+    };
+
+    feed(prompt, /*defer=*/true, false);  // a prompt's rows: deferred too when asked
+    int32_t next = 7;
+    for (int step = 0; step < 12; ++step) {
+      feed({next}, /*defer=*/true, false);
+      next = static_cast<int32_t>((next * 31 + 17) % V);
+    }
+    EXPECT_EQ(b.mtp_deferred(), static_cast<int64_t>(prompt.size()) + 12);
+    EXPECT_TRUE(b.mtp_follows());
+    EXPECT_LT(b.mtp_past(), b.n_past());
+    std::vector<int32_t> drafts;
+    EXPECT_EQ(model.MtpDraft(ctx_, {{&b, 5, 1, &drafts, nullptr}}).code(),
+              absl::StatusCode::kFailedPrecondition);
+    model::SequenceState* behind[] = {&b};
+    ASSERT_TRUE(model.MtpCatchUpDeferred(ctx_, behind).ok());
+    same_heads("after 12 deferred decode steps");
+
+    // A verify segment whose rows are put aside, cut back to its first token, then more steps.
+    feed({next, 1, 2, 3}, /*defer=*/true, /*keep_states=*/true);
+    ASSERT_TRUE(a.Rollback(1).ok());
+    ASSERT_TRUE(b.Rollback(1).ok());
+    EXPECT_EQ(b.mtp_deferred(), 1);
+    for (int step = 0; step < 5; ++step) feed({static_cast<int32_t>(step + 40)}, true, false);
+    // A pass that runs the head takes the rows put aside first.
+    feed({11, 12}, /*defer=*/false, false);
+    same_heads("after a cut verify segment and a pass that runs the head");
+
+    // No more than kMaxMtpDeferredRows wait: the pass that would exceed it runs the head.
+    for (int64_t step = 0; step < model::kMaxMtpDeferredRows; ++step) {
+      feed({static_cast<int32_t>(step % V)}, true, false);
+    }
+    EXPECT_EQ(b.mtp_deferred(), model::kMaxMtpDeferredRows);
+    feed({13}, true, false);
+    EXPECT_EQ(b.mtp_deferred(), 0);
+    same_heads("at the cap");
+
+    // A pass without the head leaves it behind, and its rows go.
+    feed({14}, true, false);
+    const std::vector<int32_t> token = {15};
+    model::Segment plain{&b, absl::MakeConstSpan(token), model::Logits::kLast};
+    ASSERT_TRUE(model.Forward(ctx_, {plain}, lb.data()).ok());
+    EXPECT_EQ(b.mtp_deferred(), 0);
+    EXPECT_LT(b.mtp_past(), b.n_past());
+    EXPECT_FALSE(b.mtp_follows());
+  }
+}
+
 TEST_F(MtpHead, RestrictedDraftVocabularyIsTheArgmaxOverItsIds) {
   LoadedModel m = LoadModel("models/tiny-qwen35-mtp-q3_k_m.gguf");
   ASSERT_NE(m.model, nullptr);
@@ -317,8 +415,8 @@ TEST_F(MtpHead, RestrictedDraftVocabularyIsTheArgmaxOverItsIds) {
   const int64_t limit = 200, rounded = 208;  // of the fixture's 1024 ids
   int64_t specials_above = 0;
   for (int64_t id = 0; id < V; ++id) {
-    const bool special = id < static_cast<int64_t>(types->size()) &&
-                         ((*types)[id] == 3 || (*types)[id] == 4);
+    const bool special =
+        id < static_cast<int64_t>(types->size()) && ((*types)[id] == 3 || (*types)[id] == 4);
     allowed[id] = id < rounded || special;
     if (special && id >= rounded) ++specials_above;
   }
