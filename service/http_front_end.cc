@@ -52,10 +52,10 @@ constexpr char kTimeoutHeader[] = "X-Request-Timeout";
 // open, so the descriptor found stays this connection's while the handler runs.
 // The other descriptors it looks at belong to other threads, which may close them meanwhile:
 // it only asks the kernel for their addresses (getpeername fails on anything but a connected
-// socket, and on a descriptor closed meanwhile), and a match on both addresses is this
-// connection, which no other socket can have while it is open. No fstat: ThreadSanitizer
-// counts it as a use of the descriptor and reports a race with the other thread's close (the
-// metrics exposer's listening socket closed at shutdown).
+// socket, and on a descriptor closed meanwhile), and a match of the peer's address and port
+// and our port is this connection, which no other socket can have while it is open. No fstat:
+// ThreadSanitizer counts it as a use of the descriptor and reports a race with the other thread's
+// close (the metrics exposer's listening socket closed at shutdown).
 int FindConnectionSocket(const httplib::Request& req) {
   DIR* dir = opendir("/proc/self/fd");
   if (dir == nullptr) return -1;

@@ -821,14 +821,17 @@ void Engine::PlanDrafts() {
   // at a time in admission order: with several sequences drafting, a step runs the MTP head as
   // many times as its longest draft, so short drafts for all beat long ones for a few.
   int64_t room = options_.speculative_step_tokens - static_cast<int64_t>(decoding.size());
+  step_room_ = room;
   if (room <= 0) {
-    // No sequence drafts in a full step, and their heads put their rows aside (Segment::
-    // mtp_defer) so that a full batch costs what it costs without speculation. One that has
-    // put aside as many as its state holds gives its head up rather than pay for them all.
+    // No sequence drafts in a full step, and their heads put their rows aside
+    // (Segment::mtp_defer) so that a full batch costs what it costs without speculation. One
+    // that has put aside as many as its state holds gives its head up rather than pay for them
+    // all; with no other drafter it stops drafting, so that it takes no room from the others.
     for (Sequence* seq : decoding) {
       if (seq->mtp_catch_up &&
           slots_[seq->slot].state->mtp_deferred() + 1 > model::kMaxMtpDeferredRows) {
         seq->mtp_catch_up = false;
+        if (seq->req.speculative == SpeculativeMode::kMtp) seq->max_draft = 0;
       }
     }
     return;
@@ -956,7 +959,14 @@ void Engine::Finish(Sequence* seq, FinishReason reason, absl::Status status, int
     slot.state->Reset();
     slot.history.clear();
   } else if (reason != FinishReason::kError) {
-    // The next turn of a conversation starts with this prompt and its answer.
+    // The next turn of a conversation starts with this prompt and its answer. The snapshot
+    // holds the MTP head as of the rows it ran: the waiting ones run first, so that a turn
+    // restored from it drafts with the head, unless the step was full (throughput first; the
+    // slot's own state keeps them for a turn that resumes it).
+    if (seq->mtp_catch_up && Caching(*seq) && step_room_ > 0 && slot.state->mtp_deferred() > 0) {
+      model::SequenceState* const waiting[] = {slot.state.get()};
+      (void)model_->MtpCatchUpDeferred(*ctx_, waiting);  // a failure only leaves the head behind
+    }
     Snapshot(*seq, slot.history);
   }
   slot.seq = nullptr;

@@ -331,6 +331,9 @@ class Engine {
   std::vector<Slot> slots_;         // scheduler thread only
   std::vector<float> logits_;       // scheduler thread only
   std::vector<Sequence*> running_;  // scheduler thread only, admission order
+  // The room the last step left for drafts (PlanDrafts; 0 or less: a full step). Scheduler
+  // thread only.
+  int64_t step_room_ = 0;
 
   mutable absl::Mutex mu_;
   std::deque<std::unique_ptr<Sequence>> queue_ ABSL_GUARDED_BY(mu_);

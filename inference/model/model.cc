@@ -415,6 +415,12 @@ absl::Status Model::Forward(ops::ComputeContext& ctx, absl::Span<const Segment> 
     const Segment& s = segments[k];
     const int64_t ns = static_cast<int64_t>(s.tokens.size());
     if (mtp_run[k]) {
+      // Its waiting rows in a pass of their own (at most kMaxMtpDeferredRows), then this
+      // batch's rows together.
+      if (s.state->mtp_deferred() > 0) {
+        const MtpRows waiting[] = {{s.state, {}, nullptr}};
+        MtpCatchUp(ctx, waiting);
+      }
       mtp_rows.push_back({s.state, s.tokens, hidden + offset * E});
     } else if (mtp_later[k]) {
       s.state->DeferMtp(s.tokens.data(), hidden + offset * E, ns);

@@ -2,6 +2,7 @@
 #ifndef QWEN_INFERENCE_MODEL_MODEL_H_
 #define QWEN_INFERENCE_MODEL_MODEL_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -73,7 +74,9 @@ struct Segment {
   bool keep_states = false;
   // With the MTP head loaded: run the MTP block over these tokens too (text only), so that its
   // KV cache and input row follow the trunk (MtpDraft() needs them). Ignored, and the head left
-  // behind (mtp_past() < n_past()), when the state's head was behind already.
+  // behind (mtp_past() < n_past()), when the state's head was behind already. Without it (or
+  // for a segment that is not text) the head falls behind for good, and the rows it had put
+  // aside are dropped.
   bool mtp = false;
   // With `mtp`: the head may take these rows later instead of now (SequenceState::DeferMtp). They
   // wait for the next pass that runs the head for this sequence (a Forward() segment without
@@ -199,13 +202,27 @@ class Model {
   absl::Status MtpDraft(ops::ComputeContext& ctx, absl::Span<const DraftSlot> slots,
                         int64_t draft_vocab = 0);
 
-  // Runs the rows these sequences' heads put aside (Segment::mtp_defer), in one batch, so that
-  // each head follows its trunk again (mtp_past() == n_past()). States without such rows are
-  // left alone. FAILED_PRECONDITION without the head.
+  // Runs the rows these sequences' heads put aside (Segment::mtp_defer), a pass per sequence
+  // (at most kMaxMtpDeferredRows rows each), so that each head follows its trunk again
+  // (mtp_past() == n_past()). States without such rows are left alone. FAILED_PRECONDITION
+  // without the head, INVALID_ARGUMENT for a null or repeated state.
   absl::Status MtpCatchUpDeferred(ops::ComputeContext& ctx,
                                   absl::Span<SequenceState* const> states);
 
+  // Rows the MTP head's catch-up has run since the model was loaded (every Forward() segment
+  // with Segment::mtp, and MtpCatchUpDeferred()), for tests and benchmarks.
+  int64_t mtp_rows_run() const { return mtp_rows_run_.load(std::memory_order_relaxed); }
+
  private:
+  // One sequence's rows for MtpCatchUp(): those its state put aside, then `tokens` (about to be
+  // appended at n_past()) with the trunk's final-normed hidden row after each (`hidden`
+  // [tokens.size(), n_embd]; none without tokens).
+  struct MtpRows {
+    SequenceState* state = nullptr;
+    absl::Span<const int32_t> tokens;
+    const float* hidden = nullptr;
+  };
+
   explicit Model(std::shared_ptr<const gguf::GgufFile> file) : file_(std::move(file)) {}
   absl::Status LoadWeights();
   // Points the weight matrices at a packed copy under options.packed_dir (see LoadOptions).
@@ -235,14 +252,6 @@ class Model {
                 float* final_rows);
   // Sets positions_ (text rotary positions) for rows of `segments` starting at `pos0`.
   void TextPositions(absl::Span<const Segment> segments, absl::Span<const int64_t> pos0);
-  // One sequence's rows for MtpCatchUp(): those its state put aside, then `tokens` (about to be
-  // appended at n_past()) with the trunk's final-normed hidden row after each (`hidden`
-  // [tokens.size(), n_embd]; none without tokens).
-  struct MtpRows {
-    SequenceState* state;
-    absl::Span<const int32_t> tokens;
-    const float* hidden = nullptr;
-  };
   // Stores the MTP block's keys and values for these rows (all the block's later rows need of
   // them), pairing each token with the trunk's hidden row before it (the state's input row for
   // the first), and moves the states' MTP input rows and mtp_past() past them.
@@ -270,6 +279,7 @@ class Model {
   std::vector<int32_t> positions4_;  // [n, 4] M-RoPE streams, when a segment brings them
   bool multi_positions_ = false;     // positions4_ is in use for this batch
   std::vector<float> draft_logits_;  // MtpDraft's logit rows of one step
+  std::atomic<int64_t> mtp_rows_run_{0};
   // The vocabulary's control and user-defined token ids, ascending (MtpDraft's draft_vocab).
   std::vector<int32_t> special_ids_;
   // The LM head's rows of the special ids at or above draft_extra_from_, copied from the file's

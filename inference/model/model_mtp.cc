@@ -137,6 +137,7 @@ void Model::MtpCatchUp(ops::ComputeContext& ctx, absl::Span<const MtpRows> rows)
     m += r.state->mtp_deferred() + static_cast<int64_t>(r.tokens.size());
   }
   if (m == 0) return;
+  mtp_rows_run_.fetch_add(m, std::memory_order_relaxed);
   // Row p pairs token p with the hidden row of p - 1: the state's input row for the first. A
   // state's rows sit at cells mtp_past() onwards, positions as many before next_position()
   // as it put aside (text: one position per cell).
@@ -190,15 +191,19 @@ void Model::MtpCatchUp(ops::ComputeContext& ctx, absl::Span<const MtpRows> rows)
 absl::Status Model::MtpCatchUpDeferred(ops::ComputeContext& ctx,
                                        absl::Span<SequenceState* const> states) {
   if (!config_.has_mtp) return absl::FailedPreconditionError("the model has no MTP head");
-  std::vector<MtpRows> rows;
   absl::flat_hash_set<const SequenceState*> seen;
   for (SequenceState* s : states) {
     if (s == nullptr || !seen.insert(s).second) {
       return absl::InvalidArgumentError("a null or repeated sequence state");
     }
-    if (s->mtp_deferred() > 0 && s->mtp_follows()) rows.push_back({s, {}, nullptr});
   }
-  MtpCatchUp(ctx, rows);
+  // A pass per sequence: several coming back to drafting at once must not make one pass (and
+  // its scratch buffers) of thousands of rows.
+  for (SequenceState* s : states) {
+    if (s->mtp_deferred() == 0 || !s->mtp_follows()) continue;
+    const MtpRows rows[] = {{s, {}, nullptr}};
+    MtpCatchUp(ctx, rows);
+  }
   return absl::OkStatus();
 }
 

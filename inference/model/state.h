@@ -88,8 +88,9 @@ class SequenceState {
   void Reset();
 
   // The MTP head (has_mtp only): the trunk's final-normed hidden row [n_embd] of token
-  // n_past() - 1 (zeros before the first), and how many MTP KV cells hold values computed from
-  // the true tokens and hidden rows (equal to n_past() while every pass caught the head up).
+  // mtp_past() - 1 (zeros before the first), and how many MTP KV cells hold values computed
+  // from the true tokens and hidden rows (equal to n_past() while every pass caught the head
+  // up; less by mtp_deferred() while rows wait).
   bool has_mtp() const { return !mtp_hidden_.empty(); }
   float* mtp_hidden() { return mtp_hidden_.data(); }
   const float* mtp_hidden() const { return mtp_hidden_.data(); }
@@ -134,7 +135,8 @@ class SequenceState {
   }
   // Keeps the first `keep` tokens (1 <= keep <= n) of the segment the last forward pass fed with
   // keep_states: the delta-net states, the MTP input row and the token count become what they
-  // were after token keep - 1. FAILED_PRECONDITION when no such pass preceded it.
+  // were after token keep - 1 (with rows put aside for the head, those of the tokens cut go
+  // instead). FAILED_PRECONDITION when no such pass preceded it.
   absl::Status Rollback(int64_t keep);
   // Makes this state equal to `other` (same model and capacity): for forking a sequence.
   absl::Status CopyFrom(const SequenceState& other);

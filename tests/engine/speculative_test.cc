@@ -584,36 +584,48 @@ TEST(EngineSpeculativeScheduling, RoomIsSharedAndRefusedDraftsPauseThenProbeWith
   }
 }
 
-// In a full step (as many sequences decoding as the step has positions) no sequence drafts,
-// and the MTP heads put their rows aside (Segment::mtp_defer) instead of running: a full batch
-// costs what it costs without speculation. When the batch shrinks, the sequence left drafts
-// with its head, which first takes the rows it put aside; the output is plain decoding's.
-TEST(EngineSpeculativeScheduling, AFullStepLeavesTheHeadsForLater) {
-  auto m = LoadModel("models/tiny-qwen35-mtp-q3_k_m.gguf");
-  ASSERT_NE(m.model, nullptr);
-  std::shared_ptr<model::Model> model(std::move(m.model));
-  const int32_t V = static_cast<int32_t>(model->config().n_vocab);
-  auto make = [&](int max_draft) {
+// The MTP heads' rows in the engine (Segment::mtp_defer), counted by Model::mtp_rows_run():
+//   - in a full step (as many sequences decoding as the step has positions) nobody drafts and
+//     the heads run no rows: only the prompt's, in its prefill;
+//   - a sequence that has put kMaxMtpDeferredRows aside in full steps gives its head up instead
+//     of running them;
+//   - a sequence that drafts again runs its waiting rows first (MtpDraft refuses a head behind);
+//   - a request that ends runs them before its state goes to the prefix cache, so that the next
+//     turn restored from there drafts with the head.
+// The output is plain decoding's throughout.
+class EngineMtpRows : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto m = LoadModel("models/tiny-qwen35-mtp-q3_k_m.gguf");
+    ASSERT_NE(m.model, nullptr);
+    model_ = std::shared_ptr<model::Model>(std::move(m.model));
+    V_ = static_cast<int32_t>(model_->config().n_vocab);
+  }
+  std::unique_ptr<Engine> Make(int slots, int max_draft, int step_tokens, size_t cache = 0) {
     EngineOptions o;
-    o.n_slots = 4;
-    o.n_ctx = 256;
+    o.n_slots = slots;
+    o.n_ctx = 1024;
     o.n_threads = 2;
     o.max_draft = max_draft;
-    o.speculative_step_tokens = 4;
-    auto e = Engine::Create(model, o);
+    o.speculative_step_tokens = step_tokens;
+    o.prefix_cache_bytes = cache;
+    auto e = Engine::Create(model_, o);
     EXPECT_TRUE(e.ok()) << e.status();
-    return std::move(*e);
-  };
-  const int max_tokens[] = {12, 12, 12, 60};
-  auto run = [&](Engine& e) {
+    return e.ok() ? std::move(*e) : nullptr;
+  }
+  GenerationRequest Request(uint64_t id, std::vector<int32_t> prompt, int max_tokens) {
+    GenerationRequest r;
+    r.id = id;
+    r.prompt = std::move(prompt);
+    r.max_tokens = max_tokens;
+    r.sampling.temperature = 0;
+    r.speculative = SpeculativeMode::kMtp;
+    return r;
+  }
+  // Submits them all, then waits for each.
+  std::vector<Result> Run(Engine& e, const std::vector<GenerationRequest>& reqs) {
     std::vector<std::shared_ptr<Sink>> sinks;
-    for (int i = 0; i < 4; ++i) {
-      GenerationRequest r;
-      r.id = static_cast<uint64_t>(i + 1);
-      r.prompt = RandomTokens(20, 90 + i, V);
-      r.max_tokens = max_tokens[i];
-      r.sampling.temperature = 0;
-      r.speculative = SpeculativeMode::kMtp;
+    for (const GenerationRequest& r : reqs) {
       auto sink = std::make_shared<Sink>();
       EXPECT_TRUE(e.Submit(r, sink).ok());
       sinks.push_back(sink);
@@ -625,25 +637,71 @@ TEST(EngineSpeculativeScheduling, AFullStepLeavesTheHeadsForLater) {
       out.push_back({s->tokens, {}, {}, s->info});
     }
     return out;
-  };
-  std::vector<Result> plain, spec;
+  }
+  std::shared_ptr<model::Model> model_;
+  int32_t V_ = 0;
+};
+
+TEST_F(EngineMtpRows, AFullStepRunsNoHeadRowsAndGivesTheHeadUpAtTheCap) {
+  const std::vector<int32_t> prompt = RandomTokens(20, 95, V_);
+  const int long_run = static_cast<int>(model::kMaxMtpDeferredRows) + 40;
+  std::vector<Result> plain;
   {
-    auto e = make(0);
-    plain = run(*e);
+    auto e = Make(1, 0, 1);
+    ASSERT_NE(e, nullptr);
+    plain = Run(*e, {Request(1, prompt, 40), Request(2, prompt, long_run)});
   }
+  // A step of one position: every step is full.
+  auto e = Make(1, 3, 1);
+  ASSERT_NE(e, nullptr);
+  const int64_t before = model_->mtp_rows_run();
+  const std::vector<Result> got = Run(*e, {Request(3, prompt, 40)});
+  EXPECT_TRUE(Same(got[0], plain[0]));
+  EXPECT_EQ(got[0].info.drafted_tokens, 0);
+  EXPECT_EQ(model_->mtp_rows_run() - before, static_cast<int64_t>(prompt.size()))
+      << "the head ran rows in full steps";
+  // Past the cap: the head gives up rather than run the 512 rows put aside.
+  const int64_t before_long = model_->mtp_rows_run();
+  const std::vector<Result> got_long = Run(*e, {Request(4, prompt, long_run)});
+  EXPECT_TRUE(Same(got_long[0], plain[1]));
+  EXPECT_EQ(model_->mtp_rows_run() - before_long, static_cast<int64_t>(prompt.size()));
+}
+
+TEST_F(EngineMtpRows, ASequenceThatDraftsAgainRunsItsRowsFirst) {
+  const int max_tokens[] = {12, 12, 12, 60};
+  std::vector<GenerationRequest> reqs;
+  for (int i = 0; i < 4; ++i)
+    reqs.push_back(Request(i + 1, RandomTokens(20, 90 + i, V_), max_tokens[i]));
+  std::vector<Result> plain;
   {
-    auto e = make(3);
-    spec = run(*e);
+    auto e = Make(4, 0, 4);
+    ASSERT_NE(e, nullptr);
+    plain = Run(*e, reqs);
   }
-  for (int i = 0; i < 4; ++i) {
-    EXPECT_TRUE(Same(spec[i], plain[i])) << "request " << i;
-    ASSERT_EQ(spec[i].tokens.size(), static_cast<size_t>(max_tokens[i]));
-  }
-  // The fourth drafts with its head once alone, after the full steps put its rows aside: a head
-  // behind by them cannot draft (MtpDraft refuses it) until they ran. (Whether the first three
-  // never draft depends on the engine's thread not stepping between the submissions, which a
-  // busy machine does not promise.)
-  EXPECT_GT(spec[3].info.drafted_tokens, 0);
+  auto e = Make(4, 3, 4);
+  ASSERT_NE(e, nullptr);
+  const std::vector<Result> got = Run(*e, reqs);
+  for (int i = 0; i < 4; ++i) EXPECT_TRUE(Same(got[i], plain[i])) << "request " << i;
+  // The fourth drafts with its head once alone, after full steps put its rows aside (how many
+  // depends on how the engine's thread met the submissions).
+  EXPECT_GT(got[3].info.drafted_tokens, 0);
+}
+
+TEST_F(EngineMtpRows, TheNextTurnFromThePrefixCacheDraftsWithTheHead) {
+  auto e = Make(1, 3, 8, 64 << 20);
+  ASSERT_NE(e, nullptr);
+  const std::vector<int32_t> prompt = RandomTokens(20, 97, V_);
+  // The first turn ends on a step that cannot draft (its last token), with rows waiting.
+  const std::vector<Result> first = Run(*e, {Request(1, prompt, 30)});
+  ASSERT_EQ(first[0].tokens.size(), 30u);
+  // Another conversation takes the only slot, so the next turn resumes from the cache.
+  Run(*e, {Request(2, RandomTokens(20, 98, V_), 5)});
+  std::vector<int32_t> next = prompt;
+  next.insert(next.end(), first[0].tokens.begin(), first[0].tokens.end());
+  for (int32_t t : RandomTokens(6, 99, V_)) next.push_back(t);
+  const std::vector<Result> second = Run(*e, {Request(3, next, 10)});
+  EXPECT_GE(second[0].info.cached_tokens, static_cast<int32_t>(prompt.size()) + 29);
+  EXPECT_GT(second[0].info.drafted_tokens, 0) << "the cached state's head was behind";
 }
 
 TEST(EngineSpeculativeSampling, TokenFrequenciesMatchPlainSampling) {

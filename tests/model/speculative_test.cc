@@ -304,9 +304,6 @@ TEST_F(MtpHead, DraftsDependOnTheSequenceNotOnHowItWasFed) {
   EXPECT_TRUE(std::equal(ls.begin(), ls.end(), lw.begin()));
 }
 
-// A restricted draft vocabulary (Model::MtpDraft's draft_vocab): each draft is the argmax of
-// the whole vocabulary's draft logits over the ids below the limit (rounded up to 16) and the
-// control and user-defined tokens, ties to the lowest id; asking for logits gets them all.
 // Rows a sequence's head puts aside while it does not draft (Segment::mtp_defer), run later in
 // one batch, give the head the same keys, values and input row, bit for bit, as running them at
 // every pass: through decode steps, a verify segment cut back by Rollback(), and the cap on rows
@@ -405,6 +402,9 @@ TEST_F(MtpHead, DeferredRowsGiveTheHeadTheSameBits) {
   }
 }
 
+// A restricted draft vocabulary (Model::MtpDraft's draft_vocab): each draft is the argmax of
+// the whole vocabulary's draft logits over the ids below the limit (rounded up to 16) and the
+// control and user-defined tokens, ties to the lowest id; asking for logits gets them all.
 TEST_F(MtpHead, RestrictedDraftVocabularyIsTheArgmaxOverItsIds) {
   LoadedModel m = LoadModel("models/tiny-qwen35-mtp-q3_k_m.gguf");
   ASSERT_NE(m.model, nullptr);

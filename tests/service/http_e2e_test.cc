@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
@@ -241,6 +242,9 @@ TEST_F(HttpE2eTest, ABurstOfConnectionsIsAcceptedAtOnce) {
   addr.sin_port = htons(static_cast<uint16_t>(server_->http_port()));
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   std::vector<int> fds;
+  absl::Cleanup close_all = [&fds] {
+    for (int fd : fds) close(fd);
+  };
   for (int i = 0; i < kConnections; ++i) {
     const int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
     ASSERT_GE(fd, 0);
@@ -271,7 +275,6 @@ TEST_F(HttpE2eTest, ABurstOfConnectionsIsAcceptedAtOnce) {
       response.append(buf, static_cast<size_t>(n));
     }
     if (absl::StartsWith(response, "HTTP/1.1 200")) ++served;
-    close(fd);
   }
   EXPECT_EQ(served, kConnections);
   // Counted by the kernel for the whole machine: another program's full queue at this moment
